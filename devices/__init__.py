@@ -1,0 +1,166 @@
+"""Target device profiles: which execution providers to try, threads, memory and fast precisions.
+
+Profiles are data (`devices/*.toml`, one device a file); this module loads and checks them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.errors import ConfigError
+
+
+class Provider(StrEnum):
+    """ONNX Runtime execution providers edgeinfer knows, with the package that ships each."""
+
+    CPU = "CPUExecutionProvider"
+    CUDA = "CUDAExecutionProvider"
+    TENSORRT = "TensorrtExecutionProvider"
+    QNN = "QNNExecutionProvider"
+    COREML = "CoreMLExecutionProvider"
+    OPENVINO = "OpenVINOExecutionProvider"
+    DIRECTML = "DmlExecutionProvider"
+    XNNPACK = "XnnpackExecutionProvider"
+
+    @property
+    def package(self) -> str:
+        return _PROVIDER_PACKAGES[self]
+
+    @classmethod
+    def parse(cls, name: str) -> Provider:
+        """Accept the full name or a short one: `qnn`, `cuda`, `CPUExecutionProvider`."""
+        for p in cls:
+            if name.lower() in (p.value.lower(), p.short):
+                return p
+        valid = ", ".join(p.short for p in cls)
+        raise ConfigError(f"unknown execution provider {name!r}; valid: {valid}")
+
+    @property
+    def short(self) -> str:
+        return self.value.removesuffix("ExecutionProvider").lower()
+
+
+_PROVIDER_PACKAGES = {
+    Provider.CPU: "onnxruntime",
+    Provider.CUDA: "onnxruntime-gpu",
+    Provider.TENSORRT: "onnxruntime-gpu (and TensorRT)",
+    Provider.QNN: "onnxruntime-qnn",
+    Provider.COREML: "onnxruntime (macOS build)",
+    Provider.OPENVINO: "onnxruntime-openvino",
+    Provider.DIRECTML: "onnxruntime-directml",
+    Provider.XNNPACK: "onnxruntime (a build with XNNPACK)",
+}
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+_KEYS = {"name", "description", "providers", "threads", "memory_mb", "precisions", "static_shapes",
+         "quant", "llm"}
+_QUANT_KEYS = {"activation_type", "weight_type", "reduce_range", "per_channel", "recipe"}
+_LLM_KEYS = {"n_gpu_layers", "n_ctx", "kquant"}
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    providers: tuple[Provider, ...]
+    threads: int | None = None
+    memory_mb: int | None = None
+    precisions: tuple[Precision, ...] = (Precision.FP32,)
+    static_shapes: bool = False
+    # Quantization defaults that matter on this hardware (see compress/).
+    quant: dict[str, Any] = field(default_factory=dict)
+    # llama.cpp defaults: GPU layers, context size, the k-quant that suits the memory.
+    llm: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _fail(path: Path | str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"device profile {path}: key {key!r}: {message}")
+
+
+def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
+    unknown = set(data) - _KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise _fail(path, key, f"unknown key; allowed keys: {', '.join(sorted(_KEYS))}")
+    for key in ("name", "providers"):
+        if key not in data:
+            raise _fail(path, key, "missing (required)")
+    if not isinstance(data["providers"], list) or not data["providers"]:
+        raise _fail(path, "providers", "must be a non-empty list of provider names")
+    try:
+        providers = tuple(Provider.parse(p) for p in data["providers"])
+    except ConfigError as e:
+        raise _fail(path, "providers", str(e)) from None
+    precisions = []
+    for p in data.get("precisions", ["fp32"]):
+        try:
+            precisions.append(Precision(p))
+        except ValueError:
+            raise _fail(path, "precisions", f"{p!r} is not one of {', '.join(Precision)}") from None
+    threads = data.get("threads")
+    if threads is not None and (not isinstance(threads, int) or threads < 0):
+        raise _fail(path, "threads", f"{threads!r} is not a non-negative integer (0 lets the runtime decide)")
+    memory = data.get("memory_mb")
+    if memory is not None and (not isinstance(memory, int) or memory <= 0):
+        raise _fail(path, "memory_mb", f"{memory!r} is not a positive integer")
+    for section, allowed in (("quant", _QUANT_KEYS), ("llm", _LLM_KEYS)):
+        extra = set(data.get(section, {})) - allowed
+        if extra:
+            raise _fail(path, f"{section}.{sorted(extra)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    return DeviceProfile(
+        name=str(data["name"]),
+        description=str(data.get("description", "")),
+        providers=providers,
+        threads=threads or None,
+        memory_mb=memory,
+        precisions=tuple(precisions),
+        static_shapes=bool(data.get("static_shapes", False)),
+        quant=dict(data.get("quant", {})),
+        llm=dict(data.get("llm", {})),
+        path=Path(path),
+    )
+
+
+def load_profile_file(path: Path) -> DeviceProfile:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"device profile {path}: not valid TOML: {e}") from e
+    return parse_profile(data, path)
+
+
+def builtin_profiles() -> dict[str, DeviceProfile]:
+    profiles = {}
+    for entry in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            profile = load_profile_file(Path(str(entry)))
+            profiles[profile.name] = profile
+    return profiles
+
+
+def get_profile(name_or_path: str) -> DeviceProfile:
+    """A built-in profile by name, or a user's TOML file by path."""
+    if name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"device profile file {path} does not exist")
+        return load_profile_file(path)
+    profiles = builtin_profiles()
+    if name_or_path not in profiles:
+        raise ConfigError(f"unknown device {name_or_path!r}; built-in profiles: {', '.join(profiles)} "
+                          "(or pass a path to your own .toml)")
+    return profiles[name_or_path]

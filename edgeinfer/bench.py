@@ -1,0 +1,146 @@
+"""`edgeinfer bench`: latency percentiles, throughput, memory and providers for one model.
+
+With a baseline source, eager PyTorch is timed on the same inputs, interleaved with ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeinfer.errors import ConfigError, InputError
+from edgeinfer.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
+
+# Symbolic dimension name -> default size for synthetic inputs.
+DEFAULT_DIMS = {"batch": 1, "sequence": 128}
+JSON_SCHEMA = 1
+
+
+def parse_shapes(items: list[str]) -> dict[str, list[int]]:
+    """`name=1x128` -> {"name": [1, 128]}; a bare `batch=4` sets a symbolic dimension."""
+    shapes = {}
+    for item in items:
+        m = re.fullmatch(r"([^=]+)=(\d+(?:x\d+)*)", item.strip())
+        if not m:
+            raise ConfigError(f"--shape {item!r} must look like input_name=1x128 or batch=8")
+        shapes[m.group(1)] = [int(d) for d in m.group(2).split("x")]
+    return shapes
+
+
+def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs built from the graph's specs: symbolic dims from `shapes` or the defaults."""
+    from edgeinfer.runtime.ort import ORT_DTYPES
+
+    rng = np.random.default_rng(seed)
+    names = {spec.name for spec in inputs}
+    unknown = [k for k, v in shapes.items() if k not in names and len(v) != 1]
+    if unknown:
+        raise ConfigError(f"--shape {unknown[0]}: no such input; the model's inputs are {', '.join(sorted(names))}")
+    dims = {**DEFAULT_DIMS, **{k: v[0] for k, v in shapes.items() if k not in names}}
+    feeds = {}
+    for spec in inputs:
+        if spec.name in shapes:
+            shape = shapes[spec.name]
+            if len(shape) != len(spec.shape):
+                raise ConfigError(f"--shape {spec.name}: rank {len(shape)} does not match the model's "
+                                  f"{list(spec.shape)}")
+        else:
+            shape = [d if isinstance(d, int) else dims.get(d, 1) for d in spec.shape]
+        dtype = ORT_DTYPES.get(spec.type)
+        if dtype is None:
+            raise InputError(f"input {spec.name} has type {spec.type}, which bench cannot synthesize")
+        if np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif "mask" in spec.name or dtype == np.bool_:
+            feeds[spec.name] = np.ones(shape, dtype=dtype)
+        elif "type" in spec.name or "position" in spec.name:
+            feeds[spec.name] = np.zeros(shape, dtype=dtype)
+        else:
+            feeds[spec.name] = rng.integers(0, 1000, size=shape).astype(dtype)
+    return feeds
+
+
+def source_spec(source: dict[str, Any]) -> str | None:
+    """The `export` SOURCE argument recorded in a sidecar, to rebuild the PyTorch model."""
+    kind = source.get("kind")
+    if kind == "factory":
+        return source["factory"]
+    if kind in ("huggingface", "pt2"):
+        return source["path"]
+    return None
+
+
+def bench_model(
+    model: Path,
+    *,
+    providers=None,
+    device=None,
+    allow_fallback: bool = False,
+    threads: int | None = None,
+    shapes: dict[str, list[int]] | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    baseline: str | None = None,
+    tick: Callable[[], None] | None = None,
+    warn=print,
+) -> dict[str, Any]:
+    from edgeinfer.artifact import load_artifact
+    from edgeinfer.runtime.ort import OrtRunner
+
+    art = load_artifact(model)
+    runner = OrtRunner(model, providers=providers, device=device, allow_fallback=allow_fallback,
+                       threads=threads, warn=warn)
+    feeds = synthetic_inputs(runner.inputs, shapes or {})
+    runner.check_inputs(feeds)
+    runner.run(feeds)  # profiled run: placement
+    fns = {"onnxruntime": lambda: runner.session.run(None, feeds)}
+    if baseline:
+        fns["pytorch"] = _torch_fn(baseline, art, feeds, runner.output_names)
+    times = interleaved(fns, runs=runs, warmup=warmup, tick=tick)
+    batch = next(iter(feeds.values())).shape[0] if feeds else 1
+    lat = percentiles(times["onnxruntime"])
+    result: dict[str, Any] = {
+        "schema": JSON_SCHEMA,
+        "model": str(model),
+        "file_size_bytes": Path(model).stat().st_size,
+        "inputs": {n: list(a.shape) for n, a in feeds.items()},
+        "batch": int(batch),
+        "runs": runs,
+        "warmup": warmup,
+        "latency_ms": lat,
+        "throughput_per_s": batch * 1000.0 / lat["p50"],
+        "peak_rss_mb": peak_rss_mb(),
+        "providers": {"requested": runner.report.requested, "used": runner.report.used,
+                      "fallbacks": runner.report.fallbacks, "placement": runner.report.placement},
+    }
+    if baseline:
+        base = percentiles(times["pytorch"])
+        point, lo, hi = speedup_ci(times["pytorch"], times["onnxruntime"])
+        result["baseline"] = {"source": baseline, "runtime": "pytorch-eager", "latency_ms": base,
+                              "speedup": point, "speedup_ci95": [lo, hi]}
+    return result
+
+
+def _torch_fn(baseline: str, art, feeds, output_names):
+    import torch
+
+    from edgeinfer.exporters.source import Task, load_source
+
+    spec = source_spec(art.source) if baseline == "auto" else baseline
+    if not spec:
+        raise ConfigError(f"{art.path} records no PyTorch source; pass --baseline SOURCE explicitly")
+    task = art.meta.get("task")
+    src = load_source(spec, Task(task) if task else None)
+    missing = [n for n in src.input_names if n not in feeds]
+    if missing:
+        raise ConfigError(f"baseline {spec} takes inputs {src.input_names}, the ONNX model {list(feeds)}")
+    args = tuple(torch.from_numpy(feeds[n]) for n in src.input_names)
+
+    def run():
+        with torch.inference_mode():
+            src.module(*args)
+
+    return run

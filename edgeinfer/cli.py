@@ -1,0 +1,327 @@
+"""The `edgeinfer` command line. Heavy libraries load inside commands, so --help stays fast.
+
+Every EdgeInferError becomes one red line and exit code 2; --verbose adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeinfer.errors import EdgeInferError
+
+app = typer.Typer(
+    name="edgeinfer",
+    help="Export, compress and run models on edge devices, and prove with numbers they are still good.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+err = Console(stderr=True)
+_state = {"verbose": False}
+
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (stable keys, for CI).")]
+Device = Annotated[Optional[str], typer.Option("--device", "-d", help="Device profile name (see `edgeinfer devices`) or a .toml file.")]
+ProviderOpt = Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="Execution provider, in order of preference (cpu, qnn, cuda, ...). Repeat for several.")]
+Fallback = Annotated[bool, typer.Option("--allow-fallback", help="Run without an unavailable provider instead of failing; the fallback is printed and recorded.")]
+Threads = Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the device profile's, else all cores).")]
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False) -> None:
+    _state["verbose"] = verbose
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]{message}[/yellow]")
+
+
+def _resolve_device(device: str | None, provider: list[str] | None):
+    from edgeinfer.devices import Provider, get_profile
+
+    profile = get_profile(device) if device else None
+    providers = [Provider.parse(p) for p in provider] if provider else None
+    return profile, providers
+
+
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.2f} MiB"
+
+
+# ---------------------------------------------------------------------------------- export
+
+@app.command()
+def export(
+    source: Annotated[str, typer.Argument(help="Hugging Face model directory, a torch.export .pt2 file, or package.module:function returning (module, inputs).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .onnx (or .gguf for causal LMs).")],
+    task: Annotated[Optional[str], typer.Option(help="feature-extraction, text-classification, image-classification or causal-lm (default: from the architecture).")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
+    exporter: Annotated[str, typer.Option(help="auto (torch.export, then TorchScript if it fails, reported), dynamo or torchscript.")] = "auto",
+    static_shapes: Annotated[bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")] = False,
+    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2).")] = None,
+    outtype: Annotated[Optional[str], typer.Option(help="GGUF only: f32, f16, bf16 or q8_0.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="GGUF only: a PEFT LoRA adapter folder merged before export.")] = None,
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
+    """Export a model to ONNX (or GGUF) and check it against the source before calling it done.
+
+    The model runs in PyTorch and in the exported runtime on the example inputs and on a second
+    input shape (padded batches for text models); any output that differs beyond tolerance fails
+    the export with every mismatch listed, and nothing is written.
+
+    Examples:
+
+      edgeinfer export path/to/all-MiniLM-L6-v2 -o minilm.onnx
+
+      edgeinfer export edgeinfer.examples.digits:lenet -o lenet.onnx
+    """
+    from edgeinfer.export import export_model
+
+    with console.status("exporting") as status:
+        art = export_model(source, output, task=task, opset=opset, exporter=exporter,
+                           static_shapes=static_shapes, atol=atol, force=force,
+                           outtype=outtype, adapter=adapter,
+                           stage=lambda s: status.update(s), warn=warn)
+    if as_json:
+        print(json.dumps({"output": str(output), "sha256": art.sha256, "meta": art.meta,
+                          "validation": art.validation}, default=str))
+        return
+    table = Table(title=f"exported {output}", show_header=False)
+    table.add_row("file size", _mb(output.stat().st_size))
+    for key in ("parameters", "opset", "task", "outtype", "architecture"):
+        if art.meta.get(key) is not None:
+            value = art.meta[key]
+            table.add_row(key, f"{value:,}" if isinstance(value, int) and key == "parameters" else str(value))
+    step = art.steps[-1]
+    if step.config.get("exporter_used"):
+        table.add_row("exporter", step.config["exporter_used"] + (" (fallback)" if "fallback" in step.config else ""))
+    v = art.validation
+    for key, label, fmt in (("max_abs_diff", "max abs diff", "{:.3g}"), ("min_cosine", "min cosine", "{:.6f}"),
+                            ("top1_agreement", "top-1 agreement", "{:.4f}"), ("kl_mean", "mean KL divergence", "{:.3g}"),
+                            ("tokenizer_match", "tokenizer round-trip", "{}")):
+        if key in v:
+            table.add_row(label, fmt.format(v[key]))
+    if "cases" in v:
+        table.add_row("validated on", "; ".join(", ".join(f"{n}{s}" for n, s in c["inputs"].items())
+                                                for c in v["cases"].values()))
+    table.add_row("sidecar", str(art.sidecar))
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------- run
+
+@app.command()
+def run(
+    model: Annotated[Path, typer.Argument(help="An .onnx model (for .gguf LLMs use --prompt).")],
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help=".npz whose arrays are named like the model's inputs.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="GGUF: the prompt to complete.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="GGUF: tokens to generate.")] = 128,
+    device: Device = None,
+    provider: ProviderOpt = None,
+    allow_fallback: Fallback = False,
+    threads: Threads = None,
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
+    """Run a model once on given inputs and say which providers ran which nodes.
+
+    Example: edgeinfer run lenet.onnx -i digits.npz -o logits.npz --device x86-avx512-vnni
+    """
+    if model.suffix == ".gguf":
+        from edgeinfer.llm_cli import run_llm
+
+        run_llm(model, prompt, max_tokens, device, threads, as_json, console)
+        return
+    import numpy as np
+
+    from edgeinfer.io import atomic_path, check_output, require_file
+    from edgeinfer.runtime.ort import OrtRunner
+
+    if input is None:
+        raise typer.BadParameter("--input is required for ONNX models (an .npz of named arrays)")
+    require_file(model, "model")
+    require_file(input, "input file")
+    if output is not None:
+        check_output(output, [model, input], force)
+    profile, providers = _resolve_device(device, provider)
+    feeds = _load_npz(input)
+    runner = OrtRunner(model, providers=providers, device=profile, allow_fallback=allow_fallback,
+                       threads=threads, warn=warn)
+    if "labels" not in {i.name for i in runner.inputs}:
+        feeds.pop("labels", None)  # evaluation files carry labels beside the inputs
+    outputs = runner.run(feeds)
+    if output is not None:
+        with atomic_path(output) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **outputs)
+    rep = runner.report
+    if as_json:
+        print(json.dumps({"outputs": {k: list(v.shape) for k, v in outputs.items()},
+                          "providers": {"requested": rep.requested, "used": rep.used, "fallbacks": rep.fallbacks,
+                                        "placement": rep.placement}}))
+        return
+    for name, value in outputs.items():
+        console.print(f"{name}: shape {list(value.shape)} dtype {value.dtype}")
+    console.print(f"providers: {rep.summary()}")
+    if output:
+        console.print(f"wrote {output}")
+
+
+def _load_npz(path: Path) -> dict:
+    import numpy as np
+
+    from edgeinfer.errors import InputError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as e:
+        raise InputError(f"{path} is not a readable .npz of arrays ({str(e).splitlines()[0]})") from e
+
+
+# ---------------------------------------------------------------------------------- bench
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="An .onnx or .gguf model.")],
+    shape: Annotated[Optional[list[str]], typer.Option("--shape", "-s", help="input=1x128 fixes an input's shape; batch=8 / sequence=64 set symbolic dims (default batch 1, sequence 128).")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs (after warm-up).")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 5,
+    baseline: Annotated[Optional[str], typer.Option(help="Also time this PyTorch source on the same inputs, interleaved ('auto': the source recorded in the sidecar).")] = None,
+    device: Device = None,
+    provider: ProviderOpt = None,
+    allow_fallback: Fallback = False,
+    threads: Threads = None,
+    n_prompt: Annotated[int, typer.Option(help="GGUF: prompt tokens (pp).")] = 512,
+    n_gen: Annotated[int, typer.Option(help="GGUF: generated tokens (tg).")] = 128,
+    as_json: Json = False,
+) -> None:
+    """Benchmark latency (p50/p90/p99), throughput, peak memory and the providers really used.
+
+    JSON keys (schema 1): model, file_size_bytes, inputs, batch, runs, warmup, latency_ms
+    {p50,p90,p99,mean,min}, throughput_per_s, peak_rss_mb, providers {requested, used, fallbacks,
+    placement}, and with --baseline: baseline {latency_ms, speedup, speedup_ci95}.
+    """
+    if model.suffix == ".gguf":
+        from edgeinfer.llm_cli import bench_llm
+
+        bench_llm(model, n_prompt, n_gen, runs if runs != 50 else 3, device, threads, as_json, console)
+        return
+    from rich.progress import Progress
+
+    from edgeinfer.bench import bench_model, parse_shapes
+    from edgeinfer.io import require_file
+
+    require_file(model, "model")
+    profile, providers = _resolve_device(device, provider)
+    with Progress(transient=True, console=err) as progress:
+        bar = progress.add_task("timing", total=runs)
+        result = bench_model(model, providers=providers, device=profile, allow_fallback=allow_fallback,
+                             threads=threads, shapes=parse_shapes(shape or []), runs=runs, warmup=warmup,
+                             baseline=baseline, tick=lambda: progress.advance(bar), warn=warn)
+    if as_json:
+        print(json.dumps(result))
+        return
+    lat = result["latency_ms"]
+    table = Table(title=f"bench {model.name}  inputs {result['inputs']}")
+    for col in ("runtime", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "speedup vs PyTorch"):
+        table.add_column(col, justify="right" if col != "runtime" else "left")
+    speedup = ""
+    if "baseline" in result:
+        b = result["baseline"]
+        lo, hi = b["speedup_ci95"]
+        speedup = f"{b['speedup']:.2f}x (95% CI {lo:.2f}-{hi:.2f})"
+    table.add_row("onnxruntime", f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+                  f"{result['throughput_per_s']:.1f}", speedup)
+    if "baseline" in result:
+        bl = result["baseline"]["latency_ms"]
+        table.add_row("pytorch (eager)", f"{bl['p50']:.3f}", f"{bl['p90']:.3f}", f"{bl['p99']:.3f}",
+                      f"{result['batch'] * 1000 / bl['p50']:.1f}", "1.00x")
+    console.print(table)
+    p = result["providers"]
+    console.print(f"file {_mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
+                  f"providers used: {', '.join(p['used'])}")
+    from edgeinfer.runtime import ProviderReport
+
+    console.print(f"node placement: {ProviderReport(p['requested'], p['used'], p['fallbacks'], p['placement']).summary()}")
+
+
+# ---------------------------------------------------------------------------------- devices
+
+@app.command()
+def devices(as_json: Json = False) -> None:
+    """List the device profiles and which of their execution providers this machine has."""
+    from edgeinfer.devices import builtin_profiles
+    from edgeinfer.runtime.ort import available_providers
+
+    avail = set(available_providers())
+    profiles = builtin_profiles()
+    if as_json:
+        print(json.dumps({"available_providers": sorted(avail), "profiles": {
+            n: {"description": p.description, "providers": [x.value for x in p.providers],
+                "installed": [x.value for x in p.providers if x.value in avail], "threads": p.threads,
+                "memory_mb": p.memory_mb, "precisions": [x.value for x in p.precisions],
+                "static_shapes": p.static_shapes} for n, p in profiles.items()}}))
+        return
+    table = Table(title="device profiles")
+    for col in ("name", "providers (preference order)", "precisions", "memory", "description"):
+        table.add_column(col)
+    for name, p in profiles.items():
+        provs = " > ".join(f"[green]{x.short}[/green]" if x.value in avail else f"[dim]{x.short} (missing)[/dim]"
+                           for x in p.providers)
+        table.add_row(name, provs, ",".join(p.precisions), f"{p.memory_mb or '-'} MB", p.description)
+    console.print(table)
+    console.print(f"providers installed here: {', '.join(sorted(avail))}")
+
+
+@app.command()
+def info(model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer.json sidecar.")], as_json: Json = False) -> None:
+    """Show where a model came from: source, steps with their configs, and the figures measured."""
+    from edgeinfer.artifact import load_artifact
+
+    art = load_artifact(model)
+    print(json.dumps(art.to_json(), indent=None if as_json else 2, default=str))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's files.")] = Path("edgeinfer-demo"),
+    runs: Annotated[int, typer.Option(help="Timed runs per benchmark.")] = 100,
+) -> None:
+    """Train LeNet-5 on real digits, export, validate, benchmark against PyTorch, compress, compare."""
+    from edgeinfer.demo import run_demo
+
+    run_demo(out, runs, console, warn)
+
+
+def main() -> None:
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except EdgeInferError as e:
+        if _state["verbose"]:
+            err.print_exception()
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; no output was written")
+        sys.exit(130)

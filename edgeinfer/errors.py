@@ -1,0 +1,69 @@
+"""Typed errors: every failure a user can cause says what is wrong and what to do.
+
+The CLI prints the message as one line and exits with code 2; `--verbose` adds the traceback.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+
+class EdgeInferError(Exception):
+    """Base of every error edgeinfer raises on purpose."""
+
+
+class ConfigError(EdgeInferError):
+    """A flag, config file or device profile holds a bad value."""
+
+
+class InputError(EdgeInferError):
+    """An input file or input tensor is missing, malformed or does not fit the model."""
+
+
+class OutputExistsError(EdgeInferError):
+    """The output exists and --force was not given, or the output would overwrite the input."""
+
+
+class UnsupportedError(EdgeInferError):
+    """An architecture, format, task or device that edgeinfer does not handle."""
+
+
+class ProviderUnavailableError(EdgeInferError):
+    """A requested execution provider is not installed or refused the model."""
+
+
+class BackendError(EdgeInferError):
+    """ONNX Runtime, PyTorch or llama.cpp failed on a valid request."""
+
+
+class MissingDependencyError(EdgeInferError):
+    """An optional package is needed; the message carries the install command."""
+
+    def __init__(self, package: str, purpose: str) -> None:
+        super().__init__(f"{purpose} needs the package {package!r}: pip install {package}")
+        self.package = package
+
+
+class ValidationError(EdgeInferError):
+    """An exported or compressed model disagrees with its source; every mismatch is listed."""
+
+    def __init__(self, what: str, mismatches: list[str]) -> None:
+        self.mismatches = list(mismatches)
+        lines = "; ".join(self.mismatches)
+        super().__init__(f"{what}: {len(self.mismatches)} mismatch(es): {lines}")
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def parse_choice(enum: type[E], value: str, what: str) -> E:
+    """Parse a user-given name into a StrEnum member, or fail listing the valid names."""
+    try:
+        return enum(value)
+    except ValueError:
+        lowered = {m.value.lower(): m for m in enum}
+        if value.lower() in lowered:
+            return lowered[value.lower()]
+        valid = ", ".join(m.value for m in enum)
+        raise ConfigError(f"unknown {what} {value!r}; valid: {valid}") from None

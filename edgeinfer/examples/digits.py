@@ -1,0 +1,125 @@
+"""LeNet-5 on scikit-learn's digits (1,797 real 8x8 images, upsampled to 32x32).
+
+Trains in seconds on a CPU; the trained weights are cached so the demo and tests train once.
+`edgeinfer.examples.digits:lenet` is an export factory: it returns the trained model and inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+IMAGE = 32
+SEED = 0
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEINFER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edgeinfer")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train/test split (75/25, stratified), images float32 [N,1,32,32] in [0,1], labels int64."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)
+    scale = IMAGE // images.shape[1]
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)[:, None]
+    labels = digits.target.astype(np.int64)
+    return tuple(train_test_split(images, labels, test_size=0.25, random_state=seed, stratify=labels))
+
+
+def lenet5(width: float = 1.0):
+    import torch.nn as nn
+
+    c1, c2, f1, f2 = (max(1, int(round(c * width))) for c in (6, 16, 120, 84))
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * 5 * 5, f1), nn.ReLU(),
+        nn.Linear(f1, f2), nn.ReLU(),
+        nn.Linear(f2, 10),
+    )
+
+
+def accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images))
+    return float((logits.argmax(1).numpy() == labels).mean())
+
+
+def train(model, epochs: int = 12, lr: float = 2e-3, batch: int = 64, seed: int = SEED, progress=None):
+    import torch
+
+    x_train, _, y_train, _ = load_split()
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for i in range(0, len(xt), batch):
+            idx = order[i: i + batch]
+            opt.zero_grad()
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        if progress:
+            progress(epoch + 1, epochs, total / len(xt))
+    return model.eval()
+
+
+def trained_lenet(epochs: int = 12, progress=None):
+    """The trained LeNet-5, from the cache when it is there (safetensors, no pickle)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(SEED)
+    model = lenet5()
+    path = cache_dir() / f"lenet5-digits-e{epochs}-s{SEED}.safetensors"
+    if path.exists():
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()
+    train(model, epochs=epochs, progress=progress)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(model.state_dict(), str(tmp))
+    os.replace(tmp, path)
+    return model.eval()
+
+
+def lenet():
+    """Export factory: the trained LeNet-5 and a batch of real test images."""
+    import torch
+
+    _, x_test, _, _ = load_split()
+    return trained_lenet(), {"input": torch.from_numpy(x_test[:8])}
+
+
+def save_eval_npz(path: Path, limit: int | None = None) -> Path:
+    """The test split as an .npz (`input`, `labels`) for `run`, `compare` and `check`."""
+    _, x_test, _, y_test = load_split()
+    n = limit or len(x_test)
+    np.savez(path, input=x_test[:n], labels=y_test[:n])
+    return Path(path)
+
+
+def save_calib_npz(path: Path, samples: int = 128) -> Path:
+    """Training images for calibration (never the test split)."""
+    x_train, _, _, _ = load_split()
+    np.savez(path, input=x_train[:samples])
+    return Path(path)

@@ -1,0 +1,78 @@
+"""`edgeinfer export`: load a source, export it, validate it against the source, record it.
+
+The file only appears at the output path once validation passed; the figures go into the sidecar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeinfer.artifact import Artifact, ModelFormat, Step, new_artifact
+from edgeinfer.io import atomic_path, check_output
+
+
+def export_model(
+    source: str,
+    output: Path,
+    *,
+    task: str | None = None,
+    opset: int | None = None,
+    exporter: str = "auto",
+    static_shapes: bool = False,
+    atol: float | None = None,
+    force: bool = False,
+    outtype: str | None = None,
+    adapter: Path | None = None,
+    stage: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str], None] = print,
+) -> Artifact:
+    from edgeinfer.errors import ConfigError, parse_choice
+    from edgeinfer.exporters.source import Task
+
+    output = Path(output)
+    fmt = ModelFormat.of(output)
+    check_output(output, [Path(source)], force)
+    if fmt is ModelFormat.GGUF:
+        from edgeinfer.gguf_export import export_gguf_model
+
+        return export_gguf_model(source, output, outtype=outtype, adapter=adapter, stage=stage, warn=warn)
+    if outtype or adapter:
+        raise ConfigError("--outtype and --adapter apply to GGUF exports only (-o model.gguf)")
+    from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig, export_onnx
+    from edgeinfer.exporters.source import load_source
+    from edgeinfer.exporters.validate import validate_onnx
+
+    task_enum = parse_choice(Task, task, "task") if task else None
+    cfg = OnnxExportConfig(opset=opset or DEFAULT_OPSET, exporter=parse_choice(Exporter, exporter, "exporter"),
+                           static_shapes=static_shapes, atol=atol)
+    stage(f"loading {source}")
+    src = load_source(source, task_enum)
+    cases = {"example": src.example}
+    if not static_shapes:
+        cases["second_shape"] = src.second
+    with atomic_path(output) as tmp:
+        stage(f"exporting to ONNX (opset {cfg.opset})")
+        result = export_onnx(src, tmp, cfg, warn=warn)
+        stage("validating against PyTorch on " + " and ".join(
+            ", ".join(f"{n}{list(t.shape)}" for n, t in c.items()) for c in cases.values()))
+        # A graph that exports but computes different numbers is refused, never shipped.
+        figures = validate_onnx(src.module, tmp, cases, src.output_names, atol)
+    params = sum(p.numel() for p in src.module.parameters())
+    config: dict[str, Any] = {**asdict(cfg), "exporter_used": result.exporter.value}
+    if result.fallback_reason:
+        config["fallback"] = f"torch.export failed, TorchScript used: {result.fallback_reason}"
+    meta = {"task": src.task.value if src.task else None, "inputs": src.input_names,
+            "outputs": src.output_names, "dynamic_axes": {k: {str(a): d for a, d in v.items()}
+                                                          for k, v in src.dynamic_axes.items()}
+            if not static_shapes else {}, "parameters": params, "opset": cfg.opset}
+    if src.tokenizer_dir:
+        meta["tokenizer"] = src.tokenizer_dir
+    if src.task is None and src.description.get("kind") != "huggingface":
+        meta.pop("task")
+    art = new_artifact(output, src.description, Step("export", config, figures), meta)
+    art.save()
+    return art
+
+

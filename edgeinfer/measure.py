@@ -1,0 +1,53 @@
+"""Timing that holds up on a noisy shared machine: warm-up, interleaved runs, medians and tails.
+
+Candidates are timed round-robin in the same loop, so a burst of load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def percentiles(times_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(times_s) * 1000.0
+    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min())}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3,
+                tick: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Call each function `warmup` times, then `runs` rounds of one call each; seconds per call."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+        if tick:
+            tick()
+    return times
+
+
+def speedup_ci(base_s: list[float], cand_s: list[float], seed: int = 0, n: int = 1000) -> tuple[float, float, float]:
+    """Median-ratio speedup (baseline / candidate) with a bootstrap 95% interval over paired rounds."""
+    b, c = np.asarray(base_s), np.asarray(cand_s)
+    point = float(np.median(b) / np.median(c))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(b), size=(n, len(b)))
+    ratios = np.median(b[idx], axis=1) / np.median(c[idx], axis=1)
+    return point, float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

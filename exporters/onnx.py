@@ -1,0 +1,113 @@
+"""PyTorch -> ONNX with dynamic batch/sequence axes, torch.export first and TorchScript as fallback.
+
+The fallback is reported and recorded, never silent; validation (validate.py) decides success.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from contextlib import redirect_stdout, redirect_stderr
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from edgeinfer.errors import BackendError, InputError
+from edgeinfer.exporters.source import SourceModel
+
+DEFAULT_OPSET = 18
+
+
+class Exporter(StrEnum):
+    AUTO = "auto"  # torch.export (dynamo), then TorchScript if that fails
+    DYNAMO = "dynamo"
+    TORCHSCRIPT = "torchscript"
+
+
+@dataclass(frozen=True)
+class OnnxExportConfig:
+    opset: int = DEFAULT_OPSET
+    exporter: Exporter = Exporter.AUTO
+    static_shapes: bool = False
+    atol: float | None = None
+
+
+@dataclass
+class ExportResult:
+    exporter: Exporter
+    fallback_reason: str | None
+
+
+def _quiet():
+    """torch.onnx prints pages of progress; keep them off the user's terminal."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    buf = io.StringIO()
+    return redirect_stdout(buf), redirect_stderr(buf)
+
+
+def _export_dynamo(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> None:
+    import torch
+
+    args = tuple(src.example.values())
+    dynamic = None
+    if not cfg.static_shapes:
+        dynamic = (tuple(src.dynamic_axes.get(n) or None for n in src.input_names),)
+    out, err = _quiet()
+    with out, err, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            src.module, args, None, dynamo=True, input_names=src.input_names,
+            output_names=src.output_names, dynamic_shapes=dynamic, opset_version=cfg.opset,
+            optimize=True, verbose=False, external_data=False)
+    program.save(str(path), external_data=_too_big(program))
+
+
+def _too_big(program) -> bool:
+    # Protobuf cannot hold a file over 2 GiB; larger models keep weights in a .data file beside it.
+    total = sum(int(getattr(v.const_value, "nbytes", 0) or 0) for v in program.model.graph.initializers.values())
+    return total > 1_800_000_000
+
+
+def _export_torchscript(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> None:
+    import torch
+
+    args = tuple(src.example.values())
+    axes = None
+    if not cfg.static_shapes:
+        axes = {n: dict(src.dynamic_axes.get(n, {})) for n in src.input_names}
+        for name in src.output_names:
+            axes[name] = {0: "batch"}
+    out, err = _quiet()
+    with out, err, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(src.module, args, str(path), dynamo=False, input_names=src.input_names,
+                          output_names=src.output_names, dynamic_axes=axes, opset_version=cfg.opset,
+                          do_constant_folding=True)
+
+
+def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig, warn=print) -> ExportResult:
+    """Write `src` as ONNX to `path`; return which exporter produced it and why, if it fell back."""
+    if cfg.exporter is Exporter.TORCHSCRIPT:
+        _run(_export_torchscript, src, path, cfg, "TorchScript")
+        return ExportResult(Exporter.TORCHSCRIPT, None)
+    try:
+        _run(_export_dynamo, src, path, cfg, "torch.export")
+        return ExportResult(Exporter.DYNAMO, None)
+    except BackendError as e:
+        if cfg.exporter is Exporter.DYNAMO:
+            raise
+        reason = str(e)
+        warn(f"fallback: torch.export-based exporter failed ({reason[:160]}); trying the TorchScript exporter")
+        _run(_export_torchscript, src, path, cfg, "TorchScript")
+        return ExportResult(Exporter.TORCHSCRIPT, reason)
+
+
+def _run(fn, src, path, cfg, name) -> None:
+    try:
+        fn(src, path, cfg)
+    except (InputError, BackendError):
+        raise
+    except Exception as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise BackendError(f"{name} export failed: {type(e).__name__}: {first[:300]}") from e

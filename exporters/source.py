@@ -1,0 +1,301 @@
+"""What an exporter exports: a module, named example inputs, and a second, different input set.
+
+A source is a Hugging Face model directory, a Python factory `package.module:function`, or a
+`torch.export` `.pt2` file. Checkpoints are never unpickled and remote code is never run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.errors import ConfigError, InputError, UnsupportedError
+
+# Sentences of different lengths, so the padded batches really pad.
+_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Edge devices run small models.",
+    "Quantization trades a little accuracy for a lot of speed, and we measure how little.",
+    "Hi",
+    "A Raspberry Pi 5 has four Cortex-A76 cores and up to eight gigabytes of memory.",
+    "ONNX Runtime picks an execution provider for every node of the graph.",
+]
+
+
+class Task(StrEnum):
+    FEATURE_EXTRACTION = "feature-extraction"
+    TEXT_CLASSIFICATION = "text-classification"
+    IMAGE_CLASSIFICATION = "image-classification"
+    CAUSAL_LM = "causal-lm"
+
+
+# Architecture-name suffix -> task; checked in order, so the generic "Model" comes last.
+_TASK_BY_SUFFIX = [
+    ("ForSequenceClassification", Task.TEXT_CLASSIFICATION),
+    ("ForImageClassification", Task.IMAGE_CLASSIFICATION),
+    ("ForCausalLM", Task.CAUSAL_LM),
+    ("LMHeadModel", Task.CAUSAL_LM),
+    ("Model", Task.FEATURE_EXTRACTION),
+]
+
+
+@dataclass
+class SourceModel:
+    module: Any  # torch.nn.Module taking the inputs positionally, returning a tuple of tensors
+    input_names: list[str]
+    output_names: list[str]
+    example: dict[str, Any]  # name -> torch.Tensor
+    second: dict[str, Any]  # the same names, another batch size / sequence length
+    dynamic_axes: dict[str, dict[int, str]]
+    description: dict[str, Any]
+    task: Task | None = None
+    tokenizer_dir: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def infer_task(architecture: str) -> Task:
+    for suffix, task in _TASK_BY_SUFFIX:
+        if architecture.endswith(suffix):
+            return task
+    return Task.FEATURE_EXTRACTION
+
+
+def _named_outputs(module, names: list[str], pick: list[str]):
+    """Wrap a module so it takes inputs positionally and returns a tuple of the picked outputs."""
+    import torch
+
+    class Positional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+
+        def forward(self, *inputs):
+            out = self.model(**dict(zip(names, inputs)))
+            if isinstance(out, torch.Tensor):
+                return (out,)
+            if isinstance(out, (tuple, list)):
+                return tuple(out)
+            return tuple(out[k] for k in pick)
+
+    return Positional().eval()
+
+
+def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) -> SourceModel:
+    import torch
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise InputError(f"{path} has no config.json; a Hugging Face model directory needs config.json "
+                         "and safetensors weights")
+    config = json.loads(config_file.read_text())
+    if config.get("auto_map"):
+        raise UnsupportedError(f"{path} needs custom code (auto_map in config.json); edgeinfer never runs "
+                               "remote code. Export it from your own factory function instead")
+    weights = list(path.glob("*.safetensors"))
+    if not weights:
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        hint = (f" (found pickled {', '.join(pickled)}; convert them to safetensors with a tool you trust)"
+                if pickled else "")
+        raise InputError(f"{path} has no .safetensors weights{hint}; edgeinfer does not unpickle checkpoints")
+    arch = (config.get("architectures") or [""])[0]
+    task = task or infer_task(arch)
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    common = dict(local_files_only=True, trust_remote_code=False, use_safetensors=True,
+                  attn_implementation="eager", dtype=torch.float32)
+    auto = {
+        Task.FEATURE_EXTRACTION: transformers.AutoModel,
+        Task.TEXT_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
+        Task.IMAGE_CLASSIFICATION: transformers.AutoModelForImageClassification,
+        Task.CAUSAL_LM: transformers.AutoModelForCausalLM,
+    }[task]
+    try:
+        model = auto.from_pretrained(str(path), **common).eval()
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"could not load {path} as a {task} model: {str(e).splitlines()[0]}") from e
+    if task is Task.CAUSAL_LM:
+        model.config.use_cache = False
+
+    description = {"kind": "huggingface", "path": str(path.resolve()), "architecture": arch,
+                   "model_type": config.get("model_type"), "task": task.value}
+    if task is Task.IMAGE_CLASSIFICATION:
+        size = config.get("image_size", 224)
+        size = size if isinstance(size, int) else size[0]
+        channels = config.get("num_channels", 3)
+        gen = torch.Generator().manual_seed(0)
+        example = {"pixel_values": torch.randn(batch[0], channels, size, size, generator=gen)}
+        second = {"pixel_values": torch.randn(batch[1], channels, size, size, generator=gen)}
+        module = _named_outputs(model, ["pixel_values"], ["logits"])
+        return SourceModel(module, ["pixel_values"], ["logits"], example, second,
+                           {"pixel_values": {0: "batch"}}, description, task)
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: no usable tokenizer for a {task} model ({str(e).splitlines()[0]})") from e
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    import inspect
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = [n for n in tokenizer.model_input_names if n in accepted]
+    if task is Task.CAUSAL_LM:
+        names = [n for n in names if n != "token_type_ids"]
+
+    def encode(sentences):
+        enc = tokenizer(sentences, padding=True, return_tensors="pt")
+        return {n: enc[n] for n in names}
+
+    example = encode(_SENTENCES[: batch[0]])
+    second = encode(_SENTENCES[batch[0]: batch[0] + batch[1]])
+    out_name = "last_hidden_state" if task is Task.FEATURE_EXTRACTION else "logits"
+    module = _named_outputs(model, names, [out_name])
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    return SourceModel(module, names, [out_name], example, second, axes, description, task,
+                       tokenizer_dir=str(path.resolve()))
+
+
+def _import_factory(spec: str):
+    target, _, func = spec.rpartition(":")
+    if not target or not func:
+        raise ConfigError(f"factory {spec!r} must look like package.module:function or path/file.py:function")
+    if target.endswith(".py"):
+        file = Path(target)
+        if not file.is_file():
+            raise InputError(f"factory file {file} does not exist")
+        mod_spec = importlib.util.spec_from_file_location(file.stem, file)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+    else:
+        if str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise InputError(f"cannot import {target!r} for factory {spec!r}: {e}") from e
+    if not hasattr(module, func):
+        raise InputError(f"{target} has no function {func!r}")
+    return getattr(module, func)
+
+
+def _second_inputs(example: dict[str, Any]) -> dict[str, Any]:
+    """Another batch size built from the example: one more row, masks padded at the end."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    second = {}
+    for name, t in example.items():
+        shape = (t.shape[0] + 1, *t.shape[1:]) if t.dim() else t.shape
+        if t.is_floating_point():
+            std = float(t.float().std()) if t.numel() > 1 else 1.0
+            second[name] = (torch.randn(shape, generator=gen) * (std or 1.0) + float(t.float().mean())).to(t.dtype)
+        elif "mask" in name:
+            mask = torch.ones(shape, dtype=t.dtype)
+            if mask.dim() >= 2 and mask.shape[1] > 1:
+                mask[-1, mask.shape[1] // 2:] = 0  # a padded row
+            second[name] = mask
+        else:
+            hi = int(t.max()) + 1 if t.numel() else 2
+            lo = int(t.min()) if t.numel() else 0
+            second[name] = torch.randint(lo, max(hi, lo + 1), shape, generator=gen, dtype=t.dtype)
+    return second
+
+
+def load_factory(spec: str) -> SourceModel:
+    """Call `package.module:function`; it returns (module, inputs) or (module, inputs, dynamic_axes).
+
+    `inputs` is a dict name -> tensor; `dynamic_axes` maps an input name to {axis: dim name}.
+    Without it, axis 0 of every input is the dynamic batch axis.
+    """
+    import torch
+
+    result = _import_factory(spec)()
+    if not isinstance(result, tuple) or len(result) not in (2, 3):
+        raise InputError(f"factory {spec} must return (module, inputs) or (module, inputs, dynamic_axes)")
+    module, inputs = result[0], result[1]
+    if not isinstance(module, torch.nn.Module) or not isinstance(inputs, dict) or not inputs:
+        raise InputError(f"factory {spec} must return a torch.nn.Module and a non-empty dict of named tensors")
+    axes = result[2] if len(result) == 3 else {n: {0: "batch"} for n in inputs}
+    names = list(inputs)
+    module.eval()
+    with torch.no_grad():
+        out = module(**inputs)
+    n_out = 1 if isinstance(out, torch.Tensor) else len(out)
+    out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    if not isinstance(out, (torch.Tensor, tuple, list)):
+        out_names = list(out.keys())
+    wrapped = _named_outputs(module, names, out_names)
+    description = {"kind": "factory", "factory": spec, "class": type(module).__name__}
+    return SourceModel(wrapped, names, out_names, dict(inputs), _second_inputs(inputs), axes, description)
+
+
+def load_pt2(path: Path) -> SourceModel:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:
+        raise InputError(f"{path} is not a loadable torch.export .pt2 file: {str(e).splitlines()[0]}") from e
+    args, kwargs = program.example_inputs or ((), {})
+    if kwargs or not args:
+        raise InputError(f"{path} stores no positional example inputs; save it with torch.export.export(model, args)")
+    module = program.module()
+    sig = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    names = sig if len(sig) == len(args) else [f"input_{i}" for i in range(len(args))]
+    example = dict(zip(names, args))
+
+    class Positional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.program = module
+
+        def forward(self, *inputs):
+            out = self.program(*inputs)
+            return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+        def train(self, mode: bool = True):
+            return self  # an exported program is already in inference form and refuses train()
+
+    wrapped = Positional()
+    with torch.no_grad():
+        n_out = len(wrapped(*args))
+    out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    # The program fixed which axes are dynamic when it was exported; read them off its graph.
+    axes: dict[str, dict[int, str]] = {}
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
+    for node in placeholders:
+        val = node.meta.get("val")
+        if val is not None:
+            dyn = {i: f"{node.name}_dim{i}" for i, d in enumerate(val.shape) if not isinstance(d, int)}
+            if dyn:
+                axes[node.name] = dyn
+    second = {n: t for n, t in example.items()}
+    if axes:
+        second = _second_inputs(example)
+    description = {"kind": "pt2", "path": str(Path(path).resolve())}
+    return SourceModel(wrapped, names, out_names, example, second, axes, description)
+
+
+def load_source(source: str, task: Task | None = None) -> SourceModel:
+    path = Path(source)
+    if path.suffix == ".pt2":
+        if not path.is_file():
+            raise InputError(f"source {path} does not exist")
+        return load_pt2(path)
+    if path.is_dir():
+        return load_hf_dir(path, task)
+    if ":" in source and not path.exists():
+        return load_factory(source)
+    if path.exists():
+        raise UnsupportedError(f"source {path} is a file edgeinfer cannot export; give a Hugging Face model "
+                               "directory, a .pt2 file from torch.export, or package.module:function")
+    raise InputError(f"source {source} does not exist (expected a directory, a .pt2 file or package.module:function)")

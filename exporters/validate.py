@@ -1,0 +1,83 @@
+"""Parity check of an ONNX file against its PyTorch source, on two different input shapes.
+
+Every output of every case is compared; all mismatches are collected into one ValidationError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.errors import ValidationError
+
+# Absolute tolerance by output dtype, before --atol overrides it; a relative term absorbs scale.
+DEFAULT_ATOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2, "float64": 1e-7}
+RTOL = 1e-3
+
+
+def compare_arrays(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    ref64 = ref.astype(np.float64).ravel()
+    got64 = got.astype(np.float64).ravel()
+    diff = np.abs(ref64 - got64)
+    denom = np.linalg.norm(ref64) * np.linalg.norm(got64)
+    cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
+    return {"max_abs_diff": float(diff.max()) if diff.size else 0.0,
+            "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+            "cosine": cosine,
+            "ref_max_abs": float(np.abs(ref64).max()) if ref64.size else 0.0}
+
+
+def validate_onnx(module, onnx_path: Path, cases: dict[str, dict[str, Any]], output_names: list[str],
+                  atol: float | None = None) -> dict[str, Any]:
+    """Run `module` (PyTorch) and the ONNX file (ONNX Runtime, CPU) on each case; compare every output."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_inputs = [i.name for i in session.get_inputs()]
+    mismatches: list[str] = []
+    figures: dict[str, Any] = {"cases": {}}
+    worst_abs, worst_cos = 0.0, 1.0
+    for case, inputs in cases.items():
+        shape_note = " ".join(f"{n}{list(t.shape)}" for n, t in inputs.items())
+        try:
+            with torch.no_grad():
+                ref = [t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
+                       for t in module(*inputs.values())]
+        except Exception as e:
+            mismatches.append(f"{case} ({shape_note}): the PyTorch source itself fails on this shape "
+                              f"({str(e).splitlines()[0][:160]}); export with --static-shapes")
+            continue
+        feeds = {n: t.numpy() for n, t in inputs.items() if n in onnx_inputs}
+        try:
+            got = session.run(None, feeds)
+        except Exception as e:
+            mismatches.append(f"{case} ({shape_note}): ONNX Runtime failed: {str(e).splitlines()[0][:200]}")
+            continue
+        case_figs = {"inputs": {n: list(t.shape) for n, t in inputs.items()}, "outputs": {}}
+        for name, r, g in zip(output_names, ref, got):
+            if r.shape != g.shape:
+                mismatches.append(f"{case} {name}: shape {list(g.shape)} != PyTorch {list(r.shape)}")
+                continue
+            figs = compare_arrays(r, g)
+            tol = atol if atol is not None else DEFAULT_ATOL.get(str(g.dtype), 1e-4)
+            figs["atol"] = tol
+            case_figs["outputs"][name] = figs
+            worst_abs = max(worst_abs, figs["max_abs_diff"])
+            worst_cos = min(worst_cos, figs["cosine"])
+            if np.issubdtype(g.dtype, np.floating):
+                ok = np.allclose(g.astype(np.float64), r.astype(np.float64), atol=tol, rtol=RTOL)
+            else:
+                ok = np.array_equal(g, r)
+            if not ok:
+                mismatches.append(f"{case} {name}: max abs diff {figs['max_abs_diff']:.3g} > atol {tol:g} "
+                                  f"(+rtol {RTOL:g}), cosine {figs['cosine']:.6f}")
+        figures["cases"][case] = case_figs
+    figures["max_abs_diff"] = worst_abs
+    figures["min_cosine"] = worst_cos
+    figures["passed"] = not mismatches
+    if mismatches:
+        raise ValidationError(f"export of {onnx_path.name} does not match its PyTorch source", mismatches)
+    return figures

@@ -1,0 +1,271 @@
+"""ONNX Runtime runner: providers from a device profile or a list, checked inputs, real placement.
+
+Plugin providers (ONNX Runtime 1.23+, e.g. onnxruntime-qnn) are registered from their package
+and selected per device; the CPU fallback is disabled for them unless the caller allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.devices import DeviceProfile, Provider
+from edgeinfer.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
+from edgeinfer.runtime import ProviderReport
+
+ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+# Providers that ship as separate packages and load as plugin libraries: module name.
+_PLUGINS = {Provider.QNN: "onnxruntime_qnn"}
+_registered: set[Provider] = set()
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependencyError("onnxruntime", "running ONNX models") from e
+    return onnxruntime
+
+
+def register_plugin(provider: Provider) -> bool:
+    """Load a plugin provider's library into ONNX Runtime once; False if its package is absent."""
+    if provider in _registered:
+        return True
+    module = _PLUGINS.get(provider)
+    if module is None:
+        return False
+    try:
+        plugin = __import__(module)
+    except ImportError:
+        return False
+    ort = _ort()
+    try:
+        ort.register_execution_provider_library(plugin.get_ep_name(), plugin.get_library_path())
+    except Exception as e:  # already registered by someone else in this process
+        if "already" not in str(e).lower():
+            raise BackendError(f"could not register {provider.value} from {module}: {e}") from e
+    _registered.add(provider)
+    return True
+
+
+def available_providers() -> list[str]:
+    """Providers this machine can run, plugin providers included when their package is present."""
+    for p in _PLUGINS:
+        register_plugin(p)
+    ort = _ort()
+    names = list(ort.get_available_providers())
+    for dev in ort.get_ep_devices():
+        if dev.ep_name not in names:
+            names.append(dev.ep_name)
+    return names
+
+
+def _plugin_options(provider: Provider) -> dict[str, str]:
+    if provider is Provider.QNN:
+        import onnxruntime_qnn
+
+        return {"backend_path": onnxruntime_qnn.get_qnn_htp_path()}
+    return {}
+
+
+def describe_inputs(session) -> str:
+    return ", ".join(f"{i.name} {i.type.removeprefix('tensor(').rstrip(')')} {list(i.shape)}"
+                     for i in session.get_inputs())
+
+
+class OrtRunner:
+    """One ONNX Runtime session; `report` says which providers really ran which nodes."""
+
+    def __init__(
+        self,
+        model: Path,
+        providers: list[Provider] | None = None,
+        device: DeviceProfile | None = None,
+        allow_fallback: bool = False,
+        threads: int | None = None,
+        optimization: str = "all",
+        profile_first_run: bool = True,
+        warn=print,
+    ) -> None:
+        ort = _ort()
+        self.path = Path(model)
+        if not self.path.is_file():
+            raise InputError(f"model {self.path} does not exist")
+        requested = list(providers or (device.providers if device else (Provider.CPU,)))
+        threads = threads if threads is not None else (device.threads if device else None)
+        available = available_providers()
+        missing = [p for p in requested if p.value not in available]
+        fallbacks = []
+        if missing:
+            names = ", ".join(f"{p.value} (pip install {p.package})" for p in missing)
+            if not allow_fallback:
+                raise ProviderUnavailableError(
+                    f"execution provider not available on this machine: {names}; install it, choose "
+                    "another --provider/--device, or pass --allow-fallback to run without it")
+            fallbacks = [f"{p.value} unavailable" for p in missing]
+            requested_ok = [p for p in requested if p not in missing] or [Provider.CPU]
+            warn(f"fallback: {names} not available; running on {', '.join(p.value for p in requested_ok)}")
+        else:
+            requested_ok = requested
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        if threads:
+            so.intra_op_num_threads = threads
+        self._profile_dir = None
+        if profile_first_run:
+            self._profile_dir = tempfile.mkdtemp(prefix="edgeinfer-prof-")
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(self._profile_dir, "ort")
+
+        plugins = [p for p in requested_ok if p in _PLUGINS]
+        try:
+            if plugins:
+                self.session = self._plugin_session(ort, so, requested_ok, plugins, allow_fallback)
+            else:
+                self.session = ort.InferenceSession(
+                    str(self.path), sess_options=so, providers=[p.value for p in requested_ok])
+        except ProviderUnavailableError:
+            raise
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if any(w in msg for w in ("INVALID_PROTOBUF", "Protobuf parsing failed", "Load model", "ModelProto")):
+                raise InputError(f"{self.path} is not a valid ONNX model ({msg})") from e
+            if plugins:
+                raise ProviderUnavailableError(
+                    f"{', '.join(p.value for p in plugins)} could not run {self.path.name}: {msg}") from e
+            raise BackendError(f"ONNX Runtime could not load {self.path}: {msg}") from e
+
+        used = self.session.get_providers()
+        dropped = [p.value for p in requested_ok if p.value not in used]
+        if dropped:
+            # ONNX Runtime drops a provider it cannot create with only a log line: surface it.
+            if not allow_fallback:
+                raise ProviderUnavailableError(
+                    f"ONNX Runtime did not create {', '.join(dropped)} for {self.path.name} (it runs on "
+                    f"{', '.join(used)}); pass --allow-fallback to accept that")
+            warn(f"fallback: ONNX Runtime did not create {', '.join(dropped)}; running on {', '.join(used)}")
+            fallbacks += [f"{d} not created" for d in dropped]
+        self.report = ProviderReport([p.value for p in requested], list(used), fallbacks)
+
+    def _plugin_session(self, ort, so, requested, plugins, allow_fallback):
+        for p in plugins:
+            if not register_plugin(p):
+                raise ProviderUnavailableError(f"{p.value} needs its package: pip install {p.package}")
+        wanted = {p.value for p in requested}
+        devices = [d for d in ort.get_ep_devices() if d.ep_name in wanted and d.ep_name != Provider.CPU.value]
+        if not devices:
+            raise ProviderUnavailableError(f"no device found for {', '.join(sorted(wanted))}")
+        options = {}
+        for p in plugins:
+            options.update(_plugin_options(p))
+        so.add_provider_for_devices(devices, options)
+        if Provider.CPU not in requested and not allow_fallback:
+            # Without this, nodes the NPU cannot take would quietly run on the CPU.
+            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        return ort.InferenceSession(str(self.path), sess_options=so)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    @property
+    def inputs(self):
+        return self.session.get_inputs()
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def check_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        expected = {i.name: i for i in self.inputs}
+        problems = []
+        missing = [n for n in expected if n not in feeds]
+        extra = [n for n in feeds if n not in expected]
+        if missing:
+            problems.append(f"missing input(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"unknown input(s) {', '.join(extra)}")
+        out = {}
+        for name, spec in expected.items():
+            if name not in feeds:
+                continue
+            arr = np.asarray(feeds[name])
+            want = ORT_DTYPES.get(spec.type)
+            if want is not None and arr.dtype != want:
+                problems.append(f"{name} has dtype {arr.dtype}, expected {np.dtype(want).name}")
+            if len(arr.shape) != len(spec.shape):
+                problems.append(f"{name} has shape {list(arr.shape)}, expected rank {len(spec.shape)} {list(spec.shape)}")
+            else:
+                for axis, (got, dim) in enumerate(zip(arr.shape, spec.shape)):
+                    if isinstance(dim, int) and dim != got:
+                        problems.append(f"{name} has shape {list(arr.shape)}, expected {list(spec.shape)} (axis {axis})")
+                        break
+            out[name] = arr
+        if problems:
+            raise InputError(f"inputs do not fit {self.path.name}: {'; '.join(problems)}. "
+                             f"The model expects: {describe_inputs(self.session)}")
+        return out
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self, feeds: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
+        if check:
+            feeds = self.check_inputs(feeds)
+        try:
+            outputs = self.session.run(None, feeds)
+        except Exception as e:
+            raise BackendError(f"ONNX Runtime failed running {self.path.name}: {str(e).splitlines()[0]}") from e
+        if self._profile_dir is not None:
+            self._collect_placement()
+        return dict(zip(self.output_names, outputs))
+
+    def _collect_placement(self) -> None:
+        prof_file = self.session.end_profiling()
+        try:
+            self.report.placement = parse_profile(Path(prof_file))
+        finally:
+            import shutil
+
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+            self._profile_dir = None
+
+
+def parse_profile(path: Path) -> dict[str, dict[str, Any]]:
+    """Count the nodes each provider ran, from ONNX Runtime's profiler trace."""
+    events = json.loads(path.read_text())
+    nodes: dict[str, tuple[str, str]] = {}
+    for ev in events:
+        if ev.get("cat") != "Node":
+            continue
+        args = ev.get("args", {})
+        provider = args.get("provider")
+        if not provider:
+            continue
+        name = ev["name"].removesuffix("_kernel_time").removesuffix("_fence_before").removesuffix("_fence_after")
+        nodes[name] = (provider, args.get("op_name", "?"))
+    placement: dict[str, dict[str, Any]] = {}
+    for provider, op in nodes.values():
+        entry = placement.setdefault(provider, {"nodes": 0, "ops": Counter()})
+        entry["nodes"] += 1
+        entry["ops"][op] += 1
+    return {p: {"nodes": v["nodes"], "ops": dict(v["ops"])} for p, v in placement.items()}

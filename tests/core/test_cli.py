@@ -1,0 +1,69 @@
+"""The command line as a user meets it: one clear line, a non-zero code, nothing lost."""
+
+import json
+
+import numpy as np
+
+from tests.conftest import run_cli
+
+
+def test_run_writes_outputs_and_reports_providers(capsys, lenet_onnx, digits_eval, tmp_path):
+    out = tmp_path / "logits.npz"
+    code, stdout, _ = run_cli(capsys, "run", lenet_onnx, "-i", digits_eval, "-o", out, "--json")
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["providers"]["used"] == ["CPUExecutionProvider"]
+    with np.load(out) as data:
+        logits = data[data.files[0]]
+    with np.load(digits_eval) as data:
+        assert (logits.argmax(1) == data["labels"]).mean() > 0.9
+
+
+def test_run_with_wrong_input_name_is_one_line_and_exit_2(capsys, lenet_onnx, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pixels=np.zeros((1, 1, 32, 32), np.float32))
+    code, _, stderr = run_cli(capsys, "run", lenet_onnx, "-i", bad)
+    assert code == 2
+    assert stderr.strip().startswith("error:") and "The model expects: input" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_run_refuses_existing_output_and_keeps_it(capsys, lenet_onnx, digits_eval, tmp_path):
+    out = tmp_path / "keep.npz"
+    out.write_bytes(b"keep me")
+    code, _, stderr = run_cli(capsys, "run", lenet_onnx, "-i", digits_eval, "-o", out)
+    assert code == 2 and "--force" in stderr
+    assert out.read_bytes() == b"keep me"
+
+
+def test_unavailable_provider_from_cli_names_package(capsys, lenet_onnx, digits_eval):
+    code, _, stderr = run_cli(capsys, "run", lenet_onnx, "-i", digits_eval, "--provider", "cuda")
+    assert code == 2 and "pip install onnxruntime-gpu" in stderr
+
+
+def test_bench_json_has_stable_keys_and_baseline_speedup(capsys, lenet_onnx):
+    code, stdout, _ = run_cli(capsys, "bench", lenet_onnx, "--runs", "10", "--warmup", "2",
+                              "--shape", "batch=4", "--baseline", "auto", "--json")
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["inputs"] == {"input": [4, 1, 32, 32]}
+    assert {"p50", "p90", "p99"} <= set(result["latency_ms"])
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    assert result["baseline"]["speedup"] > 0 and result["providers"]["used"] == ["CPUExecutionProvider"]
+
+
+def test_bench_rejects_malformed_shape(capsys, lenet_onnx):
+    code, _, stderr = run_cli(capsys, "bench", lenet_onnx, "--shape", "input=axb")
+    assert code == 2 and "input_name=1x128" in stderr
+
+
+def test_devices_lists_profiles_and_installed_providers(capsys):
+    code, stdout, _ = run_cli(capsys, "devices", "--json")
+    data = json.loads(stdout)
+    assert code == 0 and "CPUExecutionProvider" in data["available_providers"]
+    assert data["profiles"]["x86-laptop"]["installed"] == ["CPUExecutionProvider"]
+
+
+def test_verbose_shows_traceback(capsys, tmp_path):
+    code, _, stderr = run_cli(capsys, "--verbose", "run", tmp_path / "none.onnx", "-i", tmp_path / "x.npz")
+    assert code == 2 and "Traceback" in stderr

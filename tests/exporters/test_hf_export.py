@@ -1,0 +1,59 @@
+"""Hugging Face checkpoints: real MiniLM weights, and a causal LM built from a small config."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgeinfer.export import export_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_minilm_export_matches_pytorch_on_padded_batches(minilm_onnx, minilm_dir):
+    side = json.loads(minilm_onnx.with_name(minilm_onnx.name + ".edgeinfer.json").read_text())
+    metrics = side["steps"][0]["metrics"]
+    shapes = [c["inputs"]["input_ids"] for c in metrics["cases"].values()]
+    assert shapes[0][0] != shapes[1][0] and shapes[0][1] != shapes[1][1]
+    assert metrics["max_abs_diff"] < 1e-3 and metrics["min_cosine"] > 0.9999
+    assert side["meta"]["task"] == "feature-extraction"
+    assert side["meta"]["tokenizer"] == str(minilm_dir.resolve())
+
+
+def test_minilm_onnx_mean_pooled_embeddings_match_transformers(minilm_onnx, minilm_dir):
+    import onnxruntime as ort
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+    model = transformers.AutoModel.from_pretrained(str(minilm_dir)).eval()
+    sentences = ["A cat sleeps.", "Latency matters on small devices, far more than people expect."]
+    enc = tok(sentences, padding=True, return_tensors="np")
+    sess = ort.InferenceSession(str(minilm_onnx), providers=["CPUExecutionProvider"])
+    hidden = sess.run(None, {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})[0]
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).last_hidden_state.numpy()
+    mask = enc["attention_mask"][..., None]
+    pool = lambda h: (h * mask).sum(1) / mask.sum(1)  # noqa: E731
+    a, b = pool(hidden), pool(ref)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.9999
+
+
+def test_causal_lm_from_small_config_exports_logits(tmp_path, minilm_dir):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = transformers.LlamaForCausalLM(config)
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, folder / name)
+    art = export_model(str(folder), tmp_path / "llm.onnx", warn=lambda m: None)
+    assert art.meta["task"] == "causal-lm"
+    assert art.meta["outputs"] == ["logits"]
+    assert art.validation["passed"]

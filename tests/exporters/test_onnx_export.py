@@ -1,0 +1,123 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeinfer.errors import InputError, OutputExistsError, UnsupportedError, ValidationError
+from edgeinfer.export import export_model
+
+FACTORIES = Path(__file__).with_name("factories.py")
+
+
+def test_lenet_export_is_validated_on_two_batch_sizes_and_recorded(lenet_onnx):
+    side = json.loads(lenet_onnx.with_name(lenet_onnx.name + ".edgeinfer.json").read_text())
+    step = side["steps"][0]
+    assert step["op"] == "export"
+    cases = step["metrics"]["cases"]
+    assert [c["inputs"]["input"][0] for c in cases.values()] == [8, 9]
+    assert step["metrics"]["max_abs_diff"] < 1e-4 and step["metrics"]["min_cosine"] > 0.99999
+    assert side["source"]["kind"] == "factory"
+    graph_input = onnx.load(str(lenet_onnx)).graph.input[0]
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param  # batch axis stays dynamic
+
+
+def test_factory_with_two_outputs_and_padded_mask_exports(tmp_path):
+    art = export_model(f"{FACTORIES}:two_outputs", tmp_path / "two.onnx", warn=lambda m: None)
+    outs = art.validation["cases"]["second_shape"]["outputs"]
+    assert set(outs) == {"output_0", "output_1"}
+
+
+def test_graph_specialised_to_the_example_batch_is_refused(tmp_path):
+    out = tmp_path / "traced.onnx"
+    with pytest.raises(ValidationError) as e:
+        export_model(f"{FACTORIES}:traced_batch", out, exporter="torchscript", warn=lambda m: None)
+    assert "second_shape" in str(e.value) and "ONNX Runtime failed" in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # nothing shipped, no temporary left behind
+
+
+def test_source_that_only_runs_at_one_batch_is_told_to_use_static_shapes(tmp_path):
+    with pytest.raises(ValidationError, match="PyTorch source itself fails.*--static-shapes"):
+        export_model(f"{FACTORIES}:fixed_batch", tmp_path / "fixed.onnx", warn=lambda m: None)
+
+
+def test_static_shapes_export_fixes_every_dimension(tmp_path):
+    art = export_model(f"{FACTORIES}:fixed_batch", tmp_path / "fixed.onnx", static_shapes=True, warn=lambda m: None)
+    dims = onnx.load(str(art.path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [4, 6]
+
+
+def test_tampered_graph_fails_validation_listing_every_mismatch(lenet_onnx, tmp_path):
+    from edgeinfer.exporters.source import load_source
+    from edgeinfer.exporters.validate import validate_onnx
+
+    model = onnx.load(str(lenet_onnx))
+    biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = onnx.numpy_helper.to_array(biggest) * 1.5
+    biggest.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), biggest.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    src = load_source("edgeinfer.examples.digits:lenet")
+    with pytest.raises(ValidationError) as e:
+        validate_onnx(src.module, tampered, {"example": src.example, "second_shape": src.second}, src.output_names)
+    assert len(e.value.mismatches) == 2
+    assert "max abs diff" in e.value.mismatches[0]
+
+
+def test_existing_output_is_kept_without_force(tmp_path):
+    out = tmp_path / "keep.onnx"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="--force"):
+        export_model(f"{FACTORIES}:two_outputs", out)
+    assert out.read_bytes() == b"precious"
+
+
+def test_missing_source_and_bad_factories_give_clear_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        export_model(str(tmp_path / "nowhere"), tmp_path / "x.onnx")
+    with pytest.raises(InputError, match="no function"):
+        export_model(f"{FACTORIES}:missing", tmp_path / "x.onnx")
+    with pytest.raises(InputError, match="torch.nn.Module"):
+        export_model(f"{FACTORIES}:not_a_module", tmp_path / "x.onnx")
+    stray = tmp_path / "weights.bin"
+    stray.write_bytes(b"x")
+    with pytest.raises(UnsupportedError):
+        export_model(str(stray), tmp_path / "x.onnx")
+
+
+def test_directory_without_config_json_is_refused(tmp_path):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(InputError, match="no config.json"):
+        export_model(str(tmp_path / "model"), tmp_path / "x.onnx")
+
+
+def test_pickled_only_checkpoint_is_refused_not_unpickled(tmp_path, minilm_dir):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    shutil.copy(minilm_dir / "config.json", folder / "config.json")
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 would run code if unpickled")
+    with pytest.raises(InputError, match="does not unpickle"):
+        export_model(str(folder), tmp_path / "x.onnx")
+
+
+def test_remote_code_checkpoint_is_refused(tmp_path, minilm_dir):
+    folder = tmp_path / "remote"
+    shutil.copytree(minilm_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedError, match="never runs remote code"):
+        export_model(str(folder), tmp_path / "x.onnx")
+
+
+def test_pt2_program_exports_with_its_dynamic_batch(tmp_path):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.randn(3, 4),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "mlp.pt2"))
+    art = export_model(str(tmp_path / "mlp.pt2"), tmp_path / "mlp.onnx", warn=lambda m: None)
+    assert [c["inputs"] for c in art.validation["cases"].values()][1] != [c["inputs"] for c in art.validation["cases"].values()][0]
