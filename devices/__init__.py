@@ -164,3 +164,16 @@ def get_profile(name_or_path: str) -> DeviceProfile:
         raise ConfigError(f"unknown device {name_or_path!r}; built-in profiles: {', '.join(profiles)} "
                           "(or pass a path to your own .toml)")
     return profiles[name_or_path]
+
+
+def host_has_vnni() -> bool:
+    """x86 CPUs with AVX-512 VNNI or AVX-VNNI run u8s8 dot products without saturating."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
+        return True  # reduce_range only matters on x86
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags

@@ -325,3 +325,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; no output was written")
         sys.exit(130)
+
+
+# Commands defined in their own modules register on `app` when imported (heavy imports stay inside).
+from edgeinfer import cli_compress  # noqa: E402,F401

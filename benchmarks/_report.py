@@ -1,0 +1,53 @@
+"""Writes measured rows into BENCHMARKS.md: one section per script, replaced on each run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = Path("/proc/cpuinfo").read_text()
+        vnni = "avx512_vnni" in flags or "avx_vnni" in flags
+    except OSError:
+        vnni = False
+    import psutil
+
+    versions = []
+    for mod in ("torch", "onnxruntime", "llama_cpp"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            pass
+    return (f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB"
+            f"{', VNNI' if vnni else ''}; {', '.join(versions)}")
+
+
+def write_section(name: str, command: str, header: list[str], rows: list[list[str]], notes: str = "") -> None:
+    today = dt.date.today().isoformat()
+    lines = [f"<!-- {name} -->", f"## {name}", "",
+             f"Machine: {machine()}  ", f"Command: `{command}`  ", f"Date: {today}", ""]
+    if notes:
+        lines += [notes, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    lines += [f"<!-- /{name} -->"]
+    block = "\n".join(lines)
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else (
+        "# Benchmarks\n\nMeasured by the scripts in `benchmarks/`; each section is rewritten when its script "
+        "runs. Timings are medians of interleaved runs on a shared machine: compare ratios within a section.\n")
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)

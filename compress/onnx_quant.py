@@ -1,0 +1,184 @@
+"""Post-training quantization of ONNX models on onnxruntime.quantization.
+
+dynamic (INT8 weights, activations quantized at run time), static (QDQ with calibration),
+int4 (weight-only MatMulNBits blocks) and fp16; plus the QNN recipe for Qualcomm NPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.errors import BackendError, ConfigError, InputError
+
+
+class Method(StrEnum):
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    INT4 = "int4"
+    FP16 = "fp16"
+
+
+class CalibMethod(StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class QType(StrEnum):
+    INT8 = "int8"
+    UINT8 = "uint8"
+    INT16 = "int16"
+    UINT16 = "uint16"
+
+
+class Recipe(StrEnum):
+    GENERIC = "generic"
+    QNN = "qnn"  # onnxruntime's QNN-compatible QDQ configuration (Hexagon HTP)
+
+
+@dataclass(frozen=True)
+class OnnxQuantConfig:
+    method: Method
+    calibration: CalibMethod = CalibMethod.MINMAX
+    activation_type: QType = QType.UINT8
+    weight_type: QType = QType.INT8
+    per_channel: bool = True
+    symmetric: bool = False
+    # x86 CPUs without VNNI saturate in u8s8 dot products; 7-bit weights avoid it.
+    reduce_range: bool = False
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    block_size: int = 128
+    calib_window: int = 16
+    recipe: Recipe = Recipe.GENERIC
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def _qtype(t: QType):
+    from onnxruntime.quantization import QuantType
+
+    return {QType.INT8: QuantType.QInt8, QType.UINT8: QuantType.QUInt8,
+            QType.INT16: QuantType.QInt16, QType.UINT16: QuantType.QUInt16}[t]
+
+
+def _calib(m: CalibMethod):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {CalibMethod.MINMAX: CalibrationMethod.MinMax, CalibMethod.ENTROPY: CalibrationMethod.Entropy,
+            CalibMethod.PERCENTILE: CalibrationMethod.Percentile}[m]
+
+
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+             "QLinearConv", "QLinearMatMul", "MatMulNBits", "DynamicQuantizeMatMul"}
+
+
+def check_not_quantized(model) -> None:
+    ops = {n.op_type for n in model.graph.node} & QUANT_OPS
+    if ops:
+        raise InputError(f"the model is already quantized (it has {', '.join(sorted(ops))} nodes); "
+                         "quantize its float parent instead")
+
+
+def _excluded_nodes(model, cfg: OnnxQuantConfig) -> list[str]:
+    names = {n.name for n in model.graph.node}
+    unknown = [n for n in cfg.exclude_nodes if n not in names]
+    if unknown:
+        raise ConfigError(f"--exclude {unknown[0]!r} matches no node name or op type in the model")
+    by_type = [n.name for n in model.graph.node if n.op_type in cfg.exclude_op_types]
+    return [*cfg.exclude_nodes, *by_type]
+
+
+def split_excludes(model, items: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`--exclude` takes node names and op types; an op type is any name that is not a node."""
+    names = {n.name for n in model.graph.node}
+    ops = {n.op_type for n in model.graph.node}
+    bad = [i for i in items if i not in names and i not in ops]
+    if bad:
+        raise ConfigError(f"--exclude {bad[0]!r} matches no node name or op type in the model "
+                          f"(op types here: {', '.join(sorted(ops))})")
+    return tuple(i for i in items if i in names), tuple(i for i in items if i not in names)
+
+
+def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_batches=None) -> dict[str, Any]:
+    """Write the quantized model to `output`; return facts to record (nodes excluded, window ...)."""
+    import onnx
+
+    logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs on the root logger
+    model = onnx.load(str(model_path))
+    check_not_quantized(model)
+    excluded = _excluded_nodes(model, cfg)
+    facts: dict[str, Any] = {"nodes_excluded": excluded}
+    try:
+        if cfg.method is Method.DYNAMIC:
+            from onnxruntime.quantization import quantize_dynamic
+
+            quantize_dynamic(str(model_path), str(output), per_channel=cfg.per_channel,
+                             reduce_range=cfg.reduce_range, weight_type=_qtype(cfg.weight_type),
+                             nodes_to_exclude=excluded, extra_options={"MatMulConstBOnly": True})
+        elif cfg.method is Method.STATIC:
+            facts.update(_static(model_path, output, cfg, calib_batches, excluded))
+        elif cfg.method is Method.INT4:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=cfg.block_size, is_symmetric=cfg.symmetric,
+                                             nodes_to_exclude=excluded, accuracy_level=4)
+            quantizer.process()
+            n = sum(1 for node in quantizer.model.model.graph.node if node.op_type == "MatMulNBits")
+            if n == 0:
+                raise InputError(f"{model_path.name} has no MatMul with a constant weight that int4 can quantize "
+                                 "(int4 is weight-only for MatMul; try --method static or dynamic)")
+            facts["matmulnbits_nodes"] = n
+            quantizer.model.save_model_to_file(str(output), use_external_data_format=False)
+        elif cfg.method is Method.FP16:
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            half = convert_float_to_float16(model, keep_io_types=True, node_block_list=excluded or None)
+            onnx.save(half, str(output))
+    except (InputError, ConfigError):
+        raise
+    except Exception as e:
+        raise BackendError(f"onnxruntime.quantization failed ({cfg.method}): {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    return facts
+
+
+def _static(model_path: Path, output: Path, cfg: OnnxQuantConfig, batches, excluded: list[str]) -> dict[str, Any]:
+    import tempfile
+
+    from onnxruntime.quantization import QuantFormat, quantize, quantize_static
+
+    from edgeinfer.compress.calibration import BatchReader, window_size
+
+    if not batches:
+        raise InputError("static quantization needs calibration data: pass --calib (an .npz, a folder of them, "
+                         "a .txt of sentences, or package.module:function)")
+    reader = BatchReader(batches)
+    window = window_size(len(reader), cfg.calib_window)
+    if cfg.recipe is Recipe.QNN:
+        from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+        with tempfile.TemporaryDirectory(prefix="edgeinfer-qnn-") as tmp:
+            pre = Path(tmp) / "pre.onnx"
+            source = pre if qnn_preprocess_model(str(model_path), str(pre)) else model_path
+            qcfg = get_qnn_qdq_config(str(source), reader, calibrate_method=_calib(cfg.calibration),
+                                      activation_type=_qtype(cfg.activation_type),
+                                      weight_type=_qtype(cfg.weight_type), per_channel=cfg.per_channel,
+                                      nodes_to_exclude=excluded or None, stride=window)
+            quantize(str(source), str(output), qcfg)
+        return {"calibration_batches": len(reader), "calibration_window": window, "recipe": "qnn"}
+    quantize_static(
+        str(model_path), str(output), reader, quant_format=QuantFormat.QDQ,
+        per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
+        activation_type=_qtype(cfg.activation_type), weight_type=_qtype(cfg.weight_type),
+        nodes_to_exclude=excluded, calibrate_method=_calib(cfg.calibration),
+        extra_options={"CalibStridedMinMax": window, "ActivationSymmetric": cfg.symmetric,
+                       "WeightSymmetric": True if cfg.weight_type in (QType.INT8, QType.INT16) else cfg.symmetric,
+                       **cfg.extra})
+    return {"calibration_batches": len(reader), "calibration_window": window}

@@ -1,0 +1,219 @@
+"""CLI commands for compression and the regression gate: quantize, compare, check, compile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgeinfer.cli import Device, Fallback, Force, Json, ProviderOpt, _mb, _resolve_device, app, console, err, warn
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="A float .onnx model (or a .gguf for llama.cpp k-quants).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
+    method: Annotated[str, typer.Option(help="ONNX: dynamic (transformer default), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M, Q8_0.")] = "dynamic",
+    calib: Annotated[Optional[str], typer.Option(help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts.")] = None,
+    calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
+    calib_samples: Annotated[Optional[int], typer.Option(help="Use at most this many calibration samples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size for calibration and evaluation (a fixed-shape model's own batch wins).")] = 8,
+    activation_type: Annotated[Optional[str], typer.Option(help="uint8, int8, uint16 or int16 (default: the device's, else uint8).")] = None,
+    weight_type: Annotated[Optional[str], typer.Option(help="int8, uint8, int16 or uint16 (default: the device's, else int8).")] = None,
+    per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel (default: the device's, else per channel).")] = None,
+    symmetric: Annotated[bool, typer.Option("--symmetric", help="Symmetric activation ranges.")] = False,
+    reduce_range: Annotated[Optional[bool], typer.Option("--reduce-range/--full-range", help="7-bit weights for x86 CPUs without VNNI (default: on exactly when this CPU lacks VNNI, or the device's setting).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Node name or op type to keep in float. Repeatable.")] = None,
+    block_size: Annotated[int, typer.Option(help="int4: weights per quantization block.")] = 128,
+    eval_data: Annotated[Optional[str], typer.Option(help="Data (with labels for classification) on which the result is compared with its parent.")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Print the quantized tensors with the most quantization noise (lowest SQNR).")] = False,
+    max_drop: Annotated[Optional[float], typer.Option(help="Keep the noisiest nodes in float until the metric drops by at most this much on --eval-data (0.01 = 1 accuracy point).")] = None,
+    imatrix: Annotated[Optional[Path], typer.Option(help="GGUF: an importance matrix file (llama.cpp imatrix).")] = None,
+    runs: Annotated[int, typer.Option(help="Interleaved timing runs for the comparison.")] = 30,
+    device: Device = None,
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
+    """Quantize a model and compare it with its float parent: metric and latency, side by side.
+
+    Examples:
+
+      edgeinfer quantize minilm.onnx -o minilm-int8.onnx --method dynamic --eval-data sentences.txt
+
+      edgeinfer quantize lenet.onnx -o lenet-int8.onnx --method static --calib calib.npz --eval-data test.npz --report
+
+      edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
+    """
+    if model.suffix == ".gguf":
+        from edgeinfer.llm_cli import quantize_gguf_cli
+
+        quantize_gguf_cli(model, output, method, imatrix, force, as_json, console)
+        return
+    from edgeinfer.quantize import quantize_model
+
+    profile, _ = _resolve_device(device, None)
+    with console.status("quantizing") as status:
+        art, result = quantize_model(
+            model, output, method=method, calib=calib, calib_method=calib_method, calib_samples=calib_samples,
+            batch_size=batch_size, activation_type=activation_type, weight_type=weight_type,
+            per_channel=per_channel, symmetric=symmetric, reduce_range=reduce_range, exclude=exclude,
+            block_size=block_size, profile=profile, eval_data=eval_data, report=report or max_drop is not None,
+            max_drop=max_drop, runs=runs, force=force, stage=status.update, warn=warn)
+    if as_json:
+        print(json.dumps({"output": str(output), "config": art.steps[-1].config, **result}, default=str))
+        return
+    if result.get("comparison"):
+        print_comparison(result["comparison"], title=f"{model.name} -> {output.name}")
+    else:
+        console.print(f"wrote {output} ({_mb(output.stat().st_size)}); pass --eval-data or --calib to compare it "
+                      "with its parent")
+    if result.get("sqnr"):
+        table = Table(title="noisiest quantized tensors (lowest SQNR first)")
+        for col in ("tensor", "node", "op", "SQNR dB"):
+            table.add_column(col)
+        for row in result["sqnr"][:10]:
+            table.add_row(row["tensor"], str(row["node"]), str(row["op_type"]), f"{row['sqnr_db']:.1f}")
+        console.print(table)
+    if result.get("search"):
+        s = result["search"]
+        for st in s["steps"][1:]:
+            console.print(f"  kept {st['added']} in float: drop {st['drop']:.4f} (bought {st['bought']:+.4f})")
+        if s["met"]:
+            console.print(f"[green]met --max-drop {s['max_drop']}: drop {s['best_drop']:.4f} with "
+                          f"{len(art.steps[-1].config['nodes_excluded'])} node(s) in float[/green]")
+        else:
+            warn(f"could NOT meet --max-drop {s['max_drop']}: the best found drops {s['best_drop']:.4f}; "
+                 f"that model was kept and is labelled as such in its sidecar")
+
+
+def print_comparison(report: dict, title: str) -> None:
+    rows = report["rows"]
+    keys = list(rows[0]["metrics"])
+    table = Table(title=f"{title}  ({report['task']}, {report['samples']} samples, batch {report['batch_shape']})")
+    for col in ("model", "size", "p50 ms", "speedup (95% CI)", *keys, "providers"):
+        table.add_column(col, justify="left" if col in ("model", "providers") else "right")
+    for i, r in enumerate(rows):
+        lo, hi = r["speedup_ci95"]
+        speed = "1.00x" if i == 0 else f"{r['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
+        if i and r["speedup"] < 1.0:
+            speed = f"[bold red]{speed} SLOWER[/bold red]"
+        cells = []
+        for k in keys:
+            v = r["metrics"][k]
+            cell = f"{v:.4f}"
+            if k == "accuracy" and i:
+                cell += f" ({r['delta']:+.4f})"
+            cells.append(cell)
+        table.add_row(Path(r["model"]).name, _mb(r["file_size_bytes"]), f"{r['latency_ms']['p50']:.3f}", speed,
+                      *cells, ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]))
+    console.print(table)
+
+
+def _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn_fn):
+    from rich.progress import Progress
+
+    from edgeinfer.compare import EvalTask, compare_models
+    from edgeinfer.errors import parse_choice
+
+    profile, providers = _resolve_device(device, provider)
+    with Progress(transient=True, console=err) as progress:
+        bar = progress.add_task("running and timing", total=runs)
+        return compare_models(baseline, candidates, data, task=parse_choice(EvalTask, task, "task"), device=profile,
+                              providers=providers, allow_fallback=allow_fallback, runs=runs, batch_size=batch_size,
+                              limit=limit, warn=warn_fn, tick=lambda: progress.advance(bar))
+
+
+Data = Annotated[str, typer.Option("--data", help=".npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.")]
+Task = Annotated[str, typer.Option(help="auto (labels -> classification, encoders -> embedding, else raw), classification, embedding or raw.")]
+Runs = Annotated[int, typer.Option(help="Interleaved timing runs.")]
+Batch = Annotated[int, typer.Option(help="Batch size (a fixed-shape model's own batch wins).")]
+Limit = Annotated[Optional[int], typer.Option(help="Use at most this many samples.")]
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="The reference model (runs on the CPU).")],
+    candidates: Annotated[list[Path], typer.Argument(help="Compressed models to compare with it.")],
+    data: Data,
+    task: Task = "auto",
+    report: Annotated[Optional[Path], typer.Option(help="Also write an HTML report here.")] = None,
+    device: Device = None,
+    provider: ProviderOpt = None,
+    allow_fallback: Fallback = False,
+    runs: Runs = 30,
+    batch_size: Batch = 8,
+    limit: Limit = None,
+    as_json: Json = False,
+) -> None:
+    """One table, one row a model: size, p50 latency and speedup, the task metric and its delta.
+
+    Candidates run on --device/--provider (the baseline on the CPU), so an NPU model is
+    compared with the float model on the CPU. Timing is interleaved across all models.
+    """
+    result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn)
+    if report:
+        from edgeinfer.compare import write_html
+
+        write_html(result, report)
+    if as_json:
+        print(json.dumps(result))
+        return
+    print_comparison(result, "compare")
+
+
+@app.command()
+def check(
+    baseline: Annotated[Path, typer.Argument(help="The reference model (.onnx, or .gguf with --text).")],
+    candidates: Annotated[list[Path], typer.Argument(help="Models that must stay within the budget.")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Evaluation data, as for compare.")] = None,
+    text: Annotated[Optional[Path], typer.Option(help="GGUF: a text file to score.")] = None,
+    task: Task = "auto",
+    max_drop: Annotated[Optional[float], typer.Option(help="Largest allowed accuracy drop (0.01 = 1 point).")] = None,
+    min_cosine: Annotated[Optional[float], typer.Option(help="Smallest allowed mean cosine to the baseline (embeddings, raw outputs).")] = None,
+    max_slowdown: Annotated[Optional[float], typer.Option(help="Largest allowed latency ratio candidate/baseline (1.1 = 10% slower).")] = None,
+    max_kld: Annotated[Optional[float], typer.Option(help="GGUF: largest allowed mean KL divergence.")] = None,
+    min_top1: Annotated[Optional[float], typer.Option(help="GGUF: smallest allowed top-1 token agreement.")] = None,
+    device: Device = None,
+    provider: ProviderOpt = None,
+    allow_fallback: Fallback = False,
+    runs: Runs = 30,
+    batch_size: Batch = 8,
+    limit: Limit = None,
+    as_json: Json = False,
+) -> None:
+    """Fail (exit 1) when a candidate loses more than the budget; exit 0 within it, 2 on bad input.
+
+    Example CI step: edgeinfer check fp32.onnx int8.onnx --data test.npz --max-drop 0.01 --max-slowdown 1.0 --json
+    """
+    import sys
+
+    from edgeinfer.compare import Budget, check_budget
+    from edgeinfer.errors import ConfigError
+
+    if baseline.suffix == ".gguf":
+        from edgeinfer.llm_cli import check_llm
+
+        sys.exit(check_llm(baseline, candidates, text, max_kld, min_top1, as_json, console))
+    if not data:
+        raise ConfigError("check needs --data for ONNX models")
+    budget = Budget(max_drop=max_drop, min_cosine=min_cosine, max_slowdown=max_slowdown)
+    if budget == Budget():
+        raise ConfigError("give at least one budget: --max-drop, --min-cosine or --max-slowdown")
+    result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit,
+                      warn)
+    problems = check_budget(result, budget)
+    result["budget"] = {k: v for k, v in budget.__dict__.items() if v is not None}
+    result["violations"] = problems
+    result["passed"] = not problems
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print_comparison(result, "check")
+        for p in problems:
+            err.print(f"[red]REGRESSION[/red] {p}")
+        if not problems:
+            console.print("[green]all candidates within budget[/green]")
+    sys.exit(1 if problems else 0)

@@ -1,0 +1,177 @@
+"""`edgeinfer compare` / `check`: baseline and candidates on the same data, accuracy and latency side by side.
+
+Latency is measured interleaved across all models; the task metric is computed on every batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeinfer.data import Batches
+from edgeinfer.errors import ConfigError, InputError
+from edgeinfer.measure import interleaved, percentiles, speedup_ci
+
+REPORT_SCHEMA = 1
+
+
+class EvalTask(StrEnum):
+    AUTO = "auto"
+    CLASSIFICATION = "classification"
+    EMBEDDING = "embedding"
+    RAW = "raw"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What `check` allows a candidate to lose. None: not checked."""
+
+    max_drop: float | None = None  # accuracy points (0.01 = 1 point) for classification
+    min_cosine: float | None = None  # mean embedding / output cosine to the baseline
+    max_slowdown: float | None = None  # candidate p50 / baseline p50
+
+
+def resolve_task(task: EvalTask, data: Batches, baseline_meta: dict) -> EvalTask:
+    if task is not EvalTask.AUTO:
+        if task is EvalTask.CLASSIFICATION and data.labels is None:
+            raise InputError("classification needs labels: add a `labels` array to the .npz")
+        return task
+    if data.labels is not None:
+        return EvalTask.CLASSIFICATION
+    if baseline_meta.get("task") == "feature-extraction":
+        return EvalTask.EMBEDDING
+    return EvalTask.RAW
+
+
+def _outputs(runner, data: Batches) -> np.ndarray:
+    name = runner.output_names[0]
+    return np.concatenate([runner.run(b, check=True)[name] for b in data.batches]).astype(np.float32)
+
+
+def _pool(hidden: np.ndarray, data: Batches) -> np.ndarray:
+    """Mean-pool token embeddings over the attention mask; 2-D outputs are already pooled."""
+    if hidden.ndim == 2:
+        return hidden
+    masks = data.attention_masks or [b.get("attention_mask", np.ones(b[next(iter(b))].shape[:2]))
+                                     for b in data.batches]
+    pooled, start = [], 0
+    for mask in masks:
+        n = mask.shape[0]
+        h = hidden[start: start + n, : mask.shape[1]]
+        m = mask[..., None].astype(np.float32)
+        pooled.append((h * m).sum(1) / np.maximum(m.sum(1), 1e-9))
+        start += n
+    return np.concatenate(pooled)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a2 * b2).sum(1) / np.maximum(np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1), 1e-12)
+
+
+def retrieval_agreement(base: np.ndarray, cand: np.ndarray, k: int = 10) -> float:
+    """Share of each item's k nearest neighbours (cosine, self excluded) that both models agree on."""
+    k = min(k, len(base) - 1)
+    if k < 1:
+        return 1.0
+
+    def neighbours(e):
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argsort(-sim, axis=1)[:, :k]
+
+    nb, nc = neighbours(base), neighbours(cand)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(nb, nc)]))
+
+
+def metrics(task: EvalTask, base_out: np.ndarray, out: np.ndarray, data: Batches) -> dict[str, float]:
+    if task is EvalTask.CLASSIFICATION:
+        return {"accuracy": float((out.argmax(-1) == data.labels).mean()),
+                "agreement_with_baseline": float((out.argmax(-1) == base_out.argmax(-1)).mean())}
+    if task is EvalTask.EMBEDDING:
+        b, c = _pool(base_out, data), _pool(out, data)
+        cos = _cosines(b, c)
+        return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+                "retrieval_top10": retrieval_agreement(b, c)}
+    cos = _cosines(base_out, out)
+    return {"max_abs_diff": float(np.abs(base_out - out).max()), "cosine_mean": float(cos.mean())}
+
+
+def compare_models(baseline: Path, candidates: list[Path], data_spec: str, *, task: EvalTask = EvalTask.AUTO,
+                   device=None, providers=None, baseline_device=None, allow_fallback: bool = False,
+                   runs: int = 30, batch_size: int = 8, limit: int | None = None, data: Batches | None = None,
+                   warn: Callable[[str], None] = print, tick=None) -> dict[str, Any]:
+    from edgeinfer.artifact import load_artifact
+    from edgeinfer.data import load_batches
+    from edgeinfer.runtime.ort import OrtRunner
+
+    if not candidates:
+        raise ConfigError("give at least one candidate model after the baseline")
+    base_art = load_artifact(baseline)
+    runners = {str(baseline): OrtRunner(baseline, device=baseline_device, warn=warn)}
+    for cand in candidates:
+        runners[str(cand)] = OrtRunner(cand, device=device, providers=providers, allow_fallback=allow_fallback,
+                                       warn=warn)
+    base_runner = runners[str(baseline)]
+    if data is None:
+        data = load_batches(data_spec, base_runner.inputs, batch_size, base_art.meta.get("tokenizer"), limit)
+    task = resolve_task(task, data, base_art.meta)
+    outputs = {name: _outputs(r, data) for name, r in runners.items()}
+    feeds = data.batches[0]
+    times = interleaved({name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()},
+                        runs=runs, warmup=3, tick=tick)
+    base_out = outputs[str(baseline)]
+    base_metrics = metrics(task, base_out, base_out, data)
+    rows = []
+    for name, runner in runners.items():
+        m = metrics(task, base_out, outputs[name], data)
+        point, lo, hi = speedup_ci(times[str(baseline)], times[name])
+        row = {"model": name, "file_size_bytes": Path(name).stat().st_size,
+               "latency_ms": percentiles(times[name]), "speedup": point, "speedup_ci95": [lo, hi],
+               "metrics": m, "providers": runner.report.used, "placement": runner.report.placement,
+               "fallbacks": runner.report.fallbacks}
+        if task is EvalTask.CLASSIFICATION:
+            row["delta"] = m["accuracy"] - base_metrics["accuracy"]
+        rows.append(row)
+    return {"schema": REPORT_SCHEMA, "task": task.value, "data": data_spec, "samples": data.samples,
+            "batch_shape": {k: list(v.shape) for k, v in feeds.items()}, "runs": runs,
+            "baseline": str(baseline), "rows": rows}
+
+
+def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
+    """Every way a candidate breaks the budget, as sentences; empty when all pass."""
+    problems = []
+    for row in report["rows"][1:]:
+        name, m = Path(row["model"]).name, row["metrics"]
+        if budget.max_drop is not None and "delta" in row and -row["delta"] > budget.max_drop + 1e-12:
+            problems.append(f"{name}: accuracy dropped {-row['delta']:.4f} (budget {budget.max_drop:.4f})")
+        if budget.min_cosine is not None and "cosine_mean" in m and m["cosine_mean"] < budget.min_cosine:
+            problems.append(f"{name}: mean cosine {m['cosine_mean']:.4f} below {budget.min_cosine:.4f}")
+        if budget.max_slowdown is not None and 1.0 / row["speedup"] > budget.max_slowdown:
+            problems.append(f"{name}: {1.0 / row['speedup']:.2f}x the baseline's latency (budget "
+                            f"{budget.max_slowdown:.2f}x)")
+    return problems
+
+
+def write_html(report: dict[str, Any], path: Path) -> None:
+    from edgeinfer.io import write_text_atomic
+
+    keys = sorted({k for r in report["rows"] for k in r["metrics"]})
+    head = "".join(f"<th>{h}</th>" for h in ["model", "size MiB", "p50 ms", "speedup", *keys])
+    body = ""
+    for r in report["rows"]:
+        cells = [Path(r["model"]).name, f"{r['file_size_bytes'] / 2**20:.2f}", f"{r['latency_ms']['p50']:.3f}",
+                 f"{r['speedup']:.2f}x"] + [f"{r['metrics'].get(k, float('nan')):.4f}" for k in keys]
+        body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
+    write_text_atomic(path, f"""<!doctype html><meta charset="utf-8"><title>edgeinfer compare</title>
+<style>body{{font-family:sans-serif}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
+<h1>edgeinfer compare</h1><p>task {report['task']}, data {report['data']} ({report['samples']} samples),
+{report['runs']} interleaved runs on batch {report['batch_shape']}</p>
+<table><tr>{head}</tr>
+{body}</table>
+""")

@@ -1,0 +1,162 @@
+"""`edgeinfer quantize` for ONNX: device-aware config, calibration, and a comparison with the parent.
+
+Every quantized model is measured against its float parent (metric and interleaved latency); a
+result slower than its parent is reported loudly. `--max-drop` keeps the noisiest nodes in float
+until the metric is within budget.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeinfer.artifact import Artifact, ModelFormat, Step, load_artifact
+from edgeinfer.errors import ConfigError, InputError, parse_choice
+from edgeinfer.io import atomic_path, check_output
+
+
+def build_config(method: str, profile, *, calib_method: str, activation_type: str | None, weight_type: str | None,
+                 per_channel: bool | None, symmetric: bool, reduce_range: bool | None, exclude: tuple[tuple, tuple],
+                 block_size: int):
+    from edgeinfer.compress.onnx_quant import CalibMethod, Method, OnnxQuantConfig, QType, Recipe
+    from edgeinfer.devices import host_has_vnni
+
+    dev = profile.quant if profile else {}
+    recipe = parse_choice(Recipe, dev.get("recipe", "generic"), "quantization recipe")
+    if reduce_range is None:
+        reduce_range = dev.get("reduce_range", not host_has_vnni())
+    return OnnxQuantConfig(
+        method=parse_choice(Method, method, "method"),
+        calibration=parse_choice(CalibMethod, calib_method, "calibration method"),
+        activation_type=parse_choice(QType, activation_type or dev.get("activation_type", "uint8"), "activation type"),
+        weight_type=parse_choice(QType, weight_type or dev.get("weight_type", "int8"), "weight type"),
+        per_channel=per_channel if per_channel is not None else dev.get("per_channel", True),
+        symmetric=symmetric, reduce_range=bool(reduce_range), exclude_nodes=exclude[0],
+        exclude_op_types=exclude[1], block_size=block_size, recipe=recipe)
+
+
+def quantize_model(model: Path, output: Path, *, method: str, calib: str | None = None, calib_method: str = "minmax",
+                   calib_samples: int | None = None, batch_size: int = 8, activation_type: str | None = None,
+                   weight_type: str | None = None, per_channel: bool | None = None, symmetric: bool = False,
+                   reduce_range: bool | None = None, exclude: list[str] | None = None, block_size: int = 128,
+                   profile=None, eval_data: str | None = None, report: bool = False, max_drop: float | None = None,
+                   runs: int = 30, force: bool = False, stage: Callable[[str], None] = lambda s: None,
+                   warn: Callable[[str], None] = print) -> tuple[Artifact, dict[str, Any]]:
+    import onnx
+
+    from edgeinfer.compress.onnx_quant import Method, Recipe, check_not_quantized, quantize_onnx, split_excludes
+    from edgeinfer.compare import compare_models
+    from edgeinfer.data import load_batches
+    from edgeinfer.runtime.ort import OrtRunner
+
+    model, output = Path(model), Path(output)
+    parent = load_artifact(model)
+    if parent.format is not ModelFormat.ONNX or ModelFormat.of(output) is not ModelFormat.ONNX:
+        raise ConfigError("ONNX quantization takes an .onnx model and writes an .onnx file")
+    check_output(output, [model], force)
+    if max_drop is not None and not eval_data:
+        raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
+    graph = onnx.load(str(model), load_external_data=False)
+    check_not_quantized(graph)
+    cfg = build_config(method, profile, calib_method=calib_method, activation_type=activation_type,
+                       weight_type=weight_type, per_channel=per_channel, symmetric=symmetric,
+                       reduce_range=reduce_range, exclude=split_excludes(graph, exclude or []), block_size=block_size)
+    if cfg.recipe is Recipe.QNN:
+        if cfg.method is not Method.STATIC:
+            raise ConfigError(f"device {profile.name} runs QDQ models: use --method static")
+        dynamic = [i.name for i in graph.graph.input if any(not d.dim_value for d in i.type.tensor_type.shape.dim)]
+        if dynamic:
+            raise ConfigError(f"{profile.name} needs fixed shapes, but input(s) {', '.join(dynamic)} are dynamic; "
+                              "re-export with --static-shapes")
+    inputs = OrtRunner(model, profile_first_run=False).inputs
+    batches = None
+    if cfg.method is Method.STATIC:
+        if not calib:
+            raise InputError("--method static needs --calib (an .npz, a folder of them, a .txt of sentences, or "
+                             "package.module:function)")
+        stage(f"loading calibration data {calib}")
+        batches = load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), calib_samples).batches
+
+    def run_once(cfg_now, dest: Path) -> dict[str, Any]:
+        return quantize_onnx(model, dest, cfg_now, batches)
+
+    eval_batches = None
+    if eval_data:
+        eval_batches = load_batches(eval_data, inputs, batch_size, parent.meta.get("tokenizer"))
+    compare_data = eval_batches or (load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), 64)
+                                    if calib else None)
+    extra: dict[str, Any] = {}
+    with atomic_path(output) as tmp:
+        stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")
+        facts = run_once(cfg, tmp)
+        if report or max_drop is not None:
+            if cfg.method is not Method.STATIC:
+                raise ConfigError("--report and --max-drop measure QDQ nodes: use --method static")
+            from edgeinfer.compress.qdq_report import activation_sqnr
+
+            stage("measuring per-tensor quantization error (SQNR)")
+            extra["sqnr"] = activation_sqnr(model, tmp, batches)
+        if max_drop is not None:
+            cfg, search = _search_exclusions(model, tmp, cfg, extra["sqnr"], eval_batches, max_drop, run_once,
+                                             stage, runs)
+            extra["search"] = search
+            facts["nodes_excluded"] = list(cfg.exclude_nodes)
+        stage("comparing with the float parent")
+        comparison = None
+        if compare_data is not None:
+            comparison = compare_models(model, [tmp], eval_data or calib, data=compare_data, runs=runs, warn=warn)
+    if comparison is not None:
+        comparison["rows"][1]["model"] = str(output)
+    step = Step("quantize", cfg.to_json() | facts, _summary(comparison))
+    art = parent.derive(output, step)
+    art.save()
+    if comparison is not None and comparison["rows"][1]["speedup"] < 1.0:
+        warn(f"SLOWER: {output.name} runs {1 / comparison['rows'][1]['speedup']:.2f}x the latency of its float parent "
+             "on this machine (p50, interleaved). On this CPU the float model is the faster choice.")
+    return art, {"comparison": comparison, **extra}
+
+
+def _summary(comparison) -> dict[str, Any]:
+    if comparison is None:
+        return {}
+    base, cand = comparison["rows"]
+    return {"task": comparison["task"], "samples": comparison["samples"], "baseline_metrics": base["metrics"],
+            "metrics": cand["metrics"], "speedup_vs_parent": cand["speedup"], "delta": cand.get("delta")}
+
+
+def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop, run_once, stage, runs):
+    """Greedy: keep the noisiest activations' nodes in float, one more at a time, until within budget."""
+    import shutil
+
+    from edgeinfer.compare import compare_models
+
+    def drop_of(path) -> float:
+        rep = compare_models(model, [path], "eval", data=eval_batches, runs=3, warn=lambda m: None)
+        m = rep["rows"][1]
+        if "delta" in m:
+            return -m["delta"]
+        return 1.0 - m["metrics"]["cosine_mean"]
+
+    steps = [{"excluded": [], "drop": drop_of(best_path)}]
+    best = (steps[0]["drop"], cfg)
+    candidates = [r["node"] for r in sqnr if r["node"]]
+    seen: list[str] = list(cfg.exclude_nodes)
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-search-") as tmp:
+        trial = Path(tmp) / "trial.onnx"
+        for node in candidates:
+            if best[0] <= max_drop or len(steps) > 12:
+                break
+            if node in seen:
+                continue
+            seen.append(node)
+            trial_cfg = replace(cfg, exclude_nodes=tuple(seen))
+            stage(f"--max-drop search: keeping {len(seen)} node(s) in float")
+            run_once(trial_cfg, trial)
+            drop = drop_of(trial)
+            steps.append({"excluded": list(seen), "added": node, "drop": drop, "bought": steps[-1]["drop"] - drop})
+            if drop < best[0]:
+                best = (drop, trial_cfg)
+                shutil.copy(trial, best_path)
+    return best[1], {"max_drop": max_drop, "met": best[0] <= max_drop, "best_drop": best[0], "steps": steps}
