@@ -217,3 +217,28 @@ def check(
         if not problems:
             console.print("[green]all candidates within budget[/green]")
     sys.exit(1 if problems else 0)
+
+
+@app.command(name="compile")
+def compile_(
+    model: Annotated[Path, typer.Argument(help="A model the device's provider can run (for QNN: fixed shapes, QDQ).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The EP-context model to write (e.g. model_ctx.onnx).")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile whose first provider compiles the model.")],
+    force: Force = False,
+) -> None:
+    """Precompile a model for an NPU into an EP-context model that ships to the device.
+
+    Example: edgeinfer compile lenet-npu.onnx --device snapdragon-npu -o lenet-npu_ctx.onnx
+    """
+    from edgeinfer.artifact import Step, load_artifact
+    from edgeinfer.io import atomic_path, check_output
+    from edgeinfer.runtime.ort import compile_ep_context
+
+    check_output(output, [model], force)
+    parent = load_artifact(model)
+    profile, _ = _resolve_device(device, None)
+    with atomic_path(output) as tmp:
+        report = compile_ep_context(model, tmp, profile, warn=warn)
+    art = parent.derive(output, Step("compile", {"device": profile.name, "providers": report.used}))
+    art.save()
+    console.print(f"wrote {output} ({_mb(output.stat().st_size)}), compiled by {report.used[0]}")

@@ -47,30 +47,39 @@ def resolve_task(task: EvalTask, data: Batches, baseline_meta: dict) -> EvalTask
     return EvalTask.RAW
 
 
-def _outputs(runner, data: Batches) -> np.ndarray:
+def _outputs(runner, data: Batches) -> list[np.ndarray]:
     name = runner.output_names[0]
-    return np.concatenate([runner.run(b, check=True)[name] for b in data.batches]).astype(np.float32)
+    return [runner.run(b, check=True)[name].astype(np.float32) for b in data.batches]
 
 
-def _pool(hidden: np.ndarray, data: Batches) -> np.ndarray:
+def _per_sample(task: EvalTask, outs: list[np.ndarray], data: Batches) -> np.ndarray | list[np.ndarray]:
+    """Batch outputs as one row per sample: pooled embeddings, logits, or flattened raw outputs.
+
+    Text batches pad to different lengths, so token-level outputs are pooled (or flattened)
+    batch by batch before they are joined.
+    """
+    if task is EvalTask.EMBEDDING:
+        return np.concatenate([_pool(o, data, i) for i, o in enumerate(outs)])
+    if task is EvalTask.CLASSIFICATION:
+        return np.concatenate([o.reshape(o.shape[0], -1) for o in outs])
+    return [row.ravel() for o in outs for row in o]
+
+
+def _pool(hidden: np.ndarray, data: Batches, index: int) -> np.ndarray:
     """Mean-pool token embeddings over the attention mask; 2-D outputs are already pooled."""
     if hidden.ndim == 2:
         return hidden
-    masks = data.attention_masks or [b.get("attention_mask", np.ones(b[next(iter(b))].shape[:2]))
-                                     for b in data.batches]
-    pooled, start = [], 0
-    for mask in masks:
-        n = mask.shape[0]
-        h = hidden[start: start + n, : mask.shape[1]]
-        m = mask[..., None].astype(np.float32)
-        pooled.append((h * m).sum(1) / np.maximum(m.sum(1), 1e-9))
-        start += n
-    return np.concatenate(pooled)
+    batch = data.batches[index]
+    if data.attention_masks:
+        mask = data.attention_masks[index]
+    else:
+        mask = batch.get("attention_mask", np.ones(hidden.shape[:2]))
+    m = mask[..., None].astype(np.float32)
+    return (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    return (a2 * b2).sum(1) / np.maximum(np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1), 1e-12)
+def _cosines(a, b) -> np.ndarray:
+    return np.array([float(x @ y) / max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12) for x, y in zip(a, b)])
 
 
 def retrieval_agreement(base: np.ndarray, cand: np.ndarray, k: int = 10) -> float:
@@ -89,17 +98,17 @@ def retrieval_agreement(base: np.ndarray, cand: np.ndarray, k: int = 10) -> floa
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(nb, nc)]))
 
 
-def metrics(task: EvalTask, base_out: np.ndarray, out: np.ndarray, data: Batches) -> dict[str, float]:
+def metrics(task: EvalTask, base, out, data: Batches) -> dict[str, float]:
+    """Task metric of `out` (per-sample rows from _per_sample) against labels and the baseline's rows."""
     if task is EvalTask.CLASSIFICATION:
         return {"accuracy": float((out.argmax(-1) == data.labels).mean()),
-                "agreement_with_baseline": float((out.argmax(-1) == base_out.argmax(-1)).mean())}
+                "agreement_with_baseline": float((out.argmax(-1) == base.argmax(-1)).mean())}
+    cos = _cosines(base, out)
     if task is EvalTask.EMBEDDING:
-        b, c = _pool(base_out, data), _pool(out, data)
-        cos = _cosines(b, c)
         return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                "retrieval_top10": retrieval_agreement(b, c)}
-    cos = _cosines(base_out, out)
-    return {"max_abs_diff": float(np.abs(base_out - out).max()), "cosine_mean": float(cos.mean())}
+                "retrieval_top10": retrieval_agreement(base, out)}
+    return {"max_abs_diff": max(float(np.abs(x - y).max()) for x, y in zip(base, out)),
+            "cosine_mean": float(cos.mean())}
 
 
 def compare_models(baseline: Path, candidates: list[Path], data_spec: str, *, task: EvalTask = EvalTask.AUTO,
@@ -121,7 +130,7 @@ def compare_models(baseline: Path, candidates: list[Path], data_spec: str, *, ta
     if data is None:
         data = load_batches(data_spec, base_runner.inputs, batch_size, base_art.meta.get("tokenizer"), limit)
     task = resolve_task(task, data, base_art.meta)
-    outputs = {name: _outputs(r, data) for name, r in runners.items()}
+    outputs = {name: _per_sample(task, _outputs(r, data), data) for name, r in runners.items()}
     feeds = data.batches[0]
     times = interleaved({name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()},
                         runs=runs, warmup=3, tick=tick)

@@ -103,6 +103,8 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
                                              stage, runs)
             extra["search"] = search
             facts["nodes_excluded"] = list(cfg.exclude_nodes)
+            # The sidecar says plainly whether this file met the target or is only the best found.
+            facts["max_drop_search"] = {"target": max_drop, "met": search["met"], "best_drop": search["best_drop"]}
         stage("comparing with the float parent")
         comparison = None
         if compare_data is not None:

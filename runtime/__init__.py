@@ -23,5 +23,10 @@ class ProviderReport:
         if not self.placement:
             return ", ".join(self.used)
         total = sum(p["nodes"] for p in self.placement.values()) or 1
-        return ", ".join(f"{ep.removesuffix('ExecutionProvider')} {p['nodes']} node(s) ({100 * p['nodes'] / total:.0f}%)"
-                         for ep, p in self.placement.items())
+        parts = []
+        for ep, p in self.placement.items():
+            # A provider that compiles subgraphs (QNN, TensorRT) shows one fused node per partition.
+            fused = sum(n for op, n in p["ops"].items() if op.startswith(ep))
+            what = f"{fused} compiled partition(s)" if fused == p["nodes"] else f"{p['nodes']} node(s)"
+            parts.append(f"{ep.removesuffix('ExecutionProvider')} {what} ({100 * p['nodes'] / total:.0f}%)")
+        return ", ".join(parts)

@@ -95,12 +95,14 @@ class OrtRunner:
     def __init__(
         self,
         model: Path,
+        *,
         providers: list[Provider] | None = None,
         device: DeviceProfile | None = None,
         allow_fallback: bool = False,
         threads: int | None = None,
         optimization: str = "all",
         profile_first_run: bool = True,
+        session_config: dict[str, str] | None = None,
         warn=print,
     ) -> None:
         ort = _ort()
@@ -125,6 +127,7 @@ class OrtRunner:
             requested_ok = requested
 
         so = ort.SessionOptions()
+        so.log_severity_level = 3  # errors only: provider chatter is not the user's problem
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -139,6 +142,8 @@ class OrtRunner:
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(self._profile_dir, "ort")
 
+        for key, value in (session_config or {}).items():
+            so.add_session_config_entry(key, value)
         plugins = [p for p in requested_ok if p in _PLUGINS]
         try:
             if plugins:
@@ -269,3 +274,18 @@ def parse_profile(path: Path) -> dict[str, dict[str, Any]]:
         entry["nodes"] += 1
         entry["ops"][op] += 1
     return {p: {"nodes": v["nodes"], "ops": dict(v["ops"])} for p, v in placement.items()}
+
+
+def compile_ep_context(model: Path, output: Path, device: DeviceProfile, warn=print) -> ProviderReport:
+    """Precompile a model for its device's provider into an EP-context model (`*_ctx.onnx`).
+
+    The provider writes its compiled graph (e.g. a QNN context binary) into the file, so the
+    device loads it without compiling again.
+    """
+    runner = OrtRunner(model, device=device, profile_first_run=False, warn=warn,
+                       session_config={"ep.context_enable": "1", "ep.context_file_path": str(output),
+                                       "ep.context_embed_mode": "1"})
+    if not Path(output).exists():
+        raise ProviderUnavailableError(f"{', '.join(runner.report.used)} wrote no EP-context model; "
+                                       "this provider cannot precompile here")
+    return runner.report

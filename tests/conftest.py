@@ -59,3 +59,28 @@ def minilm_onnx(artifacts, minilm_dir) -> Path:
     path = artifacts / "minilm.onnx"
     export_model(str(minilm_dir), path, warn=lambda m: None)
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_calib(artifacts) -> Path:
+    from edgeinfer.examples.digits import save_calib_npz
+
+    return save_calib_npz(artifacts / "digits-calib.npz", samples=128)
+
+
+@pytest.fixture(scope="session")
+def lenet_int8(artifacts, lenet_onnx, digits_calib, digits_eval):
+    """Static INT8 LeNet, with the comparison quantize made against its parent."""
+    from edgeinfer.quantize import quantize_model
+
+    return quantize_model(lenet_onnx, artifacts / "lenet-int8.onnx", method="static", calib=str(digits_calib),
+                          eval_data=str(digits_eval), report=True, runs=5, warn=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def lenet_static_shapes(artifacts) -> Path:
+    from edgeinfer.export import export_model
+
+    path = artifacts / "lenet-b8.onnx"
+    export_model("edgeinfer.examples.digits:lenet", path, static_shapes=True, warn=lambda m: None)
+    return path

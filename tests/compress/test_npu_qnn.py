@@ -1,0 +1,53 @@
+"""The Qualcomm NPU path, really executed on onnxruntime-qnn's HTP simulator."""
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeinfer.devices import get_profile
+from edgeinfer.errors import ConfigError
+from edgeinfer.quantize import quantize_model
+
+pytest.importorskip("onnxruntime_qnn", reason="pip install onnxruntime-qnn (in the dev extra)")
+NPU = get_profile("snapdragon-npu")
+
+
+@pytest.fixture(scope="module")
+def lenet_npu(lenet_static_shapes, digits_calib, tmp_path_factory):
+    out = tmp_path_factory.mktemp("npu") / "lenet-npu.onnx"
+    art, _ = quantize_model(lenet_static_shapes, out, method="static", calib=str(digits_calib), profile=NPU,
+                            runs=3, warn=lambda m: None)
+    return art.path
+
+
+def test_npu_model_runs_whole_graph_on_qnn_with_cpu_fallback_disabled(lenet_npu, lenet_static_shapes, digits_eval):
+    from edgeinfer.compare import compare_models
+
+    report = compare_models(lenet_static_shapes, [lenet_npu], str(digits_eval), device=NPU, runs=3,
+                            warn=lambda m: None)
+    base, npu = report["rows"]
+    assert base["providers"] == ["CPUExecutionProvider"]
+    assert set(npu["placement"]) == {"QNNExecutionProvider"}  # nothing ran on the CPU
+    assert abs(npu["delta"]) <= 0.01 and base["metrics"]["accuracy"] > 0.9
+
+
+def test_compile_writes_an_ep_context_model_that_gives_the_same_outputs(lenet_npu, tmp_path):
+    from edgeinfer.runtime.ort import OrtRunner, compile_ep_context
+
+    ctx = tmp_path / "lenet_ctx.onnx"
+    compile_ep_context(lenet_npu, ctx, NPU, warn=lambda m: None)
+    assert [n.op_type for n in onnx.load(str(ctx)).graph.node] == ["EPContext"]
+    x = {"input": np.random.default_rng(0).random((8, 1, 32, 32), dtype=np.float32)}
+    a = OrtRunner(lenet_npu, device=NPU).run(x)["output"]
+    b = OrtRunner(ctx, device=NPU).run(x)["output"]
+    assert np.abs(a - b).max() == 0
+
+
+def test_dynamic_shape_model_is_refused_for_the_npu(lenet_onnx, digits_calib, tmp_path):
+    with pytest.raises(ConfigError, match="--static-shapes"):
+        quantize_model(lenet_onnx, tmp_path / "x.onnx", method="static", calib=str(digits_calib), profile=NPU)
+
+
+def test_npu_needs_static_quantization(lenet_static_shapes, tmp_path):
+    with pytest.raises(ConfigError, match="--method static"):
+        quantize_model(lenet_static_shapes, tmp_path / "x.onnx", method="dynamic", profile=NPU)
