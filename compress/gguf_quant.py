@@ -1,0 +1,88 @@
+"""llama.cpp quantization of GGUF models (k-quants and the legacy types) through llama-cpp-python.
+
+Uses the binding of llama.cpp's own quantizer (`llama_model_quantize`); nothing is re-implemented.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from edgeinfer.errors import BackendError, ConfigError, MissingDependencyError
+
+
+class GgufType(StrEnum):
+    """Target types, named as llama.cpp's `llama-quantize` names them."""
+
+    F32 = "F32"
+    F16 = "F16"
+    BF16 = "BF16"
+    Q8_0 = "Q8_0"
+    Q6_K = "Q6_K"
+    Q5_K_M = "Q5_K_M"
+    Q5_K_S = "Q5_K_S"
+    Q5_1 = "Q5_1"
+    Q5_0 = "Q5_0"
+    Q4_K_M = "Q4_K_M"
+    Q4_K_S = "Q4_K_S"
+    Q4_1 = "Q4_1"
+    Q4_0 = "Q4_0"
+    Q3_K_L = "Q3_K_L"
+    Q3_K_M = "Q3_K_M"
+    Q3_K_S = "Q3_K_S"
+    Q2_K = "Q2_K"
+
+    @property
+    def ftype_constant(self) -> str:
+        return "LLAMA_FTYPE_ALL_F32" if self is GgufType.F32 else f"LLAMA_FTYPE_MOSTLY_{self.value}"
+
+
+@dataclass(frozen=True)
+class GgufQuantConfig:
+    type: GgufType
+    threads: int = 0  # 0: all cores
+    allow_requantize: bool = True  # the source may itself be quantized (e.g. a Q4_1 download)
+
+
+def _capture_stderr(fn):
+    """Run fn with the C-level stderr (llama.cpp's per-tensor log) captured; return (result, text)."""
+    import tempfile
+
+    with tempfile.TemporaryFile(mode="w+") as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            result = fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        return result, log.read()
+
+
+def quantize_gguf(source: Path, output: Path, cfg: GgufQuantConfig) -> dict[str, int]:
+    """Quantize; return how many tensors llama.cpp had to give another type than asked for.
+
+    k-quants need rows that are multiples of 256; narrower tensors fall back to a legacy type.
+    """
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise MissingDependencyError("llama-cpp-python", "GGUF quantization") from e
+    params = llama_cpp.llama_model_quantize_default_params()
+    try:
+        params.ftype = getattr(llama_cpp, cfg.type.ftype_constant)
+    except AttributeError:
+        raise ConfigError(f"this llama-cpp-python build has no {cfg.type.value}") from None
+    params.nthread = cfg.threads or (os.cpu_count() or 1)
+    params.allow_requantize = cfg.allow_requantize
+    rc, log = _capture_stderr(lambda: llama_cpp.llama_model_quantize(
+        str(source).encode(), str(output).encode(), ctypes.byref(params)))
+    if rc != 0 or not Path(output).exists():
+        last = next((line for line in reversed(log.splitlines()) if line.strip()), "")
+        raise BackendError(f"llama.cpp could not quantize {source.name} to {cfg.type.value} (code {rc}): "
+                           f"{last[:200]}")
+    return {"fallback_tensors": sum("falling back" in line for line in log.splitlines())}

@@ -1,0 +1,95 @@
+"""LLM quality against a baseline: perplexity, KL divergence and top-1 agreement on the same tokens.
+
+The baseline's log-probabilities are computed once into a logits file (.npz: tokens, window,
+targets, fp16 log-probs, sha256 of model and text) and reused for every candidate. The file
+holds plain token ids, so any runtime (a later ONNX LLM too) can be scored on the same tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeinfer.errors import InputError
+
+LOGITS_SCHEMA = 1
+
+
+def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
+    if not text.is_file():
+        raise InputError(f"text file {text} does not exist")
+    tokens = runner.tokenize(text.read_text(encoding="utf-8"))
+    return tokens[:max_tokens]
+
+
+def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, logits_file: Path | None,
+                    threads: int | None = None, stage: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    from edgeinfer.examples.digits import cache_dir
+    from edgeinfer.io import atomic_path, sha256_file
+    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+
+    model_sha = sha256_file(baseline)
+    text_sha = hashlib.sha256(text.read_bytes()).hexdigest() if text.is_file() else ""
+    path = logits_file or cache_dir() / "logits" / f"{model_sha[:16]}-{text_sha[:16]}-w{window}-n{max_tokens}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as data:
+            ref = {k: data[k] for k in data.files}
+        if str(ref["model_sha256"]) == model_sha and str(ref["text_sha256"]) == text_sha:
+            return ref
+        if logits_file:
+            raise InputError(f"logits file {path} was made from another model or text; delete it or choose another")
+    stage(f"computing the baseline's log-probs once ({baseline.name})")
+    runner = LlamaRunner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
+    tokens = _text_tokens(runner, text, max_tokens)
+    logp, targets = runner.log_probs(tokens, window)
+    ref = {"schema": np.int64(LOGITS_SCHEMA), "tokens": np.asarray(tokens, np.int64), "window": np.int64(window),
+           "targets": targets.astype(np.int64), "log_probs": logp.astype(np.float16),
+           "model_sha256": np.str_(model_sha), "text_sha256": np.str_(text_sha)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **ref)
+    return ref
+
+
+def score(logp: np.ndarray, targets: np.ndarray, ref: dict[str, np.ndarray] | None) -> dict[str, float]:
+    """Perplexity of `logp`; with a reference, KL(ref || cand) mean and p99 and top-1 agreement."""
+    nll = -logp[np.arange(len(targets)), targets]
+    out = {"perplexity": float(np.exp(nll.mean())), "scored_tokens": int(len(targets))}
+    if ref is not None:
+        base = ref["log_probs"].astype(np.float32)
+        if base.shape != logp.shape:
+            raise InputError(f"candidate vocabulary/positions {logp.shape} differ from the baseline's {base.shape}; "
+                             "only models with the same tokenizer can be compared")
+        kl = (np.exp(base) * (base - logp)).sum(axis=1)
+        out.update({"kl_mean": float(kl.mean()), "kl_p99": float(np.percentile(kl, 99)),
+                    "top1_agreement": float((base.argmax(1) == logp.argmax(1)).mean())})
+    return out
+
+
+def compare_llms(baseline: Path, candidates: list[Path], text: Path, *, window: int = 256, max_tokens: int = 1024,
+                 logits_file: Path | None = None, threads: int | None = None, n_prompt: int = 128, n_gen: int = 32,
+                 reps: int = 2, stage: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
+
+    ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, stage)
+    tokens = [int(t) for t in ref["tokens"]]
+    rows = []
+    for model in [baseline, *candidates]:
+        is_base = model == baseline
+        stage(f"scoring {model.name}")
+        runner = LlamaRunner(model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads),
+                             logits_all=not is_base)
+        if is_base:  # its log-probs are the reference itself
+            figures = score(ref["log_probs"].astype(np.float32), ref["targets"], None)
+        else:
+            logp, targets = runner.log_probs(tokens, int(ref["window"]))
+            figures = score(logp, targets, ref)
+        stage(f"timing {model.name} (pp{n_prompt} / tg{n_gen})")
+        speed = runner.bench(n_prompt, n_gen, reps)
+        rows.append({"model": str(model), **gguf_summary(model), **figures,
+                     "pp_tokens_per_s": speed["pp_tokens_per_s"], "tg_tokens_per_s": speed["tg_tokens_per_s"]})
+    return {"schema": 1, "text": str(text), "window": int(ref["window"]), "tokens": len(tokens), "rows": rows}

@@ -1,0 +1,217 @@
+"""llama.cpp runner for GGUF LLMs: streaming generation, chat templates, pp/tg benchmarks, log-probs.
+
+It reports what really ran: llama.cpp's backend, the layers offloaded, the threads. Asking for GPU
+layers on a build without GPU offload is an error, or an explicit, recorded fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeinfer.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
+from edgeinfer.runtime import ProviderReport
+
+
+@dataclass(frozen=True)
+class LlamaSettings:
+    n_ctx: int = 2048
+    threads: int | None = None
+    n_gpu_layers: int = 0
+    allow_fallback: bool = False
+    seed: int = 0
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    text: str = ""
+    report: dict = field(default_factory=dict)
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0
+
+    @property
+    def generate_tps(self) -> float:
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp logs every load to stderr at C level; keep the terminal for the user's output."""
+    fd = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+class LlamaRunner:
+    def __init__(self, path: Path, settings: LlamaSettings = LlamaSettings(), logits_all: bool = False,
+                 warn: Callable[[str], None] = print) -> None:
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise MissingDependencyError("llama-cpp-python", "running GGUF models") from e
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"model {self.path} does not exist")
+        with open(self.path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise InputError(f"{self.path} is not a GGUF file (bad magic); re-download or re-export it")
+        gpu_layers = settings.n_gpu_layers
+        fallbacks = []
+        if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            if not settings.allow_fallback:
+                raise ProviderUnavailableError(
+                    f"{gpu_layers} GPU layers requested, but this llama-cpp-python build has no GPU offload "
+                    "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass --allow-fallback")
+            warn(f"fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
+            fallbacks.append("gpu offload unavailable")
+            gpu_layers = 0
+        self.settings = settings
+        try:
+            with _quiet_stderr():
+                self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=settings.n_ctx,
+                                           n_threads=settings.threads, n_gpu_layers=gpu_layers,
+                                           logits_all=logits_all, seed=settings.seed, verbose=False)
+        except (ValueError, RuntimeError) as e:
+            raise InputError(f"llama.cpp could not load {self.path.name}: {e} (truncated or corrupt GGUF?)") from e
+        backend = "llama.cpp GPU" if gpu_layers else "llama.cpp CPU"
+        self.report = ProviderReport(requested=[f"llama.cpp n_gpu_layers={settings.n_gpu_layers}"],
+                                     used=[backend], fallbacks=fallbacks,
+                                     placement={backend: {"nodes": self.llm.n_ctx(), "ops": {
+                                         "gpu_layers": gpu_layers, "threads": self.llm.n_threads or 0}}})
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+    def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt + max_tokens > self.llm.n_ctx():
+            raise InputError(f"prompt of {n_prompt} tokens + {max_tokens} to generate exceeds the context of "
+                             f"{self.llm.n_ctx()} tokens; shorten the prompt or raise --ctx")
+
+    # -- generation -----------------------------------------------------------------------
+
+    def stream(self, prompt: str | None = None, messages: list[dict] | None = None, max_tokens: int = 128,
+               temperature: float = 0.0) -> Iterator[str | GenerationStats]:
+        """Yield text pieces as they are generated, then the GenerationStats."""
+        stats = GenerationStats()
+        if messages is not None:
+            source = self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens,
+                                                     temperature=temperature, stream=True)
+            prompt_text = None
+        else:
+            stats.prompt_tokens = len(self.tokenize(prompt))
+            self._check_fits(stats.prompt_tokens, max_tokens)
+            source = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stream=True)
+            prompt_text = prompt
+        start = time.perf_counter()
+        first = None
+        pieces = []
+        try:
+            for chunk in source:
+                now = time.perf_counter()
+                choice = chunk["choices"][0]
+                piece = choice.get("text") if prompt_text is not None else choice.get("delta", {}).get("content")
+                if first is None:
+                    first = now  # prompt processing ends when the first token arrives
+                stats.generated_tokens += 1
+                if piece:
+                    pieces.append(piece)
+                    yield piece
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        end = time.perf_counter()
+        if messages is not None:
+            stats.prompt_tokens = max(self.llm.n_tokens - stats.generated_tokens, 0)
+        stats.prompt_seconds = (first or end) - start
+        # The first token came with the prompt pass; the rest are pure generation.
+        stats.generate_seconds = end - (first or end)
+        stats.generated_tokens = max(stats.generated_tokens - 1, 0)
+        stats.text = "".join(pieces)
+        stats.report = {"used": self.report.used, "fallbacks": self.report.fallbacks}
+        yield stats
+
+    def _reset(self) -> None:
+        """Forget the evaluated tokens and clear the KV cache, so each measurement starts cold."""
+        import llama_cpp
+
+        self.llm.reset()
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llm.ctx), True)
+
+    def bench(self, n_prompt: int = 512, n_gen: int = 128, reps: int = 3) -> dict:
+        """Prompt processing (pp) and generation (tg) tokens per second, like llama-bench's pp512/tg128."""
+        self._check_fits(n_prompt, n_gen)
+        rng = np.random.default_rng(0)
+        vocab = self.llm.n_vocab()
+        pp, tg = [], []
+        for _ in range(reps):
+            tokens = [int(t) for t in rng.integers(100, vocab - 100, size=n_prompt)]
+            self._reset()
+            start = time.perf_counter()
+            self.llm.eval(tokens)
+            pp.append(n_prompt / (time.perf_counter() - start))
+            self._reset()
+            token = [int(rng.integers(100, vocab - 100))]
+            start = time.perf_counter()
+            for _ in range(n_gen):
+                self.llm.eval(token)
+            tg.append(n_gen / (time.perf_counter() - start))
+        return {"pp_tokens_per_s": float(np.median(pp)), "tg_tokens_per_s": float(np.median(tg)),
+                "pp_runs": pp, "tg_runs": tg, "n_prompt": n_prompt, "n_gen": n_gen, "reps": reps}
+
+    def log_probs(self, tokens: list[int], window: int) -> tuple[np.ndarray, np.ndarray]:
+        """Log-softmax over the vocabulary for the second half of each `window`-token chunk.
+
+        Returns (log_probs [n_scored, vocab] float32, targets [n_scored]) as llama-perplexity
+        scores: each chunk starts fresh, and its first half only provides context.
+        """
+        if window > self.llm.n_ctx():
+            raise InputError(f"window {window} exceeds the context of {self.llm.n_ctx()} tokens")
+        outs, targets = [], []
+        for start in range(0, len(tokens) - window + 1, window):
+            chunk = tokens[start: start + window]
+            self._reset()
+            self.llm.eval(chunk)
+            logits = np.asarray(self.llm.scores[: window], dtype=np.float32)
+            half = window // 2
+            sel = logits[half - 1: window - 1]
+            sel = sel - sel.max(axis=1, keepdims=True)
+            sel = sel - np.log(np.exp(sel).sum(axis=1, keepdims=True))
+            outs.append(sel)
+            targets.append(np.asarray(chunk[half:window]))
+        if not outs:
+            raise InputError(f"the text has {len(tokens)} tokens, fewer than one window of {window}")
+        return np.concatenate(outs), np.concatenate(targets)
+
+
+def gguf_summary(path: Path) -> dict:
+    """File type, parameter count and bits per weight, read from the GGUF header with gguf-py."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    n_params = sum(int(np.prod(t.shape)) for t in reader.tensors)
+    n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    arch_field = reader.fields.get("general.architecture")
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode() if arch_field else "?"
+    types = {}
+    for t in reader.tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    return {"architecture": arch, "parameters": n_params, "bits_per_weight": 8 * n_bytes / max(n_params, 1),
+            "tensor_types": types, "file_size_bytes": Path(path).stat().st_size}

@@ -1,0 +1,89 @@
+"""GGUF LLMs on llama.cpp with the real SmolLM2-135M weights."""
+
+import json
+
+import pytest
+
+from edgeinfer.errors import InputError, ProviderUnavailableError
+from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_generation_streams_text_and_measures_tokens_per_second(smollm2):
+    runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=512))
+    pieces = list(runner.stream(prompt="The capital of France is", max_tokens=12))
+    stats = pieces[-1]
+    assert "".join(pieces[:-1]) == stats.text and "Paris" in stats.text
+    assert stats.generated_tokens > 0 and stats.generate_tps > 1 and stats.prompt_tokens == 5
+    assert runner.report.used == ["llama.cpp CPU"]
+
+
+def test_chat_uses_the_models_template(smollm2):
+    runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=512))
+    out = list(runner.stream(messages=[{"role": "user", "content": "Say hello."}], max_tokens=16))
+    assert out[-1].text.strip() and "<|im_start|>" not in out[-1].text
+
+
+def test_bench_reports_prompt_and_generation_speed(smollm2, capsys):
+    code, out, _ = run_cli(capsys, "bench", smollm2, "--n-prompt", "64", "--n-gen", "16", "--runs", "2", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["pp_tokens_per_s"] > result["tg_tokens_per_s"] > 1
+    assert result["architecture"] == "llama" and 4 < result["bits_per_weight"] < 8
+
+
+def test_prompt_longer_than_context_is_refused(smollm2):
+    runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=256))
+    prompt = " ".join(f"item{i}" for i in range(300))
+    with pytest.raises(InputError, match="exceeds the context"):
+        list(runner.stream(prompt=prompt, max_tokens=8))
+
+
+def test_gpu_layers_without_gpu_build_is_not_a_silent_fallback(smollm2):
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp build has GPU offload")
+    with pytest.raises(ProviderUnavailableError, match="--allow-fallback"):
+        LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10))
+    said = []
+    runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10, allow_fallback=True), warn=said.append)
+    assert runner.report.fallbacks and said
+
+
+def test_truncated_and_non_gguf_files_are_refused(tmp_path, smollm2):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(smollm2.read_bytes()[:1_000_000])
+    with pytest.raises(InputError, match="could not load"):
+        LlamaRunner(cut)
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"PK\x03\x04 not gguf")
+    with pytest.raises(InputError, match="not a GGUF"):
+        LlamaRunner(fake)
+
+
+def test_q8_0_quantization_records_types_and_keeps_quality(smollm2, smollm2_q8):
+    from edgeinfer.llm_eval import compare_llms
+
+    summary = gguf_summary(smollm2_q8)
+    assert summary["tensor_types"].get("Q8_0", 0) > 100 and summary["bits_per_weight"] > 8
+    report = compare_llms(smollm2, [smollm2_q8], __import__("edgeinfer.examples", fromlist=["x"]).SENTENCES,
+                          window=128, max_tokens=512, n_prompt=32, n_gen=8, reps=1)
+    base, q8 = report["rows"]
+    assert q8["scored_tokens"] == 4 * 64
+    assert q8["kl_mean"] < 0.05 and q8["top1_agreement"] > 0.9
+    assert abs(q8["perplexity"] - base["perplexity"]) / base["perplexity"] < 0.05
+
+
+def test_check_for_llms_fails_on_a_tight_kl_budget(smollm2, smollm2_q8, capsys):
+    code, out, _ = run_cli(capsys, "check", smollm2, smollm2_q8, "--max-kld", "0.0", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["violations"] and "KL divergence" in report["violations"][0]
+    code, out, _ = run_cli(capsys, "check", smollm2, smollm2_q8, "--max-kld", "0.5", "--min-top1", "0.8", "--json")
+    assert code == 0 and json.loads(out)["passed"]
+
+
+def test_unknown_gguf_type_lists_valid_names(smollm2, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "quantize", smollm2, "-o", tmp_path / "x.gguf", "--method", "Q3_X")
+    assert code == 2 and "Q4_K_M" in err and not (tmp_path / "x.gguf").exists()
