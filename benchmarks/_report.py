@@ -12,6 +12,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
+def parse_args(doc: str, runs: int | None = 20):
+    """The options every benchmark script takes: --out (a work folder), and --runs where it times."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if runs is not None:
+        parser.add_argument("--runs", type=int, default=runs, help="interleaved timed runs")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/edgeinfer-bench"), help="folder for the models")
+    args, _ = parser.parse_known_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

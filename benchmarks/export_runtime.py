@@ -8,21 +8,16 @@ interleaved, and writes the medians and ratios into BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import write_section  # noqa: E402
+from _report import parse_args, write_section  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/edgeinfer-bench"))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = parse_args(__doc__)
 
     from edgeinfer.bench import bench_model
     from edgeinfer.export import export_model

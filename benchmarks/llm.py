@@ -8,20 +8,16 @@ so every candidate is a requantization of it and KL is measured against Q4_1.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import write_section  # noqa: E402
+from _report import parse_args, write_section  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/edgeinfer-bench"))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = parse_args(__doc__, runs=None)
 
     from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
     from edgeinfer.examples import SENTENCES

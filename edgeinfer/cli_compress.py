@@ -194,7 +194,9 @@ def check(
     task: Task = "auto",
     max_drop: Annotated[Optional[float], typer.Option(help="Largest allowed accuracy drop (0.01 = 1 point).")] = None,
     min_cosine: Annotated[Optional[float], typer.Option(help="Smallest allowed mean cosine to the baseline (embeddings, raw outputs).")] = None,
-    max_slowdown: Annotated[Optional[float], typer.Option(help="Largest allowed latency ratio candidate/baseline (1.1 = 10% slower).")] = None,
+    max_slowdown: Annotated[Optional[float], typer.Option(help="Largest allowed latency ratio candidate/baseline (1.1 = 10% slower); broken only when the whole 95% interval is beyond it.")] = None,
+    min_speedup: Annotated[Optional[float], typer.Option(help="Smallest allowed speedup over the baseline; broken only when the whole 95% interval is below it.")] = None,
+    max_size: Annotated[Optional[float], typer.Option(help="Largest allowed candidate file size, MiB.")] = None,
     max_kld: Annotated[Optional[float], typer.Option(help="GGUF: largest allowed mean KL divergence.")] = None,
     min_top1: Annotated[Optional[float], typer.Option(help="GGUF: smallest allowed top-1 token agreement.")] = None,
     device: Device = None,
@@ -220,9 +222,11 @@ def check(
         sys.exit(check_llm(baseline, candidates, text, max_kld, min_top1, as_json, console))
     if not data:
         raise ConfigError("check needs --data for ONNX models")
-    budget = Budget(max_drop=max_drop, min_cosine=min_cosine, max_slowdown=max_slowdown)
+    budget = Budget(max_drop=max_drop, min_cosine=min_cosine, max_slowdown=max_slowdown, min_speedup=min_speedup,
+                    max_size_mb=max_size)
     if budget == Budget():
-        raise ConfigError("give at least one budget: --max-drop, --min-cosine or --max-slowdown")
+        raise ConfigError("give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup or "
+                          "--max-size")
     result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit,
                       warn)
     problems = check_budget(result, budget)
@@ -235,8 +239,9 @@ def check(
         print_comparison(result, "check")
         for p in problems:
             err.print(f"[red]REGRESSION[/red] {p}")
-        if not problems:
-            console.print("[green]all candidates within budget[/green]")
+    verdict = (f"FAIL: {len(problems)} budget violation(s)" if problems
+               else f"PASS: {len(candidates)} candidate(s) within budget")
+    err.print(f"[{'red' if problems else 'green'}]{verdict}[/]")
     sys.exit(1 if problems else 0)
 
 

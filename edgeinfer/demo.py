@@ -1,7 +1,7 @@
 """`edgeinfer demo`: the whole path on a real, small model in well under two minutes on 2 cores.
 
-LeNet-5 is trained on scikit-learn's digits, exported and validated, timed against PyTorch, and
-its accuracy measured in both runtimes; each compression step adds a row to the same table.
+LeNet-5 is trained on scikit-learn's digits, exported and validated, quantized to static INT8,
+and every variant's accuracy and interleaved latency land in one table.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
     from edgeinfer.examples import digits
     from edgeinfer.export import export_model
     from edgeinfer.measure import interleaved, percentiles
+    from edgeinfer.quantize import quantize_model
     from edgeinfer.runtime.ort import OrtRunner
 
     out.mkdir(parents=True, exist_ok=True)
@@ -38,11 +39,19 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
                   f"min cosine {v['min_cosine']:.6f}")
     eval_npz = digits.save_eval_npz(out / "digits-test.npz")
 
-    runner = OrtRunner(onnx_path, warn=warn)
-    logits = runner.run({"input": x_test})[runner.output_names[0]]
-    ort_acc = float((logits.argmax(1) == y_test).mean())
+    calib = digits.save_calib_npz(out / "digits-calib.npz")
+    int8_path = out / "lenet-int8.onnx"
+    with console.status("quantizing to static INT8 (QDQ), calibrated on 128 training images") as status:
+        quantize_model(onnx_path, int8_path, method="static", calib=str(calib), force=True, runs=10,
+                       stage=status.update, warn=lambda m: None)
 
-    rows = []
+    runners = {"fp32": OrtRunner(onnx_path, warn=warn), "int8": OrtRunner(int8_path, warn=warn)}
+    accuracy = {}
+    for name, runner in runners.items():
+        logits = runner.run({"input": x_test})[runner.output_names[0]]
+        accuracy[name] = float((logits.argmax(1) == y_test).mean())
+
+    latency: dict[str, dict[int, float]] = {"torch": {}, "fp32": {}, "int8": {}}
     for batch in (1, 64):
         x_np = x_test[:batch]
         x_t = torch.from_numpy(x_np)
@@ -51,21 +60,29 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
             with torch.inference_mode():
                 model(x_t)
 
-        with console.status(f"timing batch {batch}: ONNX Runtime vs PyTorch, interleaved, {runs} runs"):
-            times = interleaved({"ort": lambda: runner.session.run(None, {"input": x_np}), "torch": torch_run},
-                                runs=runs, warmup=5)
-        rows.append((batch, percentiles(times["torch"])["p50"], percentiles(times["ort"])["p50"]))
+        fns = {"torch": torch_run}
+        fns.update({name: (lambda r=r: r.session.run(None, {"input": x_np})) for name, r in runners.items()})
+        with console.status(f"timing batch {batch}: PyTorch and ONNX Runtime FP32/INT8, interleaved, {runs} runs"):
+            times = interleaved(fns, runs=runs, warmup=5)
+        for name in fns:
+            latency[name][batch] = percentiles(times[name])["p50"]
 
     table = Table(title="edgeinfer demo: LeNet-5 on digits (CPU)")
-    for col in ("model", "runtime", "size", "top-1 accuracy", "p50 batch 1", "p50 batch 64", "speedup b1 / b64"):
+    for col in ("model", "runtime", "size", "top-1", "p50 b1", "p50 b64", "vs PyTorch b1 / b64"):
         table.add_column(col, justify="left" if col in ("model", "runtime") else "right")
-    size = f"{onnx_path.stat().st_size / 1024:.0f} KiB"
-    table.add_row("fp32", "pytorch eager", "", f"{torch_acc:.4f}", f"{rows[0][1]:.3f} ms", f"{rows[1][1]:.3f} ms", "1.00x / 1.00x")
-    table.add_row("fp32", "onnxruntime cpu", size, f"{ort_acc:.4f}", f"{rows[0][2]:.3f} ms", f"{rows[1][2]:.3f} ms",
-                  f"{rows[0][1] / rows[0][2]:.2f}x / {rows[1][1] / rows[1][2]:.2f}x")
-    summary = {"torch_accuracy": torch_acc, "onnx_accuracy": ort_acc, "onnx": str(onnx_path),
-               "eval": str(eval_npz), "latency": rows}
+    rows = [("fp32", "pytorch eager", "", torch_acc, "torch"),
+            ("fp32", "onnxruntime", f"{onnx_path.stat().st_size / 1024:.0f} KiB", accuracy["fp32"], "fp32"),
+            ("int8 static", "onnxruntime", f"{int8_path.stat().st_size / 1024:.0f} KiB", accuracy["int8"], "int8")]
+    for label, runtime, size, acc, key in rows:
+        b1, b64 = latency[key][1], latency[key][64]
+        ratio = f"{latency['torch'][1] / b1:.2f}x / {latency['torch'][64] / b64:.2f}x"
+        if key == "int8" and (b1 > latency["fp32"][1] or b64 > latency["fp32"][64]):
+            ratio += " [red](slower than fp32)[/red]"
+        table.add_row(label, runtime, size, f"{acc:.4f}", f"{b1:.3f} ms", f"{b64:.3f} ms", ratio)
+    summary = {"torch_accuracy": torch_acc, "onnx_accuracy": accuracy["fp32"], "int8_accuracy": accuracy["int8"],
+               "onnx": str(onnx_path), "int8": str(int8_path), "eval": str(eval_npz), "latency_ms": latency}
     console.print(table)
-    console.print(f"files in {out}/ ; try: edgeinfer bench {onnx_path} --baseline auto")
+    console.print(f"files in {out}/ ; next: edgeinfer bench {onnx_path} --baseline auto ; "
+                  f"edgeinfer check {onnx_path} {int8_path} --data {eval_npz} --max-drop 0.01")
     return summary
 

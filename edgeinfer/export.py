@@ -23,12 +23,10 @@ def export_model(
     static_shapes: bool = False,
     atol: float | None = None,
     force: bool = False,
-    outtype: str | None = None,
-    adapter: Path | None = None,
     stage: Callable[[str], None] = lambda s: None,
     warn: Callable[[str], None] = print,
 ) -> Artifact:
-    from edgeinfer.errors import ConfigError, UnsupportedError, parse_choice
+    from edgeinfer.errors import UnsupportedError, parse_choice
     from edgeinfer.exporters.source import Task
 
     output = Path(output)
@@ -37,8 +35,6 @@ def export_model(
     if fmt is ModelFormat.GGUF:
         raise UnsupportedError("export to GGUF is not available yet; convert with llama.cpp's convert_hf_to_gguf.py, "
                                "then use edgeinfer quantize/run/compare on the .gguf")
-    if outtype or adapter:
-        raise ConfigError("--outtype and --adapter apply to GGUF exports only (-o model.gguf)")
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig, export_onnx
     from edgeinfer.exporters.source import load_source
     from edgeinfer.exporters.validate import validate_onnx

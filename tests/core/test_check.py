@@ -51,4 +51,28 @@ def test_compare_writes_html_and_json_rows(capsys, lenet_onnx, lenet_int8, digit
     report = json.loads(out)
     assert code == 0 and [r["model"] for r in report["rows"]] == [str(lenet_onnx), str(art.path)]
     assert report["rows"][0]["speedup"] == 1.0 or abs(report["rows"][0]["speedup"] - 1.0) < 1e-9
-    assert "<table>" in html.read_text() and "lenet-int8.onnx" in html.read_text()
+    page = html.read_text()
+    assert "<table>" in page and "lenet-int8.onnx" in page and "<svg" in page and page.count("<circle") == 2
+
+
+def test_pytest_helper_passes_and_fails_like_check(lenet_onnx, lenet_int8, digits_eval):
+    import pytest
+
+    from edgeinfer.testing import assert_within_budget
+
+    art, _ = lenet_int8
+    report = assert_within_budget(lenet_onnx, art.path, str(digits_eval), max_drop=0.02, runs=3)
+    assert report["rows"][1]["metrics"]["accuracy"] > 0.9
+    with pytest.raises(AssertionError, match="MiB, above"):
+        assert_within_budget(lenet_onnx, art.path, str(digits_eval), max_size_mb=0.01, runs=3)
+
+
+def test_latency_budget_is_judged_on_the_confidence_interval():
+    from edgeinfer.compare import Budget, check_budget
+
+    row = {"model": "c.onnx", "metrics": {}, "file_size_bytes": 1, "speedup": 0.8, "speedup_ci95": [0.6, 1.05]}
+    report = {"rows": [dict(row, model="b.onnx"), row]}
+    assert check_budget(report, Budget(max_slowdown=1.0)) == []  # the interval still admits "not slower"
+    row["speedup_ci95"] = [0.6, 0.9]
+    assert "at best 1.11x" in check_budget(report, Budget(max_slowdown=1.0))[0]
+    assert check_budget(report, Budget(min_speedup=1.0))  # the whole interval is below 1.0

@@ -1,0 +1,13 @@
+from edgeinfer.demo import run_demo
+
+
+def test_demo_trains_exports_quantizes_and_times_everything(tmp_path):
+    from rich.console import Console
+
+    summary = run_demo(tmp_path / "demo", runs=5, console=Console(quiet=True), warn=lambda m: None)
+    assert summary["torch_accuracy"] > 0.9
+    assert abs(summary["onnx_accuracy"] - summary["torch_accuracy"]) < 0.005
+    assert abs(summary["int8_accuracy"] - summary["onnx_accuracy"]) <= 0.01
+    assert set(summary["latency_ms"]) == {"torch", "fp32", "int8"}
+    assert all(v > 0 for lat in summary["latency_ms"].values() for v in lat.values())
+    assert (tmp_path / "demo" / "lenet-int8.onnx.edgeinfer.json").exists()
