@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeinfer.cli import Device, Fallback, Force, Json, Threads, _mb, app, console, err, warn
+from edgeinfer.cli import Device, Fallback, Threads, _mb, app, console, err, warn
 
 
 def _settings(device: str | None, threads: int | None, n_ctx: int | None = None, gpu_layers: int | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinfer.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
+from edgeinfer.errors import InputError, MissingDependencyError, ProviderUnavailableError
 from edgeinfer.runtime import ProviderReport
 
 
@@ -79,7 +79,7 @@ class LlamaRunner:
                 raise ProviderUnavailableError(
                     f"{gpu_layers} GPU layers requested, but this llama-cpp-python build has no GPU offload "
                     "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass --allow-fallback")
-            warn(f"fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
+            warn("fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
             fallbacks.append("gpu offload unavailable")
             gpu_layers = 0
         self.settings = settings
