@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+
+# Before torch loads: no busy-waiting OpenMP threads in interleaved timings (see edgeinfer.cli.main).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import datetime as dt  # noqa: E402
 import platform
 import re
 from pathlib import Path

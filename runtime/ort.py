@@ -136,6 +136,9 @@ class OrtRunner:
         }[optimization]
         if threads:
             so.intra_op_num_threads = threads
+        # Idle ORT threads otherwise busy-wait after each run and steal the cores from whatever runs
+        # next (PyTorch, another session): interleaved timings would then flatter ORT unfairly.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._profile_dir = None
         if profile_first_run:
             self._profile_dir = tempfile.mkdtemp(prefix="edgeinfer-prof-")
