@@ -91,10 +91,9 @@ class LlamaRunner:
         except (ValueError, RuntimeError) as e:
             raise InputError(f"llama.cpp could not load {self.path.name}: {e} (truncated or corrupt GGUF?)") from e
         backend = "llama.cpp GPU" if gpu_layers else "llama.cpp CPU"
+        # llama.cpp has no per-node placement to report; what ran is the backend and its offload.
         self.report = ProviderReport(requested=[f"llama.cpp n_gpu_layers={settings.n_gpu_layers}"],
-                                     used=[backend], fallbacks=fallbacks,
-                                     placement={backend: {"nodes": self.llm.n_ctx(), "ops": {
-                                         "gpu_layers": gpu_layers, "threads": self.llm.n_threads or 0}}})
+                                     used=[backend], fallbacks=fallbacks)
 
     # -- tokens ---------------------------------------------------------------------------
 
