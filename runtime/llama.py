@@ -43,9 +43,7 @@ class GenerationStats:
 
     @property
     def generate_tps(self) -> float:
-        # The first token comes out of the prompt pass; generation speed counts the ones after it.
-        after_first = max(self.generated_tokens - 1, 0)
-        return after_first / self.generate_seconds if self.generate_seconds else 0.0
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
 
 
 @contextlib.contextmanager
@@ -144,6 +142,7 @@ class LlamaRunner:
         stats.prompt_seconds = (first or end) - start
         # The first token came with the prompt pass; the rest are pure generation.
         stats.generate_seconds = end - (first or end)
+        stats.generated_tokens = max(stats.generated_tokens - 1, 0)
         stats.text = "".join(pieces)
         stats.report = {"used": self.report.used, "fallbacks": self.report.fallbacks}
         yield stats
