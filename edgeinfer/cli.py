@@ -61,12 +61,16 @@ def _mb(n_bytes: int) -> str:
 @app.command()
 def export(
     source: Annotated[str, typer.Argument(help="Hugging Face model directory, a torch.export .pt2 file, or package.module:function returning (module, inputs).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx or .gguf file (the suffix picks the format).")],
+    format: Annotated[Optional[str], typer.Option("--format", help="onnx or gguf; must agree with the output's suffix.")] = None,
     task: Annotated[Optional[str], typer.Option(help="feature-extraction, text-classification, image-classification or causal-lm (default: from the architecture).")] = None,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
     exporter: Annotated[str, typer.Option(help="auto (torch.export, then TorchScript if it fails, reported), dynamo or torchscript.")] = "auto",
     static_shapes: Annotated[bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")] = False,
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2).")] = None,
+    outtype: Annotated[Optional[str], typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="GGUF: a PEFT LoRA adapter directory merged into the weights first.")] = None,
+    check_tokens: Annotated[int, typer.Option(help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.")] = 256,
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -76,18 +80,34 @@ def export(
     input shape (padded batches for text models); any output that differs beyond tolerance fails
     the export with every mismatch listed, and nothing is written.
 
+    A .gguf output takes a Hugging Face causal LM directory (Llama, Mistral, Qwen2, Gemma,
+    Gemma 2, Phi-3, GPT-2). Before the file is kept, llama.cpp must tokenize a sample exactly as
+    the Hugging Face tokenizer does, and its log-probs must match transformers' (mean KL and
+    top-1 agreement within the output type's tolerance).
+
     Examples:
 
       edgeinfer export path/to/all-MiniLM-L6-v2 -o minilm.onnx
 
       edgeinfer export edgeinfer.examples.digits:lenet -o lenet.onnx
+
+      edgeinfer export path/to/SmolLM2-135M-Instruct -o smollm2-f16.gguf
+
+      edgeinfer export path/to/llama -o tuned.gguf --adapter path/to/lora --outtype q8_0
     """
     from edgeinfer.export import export_model
 
     with console.status("exporting") as status:
+        def progress(i: int, n: int, name: str) -> None:
+            status.update(f"writing tensor {i}/{n} ({name})")
+
         art = export_model(source, output, task=task, opset=opset, exporter=exporter,
-                           static_shapes=static_shapes, atol=atol, force=force,
-                           stage=lambda s: status.update(s), warn=warn)
+                           static_shapes=static_shapes, atol=atol, format=format, outtype=outtype,
+                           adapter=str(adapter) if adapter else None, check_tokens=check_tokens, force=force,
+                           stage=lambda s: status.update(s), warn=warn, progress=progress)
+    if output.suffix.lower() == ".gguf":
+        _print_gguf_export(output, art, as_json)
+        return
     if as_json:
         print(json.dumps({"output": str(output), "sha256": art.sha256, "meta": art.meta,
                           "validation": art.validation}, default=str))
@@ -107,6 +127,32 @@ def export(
     if "cases" in v:
         table.add_row("validated on", "; ".join(", ".join(f"{n}{s}" for n, s in c["inputs"].items())
                                                 for c in v["cases"].values()))
+    table.add_row("sidecar", str(art.sidecar))
+    console.print(table)
+
+
+def _print_gguf_export(output: Path, art, as_json: bool) -> None:
+    v = art.validation
+    if as_json:
+        print(json.dumps({"output": str(output), "sha256": art.sha256, "meta": art.meta,
+                          "config": art.steps[-1].config, "validation": v}, default=str))
+        return
+    rt, lp = v["tokenizer_roundtrip"], v["logits_parity"]
+    tol = lp["tolerance"]
+    table = Table(title=f"exported {output}", show_header=False)
+    table.add_row("file size", _mb(output.stat().st_size))
+    table.add_row("architecture", f"{art.meta['architecture']} -> {art.meta['gguf_architecture']}")
+    table.add_row("tensors", ", ".join(f"{n} {t}" for t, n in art.meta["tensor_types"].items()))
+    tok = art.meta["tokenizer"]
+    table.add_row("tokenizer", f"{tok['model']} (pre-tokenizer {tok['pre']}), {tok['tokens']:,} tokens"
+                  + (", chat template" if tok["chat_template"] else ""))
+    if "adapter" in art.steps[-1].config:
+        a = art.steps[-1].config["adapter"]
+        table.add_row("LoRA merged", f"{a['layers']} layers, rank {a['rank']}, scale {a['scale']:g}")
+    table.add_row("tokenizer round-trip", f"identical ({rt['hf_tokens']} tokens)")
+    table.add_row("top-1 agreement", f"{lp['top1_agreement']:.4f} (>= {tol['top1_agreement']:g}) on {lp['tokens']} tokens")
+    table.add_row("KL divergence", f"mean {lp['kl_mean']:.2e} (<= {tol['kl_mean']:g}), p99 {lp['kl_p99']:.2e}")
+    table.add_row("conversion", f"{v['conversion_seconds']:.1f} s")
     table.add_row("sidecar", str(art.sidecar))
     console.print(table)
 

@@ -22,19 +22,34 @@ def export_model(
     exporter: str = "auto",
     static_shapes: bool = False,
     atol: float | None = None,
+    format: str | None = None,
+    outtype: str | None = None,
+    adapter: str | None = None,
+    check_tokens: int = 256,
     force: bool = False,
     stage: Callable[[str], None] = lambda s: None,
     warn: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] = lambda i, n, name: None,
 ) -> Artifact:
-    from edgeinfer.errors import UnsupportedError, parse_choice
+    from edgeinfer.errors import ConfigError, parse_choice
     from edgeinfer.exporters.source import Task
 
     output = Path(output)
     fmt = ModelFormat.of(output)
-    check_output(output, [Path(source)], force)
+    if format and parse_choice(ModelFormat, format, "format") is not fmt:
+        raise ConfigError(f"--format {format} but the output {output.name} is a .{fmt.value} file; "
+                          f"name the output .{format}")
     if fmt is ModelFormat.GGUF:
-        raise UnsupportedError("export to GGUF is not available yet; convert with llama.cpp's convert_hf_to_gguf.py, "
-                               "then use edgeinfer quantize/run/compare on the .gguf")
+        if task or opset or static_shapes or atol is not None or exporter != "auto":
+            raise ConfigError("--task, --opset, --exporter, --static-shapes and --atol are ONNX options; "
+                              "a GGUF export takes --outtype, --adapter and --check-tokens")
+        from edgeinfer.export_gguf import export_gguf
+
+        return export_gguf(source, output, outtype=outtype or "f16", adapter=adapter, check_tokens=check_tokens,
+                           force=force, stage=stage, progress=progress)
+    if outtype or adapter:
+        raise ConfigError("--outtype and --adapter are GGUF options; name the output .gguf")
+    check_output(output, [Path(source)], force)
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig, export_onnx
     from edgeinfer.exporters.source import load_source
     from edgeinfer.exporters.validate import validate_onnx

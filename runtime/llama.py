@@ -26,6 +26,9 @@ class LlamaSettings:
     n_gpu_layers: int = 0
     allow_fallback: bool = False
     seed: int = 0
+    # llama.cpp's extra CPU weight buffers (AMX, repacked blocks); None: off on AMX CPUs, where
+    # this llama.cpp crashes with them, on elsewhere.
+    extra_buffers: bool | None = None
 
 
 @dataclass
@@ -44,6 +47,33 @@ class GenerationStats:
     @property
     def generate_tps(self) -> float:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _model_params(use_extra_bufts: bool):
+    """llama_cpp.Llama takes no `use_extra_bufts` argument; set it on the defaults it starts from."""
+    import llama_cpp
+
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def params():
+        p = original()
+        p.use_extra_bufts = use_extra_bufts
+        return p
+
+    module.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = original
 
 
 @contextlib.contextmanager
@@ -83,22 +113,30 @@ class LlamaRunner:
             fallbacks.append("gpu offload unavailable")
             gpu_layers = 0
         self.settings = settings
+        self.logits_all = logits_all
+        # llama.cpp 0.3.x's extra CPU weight buffers (AMX tiles, repacked blocks) crash in decode on
+        # AMX CPUs (seen on a Sapphire-Rapids-class EPYC host: every quantized model segfaults).
+        # Plain CPU buffers run the same kernels' reference layout; the report says so.
+        extra_bufts = not _cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
         try:
-            with _quiet_stderr():
+            with _quiet_stderr(), _model_params(extra_bufts):
                 self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=settings.n_ctx,
                                            n_threads=settings.threads, n_gpu_layers=gpu_layers,
                                            logits_all=logits_all, seed=settings.seed, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise InputError(f"llama.cpp could not load {self.path.name}: {e} (truncated or corrupt GGUF?)") from e
         backend = "llama.cpp GPU" if gpu_layers else "llama.cpp CPU"
+        if not extra_bufts:
+            backend += " (no AMX/repacked weight buffers)"
         # llama.cpp has no per-node placement to report; what ran is the backend and its offload.
         self.report = ProviderReport(requested=[f"llama.cpp n_gpu_layers={settings.n_gpu_layers}"],
                                      used=[backend], fallbacks=fallbacks)
 
     # -- tokens ---------------------------------------------------------------------------
 
-    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids; `special=True` parses control tokens such as <|im_start|> as Hugging Face does."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
     def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + max_tokens > self.llm.n_ctx():
@@ -175,6 +213,16 @@ class LlamaRunner:
         return {"pp_tokens_per_s": float(np.median(pp)), "tg_tokens_per_s": float(np.median(tg)),
                 "pp_runs": pp, "tg_runs": tg, "n_prompt": n_prompt, "n_gen": n_gen, "reps": reps}
 
+    def sequence_log_probs(self, tokens: list[int]) -> np.ndarray:
+        """Log-softmax over the vocabulary at every position of one sequence [len(tokens), vocab]."""
+        if not self.logits_all:
+            raise ValueError("sequence_log_probs needs a runner made with logits_all=True")
+        if len(tokens) > self.llm.n_ctx():
+            raise InputError(f"{len(tokens)} tokens exceed the context of {self.llm.n_ctx()} tokens")
+        self._reset()
+        self.llm.eval(tokens)
+        return _log_softmax(np.asarray(self.llm.scores[: len(tokens)], dtype=np.float32))
+
     def log_probs(self, tokens: list[int], window: int) -> tuple[np.ndarray, np.ndarray]:
         """Log-softmax over the vocabulary for the second half of each `window`-token chunk.
 
@@ -190,14 +238,16 @@ class LlamaRunner:
             self.llm.eval(chunk)
             logits = np.asarray(self.llm.scores[: window], dtype=np.float32)
             half = window // 2
-            sel = logits[half - 1: window - 1]
-            sel = sel - sel.max(axis=1, keepdims=True)
-            sel = sel - np.log(np.exp(sel).sum(axis=1, keepdims=True))
-            outs.append(sel)
+            outs.append(_log_softmax(logits[half - 1: window - 1]))
             targets.append(np.asarray(chunk[half:window]))
         if not outs:
             raise InputError(f"the text has {len(tokens)} tokens, fewer than one window of {window}")
         return np.concatenate(outs), np.concatenate(targets)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def gguf_summary(path: Path) -> dict:

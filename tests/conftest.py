@@ -97,6 +97,14 @@ def smollm2() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_hf(smollm2) -> Path:
+    """SmolLM2 as a Hugging Face directory (real weights), built once into the edgeinfer cache."""
+    from edgeinfer.examples.smollm2 import hf_dir
+
+    return hf_dir()
+
+
+@pytest.fixture(scope="session")
 def smollm2_q8(artifacts, smollm2) -> Path:
     from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
 

@@ -17,7 +17,7 @@ def test_generation_streams_text_and_measures_tokens_per_second(smollm2):
     stats = pieces[-1]
     assert "".join(pieces[:-1]) == stats.text and "Paris" in stats.text
     assert stats.generated_tokens > 0 and stats.generate_tps > 1 and stats.prompt_tokens == 5
-    assert runner.report.used == ["llama.cpp CPU"]
+    assert len(runner.report.used) == 1 and runner.report.used[0].startswith("llama.cpp CPU")
 
 
 def test_chat_uses_the_models_template(smollm2):

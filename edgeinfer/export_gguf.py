@@ -1,0 +1,115 @@
+"""`edgeinfer export HF_DIR -o model.gguf`: convert, then prove the GGUF matches the source model.
+
+Two checks run on the unfinished file before it is moved into place: llama.cpp must tokenize a
+sample exactly as the Hugging Face tokenizer does, and its log-probs on real text must agree
+with transformers' within the tolerance of the output type. A failure writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.artifact import Artifact, Step, new_artifact
+from edgeinfer.errors import ValidationError
+from edgeinfer.io import atomic_path, check_output
+
+# Hard cases for a tokenizer port: contractions, digit runs, accents, emoji, runs of blanks,
+# newlines and tabs, code, and a control token written in the text.
+ROUNDTRIP_SAMPLE = (
+    "It's 2026; they'll pay $1,234.56 for 12345678 items, isn't it?\n\n"
+    "Naïve café owners in São Paulo said: «¡Hola!» 你好，世界。 🙂🚀\n"
+    "    def f(x):\n\treturn x**2  # spaces   and\ttabs\r\n"
+    "<|im_start|>user\nHello<|im_end|> END"
+)
+
+# (max mean KL divergence, min top-1 agreement) against transformers in float32, per output type.
+TOLERANCE = {"f32": (1e-3, 0.98), "f16": (2e-3, 0.98), "bf16": (1e-2, 0.95), "q8_0": (2e-2, 0.93)}
+
+
+def _first_difference(a: list[int], b: list[int]) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def tokenizer_roundtrip(source: Path, runner, text: str) -> dict[str, Any]:
+    from edgeinfer.exporters.gguf import reference
+
+    hf = reference.tokenize(source, text)
+    cpp = runner.tokenize(text, add_bos=False, special=True)
+    figures = {"characters": len(text), "hf_tokens": len(hf), "gguf_tokens": len(cpp), "equal": hf == cpp}
+    if hf != cpp:
+        i = _first_difference(hf, cpp)
+        figures["first_difference"] = {"position": i, "hf": hf[i: i + 5], "gguf": cpp[i: i + 5]}
+    return figures
+
+
+def logits_parity(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    kl = (np.exp(ref) * (ref - cand)).sum(axis=1)
+    return {"tokens": int(len(ref)), "top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean()),
+            "kl_mean": float(kl.mean()), "kl_p99": float(np.percentile(kl, 99)),
+            "max_abs_logprob_diff": float(np.abs(ref - cand).max())}
+
+
+def export_gguf(
+    source: str,
+    output: Path,
+    *,
+    outtype: str = "f16",
+    adapter: str | None = None,
+    check_tokens: int = 256,
+    force: bool = False,
+    stage: Callable[[str], None] = lambda s: None,
+    progress: Callable[[int, int, str], None] = lambda i, n, name: None,
+) -> Artifact:
+    from edgeinfer.errors import InputError, parse_choice
+    from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
+    from edgeinfer.exporters.gguf import GgufExportConfig, OutType, convert, reference
+    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+
+    src = Path(source)
+    output = Path(output)
+    cfg = GgufExportConfig(parse_choice(OutType, outtype, "outtype"), adapter)
+    check_output(output, [src], force)
+    if check_tokens < 16:
+        raise InputError("--check-tokens must be at least 16: the parity check needs real text")
+    max_kl, min_top1 = TOLERANCE[cfg.outtype.value]
+    with atomic_path(output) as tmp:
+        stage(f"converting {src.name} to GGUF {cfg.outtype.value}")
+        figures = convert(src, tmp, cfg, progress)
+        stage("self-check: loading the GGUF in llama.cpp")
+        runner = LlamaRunner(tmp, LlamaSettings(n_ctx=max(check_tokens, 512)), logits_all=True)
+        stage("self-check: tokenizer round-trip")
+        text = PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")
+        roundtrip = tokenizer_roundtrip(src, runner, ROUNDTRIP_SAMPLE + "\n" + text[:4000])
+        tokens = reference.tokenize(src, text)[:check_tokens]
+        stage(f"self-check: log-probs on {len(tokens)} tokens, transformers vs llama.cpp")
+        parity = logits_parity(reference.log_probs(src, tokens, adapter), runner.sequence_log_probs(tokens))
+        parity["tolerance"] = {"kl_mean": max_kl, "top1_agreement": min_top1}
+        del runner
+        problems = []
+        if not roundtrip["equal"]:
+            d = roundtrip["first_difference"]
+            problems.append(f"llama.cpp tokenizes the sample differently from Hugging Face from token {d['position']} "
+                            f"(hf {d['hf']} vs gguf {d['gguf']}; pre-tokenizer '{figures['tokenizer']['pre']}')")
+        if parity["kl_mean"] > max_kl:
+            problems.append(f"mean KL divergence {parity['kl_mean']:.3g} > {max_kl:g} allowed for {cfg.outtype.value}")
+        if parity["top1_agreement"] < min_top1:
+            problems.append(f"top-1 agreement {parity['top1_agreement']:.3f} < {min_top1:g} allowed "
+                            f"for {cfg.outtype.value}")
+        if problems:
+            raise ValidationError(f"the GGUF does not match {src.name}; nothing written", problems)
+    config: dict[str, Any] = {"outtype": cfg.outtype.value}
+    if adapter:
+        config["adapter"] = figures.pop("adapter")
+    validation = {"tokenizer_roundtrip": roundtrip, "logits_parity": parity, "conversion_seconds": figures["seconds"]}
+    meta = {k: figures[k] for k in ("architecture", "gguf_architecture", "tensors", "tensor_types", "tokenizer")}
+    description = {"kind": "huggingface", "path": str(src.resolve()), "architecture": figures["architecture"]}
+    art = new_artifact(output, description, Step("export", config, validation), meta)
+    art.save()
+    return art

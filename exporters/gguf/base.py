@@ -1,0 +1,152 @@
+"""The family base for Hugging Face -> GGUF conversion, and the registry keyed by architecture name.
+
+A family declares its GGUF architecture, writes its hyperparameters through gguf-py's typed
+`add_*` methods, and maps each Hugging Face tensor to GGUF tensors (rename, permute, skip).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from edgeinfer.errors import ConfigError, UnsupportedError
+
+FAMILIES: dict[str, type[Family]] = {}
+
+
+def register(*hf_architectures: str):
+    """Register a family under the Hugging Face `architectures` names it converts."""
+
+    def wrap(cls: type[Family]) -> type[Family]:
+        for name in hf_architectures:
+            if name in FAMILIES:
+                raise RuntimeError(f"{name} is registered twice ({FAMILIES[name].__name__}, {cls.__name__})")
+            FAMILIES[name] = cls
+        return cls
+
+    return wrap
+
+
+def family_for(architecture: str) -> type[Family]:
+    if architecture in FAMILIES:
+        return FAMILIES[architecture]
+    close = difflib.get_close_matches(architecture, list(FAMILIES), n=1, cutoff=0.4)
+    hint = f"; the closest registered one is {close[0]}" if close else ""
+    raise UnsupportedError(f"architecture {architecture!r} has no GGUF converter{hint}. "
+                           f"Supported: {', '.join(sorted(FAMILIES))}")
+
+
+class Family:
+    """One model family. Subclasses set `arch` and override the hooks they need."""
+
+    arch: ClassVar[Any]  # gguf.MODEL_ARCH
+    # Hugging Face tensors that carry no weights llama.cpp needs (buffers, rotary caches).
+    skip_suffixes: ClassVar[tuple[str, ...]] = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import gguf
+
+        self.config = config
+        self.n_blocks = int(self.hparam("num_hidden_layers", "n_layer", "n_layers"))
+        self.names = gguf.get_tensor_name_map(self.arch, self.n_blocks)
+
+    # -- hyperparameters ---------------------------------------------------------------
+
+    def hparam(self, *keys: str, default: Any = ...) -> Any:
+        """The first of `keys` present in config.json: configs spell the same thing differently."""
+        for key in keys:
+            if self.config.get(key) is not None:
+                return self.config[key]
+        if default is not ...:
+            return default
+        raise ConfigError(f"config.json has none of {', '.join(keys)}, which a {type(self).__name__} model needs")
+
+    @property
+    def arch_name(self) -> str:
+        import gguf
+
+        return gguf.MODEL_ARCH_NAMES[self.arch]
+
+    @property
+    def head_count(self) -> int:
+        return int(self.hparam("num_attention_heads", "n_head"))
+
+    @property
+    def head_count_kv(self) -> int:
+        return int(self.hparam("num_key_value_heads", default=self.head_count))
+
+    @property
+    def embedding_length(self) -> int:
+        return int(self.hparam("hidden_size", "n_embd"))
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.hparam("head_dim", default=self.embedding_length // self.head_count))
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return bool(self.config.get("tie_word_embeddings", False))
+
+    def write_hparams(self, w) -> None:
+        """The keys every decoder-only transformer family shares; families add their own."""
+        w.add_block_count(self.n_blocks)
+        w.add_context_length(int(self.hparam("max_position_embeddings", "n_positions", "n_ctx")))
+        w.add_embedding_length(self.embedding_length)
+        w.add_feed_forward_length(int(self.hparam("intermediate_size", "n_inner", default=4 * self.embedding_length)))
+        w.add_head_count(self.head_count)
+        w.add_head_count_kv(self.head_count_kv)
+        if self.head_dim * self.head_count != self.embedding_length:
+            w.add_key_length(self.head_dim)
+            w.add_value_length(self.head_dim)
+        if (eps := self.config.get("rms_norm_eps")) is not None:
+            w.add_layer_norm_rms_eps(float(eps))
+        if (theta := self.rope.get("rope_theta", self.config.get("rope_theta"))) is not None:
+            w.add_rope_freq_base(float(theta))
+        self.write_rope_scaling(w)
+
+    @property
+    def rope(self) -> dict[str, Any]:
+        """RoPE settings: transformers 5 nests them in rope_parameters, 4.x used rope_scaling."""
+        return self.config.get("rope_parameters") or self.config.get("rope_scaling") or {}
+
+    def write_rope_scaling(self, w) -> None:
+        import gguf
+
+        scaling = self.rope
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind in (None, "default"):
+            return
+        if kind == "linear":
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(scaling["factor"]))
+            return
+        raise UnsupportedError(f"rope_scaling type {kind!r} is not converted yet (linear and none are); "
+                               "the GGUF would compute wrong positions past the original context")
+
+    # -- tensors -------------------------------------------------------------------------
+
+    def gguf_name(self, hf_name: str) -> str:
+        name = self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise UnsupportedError(f"tensor {hf_name!r} has no GGUF name in {self.arch_name}; the checkpoint "
+                                   f"has layers this converter does not know")
+        return name
+
+    def skip(self, hf_name: str) -> bool:
+        if hf_name.endswith(self.skip_suffixes):
+            return True
+        # A tied output head is the embedding again; llama.cpp reuses token_embd for it.
+        return self.tied_embeddings and hf_name == "lm_head.weight"
+
+    def tensors(self, hf_name: str, data) -> Iterator[tuple[str, Any]]:
+        """GGUF (name, torch tensor) pairs for one Hugging Face tensor. `data` may be a meta tensor,
+        so transforms only use shape-aware torch ops and both planning and writing run this code."""
+        yield self.gguf_name(hf_name), data
+
+
+def permute_rope(w, n_head: int):
+    """Hugging Face Llama checkpoints rotate the two halves of each head (rotate_half); llama.cpp's
+    llama architecture rotates interleaved pairs. Reorder Q/K rows so both compute the same thing."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))

@@ -1,0 +1,151 @@
+"""Hugging Face causal LM -> GGUF, streamed: plan every tensor from shapes, then write one at a time.
+
+gguf-py's GGUFWriter writes the header, metadata and tensor table first; tensor data follows in
+the same order, so peak memory is one tensor (plus a LoRA adapter), not the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.exporters.gguf.base import family_for
+from edgeinfer.exporters.gguf.checkpoint import Checkpoint, read_config
+
+
+class OutType(StrEnum):
+    F32 = "f32"
+    F16 = "f16"
+    BF16 = "bf16"
+    Q8_0 = "q8_0"
+
+
+@dataclass(frozen=True)
+class GgufExportConfig:
+    outtype: OutType = OutType.F16
+    adapter: str | None = None
+
+
+def _ggml_type(outtype: OutType):
+    import gguf
+
+    return {OutType.F32: gguf.GGMLQuantizationType.F32, OutType.F16: gguf.GGMLQuantizationType.F16,
+            OutType.BF16: gguf.GGMLQuantizationType.BF16, OutType.Q8_0: gguf.GGMLQuantizationType.Q8_0}[outtype]
+
+
+def _file_type(outtype: OutType) -> int:
+    import gguf
+
+    return {OutType.F32: gguf.LlamaFileType.ALL_F32, OutType.F16: gguf.LlamaFileType.MOSTLY_F16,
+            OutType.BF16: gguf.LlamaFileType.MOSTLY_BF16, OutType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
+
+
+def tensor_type(name: str, shape: tuple[int, ...], outtype: OutType):
+    """As llama.cpp's converter does: vectors (norms, biases) stay F32, and a row that does not
+    split into Q8_0 blocks of 32 falls back to F16."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    if len(shape) <= 1 or name.endswith("_norm.weight"):
+        return T.F32
+    qtype = _ggml_type(outtype)
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    return qtype if shape[-1] % block == 0 else T.F16
+
+
+def _nbytes(shape: tuple[int, ...], qtype) -> int:
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * size
+
+
+def _encode(data, qtype):
+    import numpy as np
+    import gguf
+
+    arr = data.detach().contiguous().numpy().astype(np.float32, copy=False)
+    T = gguf.GGMLQuantizationType
+    if qtype == T.F32:
+        return arr
+    if qtype == T.F16:
+        return arr.astype(np.float16)
+    return gguf.quants.quantize(arr, qtype)
+
+
+def convert(
+    source: Path,
+    output: Path,
+    cfg: GgufExportConfig = GgufExportConfig(),
+    progress: Callable[[int, int, str], None] = lambda i, n, name: None,
+) -> dict[str, Any]:
+    """Write `output` from the checkpoint in `source`; returns the conversion figures."""
+    import gguf
+    import numpy as np
+
+    from edgeinfer.exporters.gguf.tokenizer import write_vocab
+
+    start = time.perf_counter()
+    config = read_config(source)
+    architecture = config["architectures"][0]
+    family = family_for(architecture)(config)
+    ckpt = Checkpoint(source)
+    adapter = None
+    if cfg.adapter:
+        from edgeinfer.exporters.gguf.lora import LoraAdapter
+
+        adapter = LoraAdapter(Path(cfg.adapter), {n: ckpt.shape(n) for n in ckpt.names()})
+
+    # Plan: the same transforms on shape-only tensors give every output name, shape and type.
+    plan: list[str] = []
+    infos: list[tuple[str, tuple[int, ...], Any]] = []
+    for hf_name in ckpt.names():
+        if family.skip(hf_name):
+            continue
+        plan.append(hf_name)
+        for name, t in family.tensors(hf_name, ckpt.meta(hf_name)):
+            infos.append((name, tuple(t.shape), tensor_type(name, tuple(t.shape), cfg.outtype)))
+
+    n_vocab = int(family.hparam("vocab_size"))
+    writer = gguf.GGUFWriter(path=None, arch=family.arch_name)
+    writer.add_name(config.get("_name_or_path") or source.resolve().name)
+    family.write_hparams(writer)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(_file_type(cfg.outtype))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    vocab = write_vocab(writer, source, n_vocab)
+    for name, shape, qtype in infos:
+        writer.add_tensor_info(name, shape, np.dtype(np.float32), _nbytes(shape, qtype), raw_dtype=qtype)
+    writer.write_header_to_file(path=output)
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+
+    types: dict[str, int] = {}
+    i = 0
+    try:
+        for hf_name in plan:
+            data = ckpt.load(hf_name)
+            if adapter is not None:
+                data = adapter.merge(hf_name, data)
+            for name, t in family.tensors(hf_name, data):
+                _, shape, qtype = infos[i]
+                if tuple(t.shape) != shape:
+                    raise RuntimeError(f"{name}: planned {shape}, got {tuple(t.shape)}")
+                writer.write_tensor_data(_encode(t, qtype))
+                types[qtype.name] = types.get(qtype.name, 0) + 1
+                i += 1
+                progress(i, len(infos), name)
+    finally:
+        writer.close()
+    return {"architecture": architecture, "gguf_architecture": family.arch_name, "outtype": cfg.outtype.value,
+            "tensors": len(infos), "tensor_types": types, "tokenizer": vocab,
+            "source_bytes": ckpt.nbytes(), "seconds": round(time.perf_counter() - start, 2),
+            **({"adapter": adapter.config} if adapter else {})}
+
