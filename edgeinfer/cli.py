@@ -376,4 +376,4 @@ def main() -> None:
 
 
 # Commands defined in their own modules register on `app` when imported (heavy imports stay inside).
-from edgeinfer import cli_compress, llm_cli  # noqa: E402,F401
+from edgeinfer import cli_compress, cli_train, llm_cli  # noqa: E402,F401

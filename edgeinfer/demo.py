@@ -1,7 +1,8 @@
 """`edgeinfer demo`: the whole path on a real, small model in well under two minutes on 2 cores.
 
 LeNet-5 is trained on scikit-learn's digits, exported and validated, quantized to static INT8,
-and every variant's accuracy and interleaved latency land in one table.
+pruned (50% of channels, fine-tuned) and quantization-aware trained, and every variant's
+accuracy and interleaved latency land in one table.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
     from edgeinfer.measure import interleaved, percentiles
     from edgeinfer.quantize import quantize_model
     from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.train import prune_model, qat_model
 
     out.mkdir(parents=True, exist_ok=True)
     _, x_test, _, y_test = digits.load_split()
@@ -44,13 +46,23 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
         quantize_model(onnx_path, int8_path, method="static", calib=str(calib), force=True, runs=10,
                        stage=status.update, warn=lambda m: None)
 
-    runners = {"fp32": OrtRunner(onnx_path, warn=warn), "int8": OrtRunner(int8_path, warn=warn)}
+    factory, data = "edgeinfer.examples.digits:lenet", "edgeinfer.examples.digits:loaders"
+    pruned_path = out / "lenet-pruned50.onnx"
+    with console.status("pruning 50% of the channels (Torch-Pruning) and fine-tuning 2 epochs") as status:
+        prune_model(factory, pruned_path, data, ratio=0.5, finetune_epochs=2, runs=5, force=True,
+                    stage=status.update, warn=lambda m: None)
+    qat_path = out / "lenet-qat.onnx"
+    with console.status("quantization-aware training (1 epoch), exported as INT8 QDQ") as status:
+        qat_model(factory, qat_path, data, epochs=1, runs=5, force=True, stage=status.update, warn=lambda m: None)
+
+    paths = {"fp32": onnx_path, "int8": int8_path, "pruned": pruned_path, "qat": qat_path}
+    runners = {name: OrtRunner(path, warn=warn) for name, path in paths.items()}
     accuracy = {}
     for name, runner in runners.items():
         logits = runner.run({"input": x_test})[runner.output_names[0]]
         accuracy[name] = float((logits.argmax(1) == y_test).mean())
 
-    latency: dict[str, dict[int, float]] = {"torch": {}, "fp32": {}, "int8": {}}
+    latency: dict[str, dict[int, float]] = {"torch": {}, **{name: {} for name in runners}}
     for batch in (1, 64):
         x_np = x_test[:batch]
         x_t = torch.from_numpy(x_np)
@@ -61,7 +73,7 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
 
         fns = {"torch": torch_run}
         fns.update({name: (lambda r=r: r.session.run(None, {"input": x_np})) for name, r in runners.items()})
-        with console.status(f"timing batch {batch}: PyTorch and ONNX Runtime FP32/INT8, interleaved, {runs} runs"):
+        with console.status(f"timing batch {batch}: PyTorch and the ONNX Runtime variants, interleaved, {runs} runs"):
             times = interleaved(fns, runs=runs, warmup=5)
         for name in fns:
             latency[name][batch] = percentiles(times[name])["p50"]
@@ -69,17 +81,19 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
     table = Table(title="edgeinfer demo: LeNet-5 on digits (CPU)")
     for col in ("model", "runtime", "size", "top-1", "p50 b1", "p50 b64", "vs PyTorch b1 / b64"):
         table.add_column(col, justify="left" if col in ("model", "runtime") else "right")
-    rows = [("fp32", "pytorch eager", "", torch_acc, "torch"),
-            ("fp32", "onnxruntime", f"{onnx_path.stat().st_size / 1024:.0f} KiB", accuracy["fp32"], "fp32"),
-            ("int8 static", "onnxruntime", f"{int8_path.stat().st_size / 1024:.0f} KiB", accuracy["int8"], "int8")]
+    labels = {"fp32": "fp32", "int8": "int8 static PTQ", "pruned": "pruned 50% + fine-tune", "qat": "int8 QAT"}
+    rows = [("fp32", "pytorch eager", "", torch_acc, "torch")]
+    rows += [(labels[k], "onnxruntime", f"{paths[k].stat().st_size / 1024:.0f} KiB", accuracy[k], k) for k in paths]
     for label, runtime, size, acc, key in rows:
         b1, b64 = latency[key][1], latency[key][64]
         ratio = f"{latency['torch'][1] / b1:.2f}x / {latency['torch'][64] / b64:.2f}x"
-        if key == "int8" and (b1 > latency["fp32"][1] or b64 > latency["fp32"][64]):
+        if key not in ("torch", "fp32") and (b1 > latency["fp32"][1] or b64 > latency["fp32"][64]):
             ratio += " [red](slower than fp32)[/red]"
         table.add_row(label, runtime, size, f"{acc:.4f}", f"{b1:.3f} ms", f"{b64:.3f} ms", ratio)
     summary = {"torch_accuracy": torch_acc, "onnx_accuracy": accuracy["fp32"], "int8_accuracy": accuracy["int8"],
-               "onnx": str(onnx_path), "int8": str(int8_path), "eval": str(eval_npz), "latency_ms": latency}
+               "pruned_accuracy": accuracy["pruned"], "qat_accuracy": accuracy["qat"],
+               "onnx": str(onnx_path), "int8": str(int8_path), "pruned": str(pruned_path), "qat": str(qat_path),
+               "eval": str(eval_npz), "latency_ms": latency}
     console.print(table)
     console.print(f"files in {out}/ ; next: edgeinfer bench {onnx_path} --baseline auto ; "
                   f"edgeinfer check {onnx_path} {int8_path} --data {eval_npz} --max-drop 0.01")

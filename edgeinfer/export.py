@@ -50,15 +50,24 @@ def export_model(
     if outtype or adapter:
         raise ConfigError("--outtype and --adapter are GGUF options; name the output .gguf")
     check_output(output, [Path(source)], force)
-    from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig, export_onnx
+    from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
     from edgeinfer.exporters.source import load_source
-    from edgeinfer.exporters.validate import validate_onnx
 
     task_enum = parse_choice(Task, task, "task") if task else None
     cfg = OnnxExportConfig(opset=opset or DEFAULT_OPSET, exporter=parse_choice(Exporter, exporter, "exporter"),
                            static_shapes=static_shapes, atol=atol)
     stage(f"loading {source}")
-    src = load_source(source, task_enum)
+    return export_source(load_source(source, task_enum), output, cfg, stage=stage, warn=warn)
+
+
+def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[[str], None] = lambda s: None,
+                  warn: Callable[[str], None] = print) -> Artifact:
+    """Export a loaded SourceModel to ONNX, validate it, and write the sidecar (with `steps`, the
+    compression that produced the module, after the export step)."""
+    from edgeinfer.exporters.onnx import export_onnx
+    from edgeinfer.exporters.validate import validate_onnx
+
+    static_shapes, atol = cfg.static_shapes, cfg.atol
     cases = {"example": src.example}
     if not static_shapes:
         cases["second_shape"] = src.second
@@ -82,6 +91,7 @@ def export_model(
     if src.task is None and src.description.get("kind") != "huggingface":
         meta.pop("task")
     art = new_artifact(output, src.description, Step("export", config, figures), meta)
+    art.steps.extend(steps)
     art.save()
     return art
 

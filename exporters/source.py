@@ -210,12 +210,24 @@ def _second_inputs(example: dict[str, Any]) -> dict[str, Any]:
     return second
 
 
+def import_factory(spec: str):
+    """The callable named by `package.module:function` or `path/file.py:function`."""
+    return _import_factory(spec)
+
+
 def load_factory(spec: str) -> SourceModel:
     """Call `package.module:function`; it returns (module, inputs) or (module, inputs, dynamic_axes).
 
     `inputs` is a dict name -> tensor; `dynamic_axes` maps an input name to {axis: dim name}.
     Without it, axis 0 of every input is the dynamic batch axis.
     """
+    module, inputs, axes = call_factory(spec)
+    return source_from_module(module, inputs, axes, {"kind": "factory", "factory": spec,
+                                                     "class": type(module).__name__})
+
+
+def call_factory(spec: str):
+    """(module, inputs, dynamic_axes) from `package.module:function`, checked."""
     import torch
 
     result = _import_factory(spec)()
@@ -225,6 +237,14 @@ def load_factory(spec: str) -> SourceModel:
     if not isinstance(module, torch.nn.Module) or not isinstance(inputs, dict) or not inputs:
         raise InputError(f"factory {spec} must return a torch.nn.Module and a non-empty dict of named tensors")
     axes = result[2] if len(result) == 3 else {n: {0: "batch"} for n in inputs}
+    return module, inputs, axes
+
+
+def source_from_module(module, inputs: dict[str, Any], axes: dict[str, dict[int, str]],
+                       description: dict[str, Any]) -> SourceModel:
+    """An in-memory module (a factory's, or one pruning / QAT just produced) as an export source."""
+    import torch
+
     names = list(inputs)
     module.eval()
     with torch.no_grad():
@@ -234,7 +254,6 @@ def load_factory(spec: str) -> SourceModel:
     if not isinstance(out, (torch.Tensor, tuple, list)):
         out_names = list(out.keys())
     wrapped = _named_outputs(module, names, out_names)
-    description = {"kind": "factory", "factory": spec, "class": type(module).__name__}
     return SourceModel(wrapped, names, out_names, dict(inputs), _second_inputs(inputs), axes, description)
 
 

@@ -6,6 +6,7 @@ Trains in seconds on a CPU; the trained weights are cached so the demo and tests
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -86,20 +87,7 @@ def train(model, epochs: int = 12, lr: float = 2e-3, batch: int = 64, seed: int 
 
 def trained_lenet(epochs: int = 12, progress=None):
     """The trained LeNet-5, from the cache when it is there (safetensors, no pickle)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    torch.manual_seed(SEED)
-    model = lenet5()
-    path = cache_dir() / f"lenet5-digits-e{epochs}-s{SEED}.safetensors"
-    if path.exists():
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
-    train(model, epochs=epochs, progress=progress)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(model.state_dict(), str(tmp))
-    os.replace(tmp, path)
-    return model.eval()
+    return _trained("lenet5", lenet5, epochs, progress=progress)
 
 
 def lenet():
@@ -123,3 +111,113 @@ def save_calib_npz(path: Path, samples: int = 128) -> Path:
     x_train, _, _, _ = load_split()
     np.savez(path, input=x_train[:samples])
     return Path(path)
+
+
+# -- models and data for training-time compression (pruning, distillation, QAT) -----------------
+
+def loaders(batch: int = 64, seed: int = SEED):
+    """Data factory for `prune` / `distill` / `qat --data`: (train DataLoader, eval DataLoader)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x_train, x_test, y_train, y_test = load_split()
+    gen = torch.Generator().manual_seed(seed)
+    train = DataLoader(TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)), batch_size=batch,
+                       shuffle=True, generator=gen)
+    test = DataLoader(TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y_test)), batch_size=256)
+    return train, test
+
+
+def resnet(width: float = 1.0):
+    """A small ResNet (three stages of two residual blocks) for 32x32 digits: convolutions dominate."""
+    import torch.nn as nn
+
+    def block(cin: int, cout: int, stride: int) -> nn.Module:
+        return _residual_cls()(cin, cout, stride)
+
+    c = [max(2, int(round(w * width))) for w in (32, 64, 128)]
+    return nn.Sequential(
+        nn.Conv2d(1, c[0], 3, padding=1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(),
+        block(c[0], c[0], 1), block(c[0], c[0], 1),
+        block(c[0], c[1], 2), block(c[1], c[1], 1),
+        block(c[1], c[2], 2), block(c[2], c[2], 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[2], 10),
+    )
+
+
+@functools.cache
+def _residual_cls():
+    """The residual block class; built on first use so importing this module does not load torch."""
+    import torch.nn as nn
+
+    class Residual(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU()
+            self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                          if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + self.short(x))
+
+    return Residual
+
+
+def dscnn(width: float = 1.0):
+    """A depthwise-separable CNN (MobileNet-style): per-tensor INT8 hurts its depthwise layers."""
+    import torch.nn as nn
+
+    def ds(cin: int, cout: int, stride: int) -> list:
+        return [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
+                nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    c = [max(2, int(round(w * width))) for w in (16, 32, 64)]
+    return nn.Sequential(
+        nn.Conv2d(1, c[0], 3, 1, 1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(),
+        *ds(c[0], c[1], 2), *ds(c[1], c[1], 1), *ds(c[1], c[2], 2), *ds(c[2], c[2], 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[2], 10),
+    )
+
+
+def _trained(name: str, build, epochs: int, lr: float = 2e-3, progress=None):
+    """A model trained on the digits once, then loaded from the cache (safetensors, no pickle)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(SEED)
+    model = build()
+    path = cache_dir() / f"{name}-digits-e{epochs}-s{SEED}.safetensors"
+    if path.exists():
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()
+    train(model, epochs=epochs, lr=lr, progress=progress)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(model.state_dict(), str(tmp))
+    os.replace(tmp, path)
+    return model.eval()
+
+
+def _factory(model):
+    import torch
+
+    _, x_test, _, _ = load_split()
+    return model, {"input": torch.from_numpy(x_test[:8])}
+
+
+def resnet_trained():
+    """Factory: the trained small ResNet and a batch of test images (for export / prune)."""
+    return _factory(_trained("resnet", resnet, epochs=8))
+
+
+def dscnn_trained():
+    """Factory: the trained depthwise-separable CNN (for qat, and PTQ to compare with)."""
+    return _factory(_trained("dscnn", dscnn, epochs=10))
+
+
+def lenet_half():
+    """Factory: an untrained half-width LeNet-5, the student for distillation."""
+    return _factory(lenet5(width=0.5))

@@ -1,0 +1,173 @@
+"""Pruning: structured (channels removed, the model really shrinks) through Torch-Pruning's
+DepGraph, and unstructured / N:M sparsity (zeros that CPU runtimes do not turn into speed).
+
+Torch-Pruning tracks the dependencies (residual adds, concatenations, BatchNorm) so every
+layer that shares a channel dimension loses the same channels.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from edgeinfer.errors import ConfigError, MissingDependencyError
+
+
+class PruneMethod(StrEnum):
+    STRUCTURED = "structured"
+    UNSTRUCTURED = "unstructured"
+    SEMI_STRUCTURED = "2:4"
+
+
+class Importance(StrEnum):
+    L1 = "l1"
+    L2 = "l2"
+    TAYLOR = "taylor"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    method: PruneMethod = PruneMethod.STRUCTURED
+    ratio: float = 0.5
+    importance: Importance = Importance.L2
+    global_ranking: bool = False  # rank across layers (global) or prune each layer by `ratio` (uniform)
+    ignore: tuple[str, ...] = ()  # module names kept whole; the output layer always is
+    steps: int = 1  # iterative: prune ratio/steps, fine-tune, repeat
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio < 1.0:
+            raise ConfigError(f"--ratio must be between 0 and 1 (exclusive), got {self.ratio}")
+        if self.steps < 1:
+            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+
+
+@dataclass
+class PruneReport:
+    macs_before: int = 0
+    macs_after: int = 0
+    params_before: int = 0
+    params_after: int = 0
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> channels or sparsity
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"macs_before": self.macs_before, "macs_after": self.macs_after, "params_before": self.params_before,
+                "params_after": self.params_after, "layers": self.layers}
+
+
+def _prunable(model):
+    import torch.nn as nn
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _output_layer(model):
+    layers = _prunable(model)
+    return layers[-1] if layers else (None, None)
+
+
+def _ignored(model, cfg: PruneConfig) -> list:
+    modules = dict(model.named_modules())
+    unknown = [n for n in cfg.ignore if n not in modules]
+    if unknown:
+        names = ", ".join(n for n, _ in _prunable(model))
+        raise ConfigError(f"--ignore {', '.join(unknown)}: no such module; prunable layers are {names}")
+    _, out = _output_layer(model)
+    return [modules[n] for n in cfg.ignore] + ([out] if out is not None else [])
+
+
+def count(model, example) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass on `example`, by Torch-Pruning's counter."""
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return int(macs), int(params)
+
+
+def structured(model, example, cfg: PruneConfig, grad_batch: Callable[[Any], None] | None = None,
+               finetune: Callable[[Any, int], None] | None = None):
+    """Remove channels; returns (pruned copy, report). `grad_batch(model)` runs backward for
+    Taylor importance; `finetune(model, step)` runs between iterative steps."""
+    try:
+        import torch_pruning as tp
+    except ImportError as e:
+        raise MissingDependencyError("torch-pruning", "structured pruning") from e
+
+    model = copy.deepcopy(model).eval()
+    ignored = _ignored(model, cfg)
+    per_step_keep = 1 - cfg.ratio
+    for name, layer in _prunable(model):
+        if layer in ignored:
+            continue
+        channels = layer.out_channels if hasattr(layer, "out_channels") else layer.out_features
+        if round(channels * per_step_keep) < 1:
+            raise ConfigError(f"ratio {cfg.ratio} would remove every channel of {name} ({channels} channels); "
+                              f"lower --ratio or --ignore {name}")
+    report = PruneReport()
+    report.macs_before, report.params_before = count(model, example)
+    before = {n: (m.out_channels if hasattr(m, "out_channels") else m.out_features) for n, m in _prunable(model)}
+    importance = {Importance.L1: lambda: tp.importance.MagnitudeImportance(p=1),
+                  Importance.L2: lambda: tp.importance.MagnitudeImportance(p=2),
+                  Importance.TAYLOR: lambda: tp.importance.TaylorImportance()}[cfg.importance]()
+    pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=cfg.ratio,
+                                  global_pruning=cfg.global_ranking, iterative_steps=cfg.steps,
+                                  ignored_layers=ignored)
+    for step in range(cfg.steps):
+        if cfg.importance is Importance.TAYLOR:
+            if grad_batch is None:
+                raise ConfigError("Taylor importance needs training data for its gradients")
+            model.zero_grad()
+            grad_batch(model)
+        pruner.step()
+        model.zero_grad()
+        if finetune is not None:
+            finetune(model, step)
+    model.eval()
+    report.macs_after, report.params_after = count(model, example)
+    for n, m in _prunable(model):
+        after = m.out_channels if hasattr(m, "out_channels") else m.out_features
+        if after < 1:
+            raise ConfigError(f"pruning removed every channel of {n}; lower --ratio or --ignore {n}")
+        report.layers[n] = {"channels_before": before[n], "channels_after": after}
+    return model, report
+
+
+def sparsify(model, cfg: PruneConfig):
+    """Zero weights by magnitude (unstructured, global or per layer) or 2 of every 4 along the
+    input dimension (2:4); the masks are made permanent. Returns (copy, report with sparsity)."""
+    import torch
+    import torch.nn.utils.prune as tprune
+
+    model = copy.deepcopy(model).eval()
+    ignored = _ignored(model, cfg)
+    layers = [(n, m) for n, m in _prunable(model) if m not in ignored]
+    report = PruneReport()
+    report.params_before = sum(p.numel() for p in model.parameters())
+    if cfg.method is PruneMethod.UNSTRUCTURED:
+        if cfg.global_ranking:
+            tprune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=tprune.L1Unstructured,
+                                       amount=cfg.ratio)
+        else:
+            for _, m in layers:
+                tprune.l1_unstructured(m, "weight", amount=cfg.ratio)
+        for _, m in layers:
+            tprune.remove(m, "weight")  # the mask becomes the weights; no reparametrization left
+    else:
+        with torch.no_grad():
+            for name, m in layers:
+                w = m.weight
+                flat = w.reshape(w.shape[0], -1)
+                if flat.shape[1] % 4:
+                    raise ConfigError(f"2:4 sparsity needs input sizes that are multiples of 4; {name} has "
+                                      f"{flat.shape[1]}; --ignore {name}")
+                groups = flat.reshape(flat.shape[0], -1, 4)
+                drop = groups.abs().argsort(dim=-1)[..., :2]
+                groups.scatter_(-1, drop, 0.0)
+                m.weight.copy_(groups.reshape(w.shape))
+    for name, m in layers:
+        w = m.weight
+        report.layers[name] = {"sparsity": float((w == 0).float().mean()), "weights": int(w.numel())}
+    report.params_after = report.params_before
+    return model, report

@@ -1,0 +1,254 @@
+"""`edgeinfer prune / distill / qat`: train-time compression from a model factory and data,
+ending in an exported, validated ONNX file compared with the unmodified model in ONNX Runtime.
+
+The model is `package.module:function` returning (module, inputs), as for export; data is
+`package.module:function` returning (train DataLoader, eval DataLoader), or an .npz with
+`input` and `labels` (split 80/20, seeded).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.artifact import Step
+from edgeinfer.errors import InputError
+from edgeinfer.io import check_output
+
+
+def load_data(spec: str, batch: int = 64, seed: int = 0):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from edgeinfer.compress.training import Loaders
+    from edgeinfer.exporters.source import import_factory
+
+    if spec.endswith(".npz"):
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"data file {path} does not exist")
+        with np.load(path, allow_pickle=False) as d:
+            if "input" not in d.files or "labels" not in d.files:
+                raise InputError(f"{path} needs arrays named `input` and `labels`; it has {', '.join(d.files)}")
+            x, y = torch.from_numpy(d["input"]), torch.from_numpy(d["labels"]).long()
+        if len(x) != len(y) or len(x) < 10:
+            raise InputError(f"{path}: {len(x)} inputs and {len(y)} labels; need as many of each, at least 10")
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        cut = int(len(x) * 0.8)
+        tr, ev = order[:cut], order[cut:]
+        return Loaders(DataLoader(TensorDataset(x[tr], y[tr]), batch_size=batch, shuffle=True,
+                                  generator=torch.Generator().manual_seed(seed)),
+                       DataLoader(TensorDataset(x[ev], y[ev]), batch_size=256))
+    result = import_factory(spec)()
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise InputError(f"data factory {spec} must return (train DataLoader, eval DataLoader)")
+    return Loaders(*result)
+
+
+def load_model(spec: str):
+    from edgeinfer.exporters.source import call_factory
+
+    if Path(spec).is_dir():
+        raise InputError(f"{spec}: train-time compression takes a factory (package.module:function) from the CLI; "
+                         "for Hugging Face encoders use edgeinfer.compress.distill.distill_encoder from Python")
+    module, inputs, axes = call_factory(spec)
+    if len(inputs) != 1:
+        raise InputError(f"{spec}: prune/distill/qat train on single-input models; it has {', '.join(inputs)}")
+    return module, inputs, axes
+
+
+def _eval_npz(loaders, folder: Path) -> Path:
+    xs, ys = [], []
+    for x, y in loaders.eval:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    path = folder / "eval.npz"
+    np.savez(path, input=np.concatenate(xs), labels=np.concatenate(ys))
+    return path
+
+
+def _export(module, inputs, axes, output: Path, description: dict, steps, *, exporter: str = "auto",
+            atol: float | None = None, warn: Callable[[str], None] = print):
+    from edgeinfer.export import export_source
+    from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
+    from edgeinfer.exporters.source import source_from_module
+
+    cfg = OnnxExportConfig(opset=DEFAULT_OPSET, exporter=Exporter(exporter), atol=atol)
+    return export_source(source_from_module(module, inputs, axes, description), output, cfg, steps=steps, warn=warn)
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where training keeps the last good epoch's weights until the export succeeds."""
+    return output.parent / f"{output.name}.last-good.safetensors"
+
+
+def finish(module, baseline, inputs, axes, output: Path, spec: str, step: Step, loaders, *, runs: int = 20,
+           exporter: str = "auto", atol: float | None = None, warn=print, stage=lambda s: None) -> dict[str, Any]:
+    """Export the result, export the unmodified model beside it in a temporary folder, and compare
+    both in ONNX Runtime on the eval data: accuracy and interleaved latency side by side."""
+    from edgeinfer.compare import compare_models
+
+    stage(f"exporting {output.name}")
+    art = _export(module, inputs, axes, output, {"kind": "factory", "factory": spec, "class": type(module).__name__},
+                  [step], exporter=exporter, atol=atol, warn=warn)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "baseline.onnx"
+        stage("exporting the unmodified model for the comparison")
+        _export(baseline, inputs, axes, base, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
+        stage("comparing in ONNX Runtime")
+        report = compare_models(base, [output], str(_eval_npz(loaders, Path(tmp))), runs=runs, warn=warn)
+    base_row, row = report["rows"][0], report["rows"][-1]
+    art.steps[-1].metrics["comparison"] = {
+        "speedup": row["speedup"], "speedup_ci95": row["speedup_ci95"], "p50_ms": row["latency_ms"]["p50"],
+        "baseline_p50_ms": base_row["latency_ms"]["p50"], "accuracy": row["metrics"].get("accuracy"),
+        "baseline_accuracy": base_row["metrics"].get("accuracy"), "delta": row.get("delta"),
+        "file_size_bytes": row["file_size_bytes"], "baseline_file_size_bytes": base_row["file_size_bytes"]}
+    art.save()
+    checkpoint_path(output).unlink(missing_ok=True)
+    return {"artifact": art, "comparison": report}
+
+
+def prune_model(spec: str, output: Path, data: str, *, method: str = "structured", ratio: float = 0.5,
+                importance: str = "l2", global_ranking: bool = False, ignore: tuple[str, ...] = (), steps: int = 1,
+                finetune_epochs: int = 0, lr: float = 1e-3, distill: bool = False, batch: int = 64, seed: int = 0,
+                runs: int = 20, force: bool = False, progress=lambda row: None, stage=lambda s: None,
+                warn=print) -> dict[str, Any]:
+    import copy
+
+    import torch
+
+    from edgeinfer.compress import prune
+    from edgeinfer.compress.training import TrainConfig, check_batch, train
+    from edgeinfer.errors import parse_choice
+
+    output = Path(output)
+    check_output(output, [], force)
+    cfg = prune.PruneConfig(parse_choice(prune.PruneMethod, method, "method"), ratio,
+                            parse_choice(prune.Importance, importance, "importance"), global_ranking, tuple(ignore),
+                            steps)
+    module, inputs, axes = load_model(spec)
+    loaders = load_data(data, batch, seed)
+    check_batch(module, loaders)
+    original = copy.deepcopy(module).eval()
+    example = next(iter(inputs.values()))
+    from edgeinfer.compress.training import accuracy
+
+    acc_before = accuracy(original, loaders.eval)
+    history = []
+    loss_fn = None
+    if distill:
+        from edgeinfer.compress.distill import DistillConfig, make_loss
+
+        def loss_for(model):
+            return make_loss(original, model, example, DistillConfig())[0]
+    tcfg = TrainConfig(epochs=finetune_epochs, lr=lr, seed=seed)
+
+    def finetune(model, step: int) -> None:
+        if finetune_epochs <= 0:
+            return
+        stage(f"fine-tuning after pruning step {step + 1}/{cfg.steps}")
+        h = train(model, loaders, tcfg, loss_for(model) if distill else loss_fn, progress=progress,
+                  checkpoint=checkpoint_path(output))
+        history.extend({**r, "step": step + 1} for r in h.epochs)
+
+    def grad_batch(model) -> None:
+        x, y = next(iter(loaders.train))
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+
+    stage(f"{cfg.method.value} pruning, ratio {cfg.ratio}")
+    if cfg.method is prune.PruneMethod.STRUCTURED:
+        pruned, rep = prune.structured(module, example, cfg, grad_batch, finetune)
+    else:
+        pruned, rep = prune.sparsify(module, cfg)
+        finetune_masked = finetune_epochs > 0
+        if finetune_masked:
+            warn("fine-tuning a sparse model would refill its zeros; the sparsity is reported before fine-tuning "
+                 "and the masks are re-applied after")
+            masks = {n: (p != 0) for n, p in pruned.named_parameters() if n.endswith("weight")}
+            finetune(pruned, 0)
+            with torch.no_grad():
+                for n, p in pruned.named_parameters():
+                    if n in masks:
+                        p.mul_(masks[n])
+    acc_after = accuracy(pruned, loaders.eval)
+    metrics = {**rep.as_dict(), "torch_accuracy_before": acc_before, "torch_accuracy_after": acc_after,
+               "finetune": history}
+    config = {**asdict(cfg), "finetune_epochs": finetune_epochs, "lr": lr, "distill_from_unpruned": distill,
+              "data": data, "seed": seed}
+    step = Step("prune", config, metrics)
+    return {**finish(pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, warn=warn, stage=stage),
+            "report": rep, "accuracy_before": acc_before, "accuracy_after": acc_after}
+
+
+def distill_model(teacher_spec: str, student_spec: str, output: Path, data: str, *, epochs: int = 10,
+                  lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
+                  features: tuple[tuple[str, str], ...] = (), batch: int = 64, seed: int = 0, runs: int = 20,
+                  force: bool = False, progress=lambda row: None, stage=lambda s: None, warn=print) -> dict[str, Any]:
+    from edgeinfer.compress.distill import DistillConfig, make_loss
+    from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
+
+    output = Path(output)
+    check_output(output, [], force)
+    cfg = DistillConfig(temperature, alpha, tuple(features))
+    teacher, inputs, axes = load_model(teacher_spec)
+    student, s_inputs, s_axes = load_model(student_spec)
+    loaders = load_data(data, batch, seed)
+    check_batch(teacher, loaders)
+    check_batch(student, loaders)
+    example = next(iter(inputs.values()))
+    loss_fn, extra, cleanup = make_loss(teacher, student, example, cfg)
+    stage("distilling")
+    try:
+        history = train(student, loaders, TrainConfig(epochs=epochs, lr=lr, seed=seed), loss_fn, extra_params=extra,
+                        progress=progress, checkpoint=checkpoint_path(output))
+    finally:
+        cleanup()
+    metrics = {"teacher_accuracy": accuracy(teacher, loaders.eval), "student_accuracy": accuracy(student, loaders.eval),
+               "teacher_params": sum(p.numel() for p in teacher.parameters()),
+               "student_params": sum(p.numel() for p in student.parameters()), "history": history.epochs}
+    step = Step("distill", {**asdict(cfg), "teacher": teacher_spec, "epochs": epochs, "lr": lr, "data": data,
+                            "seed": seed}, metrics)
+    return {**finish(student, teacher, s_inputs, s_axes, output, student_spec, step, loaders, runs=runs, warn=warn,
+                     stage=stage), "metrics": metrics}
+
+
+def qat_model(spec: str, output: Path, data: str, *, epochs: int = 3, lr: float = 1e-4, per_channel: bool = True,
+              freeze_after: int = 2, batch: int = 64, seed: int = 0, runs: int = 20, force: bool = False,
+              progress=lambda row: None, stage=lambda s: None, warn=print) -> dict[str, Any]:
+    import copy
+
+    from edgeinfer.compress import qat
+    from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
+
+    output = Path(output)
+    check_output(output, [], force)
+    cfg = qat.QatConfig(per_channel=per_channel, freeze_after=freeze_after)
+    module, inputs, axes = load_model(spec)
+    loaders = load_data(data, batch, seed)
+    check_batch(module, loaders)
+    original = copy.deepcopy(module).eval()
+    stage("folding BatchNorm and inserting fake quantization")
+    model = qat.prepare(module, cfg)
+    qat.calibrate(model, loaders.train)
+    acc_start = accuracy(model, loaders.eval)
+
+    def on_epoch(epoch: int, m) -> None:
+        if epoch == cfg.freeze_after:
+            qat.freeze_observers(m)
+
+    stage("quantization-aware training")
+    history = train(model, loaders, TrainConfig(epochs=epochs, lr=lr, seed=seed), on_epoch=on_epoch,
+                    progress=progress, checkpoint=checkpoint_path(output))
+    qat.finalize(model)
+    metrics = {"float_accuracy": accuracy(original, loaders.eval), "fake_quant_accuracy_before_training": acc_start,
+               "fake_quant_accuracy_after": accuracy(model, loaders.eval), "history": history.epochs}
+    step = Step("qat", {**asdict(cfg), "epochs": epochs, "lr": lr, "data": data, "seed": seed}, metrics)
+    # Fake-quant ops export as QuantizeLinear/DequantizeLinear through the TorchScript exporter. ONNX
+    # Runtime's integer kernels round differently from PyTorch's float emulation by up to a step.
+    return {**finish(model, original, inputs, axes, output, spec, step, loaders, runs=runs, exporter="torchscript",
+                     atol=0.5, warn=warn, stage=stage), "metrics": metrics}
