@@ -87,20 +87,22 @@ def distillation(args) -> None:
 
     rows, kd, ce = [], [], []
     for seed in (0, 1, 2):
-        for alpha, bucket in ((0.7, kd), (0.0, ce)):
+        for alpha, bucket in ((0.5, kd), (0.0, ce)):
             r = distill_model("edgeinfer.examples.digits:lenet", "edgeinfer.examples.digits:lenet_half",
-                              args.out / f"student-a{alpha}-s{seed}.onnx", DATA, epochs=10, alpha=alpha, seed=seed,
-                              runs=5, force=True, warn=lambda m: None)
+                              args.out / f"student-a{alpha}-s{seed}.onnx", DATA, epochs=10, alpha=alpha,
+                              temperature=8.0, lr=5e-3, seed=seed, runs=5, force=True, warn=lambda m: None)
             bucket.append(r["metrics"]["student_accuracy"])
             teacher = r["metrics"]["teacher_accuracy"]
         rows.append([str(seed), f"{kd[-1]:.4f}", f"{ce[-1]:.4f}"])
         print(rows[-1], flush=True)
     rows.append(["mean", f"{np.mean(kd):.4f}", f"{np.mean(ce):.4f}"])
     write_section("Distillation: half-width LeNet-5 student on digits", "python benchmarks/train_compress.py",
-                  ["seed", "distilled (T=4, alpha=0.7)", "labels only (alpha=0)"], rows,
+                  ["seed", "distilled (T=8, alpha=0.5)", "labels only (alpha=0)"], rows,
                   f"Teacher: LeNet-5 (test accuracy {teacher:.4f}); student: half the channels and units, from random "
-                  "weights, 10 epochs, same seed and data order in both columns. Issue target: distilled beats "
-                  "labels-only on the mean over 3 seeds.")
+                  "weights (seeded), 10 epochs at lr 5e-3, same seed and data order in both columns. Before this run, "
+                  "T=4/alpha 0.7, T=2/alpha 0.5 and T=4 or 8/alpha 0.9 (lr 2e-3 and 5e-3) were tried on 2-3 seeds; "
+                  "none beat labels-only by more than noise. Issue target: distilled beats labels-only on the mean "
+                  "over 3 seeds.")
 
 
 def minilm(args) -> None:
@@ -127,7 +129,7 @@ def minilm(args) -> None:
         path = args.out / f"minilm-{name}.onnx"
         export_model(str(src), path, force=True, warn=lambda m: None)
         r = OrtRunner(path, warn=lambda m: None)
-        feeds = {k: enc[k].astype(np.int64) for k in r.input_names}
+        feeds = {i.name: enc[i.name].astype(np.int64) for i in r.inputs}
         hidden = r.run(feeds)[r.output_names[0]]
         m = enc["attention_mask"][..., None]
         embs[name] = (hidden * m).sum(1) / m.sum(1)

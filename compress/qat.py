@@ -186,3 +186,50 @@ def calibrate(model, loader, batches: int = 8) -> None:
                 break
             model(x)
     model.eval()
+
+
+def store_int8_weights(path) -> int:
+    """Replace QuantizeLinear nodes on constant float weights by the int8 weights themselves, as the
+    static PTQ path stores them: a quarter of the size, and nothing left to fold at load time.
+    Returns how many weights were stored as int8."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    # torch's exporter may route a constant through Identity; follow it.
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in consts:
+            consts[node.output[0]] = consts[node.input[0]]
+    done, keep = 0, []
+    for node in graph.node:
+        w_name = node.input[0] if node.op_type == "QuantizeLinear" else None
+        if w_name is None or w_name not in consts or consts[w_name].dtype != np.float32 or consts[w_name].ndim < 2:
+            keep.append(node)
+            continue
+        w, scale = consts[w_name], consts[node.input[1]]
+        zero = consts[node.input[2]] if len(node.input) > 2 else np.zeros_like(scale, dtype=np.uint8)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim:
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            scale, zero_b = scale.reshape(shape), zero.reshape(shape)
+        else:
+            zero_b = zero
+        info = np.iinfo(zero.dtype)
+        q = np.clip(np.rint(w / scale) + zero_b.astype(np.int32), info.min, info.max).astype(zero.dtype)
+        graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+        done += 1
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input}
+    unused = [t for t in graph.initializer if t.name not in used and t.name not in {o.name for o in graph.output}]
+    for t in unused:
+        graph.initializer.remove(t)
+    onnx.save(model, str(path))
+    return done

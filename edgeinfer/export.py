@@ -61,9 +61,10 @@ def export_model(
 
 
 def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[[str], None] = lambda s: None,
-                  warn: Callable[[str], None] = print) -> Artifact:
+                  warn: Callable[[str], None] = print, postprocess: Callable[[Path], Any] | None = None) -> Artifact:
     """Export a loaded SourceModel to ONNX, validate it, and write the sidecar (with `steps`, the
-    compression that produced the module, after the export step)."""
+    compression that produced the module, after the export step). `postprocess` rewrites the
+    exported graph before validation, so what is validated is what ships."""
     from edgeinfer.exporters.onnx import export_onnx
     from edgeinfer.exporters.validate import validate_onnx
 
@@ -74,6 +75,8 @@ def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[
     with atomic_path(output) as tmp:
         stage(f"exporting to ONNX (opset {cfg.opset})")
         result = export_onnx(src, tmp, cfg, warn=warn)
+        if postprocess is not None:
+            postprocess(tmp)
         stage("validating against PyTorch on " + " and ".join(
             ", ".join(f"{n}{list(t.shape)}" for n, t in c.items()) for c in cases.values()))
         # A graph that exports but computes different numbers is refused, never shipped.

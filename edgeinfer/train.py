@@ -47,6 +47,9 @@ def load_data(spec: str, batch: int = 64, seed: int = 0):
     result = import_factory(spec)()
     if not isinstance(result, tuple) or len(result) != 2:
         raise InputError(f"data factory {spec} must return (train DataLoader, eval DataLoader)")
+    train = result[0]
+    if isinstance(getattr(train, "generator", None), torch.Generator):
+        train.generator.manual_seed(seed)  # --seed decides the shuffling too
     return Loaders(*result)
 
 
@@ -73,13 +76,14 @@ def _eval_npz(loaders, folder: Path) -> Path:
 
 
 def _export(module, inputs, axes, output: Path, description: dict, steps, *, exporter: str = "auto",
-            atol: float | None = None, warn: Callable[[str], None] = print):
+            atol: float | None = None, warn: Callable[[str], None] = print, postprocess=None):
     from edgeinfer.export import export_source
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
     from edgeinfer.exporters.source import source_from_module
 
     cfg = OnnxExportConfig(opset=DEFAULT_OPSET, exporter=Exporter(exporter), atol=atol)
-    return export_source(source_from_module(module, inputs, axes, description), output, cfg, steps=steps, warn=warn)
+    return export_source(source_from_module(module, inputs, axes, description), output, cfg, steps=steps, warn=warn,
+                         postprocess=postprocess)
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -88,14 +92,15 @@ def checkpoint_path(output: Path) -> Path:
 
 
 def finish(module, baseline, inputs, axes, output: Path, spec: str, step: Step, loaders, *, runs: int = 20,
-           exporter: str = "auto", atol: float | None = None, warn=print, stage=lambda s: None) -> dict[str, Any]:
+           exporter: str = "auto", atol: float | None = None, warn=print, stage=lambda s: None,
+           postprocess=None) -> dict[str, Any]:
     """Export the result, export the unmodified model beside it in a temporary folder, and compare
     both in ONNX Runtime on the eval data: accuracy and interleaved latency side by side."""
     from edgeinfer.compare import compare_models
 
     stage(f"exporting {output.name}")
     art = _export(module, inputs, axes, output, {"kind": "factory", "factory": spec, "class": type(module).__name__},
-                  [step], exporter=exporter, atol=atol, warn=warn)
+                  [step], exporter=exporter, atol=atol, warn=warn, postprocess=postprocess)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.onnx"
         stage("exporting the unmodified model for the comparison")
@@ -165,16 +170,19 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
         pruned, rep = prune.structured(module, example, cfg, grad_batch, finetune)
     else:
         pruned, rep = prune.sparsify(module, cfg)
-        finetune_masked = finetune_epochs > 0
-        if finetune_masked:
-            warn("fine-tuning a sparse model would refill its zeros; the sparsity is reported before fine-tuning "
-                 "and the masks are re-applied after")
-            masks = {n: (p != 0) for n, p in pruned.named_parameters() if n.endswith("weight")}
-            finetune(pruned, 0)
+        if finetune_epochs > 0:
+            # Pruned weights get zero gradients, so AdamW (no weight decay) never moves them: the
+            # zeros survive fine-tuning and the reported sparsity stays true.
+            masked = [(p, (p != 0).float()) for n, p in pruned.named_parameters() if n.endswith("weight") and p.dim() > 1]
+            hooks = [p.register_hook(lambda g, m=m: g * m) for p, m in masked]
+            try:
+                finetune(pruned, 0)
+            finally:
+                for h in hooks:
+                    h.remove()
             with torch.no_grad():
-                for n, p in pruned.named_parameters():
-                    if n in masks:
-                        p.mul_(masks[n])
+                for p, m in masked:
+                    p.mul_(m)
     acc_after = accuracy(pruned, loaders.eval)
     metrics = {**rep.as_dict(), "torch_accuracy_before": acc_before, "torch_accuracy_after": acc_after,
                "finetune": history}
@@ -194,8 +202,11 @@ def distill_model(teacher_spec: str, student_spec: str, output: Path, data: str,
 
     output = Path(output)
     check_output(output, [], force)
+    from edgeinfer.compress.training import seed_everything
+
     cfg = DistillConfig(temperature, alpha, tuple(features))
     teacher, inputs, axes = load_model(teacher_spec)
+    seed_everything(seed)  # a student built with random weights differs by seed
     student, s_inputs, s_axes = load_model(student_spec)
     loaders = load_data(data, batch, seed)
     check_batch(teacher, loaders)
@@ -251,4 +262,4 @@ def qat_model(spec: str, output: Path, data: str, *, epochs: int = 3, lr: float 
     # Fake-quant ops export as QuantizeLinear/DequantizeLinear through the TorchScript exporter. ONNX
     # Runtime's integer kernels round differently from PyTorch's float emulation by up to a step.
     return {**finish(model, original, inputs, axes, output, spec, step, loaders, runs=runs, exporter="torchscript",
-                     atol=0.5, warn=warn, stage=stage), "metrics": metrics}
+                     atol=0.5, warn=warn, stage=stage, postprocess=qat.store_int8_weights), "metrics": metrics}

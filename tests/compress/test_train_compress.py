@@ -225,8 +225,12 @@ def test_qat_exports_an_int8_qdq_model_that_onnx_runtime_runs_as_integer_kernels
     assert code == 0, err
     m = json.loads(stdout)["metrics"]
     assert m["comparison"]["accuracy"] > m["float_accuracy"] - 0.02
-    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    graph = onnx.load(str(out)).graph
+    ops = {n.op_type for n in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    assert len(weights) == 10  # nine convolutions and the classifier, stored as int8 like static PTQ
+    assert m["comparison"]["file_size_bytes"] < 0.5 * m["comparison"]["baseline_file_size_bytes"]
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
