@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgeinfer.compress.training import logits as _logits
 from edgeinfer.errors import ConfigError, InputError
 
 
@@ -22,10 +23,6 @@ class DistillConfig:
             raise ConfigError(f"--alpha must be between 0 and 1, got {self.alpha}")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be positive, got {self.temperature}")
-
-
-def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 class _Features:

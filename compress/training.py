@@ -58,6 +58,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def logits(out):
+    """The prediction of a model that returns a tensor, or a tuple/list whose first item it is."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def accuracy(model, loader) -> float:
     import torch
 
@@ -65,8 +70,7 @@ def accuracy(model, loader) -> float:
     right = total = 0
     with torch.no_grad():
         for x, y in loader:
-            out = model(x)
-            out = out[0] if isinstance(out, (tuple, list)) else out
+            out = logits(model(x))
             right += int((out.argmax(-1) == y).sum())
             total += len(y)
     if not total:
@@ -89,7 +93,7 @@ def check_batch(model, loaders: Loaders) -> None:
     except (RuntimeError, ValueError, TypeError) as e:
         raise InputError(f"the model does not take the training inputs of shape {list(x.shape)}: "
                          f"{str(e).splitlines()[0]}") from e
-    out = out[0] if isinstance(out, (tuple, list)) else out
+    out = logits(out)
     if out.dim() != 2 or out.shape[0] != len(y):
         raise InputError(f"the model gives outputs of shape {list(out.shape)} for {len(y)} labels; "
                          "a classifier must give [batch, classes]")
@@ -124,8 +128,7 @@ def train(
     ce = torch.nn.CrossEntropyLoss()
 
     def default_loss(m, x, y):
-        out = m(x)
-        return ce(out[0] if isinstance(out, (tuple, list)) else out, y)
+        return ce(logits(m(x)), y)
 
     loss_fn = loss_fn or default_loss
     history = History()

@@ -37,10 +37,8 @@ def _first_difference(a: list[int], b: list[int]) -> int:
     return min(len(a), len(b))
 
 
-def tokenizer_roundtrip(source: Path, runner, text: str) -> dict[str, Any]:
-    from edgeinfer.exporters.gguf import reference
-
-    hf = reference.tokenize(source, text)
+def tokenizer_roundtrip(tokenizer, runner, text: str) -> dict[str, Any]:
+    hf = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     cpp = runner.tokenize(text, add_bos=False, special=True)
     figures = {"characters": len(text), "hf_tokens": len(hf), "gguf_tokens": len(cpp), "equal": hf == cpp}
     if hf != cpp:
@@ -50,10 +48,9 @@ def tokenizer_roundtrip(source: Path, runner, text: str) -> dict[str, Any]:
 
 
 def logits_parity(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
-    kl = (np.exp(ref) * (ref - cand)).sum(axis=1)
-    return {"tokens": int(len(ref)), "top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean()),
-            "kl_mean": float(kl.mean()), "kl_p99": float(np.percentile(kl, 99)),
-            "max_abs_logprob_diff": float(np.abs(ref - cand).max())}
+    from edgeinfer.llm_eval import agreement
+
+    return {"tokens": int(len(ref)), **agreement(ref, cand), "max_abs_logprob_diff": float(np.abs(ref - cand).max())}
 
 
 def export_gguf(
@@ -86,8 +83,9 @@ def export_gguf(
         runner = LlamaRunner(tmp, LlamaSettings(n_ctx=max(check_tokens, 512)), logits_all=True)
         stage("self-check: tokenizer round-trip")
         text = PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")
-        roundtrip = tokenizer_roundtrip(src, runner, ROUNDTRIP_SAMPLE + "\n" + text[:4000])
-        tokens = reference.tokenize(src, text)[:check_tokens]
+        tokenizer = reference.load_tokenizer(src)
+        roundtrip = tokenizer_roundtrip(tokenizer, runner, ROUNDTRIP_SAMPLE + "\n" + text[:4000])
+        tokens = list(tokenizer(text, add_special_tokens=False)["input_ids"])[:check_tokens]
         stage(f"self-check: log-probs on {len(tokens)} tokens, transformers vs llama.cpp")
         parity = logits_parity(reference.log_probs(src, tokens, adapter), runner.sequence_log_probs(tokens))
         parity["tolerance"] = {"kl_mean": max_kl, "top1_agreement": min_top1}

@@ -55,6 +55,13 @@ def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, lo
     return ref
 
 
+def agreement(base: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """KL(base || cand) mean and p99, and top-1 agreement, of two [positions, vocab] log-prob arrays."""
+    kl = (np.exp(base) * (base - cand)).sum(axis=1)
+    return {"kl_mean": float(kl.mean()), "kl_p99": float(np.percentile(kl, 99)),
+            "top1_agreement": float((base.argmax(1) == cand.argmax(1)).mean())}
+
+
 def score(logp: np.ndarray, targets: np.ndarray, ref: dict[str, np.ndarray] | None) -> dict[str, float]:
     """Perplexity of `logp`; with a reference, KL(ref || cand) mean and p99 and top-1 agreement."""
     nll = -logp[np.arange(len(targets)), targets]
@@ -64,9 +71,7 @@ def score(logp: np.ndarray, targets: np.ndarray, ref: dict[str, np.ndarray] | No
         if base.shape != logp.shape:
             raise InputError(f"candidate vocabulary/positions {logp.shape} differ from the baseline's {base.shape}; "
                              "only models with the same tokenizer can be compared")
-        kl = (np.exp(base) * (base - logp)).sum(axis=1)
-        out.update({"kl_mean": float(kl.mean()), "kl_p99": float(np.percentile(kl, 99)),
-                    "top1_agreement": float((base.argmax(1) == logp.argmax(1)).mean())})
+        out.update(agreement(base, logp))
     return out
 
 

@@ -128,7 +128,8 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
     import torch
 
     from edgeinfer.compress import prune
-    from edgeinfer.compress.training import TrainConfig, check_batch, train
+    from edgeinfer.compress.distill import DistillConfig, make_loss
+    from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
     from edgeinfer.errors import parse_choice
 
     output = Path(output)
@@ -141,24 +142,17 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
     check_batch(module, loaders)
     original = copy.deepcopy(module).eval()
     example = next(iter(inputs.values()))
-    from edgeinfer.compress.training import accuracy
-
     acc_before = accuracy(original, loaders.eval)
     history = []
-    loss_fn = None
-    if distill:
-        from edgeinfer.compress.distill import DistillConfig, make_loss
-
-        def loss_for(model):
-            return make_loss(original, model, example, DistillConfig())[0]
     tcfg = TrainConfig(epochs=finetune_epochs, lr=lr, seed=seed)
 
     def finetune(model, step: int) -> None:
         if finetune_epochs <= 0:
             return
         stage(f"fine-tuning after pruning step {step + 1}/{cfg.steps}")
-        h = train(model, loaders, tcfg, loss_for(model) if distill else loss_fn, progress=progress,
-                  checkpoint=checkpoint_path(output))
+        # Distilling from the unpruned model; with no feature pairs make_loss registers no hooks.
+        loss_fn = make_loss(original, model, example, DistillConfig())[0] if distill else None
+        h = train(model, loaders, tcfg, loss_fn, progress=progress, checkpoint=checkpoint_path(output))
         history.extend({**r, "step": step + 1} for r in h.epochs)
 
     def grad_batch(model) -> None:

@@ -164,7 +164,8 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
                        tokenizer_dir=str(path.resolve()))
 
 
-def _import_factory(spec: str):
+def import_factory(spec: str):
+    """The callable named by `package.module:function` or `path/file.py:function`."""
     target, _, func = spec.rpartition(":")
     if not target or not func:
         raise ConfigError(f"factory {spec!r} must look like package.module:function or path/file.py:function")
@@ -210,11 +211,6 @@ def _second_inputs(example: dict[str, Any]) -> dict[str, Any]:
     return second
 
 
-def import_factory(spec: str):
-    """The callable named by `package.module:function` or `path/file.py:function`."""
-    return _import_factory(spec)
-
-
 def load_factory(spec: str) -> SourceModel:
     """Call `package.module:function`; it returns (module, inputs) or (module, inputs, dynamic_axes).
 
@@ -230,7 +226,7 @@ def call_factory(spec: str):
     """(module, inputs, dynamic_axes) from `package.module:function`, checked."""
     import torch
 
-    result = _import_factory(spec)()
+    result = import_factory(spec)()
     if not isinstance(result, tuple) or len(result) not in (2, 3):
         raise InputError(f"factory {spec} must return (module, inputs) or (module, inputs, dynamic_axes)")
     module, inputs = result[0], result[1]

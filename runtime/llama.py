@@ -115,7 +115,7 @@ class LlamaRunner:
         self.settings = settings
         self.logits_all = logits_all
         # llama.cpp 0.3.x's extra CPU weight buffers (AMX tiles, repacked blocks) crash in decode on
-        # AMX CPUs (seen on a Sapphire-Rapids-class EPYC host: every quantized model segfaults).
+        # AMX CPUs (seen on an Intel Xeon host with AMX-INT8: every quantized model segfaulted).
         # Plain CPU buffers run the same kernels' reference layout; the report says so.
         extra_bufts = not _cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
         try:

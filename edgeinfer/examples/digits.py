@@ -92,10 +92,7 @@ def trained_lenet(epochs: int = 12, progress=None):
 
 def lenet():
     """Export factory: the trained LeNet-5 and a batch of real test images."""
-    import torch
-
-    _, x_test, _, _ = load_split()
-    return trained_lenet(), {"input": torch.from_numpy(x_test[:8])}
+    return _factory(trained_lenet())
 
 
 def save_eval_npz(path: Path, limit: int | None = None) -> Path:
@@ -202,6 +199,7 @@ def _trained(name: str, build, epochs: int, lr: float = 2e-3, progress=None):
 
 
 def _factory(model):
+    """(model, {"input": 8 real test images}): what an export factory returns."""
     import torch
 
     _, x_test, _, _ = load_split()

@@ -23,10 +23,6 @@ def load_tokenizer(source: Path):
         raise InputError(f"{source}: the tokenizer does not load ({str(e).splitlines()[0]})") from e
 
 
-def tokenize(source: Path, text: str) -> list[int]:
-    return list(load_tokenizer(source)(text, add_special_tokens=False)["input_ids"])
-
-
 def log_probs(source: Path, tokens: list[int], adapter: str | None = None) -> np.ndarray:
     """Log-softmax over the vocabulary at every position of `tokens` (one sequence), float32."""
     import torch
