@@ -45,11 +45,11 @@ def _direct_generation(path: Path, prompt: str, n_gen: int, extra_buffers: bool)
     """Tokens/s of llama-cpp-python's own streaming completion, timed as edgeinfer times it."""
     import llama_cpp
 
-    from edgeinfer.runtime.llama import _model_params, _quiet_stderr
+    from edgeinfer.runtime.llama import _model_params
+    from edgeinfer.stdio import captured_fd
 
-    with _quiet_stderr(), _model_params(extra_buffers):
+    with captured_fd(2), _model_params(extra_buffers):
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, seed=0)
-    start = time.perf_counter()
     first, n = None, 0
     for _ in llm.create_completion(prompt, max_tokens=n_gen, temperature=0.0, stream=True):
         now = time.perf_counter()

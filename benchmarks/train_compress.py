@@ -39,7 +39,6 @@ def _onnx_accuracy(path: Path, x, y) -> float:
 
 
 def pruning(args) -> None:
-    import numpy as np
 
     from edgeinfer.examples.digits import load_split
     from edgeinfer.measure import percentiles, speedup_ci

@@ -12,6 +12,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from edgeinfer.errors import BackendError, ConfigError, MissingDependencyError
+from edgeinfer.formats import open_gguf
+from edgeinfer.stdio import captured_fd
 
 
 class GgufType(StrEnum):
@@ -47,22 +49,6 @@ class GgufQuantConfig:
     allow_requantize: bool = True  # the source may itself be quantized (e.g. a Q4_1 download)
 
 
-def _capture_stderr(fn):
-    """Run fn with the C-level stderr (llama.cpp's per-tensor log) captured; return (result, text)."""
-    import tempfile
-
-    with tempfile.TemporaryFile(mode="w+") as log:
-        saved = os.dup(2)
-        os.dup2(log.fileno(), 2)
-        try:
-            result = fn()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        log.seek(0)
-        return result, log.read()
-
-
 def quantize_gguf(source: Path, output: Path, cfg: GgufQuantConfig) -> dict[str, int]:
     """Quantize; return how many tensors llama.cpp had to give another type than asked for.
 
@@ -79,8 +65,10 @@ def quantize_gguf(source: Path, output: Path, cfg: GgufQuantConfig) -> dict[str,
         raise ConfigError(f"this llama-cpp-python build has no {cfg.type.value}") from None
     params.nthread = cfg.threads or (os.cpu_count() or 1)
     params.allow_requantize = cfg.allow_requantize
-    rc, log = _capture_stderr(lambda: llama_cpp.llama_model_quantize(
-        str(source).encode(), str(output).encode(), ctypes.byref(params)))
+    open_gguf(source)  # llama.cpp trusts the header's sizes: it only sees a file this check accepted
+    with captured_fd(2) as read_log:
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(output).encode(), ctypes.byref(params))
+        log = read_log()
     if rc != 0 or not Path(output).exists():
         last = next((line for line in reversed(log.splitlines()) if line.strip()), "")
         raise BackendError(f"llama.cpp could not quantize {source.name} to {cfg.type.value} (code {rc}): "

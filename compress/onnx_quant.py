@@ -6,7 +6,10 @@ int4 (weight-only MatMulNBits blocks) and fp16; plus the QNN recipe for Qualcomm
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -106,12 +109,46 @@ def split_excludes(model, items: list[str]) -> tuple[tuple[str, ...], tuple[str,
     return tuple(i for i in items if i in names), tuple(i for i in items if i not in names)
 
 
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """onnxruntime.quantization logs hundreds of INFO lines on the root logger (int4: one per MatMul);
+    silence them for the duration of the call only, and put the levels back."""
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_batches=None) -> dict[str, Any]:
-    """Write the quantized model to `output`; return facts to record (nodes excluded, window ...)."""
+    """Write the quantized model to `output`; return facts to record (nodes excluded, window ...).
+
+    onnxruntime.quantization writes work files (`<model>-inferred.onnx`, augmented models) beside
+    the model it is given, so it is given a private copy: the user's folder is never written.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-quant-") as work, _quiet_quantizer():
+        private = Path(work) / "model.onnx"
+        model = _private_copy(model_path, private)
+        return _quantize(private, model, output, cfg, calib_batches)
+
+
+def _private_copy(model_path: Path, dest: Path):
+    """Load the model (with its external data) and save it as one self-contained file in `dest`."""
     import onnx
 
-    logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs on the root logger
     model = onnx.load(str(model_path))
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save(model, str(dest), save_as_external_data=large, location=dest.name + ".data" if large else None)
+    return model
+
+
+def _quantize(model_path: Path, model, output: Path, cfg: OnnxQuantConfig, calib_batches) -> dict[str, Any]:
+    import onnx
+
     check_not_quantized(model)
     excluded = _excluded_nodes(model, cfg)
     facts: dict[str, Any] = {"nodes_excluded": excluded}
@@ -125,7 +162,9 @@ def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_ba
         elif cfg.method is Method.STATIC:
             facts.update(_static(model_path, output, cfg, calib_batches, excluded))
         elif cfg.method is Method.INT4:
-            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+            from onnxruntime.quantization.matmul_nbits_quantizer import (
+                MatMulNBitsQuantizer,
+            )
 
             quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=cfg.block_size, is_symmetric=cfg.symmetric,
                                              nodes_to_exclude=excluded, accuracy_level=4)
@@ -150,7 +189,6 @@ def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_ba
 
 
 def _static(model_path: Path, output: Path, cfg: OnnxQuantConfig, batches, excluded: list[str]) -> dict[str, Any]:
-    import tempfile
 
     from onnxruntime.quantization import QuantFormat, quantize, quantize_static
 
@@ -162,7 +200,10 @@ def _static(model_path: Path, output: Path, cfg: OnnxQuantConfig, batches, exclu
     reader = BatchReader(batches)
     window = window_size(len(reader), cfg.calib_window)
     if cfg.recipe is Recipe.QNN:
-        from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+        from onnxruntime.quantization.execution_providers.qnn import (
+            get_qnn_qdq_config,
+            qnn_preprocess_model,
+        )
 
         with tempfile.TemporaryDirectory(prefix="edgeinfer-qnn-") as tmp:
             pre = Path(tmp) / "pre.onnx"

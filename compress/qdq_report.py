@@ -14,8 +14,11 @@ def activation_sqnr(float_model: Path, qdq_model: Path, batches, max_batches: in
     """[{tensor, node, op_type, sqnr_db}] sorted worst first, on the first `max_batches` batches."""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations, compute_activation_error, create_activation_matching,
-        modify_model_output_intermediate_tensors)
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     from edgeinfer.compress.calibration import BatchReader
 

@@ -174,5 +174,5 @@ def _save(state: dict[str, Any], path) -> None:
 
     from edgeinfer.io import atomic_path
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=True) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))

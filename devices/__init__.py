@@ -69,6 +69,9 @@ _KEYS = {"name", "description", "providers", "threads", "memory_mb", "precisions
          "quant", "llm"}
 _QUANT_KEYS = {"activation_type", "weight_type", "reduce_range", "per_channel", "recipe"}
 _LLM_KEYS = {"n_gpu_layers", "n_ctx", "kquant"}
+_SECTION_TYPES = {"quant.activation_type": str, "quant.weight_type": str, "quant.reduce_range": bool,
+                  "quant.per_channel": bool, "quant.recipe": str, "llm.n_gpu_layers": int, "llm.n_ctx": int,
+                  "llm.kquant": str}
 
 
 @dataclass(frozen=True)
@@ -99,28 +102,52 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
     for key in ("name", "providers"):
         if key not in data:
             raise _fail(path, key, "missing (required)")
-    if not isinstance(data["providers"], list) or not data["providers"]:
+    if not isinstance(data["providers"], list) or not data["providers"] or not all(
+            isinstance(p, str) for p in data["providers"]):
         raise _fail(path, "providers", "must be a non-empty list of provider names")
     try:
         providers = tuple(Provider.parse(p) for p in data["providers"])
     except ConfigError as e:
         raise _fail(path, "providers", str(e)) from None
     precisions = []
+    if not isinstance(data.get("precisions", []), list):
+        raise _fail(path, "precisions", "must be a list such as [\"int8\", \"fp16\"]")
     for p in data.get("precisions", ["fp32"]):
         try:
             precisions.append(Precision(p))
         except ValueError:
             raise _fail(path, "precisions", f"{p!r} is not one of {', '.join(Precision)}") from None
     threads = data.get("threads")
-    if threads is not None and (not isinstance(threads, int) or threads < 0):
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 1024):
         raise _fail(path, "threads", f"{threads!r} is not a non-negative integer (0 lets the runtime decide)")
     memory = data.get("memory_mb")
-    if memory is not None and (not isinstance(memory, int) or memory <= 0):
+    if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool) or memory <= 0):
         raise _fail(path, "memory_mb", f"{memory!r} is not a positive integer")
+    static_shapes = data.get("static_shapes", False)
+    if not isinstance(static_shapes, bool):
+        raise _fail(path, "static_shapes", f"{static_shapes!r} is not true or false (unquoted)")
     for section, allowed in (("quant", _QUANT_KEYS), ("llm", _LLM_KEYS)):
-        extra = set(data.get(section, {})) - allowed
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise _fail(path, section, f"must be a table ([{section}] with keys {', '.join(sorted(allowed))})")
+        extra = set(table) - allowed
         if extra:
             raise _fail(path, f"{section}.{sorted(extra)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        for key, value in table.items():
+            kind = _SECTION_TYPES[f"{section}.{key}"]
+            if kind is bool and not isinstance(value, bool):
+                raise _fail(path, f"{section}.{key}", f"{value!r} is not true or false (unquoted)")
+            if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise _fail(path, f"{section}.{key}", f"{value!r} is not a non-negative integer")
+            if kind is str and not isinstance(value, str):
+                raise _fail(path, f"{section}.{key}", f"{value!r} is not a string")
+    llm_ctx = data.get("llm", {}).get("n_ctx")
+    if llm_ctx is not None and not 16 <= llm_ctx <= 1 << 20:
+        raise _fail(path, "llm.n_ctx", f"{llm_ctx} is outside 16 ... 1048576 tokens")
+    if not isinstance(data["name"], str) or not data["name"]:
+        raise _fail(path, "name", "must be a non-empty string")
+    if not isinstance(data.get("description", ""), str):
+        raise _fail(path, "description", "must be a string")
     return DeviceProfile(
         name=str(data["name"]),
         description=str(data.get("description", "")),
@@ -128,7 +155,7 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
         threads=threads or None,
         memory_mb=memory,
         precisions=tuple(precisions),
-        static_shapes=bool(data.get("static_shapes", False)),
+        static_shapes=static_shapes,
         quant=dict(data.get("quant", {})),
         llm=dict(data.get("llm", {})),
         path=Path(path),
@@ -138,8 +165,12 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
 def load_profile_file(path: Path) -> DeviceProfile:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"device profile {path}: not a text file (binary?); a profile is TOML") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"device profile {path}: not valid TOML: {e}") from e
+        raise ConfigError(f"device profile {path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"device profile {path} cannot be read: {e.strerror or e}") from None
     return parse_profile(data, path)
 
 

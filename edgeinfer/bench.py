@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeinfer.errors import ConfigError, InputError
+from edgeinfer.limits import check_fits_in_memory
 from edgeinfer.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
 
 # Symbolic dimension name -> default size for synthetic inputs.
@@ -26,7 +27,10 @@ def parse_shapes(items: list[str]) -> dict[str, list[int]]:
         m = re.fullmatch(r"([^=]+)=(\d+(?:x\d+)*)", item.strip())
         if not m:
             raise ConfigError(f"--shape {item!r} must look like input_name=1x128 or batch=8")
-        shapes[m.group(1)] = [int(d) for d in m.group(2).split("x")]
+        dims = [int(d) for d in m.group(2).split("x")]
+        if any(d < 1 or d > 2**31 for d in dims):
+            raise ConfigError(f"--shape {item!r}: every dimension must be between 1 and 2^31")
+        shapes[m.group(1)] = dims
     return shapes
 
 
@@ -41,6 +45,7 @@ def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dic
         raise ConfigError(f"--shape {unknown[0]}: no such input; the model's inputs are {', '.join(sorted(names))}")
     dims = {**DEFAULT_DIMS, **{k: v[0] for k, v in shapes.items() if k not in names}}
     feeds = {}
+    total = 0
     for spec in inputs:
         if spec.name in shapes:
             shape = shapes[spec.name]
@@ -52,6 +57,10 @@ def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dic
         dtype = ORT_DTYPES.get(spec.type)
         if dtype is None:
             raise InputError(f"input {spec.name} has type {spec.type}, which bench cannot synthesize")
+        if any(d <= 0 for d in shape):
+            raise ConfigError(f"--shape: input {spec.name} would have shape {shape}; every dimension must be >= 1")
+        total += int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+        check_fits_in_memory(total, f"inputs of shape {shape} for {spec.name}", "Use a smaller --shape.")
         if np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif "mask" in spec.name or dtype == np.bool_:
@@ -84,6 +93,7 @@ def bench_model(
     runs: int = 50,
     warmup: int = 5,
     baseline: str | None = None,
+    trust_source: bool = False,
     tick: Callable[[], None] | None = None,
     warn=print,
 ) -> dict[str, Any]:
@@ -98,7 +108,7 @@ def bench_model(
     runner.run(feeds)  # profiled run: placement
     fns = {"onnxruntime": lambda: runner.session.run(None, feeds)}
     if baseline:
-        fns["pytorch"] = _torch_fn(baseline, art, feeds, runner.output_names)
+        fns["pytorch"] = _torch_fn(baseline, art, feeds, trust_source)
     times = interleaved(fns, runs=runs, warmup=warmup, tick=tick)
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
     lat = percentiles(times["onnxruntime"])
@@ -124,16 +134,22 @@ def bench_model(
     return result
 
 
-def _torch_fn(baseline: str, art, feeds, output_names):
+def _torch_fn(baseline: str, art, feeds, trust_source: bool):
     import torch
 
     from edgeinfer.exporters.source import Task, load_source
+    from edgeinfer.factory import require_trust
 
     spec = source_spec(art.source) if baseline == "auto" else baseline
     if not spec:
         raise ConfigError(f"{art.path} records no PyTorch source; pass --baseline SOURCE explicitly")
+    if baseline == "auto" and art.source.get("kind") == "factory":
+        # The sidecar is data that travels with the model: the code it names runs only when trusted.
+        require_trust(spec, f"the sidecar of {art.path.name}", trust_source)
     task = art.meta.get("task")
-    src = load_source(spec, Task(task) if task else None)
+    if task is not None and task not in {t.value for t in Task}:
+        raise InputError(f"the sidecar of {art.path.name} records an unknown task {task!r}; re-export the model")
+    src = load_source(spec, Task(task) if task else None, trust_source=trust_source)
     missing = [n for n in src.input_names if n not in feeds]
     if missing:
         raise ConfigError(f"baseline {spec} takes inputs {src.input_names}, the ONNX model {list(feeds)}")

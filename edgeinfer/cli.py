@@ -16,6 +16,24 @@ from rich.table import Table
 
 from edgeinfer.errors import EdgeInferError
 
+
+def _flags_without_type() -> None:
+    """typer 0.29 prints a `<bool>` type column for on/off flags (`--force <bool>`), which reads as if
+    the flag took a value; show flags bare, as every other CLI does."""
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_edgeinfer", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._edgeinfer = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
 app = typer.Typer(
     name="edgeinfer",
     help="Export, compress and run models on edge devices, and prove with numbers they are still good.",
@@ -32,7 +50,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on std
 Device = Annotated[Optional[str], typer.Option("--device", "-d", help="Device profile name (see `edgeinfer devices`) or a .toml file.")]
 ProviderOpt = Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="Execution provider, in order of preference (cpu, qnn, cuda, ...). Repeat for several.")]
 Fallback = Annotated[bool, typer.Option("--allow-fallback", help="Run without an unavailable provider instead of failing; the fallback is printed and recorded.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (default: the device profile's, else all cores).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Intra-op threads (default: the device profile's, else all cores).")]
+TrustSource = Annotated[bool, typer.Option("--trust-source", help="Allow loading a .pt2 that holds pickled Python objects, or running the factory code a sidecar names. Both run code: only for files you trust.")]
 
 
 @app.callback()
@@ -60,18 +79,19 @@ def _mb(n_bytes: int) -> str:
 
 @app.command()
 def export(
-    source: Annotated[str, typer.Argument(help="Hugging Face model directory, a torch.export .pt2 file, or package.module:function returning (module, inputs).")],
+    source: Annotated[str, typer.Argument(help="Hugging Face model directory, a torch.export .pt2 file, or package.module:function (or file.py:function) returning (module, inputs); a factory RUNS that Python code.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx or .gguf file (the suffix picks the format).")],
     format: Annotated[Optional[str], typer.Option("--format", help="onnx or gguf; must agree with the output's suffix.")] = None,
     task: Annotated[Optional[str], typer.Option(help="feature-extraction, text-classification, image-classification or causal-lm (default: from the architecture).")] = None,
-    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 18).")] = None,
+    opset: Annotated[Optional[int], typer.Option(min=7, max=26, help="ONNX opset (default 18).")] = None,
     exporter: Annotated[str, typer.Option(help="auto (torch.export, then TorchScript if it fails, reported), dynamo or torchscript.")] = "auto",
     static_shapes: Annotated[bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")] = False,
-    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2).")] = None,
+    atol: Annotated[Optional[float], typer.Option(min=0.0, max=1e3, help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2).")] = None,
     outtype: Annotated[Optional[str], typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants.")] = None,
     adapter: Annotated[Optional[Path], typer.Option(help="GGUF: a PEFT LoRA adapter directory merged into the weights first.")] = None,
-    check_tokens: Annotated[int, typer.Option(help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.")] = 256,
+    check_tokens: Annotated[int, typer.Option(min=16, max=4096, help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.")] = 256,
     force: Force = False,
+    trust_source: TrustSource = False,
     as_json: Json = False,
 ) -> None:
     """Export a model to ONNX and check it against the source before calling it done.
@@ -84,6 +104,12 @@ def export(
     Gemma 2, Phi-3, GPT-2). Before the file is kept, llama.cpp must tokenize a sample exactly as
     the Hugging Face tokenizer does, and its log-probs must match transformers' (mean KL and
     top-1 agreement within the output type's tolerance).
+
+    What runs code: a factory spec (package.module:function, file.py:function) imports and runs
+    that Python, as `python -c` would; only the module it names is imported (never a stray file
+    in the current folder). A model folder is read as data: no pickles, no remote code (a config
+    with auto_map is refused). A .pt2 is loaded as tensors only; one that holds pickled Python
+    objects is refused unless --trust-source.
 
     Examples:
 
@@ -104,6 +130,7 @@ def export(
         art = export_model(source, output, task=task, opset=opset, exporter=exporter,
                            static_shapes=static_shapes, atol=atol, format=format, outtype=outtype,
                            adapter=str(adapter) if adapter else None, check_tokens=check_tokens, force=force,
+                           trust_source=trust_source,
                            stage=lambda s: status.update(s), warn=warn, progress=progress)
     if output.suffix.lower() == ".gguf":
         _print_gguf_export(output, art, as_json)
@@ -165,7 +192,7 @@ def run(
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help=".npz whose arrays are named like the model's inputs.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="GGUF: the prompt to complete.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="GGUF: tokens to generate.")] = 128,
+    max_tokens: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF: tokens to generate.")] = 128,
     device: Device = None,
     provider: ProviderOpt = None,
     allow_fallback: Fallback = False,
@@ -201,7 +228,7 @@ def run(
         feeds.pop("labels", None)  # evaluation files carry labels beside the inputs
     outputs = runner.run(feeds)
     if output is not None:
-        with atomic_path(output) as tmp:
+        with atomic_path(output, overwrite=force) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **outputs)
     rep = runner.report
@@ -218,15 +245,9 @@ def run(
 
 
 def _load_npz(path: Path) -> dict:
-    import numpy as np
+    from edgeinfer.formats import load_npz
 
-    from edgeinfer.errors import InputError
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as e:
-        raise InputError(f"{path} is not a readable .npz of arrays ({str(e).splitlines()[0]})") from e
+    return load_npz(path, "input file")
 
 
 # ---------------------------------------------------------------------------------- bench
@@ -235,15 +256,16 @@ def _load_npz(path: Path) -> dict:
 def bench(
     model: Annotated[Path, typer.Argument(help="An .onnx or .gguf model.")],
     shape: Annotated[Optional[list[str]], typer.Option("--shape", "-s", help="input=1x128 fixes an input's shape; batch=8 / sequence=64 set symbolic dims (default batch 1, sequence 128).")] = None,
-    runs: Annotated[Optional[int], typer.Option(help="Timed runs after warm-up (default 50; GGUF: 3 repetitions of pp and tg).")] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 5,
-    baseline: Annotated[Optional[str], typer.Option(help="Also time this PyTorch source on the same inputs, interleaved ('auto': the source recorded in the sidecar).")] = None,
+    runs: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Timed runs after warm-up (default 50; GGUF: 3 repetitions of pp and tg).")] = None,
+    warmup: Annotated[int, typer.Option(min=0, max=100000, help="Untimed warm-up runs.")] = 5,
+    baseline: Annotated[Optional[str], typer.Option(help="Also time this PyTorch source on the same inputs, interleaved ('auto': the source recorded in the sidecar; a factory it names runs only with --trust-source).")] = None,
+    trust_source: TrustSource = False,
     device: Device = None,
     provider: ProviderOpt = None,
     allow_fallback: Fallback = False,
     threads: Threads = None,
-    n_prompt: Annotated[int, typer.Option(help="GGUF: prompt tokens (pp).")] = 512,
-    n_gen: Annotated[int, typer.Option(help="GGUF: generated tokens (tg).")] = 128,
+    n_prompt: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF: prompt tokens (pp).")] = 512,
+    n_gen: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF: generated tokens (tg).")] = 128,
     as_json: Json = False,
 ) -> None:
     """Benchmark latency (p50/p90/p99), throughput, peak memory and the providers really used.
@@ -269,7 +291,7 @@ def bench(
         bar = progress.add_task("timing", total=runs)
         result = bench_model(model, providers=providers, device=profile, allow_fallback=allow_fallback,
                              threads=threads, shapes=parse_shapes(shape or []), runs=runs, warmup=warmup,
-                             baseline=baseline, tick=lambda: progress.advance(bar), warn=warn)
+                             baseline=baseline, trust_source=trust_source, tick=lambda: progress.advance(bar), warn=warn)
     if as_json:
         print(json.dumps(result))
         return
@@ -337,7 +359,7 @@ def info(model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's files.")] = Path("edgeinfer-demo"),
-    runs: Annotated[int, typer.Option(help="Timed runs per benchmark.")] = 100,
+    runs: Annotated[int, typer.Option(min=1, max=100000, help="Timed runs per benchmark.")] = 100,
 ) -> None:
     """Train LeNet-5 on real digits, export, validate, benchmark against PyTorch, compress, compare."""
     from edgeinfer.demo import run_demo
@@ -345,34 +367,64 @@ def demo(
     run_demo(out, runs, console, warn)
 
 
+def _usage_error(e) -> None:
+    """A usage error as one line naming the command's --help, like git and cargo print them."""
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path} --help" if ctx is not None else "edgeinfer --help"
+    err.print(f"[red]error:[/red] {e.format_message()} (see `{where}`)", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    """The console entry point: exit 0 on success, 1 for a `check` regression, 2 on bad input or
+    usage, 130 when interrupted; never a traceback unless --verbose."""
     import os
 
-    import click
+    from typer.exceptions import Abort, Exit, TyperException
 
     # PyTorch's OpenMP workers otherwise busy-wait between calls; with ONNX Runtime sessions taking
     # turns in an interleaved benchmark, spinning threads oversubscribe the cores and distort every
     # figure (seen here: eager LeNet at 35 ms instead of 0.8 ms). Torch reads this when it loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+    def interrupted() -> None:
+        err.print("interrupted; nothing written")
+        sys.exit(130)
+
     try:
-        app(standalone_mode=False)
+        # Typer catches Ctrl-C itself and, outside standalone mode, returns 130 instead of raising.
+        code = app(standalone_mode=False)
     except EdgeInferError as e:
         if _state["verbose"]:
             err.print_exception()
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
+    except TyperException as e:  # typer >= 0.29 bundles click; its usage errors derive from this
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `edgeinfer`: the help is the answer
+            print(e.ctx.get_help())
+            sys.exit(0)
+        _usage_error(e)
+        sys.exit(2)
+    except Exit as e:
+        if e.exit_code == 130:
+            interrupted()
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted; no output was written")
-        sys.exit(130)
+    except (Abort, KeyboardInterrupt):
+        interrupted()
+    except BrokenPipeError:
+        sys.exit(0)  # `edgeinfer info m.onnx | head`: the reader left, nothing is wrong
+    except Exception as e:
+        # A bug, not bad input: exit 3, so `check`'s 1 (regression) and 2 (bad input) stay truthful.
+        if _state["verbose"]:
+            err.print_exception()
+        else:
+            err.print(f"[red]internal error:[/red] {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''} "
+                      "(a bug in edgeinfer; rerun with `edgeinfer -v ...` and report the traceback)",
+                      highlight=False, soft_wrap=True)
+        sys.exit(3)
+    if code == 130:
+        interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 # Commands defined in their own modules register on `app` when imported (heavy imports stay inside).

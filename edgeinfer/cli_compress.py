@@ -9,7 +9,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgeinfer.cli import Device, Fallback, Force, Json, ProviderOpt, _mb, _resolve_device, app, console, err, warn
+from edgeinfer.cli import (
+    Device,
+    Fallback,
+    Force,
+    Json,
+    ProviderOpt,
+    _mb,
+    _resolve_device,
+    app,
+    console,
+    err,
+    warn,
+)
 
 
 @app.command()
@@ -19,20 +31,20 @@ def quantize(
     method: Annotated[str, typer.Option(help="ONNX: dynamic (transformer default), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M, Q8_0.")] = "dynamic",
     calib: Annotated[Optional[str], typer.Option(help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts.")] = None,
     calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
-    calib_samples: Annotated[Optional[int], typer.Option(help="Use at most this many calibration samples.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size for calibration and evaluation (a fixed-shape model's own batch wins).")] = 8,
+    calib_samples: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Batch size for calibration and evaluation (a fixed-shape model's own batch wins).")] = 8,
     activation_type: Annotated[Optional[str], typer.Option(help="uint8, int8, uint16 or int16 (default: the device's, else uint8).")] = None,
     weight_type: Annotated[Optional[str], typer.Option(help="int8, uint8, int16 or uint16 (default: the device's, else int8).")] = None,
     per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel (default: the device's, else per channel).")] = None,
     symmetric: Annotated[bool, typer.Option("--symmetric", help="Symmetric activation ranges.")] = False,
     reduce_range: Annotated[Optional[bool], typer.Option("--reduce-range/--full-range", help="7-bit weights for x86 CPUs without VNNI (default: on exactly when this CPU lacks VNNI, or the device's setting).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Node name or op type to keep in float. Repeatable.")] = None,
-    block_size: Annotated[int, typer.Option(help="int4: weights per quantization block.")] = 128,
+    block_size: Annotated[int, typer.Option(min=16, max=4096, help="int4: weights per quantization block.")] = 128,
     eval_data: Annotated[Optional[str], typer.Option(help="Data (with labels for classification) on which the result is compared with its parent.")] = None,
     report: Annotated[bool, typer.Option("--report", help="Print the quantized tensors with the most quantization noise (lowest SQNR).")] = False,
-    max_drop: Annotated[Optional[float], typer.Option(help="Keep the noisiest nodes in float until the metric drops by at most this much on --eval-data (0.01 = 1 accuracy point).")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Keep the noisiest nodes in float until the metric drops by at most this much on --eval-data (0.01 = 1 accuracy point).")] = None,
     imatrix: Annotated[Optional[Path], typer.Option(help="GGUF: an importance matrix file (llama.cpp imatrix).")] = None,
-    runs: Annotated[int, typer.Option(help="Interleaved timing runs for the comparison.")] = 30,
+    runs: Annotated[int, typer.Option(min=1, max=100000, help="Interleaved timing runs for the comparison.")] = 30,
     device: Device = None,
     force: Force = False,
     as_json: Json = False,
@@ -128,9 +140,9 @@ def _compare(baseline, candidates, data, task, device, provider, allow_fallback,
 
 Data = Annotated[str, typer.Option("--data", help=".npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.")]
 Task = Annotated[str, typer.Option(help="auto (labels -> classification, encoders -> embedding, else raw), classification, embedding or raw.")]
-Runs = Annotated[int, typer.Option(help="Interleaved timing runs.")]
-Batch = Annotated[int, typer.Option(help="Batch size (a fixed-shape model's own batch wins).")]
-Limit = Annotated[Optional[int], typer.Option(help="Use at most this many samples.")]
+Runs = Annotated[int, typer.Option(min=1, max=100000, help="Interleaved timing runs.")]
+Batch = Annotated[int, typer.Option(min=1, max=65536, help="Batch size (a fixed-shape model's own batch wins).")]
+Limit = Annotated[Optional[int], typer.Option(min=1, help="Use at most this many samples.")]
 
 
 @app.command()
@@ -139,8 +151,8 @@ def compare(
     candidates: Annotated[list[Path], typer.Argument(help="Compressed models to compare with it.")],
     data: Annotated[Optional[str], typer.Option("--data", help="ONNX: .npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.")] = None,
     text: Annotated[Optional[Path], typer.Option(help="GGUF: text to score (default: the sentences shipped with edgeinfer).")] = None,
-    window: Annotated[int, typer.Option(help="GGUF: tokens per scored chunk (its second half is scored).")] = 256,
-    max_tokens: Annotated[int, typer.Option(help="GGUF: tokens of the text to use.")] = 1024,
+    window: Annotated[int, typer.Option(min=4, max=1 << 20, help="GGUF: tokens per scored chunk (its second half is scored).")] = 256,
+    max_tokens: Annotated[int, typer.Option(min=4, max=1 << 22, help="GGUF: tokens of the text to use.")] = 1024,
     logits: Annotated[Optional[Path], typer.Option(help="GGUF: where to keep the baseline's log-probs (default: a cache keyed by model and text).")] = None,
     task: Task = "auto",
     report: Annotated[Optional[Path], typer.Option(help="Also write an HTML report here.")] = None,
@@ -263,7 +275,7 @@ def compile_(
     check_output(output, [model], force)
     parent = load_artifact(model)
     profile, _ = _resolve_device(device, None)
-    with atomic_path(output) as tmp:
+    with atomic_path(output, overwrite=force) as tmp:
         report = compile_ep_context(model, tmp, profile, warn=warn)
     art = parent.derive(output, Step("compile", {"device": profile.name, "providers": report.used}))
     art.save()

@@ -13,11 +13,11 @@ from edgeinfer.cli import Force, Json, _mb, app, console, err, warn
 
 Data = Annotated[str, typer.Option(help="package.module:function returning (train DataLoader, eval DataLoader), "
                                         "or an .npz with `input` and `labels` (split 80/20).")]
-Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+Epochs = Annotated[int, typer.Option(min=0, max=100000, help="Training epochs.")]
 Lr = Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")]
-Batch = Annotated[int, typer.Option(help="Batch size for .npz data.")]
+Batch = Annotated[int, typer.Option(min=1, max=65536, help="Batch size for .npz data.")]
 Seed = Annotated[int, typer.Option(help="Seed: the same seed gives the same model.")]
-Runs = Annotated[int, typer.Option(help="Interleaved ONNX Runtime timing runs for the comparison.")]
+Runs = Annotated[int, typer.Option(min=1, max=100000, help="Interleaved ONNX Runtime timing runs for the comparison.")]
 Out = Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.")]
 
 
@@ -66,8 +66,8 @@ def prune(
     importance: Annotated[str, typer.Option(help="Structured: l1, l2 (weight norms) or taylor (first-order, from gradients).")] = "l2",
     global_ranking: Annotated[bool, typer.Option("--global/--uniform", help="Rank channels across all layers, or prune every layer by the same ratio.")] = False,
     ignore: Annotated[Optional[list[str]], typer.Option(help="Module name to keep whole (the output layer always is). Repeatable.")] = None,
-    steps: Annotated[int, typer.Option(help="Iterative pruning: reach --ratio in this many prune + fine-tune rounds.")] = 1,
-    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step.")] = 3,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="Iterative pruning: reach --ratio in this many prune + fine-tune rounds.")] = 1,
+    finetune_epochs: Annotated[int, typer.Option(min=0, max=100000, help="Fine-tuning epochs after each pruning step.")] = 3,
     lr: Lr = 1e-3,
     distill: Annotated[bool, typer.Option("--distill", help="Fine-tune against the unpruned model's outputs (knowledge distillation).")] = False,
     batch: Batch = 64,
@@ -117,8 +117,8 @@ def distill(
     data: Data,
     epochs: Epochs = 10,
     lr: Lr = 2e-3,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature of the soft targets.")] = 4.0,
-    alpha: Annotated[float, typer.Option(help="Weight of the teacher's soft targets; 1 - alpha goes to the labels.")] = 0.7,
+    temperature: Annotated[float, typer.Option(min=0.01, max=1000.0, help="Softmax temperature of the soft targets.")] = 4.0,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the teacher's soft targets; 1 - alpha goes to the labels.")] = 0.7,
     feature: Annotated[Optional[list[str]], typer.Option(help="TEACHER_MODULE:STUDENT_MODULE features matched (MSE) through a learned projection. Repeatable.")] = None,
     batch: Batch = 64,
     seed: Seed = 0,
@@ -158,7 +158,7 @@ def qat(
     epochs: Epochs = 3,
     lr: Lr = 1e-4,
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or one per tensor.")] = True,
-    freeze_after: Annotated[int, typer.Option(help="Epochs after which activation ranges are frozen.")] = 2,
+    freeze_after: Annotated[int, typer.Option(min=0, help="Epochs after which activation ranges are frozen.")] = 2,
     batch: Batch = 64,
     seed: Seed = 0,
     runs: Runs = 20,

@@ -5,6 +5,7 @@ Latency is measured interleaved across all models; the task metric is computed o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -35,6 +36,14 @@ class Budget:
     max_slowdown: float | None = None  # candidate p50 / baseline p50
     min_speedup: float | None = None  # baseline p50 / candidate p50
     max_size_mb: float | None = None  # candidate file size in MiB
+
+    def __post_init__(self) -> None:
+        ranges = {"max_drop": (0.0, 1.0), "min_cosine": (-1.0, 1.0), "max_slowdown": (1e-6, 1e6),
+                  "min_speedup": (1e-6, 1e6), "max_size_mb": (1e-9, 1e9)}
+        for name, (lo, hi) in ranges.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+                raise ConfigError(f"budget {name} = {value} is impossible; it must be a number in [{lo:g}, {hi:g}]")
 
 
 def resolve_task(task: EvalTask, data: Batches, baseline_meta: dict) -> EvalTask:
@@ -160,8 +169,15 @@ def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
     Latency is noisy, so a latency budget is only broken when the whole 95% interval of the
     speedup lies on the wrong side of it, not when the point estimate does.
     """
+    rows = report["rows"][1:]
+    if budget.max_drop is not None and not any("delta" in r for r in rows):
+        raise ConfigError(f"max_drop (accuracy) needs classification data with labels; this comparison is "
+                          f"{report['task']}: use min_cosine")
+    if budget.min_cosine is not None and not any("cosine_mean" in r["metrics"] for r in rows):
+        raise ConfigError(f"min_cosine needs embedding or raw outputs; this comparison is {report['task']}: "
+                          "use max_drop")
     problems = []
-    for row in report["rows"][1:]:
+    for row in rows:
         name, m = Path(row["model"]).name, row["metrics"]
         lo, hi = row["speedup_ci95"]
         if budget.max_drop is not None and "delta" in row and -row["delta"] > budget.max_drop + 1e-12:

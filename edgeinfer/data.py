@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.errors import InputError
+from edgeinfer.factory import is_factory_spec
+from edgeinfer.formats import load_npz
 
 LABEL_KEYS = ("labels", "label", "y")
 
@@ -48,20 +50,19 @@ def load_batches(spec: str, inputs, batch_size: int = 8, tokenizer: str | None =
         if not path.is_file():
             raise InputError(f"data file {path} does not exist")
         files = [path]
-    elif ":" in spec and not path.exists():
+    elif is_factory_spec(spec):
         return _factory_batches(spec, names, limit)
     else:
         raise InputError(f"data {spec} must be an .npz, a folder of .npz files, a .txt of sentences or "
                          "package.module:function")
     arrays: dict[str, list[np.ndarray]] = {}
     for f in files:
-        try:
-            with np.load(f, allow_pickle=False) as data:
-                for k in data.files:
-                    arrays.setdefault(k, []).append(data[k])
-        except Exception as e:
-            raise InputError(f"{f} is not a readable .npz ({str(e).splitlines()[0]})") from e
-    merged = {k: np.concatenate(v) for k, v in arrays.items()}
+        for k, v in load_npz(f).items():
+            arrays.setdefault(k, []).append(v)
+    try:
+        merged = {k: np.concatenate(v) for k, v in arrays.items()}
+    except ValueError as e:
+        raise InputError(f"data {spec}: the files' arrays do not fit together ({str(e).splitlines()[0]})") from None
     missing = [n for n in names if n not in merged]
     if missing:
         raise InputError(f"data {spec} has arrays {', '.join(sorted(merged))} but the model needs "
@@ -101,12 +102,9 @@ def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: 
         lines = lines[:limit]
     if not lines:
         raise InputError(f"{path} has no sentences")
-    import transformers
+    from edgeinfer.hf_folder import load_tokenizer
 
-    transformers.utils.logging.set_verbosity_error()
-    tok = transformers.AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
+    tok = load_tokenizer(tokenizer)
     seq = _fixed(inputs[0].shape[1]) if len(inputs[0].shape) > 1 else None
     names = [i.name for i in inputs]
     out, masks = [], []
@@ -124,16 +122,9 @@ def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: 
 
 
 def _factory_batches(spec: str, names: list[str], limit: int | None) -> Batches:
-    import importlib
-    import sys
+    from edgeinfer.factory import import_callable
 
-    target, _, func = spec.rpartition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        fn = getattr(importlib.import_module(target), func)
-    except (ImportError, AttributeError) as e:
-        raise InputError(f"cannot load data factory {spec}: {e}") from e
+    fn = import_callable(spec, "data factory")
     out, labels = [], []
     for item in fn():
         if not isinstance(item, dict):

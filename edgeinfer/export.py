@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeinfer.artifact import Artifact, ModelFormat, Step, new_artifact
+from edgeinfer.errors import ConfigError
 from edgeinfer.io import atomic_path, check_output
 
 
@@ -27,11 +28,12 @@ def export_model(
     adapter: str | None = None,
     check_tokens: int = 256,
     force: bool = False,
+    trust_source: bool = False,
     stage: Callable[[str], None] = lambda s: None,
     warn: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda i, n, name: None,
 ) -> Artifact:
-    from edgeinfer.errors import ConfigError, parse_choice
+    from edgeinfer.errors import parse_choice
     from edgeinfer.exporters.source import Task
 
     output = Path(output)
@@ -57,11 +59,20 @@ def export_model(
     cfg = OnnxExportConfig(opset=opset or DEFAULT_OPSET, exporter=parse_choice(Exporter, exporter, "exporter"),
                            static_shapes=static_shapes, atol=atol)
     stage(f"loading {source}")
-    return export_source(load_source(source, task_enum), output, cfg, stage=stage, warn=warn)
+    return export_source(load_source(source, task_enum, trust_source), output, cfg, stage=stage, warn=warn,
+                         force=force)
+
+
+def _opset_of(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[[str], None] = lambda s: None,
-                  warn: Callable[[str], None] = print, postprocess: Callable[[Path], Any] | None = None) -> Artifact:
+                  warn: Callable[[str], None] = print, postprocess: Callable[[Path], Any] | None = None,
+                  force: bool = False) -> Artifact:
     """Export a loaded SourceModel to ONNX, validate it, and write the sidecar (with `steps`, the
     compression that produced the module, after the export step). `postprocess` rewrites the
     exported graph before validation, so what is validated is what ships."""
@@ -72,9 +83,14 @@ def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[
     cases = {"example": src.example}
     if not static_shapes:
         cases["second_shape"] = src.second
-    with atomic_path(output) as tmp:
+    with atomic_path(output, overwrite=force) as tmp:
         stage(f"exporting to ONNX (opset {cfg.opset})")
         result = export_onnx(src, tmp, cfg, warn=warn)
+        written = _opset_of(tmp)
+        if written != cfg.opset:
+            raise ConfigError(f"opset {cfg.opset} was asked for, but the {result.exporter.value} exporter wrote opset "
+                              f"{written}; the torch.export exporter writes opset 18 and above, --exporter "
+                              "torchscript 7 to 20")
         if postprocess is not None:
             postprocess(tmp)
         stage("validating against PyTorch on " + " and ".join(

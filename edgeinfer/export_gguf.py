@@ -76,7 +76,7 @@ def export_gguf(
     if check_tokens < 16:
         raise InputError("--check-tokens must be at least 16: the parity check needs real text")
     max_kl, min_top1 = TOLERANCE[cfg.outtype.value]
-    with atomic_path(output) as tmp:
+    with atomic_path(output, overwrite=force) as tmp:
         stage(f"converting {src.name} to GGUF {cfg.outtype.value}")
         figures = convert(src, tmp, cfg, progress)
         stage("self-check: loading the GGUF in llama.cpp")

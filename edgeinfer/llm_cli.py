@@ -91,11 +91,13 @@ def quantize_gguf_cli(model: Path, output: Path, method: str, imatrix: Path | No
         raise ConfigError("--imatrix: llama-cpp-python's quantize binding takes no importance-matrix file; "
                           "use llama.cpp's llama-quantize --imatrix for that")
     cfg = GgufQuantConfig(parse_choice(GgufType, method.upper(), "llama.cpp type"))
+    if output.suffix.lower() != ".gguf":
+        raise ConfigError(f"llama.cpp quantization writes GGUF: name the output .gguf, not {output.name}")
     check_output(output, [model], force)
     parent = load_artifact(model)
     before = gguf_summary(model)
     with out.status(f"llama.cpp quantizing to {cfg.type}"):
-        with atomic_path(output) as tmp:
+        with atomic_path(output, overwrite=force) as tmp:
             facts = quantize_gguf(model, tmp, cfg)
     after = gguf_summary(output)
     note = dict(facts)
@@ -173,9 +175,9 @@ def check_llm(baseline: Path, candidates: list[Path], text: Path | None, max_kld
 def chat(
     model: Annotated[Path, typer.Argument(help="A .gguf chat model.")],
     system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Tokens per reply.")] = 256,
-    ctx: Annotated[Optional[int], typer.Option(help="Context size (default: the device's, else 2048).")] = None,
-    gpu_layers: Annotated[Optional[int], typer.Option(help="Layers to offload to a GPU (default: the device's).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, max=1 << 20, help="Tokens per reply.")] = 256,
+    ctx: Annotated[Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")] = None,
+    gpu_layers: Annotated[Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")] = None,
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,

@@ -49,7 +49,7 @@ def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, lo
            "targets": targets.astype(np.int64), "log_probs": logp.astype(np.float16),
            "model_sha256": np.str_(model_sha), "text_sha256": np.str_(text_sha)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=True) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **ref)
     return ref

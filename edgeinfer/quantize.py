@@ -14,13 +14,20 @@ from typing import Any, Callable
 
 from edgeinfer.artifact import Artifact, ModelFormat, Step, load_artifact
 from edgeinfer.errors import ConfigError, InputError, parse_choice
+from edgeinfer.formats import load_onnx
 from edgeinfer.io import atomic_path, check_output
 
 
 def build_config(method: str, profile, *, calib_method: str, activation_type: str | None, weight_type: str | None,
                  per_channel: bool | None, symmetric: bool, reduce_range: bool | None, exclude: tuple[tuple, tuple],
                  block_size: int):
-    from edgeinfer.compress.onnx_quant import CalibMethod, Method, OnnxQuantConfig, QType, Recipe
+    from edgeinfer.compress.onnx_quant import (
+        CalibMethod,
+        Method,
+        OnnxQuantConfig,
+        QType,
+        Recipe,
+    )
     from edgeinfer.devices import host_has_vnni
 
     dev = profile.quant if profile else {}
@@ -44,10 +51,14 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
                    profile=None, eval_data: str | None = None, report: bool = False, max_drop: float | None = None,
                    runs: int = 30, force: bool = False, stage: Callable[[str], None] = lambda s: None,
                    warn: Callable[[str], None] = print) -> tuple[Artifact, dict[str, Any]]:
-    import onnx
-
-    from edgeinfer.compress.onnx_quant import Method, Recipe, check_not_quantized, quantize_onnx, split_excludes
     from edgeinfer.compare import compare_models
+    from edgeinfer.compress.onnx_quant import (
+        Method,
+        Recipe,
+        check_not_quantized,
+        quantize_onnx,
+        split_excludes,
+    )
     from edgeinfer.data import load_batches
     from edgeinfer.runtime.ort import OrtRunner
 
@@ -58,7 +69,7 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
     check_output(output, [model], force)
     if max_drop is not None and not eval_data:
         raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
-    graph = onnx.load(str(model), load_external_data=False)
+    graph = load_onnx(model)
     check_not_quantized(graph)
     cfg = build_config(method, profile, calib_method=calib_method, activation_type=activation_type,
                        weight_type=weight_type, per_channel=per_channel, symmetric=symmetric,
@@ -88,7 +99,7 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
     compare_data = eval_batches or (load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), 64)
                                     if calib else None)
     extra: dict[str, Any] = {}
-    with atomic_path(output) as tmp:
+    with atomic_path(output, overwrite=force) as tmp:
         stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")
         facts = run_once(cfg, tmp)
         if report or max_drop is not None:

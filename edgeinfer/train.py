@@ -76,14 +76,14 @@ def _eval_npz(loaders, folder: Path) -> Path:
 
 
 def _export(module, inputs, axes, output: Path, description: dict, steps, *, exporter: str = "auto",
-            atol: float | None = None, warn: Callable[[str], None] = print, postprocess=None):
+            atol: float | None = None, warn: Callable[[str], None] = print, postprocess=None, force: bool = False):
     from edgeinfer.export import export_source
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
     from edgeinfer.exporters.source import source_from_module
 
     cfg = OnnxExportConfig(opset=DEFAULT_OPSET, exporter=Exporter(exporter), atol=atol)
     return export_source(source_from_module(module, inputs, axes, description), output, cfg, steps=steps, warn=warn,
-                         postprocess=postprocess)
+                         postprocess=postprocess, force=force)
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -93,14 +93,14 @@ def checkpoint_path(output: Path) -> Path:
 
 def finish(module, baseline, inputs, axes, output: Path, spec: str, step: Step, loaders, *, runs: int = 20,
            exporter: str = "auto", atol: float | None = None, warn=print, stage=lambda s: None,
-           postprocess=None) -> dict[str, Any]:
+           postprocess=None, force: bool = False) -> dict[str, Any]:
     """Export the result, export the unmodified model beside it in a temporary folder, and compare
     both in ONNX Runtime on the eval data: accuracy and interleaved latency side by side."""
     from edgeinfer.compare import compare_models
 
     stage(f"exporting {output.name}")
     art = _export(module, inputs, axes, output, {"kind": "factory", "factory": spec, "class": type(module).__name__},
-                  [step], exporter=exporter, atol=atol, warn=warn, postprocess=postprocess)
+                  [step], exporter=exporter, atol=atol, warn=warn, postprocess=postprocess, force=force)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.onnx"
         stage("exporting the unmodified model for the comparison")
@@ -183,7 +183,8 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
     config = {**asdict(cfg), "finetune_epochs": finetune_epochs, "lr": lr, "distill_from_unpruned": distill,
               "data": data, "seed": seed}
     step = Step("prune", config, metrics)
-    return {**finish(pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, warn=warn, stage=stage),
+    return {**finish(pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, warn=warn, stage=stage,
+                     force=force),
             "report": rep, "accuracy_before": acc_before, "accuracy_after": acc_after}
 
 
@@ -218,7 +219,7 @@ def distill_model(teacher_spec: str, student_spec: str, output: Path, data: str,
                "student_params": sum(p.numel() for p in student.parameters()), "history": history.epochs}
     step = Step("distill", {**asdict(cfg), "teacher": teacher_spec, "epochs": epochs, "lr": lr, "data": data,
                             "seed": seed}, metrics)
-    return {**finish(student, teacher, s_inputs, s_axes, output, student_spec, step, loaders, runs=runs, warn=warn,
+    return {**finish(student, teacher, s_inputs, s_axes, output, student_spec, step, loaders, runs=runs, warn=warn, force=force,
                      stage=stage), "metrics": metrics}
 
 
@@ -255,5 +256,5 @@ def qat_model(spec: str, output: Path, data: str, *, epochs: int = 3, lr: float 
     step = Step("qat", {**asdict(cfg), "epochs": epochs, "lr": lr, "data": data, "seed": seed}, metrics)
     # Fake-quant ops export as QuantizeLinear/DequantizeLinear through the TorchScript exporter. ONNX
     # Runtime's integer kernels round differently from PyTorch's float emulation by up to a step.
-    return {**finish(model, original, inputs, axes, output, spec, step, loaders, runs=runs, exporter="torchscript",
+    return {**finish(model, original, inputs, axes, output, spec, step, loaders, runs=runs, force=force, exporter="torchscript",
                      atol=0.5, warn=warn, stage=stage, postprocess=qat.store_int8_weights), "metrics": metrics}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from contextlib import redirect_stdout, redirect_stderr
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path

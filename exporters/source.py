@@ -1,15 +1,13 @@
 """What an exporter exports: a module, named example inputs, and a second, different input set.
 
 A source is a Hugging Face model directory, a Python factory `package.module:function`, or a
-`torch.export` `.pt2` file. Checkpoints are never unpickled and remote code is never run.
+`torch.export` `.pt2` file. Checkpoints are never unpickled (a .pt2 only as tensors, unless the user
+trusts it) and remote code is never run.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import json
-import sys
+import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -89,20 +87,18 @@ def _named_outputs(module, names: list[str], pick: list[str]):
 def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) -> SourceModel:
     import torch
 
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise InputError(f"{path} has no config.json; a Hugging Face model directory needs config.json "
-                         "and safetensors weights")
-    config = json.loads(config_file.read_text())
-    if config.get("auto_map"):
-        raise UnsupportedError(f"{path} needs custom code (auto_map in config.json); edgeinfer never runs "
-                               "remote code. Export it from your own factory function instead")
-    weights = list(path.glob("*.safetensors"))
+    from edgeinfer.formats import read_safetensors_header
+    from edgeinfer.hf_folder import read_config
+
+    config = read_config(path)
+    weights = sorted(path.glob("*.safetensors"))
     if not weights:
         pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
         hint = (f" (found pickled {', '.join(pickled)}; convert them to safetensors with a tool you trust)"
                 if pickled else "")
         raise InputError(f"{path} has no .safetensors weights{hint}; edgeinfer does not unpickle checkpoints")
+    for file in weights:
+        read_safetensors_header(file)  # a truncated or hostile header fails here, before torch allocates
     arch = (config.get("architectures") or [""])[0]
     task = task or infer_task(arch)
 
@@ -120,8 +116,9 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
     }[task]
     try:
         model = auto.from_pretrained(str(path), **common).eval()
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"could not load {path} as a {task} model: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # a config or weights that do not fit each other fail in many ways
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InputError(f"could not load {path} as a {task} model: {first}") from None
     if task is Task.CAUSAL_LM:
         model.config.use_cache = False
 
@@ -138,12 +135,9 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
         return SourceModel(module, ["pixel_values"], ["logits"], example, second,
                            {"pixel_values": {0: "batch"}}, description, task)
 
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: no usable tokenizer for a {task} model ({str(e).splitlines()[0]})") from e
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    from edgeinfer.hf_folder import check_tokens_are_real, load_tokenizer
+
+    tokenizer = load_tokenizer(path)
     import inspect
 
     accepted = set(inspect.signature(model.forward).parameters)
@@ -157,6 +151,8 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
 
     example = encode(_SENTENCES[: batch[0]])
     second = encode(_SENTENCES[batch[0]: batch[0] + batch[1]])
+    if "input_ids" in example:
+        check_tokens_are_real(tokenizer, example["input_ids"].numpy(), path)
     out_name = "last_hidden_state" if task is Task.FEATURE_EXTRACTION else "logits"
     module = _named_outputs(model, names, [out_name])
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
@@ -165,27 +161,10 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
 
 
 def import_factory(spec: str):
-    """The callable named by `package.module:function` or `path/file.py:function`."""
-    target, _, func = spec.rpartition(":")
-    if not target or not func:
-        raise ConfigError(f"factory {spec!r} must look like package.module:function or path/file.py:function")
-    if target.endswith(".py"):
-        file = Path(target)
-        if not file.is_file():
-            raise InputError(f"factory file {file} does not exist")
-        mod_spec = importlib.util.spec_from_file_location(file.stem, file)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        if str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
-        try:
-            module = importlib.import_module(target)
-        except ImportError as e:
-            raise InputError(f"cannot import {target!r} for factory {spec!r}: {e}") from e
-    if not hasattr(module, func):
-        raise InputError(f"{target} has no function {func!r}")
-    return getattr(module, func)
+    """The callable named by `package.module:function` or `path/file.py:function` (runs its module)."""
+    from edgeinfer.factory import import_callable
+
+    return import_callable(spec)
 
 
 def _second_inputs(example: dict[str, Any]) -> dict[str, Any]:
@@ -253,13 +232,49 @@ def source_from_module(module, inputs: dict[str, Any], axes: dict[str, dict[int,
     return SourceModel(wrapped, names, out_names, dict(inputs), _second_inputs(inputs), axes, description)
 
 
-def load_pt2(path: Path) -> SourceModel:
+class _PickledCode(Exception):
+    """A .pt2 payload that only a full (code-running) unpickler could read."""
+
+
+@contextlib.contextmanager
+def _tensors_only():
+    """torch.export.load falls back to full unpickling (which runs code) for several payloads; here
+    every torch.load is weights_only and every other unpickling path refuses."""
+    import pickle
+
     import torch
 
+    real = torch.load, pickle.loads, torch._C._pickle_load_obj
+
+    def weights_only_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real[0](*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise _PickledCode("a pickled Python object")
+
+    torch.load, pickle.loads, torch._C._pickle_load_obj = weights_only_load, refuse, refuse
     try:
-        program = torch.export.load(str(path))
+        yield
+    finally:
+        torch.load, pickle.loads, torch._C._pickle_load_obj = real
+
+
+def load_pt2(path: Path, trust_source: bool = False) -> SourceModel:
+    import pickle
+
+    import torch
+
+    guard = contextlib.nullcontext() if trust_source else _tensors_only()
+    try:
+        with guard:
+            program = torch.export.load(str(path))
+    except (_PickledCode, pickle.UnpicklingError) as e:
+        raise ConfigError(f"{path} holds pickled Python objects, which can run code when loaded ({str(e).splitlines()[0][:120]}); "
+                          "edgeinfer loads .pt2 files as tensors only. If you trust this file, pass --trust-source") from None
     except Exception as e:
-        raise InputError(f"{path} is not a loadable torch.export .pt2 file: {str(e).splitlines()[0]}") from e
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path} is not a loadable torch.export .pt2 file: {first}") from None
     args, kwargs = program.example_inputs or ((), {})
     if kwargs or not args:
         raise InputError(f"{path} stores no positional example inputs; save it with torch.export.export(model, args)")
@@ -300,15 +315,19 @@ def load_pt2(path: Path) -> SourceModel:
     return SourceModel(wrapped, names, out_names, example, second, axes, description)
 
 
-def load_source(source: str, task: Task | None = None) -> SourceModel:
+def load_source(source: str, task: Task | None = None, trust_source: bool = False) -> SourceModel:
+    """The model behind an `export` SOURCE. A factory runs the user's code; a .pt2 holding pickled
+    objects is refused unless `trust_source`; a model folder is read as data only."""
+    from edgeinfer.factory import is_factory_spec
+
     path = Path(source)
     if path.suffix == ".pt2":
         if not path.is_file():
             raise InputError(f"source {path} does not exist")
-        return load_pt2(path)
+        return load_pt2(path, trust_source)
     if path.is_dir():
         return load_hf_dir(path, task)
-    if ":" in source and not path.exists():
+    if is_factory_spec(source):
         return load_factory(source)
     if path.exists():
         raise UnsupportedError(f"source {path} is a file edgeinfer cannot export; give a Hugging Face model "

@@ -7,7 +7,6 @@ layers on a build without GPU offload is an error, or an explicit, recorded fall
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,8 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinfer.errors import InputError, MissingDependencyError, ProviderUnavailableError
+from edgeinfer.errors import (
+    ConfigError,
+    InputError,
+    MissingDependencyError,
+    ProviderUnavailableError,
+)
+from edgeinfer.formats import gguf_int, gguf_string, open_gguf
+from edgeinfer.limits import check_threads
 from edgeinfer.runtime import ProviderReport
+from edgeinfer.stdio import captured_fd
 
 
 @dataclass(frozen=True)
@@ -76,17 +83,33 @@ def _model_params(use_extra_bufts: bool):
         module.llama_model_default_params = original
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """llama.cpp logs every load to stderr at C level; keep the terminal for the user's output."""
-    fd = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(fd, 2)
-            os.close(fd)
+def _llama_error(log: str) -> str:
+    """The most telling error line llama.cpp printed, e.g. 'error loading model vocabulary: ...'."""
+    lines = [line.strip() for line in log.splitlines() if "error" in line.lower() or "failed" in line.lower()]
+    return lines[0][:300] if lines else ""
+
+
+def kv_cache_bytes(reader, n_ctx: int) -> int | None:
+    """Bytes of llama.cpp's f16 KV cache for `n_ctx` tokens, from the GGUF header (None if unknown)."""
+    arch = gguf_string(reader, "general.architecture")
+    layers = gguf_int(reader, f"{arch}.block_count")
+    embd = gguf_int(reader, f"{arch}.embedding_length")
+    heads = gguf_int(reader, f"{arch}.attention.head_count")
+    kv_heads = gguf_int(reader, f"{arch}.attention.head_count_kv") or heads
+    if not (layers and embd and heads and kv_heads):
+        return None
+    return 2 * 2 * n_ctx * layers * embd * kv_heads // heads
+
+
+def _check_kv_fits(reader, n_ctx: int, name: str) -> None:
+    """Refuse a context whose KV cache cannot fit in this machine's free memory, before allocating it."""
+    import psutil
+
+    need = kv_cache_bytes(reader, n_ctx)
+    free = psutil.virtual_memory().available
+    if need is not None and need > 0.8 * free:
+        raise ConfigError(f"a context of {n_ctx:,} tokens needs {need / 2**30:.1f} GiB of KV cache for {name}; this "
+                          f"machine has {free / 2**30:.1f} GiB free. Use a smaller context (--ctx, --n-prompt)")
 
 
 class LlamaRunner:
@@ -99,9 +122,13 @@ class LlamaRunner:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"model {self.path} does not exist")
-        with open(self.path, "rb") as fh:
-            if fh.read(4) != b"GGUF":
-                raise InputError(f"{self.path} is not a GGUF file (bad magic); re-download or re-export it")
+        # llama.cpp trusts the header's sizes; it only ever sees a file this check accepted.
+        reader = open_gguf(self.path)
+        check_threads(settings.threads)
+        if not 16 <= settings.n_ctx <= 1 << 20:
+            raise ConfigError(f"context size {settings.n_ctx} is outside 16 ... 1048576 tokens")
+        _check_kv_fits(reader, settings.n_ctx, self.path.name)
+        del reader
         gpu_layers = settings.n_gpu_layers
         fallbacks = []
         if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
@@ -118,13 +145,14 @@ class LlamaRunner:
         # AMX CPUs (seen on an Intel Xeon host with AMX-INT8: every quantized model segfaulted).
         # Plain CPU buffers run the same kernels' reference layout; the report says so.
         extra_bufts = not _cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
-        try:
-            with _quiet_stderr(), _model_params(extra_bufts):
+        with captured_fd(2) as llama_log, _model_params(extra_bufts):
+            try:
                 self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=settings.n_ctx,
                                            n_threads=settings.threads, n_gpu_layers=gpu_layers,
                                            logits_all=logits_all, seed=settings.seed, verbose=False)
-        except (ValueError, RuntimeError) as e:
-            raise InputError(f"llama.cpp could not load {self.path.name}: {e} (truncated or corrupt GGUF?)") from e
+            except (ValueError, RuntimeError) as e:
+                said = _llama_error(llama_log())
+                raise InputError(f"llama.cpp could not load {self.path.name}: {said or e}") from None
         backend = "llama.cpp GPU" if gpu_layers else "llama.cpp CPU"
         if not extra_bufts:
             backend += " (no AMX/repacked weight buffers)"
@@ -251,16 +279,15 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def gguf_summary(path: Path) -> dict:
-    """File type, parameter count and bits per weight, read from the GGUF header with gguf-py."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
+    """File type, parameter count and bits per weight, read from the checked GGUF header."""
+    reader = open_gguf(path)
     n_params = sum(int(np.prod(t.shape)) for t in reader.tensors)
     n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-    arch_field = reader.fields.get("general.architecture")
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode() if arch_field else "?"
+    arch = gguf_string(reader, "general.architecture") or "?"
+    ctx = gguf_int(reader, f"{arch}.context_length")
     types = {}
     for t in reader.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     return {"architecture": arch, "parameters": n_params, "bits_per_weight": 8 * n_bytes / max(n_params, 1),
+            "context_length": ctx,
             "tensor_types": types, "file_size_bytes": Path(path).stat().st_size}

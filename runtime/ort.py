@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 
 from edgeinfer.devices import DeviceProfile, Provider
 from edgeinfer.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
+from edgeinfer.limits import check_threads
 from edgeinfer.runtime import ProviderReport
 
 ORT_DTYPES = {
@@ -110,7 +113,7 @@ class OrtRunner:
         if not self.path.is_file():
             raise InputError(f"model {self.path} does not exist")
         requested = list(providers or (device.providers if device else (Provider.CPU,)))
-        threads = threads if threads is not None else (device.threads if device else None)
+        threads = check_threads(threads if threads is not None else (device.threads if device else None))
         available = available_providers()
         missing = [p for p in requested if p.value not in available]
         fallbacks = []
@@ -142,6 +145,8 @@ class OrtRunner:
         self._profile_dir = None
         if profile_first_run:
             self._profile_dir = tempfile.mkdtemp(prefix="edgeinfer-prof-")
+            # Removed after the first run, or when the runner goes away (a failed load included).
+            weakref.finalize(self, shutil.rmtree, self._profile_dir, ignore_errors=True)
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(self._profile_dir, "ort")
 
@@ -155,8 +160,10 @@ class OrtRunner:
                 self.session = ort.InferenceSession(
                     str(self.path), sess_options=so, providers=[p.value for p in requested_ok])
         except ProviderUnavailableError:
+            self._drop_profile_dir()
             raise
         except Exception as e:
+            self._drop_profile_dir()
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             if any(w in msg for w in ("INVALID_PROTOBUF", "Protobuf parsing failed", "Load model", "ModelProto")):
                 raise InputError(f"{self.path} is not a valid ONNX model ({msg})") from e
@@ -247,15 +254,17 @@ class OrtRunner:
             self._collect_placement()
         return dict(zip(self.output_names, outputs))
 
+    def _drop_profile_dir(self) -> None:
+        if self._profile_dir is not None:
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+            self._profile_dir = None
+
     def _collect_placement(self) -> None:
         prof_file = self.session.end_profiling()
         try:
             self.report.placement = parse_profile(Path(prof_file))
         finally:
-            import shutil
-
-            shutil.rmtree(self._profile_dir, ignore_errors=True)
-            self._profile_dir = None
+            self._drop_profile_dir()
 
 
 def parse_profile(path: Path) -> dict[str, dict[str, Any]]:

@@ -45,7 +45,7 @@ def hf_dir(root: Path | None = None) -> Path:
         config._name_or_path = "SmolLM2-135M-Instruct"
     model = transformers.LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
-    with atomic_path(out) as tmp:
+    with atomic_path(out, overwrite=True) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
     return out

@@ -6,57 +6,30 @@ one tensor is in memory at a time: a model larger than RAM converts.
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import InputError, UnsupportedError
-
-# safetensors dtype names -> bytes per element
-_DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+from edgeinfer import hf_folder
+from edgeinfer.errors import InputError
+from edgeinfer.formats import (
+    SAFETENSORS_DTYPES,
+    SafetensorsEntry,
+    read_json_object,
+    read_safetensors_header,
+)
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    if not path.is_dir():
-        raise InputError(f"{path} is not a directory; GGUF export takes a Hugging Face model directory")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise InputError(f"{path} has no config.json; a Hugging Face model directory needs config.json "
-                         "and safetensors weights")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{config_file} is not valid JSON: {e}") from e
-    if config.get("auto_map"):
-        raise UnsupportedError(f"{path} needs custom code (auto_map in config.json); edgeinfer never runs "
-                               "remote code")
+    """config.json of a causal-LM folder: a JSON object, no custom code, architectures named."""
+    config = hf_folder.read_config(path)
     if not config.get("architectures"):
-        raise InputError(f"{config_file} names no architectures; it should list e.g. LlamaForCausalLM")
+        raise InputError(f"{path / 'config.json'} names no architectures; it should list e.g. LlamaForCausalLM")
     return config
 
 
-def read_header(file: Path) -> dict[str, Any]:
-    """The safetensors JSON header, after checking the file holds every byte it promises."""
-    size = file.stat().st_size
-    with open(file, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise InputError(f"{file.name} is not a safetensors file ({size} bytes); re-download it")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            raise InputError(f"{file.name} is truncated or not safetensors (header of {n} bytes in a "
-                             f"{size}-byte file); re-download it")
-        try:
-            header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{file.name} has a corrupt safetensors header; re-download it") from e
-    header.pop("__metadata__", None)
-    end = max((t["data_offsets"][1] for t in header.values()), default=0)
-    if 8 + n + end > size:
-        raise InputError(f"{file.name} is truncated: its tensors need {8 + n + end} bytes, the file has {size}; "
-                         "re-download it")
-    return header
+def read_header(file: Path) -> dict[str, SafetensorsEntry]:
+    """The safetensors tensor table, every entry checked against the file (see edgeinfer.formats)."""
+    return read_safetensors_header(file)
 
 
 class Checkpoint:
@@ -64,8 +37,10 @@ class Checkpoint:
         self.path = path
         index = path / "model.safetensors.index.json"
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted({path / f for f in weight_map.values()})
+            weight_map = read_json_object(index, "shard index").get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+                raise InputError(f"{index} has no weight_map of tensor -> file; re-download it")
+            files = sorted({path / Path(f).name for f in weight_map.values()})
             missing = [f.name for f in files if not f.is_file()]
             if missing:
                 raise InputError(f"{path} is missing shard(s) {', '.join(missing)} listed in {index.name}")
@@ -77,10 +52,8 @@ class Checkpoint:
             raise InputError(f"{path} has no .safetensors weights{hint}")
         self.entries: dict[str, tuple[Path, list[int], str]] = {}
         for file in files:
-            for name, info in read_header(file).items():
-                if info["dtype"] not in _DTYPE_SIZE:
-                    raise UnsupportedError(f"{file.name}: tensor {name} has dtype {info['dtype']}")
-                self.entries[name] = (file, info["shape"], info["dtype"])
+            for name, entry in read_header(file).items():
+                self.entries[name] = (file, list(entry.shape), entry.dtype)
         self._open: dict[Path, Any] = {}
 
     def names(self) -> list[str]:
@@ -90,7 +63,7 @@ class Checkpoint:
         return self.entries[name][1]
 
     def nbytes(self) -> int:
-        return sum(_DTYPE_SIZE[d] * _numel(s) for _, s, d in self.entries.values())
+        return sum(SAFETENSORS_DTYPES[d] * _numel(s) for _, s, d in self.entries.values())
 
     def meta(self, name: str):
         """A tensor with the right shape and no data, for planning the output."""

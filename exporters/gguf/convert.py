@@ -68,8 +68,8 @@ def _nbytes(shape: tuple[int, ...], qtype) -> int:
 
 
 def _encode(data, qtype):
-    import numpy as np
     import gguf
+    import numpy as np
 
     arr = data.detach().contiguous().numpy().astype(np.float32, copy=False)
     T = gguf.GGMLQuantizationType

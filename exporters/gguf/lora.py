@@ -6,7 +6,6 @@ adapter trained for another base model is refused instead of producing a broken 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,16 @@ class LoraAdapter:
         from safetensors.torch import load_file
 
         from edgeinfer.exporters.gguf.checkpoint import read_header
+        from edgeinfer.formats import read_json_object
 
         self.path = path
         config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
         if not config_file.is_file() or not weights.is_file():
             raise InputError(f"{path} is not a PEFT LoRA adapter: it needs adapter_config.json and "
                              "adapter_model.safetensors")
-        cfg: dict[str, Any] = json.loads(config_file.read_text())
+        cfg: dict[str, Any] = read_json_object(config_file, "adapter config")
+        if not isinstance(cfg.get("r"), int) or cfg["r"] <= 0:
+            raise InputError(f"{config_file} has no positive integer rank 'r'; it is not a LoRA adapter config")
         if cfg.get("peft_type", "LORA") != "LORA":
             raise UnsupportedError(f"{path} is a {cfg['peft_type']} adapter; only LoRA adapters are merged")
         if cfg.get("use_dora"):

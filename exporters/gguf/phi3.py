@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gguf
 
-from edgeinfer.exporters.gguf.base import Family, register
 from edgeinfer.errors import UnsupportedError
+from edgeinfer.exporters.gguf.base import Family, register
 
 
 @register("Phi3ForCausalLM")

@@ -1,0 +1,218 @@
+"""Checks of the files a user hands edgeinfer, before any library parses them.
+
+GGUF, ONNX, safetensors and the JSON files of a Hugging Face folder are read here with every
+size checked against the file, so a truncated, mutated or hostile file becomes one InputError
+instead of a traceback deep inside a parser, or a crash inside llama.cpp.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.errors import InputError, UnsupportedError
+from edgeinfer.io import require_file
+
+# safetensors dtype names -> bytes per element (the sub-byte and fp8 types are not read here).
+SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1, "U16": 2, "U32": 4, "U64": 8}
+# A safetensors header larger than this is refused before it is read (the format's own limit).
+MAX_SAFETENSORS_HEADER = 100 * 2**20
+# Numbers of elements beyond this are a corrupt header, not a model (2^48 floats is a petabyte).
+MAX_ELEMENTS = 2**48
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------- JSON
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object (config.json, tokenizer.json, a sidecar)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not text (binary or corrupt); replace it") from None
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be read: {e.strerror or e}") from e
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise InputError(f"{what} {path} is not valid JSON ({_first_line(e)}); replace it") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path} must hold a JSON object, not a {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------------- safetensors
+
+@dataclass(frozen=True)
+class SafetensorsEntry:
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # byte offsets in the data section
+    end: int
+
+
+def read_safetensors_header(file: Path) -> dict[str, SafetensorsEntry]:
+    """The tensor table of a safetensors file, every entry checked against the file's length."""
+    file = require_file(file, "weights file")
+    size = file.stat().st_size
+    with open(file, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise InputError(f"{file.name} is not a safetensors file ({size} bytes); re-download it")
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise InputError(f"{file.name} is truncated or not safetensors (a header of {n} bytes in a "
+                             f"{size}-byte file); re-download it")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise InputError(f"{file.name} has a corrupt safetensors header (not JSON); re-download it") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{file.name} has a corrupt safetensors header (not a JSON object); re-download it")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - n
+    entries: dict[str, SafetensorsEntry] = {}
+    for name, info in header.items():
+        entries[name] = _safetensors_entry(file.name, name, info, data_size)
+    return entries
+
+
+def _safetensors_entry(file: str, name: str, info: Any, data_size: int) -> SafetensorsEntry:
+    def bad(why: str) -> InputError:
+        return InputError(f"{file}: tensor {name!r} {why}; the file is corrupt, re-download or re-save it")
+
+    if not isinstance(info, dict):
+        raise bad("has no dtype/shape/data_offsets record")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise bad("has no dtype")
+    if dtype not in SAFETENSORS_DTYPES:
+        raise UnsupportedError(f"{file}: tensor {name!r} has dtype {dtype!r}; edgeinfer reads "
+                               f"{', '.join(SAFETENSORS_DTYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise bad(f"has shape {shape!r}, not a list of non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise bad("has no valid data_offsets [begin, end]")
+    begin, end = offsets
+    numel = math.prod(shape)
+    if numel > MAX_ELEMENTS:
+        raise bad(f"claims {numel:.3g} elements")
+    if not 0 <= begin <= end:
+        raise bad(f"has data_offsets [{begin}, {end}]")
+    if end > data_size:
+        raise InputError(f"{file} is truncated: tensor {name!r} needs bytes {begin}-{end} of the data section, the "
+                         f"file holds {data_size}; re-download it")
+    if end - begin != numel * SAFETENSORS_DTYPES[dtype]:
+        raise bad(f"has {end - begin} bytes for shape {shape} of {dtype}")
+    return SafetensorsEntry(dtype, tuple(shape), begin, end)
+
+
+# ---------------------------------------------------------------------------------- GGUF
+
+def open_gguf(path: Path, *, require_tensors: bool = True):
+    """gguf-py's reader over `path`, after checking the file is a whole, sane GGUF.
+
+    llama.cpp never sees a file that has not passed this: its loader trusts the header's sizes.
+    """
+    import numpy as np
+
+    path = require_file(path, "model")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise InputError(f"{path} is not a GGUF file (bad magic); re-download or re-export it")
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+    except MemoryError:
+        raise InputError(f"{path.name}: the GGUF header declares impossibly large arrays; the file is corrupt") from None
+    except Exception as e:  # gguf-py raises ValueError, IndexError, struct.error ... on a mutated header
+        raise InputError(f"{path.name} is a truncated or corrupt GGUF ({_first_line(e)}); re-download or "
+                         "re-export it") from None
+    if require_tensors and not reader.tensors:
+        raise InputError(f"{path.name} holds no tensors; it is not a model (re-export it)")
+    for t in reader.tensors:
+        numel = int(np.prod([int(d) for d in t.shape], dtype=np.float64))
+        if numel <= 0 or numel > MAX_ELEMENTS:
+            raise InputError(f"{path.name}: tensor {t.name} has shape {list(t.shape)}; the file is corrupt")
+        if int(t.data_offset) + int(t.n_bytes) > size:
+            raise InputError(f"{path.name}: tensor {t.name} ends past the end of the file (truncated?); "
+                             "re-download or re-export it")
+    return reader
+
+
+def gguf_string(reader, key: str) -> str | None:
+    """A string field of a GGUF header, or None when absent or not a string."""
+    field = reader.fields.get(key)
+    if field is None or not field.data:
+        return None
+    try:
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except (IndexError, UnicodeDecodeError, TypeError):
+        return None
+
+
+def gguf_int(reader, key: str) -> int | None:
+    field = reader.fields.get(key)
+    if field is None or not field.data:
+        return None
+    try:
+        value = field.parts[field.data[0]]
+        return int(value[0]) if len(value) == 1 else None
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------- ONNX
+
+def load_onnx(path: Path, *, load_external_data: bool = False):
+    """The ONNX ModelProto at `path`, or one line saying why the file is not a usable model."""
+    import onnx
+
+    path = require_file(path, "model")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty; it is not an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as e:  # protobuf's DecodeError, or a missing external-data file
+        raise InputError(f"{path} is not a valid ONNX model ({_first_line(e)}); re-export it") from None
+    if not model.graph.node or not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph (no nodes or no outputs); re-export it")
+    return model
+
+
+# ---------------------------------------------------------------------------------- npz
+
+def load_npz(path: Path, what: str = "data file") -> dict[str, Any]:
+    """Every array of an .npz, read without unpickling; one line when the file is anything else."""
+    import zipfile
+
+    import numpy as np
+
+    path = require_file(path, what)
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{what} {path} is not an .npz (not a zip archive of arrays); write it with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(f"{what} {path} holds Python objects, not numeric arrays; edgeinfer never unpickles "
+                             "data (save plain numeric arrays)") from None
+        raise InputError(f"{what} {path} is a corrupt .npz ({_first_line(e)})") from None
+    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError on a truncated member
+        raise InputError(f"{what} {path} is a corrupt .npz ({_first_line(e)})") from None

@@ -1,0 +1,91 @@
+"""A Hugging Face model folder read as data: its JSON files checked, its tokenizer loaded safely.
+
+Nothing here runs code from the folder: a config or tokenizer config with `auto_map` (custom
+Python) is refused, and transformers is always called with `trust_remote_code=False`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.errors import InputError, UnsupportedError
+from edgeinfer.formats import read_json_object
+
+# Files from which transformers builds a tokenizer; without one of them it invents a useless one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "source.spm")
+
+
+def _refuse_remote_code(data: dict[str, Any], file: Path) -> None:
+    if data.get("auto_map"):
+        raise UnsupportedError(f"{file} asks for custom code (auto_map); edgeinfer never runs remote code from a "
+                               "model folder. Export the model from your own factory function instead")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json of a model folder, checked: a JSON object, no custom code."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path} is not a directory; give a Hugging Face model folder")
+    file = path / "config.json"
+    if not file.is_file():
+        raise InputError(f"{path} has no config.json; a Hugging Face model folder needs config.json and "
+                         "safetensors weights")
+    config = read_json_object(file, "config")
+    _refuse_remote_code(config, file)
+    archs = config.get("architectures")
+    if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
+        raise InputError(f"{file}: 'architectures' must be a list of class names, e.g. [\"BertModel\"]")
+    return config
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """Refuse a folder whose tokenizer files are missing, corrupt, or ask for custom code."""
+    path = Path(path)
+    tok_config = path / "tokenizer_config.json"
+    if tok_config.is_file():
+        _refuse_remote_code(read_json_object(tok_config, "tokenizer config"), tok_config)
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:4])} ...); copy the "
+                         "model's tokenizer into the folder (validation needs real token ids)")
+    tok_json = path / "tokenizer.json"
+    if tok_json.is_file():
+        data = read_json_object(tok_json, "tokenizer")
+        model = data.get("model")
+        if not isinstance(model, dict) or not model.get("vocab"):
+            raise InputError(f"{tok_json} has no tokenizer model with a vocabulary; replace it with the model's "
+                             "own tokenizer.json")
+
+
+def load_tokenizer(path: Path | str):
+    """transformers' tokenizer for a folder, or one line saying why it cannot be used."""
+    path = Path(path)
+    check_tokenizer_files(path)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # tokenizers raises plain Exception subclasses on corrupt files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: the tokenizer files cannot be loaded ({first[:200]}); replace them with the "
+                         "model's own") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def check_tokens_are_real(tokenizer, ids, path: Path | str) -> None:
+    """Refuse validation inputs that are mostly the unknown token: the tokenizer does not fit the text."""
+    import numpy as np
+
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        raise InputError(f"{path}: the tokenizer produced no tokens for the sample text")
+    unk = tokenizer.unk_token_id
+    special = set(tokenizer.all_special_ids) - ({unk} if unk is not None else set())
+    content = arr[~np.isin(arr, list(special))] if special else arr.ravel()
+    if content.size == 0 or (unk is not None and np.mean(content == unk) > 0.5) or len(np.unique(content)) < 3:
+        raise InputError(f"{path}: the tokenizer maps the sample text to (almost) only unknown or special tokens; "
+                         "it is not this model's tokenizer, or its vocabulary is empty")
