@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from edgeinfer.errors import InputError, UnsupportedError
+from edgeinfer.formats import read_json_object
 from edgeinfer.io import sha256_file, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".edgeinfer.json"
 SCHEMA_VERSION = 1
@@ -109,8 +113,14 @@ def new_artifact(path: Path, source: dict[str, Any], step: Step, meta: dict[str,
 
 
 def load_artifact(path: Path) -> Artifact:
-    """Read a model and its sidecar; a model without one gets a minimal, unsaved record."""
+    """Read a model and its sidecar; a model without one gets a minimal, unsaved record.
+
+    A sidecar is data that travels with a model: anything malformed in it is one InputError, and
+    a sidecar whose sha256 no longer matches the model is flagged and logged as a warning.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"model {path} is a directory, not a model file")
     if not path.is_file():
         raise InputError(f"model {path} does not exist")
     fmt = ModelFormat.of(path)
@@ -118,15 +128,25 @@ def load_artifact(path: Path) -> Artifact:
     sha = sha256_file(path)
     if not side.exists():
         return Artifact(path, fmt, {"kind": "file", "path": str(path)}, sha)
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"sidecar {side} is not valid JSON ({e}); delete it or re-export the model") from e
-    steps = [Step(**s) for s in data.get("steps", [])]
-    art = Artifact(path, fmt, data.get("source", {}), sha, steps, data.get("meta", {}))
+    data = read_json_object(side, "sidecar")
+    hint = "delete it or re-export the model"
+    source, meta, raw_steps = data.get("source", {}), data.get("meta", {}), data.get("steps", [])
+    if not isinstance(source, dict) or not isinstance(meta, dict) or not isinstance(raw_steps, list):
+        raise InputError(f"sidecar {side}: 'source' and 'meta' must be objects and 'steps' a list; {hint}")
+    allowed = {f.name for f in fields(Step)}
+    steps = []
+    for i, raw in enumerate(raw_steps):
+        if not isinstance(raw, dict) or not isinstance(raw.get("op"), str) or set(raw) - allowed:
+            raise InputError(f"sidecar {side}: step {i} is not a step record ({', '.join(sorted(allowed))}); {hint}")
+        if not isinstance(raw.get("config", {}), dict) or not isinstance(raw.get("metrics", {}), dict):
+            raise InputError(f"sidecar {side}: step {i} has a config or metrics that is not an object; {hint}")
+        steps.append(Step(**raw))
+    art = Artifact(path, fmt, source, sha, steps, meta)
     if data.get("sha256") and data["sha256"] != sha:
         # The model changed after the sidecar was written: its figures no longer describe it.
         art.meta["stale_sidecar"] = True
+        log.warning(f"{path.name} changed after its sidecar was written (sha256 differs): the sidecar's source, "
+                    "steps and figures describe another file")
     return art
 
 

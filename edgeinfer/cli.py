@@ -6,6 +6,7 @@ Every EdgeInferError becomes one red line and exit code 2; --verbose adds the tr
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -54,9 +55,21 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, he
 TrustSource = Annotated[bool, typer.Option("--trust-source", help="Allow loading a .pt2 that holds pickled Python objects, or running the factory code a sidecar names. Both run code: only for files you trust.")]
 
 
+class _WarningsToStderr(logging.Handler):
+    """The library logs warnings on `edgeinfer.*` loggers; the CLI shows them as yellow lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
+
+
 @app.callback()
 def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False) -> None:
     _state["verbose"] = verbose
+    logger = logging.getLogger("edgeinfer")
+    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
+        logger.addHandler(_WarningsToStderr(logging.WARNING))
+        logger.propagate = False
+    logger.setLevel(logging.WARNING)
 
 
 def warn(message: str) -> None:
@@ -349,11 +362,45 @@ def devices(as_json: Json = False) -> None:
 
 @app.command()
 def info(model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer.json sidecar.")], as_json: Json = False) -> None:
-    """Show where a model came from: source, steps with their configs, and the figures measured."""
+    """Show where a model came from: source, steps with their configs, and the figures measured.
+
+    On a terminal: a summary. With --json: the whole sidecar record, for machines.
+    """
     from edgeinfer.artifact import load_artifact
 
     art = load_artifact(model)
-    print(json.dumps(art.to_json(), indent=None if as_json else 2, default=str))
+    if as_json:
+        print(json.dumps(art.to_json(), default=str))
+        return
+    table = Table(title=f"{model.name}", show_header=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_row("format", art.format.value)
+    table.add_row("file size", _mb(model.stat().st_size))
+    table.add_row("sha256", art.sha256[:16] + "..." + (" [red](sidecar is stale)[/red]" if art.meta.get("stale_sidecar") else ""))
+    src = art.source
+    table.add_row("source", ", ".join(f"{k} {v}" for k, v in src.items() if k != "kind") + f" ({src.get('kind', '?')})")
+    for key in ("task", "architecture", "parameters", "opset", "inputs", "outputs"):
+        if art.meta.get(key) is not None:
+            value = art.meta[key]
+            table.add_row(key, f"{value:,}" if isinstance(value, int) and key == "parameters" else
+                          (", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    for i, step in enumerate(art.steps, 1):
+        config = ", ".join(f"{k}={v}" for k, v in step.config.items() if _short(v))
+        figures = ", ".join(f"{k} {_fmt(v)}" for k, v in step.metrics.items() if _short(v) and not isinstance(v, str))
+        table.add_row(f"step {i}: {step.op}", "; ".join(x for x in (config, figures, step.time) if x))
+    if not art.steps:
+        table.add_row("steps", "[dim]no sidecar: this file was not made by edgeinfer[/dim]")
+    console.print(table)
+    console.print(f"[dim]the whole record: edgeinfer info {model} --json[/dim]")
+
+
+def _short(value) -> bool:
+    return isinstance(value, (int, float, str, bool)) and len(str(value)) <= 60
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @app.command()
