@@ -56,10 +56,14 @@ TrustSource = Annotated[bool, typer.Option("--trust-source", help="Allow loading
 
 
 class _WarningsToStderr(logging.Handler):
-    """The library logs warnings on `edgeinfer.*` loggers; the CLI shows them as yellow lines."""
+    """The library logs on `edgeinfer.*` loggers: warnings become yellow lines on stderr, progress of
+    long steps (INFO) dim ones."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        warn(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            warn(record.getMessage())
+        else:
+            err.print(f"[dim]{record.getMessage()}[/dim]", highlight=False, soft_wrap=True)
 
 
 @app.callback()
@@ -67,9 +71,9 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tr
     _state["verbose"] = verbose
     logger = logging.getLogger("edgeinfer")
     if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
-        logger.addHandler(_WarningsToStderr(logging.WARNING))
+        logger.addHandler(_WarningsToStderr(logging.INFO))
         logger.propagate = False
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.INFO)
 
 
 def warn(message: str) -> None:
@@ -136,7 +140,7 @@ def export(
     """
     from edgeinfer.export import export_model
 
-    with console.status("exporting") as status:
+    with err.status("exporting") as status:
         def progress(i: int, n: int, name: str) -> None:
             status.update(f"writing tensor {i}/{n} ({name})")
 
@@ -351,7 +355,7 @@ def devices(as_json: Json = False) -> None:
         return
     table = Table(title="device profiles")
     for col in ("name", "providers (preference order)", "precisions", "memory", "description"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold", no_wrap=col == "name")
     for name, p in profiles.items():
         provs = " > ".join(f"[green]{x.short}[/green]" if x.value in avail else f"[dim]{x.short} (missing)[/dim]"
                            for x in p.providers)
@@ -407,9 +411,15 @@ def _fmt(value) -> str:
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's files.")] = Path("edgeinfer-demo"),
     runs: Annotated[int, typer.Option(min=1, max=100000, help="Timed runs per benchmark.")] = 100,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the demo's files in an existing --out folder.")] = False,
 ) -> None:
     """Train LeNet-5 on real digits, export, validate, benchmark against PyTorch, compress, compare."""
     from edgeinfer.demo import run_demo
+    from edgeinfer.errors import OutputExistsError
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise OutputExistsError(f"{out} already exists and is not empty; pass --force to overwrite the demo's files "
+                                "in it, or choose another --out")
 
     run_demo(out, runs, console, warn)
 

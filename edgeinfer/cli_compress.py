@@ -67,7 +67,7 @@ def quantize(
     from edgeinfer.quantize import quantize_model
 
     profile, _ = _resolve_device(device, None)
-    with console.status("quantizing") as status:
+    with err.status("quantizing") as status:
         art, result = quantize_model(
             model, output, method=method, calib=calib, calib_method=calib_method, calib_samples=calib_samples,
             batch_size=batch_size, activation_type=activation_type, weight_type=weight_type,
@@ -87,7 +87,8 @@ def quantize(
         for col in ("tensor", "node", "op", "SQNR dB"):
             table.add_column(col)
         for row in result["sqnr"][:10]:
-            table.add_row(row["tensor"], str(row["node"]), str(row["op_type"]), f"{row['sqnr_db']:.1f}")
+            node = row["node"] or "(model input)"
+            table.add_row(row["tensor"], node, row["op_type"] or "-", f"{row['sqnr_db']:.1f}")
         console.print(table)
     if result.get("search"):
         s = result["search"]
@@ -106,11 +107,13 @@ def print_comparison(report: dict, title: str) -> None:
     keys = list(rows[0]["metrics"])
     table = Table(title=f"{title}  ({report['task']}, {report['samples']} samples, batch {report['batch_shape']})")
     for col in ("model", "size", "p50 ms", "speedup (95% CI)", *keys, "providers"):
-        table.add_column(col, justify="left" if col in ("model", "providers") else "right")
+        # Names wrap rather than being cut: at 80 columns 'smol-…' cannot tell two models apart.
+        table.add_column(col, justify="left" if col in ("model", "providers") else "right",
+                         overflow="fold", min_width=8 if col == "model" else None)
     for i, r in enumerate(rows):
         lo, hi = r["speedup_ci95"]
         speed = "1.00x" if i == 0 else f"{r['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
-        if i and r["speedup"] < 1.0:
+        if i and hi < 1.0:  # slower only when the whole interval says so
             speed = f"[bold red]{speed} SLOWER[/bold red]"
         cells = []
         for k in keys:
@@ -191,6 +194,7 @@ def compare(
         from edgeinfer.compare import write_html
 
         write_html(result, report)
+        err.print(f"wrote the HTML report {report}")
     if as_json:
         print(json.dumps(result))
         return

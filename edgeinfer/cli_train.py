@@ -89,7 +89,7 @@ def prune(
     """
     from edgeinfer.train import prune_model
 
-    with console.status("pruning") as status:
+    with err.status("pruning") as status:
         result = prune_model(model, output, data, method=method, ratio=ratio, importance=importance,
                              global_ranking=global_ranking, ignore=tuple(ignore or ()), steps=steps,
                              finetune_epochs=finetune_epochs, lr=lr, distill=distill, batch=batch, seed=seed,
@@ -141,7 +141,7 @@ def distill(
         if not sep or not t or not s:
             raise ConfigError(f"--feature {f!r} must be TEACHER_MODULE:STUDENT_MODULE")
         pairs.append((t, s))
-    with console.status("distilling") as status:
+    with err.status("distilling") as status:
         result = distill_model(teacher, student, output, data, epochs=epochs, lr=lr, temperature=temperature,
                                alpha=alpha, features=tuple(pairs), batch=batch, seed=seed, runs=runs, force=force,
                                progress=_epoch_printer("distill", as_json), stage=lambda s: status.update(s), warn=warn)
@@ -177,7 +177,7 @@ def qat(
     """
     from edgeinfer.train import qat_model
 
-    with console.status("QAT") as status:
+    with err.status("QAT") as status:
         result = qat_model(model, output, data, epochs=epochs, lr=lr, per_channel=per_channel,
                            freeze_after=freeze_after, batch=batch, seed=seed, runs=runs, force=force,
                            progress=_epoch_printer("QAT", as_json), stage=lambda s: status.update(s), warn=warn)

@@ -5,6 +5,7 @@ Latency is measured interleaved across all models; the task metric is computed o
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -199,47 +200,80 @@ def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
 def write_html(report: dict[str, Any], path: Path) -> None:
     from edgeinfer.io import write_text_atomic
 
+    esc = html.escape
     keys = sorted({k for r in report["rows"] for k in r["metrics"]})
-    head = "".join(f"<th>{h}</th>" for h in ["model", "size MiB", "p50 ms", "speedup", *keys])
+    head = "".join(f"<th>{h}</th>" for h in ["model", "size MiB", "p50 ms", "speedup (95% CI)", *keys])
     body = ""
-    for r in report["rows"]:
-        cells = [Path(r["model"]).name, f"{r['file_size_bytes'] / 2**20:.2f}", f"{r['latency_ms']['p50']:.3f}",
-                 f"{r['speedup']:.2f}x"] + [f"{r['metrics'].get(k, float('nan')):.4f}" for k in keys]
+    for i, r in enumerate(report["rows"]):
+        lo, hi = r["speedup_ci95"]
+        speed = "1.00x (baseline)" if i == 0 else f"{r['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
+        if i and hi < 1.0:
+            speed += ' <b style="color:#c00">SLOWER</b>'
+        cells = [esc(Path(r["model"]).name), f"{r['file_size_bytes'] / 2**20:.2f}", f"{r['latency_ms']['p50']:.3f}",
+                 speed] + [f"{r['metrics'].get(k, float('nan')):.4f}" for k in keys]
         body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
     write_text_atomic(path, f"""<!doctype html><meta charset="utf-8"><title>edgeinfer compare</title>
 <style>body{{font-family:sans-serif}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
-<h1>edgeinfer compare</h1><p>task {report['task']}, data {report['data']} ({report['samples']} samples),
-{report['runs']} interleaved runs on batch {report['batch_shape']}</p>
+<h1>edgeinfer compare</h1><p>task {esc(str(report['task']))}, data {esc(str(report['data']))} ({report['samples']}
+samples), {report['runs']} interleaved runs on batch {esc(str(report['batch_shape']))}</p>
 <table><tr>{head}</tr>
 {body}</table>
 {_svg_plot(report)}
 """)
 
 
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About `n` round tick values covering [lo, hi]."""
+    span = hi - lo or abs(hi) or 1.0
+    step = 10 ** math.floor(math.log10(span / n))
+    step *= next(m for m in (1, 2, 5, 10) if span / (step * m) <= n)
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
 def _svg_plot(report: dict[str, Any]) -> str:
-    """Task metric against p50 latency, one marker per model, marker area proportional to file size."""
+    """Task metric against p50 latency, one marker per model (area: file size), the latency's 95%
+    interval as a bar, ticks on both axes, and SLOWER where the whole interval is slower than the baseline."""
     metric = next((k for k in ("accuracy", "cosine_mean") if k in report["rows"][0]["metrics"]), None)
     if metric is None:
         return ""
-    w, h, pad = 560, 320, 50
-    xs = [r["latency_ms"]["p50"] for r in report["rows"]]
-    ys = [r["metrics"][metric] for r in report["rows"]]
-    sizes = [r["file_size_bytes"] for r in report["rows"]]
-    x0, x1 = 0.0, max(xs) * 1.15
+    w, h, pad = 640, 360, 60
+    rows = report["rows"]
+    base_p50 = rows[0]["latency_ms"]["p50"]
+    xs = [r["latency_ms"]["p50"] for r in rows]
+    # The latency interval from the speedup's: the baseline's p50 over the speedup's bounds.
+    cis = [(base_p50 / r["speedup_ci95"][1], base_p50 / r["speedup_ci95"][0]) if i else (x, x)
+           for i, (r, x) in enumerate(zip(rows, xs))]
+    ys = [r["metrics"][metric] for r in rows]
+    sizes = [r["file_size_bytes"] for r in rows]
+    x0, x1 = 0.0, max(max(hi for _, hi in cis), max(xs)) * 1.15
     y0, y1 = min(ys) - 0.01, max(ys) + 0.01
 
     def px(x, y):
         return pad + (x - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
 
-    marks = ""
-    for r, x, y, size in zip(report["rows"], xs, ys, sizes):
+    parts = [f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>']
+    for t in _ticks(x0, x1):
+        tx, _ = px(t, y0)
+        parts.append(f'<line x1="{tx:.1f}" y1="{h - pad}" x2="{tx:.1f}" y2="{h - pad + 5}" stroke="black"/>'
+                     f'<text x="{tx:.1f}" y="{h - pad + 18}" font-size="11" text-anchor="middle">{t:g}</text>')
+    for t in _ticks(y0, y1):
+        _, ty = px(x0, t)
+        parts.append(f'<line x1="{pad - 5}" y1="{ty:.1f}" x2="{pad}" y2="{ty:.1f}" stroke="black"/>'
+                     f'<text x="{pad - 8}" y="{ty + 4:.1f}" font-size="11" text-anchor="end">{t:.3g}</text>')
+    for i, (r, x, y, size, (lo, hi)) in enumerate(zip(rows, xs, ys, sizes, cis)):
         cx, cy = px(x, y)
-        radius = 4 + 26 * (size / max(sizes)) ** 0.5  # area proportional to size
-        marks += (f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius:.1f}" fill="#3b7dd8" fill-opacity="0.4"/>'
-                  f'<text x="{cx + radius + 3:.1f}" y="{cy + 4:.1f}" font-size="12">{Path(r["model"]).name}</text>')
-    return (f'<h2>{metric} against p50 latency (marker area: file size)</h2>'
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">'
-            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
-            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
-            f'<text x="{w / 2}" y="{h - 12}" font-size="12">p50 latency, ms (0 to {x1:.3g})</text>'
-            f'<text x="6" y="{pad - 10}" font-size="12">{metric} ({y0:.3f} to {y1:.3f})</text>{marks}</svg>')
+        (ax, _), (bx, _) = px(lo, y), px(hi, y)
+        radius = 4 + 22 * (size / max(sizes)) ** 0.5  # area proportional to size
+        slower = i > 0 and r["speedup_ci95"][1] < 1.0
+        label = html.escape(Path(r["model"]).name) + (" SLOWER" if slower else "")
+        color, text_color = ("#d83b3b", "#c00") if slower else ("#3b7dd8", "#000")
+        parts.append(f'<line x1="{ax:.1f}" y1="{cy:.1f}" x2="{bx:.1f}" y2="{cy:.1f}" stroke="#333" stroke-width="2"/>'
+                     f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius:.1f}" fill="{color}" fill-opacity="0.4"/>'
+                     f'<text x="{cx + radius + 3:.1f}" y="{cy - 4:.1f}" font-size="12" fill="{text_color}">{label}</text>')
+    return (f'<h2>{metric} against p50 latency (bar: 95% interval; marker area: file size)</h2>'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">{"".join(parts)}'
+            f'<text x="{w / 2}" y="{h - 15}" font-size="12" text-anchor="middle">p50 latency, ms</text>'
+            f'<text x="14" y="{h / 2}" font-size="12" transform="rotate(-90 14 {h / 2})" text-anchor="middle">'
+            f'{metric}</text></svg>')

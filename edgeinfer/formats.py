@@ -7,8 +7,10 @@ instead of a traceback deep inside a parser, or a crash inside llama.cpp.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,11 +127,21 @@ def open_gguf(path: Path, *, require_tensors: bool = True):
     """gguf-py's reader over `path`, after checking the file is a whole, sane GGUF.
 
     llama.cpp never sees a file that has not passed this: its loader trusts the header's sizes.
+    Parsing a large vocabulary takes seconds, so a checked file is remembered by its path, size
+    and modification time.
     """
+    path = require_file(path, "model")
+    stat = path.stat()
+    reader = _open_gguf(path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if require_tensors and not reader.tensors:
+        raise InputError(f"{path.name} holds no tensors; it is not a model (re-export it)")
+    return reader
+
+
+@functools.lru_cache(maxsize=8)
+def _open_gguf(path: Path, size: int, mtime_ns: int):
     import numpy as np
 
-    path = require_file(path, "model")
-    size = path.stat().st_size
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
@@ -143,8 +155,7 @@ def open_gguf(path: Path, *, require_tensors: bool = True):
     except Exception as e:  # gguf-py raises ValueError, IndexError, struct.error ... on a mutated header
         raise InputError(f"{path.name} is a truncated or corrupt GGUF ({_first_line(e)}); re-download or "
                          "re-export it") from None
-    if require_tensors and not reader.tensors:
-        raise InputError(f"{path.name} holds no tensors; it is not a model (re-export it)")
+    _check_gguf_model_keys(reader, path.name)
     for t in reader.tensors:
         numel = int(np.prod([int(d) for d in t.shape], dtype=np.float64))
         if numel <= 0 or numel > MAX_ELEMENTS:
@@ -153,6 +164,107 @@ def open_gguf(path: Path, *, require_tensors: bool = True):
             raise InputError(f"{path.name}: tensor {t.name} ends past the end of the file (truncated?); "
                              "re-download or re-export it")
     return reader
+
+
+_INT_TYPES = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "UINT64", "INT64"}
+# Architecture hyperparameters llama.cpp sizes its buffers from: key suffix -> (low, high).
+_HPARAM_RANGES = {
+    "context_length": (1, 1 << 24),
+    "embedding_length": (1, 1 << 20),
+    "block_count": (1, 1 << 12),
+    "feed_forward_length": (0, 1 << 22),
+    "attention.head_count": (0, 1 << 14),
+    "attention.head_count_kv": (0, 1 << 14),
+    "attention.key_length": (1, 1 << 16),
+    "attention.value_length": (1, 1 << 16),
+    "rope.dimension_count": (0, 1 << 16),
+    "expert_count": (0, 1 << 12),
+    "expert_used_count": (0, 1 << 12),
+    "vocab_size": (1, 1 << 24),
+}
+_BYTE_TOKEN = re.compile(rb"<0x([0-9A-Fa-f]{2})>")
+_SPECIAL_TOKENS = ("bos", "eos", "unknown", "padding", "separator", "mask", "eot", "eom")
+
+
+def _field_ints(reader, key: str, name: str) -> list[int] | None:
+    """Every integer of a scalar or array field; a field of another type is refused."""
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    kinds = [t.name for t in field.types]
+    if not kinds or kinds[-1] not in _INT_TYPES or (len(kinds) > 1 and kinds[0] != "ARRAY"):
+        raise InputError(f"{name}: header key {key} has type {'/'.join(kinds)}, not an integer; the file is corrupt")
+    return [int(field.parts[i][0]) for i in field.data]
+
+
+def _check_gguf_model_keys(reader, name: str) -> None:
+    """The header values llama.cpp allocates from, checked for range and for agreement with the tensors.
+
+    Found by fuzzing: a mutated context_length or head count loads in gguf-py and then makes
+    llama.cpp allocate a negative or huge buffer, or abort on an assertion.
+    """
+    def bad(why: str) -> InputError:
+        return InputError(f"{name}: {why}; the file is corrupt (re-download or re-export it)")
+
+    arch = gguf_string(reader, "general.architecture")
+    if arch is None:
+        raise bad("the header names no general.architecture")
+    values: dict[str, list[int]] = {}
+    for suffix, (low, high) in _HPARAM_RANGES.items():
+        ints = _field_ints(reader, f"{arch}.{suffix}", name)
+        if ints is None:
+            continue
+        if not ints or any(not low <= v <= high for v in ints):
+            raise bad(f"{arch}.{suffix} = {ints[:4]} is outside {low} ... {high}")
+        values[suffix] = ints
+    embd = values.get("embedding_length", [0])[0]
+    layers = values.get("block_count", [0])[0]
+    for suffix in ("attention.head_count", "attention.head_count_kv", "feed_forward_length"):
+        per_layer = values.get(suffix, [])
+        if len(per_layer) > 1 and len(per_layer) != layers:
+            raise bad(f"{arch}.{suffix} lists {len(per_layer)} layers, block_count is {layers}")
+    heads, kv_heads = values.get("attention.head_count", []), values.get("attention.head_count_kv", [])
+    for h, kv in zip(heads or [0], kv_heads or heads or [0]):
+        if h and kv and (h % kv or (embd and "attention.key_length" not in values and embd % h)):
+            raise bad(f"{h} attention heads with {kv} KV heads do not divide the {embd}-wide embedding")
+    blocks = {int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")
+              and t.name.split(".")[1].isdigit()}
+    if blocks and layers and max(blocks) >= layers:
+        raise bad(f"tensors for block {max(blocks)} exist, but block_count is {layers}")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    if tokens is None:
+        return
+    n_vocab = len(tokens.data)
+    if n_vocab == 0:
+        raise bad("the tokenizer has no tokens")
+    for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
+        field = reader.fields.get(key)
+        if field is not None and len(field.data) != n_vocab:
+            raise bad(f"{key} has {len(field.data)} entries for {n_vocab} tokens")
+    types = _field_ints(reader, "tokenizer.ggml.token_type", name) or []
+    if any(not 0 <= t <= 6 for t in types):
+        raise bad("tokenizer.ggml.token_type holds values outside the token types 0 ... 6")
+    texts = [bytes(tokens.parts[i]) for i in tokens.data]
+    for i, text in enumerate(texts):
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad(f"token {i} is not valid UTF-8") from None
+    byte_tokens = [texts[i] for i, t in enumerate(types) if t == 6]  # 6: BYTE
+    if byte_tokens:
+        # llama.cpp looks bytes up in a map of exactly these tokens and aborts the process (an
+        # uncaught std::out_of_range, found by fuzzing) when one of the 256 is missing.
+        values = {int(m.group(1), 16) for t in byte_tokens if (m := _BYTE_TOKEN.fullmatch(t))}
+        if len(byte_tokens) != 256 or len(values) != 256:
+            raise bad(f"the tokenizer's byte tokens are not exactly <0x00> ... <0xFF> ({len(values)} distinct of "
+                      f"{len(byte_tokens)})")
+    for special in _SPECIAL_TOKENS:
+        ids = _field_ints(reader, f"tokenizer.ggml.{special}_token_id", name)
+        if ids and not all(0 <= i < n_vocab for i in ids):
+            raise bad(f"tokenizer.ggml.{special}_token_id = {ids[0]} is not one of the {n_vocab} tokens")
+    embd_tensor = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if embd_tensor is not None and n_vocab > max(int(d) for d in embd_tensor.shape):
+        raise bad(f"{n_vocab} tokens but the embedding has rows for {max(int(d) for d in embd_tensor.shape)}")
 
 
 def gguf_string(reader, key: str) -> str | None:

@@ -52,6 +52,8 @@ def run_llm(model: Path, prompt: str | None, max_tokens: int, device: str | None
                           "generation_tokens_per_s": stats.generate_tps, "backend": runner.report.used}))
         return
     out.print()
+    if stats.generated_tokens + 1 >= max_tokens:
+        err.print(f"[dim][cut at --max-tokens {max_tokens}][/dim]")
     err.print(f"[dim]{stats.prompt_tokens} prompt tokens at {stats.prompt_tps:.1f} tok/s, {stats.generated_tokens} "
               f"generated at {stats.generate_tps:.1f} tok/s on {', '.join(runner.report.used)}[/dim]")
 
@@ -62,7 +64,7 @@ def bench_llm(model: Path, n_prompt: int, n_gen: int, reps: int, device: str | N
     from edgeinfer.runtime.llama import LlamaRunner, gguf_summary
 
     runner = LlamaRunner(model, _settings(device, threads, n_ctx=n_prompt + n_gen + 8), warn=warn)
-    with out.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
+    with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
         result = runner.bench(n_prompt, n_gen, reps)
     result.update(gguf_summary(model), model=str(model), peak_rss_mb=peak_rss_mb(), backend=runner.report.used)
     if as_json:
@@ -96,7 +98,7 @@ def quantize_gguf_cli(model: Path, output: Path, method: str, imatrix: Path | No
     check_output(output, [model], force)
     parent = load_artifact(model)
     before = gguf_summary(model)
-    with out.status(f"llama.cpp quantizing to {cfg.type}"):
+    with err.status(f"llama.cpp quantizing to {cfg.type}"):
         with atomic_path(output, overwrite=force) as tmp:
             facts = quantize_gguf(model, tmp, cfg)
     after = gguf_summary(output)
@@ -128,7 +130,7 @@ def compare_llm_report(baseline: Path, candidates: list[Path], text: Path | None
 
     if not candidates:
         raise ConfigError("give at least one candidate model after the baseline")
-    with console.status("scoring") as status:
+    with err.status("scoring") as status:
         return compare_llms(baseline, candidates, text or SENTENCES, window=window, max_tokens=max_tokens,
                             logits_file=logits, threads=threads, stage=status.update)
 
@@ -136,7 +138,8 @@ def compare_llm_report(baseline: Path, candidates: list[Path], text: Path | None
 def print_llm_report(report: dict) -> None:
     table = Table(title=f"LLM quality on {Path(report['text']).name} ({report['tokens']} tokens, window {report['window']})")
     for col in ("model", "size", "bpw", "pp tok/s", "tg tok/s", "perplexity", "KL mean", "KL p99", "top-1 agree"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", overflow="fold",
+                         min_width=10 if col == "model" else None)
     for r in report["rows"]:
         table.add_row(Path(r["model"]).name, _mb(r["file_size_bytes"]), f"{r['bits_per_weight']:.2f}",
                       f"{r['pp_tokens_per_s']:.0f}", f"{r['tg_tokens_per_s']:.1f}", f"{r['perplexity']:.3f}",
@@ -166,8 +169,9 @@ def check_llm(baseline: Path, candidates: list[Path], text: Path | None, max_kld
         print_llm_report(report)
         for p in problems:
             err.print(f"[red]REGRESSION[/red] {p}")
-        if not problems:
-            out.print("[green]all candidates within budget[/green]")
+    verdict = (f"FAIL: {len(problems)} budget violation(s)" if problems
+               else f"PASS: {len(candidates)} candidate(s) within budget")
+    err.print(f"[{'red' if problems else 'green'}]{verdict}[/]")
     return 1 if problems else 0
 
 
@@ -200,5 +204,7 @@ def chat(
         messages.append({"role": "user", "content": line})
         stats = _print_stream(runner, console, False, messages=messages, max_tokens=max_tokens)
         console.print()
+        if stats.generated_tokens + 1 >= max_tokens:
+            err.print(f"[dim][reply cut at --max-tokens {max_tokens}][/dim]")
         messages.append({"role": "assistant", "content": stats.text})
         err.print(f"[dim]{stats.generated_tokens} tokens at {stats.generate_tps:.1f} tok/s[/dim]")

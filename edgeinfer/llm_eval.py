@@ -8,6 +8,7 @@ holds plain token ids, so any runtime (a later ONNX LLM too) can be scored on th
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +17,8 @@ import numpy as np
 from edgeinfer.errors import InputError
 
 LOGITS_SCHEMA = 1
+
+log = logging.getLogger(__name__)
 
 
 def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
@@ -28,19 +31,23 @@ def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
 def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, logits_file: Path | None,
                     threads: int | None = None, stage: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     from edgeinfer.examples.digits import cache_dir
-    from edgeinfer.io import atomic_path, sha256_file
+    from edgeinfer.formats import load_npz
+    from edgeinfer.io import atomic_path, require_file, sha256_file
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 
+    require_file(text, "text file")
     model_sha = sha256_file(baseline)
-    text_sha = hashlib.sha256(text.read_bytes()).hexdigest() if text.is_file() else ""
+    text_sha = hashlib.sha256(text.read_bytes()).hexdigest()
     path = logits_file or cache_dir() / "logits" / f"{model_sha[:16]}-{text_sha[:16]}-w{window}-n{max_tokens}.npz"
     if path.exists():
-        with np.load(path, allow_pickle=False) as data:
-            ref = {k: data[k] for k in data.files}
-        if str(ref["model_sha256"]) == model_sha and str(ref["text_sha256"]) == text_sha:
+        ref = load_npz(path, "logits file")
+        keys = {"tokens", "window", "targets", "log_probs", "model_sha256", "text_sha256"}
+        if keys <= set(ref) and str(ref["model_sha256"]) == model_sha and str(ref["text_sha256"]) == text_sha:
+            log.info(f"baseline log-probs reused from {path}")
             return ref
         if logits_file:
-            raise InputError(f"logits file {path} was made from another model or text; delete it or choose another")
+            raise InputError(f"logits file {path} was made from another model or text (or is not a logits file); "
+                             "delete it or choose another")
     stage(f"computing the baseline's log-probs once ({baseline.name})")
     runner = LlamaRunner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
     tokens = _text_tokens(runner, text, max_tokens)
@@ -52,6 +59,8 @@ def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, lo
     with atomic_path(path, overwrite=True) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **ref)
+    log.info(f"baseline log-probs kept in {path} ({path.stat().st_size / 2**20:.1f} MiB; reused by later compares, "
+             "--logits chooses the file)")
     return ref
 
 
@@ -83,8 +92,8 @@ def compare_llms(baseline: Path, candidates: list[Path], text: Path, *, window: 
     ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, stage)
     tokens = [int(t) for t in ref["tokens"]]
     rows = []
-    for model in [baseline, *candidates]:
-        is_base = model == baseline
+    for i, model in enumerate([baseline, *candidates]):
+        is_base = i == 0  # the baseline may also be listed as a candidate: it is then scored like one
         stage(f"scoring {model.name}")
         runner = LlamaRunner(model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads),
                              logits_all=not is_base)

@@ -125,7 +125,7 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
     step = Step("quantize", cfg.to_json() | facts, _summary(comparison))
     art = parent.derive(output, step)
     art.save()
-    if comparison is not None and comparison["rows"][1]["speedup"] < 1.0:
+    if comparison is not None and comparison["rows"][1]["speedup_ci95"][1] < 1.0:
         warn(f"SLOWER: {output.name} runs {1 / comparison['rows'][1]['speedup']:.2f}x the latency of its float parent "
              "on this machine (p50, interleaved). On this CPU the float model is the faster choice.")
     return art, {"comparison": comparison, **extra}

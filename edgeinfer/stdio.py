@@ -41,6 +41,8 @@ def captured_fd(fd: int) -> Iterator[Callable[[], str]]:
         try:
             yield read
         finally:
+            with contextlib.suppress(Exception):
+                stream.flush()  # Python-level prints made inside the block belong to the capture too
             _flush_c_stdio()
             os.dup2(saved, fd)
             os.close(saved)

@@ -21,6 +21,7 @@ from edgeinfer.devices import DeviceProfile, Provider
 from edgeinfer.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
 from edgeinfer.limits import check_threads
 from edgeinfer.runtime import ProviderReport
+from edgeinfer.stdio import quiet_native
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -154,11 +155,15 @@ class OrtRunner:
             so.add_session_config_entry(key, value)
         plugins = [p for p in requested_ok if p in _PLUGINS]
         try:
-            if plugins:
-                self.session = self._plugin_session(ort, so, requested_ok, plugins, allow_fallback)
-            else:
-                self.session = ort.InferenceSession(
-                    str(self.path), sess_options=so, providers=[p.value for p in requested_ok])
+            # Native output is kept off the user's streams: the QNN SDK prints a banner on C stdout
+            # when a session starts (`--json > x.json` must stay JSON), and ONNX Runtime prints
+            # its own error report, and a Python 'EP Error ... retrying' banner, for a bad model.
+            with quiet_native():
+                if plugins:
+                    self.session = self._plugin_session(ort, so, requested_ok, plugins, allow_fallback)
+                else:
+                    self.session = ort.InferenceSession(
+                        str(self.path), sess_options=so, providers=[p.value for p in requested_ok])
         except ProviderUnavailableError:
             self._drop_profile_dir()
             raise

@@ -7,6 +7,7 @@ Trains in seconds on a CPU; the trained weights are cached so the demo and tests
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import numpy as np
 
 IMAGE = 32
 SEED = 0
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -191,6 +194,10 @@ def _trained(name: str, build, epochs: int, lr: float = 2e-3, progress=None):
     if path.exists():
         model.load_state_dict(load_file(str(path)))
         return model.eval()
+    if progress is None:
+        def progress(epoch: int, total: int, loss: float) -> None:
+            log.info(f"training the {name} example on the digits (once; cached in {cache_dir()}): epoch {epoch}/{total}, "
+                     f"loss {loss:.3f}")
     train(model, epochs=epochs, lr=lr, progress=progress)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(model.state_dict(), str(tmp))

@@ -51,3 +51,19 @@ def test_dynamic_shape_model_is_refused_for_the_npu(lenet_onnx, digits_calib, tm
 def test_npu_needs_static_quantization(lenet_static_shapes, tmp_path):
     with pytest.raises(ConfigError, match="--method static"):
         quantize_model(lenet_static_shapes, tmp_path / "x.onnx", method="dynamic", profile=NPU)
+
+
+def test_json_on_the_npu_path_is_only_json(lenet_npu, digits_eval, tmp_path):
+    """The QNN SDK prints a banner on C stdout when its first session starts; `--json > x.json` must parse."""
+    import json
+    import subprocess
+    import sys
+
+    batch = tmp_path / "b8.npz"
+    with np.load(digits_eval) as data:
+        np.savez(batch, input=data["input"][:8])
+    proc = subprocess.run([sys.executable, "-P", "-c", "from edgeinfer.cli import main; main()", "run", str(lenet_npu),
+                           "-i", str(batch), "--device", "snapdragon-npu", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["providers"]["used"][0] == "QNNExecutionProvider"
