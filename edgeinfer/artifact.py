@@ -128,8 +128,8 @@ def load_artifact(path: Path) -> Artifact:
     sha = sha256_file(path)
     if not side.exists():
         return Artifact(path, fmt, {"kind": "file", "path": str(path)}, sha)
-    data = read_json_object(side, "sidecar")
     hint = "delete it or re-export the model"
+    data = read_json_object(side, "sidecar", hint)
     source, meta, raw_steps = data.get("source", {}), data.get("meta", {}), data.get("steps", [])
     if not isinstance(source, dict) or not isinstance(meta, dict) or not isinstance(raw_steps, list):
         raise InputError(f"sidecar {side}: 'source' and 'meta' must be objects and 'steps' a list; {hint}")

@@ -5,6 +5,7 @@ With a baseline source, eager PyTorch is timed on the same inputs, interleaved w
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,8 @@ from edgeinfer.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
 # Symbolic dimension name -> default size for synthetic inputs.
 DEFAULT_DIMS = {"batch": 1, "sequence": 128}
 JSON_SCHEMA = 1
+
+log = logging.getLogger(__name__)
 
 
 def parse_shapes(items: list[str]) -> dict[str, list[int]]:
@@ -149,6 +152,7 @@ def _torch_fn(baseline: str, art, feeds, trust_source: bool):
     task = art.meta.get("task")
     if task is not None and task not in {t.value for t in Task}:
         raise InputError(f"the sidecar of {art.path.name} records an unknown task {task!r}; re-export the model")
+    log.info(f"loading the PyTorch baseline {spec} to time it beside ONNX Runtime")
     src = load_source(spec, Task(task) if task else None, trust_source=trust_source)
     missing = [n for n in src.input_names if n not in feeds]
     if missing:

@@ -35,20 +35,20 @@ def _first_line(e: BaseException) -> str:
 
 # ---------------------------------------------------------------------------------- JSON
 
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: Path, what: str, hint: str = "replace it") -> dict[str, Any]:
     """A JSON file that must hold an object (config.json, tokenizer.json, a sidecar)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{what} {path} is not text (binary or corrupt); replace it") from None
+        raise InputError(f"{what} {path} is not text (binary or corrupt); {hint}") from None
     except OSError as e:
         raise InputError(f"{what} {path} cannot be read: {e.strerror or e}") from e
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:
-        raise InputError(f"{what} {path} is not valid JSON ({_first_line(e)}); replace it") from None
+        raise InputError(f"{what} {path} is not valid JSON ({_first_line(e)}); {hint}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{what} {path} must hold a JSON object, not a {type(data).__name__}")
+        raise InputError(f"{what} {path} must hold a JSON object, not a {type(data).__name__}; {hint}")
     return data
 
 

@@ -365,3 +365,27 @@ def test_truncated_gguf_is_refused_before_llama_cpp(capsys, smollm2, tmp_path, c
 def test_gguf_context_beyond_memory_is_refused(capsys, smollm2):
     code, _, stderr = run_cli(capsys, "bench", smollm2, "--n-prompt", "1000000")
     assert_refused(code, stderr, contains="KV cache")
+
+
+@pytest.mark.slow
+def test_concurrent_runs_on_one_input_and_one_output(lenet_onnx, tmp_path):
+    """Four quantize runs of one input at once all succeed (no shared work file beside the input);
+    two runs writing one output at once: exactly one wins, the other is refused with exit 2."""
+    model = tmp_path / "lenet.onnx"
+    shutil.copy(lenet_onnx, model)
+    cli = [sys.executable, "-P", "-c", "from edgeinfer.cli import main; main()", "quantize", str(model),
+           "--method", "dynamic"]
+    procs = [subprocess.Popen([*cli, "-o", str(tmp_path / f"q{i}.onnx")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    procs += [subprocess.Popen([*cli, "-o", str(tmp_path / "same.onnx")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    assert [code for code, _ in results[:4]] == [0, 0, 0, 0], results[:4]
+    same = sorted(code for code, _ in results[4:])
+    assert same == [0, 2], results[4:]
+    assert "another edgeinfer run" in results[4][1] + results[5][1] or "meanwhile" in results[4][1] + results[5][1]
+    side = json.loads((tmp_path / "same.onnx.edgeinfer.json").read_text())
+    from edgeinfer.io import sha256_file
+
+    assert side["sha256"] == sha256_file(tmp_path / "same.onnx")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or "inferred" in p.name]
