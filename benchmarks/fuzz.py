@@ -39,6 +39,11 @@ def main() -> None:
     extra.add_argument("--minutes", type=float, default=5.0, help="total fuzzing time, split over the three formats")
     minutes = extra.parse_known_args()[0].minutes
     args = parse_args(__doc__, runs=None)
+    # A loader that allocates without bound must become a finding (MemoryError), not an OOM kill
+    # of this process (how the unbounded GGUF array count was found).
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (12 * 2**30, resource.RLIM_INFINITY))
     work = args.out / "fuzz"
     shutil.rmtree(work, ignore_errors=True)
     findings = work / "findings"

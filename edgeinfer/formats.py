@@ -146,6 +146,7 @@ def _open_gguf(path: Path, size: int, mtime_ns: int):
         magic = fh.read(4)
     if magic != b"GGUF":
         raise InputError(f"{path} is not a GGUF file (bad magic); re-download or re-export it")
+    scan_gguf_header(path)
     try:
         from gguf import GGUFReader
 
@@ -164,6 +165,91 @@ def _open_gguf(path: Path, size: int, mtime_ns: int):
             raise InputError(f"{path.name}: tensor {t.name} ends past the end of the file (truncated?); "
                              "re-download or re-export it")
     return reader
+
+
+# GGUF value types: fixed sizes in bytes (8 is a string, 9 an array).
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+# The largest arrays in real GGUFs are vocabularies and merges (a few hundred thousand entries).
+MAX_GGUF_ARRAY = 1 << 22
+MAX_GGUF_ELEMENTS = 1 << 23
+
+
+def scan_gguf_header(path: Path) -> int:
+    """Walk a GGUF header checking every count and length against the bytes that remain; return
+    the header's length.
+
+    gguf-py's reader trusts the header: an array count of 2^40 in a small file makes it loop and
+    allocate until the process is killed (found by fuzzing: 24 GB in seconds). This walk only
+    moves an offset, so a hostile header costs nothing.
+    """
+    import mmap
+
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        size = len(buf)
+        pos = 0
+        elements = 0
+
+        def bad(why: str) -> InputError:
+            return InputError(f"{Path(path).name} is a truncated or corrupt GGUF ({why} at byte {pos}); "
+                              "re-download or re-export it")
+
+        def take(n: int) -> int:
+            nonlocal pos
+            if n < 0 or pos + n > size:
+                raise bad(f"{n} more bytes needed, {size - pos} left")
+            start = pos
+            pos += n
+            return start
+
+        def u32() -> int:
+            return struct.unpack_from("<I", buf, take(4))[0]
+
+        def u64() -> int:
+            return struct.unpack_from("<Q", buf, take(8))[0]
+
+        def string() -> None:
+            take(u64())
+
+        def value(kind: int, depth: int = 0) -> None:
+            nonlocal elements
+            if kind in _GGUF_SCALAR_SIZES:
+                take(_GGUF_SCALAR_SIZES[kind])
+            elif kind == 8:
+                string()
+            elif kind == 9:
+                item, count = u32(), u64()
+                if depth > 2 or count > MAX_GGUF_ARRAY:
+                    raise bad(f"an array of {count} entries")
+                elements += count
+                if elements > MAX_GGUF_ELEMENTS:
+                    raise bad(f"{elements} array entries in all")
+                if item in _GGUF_SCALAR_SIZES:
+                    take(count * _GGUF_SCALAR_SIZES[item])
+                else:
+                    if count * 8 > size - pos:  # every string or array entry has an 8-byte length at least
+                        raise bad(f"an array of {count} entries in {size - pos} bytes")
+                    for _ in range(count):
+                        value(item, depth + 1)
+            else:
+                raise bad(f"unknown value type {kind}")
+
+        take(4)  # magic
+        version = u32()
+        if version not in (2, 3):
+            raise bad(f"GGUF version {version}; edgeinfer reads versions 2 and 3")
+        n_tensors, n_kv = u64(), u64()
+        if n_kv * 13 > size - pos or n_tensors * 32 > size - pos:
+            raise bad(f"{n_tensors} tensors and {n_kv} keys in a {size}-byte file")
+        for _ in range(n_kv):
+            string()
+            value(u32())
+        for _ in range(n_tensors):
+            string()
+            n_dims = u32()
+            if not 1 <= n_dims <= 4:
+                raise bad(f"a tensor with {n_dims} dimensions")
+            take(8 * n_dims + 4 + 8)
+        return pos
 
 
 _INT_TYPES = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "UINT64", "INT64"}

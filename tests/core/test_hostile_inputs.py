@@ -389,3 +389,19 @@ def test_concurrent_runs_on_one_input_and_one_output(lenet_onnx, tmp_path):
 
     assert side["sha256"] == sha256_file(tmp_path / "same.onnx")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or "inferred" in p.name]
+
+
+@pytest.mark.parametrize("item_type, count", [(0, 2**40), (8, 2**31), (9, 2**20)])
+def test_gguf_with_a_huge_array_count_is_refused_without_allocating(capsys, tmp_path, item_type, count):
+    """gguf-py's reader would loop and allocate until killed (found by fuzzing); the scan refuses first."""
+    import time
+
+    key = b"tokenizer.ggml.tokens"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+    header += struct.pack("<IIQ", 9, item_type, count) + b"\0" * 64
+    model = tmp_path / "huge.gguf"
+    model.write_bytes(header)
+    start = time.perf_counter()
+    code, _, stderr = run_cli(capsys, "bench", model)
+    assert_refused(code, stderr, contains="corrupt")
+    assert time.perf_counter() - start < 10
