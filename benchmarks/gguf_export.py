@@ -45,8 +45,8 @@ def _direct_generation(path: Path, prompt: str, n_gen: int, extra_buffers: bool)
     """Tokens/s of llama-cpp-python's own streaming completion, timed as edgeinfer times it."""
     import llama_cpp
 
+    from edgeinfer.core.stdio import captured_fd
     from edgeinfer.runtime.llama import _model_params
-    from edgeinfer.stdio import captured_fd
 
     with captured_fd(2), _model_params(extra_buffers):
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, seed=0)
@@ -66,8 +66,8 @@ def main() -> None:
     from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
     from edgeinfer.examples.smollm2 import hf_dir
-    from edgeinfer.export import export_model
-    from edgeinfer.llm_eval import compare_llms
+    from edgeinfer.pipelines.export import export_model
+    from edgeinfer.pipelines.llm_eval import compare_llms
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, _cpu_has_amx
 
     src = hf_dir()

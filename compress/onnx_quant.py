@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import BackendError, ConfigError, InputError
+from edgeinfer.core.errors import BackendError, ConfigError, InputError
 
 
 class Method(StrEnum):

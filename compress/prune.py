@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from edgeinfer.errors import ConfigError, MissingDependencyError
+from edgeinfer.core.errors import ConfigError, MissingDependencyError
 
 
 class PruneMethod(StrEnum):

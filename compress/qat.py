@@ -12,7 +12,7 @@ import copy
 import functools
 from dataclasses import dataclass
 
-from edgeinfer.errors import InputError
+from edgeinfer.core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeinfer.errors import EdgeInferError, InputError
+from edgeinfer.core.errors import EdgeInferError, InputError
 
 
 class TrainingStopped(EdgeInferError):
@@ -172,7 +172,7 @@ def train(
 def _save(state: dict[str, Any], path) -> None:
     from safetensors.torch import save_file
 
-    from edgeinfer.io import atomic_path
+    from edgeinfer.core.io import atomic_path
 
     with atomic_path(path, overwrite=True) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))

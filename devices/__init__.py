@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import ConfigError
+from edgeinfer.core.errors import ConfigError
 
 
 class Provider(StrEnum):

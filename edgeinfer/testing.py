@@ -20,7 +20,7 @@ def assert_within_budget(baseline: str | Path, candidate: str | Path, data: str,
 
     Returns the comparison report (the same JSON `edgeinfer compare --json` prints).
     """
-    from edgeinfer.compare import Budget, EvalTask, check_budget, compare_models
+    from edgeinfer.pipelines.compare import Budget, EvalTask, check_budget, compare_models
 
     budget = Budget(max_drop=max_drop, min_cosine=min_cosine, max_slowdown=max_slowdown, min_speedup=min_speedup,
                     max_size_mb=max_size_mb)

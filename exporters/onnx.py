@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from edgeinfer.errors import BackendError, InputError
+from edgeinfer.core.errors import BackendError, InputError
 from edgeinfer.exporters.source import SourceModel
 
 DEFAULT_OPSET = 18

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import ConfigError, InputError, UnsupportedError
+from edgeinfer.core.errors import ConfigError, InputError, UnsupportedError
 
 # Sentences of different lengths, so the padded batches really pad.
 _SENTENCES = [
@@ -87,8 +87,8 @@ def _named_outputs(module, names: list[str], pick: list[str]):
 def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) -> SourceModel:
     import torch
 
-    from edgeinfer.formats import read_safetensors_header
-    from edgeinfer.hf_folder import read_config
+    from edgeinfer.core.formats import read_safetensors_header
+    from edgeinfer.core.hf_folder import read_config
 
     config = read_config(path)
     weights = sorted(path.glob("*.safetensors"))
@@ -135,7 +135,7 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
         return SourceModel(module, ["pixel_values"], ["logits"], example, second,
                            {"pixel_values": {0: "batch"}}, description, task)
 
-    from edgeinfer.hf_folder import check_tokens_are_real, load_tokenizer
+    from edgeinfer.core.hf_folder import check_tokens_are_real, load_tokenizer
 
     tokenizer = load_tokenizer(path)
     import inspect
@@ -162,7 +162,7 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
 
 def import_factory(spec: str):
     """The callable named by `package.module:function` or `path/file.py:function` (runs its module)."""
-    from edgeinfer.factory import import_callable
+    from edgeinfer.core.factory import import_callable
 
     return import_callable(spec)
 
@@ -318,7 +318,7 @@ def load_pt2(path: Path, trust_source: bool = False) -> SourceModel:
 def load_source(source: str, task: Task | None = None, trust_source: bool = False) -> SourceModel:
     """The model behind an `export` SOURCE. A factory runs the user's code; a .pt2 holding pickled
     objects is refused unless `trust_source`; a model folder is read as data only."""
-    from edgeinfer.factory import is_factory_spec
+    from edgeinfer.core.factory import is_factory_spec
 
     path = Path(source)
     if path.suffix == ".pt2":

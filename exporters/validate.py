@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.errors import ValidationError
+from edgeinfer.core.errors import ValidationError
 
 # Absolute tolerance by output dtype, before --atol overrides it; a relative term absorbs scale.
 DEFAULT_ATOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2, "float64": 1e-7}

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinfer.errors import (
+from edgeinfer.core.errors import (
     ConfigError,
     InputError,
     MissingDependencyError,
     ProviderUnavailableError,
 )
-from edgeinfer.formats import gguf_int, gguf_string, open_gguf
-from edgeinfer.limits import check_threads
+from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
+from edgeinfer.core.limits import check_threads
+from edgeinfer.core.stdio import captured_fd
 from edgeinfer.runtime import ProviderReport
-from edgeinfer.stdio import captured_fd
 
 
 @dataclass(frozen=True)

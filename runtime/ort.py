@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.core.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
+from edgeinfer.core.limits import check_threads
+from edgeinfer.core.stdio import quiet_native
 from edgeinfer.devices import DeviceProfile, Provider
-from edgeinfer.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
-from edgeinfer.limits import check_threads
 from edgeinfer.runtime import ProviderReport
-from edgeinfer.stdio import quiet_native
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,

@@ -32,7 +32,7 @@ def artifacts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def lenet_onnx(artifacts) -> Path:
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
 
     path = artifacts / "lenet.onnx"
     export_model("edgeinfer.examples.digits:lenet", path, warn=lambda m: None)
@@ -54,7 +54,7 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_onnx(artifacts, minilm_dir) -> Path:
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
 
     path = artifacts / "minilm.onnx"
     export_model(str(minilm_dir), path, warn=lambda m: None)
@@ -71,7 +71,7 @@ def digits_calib(artifacts) -> Path:
 @pytest.fixture(scope="session")
 def lenet_int8(artifacts, lenet_onnx, digits_calib, digits_eval):
     """Static INT8 LeNet, with the comparison quantize made against its parent."""
-    from edgeinfer.quantize import quantize_model
+    from edgeinfer.pipelines.quantize import quantize_model
 
     return quantize_model(lenet_onnx, artifacts / "lenet-int8.onnx", method="static", calib=str(digits_calib),
                           eval_data=str(digits_eval), report=True, runs=5, warn=lambda m: None)
@@ -79,7 +79,7 @@ def lenet_int8(artifacts, lenet_onnx, digits_calib, digits_eval):
 
 @pytest.fixture(scope="session")
 def lenet_static_shapes(artifacts) -> Path:
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
 
     path = artifacts / "lenet-b8.onnx"
     export_model("edgeinfer.examples.digits:lenet", path, static_shapes=True, warn=lambda m: None)

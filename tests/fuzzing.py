@@ -17,8 +17,10 @@ import numpy as np
 EXTREMES = [0, 1, 7, 255, 2**16, 2**31 - 1, 2**32 - 1, 2**40, 2**62, 2**63 - 1, 2**64 - 1]
 
 
-def tiny_llama_gguf(path: Path) -> Path:
-    """A complete, loadable Llama GGUF with random weights: 2 layers, 64 wide, a 300-token vocabulary."""
+def tiny_llama_gguf(path: Path, edit_tokens=None) -> Path:
+    """A complete, loadable Llama GGUF with random weights: 2 layers, 64 wide, a 300-token vocabulary.
+
+    `edit_tokens(list)` may change the vocabulary first (tests of the vocabulary checks)."""
     import gguf
 
     rng = np.random.default_rng(0)
@@ -36,6 +38,8 @@ def tiny_llama_gguf(path: Path) -> Path:
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("llama")
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + [f"\u2581t{i}" for i in range(41)]
+    if edit_tokens is not None:
+        edit_tokens(tokens)
     w.add_token_list(tokens)
     w.add_token_scores([0.0] * 3 + [0.0] * 256 + [-float(i) for i in range(41)])
     types = ([gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
@@ -129,7 +133,7 @@ def feed_gguf(path: Path) -> bool:
 
 def feed_onnx(path: Path) -> bool:
     """What `quantize` and `run` / `bench` do first with an ONNX file."""
-    from edgeinfer.formats import load_onnx
+    from edgeinfer.core.formats import load_onnx
     from edgeinfer.runtime.ort import OrtRunner
 
     load_onnx(path)
@@ -141,7 +145,7 @@ def feed_safetensors(path: Path) -> bool:
     """What `export` checks in a model folder, then every tensor read as transformers would."""
     from safetensors import safe_open
 
-    from edgeinfer.formats import read_safetensors_header
+    from edgeinfer.core.formats import read_safetensors_header
 
     entries = read_safetensors_header(path)
     with safe_open(str(path), framework="np") as fh:
@@ -153,7 +157,7 @@ def feed_safetensors(path: Path) -> bool:
 LLAMA_LOAD_SCRIPT = """
 import sys
 from pathlib import Path
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.core.errors import EdgeInferError
 from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 loaded = refused = 0
 for path in sorted(Path(sys.argv[1]).glob("*.gguf")):

@@ -13,18 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeinfer.core.cache import cache_dir
+
 IMAGE = 32
 SEED = 0
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("EDGEINFER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edgeinfer")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def load_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

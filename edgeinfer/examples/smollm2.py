@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from edgeinfer.errors import MissingDependencyError
+from edgeinfer.core.errors import MissingDependencyError
 
 
 def gguf_path() -> Path:
@@ -24,8 +24,8 @@ def hf_dir(root: Path | None = None) -> Path:
     import torch
     import transformers
 
-    from edgeinfer.examples.digits import cache_dir
-    from edgeinfer.io import atomic_path
+    from edgeinfer.core.cache import cache_dir
+    from edgeinfer.core.io import atomic_path
 
     src = gguf_path()
     out = (root or cache_dir()) / "smollm2-135m-instruct-hf"

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from edgeinfer.errors import ConfigError, UnsupportedError
+from edgeinfer.core.errors import ConfigError, UnsupportedError
 
 FAMILIES: dict[str, type[Family]] = {}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeinfer import hf_folder
-from edgeinfer.errors import InputError
-from edgeinfer.formats import (
+from edgeinfer.core import hf_folder
+from edgeinfer.core.errors import InputError
+from edgeinfer.core.formats import (
     SAFETENSORS_DTYPES,
     SafetensorsEntry,
     read_json_object,
@@ -28,7 +28,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def read_header(file: Path) -> dict[str, SafetensorsEntry]:
-    """The safetensors tensor table, every entry checked against the file (see edgeinfer.formats)."""
+    """The safetensors tensor table, every entry checked against the file (see edgeinfer.core.formats)."""
     return read_safetensors_header(file)
 
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import InputError, UnsupportedError
+from edgeinfer.core.errors import InputError, UnsupportedError
 
 _PREFIX = "base_model.model."
 
@@ -20,8 +20,8 @@ class LoraAdapter:
         import torch
         from safetensors.torch import load_file
 
+        from edgeinfer.core.formats import read_json_object
         from edgeinfer.exporters.gguf.checkpoint import read_header
-        from edgeinfer.formats import read_json_object
 
         self.path = path
         config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"

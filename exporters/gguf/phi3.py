@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gguf
 
-from edgeinfer.errors import UnsupportedError
+from edgeinfer.core.errors import UnsupportedError
 from edgeinfer.exporters.gguf.base import Family, register
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinfer.errors import InputError
+from edgeinfer.core.errors import InputError
 
 
 def load_tokenizer(source: Path):

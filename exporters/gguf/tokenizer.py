@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import InputError, MissingDependencyError
+from edgeinfer.core.errors import InputError, MissingDependencyError
 
 # The split rules of llama.cpp's built-in byte-level BPE pre-tokenizers, told apart by the digit
 # rule: Llama 3 groups up to three digits, Qwen2 splits every digit.

@@ -4,9 +4,9 @@ import numpy as np
 import onnx
 import pytest
 
+from edgeinfer.core.errors import ConfigError
 from edgeinfer.devices import get_profile
-from edgeinfer.errors import ConfigError
-from edgeinfer.quantize import quantize_model
+from edgeinfer.pipelines.quantize import quantize_model
 
 pytest.importorskip("onnxruntime_qnn", reason="pip install onnxruntime-qnn (in the dev extra)")
 NPU = get_profile("snapdragon-npu")
@@ -21,7 +21,7 @@ def lenet_npu(lenet_static_shapes, digits_calib, tmp_path_factory):
 
 
 def test_npu_model_runs_whole_graph_on_qnn_with_cpu_fallback_disabled(lenet_npu, lenet_static_shapes, digits_eval):
-    from edgeinfer.compare import compare_models
+    from edgeinfer.pipelines.compare import compare_models
 
     report = compare_models(lenet_static_shapes, [lenet_npu], str(digits_eval), device=NPU, runs=3,
                             warn=lambda m: None)

@@ -6,8 +6,8 @@ import onnx
 import pytest
 
 from edgeinfer.compress.calibration import BatchReader, window_size
-from edgeinfer.errors import ConfigError, InputError
-from edgeinfer.quantize import quantize_model
+from edgeinfer.core.errors import ConfigError, InputError
+from edgeinfer.pipelines.quantize import quantize_model
 
 FACTORIES = Path(__file__).parents[1] / "exporters" / "factories.py"
 quiet = {"warn": lambda m: None}
@@ -55,7 +55,7 @@ def test_fp16_keeps_io_types_and_accuracy(lenet_onnx, digits_eval, tmp_path):
 
 
 def test_int4_makes_matmulnbits_and_refuses_a_model_without_matmul(tmp_path, lenet_onnx):
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
 
     src = export_model(f"{FACTORIES}:two_outputs", tmp_path / "mm.onnx", **quiet)
     art, _ = quantize_model(src.path, tmp_path / "mm-int4.onnx", method="int4", block_size=32, **quiet)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edgeinfer.errors import ConfigError
+from edgeinfer.core.errors import ConfigError
 from tests.conftest import run_cli
 
 DATA = "edgeinfer.examples.digits:loaders"
@@ -112,7 +112,7 @@ def test_training_that_diverges_stops_with_the_last_good_weights(tmp_path):
 
     from edgeinfer.compress.training import TrainConfig, TrainingStopped, train
     from edgeinfer.examples.digits import lenet5, loaders
-    from edgeinfer.train import load_data
+    from edgeinfer.pipelines.train import load_data
 
     model = lenet5()
     data = load_data(DATA)
@@ -139,7 +139,7 @@ def test_ctrl_c_keeps_the_last_finished_epoch():
 
     from edgeinfer.compress.training import TrainConfig, TrainingStopped, train
     from edgeinfer.examples.digits import lenet5
-    from edgeinfer.train import load_data
+    from edgeinfer.pipelines.train import load_data
 
     model, data = lenet5(), load_data(DATA)
     seen = {"n": 0}
@@ -189,7 +189,7 @@ def test_distill_config_rejects_bad_alpha():
 def test_minilm_distils_into_half_the_layers(minilm_dir, tmp_path):
     from edgeinfer.compress.distill import distill_encoder
     from edgeinfer.examples import SENTENCES
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
 
     sentences = SENTENCES.read_text().splitlines()
     out = tmp_path / "minilm-l3"

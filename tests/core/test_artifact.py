@@ -1,9 +1,9 @@
 
 import pytest
 
-from edgeinfer.artifact import Step, load_artifact, new_artifact
-from edgeinfer.errors import InputError, OutputExistsError
-from edgeinfer.io import atomic_path, check_output
+from edgeinfer.core.artifact import Step, load_artifact, new_artifact
+from edgeinfer.core.errors import InputError, OutputExistsError
+from edgeinfer.core.io import atomic_path, check_output
 
 
 def test_sidecar_round_trips_steps_and_derives_history(tmp_path):

@@ -68,7 +68,7 @@ def test_pytest_helper_passes_and_fails_like_check(lenet_onnx, lenet_int8, digit
 
 
 def test_latency_budget_is_judged_on_the_confidence_interval():
-    from edgeinfer.compare import Budget, check_budget
+    from edgeinfer.pipelines.compare import Budget, check_budget
 
     row = {"model": "c.onnx", "metrics": {}, "file_size_bytes": 1, "speedup": 0.8, "speedup_ci95": [0.6, 1.05]}
     report = {"rows": [dict(row, model="b.onnx"), row]}

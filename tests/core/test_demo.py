@@ -1,4 +1,4 @@
-from edgeinfer.demo import run_demo
+from edgeinfer.pipelines.demo import run_demo
 
 
 def test_demo_trains_exports_quantizes_and_times_everything(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.core.errors import EdgeInferError
 from tests import fuzzing
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,

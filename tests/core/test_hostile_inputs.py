@@ -66,12 +66,12 @@ def test_help_shows_flags_without_a_type(capsys):
 
 
 def test_ctrl_c_exits_130_saying_nothing_was_written(capsys, lenet_onnx, tmp_path, monkeypatch):
-    import edgeinfer.bench
+    import edgeinfer.pipelines.bench
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edgeinfer.bench, "bench_model", interrupted)
+    monkeypatch.setattr(edgeinfer.pipelines.bench, "bench_model", interrupted)
     code, _, stderr = run_cli(capsys, "bench", lenet_onnx)
     assert_refused(code, stderr, contains="interrupted", expect=130)
 
@@ -148,8 +148,8 @@ def test_failed_onnx_load_leaves_no_profiler_folder(capsys, tmp_path, digits_eva
 # ---------------------------------------------------------------------------------- outputs and races
 
 def test_a_second_writer_of_one_output_is_refused(tmp_path):
-    from edgeinfer.errors import OutputExistsError
-    from edgeinfer.io import atomic_path
+    from edgeinfer.core.errors import OutputExistsError
+    from edgeinfer.core.io import atomic_path
 
     out = tmp_path / "m.onnx"
     with atomic_path(out) as tmp:
@@ -166,7 +166,7 @@ def test_a_second_writer_of_one_output_is_refused(tmp_path):
 
 
 def test_stale_temporaries_of_dead_runs_are_removed(tmp_path):
-    from edgeinfer.io import write_text_atomic
+    from edgeinfer.core.io import write_text_atomic
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".big.onnx.tmp-{int(dead.stdout)}"
@@ -385,7 +385,7 @@ def test_concurrent_runs_on_one_input_and_one_output(lenet_onnx, tmp_path):
     assert same == [0, 2], results[4:]
     assert "another edgeinfer run" in results[4][1] + results[5][1] or "meanwhile" in results[4][1] + results[5][1]
     side = json.loads((tmp_path / "same.onnx.edgeinfer.json").read_text())
-    from edgeinfer.io import sha256_file
+    from edgeinfer.core.io import sha256_file
 
     assert side["sha256"] == sha256_file(tmp_path / "same.onnx")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or "inferred" in p.name]
@@ -405,3 +405,23 @@ def test_gguf_with_a_huge_array_count_is_refused_without_allocating(capsys, tmp_
     code, _, stderr = run_cli(capsys, "bench", model)
     assert_refused(code, stderr, contains="corrupt")
     assert time.perf_counter() - start < 10
+
+
+def _set(index: int, text: str):
+    def edit(tokens: list[str]) -> None:
+        tokens[index] = text
+    return edit
+
+
+@pytest.mark.parametrize("edit, contains", [
+    (_set(3 + 0x0F, "<0xZZ>"), "byte tokens"),     # llama.cpp: uncaught std::out_of_range, abort
+    (_set(290, "\u2581t3"), "appears twice"),      # llama.cpp: GGML_ASSERT on the token map, abort
+    (_set(290, "\u2581t3\0"), "appears twice"),    # the same once llama.cpp stops at the NUL
+])
+def test_gguf_vocabularies_that_abort_llama_cpp_are_refused_first(capsys, tmp_path, edit, contains):
+    """Both were found by benchmarks/fuzz.py: llama.cpp killed the whole process on these files."""
+    from tests.fuzzing import tiny_llama_gguf
+
+    model = tiny_llama_gguf(tmp_path / "vocab.gguf", edit)
+    code, _, stderr = run_cli(capsys, "run", model, "--prompt", "t1 t2", "--max-tokens", "2")
+    assert_refused(code, stderr, contains=contains)

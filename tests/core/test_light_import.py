@@ -11,7 +11,7 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_import_edgeinfer_loads_no_heavy_backend():
-    assert _loaded_after("import edgeinfer, edgeinfer.cli, edgeinfer.artifact, edgeinfer.devices") == set()
+    assert _loaded_after("import edgeinfer, edgeinfer.cli, edgeinfer.core.artifact, edgeinfer.devices") == set()
 
 
 def test_help_loads_no_heavy_backend_and_lists_commands():

@@ -1,7 +1,7 @@
 import pytest
 
+from edgeinfer.core.errors import ConfigError
 from edgeinfer.devices import Provider, builtin_profiles, get_profile, load_profile_file
-from edgeinfer.errors import ConfigError
 
 REQUIRED = {"x86-laptop", "x86-avx512-vnni", "raspberry-pi-5", "jetson-orin", "snapdragon-npu",
             "apple-m-series", "intel-npu"}

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeinfer.errors import ConfigError, InputError, OutputExistsError, UnsupportedError, ValidationError
-from edgeinfer.export import export_model
+from edgeinfer.core.errors import ConfigError, InputError, OutputExistsError, UnsupportedError, ValidationError
+from edgeinfer.pipelines.export import export_model
 from tests.conftest import run_cli
 from tests.exporters.llm_factories import ARCHITECTURES, tiny_llm
 

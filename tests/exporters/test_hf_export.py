@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edgeinfer.export import export_model
+from edgeinfer.pipelines.export import export_model
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeinfer.errors import InputError, OutputExistsError, UnsupportedError, ValidationError
-from edgeinfer.export import export_model
+from edgeinfer.core.errors import InputError, OutputExistsError, UnsupportedError, ValidationError
+from edgeinfer.pipelines.export import export_model
 
 FACTORIES = Path(__file__).with_name("factories.py")
 

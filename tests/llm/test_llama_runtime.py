@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgeinfer.errors import InputError, ProviderUnavailableError
+from edgeinfer.core.errors import InputError, ProviderUnavailableError
 from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 from tests.conftest import run_cli
 
@@ -64,7 +64,7 @@ def test_truncated_and_non_gguf_files_are_refused(tmp_path, smollm2):
 
 
 def test_q8_0_quantization_records_types_and_keeps_quality(smollm2, smollm2_q8):
-    from edgeinfer.llm_eval import compare_llms
+    from edgeinfer.pipelines.llm_eval import compare_llms
 
     summary = gguf_summary(smollm2_q8)
     assert summary["tensor_types"].get("Q8_0", 0) > 100 and summary["bits_per_weight"] > 8

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from edgeinfer.core.errors import InputError, ProviderUnavailableError
 from edgeinfer.devices import Provider, get_profile
-from edgeinfer.errors import InputError, ProviderUnavailableError
 from edgeinfer.runtime.ort import OrtRunner
 
 

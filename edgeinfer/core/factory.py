@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from edgeinfer.errors import ConfigError, InputError
+from edgeinfer.core.errors import ConfigError, InputError
 
 
 def is_factory_spec(spec: str) -> bool:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import InputError, UnsupportedError
-from edgeinfer.io import require_file
+from edgeinfer.core.errors import InputError, UnsupportedError
+from edgeinfer.core.io import require_file
 
 # safetensors dtype names -> bytes per element (the sub-byte and fp8 types are not read here).
 SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -86,6 +86,17 @@ def read_safetensors_header(file: Path) -> dict[str, SafetensorsEntry]:
     entries: dict[str, SafetensorsEntry] = {}
     for name, info in header.items():
         entries[name] = _safetensors_entry(file.name, name, info, data_size)
+    # The tensors must tile the data section exactly, as the safetensors library itself requires
+    # (found by fuzzing: a gap made it refuse a file this check had accepted).
+    end = 0
+    for name, e in sorted(entries.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if e.begin != end:
+            raise InputError(f"{file.name}: tensor {name!r} starts at byte {e.begin} of the data section, not {end} "
+                             "(a gap or an overlap); the file is corrupt, re-download or re-save it")
+        end = e.end
+    if end != data_size:
+        raise InputError(f"{file.name}: the tensors cover {end} of the {data_size} data bytes; the file is corrupt "
+                         "or truncated, re-download or re-save it")
     return entries
 
 
@@ -336,6 +347,14 @@ def _check_gguf_model_keys(reader, name: str) -> None:
             text.decode("utf-8")
         except UnicodeDecodeError:
             raise bad(f"token {i} is not valid UTF-8") from None
+    # llama.cpp reads token texts as C strings (up to a NUL), maps text -> id, and aborts the
+    # process when two ids share a text (GGML_ASSERT id_to_token.size() == token_to_id.size(),
+    # found by fuzzing: a byte of "\u2581t31" turned to NUL made it "\u2581t3" twice).
+    as_c = [t.split(b"\0", 1)[0] for t in texts]
+    if len(set(as_c)) != len(as_c):
+        seen: set[bytes] = set()
+        dup = next(t for t in as_c if t in seen or seen.add(t))
+        raise bad(f"the token {dup[:40]!r} appears twice in the vocabulary")
     byte_tokens = [texts[i] for i, t in enumerate(types) if t == 6]  # 6: BYTE
     if byte_tokens:
         # llama.cpp looks bytes up in a map of exactly these tokens and aborts the process (an

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import InputError, UnsupportedError
-from edgeinfer.formats import read_json_object
+from edgeinfer.core.errors import InputError, UnsupportedError
+from edgeinfer.core.formats import read_json_object
 
 # Files from which transformers builds a tokenizer; without one of them it invents a useless one.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "spiece.model",

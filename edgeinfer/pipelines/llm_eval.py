@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeinfer.errors import InputError
+from edgeinfer.core.errors import InputError
 
 LOGITS_SCHEMA = 1
 
@@ -30,9 +30,9 @@ def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
 
 def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, logits_file: Path | None,
                     threads: int | None = None, stage: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    from edgeinfer.examples.digits import cache_dir
-    from edgeinfer.formats import load_npz
-    from edgeinfer.io import atomic_path, require_file, sha256_file
+    from edgeinfer.core.cache import cache_dir
+    from edgeinfer.core.formats import load_npz
+    from edgeinfer.core.io import atomic_path, require_file, sha256_file
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 
     require_file(text, "text file")

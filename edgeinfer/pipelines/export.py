@@ -9,9 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeinfer.artifact import Artifact, ModelFormat, Step, new_artifact
-from edgeinfer.errors import ConfigError
-from edgeinfer.io import atomic_path, check_output
+from edgeinfer.core.artifact import Artifact, ModelFormat, Step, new_artifact
+from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.io import atomic_path, check_output
 
 
 def export_model(
@@ -33,7 +33,7 @@ def export_model(
     warn: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda i, n, name: None,
 ) -> Artifact:
-    from edgeinfer.errors import parse_choice
+    from edgeinfer.core.errors import parse_choice
     from edgeinfer.exporters.source import Task
 
     output = Path(output)
@@ -45,7 +45,7 @@ def export_model(
         if task or opset or static_shapes or atol is not None or exporter != "auto":
             raise ConfigError("--task, --opset, --exporter, --static-shapes and --atol are ONNX options; "
                               "a GGUF export takes --outtype, --adapter and --check-tokens")
-        from edgeinfer.export_gguf import export_gguf
+        from edgeinfer.pipelines.export_gguf import export_gguf
 
         return export_gguf(source, output, outtype=outtype or "f16", adapter=adapter, check_tokens=check_tokens,
                            force=force, stage=stage, progress=progress)

@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeinfer.errors import ConfigError, InputError
-from edgeinfer.limits import check_fits_in_memory
-from edgeinfer.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
+from edgeinfer.core.errors import ConfigError, InputError
+from edgeinfer.core.limits import check_fits_in_memory
+from edgeinfer.core.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
 
 # Symbolic dimension name -> default size for synthetic inputs.
 DEFAULT_DIMS = {"batch": 1, "sequence": 128}
@@ -100,7 +100,7 @@ def bench_model(
     tick: Callable[[], None] | None = None,
     warn=print,
 ) -> dict[str, Any]:
-    from edgeinfer.artifact import load_artifact
+    from edgeinfer.core.artifact import load_artifact
     from edgeinfer.runtime.ort import OrtRunner
 
     art = load_artifact(model)
@@ -140,8 +140,8 @@ def bench_model(
 def _torch_fn(baseline: str, art, feeds, trust_source: bool):
     import torch
 
+    from edgeinfer.core.factory import require_trust
     from edgeinfer.exporters.source import Task, load_source
-    from edgeinfer.factory import require_trust
 
     spec = source_spec(art.source) if baseline == "auto" else baseline
     if not spec:

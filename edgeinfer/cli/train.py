@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgeinfer.cli import Force, Json, _mb, app, console, err, warn
+from edgeinfer.cli.app import Force, Json, app, console, err, mb, warn
 
 Data = Annotated[str, typer.Option(help="package.module:function returning (train DataLoader, eval DataLoader), "
                                         "or an .npz with `input` and `labels` (split 80/20).")]
@@ -47,7 +47,7 @@ def _comparison(title: str, result: dict, extra: list[tuple[str, str]], as_json:
     lo, hi = comp["speedup_ci95"]
     table.add_row("p50 latency", f"{comp['baseline_p50_ms']:.3f} ms",
                   f"{comp['p50_ms']:.3f} ms ({comp['speedup']:.2f}x, 95% CI {lo:.2f}-{hi:.2f})")
-    table.add_row("file size", _mb(comp["baseline_file_size_bytes"]), _mb(comp["file_size_bytes"]))
+    table.add_row("file size", mb(comp["baseline_file_size_bytes"]), mb(comp["file_size_bytes"]))
     for k, v in extra:
         table.add_row(k, "", v)
     console.print(table)
@@ -87,7 +87,7 @@ def prune(
 
       edgeinfer prune edgeinfer.examples.digits:resnet_trained -o resnet-p50.onnx --data edgeinfer.examples.digits:loaders --ratio 0.5 --finetune-epochs 3
     """
-    from edgeinfer.train import prune_model
+    from edgeinfer.pipelines.train import prune_model
 
     with err.status("pruning") as status:
         result = prune_model(model, output, data, method=method, ratio=ratio, importance=importance,
@@ -132,8 +132,8 @@ def distill(
 
       edgeinfer distill --teacher edgeinfer.examples.digits:lenet --student edgeinfer.examples.digits:lenet_half -o student.onnx --data edgeinfer.examples.digits:loaders
     """
-    from edgeinfer.errors import ConfigError
-    from edgeinfer.train import distill_model
+    from edgeinfer.core.errors import ConfigError
+    from edgeinfer.pipelines.train import distill_model
 
     pairs = []
     for f in feature or []:
@@ -175,7 +175,7 @@ def qat(
 
       edgeinfer qat edgeinfer.examples.digits:dscnn_trained -o dscnn-qat.onnx --data edgeinfer.examples.digits:loaders --per-tensor
     """
-    from edgeinfer.train import qat_model
+    from edgeinfer.pipelines.train import qat_model
 
     with err.status("QAT") as status:
         result = qat_model(model, output, data, epochs=epochs, lr=lr, per_channel=per_channel,

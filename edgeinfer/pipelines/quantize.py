@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeinfer.artifact import Artifact, ModelFormat, Step, load_artifact
-from edgeinfer.errors import ConfigError, InputError, parse_choice
-from edgeinfer.formats import load_onnx
-from edgeinfer.io import atomic_path, check_output
+from edgeinfer.core.artifact import Artifact, ModelFormat, Step, load_artifact
+from edgeinfer.core.errors import ConfigError, InputError, parse_choice
+from edgeinfer.core.formats import load_onnx
+from edgeinfer.core.io import atomic_path, check_output
 
 
 def build_config(method: str, profile, *, calib_method: str, activation_type: str | None, weight_type: str | None,
@@ -51,7 +51,6 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
                    profile=None, eval_data: str | None = None, report: bool = False, max_drop: float | None = None,
                    runs: int = 30, force: bool = False, stage: Callable[[str], None] = lambda s: None,
                    warn: Callable[[str], None] = print) -> tuple[Artifact, dict[str, Any]]:
-    from edgeinfer.compare import compare_models
     from edgeinfer.compress.onnx_quant import (
         Method,
         Recipe,
@@ -59,7 +58,8 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
         quantize_onnx,
         split_excludes,
     )
-    from edgeinfer.data import load_batches
+    from edgeinfer.core.data import load_batches
+    from edgeinfer.pipelines.compare import compare_models
     from edgeinfer.runtime.ort import OrtRunner
 
     model, output = Path(model), Path(output)
@@ -143,7 +143,7 @@ def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop
     """Greedy: keep the noisiest activations' nodes in float, one more at a time, until within budget."""
     import shutil
 
-    from edgeinfer.compare import compare_models
+    from edgeinfer.pipelines.compare import compare_models
 
     def drop_of(path) -> float:
         rep = compare_models(model, [path], "eval", data=eval_batches, runs=3, warn=lambda m: None)

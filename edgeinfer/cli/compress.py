@@ -9,17 +9,17 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgeinfer.cli import (
+from edgeinfer.cli.app import (
     Device,
     Fallback,
     Force,
     Json,
     ProviderOpt,
-    _mb,
-    _resolve_device,
     app,
     console,
     err,
+    mb,
+    resolve_device,
     warn,
 )
 
@@ -60,13 +60,13 @@ def quantize(
       edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
     """
     if model.suffix == ".gguf":
-        from edgeinfer.llm_cli import quantize_gguf_cli
+        from edgeinfer.cli.llm import quantize_gguf_cli
 
         quantize_gguf_cli(model, output, method, imatrix, force, as_json, console)
         return
-    from edgeinfer.quantize import quantize_model
+    from edgeinfer.pipelines.quantize import quantize_model
 
-    profile, _ = _resolve_device(device, None)
+    profile, _ = resolve_device(device, None)
     with err.status("quantizing") as status:
         art, result = quantize_model(
             model, output, method=method, calib=calib, calib_method=calib_method, calib_samples=calib_samples,
@@ -80,7 +80,7 @@ def quantize(
     if result.get("comparison"):
         print_comparison(result["comparison"], title=f"{model.name} -> {output.name}")
     else:
-        console.print(f"wrote {output} ({_mb(output.stat().st_size)}); pass --eval-data or --calib to compare it "
+        console.print(f"wrote {output} ({mb(output.stat().st_size)}); pass --eval-data or --calib to compare it "
                       "with its parent")
     if result.get("sqnr"):
         table = Table(title="noisiest quantized tensors (lowest SQNR first)")
@@ -122,7 +122,7 @@ def print_comparison(report: dict, title: str) -> None:
             if k == "accuracy" and i:
                 cell += f" ({r['delta']:+.4f})"
             cells.append(cell)
-        table.add_row(Path(r["model"]).name, _mb(r["file_size_bytes"]), f"{r['latency_ms']['p50']:.3f}", speed,
+        table.add_row(Path(r["model"]).name, mb(r["file_size_bytes"]), f"{r['latency_ms']['p50']:.3f}", speed,
                       *cells, ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]))
     console.print(table)
 
@@ -130,10 +130,10 @@ def print_comparison(report: dict, title: str) -> None:
 def _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn_fn):
     from rich.progress import Progress
 
-    from edgeinfer.compare import EvalTask, compare_models
-    from edgeinfer.errors import parse_choice
+    from edgeinfer.core.errors import parse_choice
+    from edgeinfer.pipelines.compare import EvalTask, compare_models
 
-    profile, providers = _resolve_device(device, provider)
+    profile, providers = resolve_device(device, provider)
     with Progress(transient=True, console=err) as progress:
         bar = progress.add_task("running and timing", total=runs)
         return compare_models(baseline, candidates, data, task=parse_choice(EvalTask, task, "task"), device=profile,
@@ -177,7 +177,7 @@ def compare(
     tokens per second.
     """
     if baseline.suffix == ".gguf":
-        from edgeinfer.llm_cli import compare_llm_report, print_llm_report
+        from edgeinfer.cli.llm import compare_llm_report, print_llm_report
 
         report_ = compare_llm_report(baseline, candidates, text, window, max_tokens, logits, None)
         if as_json:
@@ -186,12 +186,12 @@ def compare(
             print_llm_report(report_)
         return
     if not data:
-        from edgeinfer.errors import ConfigError
+        from edgeinfer.core.errors import ConfigError
 
         raise ConfigError("compare needs --data for ONNX models")
     result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn)
     if report:
-        from edgeinfer.compare import write_html
+        from edgeinfer.pipelines.compare import write_html
 
         write_html(result, report)
         err.print(f"wrote the HTML report {report}")
@@ -229,11 +229,11 @@ def check(
     """
     import sys
 
-    from edgeinfer.compare import Budget, check_budget
-    from edgeinfer.errors import ConfigError
+    from edgeinfer.core.errors import ConfigError
+    from edgeinfer.pipelines.compare import Budget, check_budget
 
     if baseline.suffix == ".gguf":
-        from edgeinfer.llm_cli import check_llm
+        from edgeinfer.cli.llm import check_llm
 
         sys.exit(check_llm(baseline, candidates, text, max_kld, min_top1, as_json, console))
     if not data:
@@ -272,15 +272,15 @@ def compile_(
 
     Example: edgeinfer compile lenet-npu.onnx --device snapdragon-npu -o lenet-npu_ctx.onnx
     """
-    from edgeinfer.artifact import Step, load_artifact
-    from edgeinfer.io import atomic_path, check_output
+    from edgeinfer.core.artifact import Step, load_artifact
+    from edgeinfer.core.io import atomic_path, check_output
     from edgeinfer.runtime.ort import compile_ep_context
 
     check_output(output, [model], force)
     parent = load_artifact(model)
-    profile, _ = _resolve_device(device, None)
+    profile, _ = resolve_device(device, None)
     with atomic_path(output, overwrite=force) as tmp:
         report = compile_ep_context(model, tmp, profile, warn=warn)
     art = parent.derive(output, Step("compile", {"device": profile.name, "providers": report.used}))
     art.save()
-    console.print(f"wrote {output} ({_mb(output.stat().st_size)}), compiled by {report.used[0]}")
+    console.print(f"wrote {output} ({mb(output.stat().st_size)}), compiled by {report.used[0]}")

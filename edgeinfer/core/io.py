@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeinfer.errors import InputError, OutputExistsError
+from edgeinfer.core.errors import InputError, OutputExistsError
 
 
 def check_output(output: Path, inputs: list[Path], force: bool) -> None:

@@ -1,96 +1,29 @@
-"""The `edgeinfer` command line. Heavy libraries load inside commands, so --help stays fast.
-
-Every EdgeInferError becomes one red line and exit code 2; --verbose adds the traceback.
-"""
+"""Commands on one model: export, run, bench, info, devices, and the demo."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from edgeinfer.errors import EdgeInferError
-
-
-def _flags_without_type() -> None:
-    """typer 0.29 prints a `<bool>` type column for on/off flags (`--force <bool>`), which reads as if
-    the flag took a value; show flags bare, as every other CLI does."""
-    option = getattr(typer.core, "TyperOption", None)
-    shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "_edgeinfer", False):
-        return
-
-    def display_type_rich(self, ctx):
-        return None if self.is_flag else shown(self, ctx)
-
-    display_type_rich._edgeinfer = True  # type: ignore[attr-defined]
-    option.display_type_rich = display_type_rich
-
-
-_flags_without_type()
-
-app = typer.Typer(
-    name="edgeinfer",
-    help="Export, compress and run models on edge devices, and prove with numbers they are still good.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+from edgeinfer.cli.app import (
+    Device,
+    Fallback,
+    Force,
+    Json,
+    ProviderOpt,
+    Threads,
+    TrustSource,
+    app,
+    console,
+    err,
+    mb,
+    resolve_device,
+    warn,
 )
-console = Console()
-err = Console(stderr=True)
-_state = {"verbose": False}
-
-Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (stable keys, for CI).")]
-Device = Annotated[Optional[str], typer.Option("--device", "-d", help="Device profile name (see `edgeinfer devices`) or a .toml file.")]
-ProviderOpt = Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="Execution provider, in order of preference (cpu, qnn, cuda, ...). Repeat for several.")]
-Fallback = Annotated[bool, typer.Option("--allow-fallback", help="Run without an unavailable provider instead of failing; the fallback is printed and recorded.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Intra-op threads (default: the device profile's, else all cores).")]
-TrustSource = Annotated[bool, typer.Option("--trust-source", help="Allow loading a .pt2 that holds pickled Python objects, or running the factory code a sidecar names. Both run code: only for files you trust.")]
-
-
-class _WarningsToStderr(logging.Handler):
-    """The library logs on `edgeinfer.*` loggers: warnings become yellow lines on stderr, progress of
-    long steps (INFO) dim ones."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING:
-            warn(record.getMessage())
-        else:
-            err.print(f"[dim]{record.getMessage()}[/dim]", highlight=False, soft_wrap=True)
-
-
-@app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False) -> None:
-    _state["verbose"] = verbose
-    logger = logging.getLogger("edgeinfer")
-    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
-        logger.addHandler(_WarningsToStderr(logging.INFO))
-        logger.propagate = False
-    logger.setLevel(logging.INFO)
-
-
-def warn(message: str) -> None:
-    err.print(f"[yellow]{message}[/yellow]")
-
-
-def _resolve_device(device: str | None, provider: list[str] | None):
-    from edgeinfer.devices import Provider, get_profile
-
-    profile = get_profile(device) if device else None
-    providers = [Provider.parse(p) for p in provider] if provider else None
-    return profile, providers
-
-
-def _mb(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:.2f} MiB"
-
 
 # ---------------------------------------------------------------------------------- export
 
@@ -138,7 +71,7 @@ def export(
 
       edgeinfer export path/to/llama -o tuned.gguf --adapter path/to/lora --outtype q8_0
     """
-    from edgeinfer.export import export_model
+    from edgeinfer.pipelines.export import export_model
 
     with err.status("exporting") as status:
         def progress(i: int, n: int, name: str) -> None:
@@ -157,7 +90,7 @@ def export(
                           "validation": art.validation}, default=str))
         return
     table = Table(title=f"exported {output}", show_header=False)
-    table.add_row("file size", _mb(output.stat().st_size))
+    table.add_row("file size", mb(output.stat().st_size))
     for key in ("parameters", "opset", "task"):
         if art.meta.get(key) is not None:
             value = art.meta[key]
@@ -184,7 +117,7 @@ def _print_gguf_export(output: Path, art, as_json: bool) -> None:
     rt, lp = v["tokenizer_roundtrip"], v["logits_parity"]
     tol = lp["tolerance"]
     table = Table(title=f"exported {output}", show_header=False)
-    table.add_row("file size", _mb(output.stat().st_size))
+    table.add_row("file size", mb(output.stat().st_size))
     table.add_row("architecture", f"{art.meta['architecture']} -> {art.meta['gguf_architecture']}")
     table.add_row("tensors", ", ".join(f"{n} {t}" for t, n in art.meta["tensor_types"].items()))
     tok = art.meta["tokenizer"]
@@ -222,13 +155,13 @@ def run(
     Example: edgeinfer run lenet.onnx -i digits.npz -o logits.npz --device x86-avx512-vnni
     """
     if model.suffix == ".gguf":
-        from edgeinfer.llm_cli import run_llm
+        from edgeinfer.cli.llm import run_llm
 
         run_llm(model, prompt, max_tokens, device, threads, as_json, console)
         return
     import numpy as np
 
-    from edgeinfer.io import atomic_path, check_output, require_file
+    from edgeinfer.core.io import atomic_path, check_output, require_file
     from edgeinfer.runtime.ort import OrtRunner
 
     if input is None:
@@ -237,7 +170,7 @@ def run(
     require_file(input, "input file")
     if output is not None:
         check_output(output, [model, input], force)
-    profile, providers = _resolve_device(device, provider)
+    profile, providers = resolve_device(device, provider)
     feeds = _load_npz(input)
     runner = OrtRunner(model, providers=providers, device=profile, allow_fallback=allow_fallback,
                        threads=threads, warn=warn)
@@ -262,7 +195,7 @@ def run(
 
 
 def _load_npz(path: Path) -> dict:
-    from edgeinfer.formats import load_npz
+    from edgeinfer.core.formats import load_npz
 
     return load_npz(path, "input file")
 
@@ -292,18 +225,18 @@ def bench(
     placement}, and with --baseline: baseline {latency_ms, speedup, speedup_ci95}.
     """
     if model.suffix == ".gguf":
-        from edgeinfer.llm_cli import bench_llm
+        from edgeinfer.cli.llm import bench_llm
 
         bench_llm(model, n_prompt, n_gen, runs or 3, device, threads, as_json, console)
         return
     from rich.progress import Progress
 
-    from edgeinfer.bench import bench_model, parse_shapes
-    from edgeinfer.io import require_file
+    from edgeinfer.core.io import require_file
+    from edgeinfer.pipelines.bench import bench_model, parse_shapes
 
     require_file(model, "model")
     runs = runs or 50
-    profile, providers = _resolve_device(device, provider)
+    profile, providers = resolve_device(device, provider)
     with Progress(transient=True, console=err) as progress:
         bar = progress.add_task("timing", total=runs)
         result = bench_model(model, providers=providers, device=profile, allow_fallback=allow_fallback,
@@ -329,7 +262,7 @@ def bench(
                       f"{result['batch'] * 1000 / bl['p50']:.1f}", "1.00x")
     console.print(table)
     p = result["providers"]
-    console.print(f"file {_mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
+    console.print(f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
                   f"providers used: {', '.join(p['used'])}")
     from edgeinfer.runtime import ProviderReport
 
@@ -370,7 +303,7 @@ def info(model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer
 
     On a terminal: a summary. With --json: the whole sidecar record, for machines.
     """
-    from edgeinfer.artifact import load_artifact
+    from edgeinfer.core.artifact import load_artifact
 
     art = load_artifact(model)
     if as_json:
@@ -380,7 +313,7 @@ def info(model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_row("format", art.format.value)
-    table.add_row("file size", _mb(model.stat().st_size))
+    table.add_row("file size", mb(model.stat().st_size))
     table.add_row("sha256", art.sha256[:16] + "..." + (" [red](sidecar is stale)[/red]" if art.meta.get("stale_sidecar") else ""))
     src = art.source
     table.add_row("source", ", ".join(f"{k} {v}" for k, v in src.items() if k != "kind") + f" ({src.get('kind', '?')})")
@@ -414,75 +347,11 @@ def demo(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the demo's files in an existing --out folder.")] = False,
 ) -> None:
     """Train LeNet-5 on real digits, export, validate, benchmark against PyTorch, compress, compare."""
-    from edgeinfer.demo import run_demo
-    from edgeinfer.errors import OutputExistsError
+    from edgeinfer.core.errors import OutputExistsError
+    from edgeinfer.pipelines.demo import run_demo
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise OutputExistsError(f"{out} already exists and is not empty; pass --force to overwrite the demo's files "
                                 "in it, or choose another --out")
 
     run_demo(out, runs, console, warn)
-
-
-def _usage_error(e) -> None:
-    """A usage error as one line naming the command's --help, like git and cargo print them."""
-    ctx = getattr(e, "ctx", None)
-    where = f"{ctx.command_path} --help" if ctx is not None else "edgeinfer --help"
-    err.print(f"[red]error:[/red] {e.format_message()} (see `{where}`)", highlight=False, soft_wrap=True)
-
-
-def main() -> None:
-    """The console entry point: exit 0 on success, 1 for a `check` regression, 2 on bad input or
-    usage, 130 when interrupted; never a traceback unless --verbose."""
-    import os
-
-    from typer.exceptions import Abort, Exit, TyperException
-
-    # PyTorch's OpenMP workers otherwise busy-wait between calls; with ONNX Runtime sessions taking
-    # turns in an interleaved benchmark, spinning threads oversubscribe the cores and distort every
-    # figure (seen here: eager LeNet at 35 ms instead of 0.8 ms). Torch reads this when it loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-    def interrupted() -> None:
-        err.print("interrupted; nothing written")
-        sys.exit(130)
-
-    try:
-        # Typer catches Ctrl-C itself and, outside standalone mode, returns 130 instead of raising.
-        code = app(standalone_mode=False)
-    except EdgeInferError as e:
-        if _state["verbose"]:
-            err.print_exception()
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except TyperException as e:  # typer >= 0.29 bundles click; its usage errors derive from this
-        if type(e).__name__ == "NoArgsIsHelpError":  # bare `edgeinfer`: the help is the answer
-            print(e.ctx.get_help())
-            sys.exit(0)
-        _usage_error(e)
-        sys.exit(2)
-    except Exit as e:
-        if e.exit_code == 130:
-            interrupted()
-        sys.exit(e.exit_code)
-    except (Abort, KeyboardInterrupt):
-        interrupted()
-    except BrokenPipeError:
-        sys.exit(0)  # `edgeinfer info m.onnx | head`: the reader left, nothing is wrong
-    except Exception as e:
-        # A bug, not bad input: exit 3, so `check`'s 1 (regression) and 2 (bad input) stay truthful.
-        if _state["verbose"]:
-            err.print_exception()
-        else:
-            err.print(f"[red]internal error:[/red] {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''} "
-                      "(a bug in edgeinfer; rerun with `edgeinfer -v ...` and report the traceback)",
-                      highlight=False, soft_wrap=True)
-        sys.exit(3)
-    if code == 130:
-        interrupted()
-    if isinstance(code, int) and code:
-        sys.exit(code)
-
-
-# Commands defined in their own modules register on `app` when imported (heavy imports stay inside).
-from edgeinfer import cli_compress, cli_train, llm_cli  # noqa: E402,F401

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinfer.errors import InputError
-from edgeinfer.factory import is_factory_spec
-from edgeinfer.formats import load_npz
+from edgeinfer.core.errors import InputError
+from edgeinfer.core.factory import is_factory_spec
+from edgeinfer.core.formats import load_npz
 
 LABEL_KEYS = ("labels", "label", "y")
 
@@ -102,7 +102,7 @@ def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: 
         lines = lines[:limit]
     if not lines:
         raise InputError(f"{path} has no sentences")
-    from edgeinfer.hf_folder import load_tokenizer
+    from edgeinfer.core.hf_folder import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     seq = _fixed(inputs[0].shape[1]) if len(inputs[0].shape) > 1 else None
@@ -122,7 +122,7 @@ def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: 
 
 
 def _factory_batches(spec: str, names: list[str], limit: int | None) -> Batches:
-    from edgeinfer.factory import import_callable
+    from edgeinfer.core.factory import import_callable
 
     fn = import_callable(spec, "data factory")
     out, labels = [], []

@@ -15,9 +15,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.errors import InputError, UnsupportedError
-from edgeinfer.formats import read_json_object
-from edgeinfer.io import sha256_file, write_text_atomic
+from edgeinfer.core.errors import InputError, UnsupportedError
+from edgeinfer.core.formats import read_json_object
+from edgeinfer.core.io import sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.artifact import Step
-from edgeinfer.errors import InputError
-from edgeinfer.io import check_output
+from edgeinfer.core.artifact import Step
+from edgeinfer.core.errors import InputError
+from edgeinfer.core.io import check_output
 
 
 def load_data(spec: str, batch: int = 64, seed: int = 0):
@@ -77,9 +77,9 @@ def _eval_npz(loaders, folder: Path) -> Path:
 
 def _export(module, inputs, axes, output: Path, description: dict, steps, *, exporter: str = "auto",
             atol: float | None = None, warn: Callable[[str], None] = print, postprocess=None, force: bool = False):
-    from edgeinfer.export import export_source
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
     from edgeinfer.exporters.source import source_from_module
+    from edgeinfer.pipelines.export import export_source
 
     cfg = OnnxExportConfig(opset=DEFAULT_OPSET, exporter=Exporter(exporter), atol=atol)
     return export_source(source_from_module(module, inputs, axes, description), output, cfg, steps=steps, warn=warn,
@@ -96,7 +96,7 @@ def finish(module, baseline, inputs, axes, output: Path, spec: str, step: Step, 
            postprocess=None, force: bool = False) -> dict[str, Any]:
     """Export the result, export the unmodified model beside it in a temporary folder, and compare
     both in ONNX Runtime on the eval data: accuracy and interleaved latency side by side."""
-    from edgeinfer.compare import compare_models
+    from edgeinfer.pipelines.compare import compare_models
 
     stage(f"exporting {output.name}")
     art = _export(module, inputs, axes, output, {"kind": "factory", "factory": spec, "class": type(module).__name__},
@@ -130,7 +130,7 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
     from edgeinfer.compress import prune
     from edgeinfer.compress.distill import DistillConfig, make_loss
     from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
-    from edgeinfer.errors import parse_choice
+    from edgeinfer.core.errors import parse_choice
 
     output = Path(output)
     check_output(output, [], force)

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.artifact import Artifact, Step, new_artifact
-from edgeinfer.errors import ValidationError
-from edgeinfer.io import atomic_path, check_output
+from edgeinfer.core.artifact import Artifact, Step, new_artifact
+from edgeinfer.core.errors import ValidationError
+from edgeinfer.core.io import atomic_path, check_output
 
 # Hard cases for a tokenizer port: contractions, digit runs, accents, emoji, runs of blanks,
 # newlines and tabs, code, and a control token written in the text.
@@ -48,7 +48,7 @@ def tokenizer_roundtrip(tokenizer, runner, text: str) -> dict[str, Any]:
 
 
 def logits_parity(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
-    from edgeinfer.llm_eval import agreement
+    from edgeinfer.pipelines.llm_eval import agreement
 
     return {"tokens": int(len(ref)), **agreement(ref, cand), "max_abs_logprob_diff": float(np.abs(ref - cand).max())}
 
@@ -64,7 +64,7 @@ def export_gguf(
     stage: Callable[[str], None] = lambda s: None,
     progress: Callable[[int, int, str], None] = lambda i, n, name: None,
 ) -> Artifact:
-    from edgeinfer.errors import InputError, parse_choice
+    from edgeinfer.core.errors import InputError, parse_choice
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
     from edgeinfer.exporters.gguf import GgufExportConfig, OutType, convert, reference
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings

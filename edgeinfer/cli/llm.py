@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeinfer.cli import Device, Fallback, Threads, _mb, app, console, err, warn
+from edgeinfer.cli.app import Device, Fallback, Threads, app, console, err, mb, warn
 
 
 def _settings(device: str | None, threads: int | None, n_ctx: int | None = None, gpu_layers: int | None = None,
@@ -39,7 +39,7 @@ def _print_stream(runner, out: Console, as_json: bool, **kwargs):
 
 def run_llm(model: Path, prompt: str | None, max_tokens: int, device: str | None, threads: int | None,
             as_json: bool, out: Console) -> None:
-    from edgeinfer.errors import ConfigError
+    from edgeinfer.core.errors import ConfigError
     from edgeinfer.runtime.llama import LlamaRunner
 
     if not prompt:
@@ -60,7 +60,7 @@ def run_llm(model: Path, prompt: str | None, max_tokens: int, device: str | None
 
 def bench_llm(model: Path, n_prompt: int, n_gen: int, reps: int, device: str | None, threads: int | None,
               as_json: bool, out: Console) -> None:
-    from edgeinfer.measure import peak_rss_mb
+    from edgeinfer.core.measure import peak_rss_mb
     from edgeinfer.runtime.llama import LlamaRunner, gguf_summary
 
     runner = LlamaRunner(model, _settings(device, threads, n_ctx=n_prompt + n_gen + 8), warn=warn)
@@ -77,16 +77,16 @@ def bench_llm(model: Path, n_prompt: int, n_gen: int, reps: int, device: str | N
     table.add_row(f"pp{n_prompt}", f"{result['pp_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["pp_runs"]))
     table.add_row(f"tg{n_gen}", f"{result['tg_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["tg_runs"]))
     out.print(table)
-    out.print(f"file {_mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
+    out.print(f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
               f"backend {', '.join(result['backend'])}")
 
 
 def quantize_gguf_cli(model: Path, output: Path, method: str, imatrix: Path | None, force: bool, as_json: bool,
                       out: Console) -> None:
-    from edgeinfer.artifact import Step, load_artifact
     from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
-    from edgeinfer.errors import ConfigError, parse_choice
-    from edgeinfer.io import atomic_path, check_output
+    from edgeinfer.core.artifact import Step, load_artifact
+    from edgeinfer.core.errors import ConfigError, parse_choice
+    from edgeinfer.core.io import atomic_path, check_output
     from edgeinfer.runtime.llama import gguf_summary
 
     if imatrix is not None:
@@ -114,8 +114,8 @@ def quantize_gguf_cli(model: Path, output: Path, method: str, imatrix: Path | No
     if as_json:
         print(json.dumps({"output": str(output), "before": before, "after": after}))
         return
-    out.print(f"wrote {output}: {_mb(after['file_size_bytes'])} ({after['bits_per_weight']:.2f} bpw) from "
-              f"{_mb(before['file_size_bytes'])} ({before['bits_per_weight']:.2f} bpw); tensor types {after['tensor_types']}")
+    out.print(f"wrote {output}: {mb(after['file_size_bytes'])} ({after['bits_per_weight']:.2f} bpw) from "
+              f"{mb(before['file_size_bytes'])} ({before['bits_per_weight']:.2f} bpw); tensor types {after['tensor_types']}")
     if "requantized_from" in note:
         warn(f"{model.name} was already quantized ({', '.join(note['requantized_from'])}); requantizing compounds "
              "the error. Start from an F16/BF16 export when you can.")
@@ -124,9 +124,9 @@ def quantize_gguf_cli(model: Path, output: Path, method: str, imatrix: Path | No
 
 def compare_llm_report(baseline: Path, candidates: list[Path], text: Path | None, window: int, max_tokens: int,
                        logits: Path | None, threads: int | None) -> dict:
-    from edgeinfer.errors import ConfigError
+    from edgeinfer.core.errors import ConfigError
     from edgeinfer.examples import SENTENCES
-    from edgeinfer.llm_eval import compare_llms
+    from edgeinfer.pipelines.llm_eval import compare_llms
 
     if not candidates:
         raise ConfigError("give at least one candidate model after the baseline")
@@ -141,7 +141,7 @@ def print_llm_report(report: dict) -> None:
         table.add_column(col, justify="left" if col == "model" else "right", overflow="fold",
                          min_width=10 if col == "model" else None)
     for r in report["rows"]:
-        table.add_row(Path(r["model"]).name, _mb(r["file_size_bytes"]), f"{r['bits_per_weight']:.2f}",
+        table.add_row(Path(r["model"]).name, mb(r["file_size_bytes"]), f"{r['bits_per_weight']:.2f}",
                       f"{r['pp_tokens_per_s']:.0f}", f"{r['tg_tokens_per_s']:.1f}", f"{r['perplexity']:.3f}",
                       f"{r['kl_mean']:.4f}" if "kl_mean" in r else "-", f"{r['kl_p99']:.4f}" if "kl_p99" in r else "-",
                       f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-")
@@ -150,7 +150,7 @@ def print_llm_report(report: dict) -> None:
 
 def check_llm(baseline: Path, candidates: list[Path], text: Path | None, max_kld: float | None,
               min_top1: float | None, as_json: bool, out: Console) -> int:
-    from edgeinfer.errors import ConfigError
+    from edgeinfer.core.errors import ConfigError
 
     if max_kld is None and min_top1 is None:
         raise ConfigError("give at least one budget for GGUF models: --max-kld or --min-top1")

@@ -16,12 +16,12 @@ from rich.table import Table
 def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
     import torch
 
+    from edgeinfer.core.measure import interleaved, percentiles
     from edgeinfer.examples import digits
-    from edgeinfer.export import export_model
-    from edgeinfer.measure import interleaved, percentiles
-    from edgeinfer.quantize import quantize_model
+    from edgeinfer.pipelines.export import export_model
+    from edgeinfer.pipelines.quantize import quantize_model
+    from edgeinfer.pipelines.train import prune_model, qat_model
     from edgeinfer.runtime.ort import OrtRunner
-    from edgeinfer.train import prune_model, qat_model
 
     out.mkdir(parents=True, exist_ok=True)
     _, x_test, _, y_test = digits.load_split()

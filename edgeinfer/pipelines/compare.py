@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeinfer.data import Batches
-from edgeinfer.errors import ConfigError, InputError
-from edgeinfer.measure import interleaved, percentiles, speedup_ci
+from edgeinfer.core.data import Batches
+from edgeinfer.core.errors import ConfigError, InputError
+from edgeinfer.core.measure import interleaved, percentiles, speedup_ci
 
 REPORT_SCHEMA = 1
 
@@ -127,8 +127,8 @@ def compare_models(baseline: Path, candidates: list[Path], data_spec: str, *, ta
                    device=None, providers=None, baseline_device=None, allow_fallback: bool = False,
                    runs: int = 30, batch_size: int = 8, limit: int | None = None, data: Batches | None = None,
                    warn: Callable[[str], None] = print, tick=None) -> dict[str, Any]:
-    from edgeinfer.artifact import load_artifact
-    from edgeinfer.data import load_batches
+    from edgeinfer.core.artifact import load_artifact
+    from edgeinfer.core.data import load_batches
     from edgeinfer.runtime.ort import OrtRunner
 
     if not candidates:
@@ -198,7 +198,7 @@ def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
 
 
 def write_html(report: dict[str, Any], path: Path) -> None:
-    from edgeinfer.io import write_text_atomic
+    from edgeinfer.core.io import write_text_atomic
 
     esc = html.escape
     keys = sorted({k for r in report["rows"] for k in r["metrics"]})

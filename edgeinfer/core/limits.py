@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from edgeinfer.errors import ConfigError
+from edgeinfer.core.errors import ConfigError
 
 
 def check_threads(threads: int | None) -> int | None:

@@ -1,0 +1,153 @@
+"""What every command module shares: the typer app, the consoles, option types, and `main`.
+
+Every EdgeInferError becomes one red line and exit code 2; --verbose adds the traceback.
+Heavy libraries load inside commands, so --help stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from edgeinfer.core.errors import EdgeInferError
+
+
+def _flags_without_type() -> None:
+    """typer 0.29 prints a `<bool>` type column for on/off flags (`--force <bool>`), which reads as if
+    the flag took a value; show flags bare, as every other CLI does."""
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_edgeinfer", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._edgeinfer = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
+app = typer.Typer(
+    name="edgeinfer",
+    help="Export, compress and run models on edge devices, and prove with numbers they are still good.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+err = Console(stderr=True)
+_state = {"verbose": False}
+
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (stable keys, for CI).")]
+Device = Annotated[Optional[str], typer.Option("--device", "-d", help="Device profile name (see `edgeinfer devices`) or a .toml file.")]
+ProviderOpt = Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="Execution provider, in order of preference (cpu, qnn, cuda, ...). Repeat for several.")]
+Fallback = Annotated[bool, typer.Option("--allow-fallback", help="Run without an unavailable provider instead of failing; the fallback is printed and recorded.")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Intra-op threads (default: the device profile's, else all cores).")]
+TrustSource = Annotated[bool, typer.Option("--trust-source", help="Allow loading a .pt2 that holds pickled Python objects, or running the factory code a sidecar names. Both run code: only for files you trust.")]
+
+
+class _WarningsToStderr(logging.Handler):
+    """The library logs on `edgeinfer.*` loggers: warnings become yellow lines on stderr, progress of
+    long steps (INFO) dim ones."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            warn(record.getMessage())
+        else:
+            err.print(f"[dim]{record.getMessage()}[/dim]", highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False) -> None:
+    _state["verbose"] = verbose
+    logger = logging.getLogger("edgeinfer")
+    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
+        logger.addHandler(_WarningsToStderr(logging.INFO))
+        logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+
+def warn(message: str) -> None:
+    """A yellow line on stderr: something the user should know, not an error."""
+    err.print(f"[yellow]{message}[/yellow]")
+
+
+def resolve_device(device: str | None, provider: list[str] | None):
+    """The device profile and provider list named by --device / --provider."""
+    from edgeinfer.devices import Provider, get_profile
+
+    profile = get_profile(device) if device else None
+    providers = [Provider.parse(p) for p in provider] if provider else None
+    return profile, providers
+
+
+def mb(n_bytes: int) -> str:
+    """A size in MiB, as every table shows it."""
+    return f"{n_bytes / 2**20:.2f} MiB"
+
+
+def _usage_error(e) -> None:
+    """A usage error as one line naming the command's --help, like git and cargo print them."""
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path} --help" if ctx is not None else "edgeinfer --help"
+    err.print(f"[red]error:[/red] {e.format_message()} (see `{where}`)", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    """The console entry point: exit 0 on success, 1 for a `check` regression, 2 on bad input or
+    usage, 130 when interrupted; never a traceback unless --verbose."""
+    import os
+
+    from typer.exceptions import Abort, Exit, TyperException
+
+    # PyTorch's OpenMP workers otherwise busy-wait between calls; with ONNX Runtime sessions taking
+    # turns in an interleaved benchmark, spinning threads oversubscribe the cores and distort every
+    # figure (seen here: eager LeNet at 35 ms instead of 0.8 ms). Torch reads this when it loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    def interrupted() -> None:
+        err.print("interrupted; nothing written")
+        sys.exit(130)
+
+    try:
+        # Typer catches Ctrl-C itself and, outside standalone mode, returns 130 instead of raising.
+        code = app(standalone_mode=False)
+    except EdgeInferError as e:
+        if _state["verbose"]:
+            err.print_exception()
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except TyperException as e:  # typer >= 0.29 bundles click; its usage errors derive from this
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `edgeinfer`: the help is the answer
+            print(e.ctx.get_help())
+            sys.exit(0)
+        _usage_error(e)
+        sys.exit(2)
+    except Exit as e:
+        if e.exit_code == 130:
+            interrupted()
+        sys.exit(e.exit_code)
+    except (Abort, KeyboardInterrupt):
+        interrupted()
+    except BrokenPipeError:
+        sys.exit(0)  # `edgeinfer info m.onnx | head`: the reader left, nothing is wrong
+    except Exception as e:
+        # A bug, not bad input: exit 3, so `check`'s 1 (regression) and 2 (bad input) stay truthful.
+        if _state["verbose"]:
+            err.print_exception()
+        else:
+            err.print(f"[red]internal error:[/red] {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''} "
+                      "(a bug in edgeinfer; rerun with `edgeinfer -v ...` and report the traceback)",
+                      highlight=False, soft_wrap=True)
+        sys.exit(3)
+    if code == 130:
+        interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
