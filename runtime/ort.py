@@ -19,8 +19,8 @@ import numpy as np
 
 from edgeinfer.core.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
 from edgeinfer.core.limits import check_threads
+from edgeinfer.core.providers import Provider
 from edgeinfer.core.stdio import quiet_native
-from edgeinfer.devices import DeviceProfile, Provider
 from edgeinfer.runtime import ProviderReport
 
 ORT_DTYPES = {
@@ -101,7 +101,6 @@ class OrtRunner:
         model: Path,
         *,
         providers: list[Provider] | None = None,
-        device: DeviceProfile | None = None,
         allow_fallback: bool = False,
         threads: int | None = None,
         optimization: str = "all",
@@ -113,8 +112,8 @@ class OrtRunner:
         self.path = Path(model)
         if not self.path.is_file():
             raise InputError(f"model {self.path} does not exist")
-        requested = list(providers or (device.providers if device else (Provider.CPU,)))
-        threads = check_threads(threads if threads is not None else (device.threads if device else None))
+        requested = list(providers or (Provider.CPU,))
+        threads = check_threads(threads)
         available = available_providers()
         missing = [p for p in requested if p.value not in available]
         fallbacks = []
@@ -293,13 +292,14 @@ def parse_profile(path: Path) -> dict[str, dict[str, Any]]:
     return {p: {"nodes": v["nodes"], "ops": dict(v["ops"])} for p, v in placement.items()}
 
 
-def compile_ep_context(model: Path, output: Path, device: DeviceProfile, warn=print) -> ProviderReport:
+def compile_ep_context(model: Path, output: Path, providers: list[Provider], threads: int | None = None,
+                       warn=print) -> ProviderReport:
     """Precompile a model for its device's provider into an EP-context model (`*_ctx.onnx`).
 
     The provider writes its compiled graph (e.g. a QNN context binary) into the file, so the
     device loads it without compiling again.
     """
-    runner = OrtRunner(model, device=device, profile_first_run=False, warn=warn,
+    runner = OrtRunner(model, providers=providers, threads=threads, profile_first_run=False, warn=warn,
                        session_config={"ep.context_enable": "1", "ep.context_file_path": str(output),
                                        "ep.context_embed_mode": "1"})
     if not Path(output).exists():

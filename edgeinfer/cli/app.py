@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -86,6 +87,11 @@ def resolve_device(device: str | None, provider: list[str] | None):
     profile = get_profile(device) if device else None
     providers = [Provider.parse(p) for p in provider] if provider else None
     return profile, providers
+
+
+def is_gguf(path: Path) -> bool:
+    """The one place the CLI tells the two model families apart: GGUF LLMs go to llama.cpp."""
+    return Path(path).suffix.lower() == ".gguf"
 
 
 def mb(n_bytes: int) -> str:

@@ -18,6 +18,7 @@ from edgeinfer.cli.app import (
     app,
     console,
     err,
+    is_gguf,
     mb,
     resolve_device,
     warn,
@@ -28,7 +29,7 @@ from edgeinfer.cli.app import (
 def quantize(
     model: Annotated[Path, typer.Argument(help="A float .onnx model (or a .gguf for llama.cpp k-quants).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
-    method: Annotated[str, typer.Option(help="ONNX: dynamic (transformer default), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M, Q8_0.")] = "dynamic",
+    method: Annotated[Optional[str], typer.Option(help="ONNX: dynamic (the default; transformers), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M or Q8_0 (default: the device's llm.kquant, else Q4_K_M).")] = None,
     calib: Annotated[Optional[str], typer.Option(help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts.")] = None,
     calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
     calib_samples: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")] = None,
@@ -59,17 +60,21 @@ def quantize(
 
       edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
     """
-    if model.suffix == ".gguf":
-        from edgeinfer.cli.llm import quantize_gguf_cli
+    if is_gguf(model):
+        from edgeinfer.cli.llm import print_gguf_quantize
+        from edgeinfer.pipelines.llm import quantize_gguf_model
 
-        quantize_gguf_cli(model, output, method, imatrix, force, as_json, console)
+        profile, _ = resolve_device(device, None)
+        with err.status("llama.cpp quantizing"):
+            _, result = quantize_gguf_model(model, output, method, profile=profile, imatrix=imatrix, force=force)
+        print_gguf_quantize(model, output, result, as_json)
         return
     from edgeinfer.pipelines.quantize import quantize_model
 
     profile, _ = resolve_device(device, None)
     with err.status("quantizing") as status:
         art, result = quantize_model(
-            model, output, method=method, calib=calib, calib_method=calib_method, calib_samples=calib_samples,
+            model, output, method=method or "dynamic", calib=calib, calib_method=calib_method, calib_samples=calib_samples,
             batch_size=batch_size, activation_type=activation_type, weight_type=weight_type,
             per_channel=per_channel, symmetric=symmetric, reduce_range=reduce_range, exclude=exclude,
             block_size=block_size, profile=profile, eval_data=eval_data, report=report or max_drop is not None,
@@ -176,10 +181,13 @@ def compare(
     the baseline's log-probs (computed once, kept in a logits file), bits per weight, pp and tg
     tokens per second.
     """
-    if baseline.suffix == ".gguf":
-        from edgeinfer.cli.llm import compare_llm_report, print_llm_report
+    if is_gguf(baseline):
+        from edgeinfer.cli.llm import print_llm_report
+        from edgeinfer.pipelines.llm import compare_gguf
 
-        report_ = compare_llm_report(baseline, candidates, text, window, max_tokens, logits, None)
+        with err.status("scoring") as status:
+            report_ = compare_gguf(baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits,
+                                   stage=status.update)
         if as_json:
             print(json.dumps(report_))
         else:
@@ -232,19 +240,22 @@ def check(
     from edgeinfer.core.errors import ConfigError
     from edgeinfer.pipelines.compare import Budget, check_budget
 
-    if baseline.suffix == ".gguf":
-        from edgeinfer.cli.llm import check_llm
-
-        sys.exit(check_llm(baseline, candidates, text, max_kld, min_top1, as_json, console))
-    if not data:
-        raise ConfigError("check needs --data for ONNX models")
     budget = Budget(max_drop=max_drop, min_cosine=min_cosine, max_slowdown=max_slowdown, min_speedup=min_speedup,
-                    max_size_mb=max_size)
+                    max_size_mb=max_size, max_kld=max_kld, min_top1=min_top1)
     if budget == Budget():
-        raise ConfigError("give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup or "
-                          "--max-size")
-    result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit,
-                      warn)
+        raise ConfigError("give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup, "
+                          "--max-size, or for GGUF --max-kld / --min-top1")
+    if is_gguf(baseline):
+        from edgeinfer.cli.llm import print_llm_report
+        from edgeinfer.pipelines.llm import compare_gguf
+
+        with err.status("scoring") as status:
+            result = compare_gguf(baseline, candidates, text, stage=status.update)
+    else:
+        if not data:
+            raise ConfigError("check needs --data for ONNX models")
+        result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit,
+                          warn)
     problems = check_budget(result, budget)
     result["budget"] = {k: v for k, v in budget.__dict__.items() if v is not None}
     result["violations"] = problems
@@ -252,7 +263,7 @@ def check(
     if as_json:
         print(json.dumps(result))
     else:
-        print_comparison(result, "check")
+        (print_llm_report(result) if is_gguf(baseline) else print_comparison(result, "check"))
         for p in problems:
             err.print(f"[red]REGRESSION[/red] {p}")
     verdict = (f"FAIL: {len(problems)} budget violation(s)" if problems
@@ -272,15 +283,9 @@ def compile_(
 
     Example: edgeinfer compile lenet-npu.onnx --device snapdragon-npu -o lenet-npu_ctx.onnx
     """
-    from edgeinfer.core.artifact import Step, load_artifact
-    from edgeinfer.core.io import atomic_path, check_output
-    from edgeinfer.runtime.ort import compile_ep_context
+    from edgeinfer.pipelines.run import compile_model
 
-    check_output(output, [model], force)
-    parent = load_artifact(model)
     profile, _ = resolve_device(device, None)
-    with atomic_path(output, overwrite=force) as tmp:
-        report = compile_ep_context(model, tmp, profile, warn=warn)
-    art = parent.derive(output, Step("compile", {"device": profile.name, "providers": report.used}))
-    art.save()
-    console.print(f"wrote {output} ({mb(output.stat().st_size)}), compiled by {report.used[0]}")
+    art = compile_model(model, output, profile, force=force)
+    used = art.steps[-1].config["providers"]
+    console.print(f"wrote {output} ({mb(output.stat().st_size)}), compiled by {used[0]}")

@@ -20,6 +20,7 @@ from edgeinfer.cli.app import (
     app,
     console,
     err,
+    is_gguf,
     mb,
     resolve_device,
     warn,
@@ -82,7 +83,7 @@ def export(
                            adapter=str(adapter) if adapter else None, check_tokens=check_tokens, force=force,
                            trust_source=trust_source,
                            stage=lambda s: status.update(s), warn=warn, progress=progress)
-    if output.suffix.lower() == ".gguf":
+    if is_gguf(output):
         _print_gguf_export(output, art, as_json)
         return
     if as_json:
@@ -154,50 +155,29 @@ def run(
 
     Example: edgeinfer run lenet.onnx -i digits.npz -o logits.npz --device x86-avx512-vnni
     """
-    if model.suffix == ".gguf":
-        from edgeinfer.cli.llm import run_llm
+    if is_gguf(model):
+        from edgeinfer.cli.llm import run_gguf
 
-        run_llm(model, prompt, max_tokens, device, threads, as_json, console)
+        run_gguf(model, prompt, max_tokens, device, threads, as_json)
         return
-    import numpy as np
-
-    from edgeinfer.core.io import atomic_path, check_output, require_file
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.pipelines.run import run_onnx
 
     if input is None:
         raise typer.BadParameter("--input is required for ONNX models (an .npz of named arrays)")
-    require_file(model, "model")
-    require_file(input, "input file")
-    if output is not None:
-        check_output(output, [model, input], force)
     profile, providers = resolve_device(device, provider)
-    feeds = _load_npz(input)
-    runner = OrtRunner(model, providers=providers, device=profile, allow_fallback=allow_fallback,
-                       threads=threads, warn=warn)
-    if "labels" not in {i.name for i in runner.inputs}:
-        feeds.pop("labels", None)  # evaluation files carry labels beside the inputs
-    outputs = runner.run(feeds)
-    if output is not None:
-        with atomic_path(output, overwrite=force) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **outputs)
-    rep = runner.report
+    result = run_onnx(model, input, output, profile=profile, providers=providers, threads=threads,
+                      allow_fallback=allow_fallback, force=force)
     if as_json:
-        print(json.dumps({"outputs": {k: list(v.shape) for k, v in outputs.items()},
-                          "providers": {"requested": rep.requested, "used": rep.used, "fallbacks": rep.fallbacks,
-                                        "placement": rep.placement}}))
+        print(json.dumps(result.to_dict()))
         return
-    for name, value in outputs.items():
+    from edgeinfer.runtime import ProviderReport
+
+    for name, value in result.outputs.items():
         console.print(f"{name}: shape {list(value.shape)} dtype {value.dtype}")
-    console.print(f"providers: {rep.summary()}")
+    p = result.providers
+    console.print(f"providers: {ProviderReport(p['requested'], p['used'], p['fallbacks'], p['placement']).summary()}")
     if output:
         console.print(f"wrote {output}")
-
-
-def _load_npz(path: Path) -> dict:
-    from edgeinfer.core.formats import load_npz
-
-    return load_npz(path, "input file")
 
 
 # ---------------------------------------------------------------------------------- bench
@@ -224,10 +204,10 @@ def bench(
     {p50,p90,p99,mean,min}, throughput_per_s, peak_rss_mb, providers {requested, used, fallbacks,
     placement}, and with --baseline: baseline {latency_ms, speedup, speedup_ci95}.
     """
-    if model.suffix == ".gguf":
-        from edgeinfer.cli.llm import bench_llm
+    if is_gguf(model):
+        from edgeinfer.cli.llm import bench_gguf
 
-        bench_llm(model, n_prompt, n_gen, runs or 3, device, threads, as_json, console)
+        bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json)
         return
     from rich.progress import Progress
 

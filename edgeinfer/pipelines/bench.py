@@ -101,11 +101,13 @@ def bench_model(
     warn=print,
 ) -> dict[str, Any]:
     from edgeinfer.core.artifact import load_artifact
+    from edgeinfer.pipelines.target import ort_target
     from edgeinfer.runtime.ort import OrtRunner
 
     art = load_artifact(model)
-    runner = OrtRunner(model, providers=providers, device=device, allow_fallback=allow_fallback,
-                       threads=threads, warn=warn)
+    target = ort_target(device, providers, threads)
+    runner = OrtRunner(model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback,
+                       warn=warn)
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement

@@ -37,10 +37,13 @@ class Budget:
     max_slowdown: float | None = None  # candidate p50 / baseline p50
     min_speedup: float | None = None  # baseline p50 / candidate p50
     max_size_mb: float | None = None  # candidate file size in MiB
+    max_kld: float | None = None  # LLMs: mean KL divergence from the baseline's token distribution
+    min_top1: float | None = None  # LLMs: share of positions whose most likely token agrees
 
     def __post_init__(self) -> None:
         ranges = {"max_drop": (0.0, 1.0), "min_cosine": (-1.0, 1.0), "max_slowdown": (1e-6, 1e6),
-                  "min_speedup": (1e-6, 1e6), "max_size_mb": (1e-9, 1e9)}
+                  "min_speedup": (1e-6, 1e6), "max_size_mb": (1e-9, 1e9), "max_kld": (0.0, 1e3),
+                  "min_top1": (0.0, 1.0)}
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and lo <= value <= hi):
@@ -129,14 +132,18 @@ def compare_models(baseline: Path, candidates: list[Path], data_spec: str, *, ta
                    warn: Callable[[str], None] = print, tick=None) -> dict[str, Any]:
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
+    from edgeinfer.pipelines.target import ort_target
     from edgeinfer.runtime.ort import OrtRunner
 
     if not candidates:
         raise ConfigError("give at least one candidate model after the baseline")
     base_art = load_artifact(baseline)
-    runners = {str(baseline): OrtRunner(baseline, device=baseline_device, warn=warn)}
+    base_target, target = ort_target(baseline_device), ort_target(device, providers)
+    runners = {str(baseline): OrtRunner(baseline, providers=base_target.providers, threads=base_target.threads,
+                                        warn=warn)}
     for cand in candidates:
-        runners[str(cand)] = OrtRunner(cand, device=device, providers=providers, allow_fallback=allow_fallback,
+        runners[str(cand)] = OrtRunner(cand, providers=target.providers, threads=target.threads,
+                                       allow_fallback=allow_fallback,
                                        warn=warn)
     base_runner = runners[str(baseline)]
     if data is None:
@@ -171,15 +178,31 @@ def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
     speedup lies on the wrong side of it, not when the point estimate does.
     """
     rows = report["rows"][1:]
+    llm = "window" in report  # a GGUF quality report (llm_eval), scored on token windows
+    task = "llm" if llm else report.get("task", "onnx")
+    wrong = ([f for f in ("max_drop", "min_cosine", "max_slowdown", "min_speedup") if getattr(budget, f) is not None]
+             if llm else [f for f in ("max_kld", "min_top1") if getattr(budget, f) is not None])
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)} do not apply to {'GGUF LLMs' if llm else 'ONNX models'}; "
+                          + ("use max_kld, min_top1 or max_size" if llm else "max_kld and min_top1 are for GGUF LLMs"))
     if budget.max_drop is not None and not any("delta" in r for r in rows):
         raise ConfigError(f"max_drop (accuracy) needs classification data with labels; this comparison is "
-                          f"{report['task']}: use min_cosine")
+                          f"{task}: use min_cosine")
     if budget.min_cosine is not None and not any("cosine_mean" in r["metrics"] for r in rows):
-        raise ConfigError(f"min_cosine needs embedding or raw outputs; this comparison is {report['task']}: "
-                          "use max_drop")
+        raise ConfigError(f"min_cosine needs embedding or raw outputs; this comparison is {task}: use max_drop")
     problems = []
     for row in rows:
-        name, m = Path(row["model"]).name, row["metrics"]
+        name = Path(row["model"]).name
+        if llm:
+            if budget.max_kld is not None and row["kl_mean"] > budget.max_kld:
+                problems.append(f"{name}: mean KL divergence {row['kl_mean']:.4f} above {budget.max_kld}")
+            if budget.min_top1 is not None and row["top1_agreement"] < budget.min_top1:
+                problems.append(f"{name}: top-1 agreement {row['top1_agreement']:.3f} below {budget.min_top1}")
+            size_mb = row["file_size_bytes"] / 2**20
+            if budget.max_size_mb is not None and size_mb > budget.max_size_mb:
+                problems.append(f"{name}: {size_mb:.2f} MiB, above {budget.max_size_mb:.2f} MiB")
+            continue
+        m = row["metrics"]
         lo, hi = row["speedup_ci95"]
         if budget.max_drop is not None and "delta" in row and -row["delta"] > budget.max_drop + 1e-12:
             problems.append(f"{name}: accuracy dropped {-row['delta']:.4f} (budget {budget.max_drop:.4f})")

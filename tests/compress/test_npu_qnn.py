@@ -35,11 +35,11 @@ def test_compile_writes_an_ep_context_model_that_gives_the_same_outputs(lenet_np
     from edgeinfer.runtime.ort import OrtRunner, compile_ep_context
 
     ctx = tmp_path / "lenet_ctx.onnx"
-    compile_ep_context(lenet_npu, ctx, NPU, warn=lambda m: None)
+    compile_ep_context(lenet_npu, ctx, list(NPU.providers), warn=lambda m: None)
     assert [n.op_type for n in onnx.load(str(ctx)).graph.node] == ["EPContext"]
     x = {"input": np.random.default_rng(0).random((8, 1, 32, 32), dtype=np.float32)}
-    a = OrtRunner(lenet_npu, device=NPU).run(x)["output"]
-    b = OrtRunner(ctx, device=NPU).run(x)["output"]
+    a = OrtRunner(lenet_npu, providers=list(NPU.providers)).run(x)["output"]
+    b = OrtRunner(ctx, providers=list(NPU.providers)).run(x)["output"]
     assert np.abs(a - b).max() == 0
 
 

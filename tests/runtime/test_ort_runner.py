@@ -36,7 +36,8 @@ def test_unavailable_provider_is_an_error_naming_its_package(lenet_onnx):
 
 def test_fallback_is_explicit_printed_and_recorded(lenet_onnx):
     said = []
-    runner = OrtRunner(lenet_onnx, device=get_profile("jetson-orin"), allow_fallback=True, warn=said.append)
+    runner = OrtRunner(lenet_onnx, providers=list(get_profile("jetson-orin").providers), allow_fallback=True,
+                       warn=said.append)
     assert runner.report.used == ["CPUExecutionProvider"]
     assert any("TensorrtExecutionProvider" in f for f in runner.report.fallbacks)
     assert said and "fallback" in said[0]
