@@ -42,13 +42,13 @@ def pruning(args) -> None:
 
     from edgeinfer.core.measure import percentiles, speedup_ci
     from edgeinfer.examples.digits import load_split
-    from edgeinfer.pipelines.train import _export, load_model, prune_model
+    from edgeinfer.pipelines.train import export_module, load_model, prune_model
 
     _, x_test, _, y_test = load_split()
     spec = "edgeinfer.examples.digits:resnet_trained"
     module, inputs, axes = load_model(spec)
     base = args.out / "resnet.onnx"
-    _export(module, inputs, axes, base, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
+    export_module(module, inputs, axes, base, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
     results = {}
     for method in ("structured", "unstructured"):
         out = args.out / f"resnet-{method}50.onnx"
@@ -147,13 +147,13 @@ def minilm(args) -> None:
 def qat_vs_ptq(args) -> None:
     from edgeinfer.examples.digits import load_split, save_calib_npz
     from edgeinfer.pipelines.quantize import quantize_model
-    from edgeinfer.pipelines.train import _export, load_model, qat_model
+    from edgeinfer.pipelines.train import export_module, load_model, qat_model
 
     _, x_test, _, y_test = load_split()
     spec = "edgeinfer.examples.digits:dscnn_trained"
     module, inputs, axes = load_model(spec)
     fp32 = args.out / "dscnn.onnx"
-    _export(module, inputs, axes, fp32, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
+    export_module(module, inputs, axes, fp32, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
     calib = save_calib_npz(args.out / "calib.npz", samples=256)
     ptq = args.out / "dscnn-ptq-pt.onnx"
     quantize_model(fp32, ptq, method="static", calib=str(calib), per_channel=False, reduce_range=False, force=True,

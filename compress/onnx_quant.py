@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.errors import BackendError, ConfigError, InputError
+from edgeinfer.core.stdio import quiet_native
 
 
 class Method(StrEnum):
@@ -130,7 +131,7 @@ def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_ba
     onnxruntime.quantization writes work files (`<model>-inferred.onnx`, augmented models) beside
     the model it is given, so it is given a private copy: the user's folder is never written.
     """
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-quant-") as work, _quiet_quantizer():
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-quant-") as work, _quiet_quantizer(), quiet_native():
         private = Path(work) / "model.onnx"
         model = _private_copy(model_path, private)
         return _quantize(private, model, output, cfg, calib_batches)
@@ -188,6 +189,28 @@ def _quantize(model_path: Path, model, output: Path, cfg: OnnxQuantConfig, calib
     return facts
 
 
+def _entropy_ranges(model_path: Path, reader, window: int, symmetric: bool) -> Path:
+    """Entropy (KL) calibration with 2048 histogram bins, saved as a calibration cache for quantize_static.
+
+    quantize_static builds its entropy calibrator with 128 bins for 128 quantized bins, which
+    leaves nothing to clip: its ranges came out identical to minmax (a test compares them).
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    work = model_path.parent
+    calibrator = create_calibrator(model_path, None, augmented_model_path=str(work / "entropy-augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": 2048, "num_quantized_bins": 128,
+                                                  "symmetric": symmetric})
+    for start in range(0, len(reader), window):
+        reader.set_range(start, start + window)
+        calibrator.collect_data(reader)
+    reader.set_range(0, len(reader))
+    cache = work / "entropy-ranges.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    return cache
+
+
 def _static(model_path: Path, output: Path, cfg: OnnxQuantConfig, batches, excluded: list[str]) -> dict[str, Any]:
 
     from onnxruntime.quantization import QuantFormat, quantize, quantize_static
@@ -214,8 +237,11 @@ def _static(model_path: Path, output: Path, cfg: OnnxQuantConfig, batches, exclu
                                       nodes_to_exclude=excluded or None, stride=window)
             quantize(str(source), str(output), qcfg)
         return {"calibration_batches": len(reader), "calibration_window": window, "recipe": "qnn"}
+    cache = None
+    if cfg.calibration is CalibMethod.ENTROPY:
+        cache = _entropy_ranges(model_path, reader, window, cfg.symmetric)
     quantize_static(
-        str(model_path), str(output), reader, quant_format=QuantFormat.QDQ,
+        str(model_path), str(output), reader, quant_format=QuantFormat.QDQ, calibration_cache_path=cache,
         per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
         activation_type=_qtype(cfg.activation_type), weight_type=_qtype(cfg.weight_type),
         nodes_to_exclude=excluded, calibrate_method=_calib(cfg.calibration),

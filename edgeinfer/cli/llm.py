@@ -62,7 +62,8 @@ def bench_gguf(model: Path, n_prompt: int, n_gen: int, reps: int, device: str | 
     from edgeinfer.pipelines.llm import bench_gguf as bench
 
     with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
-        result = bench(model, settings_for(device, threads), n_prompt=n_prompt, n_gen=n_gen, reps=reps)
+        result = bench(model, settings_for(device, threads), n_prompt=n_prompt, n_gen=n_gen, reps=reps,
+                       profile=resolve_device(device, None)[0])
     if as_json:
         print(json.dumps(result))
         return

@@ -41,6 +41,7 @@ def export(
     outtype: Annotated[Optional[str], typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants.")] = None,
     adapter: Annotated[Optional[Path], typer.Option(help="GGUF: a PEFT LoRA adapter directory merged into the weights first.")] = None,
     check_tokens: Annotated[int, typer.Option(min=16, max=4096, help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.")] = 256,
+    device: Annotated[Optional[str], typer.Option("--device", "-d", help="Device profile: one that needs static shapes (NPUs) fixes them, as --static-shapes does.")] = None,
     force: Force = False,
     trust_source: TrustSource = False,
     as_json: Json = False,
@@ -81,7 +82,7 @@ def export(
         art = export_model(source, output, task=task, opset=opset, exporter=exporter,
                            static_shapes=static_shapes, atol=atol, format=format, outtype=outtype,
                            adapter=str(adapter) if adapter else None, check_tokens=check_tokens, force=force,
-                           trust_source=trust_source,
+                           trust_source=trust_source, profile=resolve_device(device, None)[0],
                            stage=lambda s: status.update(s), warn=warn, progress=progress)
     if is_gguf(output):
         _print_gguf_export(output, art, as_json)

@@ -131,12 +131,20 @@ def bench_model(
         "providers": {"requested": runner.report.requested, "used": runner.report.used,
                       "fallbacks": runner.report.fallbacks, "placement": runner.report.placement},
     }
+    check_memory(result["peak_rss_mb"], device)
     if baseline:
         base = percentiles(times["pytorch"])
         point, lo, hi = speedup_ci(times["pytorch"], times["onnxruntime"])
         result["baseline"] = {"source": baseline, "runtime": "pytorch-eager", "latency_ms": base,
                               "speedup": point, "speedup_ci95": [lo, hi]}
     return result
+
+
+def check_memory(peak_rss_mb: float, profile) -> None:
+    """Warn when the measured peak memory would not fit the device profile's `memory_mb`."""
+    if profile is not None and profile.memory_mb and peak_rss_mb > profile.memory_mb:
+        log.warning(f"peak memory {peak_rss_mb:.0f} MiB exceeds device {profile.name}'s memory_mb of "
+                    f"{profile.memory_mb} MiB (measured on this machine, with edgeinfer's own overhead)")
 
 
 def _torch_fn(baseline: str, art, feeds, trust_source: bool):

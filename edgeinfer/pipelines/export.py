@@ -5,6 +5,7 @@ The file only appears at the output path once validation passed; the figures go 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +13,8 @@ from typing import Any, Callable
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, new_artifact
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.io import atomic_path, check_output
+
+log = logging.getLogger(__name__)
 
 
 def export_model(
@@ -29,14 +32,28 @@ def export_model(
     check_tokens: int = 256,
     force: bool = False,
     trust_source: bool = False,
+    profile=None,
     stage: Callable[[str], None] = lambda s: None,
     warn: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda i, n, name: None,
 ) -> Artifact:
+    """Export `source` (a Hugging Face folder, a factory spec or a .pt2) to ONNX or GGUF, chosen by the
+    output's suffix, validated against the source before the file appears.
+
+    Args:
+        source, output: what to export, and where (.onnx or .gguf).
+        task, opset, exporter, static_shapes, atol: ONNX options (see `edgeinfer export --help`).
+        outtype, adapter, check_tokens: GGUF options.
+        profile: a device profile; one with `static_shapes = true` (NPUs) fixes every input shape.
+        force: overwrite an existing output; trust_source: allow a .pt2 holding pickled objects.
+    """
     from edgeinfer.core.errors import parse_choice
     from edgeinfer.exporters.source import Task
 
     output = Path(output)
+    if profile is not None and profile.static_shapes and not static_shapes and output.suffix.lower() == ".onnx":
+        log.info(f"fixing every input shape: device {profile.name} needs static shapes")
+        static_shapes = True
     fmt = ModelFormat.of(output)
     if format and parse_choice(ModelFormat, format, "format") is not fmt:
         raise ConfigError(f"--format {format} but the output {output.name} is a .{fmt.value} file; "

@@ -38,7 +38,8 @@ def generate(model: Path, settings, *, prompt: str | None = None, messages: list
     return runner, runner.stream(prompt=prompt, messages=messages, max_tokens=max_tokens)
 
 
-def bench_gguf(model: Path, settings, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 3) -> dict[str, Any]:
+def bench_gguf(model: Path, settings, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 3,
+               profile=None) -> dict[str, Any]:
     """Prompt processing and generation tokens per second (like llama-bench), with the file's summary."""
     from dataclasses import replace
 
@@ -49,6 +50,9 @@ def bench_gguf(model: Path, settings, *, n_prompt: int = 512, n_gen: int = 128, 
                          warn=log.warning)
     result = runner.bench(n_prompt, n_gen, reps)
     result.update(gguf_summary(model), model=str(model), peak_rss_mb=peak_rss_mb(), backend=runner.report.used)
+    from edgeinfer.pipelines.bench import check_memory
+
+    check_memory(result["peak_rss_mb"], profile)
     return result
 
 

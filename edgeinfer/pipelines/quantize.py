@@ -71,6 +71,7 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
         raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
     graph = load_onnx(model)
     check_not_quantized(graph)
+    _check_device_precision(method, profile, warn)
     cfg = build_config(method, profile, calib_method=calib_method, activation_type=activation_type,
                        weight_type=weight_type, per_channel=per_channel, symmetric=symmetric,
                        reduce_range=reduce_range, exclude=split_excludes(graph, exclude or []), block_size=block_size)
@@ -129,6 +130,20 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
         warn(f"SLOWER: {output.name} runs {1 / comparison['rows'][1]['speedup']:.2f}x the latency of its float parent "
              "on this machine (p50, interleaved). On this CPU the float model is the faster choice.")
     return art, {"comparison": comparison, **extra}
+
+
+_PRECISION_OF_METHOD = {"dynamic": "int8", "static": "int8", "int4": "int4", "fp16": "fp16"}
+
+
+def _check_device_precision(method: str, profile, warn) -> None:
+    """Say so when the device profile does not list the precision a method produces as fast there."""
+    precision = _PRECISION_OF_METHOD.get(method.lower())
+    if profile is None or precision is None:
+        return
+    fast = [p.value for p in profile.precisions]
+    if precision not in fast:
+        warn(f"device {profile.name} lists {', '.join(fast)} as its fast precisions, not {precision}: --method {method} "
+             "may run slower there than the float model")
 
 
 def _summary(comparison) -> dict[str, Any]:

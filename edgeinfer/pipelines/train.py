@@ -75,8 +75,17 @@ def _eval_npz(loaders, folder: Path) -> Path:
     return path
 
 
-def _export(module, inputs, axes, output: Path, description: dict, steps, *, exporter: str = "auto",
-            atol: float | None = None, warn: Callable[[str], None] = print, postprocess=None, force: bool = False):
+def export_module(module, inputs, axes, output: Path, description: dict, steps, *, exporter: str = "auto",
+                  atol: float | None = None, warn: Callable[[str], None] = print, postprocess=None,
+                  force: bool = False):
+    """Export an in-memory module (a pruned, distilled or QAT model) to ONNX, validated like `export`.
+
+    Args:
+        module, inputs, axes: the module, its example inputs by name, and their dynamic axes.
+        output: the .onnx file to write.
+        description: the sidecar's `source` record; steps: the compression steps that made the module.
+        exporter, atol, postprocess: as for export_source; force: overwrite an existing output.
+    """
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
     from edgeinfer.exporters.source import source_from_module
     from edgeinfer.pipelines.export import export_source
@@ -99,12 +108,12 @@ def finish(module, baseline, inputs, axes, output: Path, spec: str, step: Step, 
     from edgeinfer.pipelines.compare import compare_models
 
     stage(f"exporting {output.name}")
-    art = _export(module, inputs, axes, output, {"kind": "factory", "factory": spec, "class": type(module).__name__},
+    art = export_module(module, inputs, axes, output, {"kind": "factory", "factory": spec, "class": type(module).__name__},
                   [step], exporter=exporter, atol=atol, warn=warn, postprocess=postprocess, force=force)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.onnx"
         stage("exporting the unmodified model for the comparison")
-        _export(baseline, inputs, axes, base, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
+        export_module(baseline, inputs, axes, base, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
         stage("comparing in ONNX Runtime")
         report = compare_models(base, [output], str(_eval_npz(loaders, Path(tmp))), runs=runs, warn=warn)
     base_row, row = report["rows"][0], report["rows"][-1]

@@ -76,17 +76,40 @@ def test_max_drop_search_reports_whether_the_target_was_met(lenet_onnx, digits_c
     assert art.steps[-1].config["max_drop_search"]["met"] is False  # and labelled as missing the target
 
 
+def _activation_scales(path) -> dict[str, float]:
+    """The scale of every QuantizeLinear that quantizes an activation (not a weight initializer)."""
+    model = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]].ravel()[0]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and n.input[1] in inits}
+
+
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_histogram_calibration_methods_work(lenet_onnx, digits_calib, tmp_path, method):
+def test_histogram_calibration_methods_choose_other_ranges_than_minmax(lenet_onnx, digits_calib, tmp_path, method):
+    ref, _ = quantize_model(lenet_onnx, tmp_path / "minmax.onnx", method="static", calib=str(digits_calib),
+                            calib_method="minmax", calib_samples=32, **quiet)
     art, _ = quantize_model(lenet_onnx, tmp_path / f"{method}.onnx", method="static", calib=str(digits_calib),
                             calib_method=method, calib_samples=32, **quiet)
     assert art.steps[-1].config["calibration"] == method
+    a, b = _activation_scales(ref.path), _activation_scales(art.path)
+    assert a.keys() == b.keys() and len(a) >= 4
+    # The calibration method really reached ONNX Runtime: it clips outliers, so some ranges differ.
+    assert sum(abs(a[k] - b[k]) > 1e-6 * max(a[k], 1e-12) for k in a) >= 2
 
 
 def test_exclude_by_op_type_keeps_those_nodes_float(lenet_onnx, digits_calib, tmp_path):
     art, _ = quantize_model(lenet_onnx, tmp_path / "ex.onnx", method="static", calib=str(digits_calib),
                             exclude=["Gemm"], calib_samples=16, **quiet)
     assert art.steps[-1].config["exclude_op_types"] == ["Gemm"]
+    graph = onnx.load(str(art.path)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert gemms and convs
+    # Every Gemm keeps its float weight; the Convs around them are still quantized.
+    assert all(g.input[1] in floats and g.input[1] not in dequantized for g in gemms)
+    assert all(c.input[1] in dequantized for c in convs)
     with pytest.raises(ConfigError, match="matches no node"):
         quantize_model(lenet_onnx, tmp_path / "ex2.onnx", method="dynamic", exclude=["NoSuchOp"], **quiet)
 

@@ -111,7 +111,7 @@ def test_training_that_diverges_stops_with_the_last_good_weights(tmp_path):
     import torch
 
     from edgeinfer.compress.training import TrainConfig, TrainingStopped, train
-    from edgeinfer.examples.digits import lenet5, loaders
+    from edgeinfer.examples.digits import lenet5
     from edgeinfer.pipelines.train import load_data
 
     model = lenet5()
@@ -131,7 +131,6 @@ def test_training_that_diverges_stops_with_the_last_good_weights(tmp_path):
 
     saved = load_file(str(ckpt))
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
-    assert loaders  # the example data factory is importable
 
 
 def test_ctrl_c_keeps_the_last_finished_epoch():

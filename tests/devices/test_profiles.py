@@ -43,3 +43,54 @@ def test_profile_with_bad_value_types_fails(tmp_path):
 def test_unknown_device_name_lists_builtin_profiles():
     with pytest.raises(ConfigError, match="x86-laptop"):
         get_profile("toaster")
+
+
+# ---------------------------------------------------------------------------------- every field is used
+
+def _profile(tmp_path, body: str):
+    path = tmp_path / "board.toml"
+    path.write_text('name = "board"\nproviders = ["cpu"]\n' + body)
+    return path
+
+
+def test_static_shapes_profile_makes_export_fix_the_shapes(capsys, tmp_path):
+    import json
+
+    import onnx
+
+    from tests.conftest import run_cli
+
+    out = tmp_path / "m.onnx"
+    code, stdout, stderr = run_cli(capsys, "export", "edgeinfer.examples.digits:lenet", "-o", out, "--json",
+                                   "--device", _profile(tmp_path, "static_shapes = true\n"))
+    assert code == 0, stderr
+    assert json.loads(stdout)["meta"]["dynamic_axes"] == {}
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert all(d.dim_value > 0 and not d.dim_param for d in dims)
+
+
+def test_precisions_the_device_lacks_are_warned_about(capsys, lenet_onnx, tmp_path):
+    from tests.conftest import run_cli
+
+    code, _, stderr = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "q.onnx", "--method", "fp16",
+                              "--device", _profile(tmp_path, 'precisions = ["fp32", "int8"]\n'))
+    assert code == 0 and "not fp16" in stderr
+
+
+def test_memory_budget_of_the_device_is_checked_in_bench(capsys, lenet_onnx, tmp_path):
+    from tests.conftest import run_cli
+
+    code, _, stderr = run_cli(capsys, "bench", lenet_onnx, "--runs", "2", "--warmup", "0",
+                              "--device", _profile(tmp_path, "memory_mb = 16\n"))
+    assert code == 0 and "exceeds device board's memory_mb of 16" in stderr
+
+
+def test_kquant_of_the_device_is_the_default_gguf_type(capsys, smollm2, tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    code, stdout, stderr = run_cli(capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--json",
+                                   "--device", _profile(tmp_path, '[llm]\nkquant = "Q8_0"\n'))
+    assert code == 0, stderr
+    assert "Q8_0" in json.loads(stdout)["after"]["tensor_types"]
