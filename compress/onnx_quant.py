@@ -1,7 +1,9 @@
-"""Post-training quantization of ONNX models on onnxruntime.quantization.
+"""Post-training quantization of ONNX models on onnxruntime.quantization: the config, the method
+registry, and the one entry point `quantize_onnx`.
 
-dynamic (INT8 weights, activations quantized at run time), static (QDQ with calibration),
-int4 (weight-only MatMulNBits blocks) and fp16; plus the QNN recipe for Qualcomm NPUs.
+Each method is one file in `compress/onnx_methods/` that registers itself with `@register_method`
+(dynamic INT8, static QDQ with calibration and the QNN recipe, int4 MatMulNBits, fp16); adding a
+method is one new file there plus its test.
 """
 
 from __future__ import annotations
@@ -10,20 +12,13 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from edgeinfer.core.errors import BackendError, ConfigError, InputError
+from edgeinfer.core.errors import BackendError, ConfigError, InputError, parse_choice
 from edgeinfer.core.stdio import quiet_native
-
-
-class Method(StrEnum):
-    DYNAMIC = "dynamic"
-    STATIC = "static"
-    INT4 = "int4"
-    FP16 = "fp16"
 
 
 class CalibMethod(StrEnum):
@@ -46,7 +41,22 @@ class Recipe(StrEnum):
 
 @dataclass(frozen=True)
 class OnnxQuantConfig:
-    method: Method
+    """How to quantize an ONNX model. Validated when made; round-trips through a plain dict (sidecars).
+
+    Args:
+        method: a registered method name (`methods()`): dynamic, static, int4, fp16, ...
+        calibration: minmax, entropy or percentile (static only).
+        activation_type, weight_type: integer types of activations and weights (static / dynamic).
+        per_channel: weight scales per output channel; symmetric: symmetric activation ranges.
+        reduce_range: 7-bit weights, for x86 CPUs without VNNI.
+        exclude_nodes, exclude_op_types: kept in float.
+        block_size: int4 weights per quantization block (a power of two, 16 ... 4096).
+        calib_window: calibration batches fed to ONNX Runtime's collectors at a time.
+        recipe: generic, or qnn (onnxruntime's QNN-compatible QDQ configuration).
+        extra: onnxruntime extra_options passed through unchanged (static).
+    """
+
+    method: str
     calibration: CalibMethod = CalibMethod.MINMAX
     activation_type: QType = QType.UINT8
     weight_type: QType = QType.INT8
@@ -61,18 +71,92 @@ class OnnxQuantConfig:
     recipe: Recipe = Recipe.GENERIC
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        known = methods()
+        if self.method not in known:
+            raise ConfigError(f"unknown quantization method {self.method!r}; valid: {', '.join(sorted(known))}")
+        for name, enum in (("calibration", CalibMethod), ("activation_type", QType), ("weight_type", QType),
+                           ("recipe", Recipe)):
+            value = getattr(self, name)
+            if not isinstance(value, enum):
+                object.__setattr__(self, name, parse_choice(enum, str(value), name.replace("_", " ")))
+        if self.block_size < 16 or self.block_size > 4096 or self.block_size & (self.block_size - 1):
+            raise ConfigError(f"block_size {self.block_size} must be a power of two from 16 to 4096")
+        if self.calib_window < 1:
+            raise ConfigError(f"calib_window {self.calib_window} must be at least 1")
+        object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
+        object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
+
     def to_json(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """A plain dict (enums as their names, tuples as lists) that from_dict turns back into this config."""
+        return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, StrEnum) else v)
+                for k, v in asdict(self).items()}
+
+    to_dict = to_json
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OnnxQuantConfig:
+        allowed = {f.name for f in fields(cls)}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ConfigError(f"unknown quantization config key(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
 
 
-def _qtype(t: QType):
+@dataclass(frozen=True)
+class QuantJob:
+    """What a method gets: a private copy of the model (path and loaded proto), where to write, the
+    config, calibration batches (static), and the node names to keep in float."""
+
+    model_path: Path
+    model: Any
+    output: Path
+    config: OnnxQuantConfig
+    calib_batches: list | None
+    excluded: list[str]
+
+
+@dataclass(frozen=True)
+class QuantMethod:
+    name: str
+    run: Callable[[QuantJob], dict[str, Any]]
+    precision: str  # what the method produces: int8, int4, fp16
+    needs_calibration: bool
+
+
+_METHODS: dict[str, QuantMethod] = {}
+
+
+def register_method(name: str, *, precision: str, needs_calibration: bool = False):
+    """Register `fn(job) -> facts` as the quantization method `name` (facts go into the sidecar)."""
+    def register(fn: Callable[[QuantJob], dict[str, Any]]):
+        if name in _METHODS and _METHODS[name].run is not fn:
+            raise RuntimeError(f"two ONNX quantization methods are named {name!r}")
+        _METHODS[name] = QuantMethod(name, fn, precision, needs_calibration)
+        return fn
+    return register
+
+
+def methods() -> dict[str, QuantMethod]:
+    """Every registered method: each module of compress/onnx_methods/ registers its own on import."""
+    import importlib
+    import pkgutil
+
+    from edgeinfer.compress import onnx_methods
+
+    for info in pkgutil.iter_modules(onnx_methods.__path__):
+        importlib.import_module(f"{onnx_methods.__name__}.{info.name}")
+    return dict(_METHODS)
+
+
+def ort_qtype(t: QType):
     from onnxruntime.quantization import QuantType
 
     return {QType.INT8: QuantType.QInt8, QType.UINT8: QuantType.QUInt8,
             QType.INT16: QuantType.QInt16, QType.UINT16: QuantType.QUInt16}[t]
 
 
-def _calib(m: CalibMethod):
+def ort_calibration(m: CalibMethod):
     from onnxruntime.quantization import CalibrationMethod
 
     return {CalibMethod.MINMAX: CalibrationMethod.MinMax, CalibMethod.ENTROPY: CalibrationMethod.Entropy,
@@ -90,7 +174,7 @@ def check_not_quantized(model) -> None:
                          "quantize its float parent instead")
 
 
-def _excluded_nodes(model, cfg: OnnxQuantConfig) -> list[str]:
+def excluded_nodes(model, cfg: OnnxQuantConfig) -> list[str]:
     names = {n.name for n in model.graph.node}
     unknown = [n for n in cfg.exclude_nodes if n not in names]
     if unknown:
@@ -134,7 +218,17 @@ def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_ba
     with tempfile.TemporaryDirectory(prefix="edgeinfer-quant-") as work, _quiet_quantizer(), quiet_native():
         private = Path(work) / "model.onnx"
         model = _private_copy(model_path, private)
-        return _quantize(private, model, output, cfg, calib_batches)
+        check_not_quantized(model)
+        excluded = excluded_nodes(model, cfg)
+        job = QuantJob(private, model, Path(output), cfg, calib_batches, excluded)
+        try:
+            facts = methods()[cfg.method].run(job)
+        except (InputError, ConfigError):
+            raise
+        except Exception as e:
+            raise BackendError(f"onnxruntime.quantization failed ({cfg.method}): {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        return {"nodes_excluded": excluded, **facts}
 
 
 def _private_copy(model_path: Path, dest: Path):
@@ -145,107 +239,3 @@ def _private_copy(model_path: Path, dest: Path):
     large = model.ByteSize() > 1_800_000_000
     onnx.save(model, str(dest), save_as_external_data=large, location=dest.name + ".data" if large else None)
     return model
-
-
-def _quantize(model_path: Path, model, output: Path, cfg: OnnxQuantConfig, calib_batches) -> dict[str, Any]:
-    import onnx
-
-    check_not_quantized(model)
-    excluded = _excluded_nodes(model, cfg)
-    facts: dict[str, Any] = {"nodes_excluded": excluded}
-    try:
-        if cfg.method is Method.DYNAMIC:
-            from onnxruntime.quantization import quantize_dynamic
-
-            quantize_dynamic(str(model_path), str(output), per_channel=cfg.per_channel,
-                             reduce_range=cfg.reduce_range, weight_type=_qtype(cfg.weight_type),
-                             nodes_to_exclude=excluded, extra_options={"MatMulConstBOnly": True})
-        elif cfg.method is Method.STATIC:
-            facts.update(_static(model_path, output, cfg, calib_batches, excluded))
-        elif cfg.method is Method.INT4:
-            from onnxruntime.quantization.matmul_nbits_quantizer import (
-                MatMulNBitsQuantizer,
-            )
-
-            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=cfg.block_size, is_symmetric=cfg.symmetric,
-                                             nodes_to_exclude=excluded, accuracy_level=4)
-            quantizer.process()
-            n = sum(1 for node in quantizer.model.model.graph.node if node.op_type == "MatMulNBits")
-            if n == 0:
-                raise InputError(f"{model_path.name} has no MatMul with a constant weight that int4 can quantize "
-                                 "(int4 is weight-only for MatMul; try --method static or dynamic)")
-            facts["matmulnbits_nodes"] = n
-            quantizer.model.save_model_to_file(str(output), use_external_data_format=False)
-        elif cfg.method is Method.FP16:
-            from onnxruntime.transformers.float16 import convert_float_to_float16
-
-            half = convert_float_to_float16(model, keep_io_types=True, node_block_list=excluded or None)
-            onnx.save(half, str(output))
-    except (InputError, ConfigError):
-        raise
-    except Exception as e:
-        raise BackendError(f"onnxruntime.quantization failed ({cfg.method}): {type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}") from e
-    return facts
-
-
-def _entropy_ranges(model_path: Path, reader, window: int, symmetric: bool) -> Path:
-    """Entropy (KL) calibration with 2048 histogram bins, saved as a calibration cache for quantize_static.
-
-    quantize_static builds its entropy calibrator with 128 bins for 128 quantized bins, which
-    leaves nothing to clip: its ranges came out identical to minmax (a test compares them).
-    """
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-
-    work = model_path.parent
-    calibrator = create_calibrator(model_path, None, augmented_model_path=str(work / "entropy-augmented.onnx"),
-                                   calibrate_method=CalibrationMethod.Entropy,
-                                   extra_options={"num_bins": 2048, "num_quantized_bins": 128,
-                                                  "symmetric": symmetric})
-    for start in range(0, len(reader), window):
-        reader.set_range(start, start + window)
-        calibrator.collect_data(reader)
-    reader.set_range(0, len(reader))
-    cache = work / "entropy-ranges.json"
-    save_tensors_data(calibrator.compute_data(), cache)
-    return cache
-
-
-def _static(model_path: Path, output: Path, cfg: OnnxQuantConfig, batches, excluded: list[str]) -> dict[str, Any]:
-
-    from onnxruntime.quantization import QuantFormat, quantize, quantize_static
-
-    from edgeinfer.compress.calibration import BatchReader, window_size
-
-    if not batches:
-        raise InputError("static quantization needs calibration data: pass --calib (an .npz, a folder of them, "
-                         "a .txt of sentences, or package.module:function)")
-    reader = BatchReader(batches)
-    window = window_size(len(reader), cfg.calib_window)
-    if cfg.recipe is Recipe.QNN:
-        from onnxruntime.quantization.execution_providers.qnn import (
-            get_qnn_qdq_config,
-            qnn_preprocess_model,
-        )
-
-        with tempfile.TemporaryDirectory(prefix="edgeinfer-qnn-") as tmp:
-            pre = Path(tmp) / "pre.onnx"
-            source = pre if qnn_preprocess_model(str(model_path), str(pre)) else model_path
-            qcfg = get_qnn_qdq_config(str(source), reader, calibrate_method=_calib(cfg.calibration),
-                                      activation_type=_qtype(cfg.activation_type),
-                                      weight_type=_qtype(cfg.weight_type), per_channel=cfg.per_channel,
-                                      nodes_to_exclude=excluded or None, stride=window)
-            quantize(str(source), str(output), qcfg)
-        return {"calibration_batches": len(reader), "calibration_window": window, "recipe": "qnn"}
-    cache = None
-    if cfg.calibration is CalibMethod.ENTROPY:
-        cache = _entropy_ranges(model_path, reader, window, cfg.symmetric)
-    quantize_static(
-        str(model_path), str(output), reader, quant_format=QuantFormat.QDQ, calibration_cache_path=cache,
-        per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-        activation_type=_qtype(cfg.activation_type), weight_type=_qtype(cfg.weight_type),
-        nodes_to_exclude=excluded, calibrate_method=_calib(cfg.calibration),
-        extra_options={"CalibStridedMinMax": window, "ActivationSymmetric": cfg.symmetric,
-                       "WeightSymmetric": True if cfg.weight_type in (QType.INT8, QType.INT16) else cfg.symmetric,
-                       **cfg.extra})
-    return {"calibration_batches": len(reader), "calibration_window": window}

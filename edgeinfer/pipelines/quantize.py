@@ -23,7 +23,6 @@ def build_config(method: str, profile, *, calib_method: str, activation_type: st
                  block_size: int):
     from edgeinfer.compress.onnx_quant import (
         CalibMethod,
-        Method,
         OnnxQuantConfig,
         QType,
         Recipe,
@@ -35,7 +34,7 @@ def build_config(method: str, profile, *, calib_method: str, activation_type: st
     if reduce_range is None:
         reduce_range = dev.get("reduce_range", not host_has_vnni())
     return OnnxQuantConfig(
-        method=parse_choice(Method, method, "method"),
+        method=method.lower(),
         calibration=parse_choice(CalibMethod, calib_method, "calibration method"),
         activation_type=parse_choice(QType, activation_type or dev.get("activation_type", "uint8"), "activation type"),
         weight_type=parse_choice(QType, weight_type or dev.get("weight_type", "int8"), "weight type"),
@@ -52,9 +51,9 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
                    runs: int = 30, force: bool = False, stage: Callable[[str], None] = lambda s: None,
                    warn: Callable[[str], None] = print) -> tuple[Artifact, dict[str, Any]]:
     from edgeinfer.compress.onnx_quant import (
-        Method,
         Recipe,
         check_not_quantized,
+        methods,
         quantize_onnx,
         split_excludes,
     )
@@ -76,7 +75,7 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
                        weight_type=weight_type, per_channel=per_channel, symmetric=symmetric,
                        reduce_range=reduce_range, exclude=split_excludes(graph, exclude or []), block_size=block_size)
     if cfg.recipe is Recipe.QNN:
-        if cfg.method is not Method.STATIC:
+        if cfg.method != "static":
             raise ConfigError(f"device {profile.name} runs QDQ models: use --method static")
         dynamic = [i.name for i in graph.graph.input if any(not d.dim_value for d in i.type.tensor_type.shape.dim)]
         if dynamic:
@@ -84,7 +83,7 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
                               "re-export with --static-shapes")
     inputs = OrtRunner(model, profile_first_run=False).inputs
     batches = None
-    if cfg.method is Method.STATIC:
+    if methods()[cfg.method].needs_calibration:
         if not calib:
             raise InputError("--method static needs --calib (an .npz, a folder of them, a .txt of sentences, or "
                              "package.module:function)")
@@ -104,7 +103,7 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
         stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")
         facts = run_once(cfg, tmp)
         if report or max_drop is not None:
-            if cfg.method is not Method.STATIC:
+            if cfg.method != "static":
                 raise ConfigError("--report and --max-drop measure QDQ nodes: use --method static")
             from edgeinfer.compress.qdq_report import activation_sqnr
 
@@ -132,14 +131,14 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
     return art, {"comparison": comparison, **extra}
 
 
-_PRECISION_OF_METHOD = {"dynamic": "int8", "static": "int8", "int4": "int4", "fp16": "fp16"}
-
-
 def _check_device_precision(method: str, profile, warn) -> None:
     """Say so when the device profile does not list the precision a method produces as fast there."""
-    precision = _PRECISION_OF_METHOD.get(method.lower())
-    if profile is None or precision is None:
+    from edgeinfer.compress.onnx_quant import methods
+
+    known = methods().get(method.lower())
+    if profile is None or known is None:
         return
+    precision = known.precision
     fast = [p.value for p in profile.precisions]
     if precision not in fast:
         warn(f"device {profile.name} lists {', '.join(fast)} as its fast precisions, not {precision}: --method {method} "

@@ -1,0 +1,18 @@
+"""Dynamic INT8: weights quantized ahead of time, activations at run time (transformer encoders)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeinfer.compress.onnx_quant import QuantJob, ort_qtype, register_method
+
+
+@register_method("dynamic", precision="int8")
+def dynamic(job: QuantJob) -> dict[str, Any]:
+    from onnxruntime.quantization import quantize_dynamic
+
+    cfg = job.config
+    quantize_dynamic(str(job.model_path), str(job.output), per_channel=cfg.per_channel,
+                     reduce_range=cfg.reduce_range, weight_type=ort_qtype(cfg.weight_type),
+                     nodes_to_exclude=job.excluded, extra_options={"MatMulConstBOnly": True})
+    return {}
