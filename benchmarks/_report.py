@@ -48,23 +48,37 @@ def machine() -> str:
             versions.append(f"{mod} {__import__(mod).__version__}")
         except ImportError:
             pass
-    return (f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB"
-            f"{', VNNI' if vnni else ''}; {', '.join(versions)}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB"
+        f"{', VNNI' if vnni else ''}; {', '.join(versions)}"
+    )
 
 
 def write_section(name: str, command: str, header: list[str], rows: list[list[str]], notes: str = "") -> None:
     today = dt.date.today().isoformat()
-    lines = [f"<!-- {name} -->", f"## {name}", "",
-             f"Machine: {machine()}  ", f"Command: `{command}`  ", f"Date: {today}", ""]
+    lines = [
+        f"<!-- {name} -->",
+        f"## {name}",
+        "",
+        f"Machine: {machine()}  ",
+        f"Command: `{command}`  ",
+        f"Date: {today}",
+        "",
+    ]
     if notes:
         lines += [notes, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     lines += [f"<!-- /{name} -->"]
     block = "\n".join(lines)
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else (
-        "# Benchmarks\n\nMeasured by the scripts in `benchmarks/`; each section is rewritten when its script "
-        "runs. Timings are medians of interleaved runs on a shared machine: compare ratios within a section.\n")
+    text = (
+        BENCHMARKS.read_text()
+        if BENCHMARKS.exists()
+        else (
+            "# Benchmarks\n\nMeasured by the scripts in `benchmarks/`; each section is rewritten when its script "
+            "runs. Timings are medians of interleaved runs on a shared machine: compare ratios within a section.\n"
+        )
+    )
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text)

@@ -35,12 +35,23 @@ def main() -> None:
         r = bench_model(path, shapes=shapes, runs=args.runs, warmup=3, baseline="auto")
         b = r["baseline"]
         lo, hi = b["speedup_ci95"]
-        rows.append([name, str(r["inputs"]), f"{b['latency_ms']['p50']:.2f}", f"{r['latency_ms']['p50']:.2f}",
-                     f"**{b['speedup']:.2f}x** ({lo:.2f}-{hi:.2f})"])
+        rows.append(
+            [
+                name,
+                str(r["inputs"]),
+                f"{b['latency_ms']['p50']:.2f}",
+                f"{r['latency_ms']['p50']:.2f}",
+                f"**{b['speedup']:.2f}x** ({lo:.2f}-{hi:.2f})",
+            ]
+        )
         print(rows[-1], flush=True)
-    write_section("ONNX Runtime FP32 vs eager PyTorch", f"python benchmarks/export_runtime.py --runs {args.runs}",
-                  ["model", "inputs", "PyTorch p50 ms", "ONNX Runtime p50 ms", "speedup (95% CI)"], rows,
-                  "Both runtimes use all cores; runs alternate between them (interleaved).")
+    write_section(
+        "ONNX Runtime FP32 vs eager PyTorch",
+        f"python benchmarks/export_runtime.py --runs {args.runs}",
+        ["model", "inputs", "PyTorch p50 ms", "ONNX Runtime p50 ms", "speedup (95% CI)"],
+        rows,
+        "Both runtimes use all cores; runs alternate between them (interleaved).",
+    )
 
 
 if __name__ == "__main__":

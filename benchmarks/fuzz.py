@@ -58,8 +58,12 @@ def main() -> None:
     formats = {
         "GGUF (tiny Llama)": (".gguf", gguf.read_bytes(), fuzzing.gguf_header_length(gguf), fuzzing.feed_gguf),
         "ONNX (LeNet-5)": (".onnx", lenet.read_bytes(), 4096, fuzzing.feed_onnx),
-        "safetensors": (".safetensors", safet.read_bytes(), fuzzing.safetensors_header_length(safet),
-                        fuzzing.feed_safetensors),
+        "safetensors": (
+            ".safetensors",
+            safet.read_bytes(),
+            fuzzing.safetensors_header_length(safet),
+            fuzzing.feed_safetensors,
+        ),
     }
     budget = minutes * 60 / len(formats)
     rows = []
@@ -97,14 +101,25 @@ def main() -> None:
         native = _llama_crashes(accepted, findings, fuzzing.LLAMA_LOAD_SCRIPT) if suffix == ".gguf" else 0
         counts["findings"] += native
         print(label, counts, f"llama.cpp crashes {native}" if suffix == ".gguf" else "", flush=True)
-        rows.append([label, f"{counts['cases']:,}", f"{counts['refused']:,}", f"{counts['accepted']:,}",
-                     str(native) if suffix == ".gguf" else "-", f"**{counts['findings']}**"])
-    write_section("Fuzzing the file checks", f"python benchmarks/fuzz.py --minutes {minutes:g}",
-                  ["file", "cases", "refused (EdgeInferError)", "accepted", "llama.cpp crashes on accepted",
-                   "findings"], rows,
-                  notes="Header regions mutated (byte flips, extreme 32/64-bit counts and offsets, truncation); a "
-                        "finding is any other exception, or a native crash. Accepted GGUFs are then loaded by "
-                        "llama.cpp in a child process.")
+        rows.append(
+            [
+                label,
+                f"{counts['cases']:,}",
+                f"{counts['refused']:,}",
+                f"{counts['accepted']:,}",
+                str(native) if suffix == ".gguf" else "-",
+                f"**{counts['findings']}**",
+            ]
+        )
+    write_section(
+        "Fuzzing the file checks",
+        f"python benchmarks/fuzz.py --minutes {minutes:g}",
+        ["file", "cases", "refused (EdgeInferError)", "accepted", "llama.cpp crashes on accepted", "findings"],
+        rows,
+        notes="Header regions mutated (byte flips, extreme 32/64-bit counts and offsets, truncation); a "
+        "finding is any other exception, or a native crash. Accepted GGUFs are then loaded by "
+        "llama.cpp in a child process.",
+    )
 
 
 def _llama_crashes(accepted: Path, findings: Path, script: str) -> int:
@@ -112,7 +127,7 @@ def _llama_crashes(accepted: Path, findings: Path, script: str) -> int:
     files = sorted(accepted.glob("*.gguf"))
     crashes = 0
     for i in range(0, len(files), 50):
-        batch = files[i: i + 50]
+        batch = files[i : i + 50]
         if _loads(batch, script):
             continue
         for f in batch:

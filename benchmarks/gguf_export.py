@@ -71,8 +71,16 @@ def main() -> None:
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, _cpu_has_amx
 
     src = hf_dir()
-    conv = json.loads(subprocess.run([sys.executable, "-c", _CONVERT_CHILD, str(src), str(args.out / "conv.gguf")],
-                                     check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    conv = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", _CONVERT_CHILD, str(src), str(args.out / "conv.gguf")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     (args.out / "conv.gguf").unlink()
     print("conversion", conv, flush=True)
 
@@ -83,49 +91,77 @@ def main() -> None:
     parity = art.validation["logits_parity"]
     print("export", parity, flush=True)
     write_section(
-        "Hugging Face -> GGUF export of SmolLM2-135M", "python benchmarks/gguf_export.py",
+        "Hugging Face -> GGUF export of SmolLM2-135M",
+        "python benchmarks/gguf_export.py",
         ["step", "figure"],
-        [["conversion only (HF safetensors f32 -> GGUF F16)", f"{conv['seconds']:.1f} s"],
-         ["peak growth of anonymous memory during conversion", f"{conv['anon_growth_mib']:.0f} MiB "
-          f"(source weights {conv['source_mib']:.0f} MiB)"],
-         ["peak RSS growth incl. the memory-mapped source", f"{conv['peak_growth_mib']:.0f} MiB "
-          f"(process before {conv['rss_before_mib']:.0f} MiB)"],
-         ["whole `export` incl. self-check", f"{export_seconds:.1f} s"],
-         ["tokenizer round-trip", "identical" if art.validation["tokenizer_roundtrip"]["equal"] else "DIFFERS"],
-         ["top-1 agreement with transformers (f32)", f"{parity['top1_agreement']:.4f} on {parity['tokens']} tokens"],
-         ["mean KL divergence vs transformers", f"{parity['kl_mean']:.2e} (p99 {parity['kl_p99']:.2e})"]],
+        [
+            ["conversion only (HF safetensors f32 -> GGUF F16)", f"{conv['seconds']:.1f} s"],
+            [
+                "peak growth of anonymous memory during conversion",
+                f"{conv['anon_growth_mib']:.0f} MiB (source weights {conv['source_mib']:.0f} MiB)",
+            ],
+            [
+                "peak RSS growth incl. the memory-mapped source",
+                f"{conv['peak_growth_mib']:.0f} MiB (process before {conv['rss_before_mib']:.0f} MiB)",
+            ],
+            ["whole `export` incl. self-check", f"{export_seconds:.1f} s"],
+            ["tokenizer round-trip", "identical" if art.validation["tokenizer_roundtrip"]["equal"] else "DIFFERS"],
+            ["top-1 agreement with transformers (f32)", f"{parity['top1_agreement']:.4f} on {parity['tokens']} tokens"],
+            ["mean KL divergence vs transformers", f"{parity['kl_mean']:.2e} (p99 {parity['kl_p99']:.2e})"],
+        ],
         "Issue target: top-1 >= 0.99 and mean KL <= 0.001 on >= 512 tokens. Memory is sampled every 5 ms "
         "in a child process around convert() alone, with torch already imported. safetensors memory-maps the "
         "source: those pages count in RSS but are file-backed and evictable, so the anonymous figure is what "
-        "the conversion itself holds (one tensor in float32 plus its encoded copy).")
+        "the conversion itself holds (one tensor in float32 plus its encoded copy).",
+    )
 
     cands, fallbacks = [], {}
     for t in (GgufType.Q8_0, GgufType.Q6_K, GgufType.Q5_K_M, GgufType.Q4_K_M):
         out = args.out / f"smollm2-{t.value}.gguf"
         fallbacks[out.name] = quantize_gguf(f16, out, GgufQuantConfig(t))["fallback_tensors"]
         cands.append(out)
-    report = compare_llms(f16, cands, PUBLIC_DOMAIN_TEXT, window=512, max_tokens=4096, n_prompt=512, n_gen=128,
-                          reps=3)
+    report = compare_llms(f16, cands, PUBLIC_DOMAIN_TEXT, window=512, max_tokens=4096, n_prompt=512, n_gen=128, reps=3)
     rows = []
     for r in report["rows"]:
         name = Path(r["model"]).name
-        rows.append([name, f"{r['file_size_bytes'] / 2**20:.1f} MiB", f"{r['bits_per_weight']:.2f}",
-                     f"{r['pp_tokens_per_s']:.0f}", f"{r['tg_tokens_per_s']:.1f}", f"{r['perplexity']:.3f}",
-                     f"{r['kl_mean']:.4f}" if "kl_mean" in r else "-",
-                     f"{r['kl_p99']:.4f}" if "kl_p99" in r else "-",
-                     f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-",
-                     str(fallbacks.get(name, "-"))])
+        rows.append(
+            [
+                name,
+                f"{r['file_size_bytes'] / 2**20:.1f} MiB",
+                f"{r['bits_per_weight']:.2f}",
+                f"{r['pp_tokens_per_s']:.0f}",
+                f"{r['tg_tokens_per_s']:.1f}",
+                f"{r['perplexity']:.3f}",
+                f"{r['kl_mean']:.4f}" if "kl_mean" in r else "-",
+                f"{r['kl_p99']:.4f}" if "kl_p99" in r else "-",
+                f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-",
+                str(fallbacks.get(name, "-")),
+            ]
+        )
         print(rows[-1], flush=True)
-    write_section("llama.cpp quantization of SmolLM2-135M (from the edgeinfer F16 export)",
-                  "python benchmarks/gguf_export.py",
-                  ["model", "size", "bpw", "pp512 tok/s", "tg128 tok/s", "perplexity", "KL mean vs F16",
-                   "KL p99", "top-1 vs F16", "tensors fallen back"], rows,
-                  f"Scored on {report['tokens']} tokens of edgeinfer/examples/public_domain.txt, window "
-                  f"{report['window']} (second half of each window scored). llama.cpp's published Llama-3-8B "
-                  "figures, for shape: Q8_0 KL about 0.001, Q4_K_M about 0.03. SmolLM2's 576-wide rows are not "
-                  "multiples of 256, so k-quants store most tensors in legacy types (last column). The F16 source is "
-                  "itself dequantized from the Q4_1 GGUF that ships offline, so every weight sits on a 4-bit grid: "
-                  "types whose blocks cannot represent that grid exactly lose more than they would on a true F16.")
+    write_section(
+        "llama.cpp quantization of SmolLM2-135M (from the edgeinfer F16 export)",
+        "python benchmarks/gguf_export.py",
+        [
+            "model",
+            "size",
+            "bpw",
+            "pp512 tok/s",
+            "tg128 tok/s",
+            "perplexity",
+            "KL mean vs F16",
+            "KL p99",
+            "top-1 vs F16",
+            "tensors fallen back",
+        ],
+        rows,
+        f"Scored on {report['tokens']} tokens of edgeinfer/examples/public_domain.txt, window "
+        f"{report['window']} (second half of each window scored). llama.cpp's published Llama-3-8B "
+        "figures, for shape: Q8_0 KL about 0.001, Q4_K_M about 0.03. SmolLM2's 576-wide rows are not "
+        "multiples of 256, so k-quants store most tensors in legacy types (last column). The F16 source is "
+        "itself dequantized from the Q4_1 GGUF that ships offline, so every weight sits on a 4-bit grid: "
+        "types whose blocks cannot represent that grid exactly lose more than they would on a true F16.",
+    )
 
     # Generation speed: edgeinfer's runner vs llama-cpp-python directly, same model and settings.
     q4 = args.out / "smollm2-Q4_K_M.gguf"
@@ -140,14 +176,15 @@ def main() -> None:
         direct.append(_direct_generation(q4, prompt, n_gen, extra))
     ratios = [a / b for a, b in zip(ours, direct)]
     print("generation", ours, direct, flush=True)
-    write_section("Generation speed: edgeinfer vs llama-cpp-python directly", "python benchmarks/gguf_export.py",
-                  ["model", "edgeinfer tg tok/s (median)", "direct tg tok/s (median)", "ratio (median of pairs)",
-                   "runs"],
-                  [[q4.name, f"{np.median(ours):.1f}", f"{np.median(direct):.1f}", f"{np.median(ratios):.3f}",
-                    str(args.runs)]],
-                  f"Greedy streaming completion of {n_gen} tokens, n_ctx 512, default threads, extra CPU buffers "
-                  f"{'on' if extra else 'off (AMX host)'} in both; the two are interleaved run by run. "
-                  "Issue target: ratio >= 0.97.")
+    write_section(
+        "Generation speed: edgeinfer vs llama-cpp-python directly",
+        "python benchmarks/gguf_export.py",
+        ["model", "edgeinfer tg tok/s (median)", "direct tg tok/s (median)", "ratio (median of pairs)", "runs"],
+        [[q4.name, f"{np.median(ours):.1f}", f"{np.median(direct):.1f}", f"{np.median(ratios):.3f}", str(args.runs)]],
+        f"Greedy streaming completion of {n_gen} tokens, n_ctx 512, default threads, extra CPU buffers "
+        f"{'on' if extra else 'off (AMX host)'} in both; the two are interleaved run by run. "
+        "Issue target: ratio >= 0.97.",
+    )
 
 
 if __name__ == "__main__":

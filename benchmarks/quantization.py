@@ -47,8 +47,12 @@ def calibration_memory(lenet: Path, out: Path) -> list[list[str]]:
     for n in (64, 256, 1024):
         figs = {}
         for mode in ("windowed", "all-at-once"):
-            res = subprocess.run([sys.executable, "-c", CHILD, mode, str(n), str(lenet), str(out / "calib-q.onnx")],
-                                 capture_output=True, text=True, check=True)
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD, mode, str(n), str(lenet), str(out / "calib-q.onnx")],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             figs[mode] = float(res.stdout.strip().splitlines()[-1])
         rows.append([str(n), f"+{figs['windowed']:.0f} MiB", f"+{figs['all-at-once']:.0f} MiB"])
         print(rows[-1], flush=True)
@@ -87,31 +91,53 @@ def main() -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    np.savez(long_batch, input_ids=rng.integers(1000, 29000, (16, 128)), attention_mask=np.ones((16, 128), np.int64),
-             token_type_ids=np.zeros((16, 128), np.int64))
-    speed = compare_models(minilm, [minilm_q], str(long_batch), runs=args.runs, batch_size=16, task=__import__(
-        "edgeinfer.pipelines.compare", fromlist=["EvalTask"]).EvalTask.RAW)
+    np.savez(
+        long_batch,
+        input_ids=rng.integers(1000, 29000, (16, 128)),
+        attention_mask=np.ones((16, 128), np.int64),
+        token_type_ids=np.zeros((16, 128), np.int64),
+    )
+    speed = compare_models(
+        minilm,
+        [minilm_q],
+        str(long_batch),
+        runs=args.runs,
+        batch_size=16,
+        task=__import__("edgeinfer.pipelines.compare", fromlist=["EvalTask"]).EvalTask.RAW,
+    )
     q_row, s_row = quality["rows"][1], speed["rows"][1]
     lo, hi = s_row["speedup_ci95"]
-    rows.append(["MiniLM-L6 dynamic INT8", f"{q_row['file_size_bytes'] / 2**20:.1f} / "
-                 f"{quality['rows'][0]['file_size_bytes'] / 2**20:.1f} MiB",
-                 f"cosine {q_row['metrics']['cosine_mean']:.4f} (min {q_row['metrics']['cosine_min']:.4f}), "
-                 f"top-10 retrieval {q_row['metrics']['retrieval_top10']:.3f} on {quality['samples']} sentences",
-                 f"**{s_row['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) at b16 s128"])
+    rows.append(
+        [
+            "MiniLM-L6 dynamic INT8",
+            f"{q_row['file_size_bytes'] / 2**20:.1f} / {quality['rows'][0]['file_size_bytes'] / 2**20:.1f} MiB",
+            f"cosine {q_row['metrics']['cosine_mean']:.4f} (min {q_row['metrics']['cosine_min']:.4f}), "
+            f"top-10 retrieval {q_row['metrics']['retrieval_top10']:.3f} on {quality['samples']} sentences",
+            f"**{s_row['speedup']:.2f}x** ({lo:.2f}-{hi:.2f}) at b16 s128",
+        ]
+    )
     for batch in (1, 64):
         rep = compare_models(lenet, [lenet_q], str(test), runs=args.runs, batch_size=batch)
         base, cand = rep["rows"]
         lo, hi = cand["speedup_ci95"]
-        rows.append([f"LeNet-5 static INT8 (batch {batch})", f"{cand['file_size_bytes'] / 1024:.0f} / "
-                     f"{base['file_size_bytes'] / 1024:.0f} KiB",
-                     f"top-1 {cand['metrics']['accuracy']:.4f} vs {base['metrics']['accuracy']:.4f} "
-                     f"({cand['delta'] * 100:+.2f} points) on {rep['samples']} test images",
-                     f"**{cand['speedup']:.2f}x** ({lo:.2f}-{hi:.2f})"])
+        rows.append(
+            [
+                f"LeNet-5 static INT8 (batch {batch})",
+                f"{cand['file_size_bytes'] / 1024:.0f} / {base['file_size_bytes'] / 1024:.0f} KiB",
+                f"top-1 {cand['metrics']['accuracy']:.4f} vs {base['metrics']['accuracy']:.4f} "
+                f"({cand['delta'] * 100:+.2f} points) on {rep['samples']} test images",
+                f"**{cand['speedup']:.2f}x** ({lo:.2f}-{hi:.2f})",
+            ]
+        )
     for r in rows:
         print(r, flush=True)
-    write_section("ONNX quantization vs FP32", f"python benchmarks/quantization.py --runs {args.runs}",
-                  ["model", "size (quantized / fp32)", "quality", "speedup vs FP32 (95% CI)"], rows,
-                  "Speedup below 1.00x means the quantized model is slower on this CPU; edgeinfer says so too.")
+    write_section(
+        "ONNX quantization vs FP32",
+        f"python benchmarks/quantization.py --runs {args.runs}",
+        ["model", "size (quantized / fp32)", "quality", "speedup vs FP32 (95% CI)"],
+        rows,
+        "Speedup below 1.00x means the quantized model is slower on this CPU; edgeinfer says so too.",
+    )
     memory_section(args)
     npu_section(args)
     print(json.dumps({"done": True}))
@@ -136,13 +162,23 @@ def npu_section(args) -> None:
     from edgeinfer.runtime import ProviderReport
 
     placement = ProviderReport(q["providers"], q["providers"], [], q["placement"]).summary()
-    rows = [["LeNet-5 FP32, CPU", f"{base['metrics']['accuracy']:.4f}", "-", "CPU"],
-            ["LeNet-5 QDQ uint8 (QNN recipe), HTP simulator", f"{q['metrics']['accuracy']:.4f}",
-             f"{q['delta'] * 100:+.2f} points", placement + ", CPU fallback disabled"]]
+    rows = [
+        ["LeNet-5 FP32, CPU", f"{base['metrics']['accuracy']:.4f}", "-", "CPU"],
+        [
+            "LeNet-5 QDQ uint8 (QNN recipe), HTP simulator",
+            f"{q['metrics']['accuracy']:.4f}",
+            f"{q['delta'] * 100:+.2f} points",
+            placement + ", CPU fallback disabled",
+        ],
+    ]
     print(rows, flush=True)
-    write_section("NPU: Qualcomm HTP simulator", "python benchmarks/quantization.py --npu-only",
-                  ["model", f"top-1 on {rep['samples']} test images", "delta", "where it ran"], rows,
-                  "Accuracy is real; latency on the x86 simulator says nothing about a device and is not reported.")
+    write_section(
+        "NPU: Qualcomm HTP simulator",
+        "python benchmarks/quantization.py --npu-only",
+        ["model", f"top-1 on {rep['samples']} test images", "delta", "where it ran"],
+        rows,
+        "Accuracy is real; latency on the x86 simulator says nothing about a device and is not reported.",
+    )
 
 
 def memory_section(args) -> None:
@@ -151,10 +187,13 @@ def memory_section(args) -> None:
         from edgeinfer.pipelines.export import export_model
 
         export_model("edgeinfer.examples.digits:lenet", lenet)
-    write_section("Calibration memory", "python benchmarks/quantization.py",
-                  ["samples (batch 1, entropy)", "edgeinfer (windows of 16)", "onnxruntime quantize_static as is"],
-                  calibration_memory(lenet, args.out),
-                  "Peak RSS growth (sampled every 2 ms) of a fresh process during quantize_static on LeNet-5.")
+    write_section(
+        "Calibration memory",
+        "python benchmarks/quantization.py",
+        ["samples (batch 1, entropy)", "edgeinfer (windows of 16)", "onnxruntime quantize_static as is"],
+        calibration_memory(lenet, args.out),
+        "Peak RSS growth (sampled every 2 ms) of a fresh process during quantize_static on LeNet-5.",
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ def _latency(paths: dict[str, Path], x, runs: int) -> dict[str, list[float]]:
     from edgeinfer.runtime.ort import OrtRunner
 
     runners = {k: OrtRunner(p, warn=lambda m: None) for k, p in paths.items()}
-    return interleaved({k: (lambda r=r: r.session.run(None, {"input": x})) for k, r in runners.items()},
-                       runs=runs, warmup=5)
+    return interleaved(
+        {k: (lambda r=r: r.session.run(None, {"input": x})) for k, r in runners.items()}, runs=runs, warmup=5
+    )
 
 
 def _onnx_accuracy(path: Path, x, y) -> float:
@@ -52,8 +53,18 @@ def pruning(args) -> None:
     results = {}
     for method in ("structured", "unstructured"):
         out = args.out / f"resnet-{method}50.onnx"
-        r = prune_model(spec, out, DATA, method=method, ratio=0.5, finetune_epochs=3, runs=5, force=True,
-                        warn=lambda m: None, progress=lambda row: print(method, row, flush=True))
+        r = prune_model(
+            spec,
+            out,
+            DATA,
+            method=method,
+            ratio=0.5,
+            finetune_epochs=3,
+            runs=5,
+            force=True,
+            warn=lambda m: None,
+            progress=lambda row: print(method, row, flush=True),
+        )
         results[method] = (out, r)
     rows = []
     acc_base = _onnx_accuracy(base, x_test, y_test)
@@ -64,19 +75,41 @@ def pruning(args) -> None:
             point, lo, hi = speedup_ci(times["base"], times[method])
             rep = r["report"]
             macs = f"{rep.macs_after / rep.macs_before:.2f}x" if method == "structured" else "1.00x (zeros)"
-            rows.append([method, str(batch), f"{percentiles(times['base'])['p50']:.3f} ms",
-                         f"{percentiles(times[method])['p50']:.3f} ms", f"{point:.2f}x ({lo:.2f}-{hi:.2f})", macs,
-                         f"{acc_base:.4f}", f"{_onnx_accuracy(path, x_test, y_test):.4f}",
-                         f"{len(gzip.compress(base.read_bytes())) / 1024:.0f} -> "
-                         f"{len(gzip.compress(path.read_bytes())) / 1024:.0f} KiB"])
+            rows.append(
+                [
+                    method,
+                    str(batch),
+                    f"{percentiles(times['base'])['p50']:.3f} ms",
+                    f"{percentiles(times[method])['p50']:.3f} ms",
+                    f"{point:.2f}x ({lo:.2f}-{hi:.2f})",
+                    macs,
+                    f"{acc_base:.4f}",
+                    f"{_onnx_accuracy(path, x_test, y_test):.4f}",
+                    f"{len(gzip.compress(base.read_bytes())) / 1024:.0f} -> "
+                    f"{len(gzip.compress(path.read_bytes())) / 1024:.0f} KiB",
+                ]
+            )
             print(rows[-1], flush=True)
-    write_section("Pruning the digits ResNet (50%), ONNX Runtime", "python benchmarks/train_compress.py",
-                  ["method", "batch", "unpruned p50", "pruned p50", "speedup (95% CI)", "MACs", "accuracy before",
-                   "accuracy after", "gzip size"], rows,
-                  f"Small ResNet (3 stages x 2 residual blocks, 32/64/128 channels) on 32x32 digits, pruned with "
-                  f"Torch-Pruning (L2 magnitude, uniform) then fine-tuned 3 epochs; {args.runs} interleaved runs, "
-                  "bootstrap CI. Issue targets: structured within 1 point and >= 1.6x faster; unstructured: the "
-                  "honest figure that zeros do not speed up ONNX Runtime on a CPU.")
+    write_section(
+        "Pruning the digits ResNet (50%), ONNX Runtime",
+        "python benchmarks/train_compress.py",
+        [
+            "method",
+            "batch",
+            "unpruned p50",
+            "pruned p50",
+            "speedup (95% CI)",
+            "MACs",
+            "accuracy before",
+            "accuracy after",
+            "gzip size",
+        ],
+        rows,
+        f"Small ResNet (3 stages x 2 residual blocks, 32/64/128 channels) on 32x32 digits, pruned with "
+        f"Torch-Pruning (L2 magnitude, uniform) then fine-tuned 3 epochs; {args.runs} interleaved runs, "
+        "bootstrap CI. Issue targets: structured within 1 point and >= 1.6x faster; unstructured: the "
+        "honest figure that zeros do not speed up ONNX Runtime on a CPU.",
+    )
 
 
 def distillation(args) -> None:
@@ -87,21 +120,36 @@ def distillation(args) -> None:
     rows, kd, ce = [], [], []
     for seed in (0, 1, 2):
         for alpha, bucket in ((0.5, kd), (0.0, ce)):
-            r = distill_model("edgeinfer.examples.digits:lenet", "edgeinfer.examples.digits:lenet_half",
-                              args.out / f"student-a{alpha}-s{seed}.onnx", DATA, epochs=10, alpha=alpha,
-                              temperature=8.0, lr=5e-3, seed=seed, runs=5, force=True, warn=lambda m: None)
+            r = distill_model(
+                "edgeinfer.examples.digits:lenet",
+                "edgeinfer.examples.digits:lenet_half",
+                args.out / f"student-a{alpha}-s{seed}.onnx",
+                DATA,
+                epochs=10,
+                alpha=alpha,
+                temperature=8.0,
+                lr=5e-3,
+                seed=seed,
+                runs=5,
+                force=True,
+                warn=lambda m: None,
+            )
             bucket.append(r["metrics"]["student_accuracy"])
             teacher = r["metrics"]["teacher_accuracy"]
         rows.append([str(seed), f"{kd[-1]:.4f}", f"{ce[-1]:.4f}"])
         print(rows[-1], flush=True)
     rows.append(["mean", f"{np.mean(kd):.4f}", f"{np.mean(ce):.4f}"])
-    write_section("Distillation: half-width LeNet-5 student on digits", "python benchmarks/train_compress.py",
-                  ["seed", "distilled (T=8, alpha=0.5)", "labels only (alpha=0)"], rows,
-                  f"Teacher: LeNet-5 (test accuracy {teacher:.4f}); student: half the channels and units, from random "
-                  "weights (seeded), 10 epochs at lr 5e-3, same seed and data order in both columns. Before this run, "
-                  "T=4/alpha 0.7, T=2/alpha 0.5 and T=4 or 8/alpha 0.9 (lr 2e-3 and 5e-3) were tried on 2-3 seeds; "
-                  "none beat labels-only by more than noise. Issue target: distilled beats labels-only on the mean "
-                  "over 3 seeds.")
+    write_section(
+        "Distillation: half-width LeNet-5 student on digits",
+        "python benchmarks/train_compress.py",
+        ["seed", "distilled (T=8, alpha=0.5)", "labels only (alpha=0)"],
+        rows,
+        f"Teacher: LeNet-5 (test accuracy {teacher:.4f}); student: half the channels and units, from random "
+        "weights (seeded), 10 epochs at lr 5e-3, same seed and data order in both columns. Before this run, "
+        "T=4/alpha 0.7, T=2/alpha 0.5 and T=4 or 8/alpha 0.9 (lr 2e-3 and 5e-3) were tried on 2-3 seeds; "
+        "none beat labels-only by more than noise. Issue target: distilled beats labels-only on the mean "
+        "over 3 seeds.",
+    )
 
 
 def minilm(args) -> None:
@@ -134,14 +182,24 @@ def minilm(args) -> None:
         embs[name] = (hidden * m).sum(1) / m.sum(1)
     a, b = embs["teacher"], embs["student"]
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    rows = [["MiniLM-L6 -> 3 layers", f"{fig['teacher_params']:,} -> {fig['student_params']:,}",
-             f"{fig['history'][-1]['mean_cosine']:.4f}", f"{cos.mean():.4f} (min {cos.min():.4f})"]]
+    rows = [
+        [
+            "MiniLM-L6 -> 3 layers",
+            f"{fig['teacher_params']:,} -> {fig['student_params']:,}",
+            f"{fig['history'][-1]['mean_cosine']:.4f}",
+            f"{cos.mean():.4f} (min {cos.min():.4f})",
+        ]
+    ]
     print(rows, flush=True)
-    write_section("Distillation: MiniLM-L6 into 3 layers", "python benchmarks/train_compress.py",
-                  ["model", "parameters", "cosine on the 200 training sentences", "cosine on 50 held-out (ONNX)"],
-                  rows, "Student layers initialized from teacher layers 0, 2, 5; 10 epochs of cosine + MSE on "
-                        "mean-pooled embeddings; held-out figures from both exported ONNX models in ONNX Runtime. "
-                        "Issue target: mean cosine >= 0.9.")
+    write_section(
+        "Distillation: MiniLM-L6 into 3 layers",
+        "python benchmarks/train_compress.py",
+        ["model", "parameters", "cosine on the 200 training sentences", "cosine on 50 held-out (ONNX)"],
+        rows,
+        "Student layers initialized from teacher layers 0, 2, 5; 10 epochs of cosine + MSE on "
+        "mean-pooled embeddings; held-out figures from both exported ONNX models in ONNX Runtime. "
+        "Issue target: mean cosine >= 0.9.",
+    )
 
 
 def qat_vs_ptq(args) -> None:
@@ -156,22 +214,37 @@ def qat_vs_ptq(args) -> None:
     export_module(module, inputs, axes, fp32, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
     calib = save_calib_npz(args.out / "calib.npz", samples=256)
     ptq = args.out / "dscnn-ptq-pt.onnx"
-    quantize_model(fp32, ptq, method="static", calib=str(calib), per_channel=False, reduce_range=False, force=True,
-                   runs=5, warn=lambda m: None)
+    quantize_model(
+        fp32,
+        ptq,
+        method="static",
+        calib=str(calib),
+        per_channel=False,
+        reduce_range=False,
+        force=True,
+        runs=5,
+        warn=lambda m: None,
+    )
     qat = args.out / "dscnn-qat-pt.onnx"
     qat_model(spec, qat, DATA, epochs=3, per_channel=False, runs=5, force=True, warn=lambda m: None)
     a_fp, a_ptq, a_qat = (_onnx_accuracy(p, x_test, y_test) for p in (fp32, ptq, qat))
     recovered = (a_qat - a_ptq) / (a_fp - a_ptq) if a_fp > a_ptq else float("nan")
-    rows = [["float", f"{a_fp:.4f}", "-"], ["static PTQ, per-tensor INT8", f"{a_ptq:.4f}",
-                                            f"{(a_ptq - a_fp) * 100:+.2f} pts"],
-            ["QAT, per-tensor INT8 (3 epochs)", f"{a_qat:.4f}", f"{(a_qat - a_fp) * 100:+.2f} pts"],
-            ["share of the PTQ loss recovered", f"{recovered:.0%}" if recovered == recovered else "n/a", ""]]
+    rows = [
+        ["float", f"{a_fp:.4f}", "-"],
+        ["static PTQ, per-tensor INT8", f"{a_ptq:.4f}", f"{(a_ptq - a_fp) * 100:+.2f} pts"],
+        ["QAT, per-tensor INT8 (3 epochs)", f"{a_qat:.4f}", f"{(a_qat - a_fp) * 100:+.2f} pts"],
+        ["share of the PTQ loss recovered", f"{recovered:.0%}" if recovered == recovered else "n/a", ""],
+    ]
     print(rows, flush=True)
-    write_section("QAT vs static PTQ: depthwise-separable CNN, per-tensor INT8", "python benchmarks/train_compress.py",
-                  ["model", "ONNX Runtime test accuracy", "vs float"], rows,
-                  "Both use uint8 asymmetric activations and int8 symmetric per-tensor weights; PTQ calibrated "
-                  "(minmax) on 256 training images, QAT fine-tuned 3 epochs from the float weights with BatchNorm "
-                  "folded. Issue target: QAT recovers at least half of a PTQ loss of at least 1 point.")
+    write_section(
+        "QAT vs static PTQ: depthwise-separable CNN, per-tensor INT8",
+        "python benchmarks/train_compress.py",
+        ["model", "ONNX Runtime test accuracy", "vs float"],
+        rows,
+        "Both use uint8 asymmetric activations and int8 symmetric per-tensor weights; PTQ calibrated "
+        "(minmax) on 256 training images, QAT fine-tuned 3 epochs from the float weights with BatchNorm "
+        "folded. Issue target: QAT recovers at least half of a PTQ loss of at least 1 point.",
+    )
 
 
 def main() -> None:

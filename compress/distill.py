@@ -32,14 +32,16 @@ class _Features:
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
-            raise ConfigError(f"no module named {', '.join(missing)}; it has "
-                              f"{', '.join(n for n in list(modules)[1:12] if n)}...")
+            raise ConfigError(
+                f"no module named {', '.join(missing)}; it has {', '.join(n for n in list(modules)[1:12] if n)}..."
+            )
         self.values: dict[str, Any] = {}
         self.handles = [modules[n].register_forward_hook(self._keep(n)) for n in names]
 
     def _keep(self, name: str):
         def hook(module, inputs, output):
             self.values[name] = _logits(output)
+
         return hook
 
     def close(self) -> None:
@@ -71,8 +73,10 @@ def make_loss(teacher, student, example, cfg: DistillConfig):
     if t_out.shape != s_out.shape:
         t_hooks.close()
         s_hooks.close()
-        raise InputError(f"the student's outputs {list(s_out.shape)} do not match the teacher's {list(t_out.shape)}; "
-                         "a student must predict the same classes")
+        raise InputError(
+            f"the student's outputs {list(s_out.shape)} do not match the teacher's {list(t_out.shape)}; "
+            "a student must predict the same classes"
+        )
     projections = torch.nn.ModuleList()
     for t_name, s_name in cfg.features:
         t_f, s_f = t_hooks.values[t_name], s_hooks.values[s_name]
@@ -85,8 +89,9 @@ def make_loss(teacher, student, example, cfg: DistillConfig):
         with torch.no_grad():
             t = _logits(teacher(x))
         s = _logits(model(x))
-        soft = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
-                        reduction="batchmean") * T * T
+        soft = (
+            F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True, reduction="batchmean") * T * T
+        )
         loss = alpha * soft + (1 - alpha) * F.cross_entropy(s, y)
         for proj, (t_name, s_name) in zip(projections, cfg.features):
             loss = loss + cfg.feature_weight * F.mse_loss(proj(s_hooks.values[s_name]), t_hooks.values[t_name])
@@ -100,6 +105,7 @@ def make_loss(teacher, student, example, cfg: DistillConfig):
 
 
 # -- Hugging Face encoders -------------------------------------------------------------------
+
 
 def smaller_encoder(teacher, layers: int):
     """A student of the teacher's family with `layers` layers, each initialized from an evenly
@@ -135,8 +141,18 @@ def mean_pool(hidden, mask):
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-def distill_encoder(teacher_dir, out_dir, *, layers: int, sentences: list[str], epochs: int = 8, lr: float = 1e-4,
-                    batch: int = 16, seed: int = 0, progress=lambda row: None) -> dict[str, Any]:
+def distill_encoder(
+    teacher_dir,
+    out_dir,
+    *,
+    layers: int,
+    sentences: list[str],
+    epochs: int = 8,
+    lr: float = 1e-4,
+    batch: int = 16,
+    seed: int = 0,
+    progress=lambda row: None,
+) -> dict[str, Any]:
     """Distil a Hugging Face encoder into one with `layers` layers on `sentences`: the student's
     mean-pooled embeddings learn the teacher's (cosine + MSE). Saves the student to `out_dir`."""
     import torch
@@ -162,11 +178,12 @@ def distill_encoder(teacher_dir, out_dir, *, layers: int, sentences: list[str], 
         order = torch.randperm(len(sentences), generator=gen)
         total = 0.0
         for i in range(0, len(order), batch):
-            idx = order[i: i + batch]
+            idx = order[i : i + batch]
             batch_enc = {k: v[idx] for k, v in enc.items()}
             emb = mean_pool(student(**batch_enc).last_hidden_state, batch_enc["attention_mask"])
-            loss = (1 - torch.nn.functional.cosine_similarity(emb, target[idx]).mean()) + \
-                torch.nn.functional.mse_loss(emb, target[idx])
+            loss = (1 - torch.nn.functional.cosine_similarity(emb, target[idx]).mean()) + torch.nn.functional.mse_loss(
+                emb, target[idx]
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -179,6 +196,11 @@ def distill_encoder(teacher_dir, out_dir, *, layers: int, sentences: list[str], 
         progress(history[-1])
     student.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
-    return {"teacher_layers": teacher.config.num_hidden_layers, "student_layers": layers, "init_from_layers": picks,
-            "history": history, "teacher_params": sum(p.numel() for p in teacher.parameters()),
-            "student_params": sum(p.numel() for p in student.parameters())}
+    return {
+        "teacher_layers": teacher.config.num_hidden_layers,
+        "student_layers": layers,
+        "init_from_layers": picks,
+        "history": history,
+        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "student_params": sum(p.numel() for p in student.parameters()),
+    }

@@ -71,6 +71,5 @@ def quantize_gguf(source: Path, output: Path, cfg: GgufQuantConfig) -> dict[str,
         log = read_log()
     if rc != 0 or not Path(output).exists():
         last = next((line for line in reversed(log.splitlines()) if line.strip()), "")
-        raise BackendError(f"llama.cpp could not quantize {source.name} to {cfg.type.value} (code {rc}): "
-                           f"{last[:200]}")
+        raise BackendError(f"llama.cpp could not quantize {source.name} to {cfg.type.value} (code {rc}): {last[:200]}")
     return {"fallback_tensors": sum("falling back" in line for line in log.splitlines())}

@@ -75,8 +75,12 @@ class OnnxQuantConfig:
         known = methods()
         if self.method not in known:
             raise ConfigError(f"unknown quantization method {self.method!r}; valid: {', '.join(sorted(known))}")
-        for name, enum in (("calibration", CalibMethod), ("activation_type", QType), ("weight_type", QType),
-                           ("recipe", Recipe)):
+        for name, enum in (
+            ("calibration", CalibMethod),
+            ("activation_type", QType),
+            ("weight_type", QType),
+            ("recipe", Recipe),
+        ):
             value = getattr(self, name)
             if not isinstance(value, enum):
                 object.__setattr__(self, name, parse_choice(enum, str(value), name.replace("_", " ")))
@@ -89,8 +93,10 @@ class OnnxQuantConfig:
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict (enums as their names, tuples as lists) that from_dict turns back into this config."""
-        return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, StrEnum) else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, StrEnum) else v)
+            for k, v in asdict(self).items()
+        }
 
     to_dict = to_json
 
@@ -129,11 +135,13 @@ _METHODS: dict[str, QuantMethod] = {}
 
 def register_method(name: str, *, precision: str, needs_calibration: bool = False):
     """Register `fn(job) -> facts` as the quantization method `name` (facts go into the sidecar)."""
+
     def register(fn: Callable[[QuantJob], dict[str, Any]]):
         if name in _METHODS and _METHODS[name].run is not fn:
             raise RuntimeError(f"two ONNX quantization methods are named {name!r}")
         _METHODS[name] = QuantMethod(name, fn, precision, needs_calibration)
         return fn
+
     return register
 
 
@@ -152,26 +160,43 @@ def methods() -> dict[str, QuantMethod]:
 def ort_qtype(t: QType):
     from onnxruntime.quantization import QuantType
 
-    return {QType.INT8: QuantType.QInt8, QType.UINT8: QuantType.QUInt8,
-            QType.INT16: QuantType.QInt16, QType.UINT16: QuantType.QUInt16}[t]
+    return {
+        QType.INT8: QuantType.QInt8,
+        QType.UINT8: QuantType.QUInt8,
+        QType.INT16: QuantType.QInt16,
+        QType.UINT16: QuantType.QUInt16,
+    }[t]
 
 
 def ort_calibration(m: CalibMethod):
     from onnxruntime.quantization import CalibrationMethod
 
-    return {CalibMethod.MINMAX: CalibrationMethod.MinMax, CalibMethod.ENTROPY: CalibrationMethod.Entropy,
-            CalibMethod.PERCENTILE: CalibrationMethod.Percentile}[m]
+    return {
+        CalibMethod.MINMAX: CalibrationMethod.MinMax,
+        CalibMethod.ENTROPY: CalibrationMethod.Entropy,
+        CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
+    }[m]
 
 
-QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-             "QLinearConv", "QLinearMatMul", "MatMulNBits", "DynamicQuantizeMatMul"}
+QUANT_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulNBits",
+    "DynamicQuantizeMatMul",
+}
 
 
 def check_not_quantized(model) -> None:
     ops = {n.op_type for n in model.graph.node} & QUANT_OPS
     if ops:
-        raise InputError(f"the model is already quantized (it has {', '.join(sorted(ops))} nodes); "
-                         "quantize its float parent instead")
+        raise InputError(
+            f"the model is already quantized (it has {', '.join(sorted(ops))} nodes); quantize its float parent instead"
+        )
 
 
 def excluded_nodes(model, cfg: OnnxQuantConfig) -> list[str]:
@@ -189,8 +214,10 @@ def split_excludes(model, items: list[str]) -> tuple[tuple[str, ...], tuple[str,
     ops = {n.op_type for n in model.graph.node}
     bad = [i for i in items if i not in names and i not in ops]
     if bad:
-        raise ConfigError(f"--exclude {bad[0]!r} matches no node name or op type in the model "
-                          f"(op types here: {', '.join(sorted(ops))})")
+        raise ConfigError(
+            f"--exclude {bad[0]!r} matches no node name or op type in the model "
+            f"(op types here: {', '.join(sorted(ops))})"
+        )
     return tuple(i for i in items if i in names), tuple(i for i in items if i not in names)
 
 
@@ -226,8 +253,10 @@ def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_ba
         except (InputError, ConfigError):
             raise
         except Exception as e:
-            raise BackendError(f"onnxruntime.quantization failed ({cfg.method}): {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
+            raise BackendError(
+                f"onnxruntime.quantization failed ({cfg.method}): {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from e
         return {"nodes_excluded": excluded, **facts}
 
 

@@ -53,8 +53,13 @@ class PruneReport:
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> channels or sparsity
 
     def as_dict(self) -> dict[str, Any]:
-        return {"macs_before": self.macs_before, "macs_after": self.macs_after, "params_before": self.params_before,
-                "params_after": self.params_after, "layers": self.layers}
+        return {
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "layers": self.layers,
+        }
 
 
 def _prunable(model):
@@ -86,8 +91,13 @@ def count(model, example) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def structured(model, example, cfg: PruneConfig, grad_batch: Callable[[Any], None] | None = None,
-               finetune: Callable[[Any, int], None] | None = None):
+def structured(
+    model,
+    example,
+    cfg: PruneConfig,
+    grad_batch: Callable[[Any], None] | None = None,
+    finetune: Callable[[Any, int], None] | None = None,
+):
     """Remove channels; returns (pruned copy, report). `grad_batch(model)` runs backward for
     Taylor importance; `finetune(model, step)` runs between iterative steps."""
     try:
@@ -103,17 +113,27 @@ def structured(model, example, cfg: PruneConfig, grad_batch: Callable[[Any], Non
             continue
         channels = layer.out_channels if hasattr(layer, "out_channels") else layer.out_features
         if round(channels * per_step_keep) < 1:
-            raise ConfigError(f"ratio {cfg.ratio} would remove every channel of {name} ({channels} channels); "
-                              f"lower --ratio or --ignore {name}")
+            raise ConfigError(
+                f"ratio {cfg.ratio} would remove every channel of {name} ({channels} channels); "
+                f"lower --ratio or --ignore {name}"
+            )
     report = PruneReport()
     report.macs_before, report.params_before = count(model, example)
     before = {n: (m.out_channels if hasattr(m, "out_channels") else m.out_features) for n, m in _prunable(model)}
-    importance = {Importance.L1: lambda: tp.importance.MagnitudeImportance(p=1),
-                  Importance.L2: lambda: tp.importance.MagnitudeImportance(p=2),
-                  Importance.TAYLOR: lambda: tp.importance.TaylorImportance()}[cfg.importance]()
-    pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=cfg.ratio,
-                                  global_pruning=cfg.global_ranking, iterative_steps=cfg.steps,
-                                  ignored_layers=ignored)
+    importance = {
+        Importance.L1: lambda: tp.importance.MagnitudeImportance(p=1),
+        Importance.L2: lambda: tp.importance.MagnitudeImportance(p=2),
+        Importance.TAYLOR: lambda: tp.importance.TaylorImportance(),
+    }[cfg.importance]()
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=importance,
+        pruning_ratio=cfg.ratio,
+        global_pruning=cfg.global_ranking,
+        iterative_steps=cfg.steps,
+        ignored_layers=ignored,
+    )
     for step in range(cfg.steps):
         if cfg.importance is Importance.TAYLOR:
             if grad_batch is None:
@@ -147,8 +167,9 @@ def sparsify(model, cfg: PruneConfig):
     report.params_before = sum(p.numel() for p in model.parameters())
     if cfg.method is PruneMethod.UNSTRUCTURED:
         if cfg.global_ranking:
-            tprune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=tprune.L1Unstructured,
-                                       amount=cfg.ratio)
+            tprune.global_unstructured(
+                [(m, "weight") for _, m in layers], pruning_method=tprune.L1Unstructured, amount=cfg.ratio
+            )
         else:
             for _, m in layers:
                 tprune.l1_unstructured(m, "weight", amount=cfg.ratio)
@@ -160,8 +181,10 @@ def sparsify(model, cfg: PruneConfig):
                 w = m.weight
                 flat = w.reshape(w.shape[0], -1)
                 if flat.shape[1] % 4:
-                    raise ConfigError(f"2:4 sparsity needs input sizes that are multiples of 4; {name} has "
-                                      f"{flat.shape[1]}; --ignore {name}")
+                    raise ConfigError(
+                        f"2:4 sparsity needs input sizes that are multiples of 4; {name} has "
+                        f"{flat.shape[1]}; --ignore {name}"
+                    )
                 groups = flat.reshape(flat.shape[0], -1, 4)
                 drop = groups.abs().argsort(dim=-1)[..., :2]
                 groups.scatter_(-1, drop, 0.0)

@@ -38,8 +38,11 @@ def fold_batchnorm(model):
         if node.op != "call_module" or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm):
             continue
         prev = node.args[0]
-        if (getattr(prev, "op", None) != "call_module" or not isinstance(modules[prev.target], nn.Conv2d)
-                or len(prev.users) != 1):
+        if (
+            getattr(prev, "op", None) != "call_module"
+            or not isinstance(modules[prev.target], nn.Conv2d)
+            or len(prev.users) != 1
+        ):
             continue
         fused = fuse_conv_bn_eval(modules[prev.target], modules[node.target])
         parent, _, name = prev.target.rpartition(".")
@@ -115,17 +118,21 @@ def _fake_quant_cls():
             if hasattr(self, "wscale"):
                 if self.per_channel:
                     return torch.fake_quantize_per_channel_affine(
-                        w, self.wscale, torch.zeros_like(self.wscale, dtype=torch.int32), 0, -128, 127)
-                return torch.fake_quantize_per_tensor_affine(w, self.wscale.reshape(()),
-                                                             torch.zeros((), dtype=torch.int32), -128, 127)
+                        w, self.wscale, torch.zeros_like(self.wscale, dtype=torch.int32), 0, -128, 127
+                    )
+                return torch.fake_quantize_per_tensor_affine(
+                    w, self.wscale.reshape(()), torch.zeros((), dtype=torch.int32), -128, 127
+                )
             if self.per_channel:
                 amax = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1)
                 scale = torch.clamp(amax / 127.0, min=1e-8)
-                return torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32),
-                                                              0, -128, 127)
+                return torch.fake_quantize_per_channel_affine(
+                    w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -128, 127
+                )
             scale = torch.clamp(w.detach().abs().max() / 127.0, min=1e-8)
-            return torch.fake_quantize_per_tensor_affine(w, scale.reshape(()), torch.zeros((), dtype=torch.int32),
-                                                         -128, 127)
+            return torch.fake_quantize_per_tensor_affine(
+                w, scale.reshape(()), torch.zeros((), dtype=torch.int32), -128, 127
+            )
 
         def forward(self, x):
             x = self.inp(x)

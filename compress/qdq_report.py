@@ -35,6 +35,12 @@ def activation_sqnr(float_model: Path, qdq_model: Path, batches, max_batches: in
     for tensor, err in errors.items():
         sqnr = float(err.get("xmodel_err", math.inf))
         node = producers.get(tensor)
-        rows.append({"tensor": tensor, "node": node.name if node else None,
-                     "op_type": node.op_type if node else None, "sqnr_db": sqnr})
+        rows.append(
+            {
+                "tensor": tensor,
+                "node": node.name if node else None,
+                "op_type": node.op_type if node else None,
+                "sqnr_db": sqnr,
+            }
+        )
     return sorted(rows, key=lambda r: r["sqnr_db"])

@@ -91,12 +91,15 @@ def check_batch(model, loaders: Loaders) -> None:
         with torch.no_grad():
             out = model(x)
     except (RuntimeError, ValueError, TypeError) as e:
-        raise InputError(f"the model does not take the training inputs of shape {list(x.shape)}: "
-                         f"{str(e).splitlines()[0]}") from e
+        raise InputError(
+            f"the model does not take the training inputs of shape {list(x.shape)}: {str(e).splitlines()[0]}"
+        ) from e
     out = logits(out)
     if out.dim() != 2 or out.shape[0] != len(y):
-        raise InputError(f"the model gives outputs of shape {list(out.shape)} for {len(y)} labels; "
-                         "a classifier must give [batch, classes]")
+        raise InputError(
+            f"the model gives outputs of shape {list(out.shape)} for {len(y)} labels; "
+            "a classifier must give [batch, classes]"
+        )
     if int(y.max()) >= out.shape[1]:
         raise InputError(f"labels go up to {int(y.max())} but the model has {out.shape[1]} classes")
 
@@ -146,9 +149,12 @@ def train(
                 if not math.isfinite(value):
                     model.load_state_dict(good)
                     where = f" in {checkpoint}" if checkpoint is not None and history.epochs else ""
-                    raise TrainingStopped(f"the loss became {value} in epoch {epoch + 1}; the weights of epoch "
-                                          f"{epoch} are kept{where}. Lower the learning rate ({cfg.lr:g})",
-                                          good, history.epochs)
+                    raise TrainingStopped(
+                        f"the loss became {value} in epoch {epoch + 1}; the weights of epoch "
+                        f"{epoch} are kept{where}. Lower the learning rate ({cfg.lr:g})",
+                        good,
+                        history.epochs,
+                    )
                 loss.backward()
                 opt.step()
                 total += value * len(y)
@@ -163,8 +169,9 @@ def train(
     except KeyboardInterrupt:
         model.load_state_dict(good)
         where = f" in {checkpoint}" if checkpoint is not None and history.epochs else ""
-        raise TrainingStopped(f"interrupted; the weights of epoch {len(history.epochs)} are kept{where}", good,
-                              history.epochs) from None
+        raise TrainingStopped(
+            f"interrupted; the weights of epoch {len(history.epochs)} are kept{where}", good, history.epochs
+        ) from None
     model.eval()
     return history
 

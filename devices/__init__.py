@@ -26,13 +26,19 @@ class Precision(StrEnum):
     INT4 = "int4"
 
 
-_KEYS = {"name", "description", "providers", "threads", "memory_mb", "precisions", "static_shapes",
-         "quant", "llm"}
+_KEYS = {"name", "description", "providers", "threads", "memory_mb", "precisions", "static_shapes", "quant", "llm"}
 _QUANT_KEYS = {"activation_type", "weight_type", "reduce_range", "per_channel", "recipe"}
 _LLM_KEYS = {"n_gpu_layers", "n_ctx", "kquant"}
-_SECTION_TYPES = {"quant.activation_type": str, "quant.weight_type": str, "quant.reduce_range": bool,
-                  "quant.per_channel": bool, "quant.recipe": str, "llm.n_gpu_layers": int, "llm.n_ctx": int,
-                  "llm.kquant": str}
+_SECTION_TYPES = {
+    "quant.activation_type": str,
+    "quant.weight_type": str,
+    "quant.reduce_range": bool,
+    "quant.per_channel": bool,
+    "quant.recipe": str,
+    "llm.n_gpu_layers": int,
+    "llm.n_ctx": int,
+    "llm.kquant": str,
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,11 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
     for key in ("name", "providers"):
         if key not in data:
             raise _fail(path, key, "missing (required)")
-    if not isinstance(data["providers"], list) or not data["providers"] or not all(
-            isinstance(p, str) for p in data["providers"]):
+    if (
+        not isinstance(data["providers"], list)
+        or not data["providers"]
+        or not all(isinstance(p, str) for p in data["providers"])
+    ):
         raise _fail(path, "providers", "must be a non-empty list of provider names")
     try:
         providers = tuple(Provider.parse(p) for p in data["providers"])
@@ -72,7 +81,7 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
         raise _fail(path, "providers", str(e)) from None
     precisions = []
     if not isinstance(data.get("precisions", []), list):
-        raise _fail(path, "precisions", "must be a list such as [\"int8\", \"fp16\"]")
+        raise _fail(path, "precisions", 'must be a list such as ["int8", "fp16"]')
     for p in data.get("precisions", ["fp32"]):
         try:
             precisions.append(Precision(p))
@@ -153,8 +162,10 @@ def get_profile(name_or_path: str) -> DeviceProfile:
         return load_profile_file(path)
     profiles = builtin_profiles()
     if name_or_path not in profiles:
-        raise ConfigError(f"unknown device {name_or_path!r}; built-in profiles: {', '.join(profiles)} "
-                          "(or pass a path to your own .toml)")
+        raise ConfigError(
+            f"unknown device {name_or_path!r}; built-in profiles: {', '.join(profiles)} "
+            "(or pass a path to your own .toml)"
+        )
     return profiles[name_or_path]
 
 

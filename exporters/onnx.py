@@ -57,9 +57,18 @@ def _export_dynamo(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> None:
     with out, err, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            src.module, args, None, dynamo=True, input_names=src.input_names,
-            output_names=src.output_names, dynamic_shapes=dynamic, opset_version=cfg.opset,
-            optimize=True, verbose=False, external_data=False)
+            src.module,
+            args,
+            None,
+            dynamo=True,
+            input_names=src.input_names,
+            output_names=src.output_names,
+            dynamic_shapes=dynamic,
+            opset_version=cfg.opset,
+            optimize=True,
+            verbose=False,
+            external_data=False,
+        )
     program.save(str(path), external_data=_too_big(program))
 
 
@@ -81,9 +90,17 @@ def _export_torchscript(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> 
     out, err = _quiet()
     with out, err, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(src.module, args, str(path), dynamo=False, input_names=src.input_names,
-                          output_names=src.output_names, dynamic_axes=axes, opset_version=cfg.opset,
-                          do_constant_folding=True)
+        torch.onnx.export(
+            src.module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=src.input_names,
+            output_names=src.output_names,
+            dynamic_axes=axes,
+            opset_version=cfg.opset,
+            do_constant_folding=True,
+        )
 
 
 def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig, warn=print) -> ExportResult:

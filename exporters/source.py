@@ -94,8 +94,11 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
-        hint = (f" (found pickled {', '.join(pickled)}; convert them to safetensors with a tool you trust)"
-                if pickled else "")
+        hint = (
+            f" (found pickled {', '.join(pickled)}; convert them to safetensors with a tool you trust)"
+            if pickled
+            else ""
+        )
         raise InputError(f"{path} has no .safetensors weights{hint}; edgeinfer does not unpickle checkpoints")
     for file in weights:
         read_safetensors_header(file)  # a truncated or hostile header fails here, before torch allocates
@@ -106,8 +109,13 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    common = dict(local_files_only=True, trust_remote_code=False, use_safetensors=True,
-                  attn_implementation="eager", dtype=torch.float32)
+    common = dict(
+        local_files_only=True,
+        trust_remote_code=False,
+        use_safetensors=True,
+        attn_implementation="eager",
+        dtype=torch.float32,
+    )
     auto = {
         Task.FEATURE_EXTRACTION: transformers.AutoModel,
         Task.TEXT_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
@@ -122,8 +130,13 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
     if task is Task.CAUSAL_LM:
         model.config.use_cache = False
 
-    description = {"kind": "huggingface", "path": str(path.resolve()), "architecture": arch,
-                   "model_type": config.get("model_type"), "task": task.value}
+    description = {
+        "kind": "huggingface",
+        "path": str(path.resolve()),
+        "architecture": arch,
+        "model_type": config.get("model_type"),
+        "task": task.value,
+    }
     if task is Task.IMAGE_CLASSIFICATION:
         size = config.get("image_size", 224)
         size = size if isinstance(size, int) else size[0]
@@ -132,8 +145,9 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
         example = {"pixel_values": torch.randn(batch[0], channels, size, size, generator=gen)}
         second = {"pixel_values": torch.randn(batch[1], channels, size, size, generator=gen)}
         module = _named_outputs(model, ["pixel_values"], ["logits"])
-        return SourceModel(module, ["pixel_values"], ["logits"], example, second,
-                           {"pixel_values": {0: "batch"}}, description, task)
+        return SourceModel(
+            module, ["pixel_values"], ["logits"], example, second, {"pixel_values": {0: "batch"}}, description, task
+        )
 
     from edgeinfer.core.hf_folder import check_tokens_are_real, load_tokenizer
 
@@ -150,14 +164,15 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
         return {n: enc[n] for n in names}
 
     example = encode(_SENTENCES[: batch[0]])
-    second = encode(_SENTENCES[batch[0]: batch[0] + batch[1]])
+    second = encode(_SENTENCES[batch[0] : batch[0] + batch[1]])
     if "input_ids" in example:
         check_tokens_are_real(tokenizer, example["input_ids"].numpy(), path)
     out_name = "last_hidden_state" if task is Task.FEATURE_EXTRACTION else "logits"
     module = _named_outputs(model, names, [out_name])
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    return SourceModel(module, names, [out_name], example, second, axes, description, task,
-                       tokenizer_dir=str(path.resolve()))
+    return SourceModel(
+        module, names, [out_name], example, second, axes, description, task, tokenizer_dir=str(path.resolve())
+    )
 
 
 def import_factory(spec: str):
@@ -181,7 +196,7 @@ def _second_inputs(example: dict[str, Any]) -> dict[str, Any]:
         elif "mask" in name:
             mask = torch.ones(shape, dtype=t.dtype)
             if mask.dim() >= 2 and mask.shape[1] > 1:
-                mask[-1, mask.shape[1] // 2:] = 0  # a padded row
+                mask[-1, mask.shape[1] // 2 :] = 0  # a padded row
             second[name] = mask
         else:
             hi = int(t.max()) + 1 if t.numel() else 2
@@ -197,8 +212,9 @@ def load_factory(spec: str) -> SourceModel:
     Without it, axis 0 of every input is the dynamic batch axis.
     """
     module, inputs, axes = call_factory(spec)
-    return source_from_module(module, inputs, axes, {"kind": "factory", "factory": spec,
-                                                     "class": type(module).__name__})
+    return source_from_module(
+        module, inputs, axes, {"kind": "factory", "factory": spec, "class": type(module).__name__}
+    )
 
 
 def call_factory(spec: str):
@@ -215,8 +231,9 @@ def call_factory(spec: str):
     return module, inputs, axes
 
 
-def source_from_module(module, inputs: dict[str, Any], axes: dict[str, dict[int, str]],
-                       description: dict[str, Any]) -> SourceModel:
+def source_from_module(
+    module, inputs: dict[str, Any], axes: dict[str, dict[int, str]], description: dict[str, Any]
+) -> SourceModel:
     """An in-memory module (a factory's, or one pruning / QAT just produced) as an export source."""
     import torch
 
@@ -270,8 +287,10 @@ def load_pt2(path: Path, trust_source: bool = False) -> SourceModel:
         with guard:
             program = torch.export.load(str(path))
     except (_PickledCode, pickle.UnpicklingError) as e:
-        raise ConfigError(f"{path} holds pickled Python objects, which can run code when loaded ({str(e).splitlines()[0][:120]}); "
-                          "edgeinfer loads .pt2 files as tensors only. If you trust this file, pass --trust-source") from None
+        raise ConfigError(
+            f"{path} holds pickled Python objects, which can run code when loaded ({str(e).splitlines()[0][:120]}); "
+            "edgeinfer loads .pt2 files as tensors only. If you trust this file, pass --trust-source"
+        ) from None
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise InputError(f"{path} is not a loadable torch.export .pt2 file: {first}") from None
@@ -330,6 +349,8 @@ def load_source(source: str, task: Task | None = None, trust_source: bool = Fals
     if is_factory_spec(source):
         return load_factory(source)
     if path.exists():
-        raise UnsupportedError(f"source {path} is a file edgeinfer cannot export; give a Hugging Face model "
-                               "directory, a .pt2 file from torch.export, or package.module:function")
+        raise UnsupportedError(
+            f"source {path} is a file edgeinfer cannot export; give a Hugging Face model "
+            "directory, a .pt2 file from torch.export, or package.module:function"
+        )
     raise InputError(f"source {source} does not exist (expected a directory, a .pt2 file or package.module:function)")

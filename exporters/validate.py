@@ -23,14 +23,17 @@ def compare_arrays(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     diff = np.abs(ref64 - got64)
     denom = np.linalg.norm(ref64) * np.linalg.norm(got64)
     cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
-    return {"max_abs_diff": float(diff.max()) if diff.size else 0.0,
-            "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
-            "cosine": cosine,
-            "ref_max_abs": float(np.abs(ref64).max()) if ref64.size else 0.0}
+    return {
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "cosine": cosine,
+        "ref_max_abs": float(np.abs(ref64).max()) if ref64.size else 0.0,
+    }
 
 
-def validate_onnx(module, onnx_path: Path, cases: dict[str, dict[str, Any]], output_names: list[str],
-                  atol: float | None = None) -> dict[str, Any]:
+def validate_onnx(
+    module, onnx_path: Path, cases: dict[str, dict[str, Any]], output_names: list[str], atol: float | None = None
+) -> dict[str, Any]:
     """Run `module` (PyTorch) and the ONNX file (ONNX Runtime, CPU) on each case; compare every output."""
     import onnxruntime as ort
     import torch
@@ -44,11 +47,15 @@ def validate_onnx(module, onnx_path: Path, cases: dict[str, dict[str, Any]], out
         shape_note = " ".join(f"{n}{list(t.shape)}" for n, t in inputs.items())
         try:
             with torch.no_grad():
-                ref = [t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
-                       for t in module(*inputs.values())]
+                ref = [
+                    t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
+                    for t in module(*inputs.values())
+                ]
         except Exception as e:
-            mismatches.append(f"{case} ({shape_note}): the PyTorch source itself fails on this shape "
-                              f"({str(e).splitlines()[0][:160]}); export with --static-shapes")
+            mismatches.append(
+                f"{case} ({shape_note}): the PyTorch source itself fails on this shape "
+                f"({str(e).splitlines()[0][:160]}); export with --static-shapes"
+            )
             continue
         feeds = {n: t.numpy() for n, t in inputs.items() if n in onnx_inputs}
         try:
@@ -72,8 +79,10 @@ def validate_onnx(module, onnx_path: Path, cases: dict[str, dict[str, Any]], out
             else:
                 ok = np.array_equal(g, r)
             if not ok:
-                mismatches.append(f"{case} {name}: max abs diff {figs['max_abs_diff']:.3g} > atol {tol:g} "
-                                  f"(+rtol {RTOL:g}), cosine {figs['cosine']:.6f}")
+                mismatches.append(
+                    f"{case} {name}: max abs diff {figs['max_abs_diff']:.3g} > atol {tol:g} "
+                    f"(+rtol {RTOL:g}), cosine {figs['cosine']:.6f}"
+                )
         figures["cases"][case] = case_figs
     figures["max_abs_diff"] = worst_abs
     figures["min_cosine"] = worst_cos

@@ -108,13 +108,20 @@ def _check_kv_fits(reader, n_ctx: int, name: str) -> None:
     need = kv_cache_bytes(reader, n_ctx)
     free = psutil.virtual_memory().available
     if need is not None and need > 0.8 * free:
-        raise ConfigError(f"a context of {n_ctx:,} tokens needs {need / 2**30:.1f} GiB of KV cache for {name}; this "
-                          f"machine has {free / 2**30:.1f} GiB free. Use a smaller context (--ctx, --n-prompt)")
+        raise ConfigError(
+            f"a context of {n_ctx:,} tokens needs {need / 2**30:.1f} GiB of KV cache for {name}; this "
+            f"machine has {free / 2**30:.1f} GiB free. Use a smaller context (--ctx, --n-prompt)"
+        )
 
 
 class LlamaRunner:
-    def __init__(self, path: Path, settings: LlamaSettings = LlamaSettings(), logits_all: bool = False,
-                 warn: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        path: Path,
+        settings: LlamaSettings = LlamaSettings(),
+        logits_all: bool = False,
+        warn: Callable[[str], None] = print,
+    ) -> None:
         try:
             import llama_cpp
         except ImportError as e:
@@ -135,7 +142,8 @@ class LlamaRunner:
             if not settings.allow_fallback:
                 raise ProviderUnavailableError(
                     f"{gpu_layers} GPU layers requested, but this llama-cpp-python build has no GPU offload "
-                    "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass --allow-fallback")
+                    "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass --allow-fallback"
+                )
             warn("fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
             fallbacks.append("gpu offload unavailable")
             gpu_layers = 0
@@ -147,9 +155,15 @@ class LlamaRunner:
         extra_bufts = not _cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
         with captured_fd(2) as llama_log, _model_params(extra_bufts):
             try:
-                self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=settings.n_ctx,
-                                           n_threads=settings.threads, n_gpu_layers=gpu_layers,
-                                           logits_all=logits_all, seed=settings.seed, verbose=False)
+                self.llm = llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=settings.n_ctx,
+                    n_threads=settings.threads,
+                    n_gpu_layers=gpu_layers,
+                    logits_all=logits_all,
+                    seed=settings.seed,
+                    verbose=False,
+                )
             except (ValueError, RuntimeError) as e:
                 said = _llama_error(llama_log())
                 raise InputError(f"llama.cpp could not load {self.path.name}: {said or e}") from None
@@ -157,8 +171,9 @@ class LlamaRunner:
         if not extra_bufts:
             backend += " (no AMX/repacked weight buffers)"
         # llama.cpp has no per-node placement to report; what ran is the backend and its offload.
-        self.report = ProviderReport(requested=[f"llama.cpp n_gpu_layers={settings.n_gpu_layers}"],
-                                     used=[backend], fallbacks=fallbacks)
+        self.report = ProviderReport(
+            requested=[f"llama.cpp n_gpu_layers={settings.n_gpu_layers}"], used=[backend], fallbacks=fallbacks
+        )
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -168,18 +183,26 @@ class LlamaRunner:
 
     def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + max_tokens > self.llm.n_ctx():
-            raise InputError(f"prompt of {n_prompt} tokens + {max_tokens} to generate exceeds the context of "
-                             f"{self.llm.n_ctx()} tokens; shorten the prompt or raise --ctx")
+            raise InputError(
+                f"prompt of {n_prompt} tokens + {max_tokens} to generate exceeds the context of "
+                f"{self.llm.n_ctx()} tokens; shorten the prompt or raise --ctx"
+            )
 
     # -- generation -----------------------------------------------------------------------
 
-    def stream(self, prompt: str | None = None, messages: list[dict] | None = None, max_tokens: int = 128,
-               temperature: float = 0.0) -> Iterator[str | GenerationStats]:
+    def stream(
+        self,
+        prompt: str | None = None,
+        messages: list[dict] | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+    ) -> Iterator[str | GenerationStats]:
         """Yield text pieces as they are generated, then the GenerationStats."""
         stats = GenerationStats()
         if messages is not None:
-            source = self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens,
-                                                     temperature=temperature, stream=True)
+            source = self.llm.create_chat_completion(
+                messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True
+            )
             prompt_text = None
         else:
             stats.prompt_tokens = len(self.tokenize(prompt))
@@ -238,8 +261,15 @@ class LlamaRunner:
             for _ in range(n_gen):
                 self.llm.eval(token)
             tg.append(n_gen / (time.perf_counter() - start))
-        return {"pp_tokens_per_s": float(np.median(pp)), "tg_tokens_per_s": float(np.median(tg)),
-                "pp_runs": pp, "tg_runs": tg, "n_prompt": n_prompt, "n_gen": n_gen, "reps": reps}
+        return {
+            "pp_tokens_per_s": float(np.median(pp)),
+            "tg_tokens_per_s": float(np.median(tg)),
+            "pp_runs": pp,
+            "tg_runs": tg,
+            "n_prompt": n_prompt,
+            "n_gen": n_gen,
+            "reps": reps,
+        }
 
     def sequence_log_probs(self, tokens: list[int]) -> np.ndarray:
         """Log-softmax over the vocabulary at every position of one sequence [len(tokens), vocab]."""
@@ -261,12 +291,12 @@ class LlamaRunner:
             raise InputError(f"window {window} exceeds the context of {self.llm.n_ctx()} tokens")
         outs, targets = [], []
         for start in range(0, len(tokens) - window + 1, window):
-            chunk = tokens[start: start + window]
+            chunk = tokens[start : start + window]
             self._reset()
             self.llm.eval(chunk)
-            logits = np.asarray(self.llm.scores[: window], dtype=np.float32)
+            logits = np.asarray(self.llm.scores[:window], dtype=np.float32)
             half = window // 2
-            outs.append(_log_softmax(logits[half - 1: window - 1]))
+            outs.append(_log_softmax(logits[half - 1 : window - 1]))
             targets.append(np.asarray(chunk[half:window]))
         if not outs:
             raise InputError(f"the text has {len(tokens)} tokens, fewer than one window of {window}")
@@ -288,6 +318,11 @@ def gguf_summary(path: Path) -> dict:
     types = {}
     for t in reader.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
-    return {"architecture": arch, "parameters": n_params, "bits_per_weight": 8 * n_bytes / max(n_params, 1),
-            "context_length": ctx,
-            "tensor_types": types, "file_size_bytes": Path(path).stat().st_size}
+    return {
+        "architecture": arch,
+        "parameters": n_params,
+        "bits_per_weight": 8 * n_bytes / max(n_params, 1),
+        "context_length": ctx,
+        "tensor_types": types,
+        "file_size_bytes": Path(path).stat().st_size,
+    }

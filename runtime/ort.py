@@ -89,8 +89,9 @@ def _plugin_options(provider: Provider) -> dict[str, str]:
 
 
 def describe_inputs(session) -> str:
-    return ", ".join(f"{i.name} {i.type.removeprefix('tensor(').rstrip(')')} {list(i.shape)}"
-                     for i in session.get_inputs())
+    return ", ".join(
+        f"{i.name} {i.type.removeprefix('tensor(').rstrip(')')} {list(i.shape)}" for i in session.get_inputs()
+    )
 
 
 class OrtRunner:
@@ -122,7 +123,8 @@ class OrtRunner:
             if not allow_fallback:
                 raise ProviderUnavailableError(
                     f"execution provider not available on this machine: {names}; install it, choose "
-                    "another --provider/--device, or pass --allow-fallback to run without it")
+                    "another --provider/--device, or pass --allow-fallback to run without it"
+                )
             fallbacks = [f"{p.value} unavailable" for p in missing]
             requested_ok = [p for p in requested if p not in missing] or [Provider.CPU]
             warn(f"fallback: {names} not available; running on {', '.join(p.value for p in requested_ok)}")
@@ -162,7 +164,8 @@ class OrtRunner:
                     self.session = self._plugin_session(ort, so, requested_ok, plugins, allow_fallback)
                 else:
                     self.session = ort.InferenceSession(
-                        str(self.path), sess_options=so, providers=[p.value for p in requested_ok])
+                        str(self.path), sess_options=so, providers=[p.value for p in requested_ok]
+                    )
         except ProviderUnavailableError:
             self._drop_profile_dir()
             raise
@@ -173,7 +176,8 @@ class OrtRunner:
                 raise InputError(f"{self.path} is not a valid ONNX model ({msg})") from e
             if plugins:
                 raise ProviderUnavailableError(
-                    f"{', '.join(p.value for p in plugins)} could not run {self.path.name}: {msg}") from e
+                    f"{', '.join(p.value for p in plugins)} could not run {self.path.name}: {msg}"
+                ) from e
             raise BackendError(f"ONNX Runtime could not load {self.path}: {msg}") from e
 
         used = self.session.get_providers()
@@ -183,7 +187,8 @@ class OrtRunner:
             if not allow_fallback:
                 raise ProviderUnavailableError(
                     f"ONNX Runtime did not create {', '.join(dropped)} for {self.path.name} (it runs on "
-                    f"{', '.join(used)}); pass --allow-fallback to accept that")
+                    f"{', '.join(used)}); pass --allow-fallback to accept that"
+                )
             warn(f"fallback: ONNX Runtime did not create {', '.join(dropped)}; running on {', '.join(used)}")
             fallbacks += [f"{d} not created" for d in dropped]
         self.report = ProviderReport([p.value for p in requested], list(used), fallbacks)
@@ -233,16 +238,22 @@ class OrtRunner:
             if want is not None and arr.dtype != want:
                 problems.append(f"{name} has dtype {arr.dtype}, expected {np.dtype(want).name}")
             if len(arr.shape) != len(spec.shape):
-                problems.append(f"{name} has shape {list(arr.shape)}, expected rank {len(spec.shape)} {list(spec.shape)}")
+                problems.append(
+                    f"{name} has shape {list(arr.shape)}, expected rank {len(spec.shape)} {list(spec.shape)}"
+                )
             else:
                 for axis, (got, dim) in enumerate(zip(arr.shape, spec.shape)):
                     if isinstance(dim, int) and dim != got:
-                        problems.append(f"{name} has shape {list(arr.shape)}, expected {list(spec.shape)} (axis {axis})")
+                        problems.append(
+                            f"{name} has shape {list(arr.shape)}, expected {list(spec.shape)} (axis {axis})"
+                        )
                         break
             out[name] = arr
         if problems:
-            raise InputError(f"inputs do not fit {self.path.name}: {'; '.join(problems)}. "
-                             f"The model expects: {describe_inputs(self.session)}")
+            raise InputError(
+                f"inputs do not fit {self.path.name}: {'; '.join(problems)}. "
+                f"The model expects: {describe_inputs(self.session)}"
+            )
         return out
 
     # -- running --------------------------------------------------------------------------
@@ -292,17 +303,24 @@ def parse_profile(path: Path) -> dict[str, dict[str, Any]]:
     return {p: {"nodes": v["nodes"], "ops": dict(v["ops"])} for p, v in placement.items()}
 
 
-def compile_ep_context(model: Path, output: Path, providers: list[Provider], threads: int | None = None,
-                       warn=print) -> ProviderReport:
+def compile_ep_context(
+    model: Path, output: Path, providers: list[Provider], threads: int | None = None, warn=print
+) -> ProviderReport:
     """Precompile a model for its device's provider into an EP-context model (`*_ctx.onnx`).
 
     The provider writes its compiled graph (e.g. a QNN context binary) into the file, so the
     device loads it without compiling again.
     """
-    runner = OrtRunner(model, providers=providers, threads=threads, profile_first_run=False, warn=warn,
-                       session_config={"ep.context_enable": "1", "ep.context_file_path": str(output),
-                                       "ep.context_embed_mode": "1"})
+    runner = OrtRunner(
+        model,
+        providers=providers,
+        threads=threads,
+        profile_first_run=False,
+        warn=warn,
+        session_config={"ep.context_enable": "1", "ep.context_file_path": str(output), "ep.context_embed_mode": "1"},
+    )
     if not Path(output).exists():
-        raise ProviderUnavailableError(f"{', '.join(runner.report.used)} wrote no EP-context model; "
-                                       "this provider cannot precompile here")
+        raise ProviderUnavailableError(
+            f"{', '.join(runner.report.used)} wrote no EP-context model; this provider cannot precompile here"
+        )
     return runner.report

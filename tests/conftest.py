@@ -73,8 +73,16 @@ def lenet_int8(artifacts, lenet_onnx, digits_calib, digits_eval):
     """Static INT8 LeNet, with the comparison quantize made against its parent."""
     from edgeinfer.pipelines.quantize import quantize_model
 
-    return quantize_model(lenet_onnx, artifacts / "lenet-int8.onnx", method="static", calib=str(digits_calib),
-                          eval_data=str(digits_eval), report=True, runs=5, warn=lambda m: None)
+    return quantize_model(
+        lenet_onnx,
+        artifacts / "lenet-int8.onnx",
+        method="static",
+        calib=str(digits_calib),
+        eval_data=str(digits_eval),
+        report=True,
+        runs=5,
+        warn=lambda m: None,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -42,8 +42,11 @@ def tiny_llama_gguf(path: Path, edit_tokens=None) -> Path:
         edit_tokens(tokens)
     w.add_token_list(tokens)
     w.add_token_scores([0.0] * 3 + [0.0] * 256 + [-float(i) for i in range(41)])
-    types = ([gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-             + [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * 41)
+    types = (
+        [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+        + [gguf.TokenType.BYTE] * 256
+        + [gguf.TokenType.NORMAL] * 41
+    )
     w.add_token_types(types)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
@@ -82,8 +85,14 @@ def tiny_safetensors(path: Path) -> Path:
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(0)
-    save_file({"a.weight": torch.randn(4, 8, generator=g), "b.bias": torch.randn(8, generator=g),
-               "c.ids": torch.arange(6, dtype=torch.int64).reshape(2, 3)}, str(path))
+    save_file(
+        {
+            "a.weight": torch.randn(4, 8, generator=g),
+            "b.bias": torch.randn(8, generator=g),
+            "c.ids": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        },
+        str(path),
+    )
     return path
 
 
@@ -94,11 +103,13 @@ def safetensors_header_length(path: Path) -> int:
 
 # ---------------------------------------------------------------------------------- mutations
 
+
 def mutations(st, size: int, region: int):
     """A hypothesis strategy of mutations of a `size`-byte file whose first `region` bytes are header."""
     region = max(min(region, size), 9)
-    flips = st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, region - 1), st.integers(0, 255)),
-                                                min_size=1, max_size=8))
+    flips = st.tuples(
+        st.just("flip"), st.lists(st.tuples(st.integers(0, region - 1), st.integers(0, 255)), min_size=1, max_size=8)
+    )
     field = st.tuples(st.just("u64"), st.integers(0, region - 8), st.sampled_from(EXTREMES))
     field32 = st.tuples(st.just("u32"), st.integers(0, region - 4), st.sampled_from([e % 2**32 for e in EXTREMES]))
     cut = st.tuples(st.just("cut"), st.integers(0, size - 1))
@@ -115,13 +126,14 @@ def apply(data: bytes, ops) -> bytes:
         elif op[0] in ("u64", "u32"):
             fmt, n = ("<Q", 8) if op[0] == "u64" else ("<I", 4)
             if op[1] + n <= len(buf):
-                buf[op[1]: op[1] + n] = struct.pack(fmt, op[2])
+                buf[op[1] : op[1] + n] = struct.pack(fmt, op[2])
         elif op[0] == "cut":
-            del buf[op[1]:]
+            del buf[op[1] :]
     return bytes(buf)
 
 
 # ---------------------------------------------------------------------------------- loaders
+
 
 def feed_gguf(path: Path) -> bool:
     """The GGUF gate every GGUF command passes (run, bench, quantize, compare): True if accepted."""

@@ -39,13 +39,26 @@ def test_readme_has_blocks_and_every_skip_is_explained():
 
 @pytest.mark.slow
 def test_every_readme_block_runs_as_written(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "COLUMNS": "80", "PYTHONPATH": ""}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "COLUMNS": "80",
+        "PYTHONPATH": "",
+    }
     for line, body, skip in readme_blocks():
         if skip is not None:
             continue
-        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=tmp_path, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200)
-        assert proc.returncode == 0, (f"README.md block at line {line + 1} exited {proc.returncode}:\n{body}\n"
-                                      f"--- stderr ---\n{proc.stderr[-3000:]}")
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", body],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert proc.returncode == 0, (
+            f"README.md block at line {line + 1} exited {proc.returncode}:\n{body}\n"
+            f"--- stderr ---\n{proc.stderr[-3000:]}"
+        )
         assert "Traceback" not in proc.stderr, f"README.md block at line {line + 1}:\n{proc.stderr[-3000:]}"

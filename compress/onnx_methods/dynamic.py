@@ -12,7 +12,13 @@ def dynamic(job: QuantJob) -> dict[str, Any]:
     from onnxruntime.quantization import quantize_dynamic
 
     cfg = job.config
-    quantize_dynamic(str(job.model_path), str(job.output), per_channel=cfg.per_channel,
-                     reduce_range=cfg.reduce_range, weight_type=ort_qtype(cfg.weight_type),
-                     nodes_to_exclude=job.excluded, extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(
+        str(job.model_path),
+        str(job.output),
+        per_channel=cfg.per_channel,
+        reduce_range=cfg.reduce_range,
+        weight_type=ort_qtype(cfg.weight_type),
+        nodes_to_exclude=job.excluded,
+        extra_options={"MatMulConstBOnly": True},
+    )
     return {}

@@ -13,12 +13,20 @@ def int4(job: QuantJob) -> dict[str, Any]:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     cfg = job.config
-    quantizer = MatMulNBitsQuantizer(job.model, bits=4, block_size=cfg.block_size, is_symmetric=cfg.symmetric,
-                                     nodes_to_exclude=job.excluded, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(
+        job.model,
+        bits=4,
+        block_size=cfg.block_size,
+        is_symmetric=cfg.symmetric,
+        nodes_to_exclude=job.excluded,
+        accuracy_level=4,
+    )
     quantizer.process()
     n = sum(1 for node in quantizer.model.model.graph.node if node.op_type == "MatMulNBits")
     if n == 0:
-        raise InputError(f"{job.model_path.name} has no MatMul with a constant weight that int4 can quantize "
-                         "(int4 is weight-only for MatMul; try --method static or dynamic)")
+        raise InputError(
+            f"{job.model_path.name} has no MatMul with a constant weight that int4 can quantize "
+            "(int4 is weight-only for MatMul; try --method static or dynamic)"
+        )
     quantizer.model.save_model_to_file(str(job.output), use_external_data_format=False)
     return {"matmulnbits_nodes": n}

@@ -27,10 +27,13 @@ def _entropy_ranges(model_path: Path, reader, window: int, symmetric: bool) -> P
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
     work = model_path.parent
-    calibrator = create_calibrator(model_path, None, augmented_model_path=str(work / "entropy-augmented.onnx"),
-                                   calibrate_method=CalibrationMethod.Entropy,
-                                   extra_options={"num_bins": 2048, "num_quantized_bins": 128,
-                                                  "symmetric": symmetric})
+    calibrator = create_calibrator(
+        model_path,
+        None,
+        augmented_model_path=str(work / "entropy-augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": symmetric},
+    )
     for start in range(0, len(reader), window):
         reader.set_range(start, start + window)
         calibrator.collect_data(reader)
@@ -50,8 +53,10 @@ def static(job: QuantJob) -> dict[str, Any]:
     from edgeinfer.compress.calibration import BatchReader, window_size
 
     if not batches:
-        raise InputError("static quantization needs calibration data: pass --calib (an .npz, a folder of them, "
-                         "a .txt of sentences, or package.module:function)")
+        raise InputError(
+            "static quantization needs calibration data: pass --calib (an .npz, a folder of them, "
+            "a .txt of sentences, or package.module:function)"
+        )
     reader = BatchReader(batches)
     window = window_size(len(reader), cfg.calib_window)
     if cfg.recipe is Recipe.QNN:
@@ -63,21 +68,38 @@ def static(job: QuantJob) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="edgeinfer-qnn-") as tmp:
             pre = Path(tmp) / "pre.onnx"
             source = pre if qnn_preprocess_model(str(model_path), str(pre)) else model_path
-            qcfg = get_qnn_qdq_config(str(source), reader, calibrate_method=ort_calibration(cfg.calibration),
-                                      activation_type=ort_qtype(cfg.activation_type),
-                                      weight_type=ort_qtype(cfg.weight_type), per_channel=cfg.per_channel,
-                                      nodes_to_exclude=excluded or None, stride=window)
+            qcfg = get_qnn_qdq_config(
+                str(source),
+                reader,
+                calibrate_method=ort_calibration(cfg.calibration),
+                activation_type=ort_qtype(cfg.activation_type),
+                weight_type=ort_qtype(cfg.weight_type),
+                per_channel=cfg.per_channel,
+                nodes_to_exclude=excluded or None,
+                stride=window,
+            )
             quantize(str(source), str(output), qcfg)
         return {"calibration_batches": len(reader), "calibration_window": window, "recipe": "qnn"}
     cache = None
     if cfg.calibration is CalibMethod.ENTROPY:
         cache = _entropy_ranges(model_path, reader, window, cfg.symmetric)
     quantize_static(
-        str(model_path), str(output), reader, quant_format=QuantFormat.QDQ, calibration_cache_path=cache,
-        per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-        activation_type=ort_qtype(cfg.activation_type), weight_type=ort_qtype(cfg.weight_type),
-        nodes_to_exclude=excluded, calibrate_method=ort_calibration(cfg.calibration),
-        extra_options={"CalibStridedMinMax": window, "ActivationSymmetric": cfg.symmetric,
-                       "WeightSymmetric": True if cfg.weight_type in (QType.INT8, QType.INT16) else cfg.symmetric,
-                       **cfg.extra})
+        str(model_path),
+        str(output),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        calibration_cache_path=cache,
+        per_channel=cfg.per_channel,
+        reduce_range=cfg.reduce_range,
+        activation_type=ort_qtype(cfg.activation_type),
+        weight_type=ort_qtype(cfg.weight_type),
+        nodes_to_exclude=excluded,
+        calibrate_method=ort_calibration(cfg.calibration),
+        extra_options={
+            "CalibStridedMinMax": window,
+            "ActivationSymmetric": cfg.symmetric,
+            "WeightSymmetric": True if cfg.weight_type in (QType.INT8, QType.INT16) else cfg.symmetric,
+            **cfg.extra,
+        },
+    )
     return {"calibration_batches": len(reader), "calibration_window": window}

@@ -47,11 +47,35 @@ _state = {"verbose": False}
 
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (stable keys, for CI).")]
-Device = Annotated[Optional[str], typer.Option("--device", "-d", help="Device profile name (see `edgeinfer devices`) or a .toml file.")]
-ProviderOpt = Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="Execution provider, in order of preference (cpu, qnn, cuda, ...). Repeat for several.")]
-Fallback = Annotated[bool, typer.Option("--allow-fallback", help="Run without an unavailable provider instead of failing; the fallback is printed and recorded.")]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Intra-op threads (default: the device profile's, else all cores).")]
-TrustSource = Annotated[bool, typer.Option("--trust-source", help="Allow loading a .pt2 that holds pickled Python objects, or running the factory code a sidecar names. Both run code: only for files you trust.")]
+Device = Annotated[
+    Optional[str], typer.Option("--device", "-d", help="Device profile name (see `edgeinfer devices`) or a .toml file.")
+]
+ProviderOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--provider", "-p", help="Execution provider, in order of preference (cpu, qnn, cuda, ...). Repeat for several."
+    ),
+]
+Fallback = Annotated[
+    bool,
+    typer.Option(
+        "--allow-fallback",
+        help="Run without an unavailable provider instead of failing; the fallback is printed and recorded.",
+    ),
+]
+Threads = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads", min=1, max=1024, help="Intra-op threads (default: the device profile's, else all cores)."
+    ),
+]
+TrustSource = Annotated[
+    bool,
+    typer.Option(
+        "--trust-source",
+        help="Allow loading a .pt2 that holds pickled Python objects, or running the factory code a sidecar names. Both run code: only for files you trust.",
+    ),
+]
 
 
 class _WarningsToStderr(logging.Handler):
@@ -149,9 +173,12 @@ def main() -> None:
         if _state["verbose"]:
             err.print_exception()
         else:
-            err.print(f"[red]internal error:[/red] {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''} "
-                      "(a bug in edgeinfer; rerun with `edgeinfer -v ...` and report the traceback)",
-                      highlight=False, soft_wrap=True)
+            err.print(
+                f"[red]internal error:[/red] {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''} "
+                "(a bug in edgeinfer; rerun with `edgeinfer -v ...` and report the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
         sys.exit(3)
     if code == 130:
         interrupted()

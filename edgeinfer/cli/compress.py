@@ -29,22 +29,72 @@ from edgeinfer.cli.app import (
 def quantize(
     model: Annotated[Path, typer.Argument(help="A float .onnx model (or a .gguf for llama.cpp k-quants).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
-    method: Annotated[Optional[str], typer.Option(help="ONNX: dynamic (the default; transformers), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M or Q8_0 (default: the device's llm.kquant, else Q4_K_M).")] = None,
-    calib: Annotated[Optional[str], typer.Option(help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts.")] = None,
+    method: Annotated[
+        Optional[str],
+        typer.Option(
+            help="ONNX: dynamic (the default; transformers), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M or Q8_0 (default: the device's llm.kquant, else Q4_K_M)."
+        ),
+    ] = None,
+    calib: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts."
+        ),
+    ] = None,
     calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
-    calib_samples: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Batch size for calibration and evaluation (a fixed-shape model's own batch wins).")] = 8,
-    activation_type: Annotated[Optional[str], typer.Option(help="uint8, int8, uint16 or int16 (default: the device's, else uint8).")] = None,
-    weight_type: Annotated[Optional[str], typer.Option(help="int8, uint8, int16 or uint16 (default: the device's, else int8).")] = None,
-    per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel (default: the device's, else per channel).")] = None,
+    calib_samples: Annotated[
+        Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1, max=65536, help="Batch size for calibration and evaluation (a fixed-shape model's own batch wins)."
+        ),
+    ] = 8,
+    activation_type: Annotated[
+        Optional[str], typer.Option(help="uint8, int8, uint16 or int16 (default: the device's, else uint8).")
+    ] = None,
+    weight_type: Annotated[
+        Optional[str], typer.Option(help="int8, uint8, int16 or uint16 (default: the device's, else int8).")
+    ] = None,
+    per_channel: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--per-channel/--per-tensor",
+            help="Weight scales per output channel (default: the device's, else per channel).",
+        ),
+    ] = None,
     symmetric: Annotated[bool, typer.Option("--symmetric", help="Symmetric activation ranges.")] = False,
-    reduce_range: Annotated[Optional[bool], typer.Option("--reduce-range/--full-range", help="7-bit weights for x86 CPUs without VNNI (default: on exactly when this CPU lacks VNNI, or the device's setting).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Node name or op type to keep in float. Repeatable.")] = None,
+    reduce_range: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--reduce-range/--full-range",
+            help="7-bit weights for x86 CPUs without VNNI (default: on exactly when this CPU lacks VNNI, or the device's setting).",
+        ),
+    ] = None,
+    exclude: Annotated[
+        Optional[list[str]], typer.Option(help="Node name or op type to keep in float. Repeatable.")
+    ] = None,
     block_size: Annotated[int, typer.Option(min=16, max=4096, help="int4: weights per quantization block.")] = 128,
-    eval_data: Annotated[Optional[str], typer.Option(help="Data (with labels for classification) on which the result is compared with its parent.")] = None,
-    report: Annotated[bool, typer.Option("--report", help="Print the quantized tensors with the most quantization noise (lowest SQNR).")] = False,
-    max_drop: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Keep the noisiest nodes in float until the metric drops by at most this much on --eval-data (0.01 = 1 accuracy point).")] = None,
-    imatrix: Annotated[Optional[Path], typer.Option(help="GGUF: an importance matrix file (llama.cpp imatrix).")] = None,
+    eval_data: Annotated[
+        Optional[str],
+        typer.Option(help="Data (with labels for classification) on which the result is compared with its parent."),
+    ] = None,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Print the quantized tensors with the most quantization noise (lowest SQNR)."),
+    ] = False,
+    max_drop: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Keep the noisiest nodes in float until the metric drops by at most this much on --eval-data (0.01 = 1 accuracy point).",
+        ),
+    ] = None,
+    imatrix: Annotated[
+        Optional[Path], typer.Option(help="GGUF: an importance matrix file (llama.cpp imatrix).")
+    ] = None,
     runs: Annotated[int, typer.Option(min=1, max=100000, help="Interleaved timing runs for the comparison.")] = 30,
     device: Device = None,
     force: Force = False,
@@ -74,19 +124,38 @@ def quantize(
     profile, _ = resolve_device(device, None)
     with err.status("quantizing") as status:
         art, result = quantize_model(
-            model, output, method=method or "dynamic", calib=calib, calib_method=calib_method, calib_samples=calib_samples,
-            batch_size=batch_size, activation_type=activation_type, weight_type=weight_type,
-            per_channel=per_channel, symmetric=symmetric, reduce_range=reduce_range, exclude=exclude,
-            block_size=block_size, profile=profile, eval_data=eval_data, report=report or max_drop is not None,
-            max_drop=max_drop, runs=runs, force=force, stage=status.update, warn=warn)
+            model,
+            output,
+            method=method or "dynamic",
+            calib=calib,
+            calib_method=calib_method,
+            calib_samples=calib_samples,
+            batch_size=batch_size,
+            activation_type=activation_type,
+            weight_type=weight_type,
+            per_channel=per_channel,
+            symmetric=symmetric,
+            reduce_range=reduce_range,
+            exclude=exclude,
+            block_size=block_size,
+            profile=profile,
+            eval_data=eval_data,
+            report=report or max_drop is not None,
+            max_drop=max_drop,
+            runs=runs,
+            force=force,
+            stage=status.update,
+            warn=warn,
+        )
     if as_json:
         print(json.dumps({"output": str(output), "config": art.steps[-1].config, **result}, default=str))
         return
     if result.get("comparison"):
         print_comparison(result["comparison"], title=f"{model.name} -> {output.name}")
     else:
-        console.print(f"wrote {output} ({mb(output.stat().st_size)}); pass --eval-data or --calib to compare it "
-                      "with its parent")
+        console.print(
+            f"wrote {output} ({mb(output.stat().st_size)}); pass --eval-data or --calib to compare it with its parent"
+        )
     if result.get("sqnr"):
         table = Table(title="noisiest quantized tensors (lowest SQNR first)")
         for col in ("tensor", "node", "op", "SQNR dB"):
@@ -100,11 +169,15 @@ def quantize(
         for st in s["steps"][1:]:
             console.print(f"  kept {st['added']} in float: drop {st['drop']:.4f} (bought {st['bought']:+.4f})")
         if s["met"]:
-            console.print(f"[green]met --max-drop {s['max_drop']}: drop {s['best_drop']:.4f} with "
-                          f"{len(art.steps[-1].config['nodes_excluded'])} node(s) in float[/green]")
+            console.print(
+                f"[green]met --max-drop {s['max_drop']}: drop {s['best_drop']:.4f} with "
+                f"{len(art.steps[-1].config['nodes_excluded'])} node(s) in float[/green]"
+            )
         else:
-            warn(f"could NOT meet --max-drop {s['max_drop']}: the best found drops {s['best_drop']:.4f}; "
-                 f"that model was kept and is labelled as such in its sidecar")
+            warn(
+                f"could NOT meet --max-drop {s['max_drop']}: the best found drops {s['best_drop']:.4f}; "
+                f"that model was kept and is labelled as such in its sidecar"
+            )
 
 
 def print_comparison(report: dict, title: str) -> None:
@@ -113,8 +186,12 @@ def print_comparison(report: dict, title: str) -> None:
     table = Table(title=f"{title}  ({report['task']}, {report['samples']} samples, batch {report['batch_shape']})")
     for col in ("model", "size", "p50 ms", "speedup (95% CI)", *keys, "providers"):
         # Names wrap rather than being cut: at 80 columns 'smol-…' cannot tell two models apart.
-        table.add_column(col, justify="left" if col in ("model", "providers") else "right",
-                         overflow="fold", min_width=8 if col == "model" else None)
+        table.add_column(
+            col,
+            justify="left" if col in ("model", "providers") else "right",
+            overflow="fold",
+            min_width=8 if col == "model" else None,
+        )
     for i, r in enumerate(rows):
         lo, hi = r["speedup_ci95"]
         speed = "1.00x" if i == 0 else f"{r['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
@@ -127,8 +204,14 @@ def print_comparison(report: dict, title: str) -> None:
             if k == "accuracy" and i:
                 cell += f" ({r['delta']:+.4f})"
             cells.append(cell)
-        table.add_row(Path(r["model"]).name, mb(r["file_size_bytes"]), f"{r['latency_ms']['p50']:.3f}", speed,
-                      *cells, ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]))
+        table.add_row(
+            Path(r["model"]).name,
+            mb(r["file_size_bytes"]),
+            f"{r['latency_ms']['p50']:.3f}",
+            speed,
+            *cells,
+            ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]),
+        )
     console.print(table)
 
 
@@ -141,13 +224,35 @@ def _compare(baseline, candidates, data, task, device, provider, allow_fallback,
     profile, providers = resolve_device(device, provider)
     with Progress(transient=True, console=err) as progress:
         bar = progress.add_task("running and timing", total=runs)
-        return compare_models(baseline, candidates, data, task=parse_choice(EvalTask, task, "task"), device=profile,
-                              providers=providers, allow_fallback=allow_fallback, runs=runs, batch_size=batch_size,
-                              limit=limit, warn=warn_fn, tick=lambda: progress.advance(bar))
+        return compare_models(
+            baseline,
+            candidates,
+            data,
+            task=parse_choice(EvalTask, task, "task"),
+            device=profile,
+            providers=providers,
+            allow_fallback=allow_fallback,
+            runs=runs,
+            batch_size=batch_size,
+            limit=limit,
+            warn=warn_fn,
+            tick=lambda: progress.advance(bar),
+        )
 
 
-Data = Annotated[str, typer.Option("--data", help=".npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.")]
-Task = Annotated[str, typer.Option(help="auto (labels -> classification, encoders -> embedding, else raw), classification, embedding or raw.")]
+Data = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help=".npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.",
+    ),
+]
+Task = Annotated[
+    str,
+    typer.Option(
+        help="auto (labels -> classification, encoders -> embedding, else raw), classification, embedding or raw."
+    ),
+]
 Runs = Annotated[int, typer.Option(min=1, max=100000, help="Interleaved timing runs.")]
 Batch = Annotated[int, typer.Option(min=1, max=65536, help="Batch size (a fixed-shape model's own batch wins).")]
 Limit = Annotated[Optional[int], typer.Option(min=1, help="Use at most this many samples.")]
@@ -157,11 +262,24 @@ Limit = Annotated[Optional[int], typer.Option(min=1, help="Use at most this many
 def compare(
     baseline: Annotated[Path, typer.Argument(help="The reference model (runs on the CPU).")],
     candidates: Annotated[list[Path], typer.Argument(help="Compressed models to compare with it.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="ONNX: .npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.")] = None,
-    text: Annotated[Optional[Path], typer.Option(help="GGUF: text to score (default: the sentences shipped with edgeinfer).")] = None,
-    window: Annotated[int, typer.Option(min=4, max=1 << 20, help="GGUF: tokens per scored chunk (its second half is scored).")] = 256,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="ONNX: .npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.",
+        ),
+    ] = None,
+    text: Annotated[
+        Optional[Path], typer.Option(help="GGUF: text to score (default: the sentences shipped with edgeinfer).")
+    ] = None,
+    window: Annotated[
+        int, typer.Option(min=4, max=1 << 20, help="GGUF: tokens per scored chunk (its second half is scored).")
+    ] = 256,
     max_tokens: Annotated[int, typer.Option(min=4, max=1 << 22, help="GGUF: tokens of the text to use.")] = 1024,
-    logits: Annotated[Optional[Path], typer.Option(help="GGUF: where to keep the baseline's log-probs (default: a cache keyed by model and text).")] = None,
+    logits: Annotated[
+        Optional[Path],
+        typer.Option(help="GGUF: where to keep the baseline's log-probs (default: a cache keyed by model and text)."),
+    ] = None,
     task: Task = "auto",
     report: Annotated[Optional[Path], typer.Option(help="Also write an HTML report here.")] = None,
     device: Device = None,
@@ -186,8 +304,9 @@ def compare(
         from edgeinfer.pipelines.llm import compare_gguf
 
         with err.status("scoring") as status:
-            report_ = compare_gguf(baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits,
-                                   stage=status.update)
+            report_ = compare_gguf(
+                baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits, stage=status.update
+            )
         if as_json:
             print(json.dumps(report_))
         else:
@@ -217,9 +336,21 @@ def check(
     text: Annotated[Optional[Path], typer.Option(help="GGUF: a text file to score.")] = None,
     task: Task = "auto",
     max_drop: Annotated[Optional[float], typer.Option(help="Largest allowed accuracy drop (0.01 = 1 point).")] = None,
-    min_cosine: Annotated[Optional[float], typer.Option(help="Smallest allowed mean cosine to the baseline (embeddings, raw outputs).")] = None,
-    max_slowdown: Annotated[Optional[float], typer.Option(help="Largest allowed latency ratio candidate/baseline (1.1 = 10% slower); broken only when the whole 95% interval is beyond it.")] = None,
-    min_speedup: Annotated[Optional[float], typer.Option(help="Smallest allowed speedup over the baseline; broken only when the whole 95% interval is below it.")] = None,
+    min_cosine: Annotated[
+        Optional[float], typer.Option(help="Smallest allowed mean cosine to the baseline (embeddings, raw outputs).")
+    ] = None,
+    max_slowdown: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Largest allowed latency ratio candidate/baseline (1.1 = 10% slower); broken only when the whole 95% interval is beyond it."
+        ),
+    ] = None,
+    min_speedup: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Smallest allowed speedup over the baseline; broken only when the whole 95% interval is below it."
+        ),
+    ] = None,
     max_size: Annotated[Optional[float], typer.Option(help="Largest allowed candidate file size, MiB.")] = None,
     max_kld: Annotated[Optional[float], typer.Option(help="GGUF: largest allowed mean KL divergence.")] = None,
     min_top1: Annotated[Optional[float], typer.Option(help="GGUF: smallest allowed top-1 token agreement.")] = None,
@@ -240,11 +371,20 @@ def check(
     from edgeinfer.core.errors import ConfigError
     from edgeinfer.pipelines.compare import Budget, check_budget
 
-    budget = Budget(max_drop=max_drop, min_cosine=min_cosine, max_slowdown=max_slowdown, min_speedup=min_speedup,
-                    max_size_mb=max_size, max_kld=max_kld, min_top1=min_top1)
+    budget = Budget(
+        max_drop=max_drop,
+        min_cosine=min_cosine,
+        max_slowdown=max_slowdown,
+        min_speedup=min_speedup,
+        max_size_mb=max_size,
+        max_kld=max_kld,
+        min_top1=min_top1,
+    )
     if budget == Budget():
-        raise ConfigError("give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup, "
-                          "--max-size, or for GGUF --max-kld / --min-top1")
+        raise ConfigError(
+            "give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup, "
+            "--max-size, or for GGUF --max-kld / --min-top1"
+        )
     if is_gguf(baseline):
         from edgeinfer.cli.llm import print_llm_report
         from edgeinfer.pipelines.llm import compare_gguf
@@ -254,8 +394,9 @@ def check(
     else:
         if not data:
             raise ConfigError("check needs --data for ONNX models")
-        result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit,
-                          warn)
+        result = _compare(
+            baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn
+        )
     problems = check_budget(result, budget)
     result["budget"] = {k: v for k, v in budget.__dict__.items() if v is not None}
     result["violations"] = problems
@@ -266,8 +407,11 @@ def check(
         (print_llm_report(result) if is_gguf(baseline) else print_comparison(result, "check"))
         for p in problems:
             err.print(f"[red]REGRESSION[/red] {p}")
-    verdict = (f"FAIL: {len(problems)} budget violation(s)" if problems
-               else f"PASS: {len(candidates)} candidate(s) within budget")
+    verdict = (
+        f"FAIL: {len(problems)} budget violation(s)"
+        if problems
+        else f"PASS: {len(candidates)} candidate(s) within budget"
+    )
     err.print(f"[{'red' if problems else 'green'}]{verdict}[/]")
     sys.exit(1 if problems else 0)
 
@@ -275,8 +419,12 @@ def check(
 @app.command(name="compile")
 def compile_(
     model: Annotated[Path, typer.Argument(help="A model the device's provider can run (for QNN: fixed shapes, QDQ).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The EP-context model to write (e.g. model_ctx.onnx).")],
-    device: Annotated[str, typer.Option("--device", "-d", help="Device profile whose first provider compiles the model.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The EP-context model to write (e.g. model_ctx.onnx).")
+    ],
+    device: Annotated[
+        str, typer.Option("--device", "-d", help="Device profile whose first provider compiles the model.")
+    ],
     force: Force = False,
 ) -> None:
     """Precompile a model for an NPU into an EP-context model that ships to the device.

@@ -13,8 +13,13 @@ from rich.table import Table
 from edgeinfer.cli.app import Device, Fallback, Threads, app, console, err, mb, resolve_device
 
 
-def settings_for(device: str | None, threads: int | None = None, n_ctx: int | None = None,
-                 gpu_layers: int | None = None, allow_fallback: bool = False):
+def settings_for(
+    device: str | None,
+    threads: int | None = None,
+    n_ctx: int | None = None,
+    gpu_layers: int | None = None,
+    allow_fallback: bool = False,
+):
     """llama.cpp settings from --device and the flags."""
     from edgeinfer.pipelines.llm import llama_settings
 
@@ -34,8 +39,9 @@ def _stream_to_console(stream, as_json: bool):
     return stats
 
 
-def run_gguf(model: Path, prompt: str | None, max_tokens: int, device: str | None, threads: int | None,
-             as_json: bool) -> None:
+def run_gguf(
+    model: Path, prompt: str | None, max_tokens: int, device: str | None, threads: int | None, as_json: bool
+) -> None:
     """`edgeinfer run MODEL.gguf --prompt ...`: stream the completion, then the speeds."""
     from edgeinfer.core.errors import ConfigError
     from edgeinfer.pipelines.llm import generate
@@ -45,37 +51,59 @@ def run_gguf(model: Path, prompt: str | None, max_tokens: int, device: str | Non
     runner, stream = generate(model, settings_for(device, threads), prompt=prompt, max_tokens=max_tokens)
     stats = _stream_to_console(stream, as_json)
     if as_json:
-        print(json.dumps({"text": stats.text, "prompt_tokens": stats.prompt_tokens,
-                          "generated_tokens": stats.generated_tokens, "prompt_tokens_per_s": stats.prompt_tps,
-                          "generation_tokens_per_s": stats.generate_tps, "backend": runner.report.used}))
+        print(
+            json.dumps(
+                {
+                    "text": stats.text,
+                    "prompt_tokens": stats.prompt_tokens,
+                    "generated_tokens": stats.generated_tokens,
+                    "prompt_tokens_per_s": stats.prompt_tps,
+                    "generation_tokens_per_s": stats.generate_tps,
+                    "backend": runner.report.used,
+                }
+            )
+        )
         return
     console.print()
     if stats.generated_tokens + 1 >= max_tokens:
         err.print(f"[dim][cut at --max-tokens {max_tokens}][/dim]")
-    err.print(f"[dim]{stats.prompt_tokens} prompt tokens at {stats.prompt_tps:.1f} tok/s, {stats.generated_tokens} "
-              f"generated at {stats.generate_tps:.1f} tok/s on {', '.join(runner.report.used)}[/dim]")
+    err.print(
+        f"[dim]{stats.prompt_tokens} prompt tokens at {stats.prompt_tps:.1f} tok/s, {stats.generated_tokens} "
+        f"generated at {stats.generate_tps:.1f} tok/s on {', '.join(runner.report.used)}[/dim]"
+    )
 
 
-def bench_gguf(model: Path, n_prompt: int, n_gen: int, reps: int, device: str | None, threads: int | None,
-               as_json: bool) -> None:
+def bench_gguf(
+    model: Path, n_prompt: int, n_gen: int, reps: int, device: str | None, threads: int | None, as_json: bool
+) -> None:
     """`edgeinfer bench MODEL.gguf`: pp and tg tokens per second."""
     from edgeinfer.pipelines.llm import bench_gguf as bench
 
     with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
-        result = bench(model, settings_for(device, threads), n_prompt=n_prompt, n_gen=n_gen, reps=reps,
-                       profile=resolve_device(device, None)[0])
+        result = bench(
+            model,
+            settings_for(device, threads),
+            n_prompt=n_prompt,
+            n_gen=n_gen,
+            reps=reps,
+            profile=resolve_device(device, None)[0],
+        )
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"bench {model.name} ({result['architecture']}, {result['parameters'] / 1e6:.0f}M params, "
-                        f"{result['bits_per_weight']:.2f} bpw)")
+    table = Table(
+        title=f"bench {model.name} ({result['architecture']}, {result['parameters'] / 1e6:.0f}M params, "
+        f"{result['bits_per_weight']:.2f} bpw)"
+    )
     for col in ("test", "tokens/s (median)", "runs"):
         table.add_column(col)
     table.add_row(f"pp{n_prompt}", f"{result['pp_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["pp_runs"]))
     table.add_row(f"tg{n_gen}", f"{result['tg_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["tg_runs"]))
     console.print(table)
-    console.print(f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
-                  f"backend {', '.join(result['backend'])}")
+    console.print(
+        f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
+        f"backend {', '.join(result['backend'])}"
+    )
 
 
 def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) -> None:
@@ -83,22 +111,37 @@ def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) 
         print(json.dumps({"output": result["output"], "before": result["before"], "after": result["after"]}))
         return
     before, after = result["before"], result["after"]
-    console.print(f"wrote {output}: {mb(after['file_size_bytes'])} ({after['bits_per_weight']:.2f} bpw) from "
-                  f"{mb(before['file_size_bytes'])} ({before['bits_per_weight']:.2f} bpw); tensor types "
-                  f"{after['tensor_types']}")
+    console.print(
+        f"wrote {output}: {mb(after['file_size_bytes'])} ({after['bits_per_weight']:.2f} bpw) from "
+        f"{mb(before['file_size_bytes'])} ({before['bits_per_weight']:.2f} bpw); tensor types "
+        f"{after['tensor_types']}"
+    )
     console.print(f"measure what it cost: edgeinfer compare {model} {output} --text your.txt")
 
 
 def print_llm_report(report: dict) -> None:
-    table = Table(title=f"LLM quality on {Path(report['text']).name} ({report['tokens']} tokens, window {report['window']})")
+    table = Table(
+        title=f"LLM quality on {Path(report['text']).name} ({report['tokens']} tokens, window {report['window']})"
+    )
     for col in ("model", "size", "bpw", "pp tok/s", "tg tok/s", "perplexity", "KL mean", "KL p99", "top-1 agree"):
-        table.add_column(col, justify="left" if col == "model" else "right", overflow="fold",
-                         min_width=10 if col == "model" else None)
+        table.add_column(
+            col,
+            justify="left" if col == "model" else "right",
+            overflow="fold",
+            min_width=10 if col == "model" else None,
+        )
     for r in report["rows"]:
-        table.add_row(Path(r["model"]).name, mb(r["file_size_bytes"]), f"{r['bits_per_weight']:.2f}",
-                      f"{r['pp_tokens_per_s']:.0f}", f"{r['tg_tokens_per_s']:.1f}", f"{r['perplexity']:.3f}",
-                      f"{r['kl_mean']:.4f}" if "kl_mean" in r else "-", f"{r['kl_p99']:.4f}" if "kl_p99" in r else "-",
-                      f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-")
+        table.add_row(
+            Path(r["model"]).name,
+            mb(r["file_size_bytes"]),
+            f"{r['bits_per_weight']:.2f}",
+            f"{r['pp_tokens_per_s']:.0f}",
+            f"{r['tg_tokens_per_s']:.1f}",
+            f"{r['perplexity']:.3f}",
+            f"{r['kl_mean']:.4f}" if "kl_mean" in r else "-",
+            f"{r['kl_p99']:.4f}" if "kl_p99" in r else "-",
+            f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-",
+        )
     console.print(table)
 
 
@@ -107,8 +150,12 @@ def chat(
     model: Annotated[Path, typer.Argument(help="A .gguf chat model.")],
     system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, max=1 << 20, help="Tokens per reply.")] = 256,
-    ctx: Annotated[Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")] = None,
-    gpu_layers: Annotated[Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")] = None,
+    ctx: Annotated[
+        Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")
+    ] = None,
+    gpu_layers: Annotated[
+        Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")
+    ] = None,
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,

@@ -28,20 +28,63 @@ from edgeinfer.cli.app import (
 
 # ---------------------------------------------------------------------------------- export
 
+
 @app.command()
 def export(
-    source: Annotated[str, typer.Argument(help="Hugging Face model directory, a torch.export .pt2 file, or package.module:function (or file.py:function) returning (module, inputs); a factory RUNS that Python code.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx or .gguf file (the suffix picks the format).")],
-    format: Annotated[Optional[str], typer.Option("--format", help="onnx or gguf; must agree with the output's suffix.")] = None,
-    task: Annotated[Optional[str], typer.Option(help="feature-extraction, text-classification, image-classification or causal-lm (default: from the architecture).")] = None,
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Hugging Face model directory, a torch.export .pt2 file, or package.module:function (or file.py:function) returning (module, inputs); a factory RUNS that Python code."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output .onnx or .gguf file (the suffix picks the format).")
+    ],
+    format: Annotated[
+        Optional[str], typer.Option("--format", help="onnx or gguf; must agree with the output's suffix.")
+    ] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(
+            help="feature-extraction, text-classification, image-classification or causal-lm (default: from the architecture)."
+        ),
+    ] = None,
     opset: Annotated[Optional[int], typer.Option(min=7, max=26, help="ONNX opset (default 18).")] = None,
-    exporter: Annotated[str, typer.Option(help="auto (torch.export, then TorchScript if it fails, reported), dynamo or torchscript.")] = "auto",
-    static_shapes: Annotated[bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")] = False,
-    atol: Annotated[Optional[float], typer.Option(min=0.0, max=1e3, help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2).")] = None,
-    outtype: Annotated[Optional[str], typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants.")] = None,
-    adapter: Annotated[Optional[Path], typer.Option(help="GGUF: a PEFT LoRA adapter directory merged into the weights first.")] = None,
-    check_tokens: Annotated[int, typer.Option(min=16, max=4096, help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.")] = 256,
-    device: Annotated[Optional[str], typer.Option("--device", "-d", help="Device profile: one that needs static shapes (NPUs) fixes them, as --static-shapes does.")] = None,
+    exporter: Annotated[
+        str, typer.Option(help="auto (torch.export, then TorchScript if it fails, reported), dynamo or torchscript.")
+    ] = "auto",
+    static_shapes: Annotated[
+        bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")
+    ] = False,
+    atol: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0, max=1e3, help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2)."
+        ),
+    ] = None,
+    outtype: Annotated[
+        Optional[str],
+        typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants."),
+    ] = None,
+    adapter: Annotated[
+        Optional[Path], typer.Option(help="GGUF: a PEFT LoRA adapter directory merged into the weights first.")
+    ] = None,
+    check_tokens: Annotated[
+        int,
+        typer.Option(
+            min=16,
+            max=4096,
+            help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.",
+        ),
+    ] = 256,
+    device: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device",
+            "-d",
+            help="Device profile: one that needs static shapes (NPUs) fixes them, as --static-shapes does.",
+        ),
+    ] = None,
     force: Force = False,
     trust_source: TrustSource = False,
     as_json: Json = False,
@@ -76,20 +119,39 @@ def export(
     from edgeinfer.pipelines.export import export_model
 
     with err.status("exporting") as status:
+
         def progress(i: int, n: int, name: str) -> None:
             status.update(f"writing tensor {i}/{n} ({name})")
 
-        art = export_model(source, output, task=task, opset=opset, exporter=exporter,
-                           static_shapes=static_shapes, atol=atol, format=format, outtype=outtype,
-                           adapter=str(adapter) if adapter else None, check_tokens=check_tokens, force=force,
-                           trust_source=trust_source, profile=resolve_device(device, None)[0],
-                           stage=lambda s: status.update(s), warn=warn, progress=progress)
+        art = export_model(
+            source,
+            output,
+            task=task,
+            opset=opset,
+            exporter=exporter,
+            static_shapes=static_shapes,
+            atol=atol,
+            format=format,
+            outtype=outtype,
+            adapter=str(adapter) if adapter else None,
+            check_tokens=check_tokens,
+            force=force,
+            trust_source=trust_source,
+            profile=resolve_device(device, None)[0],
+            stage=lambda s: status.update(s),
+            warn=warn,
+            progress=progress,
+        )
     if is_gguf(output):
         _print_gguf_export(output, art, as_json)
         return
     if as_json:
-        print(json.dumps({"output": str(output), "sha256": art.sha256, "meta": art.meta,
-                          "validation": art.validation}, default=str))
+        print(
+            json.dumps(
+                {"output": str(output), "sha256": art.sha256, "meta": art.meta, "validation": art.validation},
+                default=str,
+            )
+        )
         return
     table = Table(title=f"exported {output}", show_header=False)
     table.add_row("file size", mb(output.stat().st_size))
@@ -104,8 +166,9 @@ def export(
     table.add_row("max abs diff", f"{v['max_abs_diff']:.3g}")
     table.add_row("min cosine", f"{v['min_cosine']:.6f}")
     if "cases" in v:
-        table.add_row("validated on", "; ".join(", ".join(f"{n}{s}" for n, s in c["inputs"].items())
-                                                for c in v["cases"].values()))
+        table.add_row(
+            "validated on", "; ".join(", ".join(f"{n}{s}" for n, s in c["inputs"].items()) for c in v["cases"].values())
+        )
     table.add_row("sidecar", str(art.sidecar))
     console.print(table)
 
@@ -113,8 +176,18 @@ def export(
 def _print_gguf_export(output: Path, art, as_json: bool) -> None:
     v = art.validation
     if as_json:
-        print(json.dumps({"output": str(output), "sha256": art.sha256, "meta": art.meta,
-                          "config": art.steps[-1].config, "validation": v}, default=str))
+        print(
+            json.dumps(
+                {
+                    "output": str(output),
+                    "sha256": art.sha256,
+                    "meta": art.meta,
+                    "config": art.steps[-1].config,
+                    "validation": v,
+                },
+                default=str,
+            )
+        )
         return
     rt, lp = v["tokenizer_roundtrip"], v["logits_parity"]
     tol = lp["tolerance"]
@@ -123,13 +196,18 @@ def _print_gguf_export(output: Path, art, as_json: bool) -> None:
     table.add_row("architecture", f"{art.meta['architecture']} -> {art.meta['gguf_architecture']}")
     table.add_row("tensors", ", ".join(f"{n} {t}" for t, n in art.meta["tensor_types"].items()))
     tok = art.meta["tokenizer"]
-    table.add_row("tokenizer", f"{tok['model']} (pre-tokenizer {tok['pre']}), {tok['tokens']:,} tokens"
-                  + (", chat template" if tok["chat_template"] else ""))
+    table.add_row(
+        "tokenizer",
+        f"{tok['model']} (pre-tokenizer {tok['pre']}), {tok['tokens']:,} tokens"
+        + (", chat template" if tok["chat_template"] else ""),
+    )
     if "adapter" in art.steps[-1].config:
         a = art.steps[-1].config["adapter"]
         table.add_row("LoRA merged", f"{a['layers']} layers, rank {a['rank']}, scale {a['scale']:g}")
     table.add_row("tokenizer round-trip", f"identical ({rt['hf_tokens']} tokens)")
-    table.add_row("top-1 agreement", f"{lp['top1_agreement']:.4f} (>= {tol['top1_agreement']:g}) on {lp['tokens']} tokens")
+    table.add_row(
+        "top-1 agreement", f"{lp['top1_agreement']:.4f} (>= {tol['top1_agreement']:g}) on {lp['tokens']} tokens"
+    )
     table.add_row("KL divergence", f"mean {lp['kl_mean']:.2e} (<= {tol['kl_mean']:g}), p99 {lp['kl_p99']:.2e}")
     table.add_row("conversion", f"{v['conversion_seconds']:.1f} s")
     table.add_row("sidecar", str(art.sidecar))
@@ -138,10 +216,13 @@ def _print_gguf_export(output: Path, art, as_json: bool) -> None:
 
 # ---------------------------------------------------------------------------------- run
 
+
 @app.command()
 def run(
     model: Annotated[Path, typer.Argument(help="An .onnx model (for .gguf LLMs use --prompt).")],
-    input: Annotated[Optional[Path], typer.Option("--input", "-i", help=".npz whose arrays are named like the model's inputs.")] = None,
+    input: Annotated[
+        Optional[Path], typer.Option("--input", "-i", help=".npz whose arrays are named like the model's inputs.")
+    ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="GGUF: the prompt to complete.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF: tokens to generate.")] = 128,
@@ -166,8 +247,16 @@ def run(
     if input is None:
         raise typer.BadParameter("--input is required for ONNX models (an .npz of named arrays)")
     profile, providers = resolve_device(device, provider)
-    result = run_onnx(model, input, output, profile=profile, providers=providers, threads=threads,
-                      allow_fallback=allow_fallback, force=force)
+    result = run_onnx(
+        model,
+        input,
+        output,
+        profile=profile,
+        providers=providers,
+        threads=threads,
+        allow_fallback=allow_fallback,
+        force=force,
+    )
     if as_json:
         print(json.dumps(result.to_dict()))
         return
@@ -183,13 +272,31 @@ def run(
 
 # ---------------------------------------------------------------------------------- bench
 
+
 @app.command()
 def bench(
     model: Annotated[Path, typer.Argument(help="An .onnx or .gguf model.")],
-    shape: Annotated[Optional[list[str]], typer.Option("--shape", "-s", help="input=1x128 fixes an input's shape; batch=8 / sequence=64 set symbolic dims (default batch 1, sequence 128).")] = None,
-    runs: Annotated[Optional[int], typer.Option(min=1, max=100000, help="Timed runs after warm-up (default 50; GGUF: 3 repetitions of pp and tg).")] = None,
+    shape: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--shape",
+            "-s",
+            help="input=1x128 fixes an input's shape; batch=8 / sequence=64 set symbolic dims (default batch 1, sequence 128).",
+        ),
+    ] = None,
+    runs: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, max=100000, help="Timed runs after warm-up (default 50; GGUF: 3 repetitions of pp and tg)."
+        ),
+    ] = None,
     warmup: Annotated[int, typer.Option(min=0, max=100000, help="Untimed warm-up runs.")] = 5,
-    baseline: Annotated[Optional[str], typer.Option(help="Also time this PyTorch source on the same inputs, interleaved ('auto': the source recorded in the sidecar; a factory it names runs only with --trust-source).")] = None,
+    baseline: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Also time this PyTorch source on the same inputs, interleaved ('auto': the source recorded in the sidecar; a factory it names runs only with --trust-source)."
+        ),
+    ] = None,
     trust_source: TrustSource = False,
     device: Device = None,
     provider: ProviderOpt = None,
@@ -220,9 +327,20 @@ def bench(
     profile, providers = resolve_device(device, provider)
     with Progress(transient=True, console=err) as progress:
         bar = progress.add_task("timing", total=runs)
-        result = bench_model(model, providers=providers, device=profile, allow_fallback=allow_fallback,
-                             threads=threads, shapes=parse_shapes(shape or []), runs=runs, warmup=warmup,
-                             baseline=baseline, trust_source=trust_source, tick=lambda: progress.advance(bar), warn=warn)
+        result = bench_model(
+            model,
+            providers=providers,
+            device=profile,
+            allow_fallback=allow_fallback,
+            threads=threads,
+            shapes=parse_shapes(shape or []),
+            runs=runs,
+            warmup=warmup,
+            baseline=baseline,
+            trust_source=trust_source,
+            tick=lambda: progress.advance(bar),
+            warn=warn,
+        )
     if as_json:
         print(json.dumps(result))
         return
@@ -235,22 +353,39 @@ def bench(
         b = result["baseline"]
         lo, hi = b["speedup_ci95"]
         speedup = f"{b['speedup']:.2f}x (95% CI {lo:.2f}-{hi:.2f})"
-    table.add_row("onnxruntime", f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
-                  f"{result['throughput_per_s']:.1f}", speedup)
+    table.add_row(
+        "onnxruntime",
+        f"{lat['p50']:.3f}",
+        f"{lat['p90']:.3f}",
+        f"{lat['p99']:.3f}",
+        f"{result['throughput_per_s']:.1f}",
+        speedup,
+    )
     if "baseline" in result:
         bl = result["baseline"]["latency_ms"]
-        table.add_row("pytorch (eager)", f"{bl['p50']:.3f}", f"{bl['p90']:.3f}", f"{bl['p99']:.3f}",
-                      f"{result['batch'] * 1000 / bl['p50']:.1f}", "1.00x")
+        table.add_row(
+            "pytorch (eager)",
+            f"{bl['p50']:.3f}",
+            f"{bl['p90']:.3f}",
+            f"{bl['p99']:.3f}",
+            f"{result['batch'] * 1000 / bl['p50']:.1f}",
+            "1.00x",
+        )
     console.print(table)
     p = result["providers"]
-    console.print(f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
-                  f"providers used: {', '.join(p['used'])}")
+    console.print(
+        f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
+        f"providers used: {', '.join(p['used'])}"
+    )
     from edgeinfer.runtime import ProviderReport
 
-    console.print(f"node placement: {ProviderReport(p['requested'], p['used'], p['fallbacks'], p['placement']).summary()}")
+    console.print(
+        f"node placement: {ProviderReport(p['requested'], p['used'], p['fallbacks'], p['placement']).summary()}"
+    )
 
 
 # ---------------------------------------------------------------------------------- devices
+
 
 @app.command()
 def devices(as_json: Json = False) -> None:
@@ -261,25 +396,42 @@ def devices(as_json: Json = False) -> None:
     avail = set(available_providers())
     profiles = builtin_profiles()
     if as_json:
-        print(json.dumps({"available_providers": sorted(avail), "profiles": {
-            n: {"description": p.description, "providers": [x.value for x in p.providers],
-                "installed": [x.value for x in p.providers if x.value in avail], "threads": p.threads,
-                "memory_mb": p.memory_mb, "precisions": [x.value for x in p.precisions],
-                "static_shapes": p.static_shapes} for n, p in profiles.items()}}))
+        print(
+            json.dumps(
+                {
+                    "available_providers": sorted(avail),
+                    "profiles": {
+                        n: {
+                            "description": p.description,
+                            "providers": [x.value for x in p.providers],
+                            "installed": [x.value for x in p.providers if x.value in avail],
+                            "threads": p.threads,
+                            "memory_mb": p.memory_mb,
+                            "precisions": [x.value for x in p.precisions],
+                            "static_shapes": p.static_shapes,
+                        }
+                        for n, p in profiles.items()
+                    },
+                }
+            )
+        )
         return
     table = Table(title="device profiles")
     for col in ("name", "providers (preference order)", "precisions", "memory", "description"):
         table.add_column(col, overflow="fold", no_wrap=col == "name")
     for name, p in profiles.items():
-        provs = " > ".join(f"[green]{x.short}[/green]" if x.value in avail else f"[dim]{x.short} (missing)[/dim]"
-                           for x in p.providers)
+        provs = " > ".join(
+            f"[green]{x.short}[/green]" if x.value in avail else f"[dim]{x.short} (missing)[/dim]" for x in p.providers
+        )
         table.add_row(name, provs, ",".join(p.precisions), f"{p.memory_mb or '-'} MB", p.description)
     console.print(table)
     console.print(f"providers installed here: {', '.join(sorted(avail))}")
 
 
 @app.command()
-def info(model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer.json sidecar.")], as_json: Json = False) -> None:
+def info(
+    model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer.json sidecar.")], as_json: Json = False
+) -> None:
     """Show where a model came from: source, steps with their configs, and the figures measured.
 
     On a terminal: a summary. With --json: the whole sidecar record, for machines.
@@ -295,14 +447,20 @@ def info(model: Annotated[Path, typer.Argument(help="A model with its .edgeinfer
     table.add_column("value", overflow="fold")
     table.add_row("format", art.format.value)
     table.add_row("file size", mb(model.stat().st_size))
-    table.add_row("sha256", art.sha256[:16] + "..." + (" [red](sidecar is stale)[/red]" if art.meta.get("stale_sidecar") else ""))
+    table.add_row(
+        "sha256", art.sha256[:16] + "..." + (" [red](sidecar is stale)[/red]" if art.meta.get("stale_sidecar") else "")
+    )
     src = art.source
     table.add_row("source", ", ".join(f"{k} {v}" for k, v in src.items() if k != "kind") + f" ({src.get('kind', '?')})")
     for key in ("task", "architecture", "parameters", "opset", "inputs", "outputs"):
         if art.meta.get(key) is not None:
             value = art.meta[key]
-            table.add_row(key, f"{value:,}" if isinstance(value, int) and key == "parameters" else
-                          (", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+            table.add_row(
+                key,
+                f"{value:,}"
+                if isinstance(value, int) and key == "parameters"
+                else (", ".join(map(str, value)) if isinstance(value, list) else str(value)),
+            )
     for i, step in enumerate(art.steps, 1):
         config = ", ".join(f"{k}={v}" for k, v in step.config.items() if _short(v))
         figures = ", ".join(f"{k} {_fmt(v)}" for k, v in step.metrics.items() if _short(v) and not isinstance(v, str))
@@ -325,14 +483,18 @@ def _fmt(value) -> str:
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's files.")] = Path("edgeinfer-demo"),
     runs: Annotated[int, typer.Option(min=1, max=100000, help="Timed runs per benchmark.")] = 100,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the demo's files in an existing --out folder.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the demo's files in an existing --out folder.")
+    ] = False,
 ) -> None:
     """Train LeNet-5 on real digits, export, validate, benchmark against PyTorch, compress, compare."""
     from edgeinfer.core.errors import OutputExistsError
     from edgeinfer.pipelines.demo import run_demo
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExistsError(f"{out} already exists and is not empty; pass --force to overwrite the demo's files "
-                                "in it, or choose another --out")
+        raise OutputExistsError(
+            f"{out} already exists and is not empty; pass --force to overwrite the demo's files "
+            "in it, or choose another --out"
+        )
 
     run_demo(out, runs, console, warn)

@@ -11,8 +11,13 @@ from rich.table import Table
 
 from edgeinfer.cli.app import Force, Json, app, console, err, mb, warn
 
-Data = Annotated[str, typer.Option(help="package.module:function returning (train DataLoader, eval DataLoader), "
-                                        "or an .npz with `input` and `labels` (split 80/20).")]
+Data = Annotated[
+    str,
+    typer.Option(
+        help="package.module:function returning (train DataLoader, eval DataLoader), "
+        "or an .npz with `input` and `labels` (split 80/20)."
+    ),
+]
 Epochs = Annotated[int, typer.Option(min=0, max=100000, help="Training epochs.")]
 Lr = Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")]
 Batch = Annotated[int, typer.Option(min=1, max=65536, help="Batch size for .npz data.")]
@@ -27,8 +32,11 @@ def _epoch_printer(what: str, as_json: bool):
 
     def show(row: dict) -> None:
         step = f" step {row['step']}" if "step" in row else ""
-        out.print(f"  {what}{step} epoch {row['epoch']}: loss {row['loss']:.4f}, "
-                      f"eval accuracy {row['eval_accuracy']:.4f}", highlight=False)
+        out.print(
+            f"  {what}{step} epoch {row['epoch']}: loss {row['loss']:.4f}, eval accuracy {row['eval_accuracy']:.4f}",
+            highlight=False,
+        )
+
     return show
 
 
@@ -36,17 +44,31 @@ def _comparison(title: str, result: dict, extra: list[tuple[str, str]], as_json:
     art = result["artifact"]
     comp = art.steps[-1].metrics["comparison"]
     if as_json:
-        print(json.dumps({"output": str(art.path), "step": art.steps[-1].op, "config": art.steps[-1].config,
-                          "metrics": art.steps[-1].metrics, "validation": art.steps[0].metrics}, default=str))
+        print(
+            json.dumps(
+                {
+                    "output": str(art.path),
+                    "step": art.steps[-1].op,
+                    "config": art.steps[-1].config,
+                    "metrics": art.steps[-1].metrics,
+                    "validation": art.steps[0].metrics,
+                },
+                default=str,
+            )
+        )
         return
     table = Table(title=title, show_header=True)
     for col in ("", "baseline (ONNX Runtime)", "result (ONNX Runtime)"):
         table.add_column(col)
-    table.add_row("accuracy", f"{comp['baseline_accuracy']:.4f}",
-                  f"{comp['accuracy']:.4f} ({comp['delta'] * 100:+.2f} pts)")
+    table.add_row(
+        "accuracy", f"{comp['baseline_accuracy']:.4f}", f"{comp['accuracy']:.4f} ({comp['delta'] * 100:+.2f} pts)"
+    )
     lo, hi = comp["speedup_ci95"]
-    table.add_row("p50 latency", f"{comp['baseline_p50_ms']:.3f} ms",
-                  f"{comp['p50_ms']:.3f} ms ({comp['speedup']:.2f}x, 95% CI {lo:.2f}-{hi:.2f})")
+    table.add_row(
+        "p50 latency",
+        f"{comp['baseline_p50_ms']:.3f} ms",
+        f"{comp['p50_ms']:.3f} ms ({comp['speedup']:.2f}x, 95% CI {lo:.2f}-{hi:.2f})",
+    )
     table.add_row("file size", mb(comp["baseline_file_size_bytes"]), mb(comp["file_size_bytes"]))
     for k, v in extra:
         table.add_row(k, "", v)
@@ -61,15 +83,38 @@ def prune(
     model: Annotated[str, typer.Argument(help="package.module:function returning (module, {name: example input}).")],
     output: Out,
     data: Data,
-    method: Annotated[str, typer.Option(help="structured (channels removed: really faster), unstructured or 2:4 (zeros: smaller when compressed, not faster on CPUs).")] = "structured",
-    ratio: Annotated[float, typer.Option(help="Fraction of channels (structured) or weights (unstructured) to remove, in (0, 1).")] = 0.5,
-    importance: Annotated[str, typer.Option(help="Structured: l1, l2 (weight norms) or taylor (first-order, from gradients).")] = "l2",
-    global_ranking: Annotated[bool, typer.Option("--global/--uniform", help="Rank channels across all layers, or prune every layer by the same ratio.")] = False,
-    ignore: Annotated[Optional[list[str]], typer.Option(help="Module name to keep whole (the output layer always is). Repeatable.")] = None,
-    steps: Annotated[int, typer.Option(min=1, max=1000, help="Iterative pruning: reach --ratio in this many prune + fine-tune rounds.")] = 1,
-    finetune_epochs: Annotated[int, typer.Option(min=0, max=100000, help="Fine-tuning epochs after each pruning step.")] = 3,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="structured (channels removed: really faster), unstructured or 2:4 (zeros: smaller when compressed, not faster on CPUs)."
+        ),
+    ] = "structured",
+    ratio: Annotated[
+        float, typer.Option(help="Fraction of channels (structured) or weights (unstructured) to remove, in (0, 1).")
+    ] = 0.5,
+    importance: Annotated[
+        str, typer.Option(help="Structured: l1, l2 (weight norms) or taylor (first-order, from gradients).")
+    ] = "l2",
+    global_ranking: Annotated[
+        bool,
+        typer.Option(
+            "--global/--uniform", help="Rank channels across all layers, or prune every layer by the same ratio."
+        ),
+    ] = False,
+    ignore: Annotated[
+        Optional[list[str]], typer.Option(help="Module name to keep whole (the output layer always is). Repeatable.")
+    ] = None,
+    steps: Annotated[
+        int,
+        typer.Option(min=1, max=1000, help="Iterative pruning: reach --ratio in this many prune + fine-tune rounds."),
+    ] = 1,
+    finetune_epochs: Annotated[
+        int, typer.Option(min=0, max=100000, help="Fine-tuning epochs after each pruning step.")
+    ] = 3,
     lr: Lr = 1e-3,
-    distill: Annotated[bool, typer.Option("--distill", help="Fine-tune against the unpruned model's outputs (knowledge distillation).")] = False,
+    distill: Annotated[
+        bool, typer.Option("--distill", help="Fine-tune against the unpruned model's outputs (knowledge distillation).")
+    ] = False,
     batch: Batch = 64,
     seed: Seed = 0,
     runs: Runs = 20,
@@ -90,36 +135,75 @@ def prune(
     from edgeinfer.pipelines.train import prune_model
 
     with err.status("pruning") as status:
-        result = prune_model(model, output, data, method=method, ratio=ratio, importance=importance,
-                             global_ranking=global_ranking, ignore=tuple(ignore or ()), steps=steps,
-                             finetune_epochs=finetune_epochs, lr=lr, distill=distill, batch=batch, seed=seed,
-                             runs=runs, force=force, progress=_epoch_printer("fine-tune", as_json),
-                             stage=lambda s: status.update(s), warn=warn)
+        result = prune_model(
+            model,
+            output,
+            data,
+            method=method,
+            ratio=ratio,
+            importance=importance,
+            global_ranking=global_ranking,
+            ignore=tuple(ignore or ()),
+            steps=steps,
+            finetune_epochs=finetune_epochs,
+            lr=lr,
+            distill=distill,
+            batch=batch,
+            seed=seed,
+            runs=runs,
+            force=force,
+            progress=_epoch_printer("fine-tune", as_json),
+            stage=lambda s: status.update(s),
+            warn=warn,
+        )
     rep = result["report"]
     extra = [("torch accuracy", f"{result['accuracy_before']:.4f} -> {result['accuracy_after']:.4f}")]
     if method == "structured":
-        extra += [("MACs", f"{rep.macs_before:,} -> {rep.macs_after:,} ({rep.macs_after / rep.macs_before:.2f}x)"),
-                  ("parameters", f"{rep.params_before:,} -> {rep.params_after:,}")]
-        extra += [(f"  {n}", f"{v['channels_before']} -> {v['channels_after']} channels") for n, v in rep.layers.items()]
+        extra += [
+            ("MACs", f"{rep.macs_before:,} -> {rep.macs_after:,} ({rep.macs_after / rep.macs_before:.2f}x)"),
+            ("parameters", f"{rep.params_before:,} -> {rep.params_after:,}"),
+        ]
+        extra += [
+            (f"  {n}", f"{v['channels_before']} -> {v['channels_after']} channels") for n, v in rep.layers.items()
+        ]
     else:
         extra += [(f"  {n}", f"{v['sparsity']:.1%} zeros") for n, v in rep.layers.items()]
     _comparison(f"{method} pruning, ratio {ratio}", result, extra, as_json)
     if method != "structured" and not as_json:
-        console.print("note: ONNX Runtime's CPU kernels do not skip zeros, so sparsity does not make this model "
-                      "faster; it shrinks the file once compressed (zip, gzip)")
+        console.print(
+            "note: ONNX Runtime's CPU kernels do not skip zeros, so sparsity does not make this model "
+            "faster; it shrinks the file once compressed (zip, gzip)"
+        )
 
 
 @app.command()
 def distill(
-    teacher: Annotated[str, typer.Option(help="The trained teacher: package.module:function returning (module, inputs).")],
-    student: Annotated[str, typer.Option(help="The student: package.module:function returning (module, inputs); it must predict the same classes.")],
+    teacher: Annotated[
+        str, typer.Option(help="The trained teacher: package.module:function returning (module, inputs).")
+    ],
+    student: Annotated[
+        str,
+        typer.Option(
+            help="The student: package.module:function returning (module, inputs); it must predict the same classes."
+        ),
+    ],
     output: Out,
     data: Data,
     epochs: Epochs = 10,
     lr: Lr = 2e-3,
-    temperature: Annotated[float, typer.Option(min=0.01, max=1000.0, help="Softmax temperature of the soft targets.")] = 4.0,
-    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the teacher's soft targets; 1 - alpha goes to the labels.")] = 0.7,
-    feature: Annotated[Optional[list[str]], typer.Option(help="TEACHER_MODULE:STUDENT_MODULE features matched (MSE) through a learned projection. Repeatable.")] = None,
+    temperature: Annotated[
+        float, typer.Option(min=0.01, max=1000.0, help="Softmax temperature of the soft targets.")
+    ] = 4.0,
+    alpha: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Weight of the teacher's soft targets; 1 - alpha goes to the labels."),
+    ] = 0.7,
+    feature: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="TEACHER_MODULE:STUDENT_MODULE features matched (MSE) through a learned projection. Repeatable."
+        ),
+    ] = None,
     batch: Batch = 64,
     seed: Seed = 0,
     runs: Runs = 20,
@@ -142,12 +226,31 @@ def distill(
             raise ConfigError(f"--feature {f!r} must be TEACHER_MODULE:STUDENT_MODULE")
         pairs.append((t, s))
     with err.status("distilling") as status:
-        result = distill_model(teacher, student, output, data, epochs=epochs, lr=lr, temperature=temperature,
-                               alpha=alpha, features=tuple(pairs), batch=batch, seed=seed, runs=runs, force=force,
-                               progress=_epoch_printer("distill", as_json), stage=lambda s: status.update(s), warn=warn)
+        result = distill_model(
+            teacher,
+            student,
+            output,
+            data,
+            epochs=epochs,
+            lr=lr,
+            temperature=temperature,
+            alpha=alpha,
+            features=tuple(pairs),
+            batch=batch,
+            seed=seed,
+            runs=runs,
+            force=force,
+            progress=_epoch_printer("distill", as_json),
+            stage=lambda s: status.update(s),
+            warn=warn,
+        )
     m = result["metrics"]
-    _comparison("distillation (baseline: the teacher)", result,
-                [("parameters", f"{m['teacher_params']:,} -> {m['student_params']:,}")], as_json)
+    _comparison(
+        "distillation (baseline: the teacher)",
+        result,
+        [("parameters", f"{m['teacher_params']:,} -> {m['student_params']:,}")],
+        as_json,
+    )
 
 
 @app.command()
@@ -157,7 +260,9 @@ def qat(
     data: Data,
     epochs: Epochs = 3,
     lr: Lr = 1e-4,
-    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or one per tensor.")] = True,
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel or one per tensor.")
+    ] = True,
     freeze_after: Annotated[int, typer.Option(min=0, help="Epochs after which activation ranges are frozen.")] = 2,
     batch: Batch = 64,
     seed: Seed = 0,
@@ -178,11 +283,33 @@ def qat(
     from edgeinfer.pipelines.train import qat_model
 
     with err.status("QAT") as status:
-        result = qat_model(model, output, data, epochs=epochs, lr=lr, per_channel=per_channel,
-                           freeze_after=freeze_after, batch=batch, seed=seed, runs=runs, force=force,
-                           progress=_epoch_printer("QAT", as_json), stage=lambda s: status.update(s), warn=warn)
+        result = qat_model(
+            model,
+            output,
+            data,
+            epochs=epochs,
+            lr=lr,
+            per_channel=per_channel,
+            freeze_after=freeze_after,
+            batch=batch,
+            seed=seed,
+            runs=runs,
+            force=force,
+            progress=_epoch_printer("QAT", as_json),
+            stage=lambda s: status.update(s),
+            warn=warn,
+        )
     m = result["metrics"]
-    _comparison("quantization-aware training (baseline: the float model)", result,
-                [("torch accuracy", f"float {m['float_accuracy']:.4f}, fake-quant before training "
-                                    f"{m['fake_quant_accuracy_before_training']:.4f}, after "
-                                    f"{m['fake_quant_accuracy_after']:.4f}")], as_json)
+    _comparison(
+        "quantization-aware training (baseline: the float model)",
+        result,
+        [
+            (
+                "torch accuracy",
+                f"float {m['float_accuracy']:.4f}, fake-quant before training "
+                f"{m['fake_quant_accuracy_before_training']:.4f}, after "
+                f"{m['fake_quant_accuracy_after']:.4f}",
+            )
+        ],
+        as_json,
+    )

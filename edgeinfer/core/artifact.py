@@ -145,8 +145,10 @@ def load_artifact(path: Path) -> Artifact:
     if data.get("sha256") and data["sha256"] != sha:
         # The model changed after the sidecar was written: its figures no longer describe it.
         art.meta["stale_sidecar"] = True
-        log.warning(f"{path.name} changed after its sidecar was written (sha256 differs): the sidecar's source, "
-                    "steps and figures describe another file")
+        log.warning(
+            f"{path.name} changed after its sidecar was written (sha256 differs): the sidecar's source, "
+            "steps and figures describe another file"
+        )
     return art
 
 

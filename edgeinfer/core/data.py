@@ -33,8 +33,9 @@ def _fixed(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def load_batches(spec: str, inputs, batch_size: int = 8, tokenizer: str | None = None,
-                 limit: int | None = None) -> Batches:
+def load_batches(
+    spec: str, inputs, batch_size: int = 8, tokenizer: str | None = None, limit: int | None = None
+) -> Batches:
     """Read `spec` into batches for a model whose ONNX inputs are `inputs` (name, type, shape)."""
     names = [i.name for i in inputs]
     fixed_batch = _fixed(inputs[0].shape[0]) if inputs and inputs[0].shape else None
@@ -53,8 +54,9 @@ def load_batches(spec: str, inputs, batch_size: int = 8, tokenizer: str | None =
     elif is_factory_spec(spec):
         return _factory_batches(spec, names, limit)
     else:
-        raise InputError(f"data {spec} must be an .npz, a folder of .npz files, a .txt of sentences or "
-                         "package.module:function")
+        raise InputError(
+            f"data {spec} must be an .npz, a folder of .npz files, a .txt of sentences or package.module:function"
+        )
     arrays: dict[str, list[np.ndarray]] = {}
     for f in files:
         for k, v in load_npz(f).items():
@@ -65,8 +67,10 @@ def load_batches(spec: str, inputs, batch_size: int = 8, tokenizer: str | None =
         raise InputError(f"data {spec}: the files' arrays do not fit together ({str(e).splitlines()[0]})") from None
     missing = [n for n in names if n not in merged]
     if missing:
-        raise InputError(f"data {spec} has arrays {', '.join(sorted(merged))} but the model needs "
-                         f"{', '.join(names)} (missing {', '.join(missing)})")
+        raise InputError(
+            f"data {spec} has arrays {', '.join(sorted(merged))} but the model needs "
+            f"{', '.join(names)} (missing {', '.join(missing)})"
+        )
     labels = next((merged[k] for k in LABEL_KEYS if k in merged), None)
     feeds = {n: merged[n] for n in names}
     counts = {v.shape[0] for v in feeds.values()} | ({labels.shape[0]} if labels is not None else set())
@@ -81,13 +85,15 @@ def load_batches(spec: str, inputs, batch_size: int = 8, tokenizer: str | None =
         arr = feeds[spec_in.name]
         want = [d if isinstance(d, int) else None for d in spec_in.shape[1:]]
         if arr.ndim != len(spec_in.shape) or any(w is not None and w != a for w, a in zip(want, arr.shape[1:])):
-            raise InputError(f"data {spec}: {spec_in.name} samples have shape {list(arr.shape[1:])}, the model "
-                             f"expects {list(spec_in.shape[1:])}")
+            raise InputError(
+                f"data {spec}: {spec_in.name} samples have shape {list(arr.shape[1:])}, the model "
+                f"expects {list(spec_in.shape[1:])}"
+            )
     usable = (n // batch) * batch if fixed_batch else n
     if usable == 0:
         raise InputError(f"data {spec} has {n} samples, fewer than the model's fixed batch of {batch}")
     feeds = {k: v[:usable] for k, v in feeds.items()}
-    out = [{k: v[i: i + batch] for k, v in feeds.items()} for i in range(0, usable, batch)]
+    out = [{k: v[i : i + batch] for k, v in feeds.items()} for i in range(0, usable, batch)]
     return Batches(out, labels[:usable] if labels is not None else None)
 
 
@@ -95,8 +101,10 @@ def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: 
     if not path.is_file():
         raise InputError(f"text file {path} does not exist")
     if not tokenizer:
-        raise InputError(f"{path} is text, but the model's sidecar names no tokenizer; pass an .npz of token ids "
-                         "or export the model from its Hugging Face folder")
+        raise InputError(
+            f"{path} is text, but the model's sidecar names no tokenizer; pass an .npz of token ids "
+            "or export the model from its Hugging Face folder"
+        )
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if limit:
         lines = lines[:limit]
@@ -110,9 +118,10 @@ def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: 
     out, masks = [], []
     usable = (len(lines) // batch) * batch if _fixed(inputs[0].shape[0]) else len(lines)
     for i in range(0, usable, batch):
-        chunk = lines[i: i + batch]
-        enc = tok(chunk, padding="max_length" if seq else True, truncation=True, max_length=seq or 256,
-                  return_tensors="np")
+        chunk = lines[i : i + batch]
+        enc = tok(
+            chunk, padding="max_length" if seq else True, truncation=True, max_length=seq or 256, return_tensors="np"
+        )
         missing = [n for n in names if n not in enc]
         if missing:
             raise InputError(f"the tokenizer gives {', '.join(enc)} but the model needs {', '.join(names)}")

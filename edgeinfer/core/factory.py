@@ -74,5 +74,7 @@ def import_callable(spec: str, what: str = "factory") -> Callable[..., Any]:
 def require_trust(spec: str, origin: str, trusted: bool) -> None:
     """Refuse to run code that a data file (not the user's command line) names, unless trusted."""
     if not trusted:
-        raise ConfigError(f"{origin} names the Python code {spec!r}; edgeinfer does not run code named by a "
-                          "data file. If you trust it, pass --trust-source (or name it yourself on the command line)")
+        raise ConfigError(
+            f"{origin} names the Python code {spec!r}; edgeinfer does not run code named by a "
+            "data file. If you trust it, pass --trust-source (or name it yourself on the command line)"
+        )

@@ -20,8 +20,21 @@ from edgeinfer.core.errors import InputError, UnsupportedError
 from edgeinfer.core.io import require_file
 
 # safetensors dtype names -> bytes per element (the sub-byte and fp8 types are not read here).
-SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                      "BOOL": 1, "U16": 2, "U32": 4, "U64": 8}
+SAFETENSORS_DTYPES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+}
 # A safetensors header larger than this is refused before it is read (the format's own limit).
 MAX_SAFETENSORS_HEADER = 100 * 2**20
 # Numbers of elements beyond this are a corrupt header, not a model (2^48 floats is a petabyte).
@@ -34,6 +47,7 @@ def _first_line(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------- JSON
+
 
 def read_json_object(path: Path, what: str, hint: str = "replace it") -> dict[str, Any]:
     """A JSON file that must hold an object (config.json, tokenizer.json, a sidecar)."""
@@ -54,6 +68,7 @@ def read_json_object(path: Path, what: str, hint: str = "replace it") -> dict[st
 
 # ---------------------------------------------------------------------------------- safetensors
 
+
 @dataclass(frozen=True)
 class SafetensorsEntry:
     dtype: str
@@ -72,8 +87,10 @@ def read_safetensors_header(file: Path) -> dict[str, SafetensorsEntry]:
             raise InputError(f"{file.name} is not a safetensors file ({size} bytes); re-download it")
         (n,) = struct.unpack("<Q", head)
         if n == 0 or n > min(size - 8, MAX_SAFETENSORS_HEADER):
-            raise InputError(f"{file.name} is truncated or not safetensors (a header of {n} bytes in a "
-                             f"{size}-byte file); re-download it")
+            raise InputError(
+                f"{file.name} is truncated or not safetensors (a header of {n} bytes in a "
+                f"{size}-byte file); re-download it"
+            )
         raw = fh.read(n)
     try:
         header = json.loads(raw)
@@ -91,12 +108,16 @@ def read_safetensors_header(file: Path) -> dict[str, SafetensorsEntry]:
     end = 0
     for name, e in sorted(entries.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
         if e.begin != end:
-            raise InputError(f"{file.name}: tensor {name!r} starts at byte {e.begin} of the data section, not {end} "
-                             "(a gap or an overlap); the file is corrupt, re-download or re-save it")
+            raise InputError(
+                f"{file.name}: tensor {name!r} starts at byte {e.begin} of the data section, not {end} "
+                "(a gap or an overlap); the file is corrupt, re-download or re-save it"
+            )
         end = e.end
     if end != data_size:
-        raise InputError(f"{file.name}: the tensors cover {end} of the {data_size} data bytes; the file is corrupt "
-                         "or truncated, re-download or re-save it")
+        raise InputError(
+            f"{file.name}: the tensors cover {end} of the {data_size} data bytes; the file is corrupt "
+            "or truncated, re-download or re-save it"
+        )
     return entries
 
 
@@ -110,13 +131,16 @@ def _safetensors_entry(file: str, name: str, info: Any, data_size: int) -> Safet
     if not isinstance(dtype, str):
         raise bad("has no dtype")
     if dtype not in SAFETENSORS_DTYPES:
-        raise UnsupportedError(f"{file}: tensor {name!r} has dtype {dtype!r}; edgeinfer reads "
-                               f"{', '.join(SAFETENSORS_DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
+        raise UnsupportedError(
+            f"{file}: tensor {name!r} has dtype {dtype!r}; edgeinfer reads {', '.join(SAFETENSORS_DTYPES)}"
+        )
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise bad(f"has shape {shape!r}, not a list of non-negative integers")
-    if (not isinstance(offsets, list) or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+    ):
         raise bad("has no valid data_offsets [begin, end]")
     begin, end = offsets
     numel = math.prod(shape)
@@ -125,14 +149,17 @@ def _safetensors_entry(file: str, name: str, info: Any, data_size: int) -> Safet
     if not 0 <= begin <= end:
         raise bad(f"has data_offsets [{begin}, {end}]")
     if end > data_size:
-        raise InputError(f"{file} is truncated: tensor {name!r} needs bytes {begin}-{end} of the data section, the "
-                         f"file holds {data_size}; re-download it")
+        raise InputError(
+            f"{file} is truncated: tensor {name!r} needs bytes {begin}-{end} of the data section, the "
+            f"file holds {data_size}; re-download it"
+        )
     if end - begin != numel * SAFETENSORS_DTYPES[dtype]:
         raise bad(f"has {end - begin} bytes for shape {shape} of {dtype}")
     return SafetensorsEntry(dtype, tuple(shape), begin, end)
 
 
 # ---------------------------------------------------------------------------------- GGUF
+
 
 def open_gguf(path: Path, *, require_tensors: bool = True):
     """gguf-py's reader over `path`, after checking the file is a whole, sane GGUF.
@@ -163,18 +190,22 @@ def _open_gguf(path: Path, size: int, mtime_ns: int):
 
         reader = GGUFReader(str(path))
     except MemoryError:
-        raise InputError(f"{path.name}: the GGUF header declares impossibly large arrays; the file is corrupt") from None
+        raise InputError(
+            f"{path.name}: the GGUF header declares impossibly large arrays; the file is corrupt"
+        ) from None
     except Exception as e:  # gguf-py raises ValueError, IndexError, struct.error ... on a mutated header
-        raise InputError(f"{path.name} is a truncated or corrupt GGUF ({_first_line(e)}); re-download or "
-                         "re-export it") from None
+        raise InputError(
+            f"{path.name} is a truncated or corrupt GGUF ({_first_line(e)}); re-download or re-export it"
+        ) from None
     _check_gguf_model_keys(reader, path.name)
     for t in reader.tensors:
         numel = int(np.prod([int(d) for d in t.shape], dtype=np.float64))
         if numel <= 0 or numel > MAX_ELEMENTS:
             raise InputError(f"{path.name}: tensor {t.name} has shape {list(t.shape)}; the file is corrupt")
         if int(t.data_offset) + int(t.n_bytes) > size:
-            raise InputError(f"{path.name}: tensor {t.name} ends past the end of the file (truncated?); "
-                             "re-download or re-export it")
+            raise InputError(
+                f"{path.name}: tensor {t.name} ends past the end of the file (truncated?); re-download or re-export it"
+            )
     return reader
 
 
@@ -201,8 +232,9 @@ def scan_gguf_header(path: Path) -> int:
         elements = 0
 
         def bad(why: str) -> InputError:
-            return InputError(f"{Path(path).name} is a truncated or corrupt GGUF ({why} at byte {pos}); "
-                              "re-download or re-export it")
+            return InputError(
+                f"{Path(path).name} is a truncated or corrupt GGUF ({why} at byte {pos}); re-download or re-export it"
+            )
 
         def take(n: int) -> int:
             nonlocal pos
@@ -300,6 +332,7 @@ def _check_gguf_model_keys(reader, name: str) -> None:
     Found by fuzzing: a mutated context_length or head count loads in gguf-py and then makes
     llama.cpp allocate a negative or huge buffer, or abort on an assertion.
     """
+
     def bad(why: str) -> InputError:
         return InputError(f"{name}: {why}; the file is corrupt (re-download or re-export it)")
 
@@ -324,8 +357,11 @@ def _check_gguf_model_keys(reader, name: str) -> None:
     for h, kv in zip(heads or [0], kv_heads or heads or [0]):
         if h and kv and (h % kv or (embd and "attention.key_length" not in values and embd % h)):
             raise bad(f"{h} attention heads with {kv} KV heads do not divide the {embd}-wide embedding")
-    blocks = {int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")
-              and t.name.split(".")[1].isdigit()}
+    blocks = {
+        int(t.name.split(".")[1])
+        for t in reader.tensors
+        if t.name.startswith("blk.") and t.name.split(".")[1].isdigit()
+    }
     if blocks and layers and max(blocks) >= layers:
         raise bad(f"tensors for block {max(blocks)} exist, but block_count is {layers}")
     tokens = reader.fields.get("tokenizer.ggml.tokens")
@@ -361,8 +397,10 @@ def _check_gguf_model_keys(reader, name: str) -> None:
         # uncaught std::out_of_range, found by fuzzing) when one of the 256 is missing.
         values = {int(m.group(1), 16) for t in byte_tokens if (m := _BYTE_TOKEN.fullmatch(t))}
         if len(byte_tokens) != 256 or len(values) != 256:
-            raise bad(f"the tokenizer's byte tokens are not exactly <0x00> ... <0xFF> ({len(values)} distinct of "
-                      f"{len(byte_tokens)})")
+            raise bad(
+                f"the tokenizer's byte tokens are not exactly <0x00> ... <0xFF> ({len(values)} distinct of "
+                f"{len(byte_tokens)})"
+            )
     for special in _SPECIAL_TOKENS:
         ids = _field_ints(reader, f"tokenizer.ggml.{special}_token_id", name)
         if ids and not all(0 <= i < n_vocab for i in ids):
@@ -396,6 +434,7 @@ def gguf_int(reader, key: str) -> int | None:
 
 # ---------------------------------------------------------------------------------- ONNX
 
+
 def load_onnx(path: Path, *, load_external_data: bool = False):
     """The ONNX ModelProto at `path`, or one line saying why the file is not a usable model."""
     import onnx
@@ -414,6 +453,7 @@ def load_onnx(path: Path, *, load_external_data: bool = False):
 
 # ---------------------------------------------------------------------------------- npz
 
+
 def load_npz(path: Path, what: str = "data file") -> dict[str, Any]:
     """Every array of an .npz, read without unpickling; one line when the file is anything else."""
     import zipfile
@@ -428,8 +468,10 @@ def load_npz(path: Path, what: str = "data file") -> dict[str, Any]:
             return {k: data[k] for k in data.files}
     except ValueError as e:
         if "allow_pickle" in str(e):
-            raise InputError(f"{what} {path} holds Python objects, not numeric arrays; edgeinfer never unpickles "
-                             "data (save plain numeric arrays)") from None
+            raise InputError(
+                f"{what} {path} holds Python objects, not numeric arrays; edgeinfer never unpickles "
+                "data (save plain numeric arrays)"
+            ) from None
         raise InputError(f"{what} {path} is a corrupt .npz ({_first_line(e)})") from None
     except Exception as e:  # zipfile.BadZipFile, EOFError, OSError on a truncated member
         raise InputError(f"{what} {path} is a corrupt .npz ({_first_line(e)})") from None

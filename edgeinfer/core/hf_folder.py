@@ -13,14 +13,23 @@ from edgeinfer.core.errors import InputError, UnsupportedError
 from edgeinfer.core.formats import read_json_object
 
 # Files from which transformers builds a tokenizer; without one of them it invents a useless one.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "source.spm")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "source.spm",
+)
 
 
 def _refuse_remote_code(data: dict[str, Any], file: Path) -> None:
     if data.get("auto_map"):
-        raise UnsupportedError(f"{file} asks for custom code (auto_map); edgeinfer never runs remote code from a "
-                               "model folder. Export the model from your own factory function instead")
+        raise UnsupportedError(
+            f"{file} asks for custom code (auto_map); edgeinfer never runs remote code from a "
+            "model folder. Export the model from your own factory function instead"
+        )
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -30,8 +39,9 @@ def read_config(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} is not a directory; give a Hugging Face model folder")
     file = path / "config.json"
     if not file.is_file():
-        raise InputError(f"{path} has no config.json; a Hugging Face model folder needs config.json and "
-                         "safetensors weights")
+        raise InputError(
+            f"{path} has no config.json; a Hugging Face model folder needs config.json and safetensors weights"
+        )
     config = read_json_object(file, "config")
     _refuse_remote_code(config, file)
     archs = config.get("architectures")
@@ -47,15 +57,18 @@ def check_tokenizer_files(path: Path) -> None:
     if tok_config.is_file():
         _refuse_remote_code(read_json_object(tok_config, "tokenizer config"), tok_config)
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise InputError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:4])} ...); copy the "
-                         "model's tokenizer into the folder (validation needs real token ids)")
+        raise InputError(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:4])} ...); copy the "
+            "model's tokenizer into the folder (validation needs real token ids)"
+        )
     tok_json = path / "tokenizer.json"
     if tok_json.is_file():
         data = read_json_object(tok_json, "tokenizer")
         model = data.get("model")
         if not isinstance(model, dict) or not model.get("vocab"):
-            raise InputError(f"{tok_json} has no tokenizer model with a vocabulary; replace it with the model's "
-                             "own tokenizer.json")
+            raise InputError(
+                f"{tok_json} has no tokenizer model with a vocabulary; replace it with the model's own tokenizer.json"
+            )
 
 
 def load_tokenizer(path: Path | str):
@@ -69,8 +82,9 @@ def load_tokenizer(path: Path | str):
         tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # tokenizers raises plain Exception subclasses on corrupt files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: the tokenizer files cannot be loaded ({first[:200]}); replace them with the "
-                         "model's own") from None
+        raise InputError(
+            f"{path}: the tokenizer files cannot be loaded ({first[:200]}); replace them with the model's own"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
@@ -87,5 +101,7 @@ def check_tokens_are_real(tokenizer, ids, path: Path | str) -> None:
     special = set(tokenizer.all_special_ids) - ({unk} if unk is not None else set())
     content = arr[~np.isin(arr, list(special))] if special else arr.ravel()
     if content.size == 0 or (unk is not None and np.mean(content == unk) > 0.5) or len(np.unique(content)) < 3:
-        raise InputError(f"{path}: the tokenizer maps the sample text to (almost) only unknown or special tokens; "
-                         "it is not this model's tokenizer, or its vocabulary is empty")
+        raise InputError(
+            f"{path}: the tokenizer maps the sample text to (almost) only unknown or special tokens; "
+            "it is not this model's tokenizer, or its vocabulary is empty"
+        )

@@ -103,8 +103,9 @@ def _output_lock(final: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputExistsError(f"another edgeinfer run is writing {final}; wait for it to finish or choose "
-                                    "another output") from None
+            raise OutputExistsError(
+                f"another edgeinfer run is writing {final}; wait for it to finish or choose another output"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
@@ -145,8 +146,9 @@ def atomic_path(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
                 if not tmp.exists():
                     raise FileNotFoundError(f"nothing was written to {tmp}")
                 if final.exists() and not overwrite:
-                    raise OutputExistsError(f"output {final} was written by another run meanwhile; kept it. "
-                                            "Pass --force to overwrite it")
+                    raise OutputExistsError(
+                        f"output {final} was written by another run meanwhile; kept it. Pass --force to overwrite it"
+                    )
                 for written in tmpdir.iterdir():
                     os.replace(written, final.parent / written.name)
                 committed = True

@@ -27,5 +27,6 @@ def check_fits_in_memory(n_bytes: int, what: str, hint: str) -> None:
 
     free = psutil.virtual_memory().available
     if n_bytes > 0.8 * free:
-        raise ConfigError(f"{what} needs {n_bytes / 2**30:.1f} GiB; this machine has {free / 2**30:.1f} GiB free. "
-                          f"{hint}")
+        raise ConfigError(
+            f"{what} needs {n_bytes / 2**30:.1f} GiB; this machine has {free / 2**30:.1f} GiB free. {hint}"
+        )

@@ -16,12 +16,18 @@ import numpy as np
 
 def percentiles(times_s: list[float]) -> dict[str, float]:
     ms = np.asarray(times_s) * 1000.0
-    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min())}
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "mean": float(ms.mean()),
+        "min": float(ms.min()),
+    }
 
 
-def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3,
-                tick: Callable[[], None] | None = None) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3, tick: Callable[[], None] | None = None
+) -> dict[str, list[float]]:
     """Call each function `warmup` times, then `runs` rounds of one call each; seconds per call."""
     for _ in range(warmup):
         for fn in fns.values():

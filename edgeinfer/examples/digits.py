@@ -39,11 +39,17 @@ def lenet5(width: float = 1.0):
 
     c1, c2, f1, f2 = (max(1, int(round(c * width))) for c in (6, 16, 120, 84))
     return nn.Sequential(
-        nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, c1, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(c2 * 5 * 5, f1), nn.ReLU(),
-        nn.Linear(f1, f2), nn.ReLU(),
+        nn.Linear(c2 * 5 * 5, f1),
+        nn.ReLU(),
+        nn.Linear(f1, f2),
+        nn.ReLU(),
         nn.Linear(f2, 10),
     )
 
@@ -71,7 +77,7 @@ def train(model, epochs: int = 12, lr: float = 2e-3, batch: int = 64, seed: int 
         order = torch.randperm(len(xt), generator=gen)
         total = 0.0
         for i in range(0, len(xt), batch):
-            idx = order[i: i + batch]
+            idx = order[i : i + batch]
             opt.zero_grad()
             loss = loss_fn(model(xt[idx]), yt[idx])
             loss.backward()
@@ -109,6 +115,7 @@ def save_calib_npz(path: Path, samples: int = 128) -> Path:
 
 # -- models and data for training-time compression (pruning, distillation, QAT) -----------------
 
+
 def loaders(batch: int = 64, seed: int = SEED):
     """Data factory for `prune` / `distill` / `qat --data`: (train DataLoader, eval DataLoader)."""
     import torch
@@ -116,8 +123,12 @@ def loaders(batch: int = 64, seed: int = SEED):
 
     x_train, x_test, y_train, y_test = load_split()
     gen = torch.Generator().manual_seed(seed)
-    train = DataLoader(TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)), batch_size=batch,
-                       shuffle=True, generator=gen)
+    train = DataLoader(
+        TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
+        batch_size=batch,
+        shuffle=True,
+        generator=gen,
+    )
     test = DataLoader(TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y_test)), batch_size=256)
     return train, test
 
@@ -131,11 +142,18 @@ def resnet(width: float = 1.0):
 
     c = [max(2, int(round(w * width))) for w in (32, 64, 128)]
     return nn.Sequential(
-        nn.Conv2d(1, c[0], 3, padding=1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(),
-        block(c[0], c[0], 1), block(c[0], c[0], 1),
-        block(c[0], c[1], 2), block(c[1], c[1], 1),
-        block(c[1], c[2], 2), block(c[2], c[2], 1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[2], 10),
+        nn.Conv2d(1, c[0], 3, padding=1, bias=False),
+        nn.BatchNorm2d(c[0]),
+        nn.ReLU(),
+        block(c[0], c[0], 1),
+        block(c[0], c[0], 1),
+        block(c[0], c[1], 2),
+        block(c[1], c[1], 1),
+        block(c[1], c[2], 2),
+        block(c[2], c[2], 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(c[2], 10),
     )
 
 
@@ -152,8 +170,11 @@ def _residual_cls():
             self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(cout)
             self.relu = nn.ReLU()
-            self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                          if stride != 1 or cin != cout else nn.Identity())
+            self.short = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
 
         def forward(self, x):
             return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + self.short(x))
@@ -166,14 +187,27 @@ def dscnn(width: float = 1.0):
     import torch.nn as nn
 
     def ds(cin: int, cout: int, stride: int) -> list:
-        return [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
-                nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        return [
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+        ]
 
     c = [max(2, int(round(w * width))) for w in (16, 32, 64)]
     return nn.Sequential(
-        nn.Conv2d(1, c[0], 3, 1, 1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(),
-        *ds(c[0], c[1], 2), *ds(c[1], c[1], 1), *ds(c[1], c[2], 2), *ds(c[2], c[2], 1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[2], 10),
+        nn.Conv2d(1, c[0], 3, 1, 1, bias=False),
+        nn.BatchNorm2d(c[0]),
+        nn.ReLU(),
+        *ds(c[0], c[1], 2),
+        *ds(c[1], c[1], 1),
+        *ds(c[1], c[2], 2),
+        *ds(c[2], c[2], 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(c[2], 10),
     )
 
 
@@ -189,9 +223,13 @@ def _trained(name: str, build, epochs: int, lr: float = 2e-3, progress=None):
         model.load_state_dict(load_file(str(path)))
         return model.eval()
     if progress is None:
+
         def progress(epoch: int, total: int, loss: float) -> None:
-            log.info(f"training the {name} example on the digits (once; cached in {cache_dir()}): epoch {epoch}/{total}, "
-                     f"loss {loss:.3f}")
+            log.info(
+                f"training the {name} example on the digits (once; cached in {cache_dir()}): epoch {epoch}/{total}, "
+                f"loss {loss:.3f}"
+            )
+
     train(model, epochs=epochs, lr=lr, progress=progress)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(model.state_dict(), str(tmp))

@@ -33,8 +33,7 @@ def hf_dir(root: Path | None = None) -> Path:
         return out
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name,
-                                                               dtype=torch.float32)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     # A model loaded from GGUF refuses save_pretrained; an identical fresh one does not.
     config = loaded.config

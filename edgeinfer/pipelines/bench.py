@@ -53,8 +53,9 @@ def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dic
         if spec.name in shapes:
             shape = shapes[spec.name]
             if len(shape) != len(spec.shape):
-                raise ConfigError(f"--shape {spec.name}: rank {len(shape)} does not match the model's "
-                                  f"{list(spec.shape)}")
+                raise ConfigError(
+                    f"--shape {spec.name}: rank {len(shape)} does not match the model's {list(spec.shape)}"
+                )
         else:
             shape = [d if isinstance(d, int) else dims.get(d, 1) for d in spec.shape]
         dtype = ORT_DTYPES.get(spec.type)
@@ -106,8 +107,9 @@ def bench_model(
 
     art = load_artifact(model)
     target = ort_target(device, providers, threads)
-    runner = OrtRunner(model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback,
-                       warn=warn)
+    runner = OrtRunner(
+        model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback, warn=warn
+    )
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement
@@ -128,23 +130,34 @@ def bench_model(
         "latency_ms": lat,
         "throughput_per_s": batch * 1000.0 / lat["p50"],
         "peak_rss_mb": peak_rss_mb(),
-        "providers": {"requested": runner.report.requested, "used": runner.report.used,
-                      "fallbacks": runner.report.fallbacks, "placement": runner.report.placement},
+        "providers": {
+            "requested": runner.report.requested,
+            "used": runner.report.used,
+            "fallbacks": runner.report.fallbacks,
+            "placement": runner.report.placement,
+        },
     }
     check_memory(result["peak_rss_mb"], device)
     if baseline:
         base = percentiles(times["pytorch"])
         point, lo, hi = speedup_ci(times["pytorch"], times["onnxruntime"])
-        result["baseline"] = {"source": baseline, "runtime": "pytorch-eager", "latency_ms": base,
-                              "speedup": point, "speedup_ci95": [lo, hi]}
+        result["baseline"] = {
+            "source": baseline,
+            "runtime": "pytorch-eager",
+            "latency_ms": base,
+            "speedup": point,
+            "speedup_ci95": [lo, hi],
+        }
     return result
 
 
 def check_memory(peak_rss_mb: float, profile) -> None:
     """Warn when the measured peak memory would not fit the device profile's `memory_mb`."""
     if profile is not None and profile.memory_mb and peak_rss_mb > profile.memory_mb:
-        log.warning(f"peak memory {peak_rss_mb:.0f} MiB exceeds device {profile.name}'s memory_mb of "
-                    f"{profile.memory_mb} MiB (measured on this machine, with edgeinfer's own overhead)")
+        log.warning(
+            f"peak memory {peak_rss_mb:.0f} MiB exceeds device {profile.name}'s memory_mb of "
+            f"{profile.memory_mb} MiB (measured on this machine, with edgeinfer's own overhead)"
+        )
 
 
 def _torch_fn(baseline: str, art, feeds, trust_source: bool):

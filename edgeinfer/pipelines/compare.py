@@ -41,9 +41,15 @@ class Budget:
     min_top1: float | None = None  # LLMs: share of positions whose most likely token agrees
 
     def __post_init__(self) -> None:
-        ranges = {"max_drop": (0.0, 1.0), "min_cosine": (-1.0, 1.0), "max_slowdown": (1e-6, 1e6),
-                  "min_speedup": (1e-6, 1e6), "max_size_mb": (1e-9, 1e9), "max_kld": (0.0, 1e3),
-                  "min_top1": (0.0, 1.0)}
+        ranges = {
+            "max_drop": (0.0, 1.0),
+            "min_cosine": (-1.0, 1.0),
+            "max_slowdown": (1e-6, 1e6),
+            "min_speedup": (1e-6, 1e6),
+            "max_size_mb": (1e-9, 1e9),
+            "max_kld": (0.0, 1e3),
+            "min_top1": (0.0, 1.0),
+        }
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and lo <= value <= hi):
@@ -116,20 +122,40 @@ def retrieval_agreement(base: np.ndarray, cand: np.ndarray, k: int = 10) -> floa
 def metrics(task: EvalTask, base, out, data: Batches) -> dict[str, float]:
     """Task metric of `out` (per-sample rows from _per_sample) against labels and the baseline's rows."""
     if task is EvalTask.CLASSIFICATION:
-        return {"accuracy": float((out.argmax(-1) == data.labels).mean()),
-                "agreement_with_baseline": float((out.argmax(-1) == base.argmax(-1)).mean())}
+        return {
+            "accuracy": float((out.argmax(-1) == data.labels).mean()),
+            "agreement_with_baseline": float((out.argmax(-1) == base.argmax(-1)).mean()),
+        }
     cos = _cosines(base, out)
     if task is EvalTask.EMBEDDING:
-        return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                "retrieval_top10": retrieval_agreement(base, out)}
-    return {"max_abs_diff": max(float(np.abs(x - y).max()) for x, y in zip(base, out)),
-            "cosine_mean": float(cos.mean())}
+        return {
+            "cosine_mean": float(cos.mean()),
+            "cosine_min": float(cos.min()),
+            "retrieval_top10": retrieval_agreement(base, out),
+        }
+    return {
+        "max_abs_diff": max(float(np.abs(x - y).max()) for x, y in zip(base, out)),
+        "cosine_mean": float(cos.mean()),
+    }
 
 
-def compare_models(baseline: Path, candidates: list[Path], data_spec: str, *, task: EvalTask = EvalTask.AUTO,
-                   device=None, providers=None, baseline_device=None, allow_fallback: bool = False,
-                   runs: int = 30, batch_size: int = 8, limit: int | None = None, data: Batches | None = None,
-                   warn: Callable[[str], None] = print, tick=None) -> dict[str, Any]:
+def compare_models(
+    baseline: Path,
+    candidates: list[Path],
+    data_spec: str,
+    *,
+    task: EvalTask = EvalTask.AUTO,
+    device=None,
+    providers=None,
+    baseline_device=None,
+    allow_fallback: bool = False,
+    runs: int = 30,
+    batch_size: int = 8,
+    limit: int | None = None,
+    data: Batches | None = None,
+    warn: Callable[[str], None] = print,
+    tick=None,
+) -> dict[str, Any]:
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
     from edgeinfer.pipelines.target import ort_target
@@ -139,36 +165,52 @@ def compare_models(baseline: Path, candidates: list[Path], data_spec: str, *, ta
         raise ConfigError("give at least one candidate model after the baseline")
     base_art = load_artifact(baseline)
     base_target, target = ort_target(baseline_device), ort_target(device, providers)
-    runners = {str(baseline): OrtRunner(baseline, providers=base_target.providers, threads=base_target.threads,
-                                        warn=warn)}
+    runners = {
+        str(baseline): OrtRunner(baseline, providers=base_target.providers, threads=base_target.threads, warn=warn)
+    }
     for cand in candidates:
-        runners[str(cand)] = OrtRunner(cand, providers=target.providers, threads=target.threads,
-                                       allow_fallback=allow_fallback,
-                                       warn=warn)
+        runners[str(cand)] = OrtRunner(
+            cand, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback, warn=warn
+        )
     base_runner = runners[str(baseline)]
     if data is None:
         data = load_batches(data_spec, base_runner.inputs, batch_size, base_art.meta.get("tokenizer"), limit)
     task = resolve_task(task, data, base_art.meta)
     outputs = {name: _per_sample(task, _outputs(r, data), data) for name, r in runners.items()}
     feeds = data.batches[0]
-    times = interleaved({name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()},
-                        runs=runs, warmup=3, tick=tick)
+    times = interleaved(
+        {name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()}, runs=runs, warmup=3, tick=tick
+    )
     base_out = outputs[str(baseline)]
     base_metrics = metrics(task, base_out, base_out, data)
     rows = []
     for name, runner in runners.items():
         m = metrics(task, base_out, outputs[name], data)
         point, lo, hi = speedup_ci(times[str(baseline)], times[name])
-        row = {"model": name, "file_size_bytes": Path(name).stat().st_size,
-               "latency_ms": percentiles(times[name]), "speedup": point, "speedup_ci95": [lo, hi],
-               "metrics": m, "providers": runner.report.used, "placement": runner.report.placement,
-               "fallbacks": runner.report.fallbacks}
+        row = {
+            "model": name,
+            "file_size_bytes": Path(name).stat().st_size,
+            "latency_ms": percentiles(times[name]),
+            "speedup": point,
+            "speedup_ci95": [lo, hi],
+            "metrics": m,
+            "providers": runner.report.used,
+            "placement": runner.report.placement,
+            "fallbacks": runner.report.fallbacks,
+        }
         if task is EvalTask.CLASSIFICATION:
             row["delta"] = m["accuracy"] - base_metrics["accuracy"]
         rows.append(row)
-    return {"schema": REPORT_SCHEMA, "task": task.value, "data": data_spec, "samples": data.samples,
-            "batch_shape": {k: list(v.shape) for k, v in feeds.items()}, "runs": runs,
-            "baseline": str(baseline), "rows": rows}
+    return {
+        "schema": REPORT_SCHEMA,
+        "task": task.value,
+        "data": data_spec,
+        "samples": data.samples,
+        "batch_shape": {k: list(v.shape) for k, v in feeds.items()},
+        "runs": runs,
+        "baseline": str(baseline),
+        "rows": rows,
+    }
 
 
 def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
@@ -180,14 +222,20 @@ def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
     rows = report["rows"][1:]
     llm = "window" in report  # a GGUF quality report (llm_eval), scored on token windows
     task = "llm" if llm else report.get("task", "onnx")
-    wrong = ([f for f in ("max_drop", "min_cosine", "max_slowdown", "min_speedup") if getattr(budget, f) is not None]
-             if llm else [f for f in ("max_kld", "min_top1") if getattr(budget, f) is not None])
+    wrong = (
+        [f for f in ("max_drop", "min_cosine", "max_slowdown", "min_speedup") if getattr(budget, f) is not None]
+        if llm
+        else [f for f in ("max_kld", "min_top1") if getattr(budget, f) is not None]
+    )
     if wrong:
-        raise ConfigError(f"{', '.join(wrong)} do not apply to {'GGUF LLMs' if llm else 'ONNX models'}; "
-                          + ("use max_kld, min_top1 or max_size" if llm else "max_kld and min_top1 are for GGUF LLMs"))
+        raise ConfigError(
+            f"{', '.join(wrong)} do not apply to {'GGUF LLMs' if llm else 'ONNX models'}; "
+            + ("use max_kld, min_top1 or max_size" if llm else "max_kld and min_top1 are for GGUF LLMs")
+        )
     if budget.max_drop is not None and not any("delta" in r for r in rows):
-        raise ConfigError(f"max_drop (accuracy) needs classification data with labels; this comparison is "
-                          f"{task}: use min_cosine")
+        raise ConfigError(
+            f"max_drop (accuracy) needs classification data with labels; this comparison is {task}: use min_cosine"
+        )
     if budget.min_cosine is not None and not any("cosine_mean" in r["metrics"] for r in rows):
         raise ConfigError(f"min_cosine needs embedding or raw outputs; this comparison is {task}: use max_drop")
     problems = []
@@ -209,11 +257,14 @@ def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
         if budget.min_cosine is not None and "cosine_mean" in m and m["cosine_mean"] < budget.min_cosine:
             problems.append(f"{name}: mean cosine {m['cosine_mean']:.4f} below {budget.min_cosine:.4f}")
         if budget.max_slowdown is not None and 1.0 / hi > budget.max_slowdown:
-            problems.append(f"{name}: {1.0 / row['speedup']:.2f}x the baseline's latency, at best {1.0 / hi:.2f}x "
-                            f"(95% CI), budget {budget.max_slowdown:.2f}x")
+            problems.append(
+                f"{name}: {1.0 / row['speedup']:.2f}x the baseline's latency, at best {1.0 / hi:.2f}x "
+                f"(95% CI), budget {budget.max_slowdown:.2f}x"
+            )
         if budget.min_speedup is not None and hi < budget.min_speedup:
-            problems.append(f"{name}: speedup {row['speedup']:.2f}x (95% CI {lo:.2f}-{hi:.2f}) below "
-                            f"{budget.min_speedup:.2f}x")
+            problems.append(
+                f"{name}: speedup {row['speedup']:.2f}x (95% CI {lo:.2f}-{hi:.2f}) below {budget.min_speedup:.2f}x"
+            )
         size_mb = row["file_size_bytes"] / 2**20
         if budget.max_size_mb is not None and size_mb > budget.max_size_mb:
             problems.append(f"{name}: {size_mb:.2f} MiB, above {budget.max_size_mb:.2f} MiB")
@@ -232,17 +283,24 @@ def write_html(report: dict[str, Any], path: Path) -> None:
         speed = "1.00x (baseline)" if i == 0 else f"{r['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
         if i and hi < 1.0:
             speed += ' <b style="color:#c00">SLOWER</b>'
-        cells = [esc(Path(r["model"]).name), f"{r['file_size_bytes'] / 2**20:.2f}", f"{r['latency_ms']['p50']:.3f}",
-                 speed] + [f"{r['metrics'].get(k, float('nan')):.4f}" for k in keys]
+        cells = [
+            esc(Path(r["model"]).name),
+            f"{r['file_size_bytes'] / 2**20:.2f}",
+            f"{r['latency_ms']['p50']:.3f}",
+            speed,
+        ] + [f"{r['metrics'].get(k, float('nan')):.4f}" for k in keys]
         body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
-    write_text_atomic(path, f"""<!doctype html><meta charset="utf-8"><title>edgeinfer compare</title>
+    write_text_atomic(
+        path,
+        f"""<!doctype html><meta charset="utf-8"><title>edgeinfer compare</title>
 <style>body{{font-family:sans-serif}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
-<h1>edgeinfer compare</h1><p>task {esc(str(report['task']))}, data {esc(str(report['data']))} ({report['samples']}
-samples), {report['runs']} interleaved runs on batch {esc(str(report['batch_shape']))}</p>
+<h1>edgeinfer compare</h1><p>task {esc(str(report["task"]))}, data {esc(str(report["data"]))} ({report["samples"]}
+samples), {report["runs"]} interleaved runs on batch {esc(str(report["batch_shape"]))}</p>
 <table><tr>{head}</tr>
 {body}</table>
 {_svg_plot(report)}
-""")
+""",
+    )
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -265,8 +323,10 @@ def _svg_plot(report: dict[str, Any]) -> str:
     base_p50 = rows[0]["latency_ms"]["p50"]
     xs = [r["latency_ms"]["p50"] for r in rows]
     # The latency interval from the speedup's: the baseline's p50 over the speedup's bounds.
-    cis = [(base_p50 / r["speedup_ci95"][1], base_p50 / r["speedup_ci95"][0]) if i else (x, x)
-           for i, (r, x) in enumerate(zip(rows, xs))]
+    cis = [
+        (base_p50 / r["speedup_ci95"][1], base_p50 / r["speedup_ci95"][0]) if i else (x, x)
+        for i, (r, x) in enumerate(zip(rows, xs))
+    ]
     ys = [r["metrics"][metric] for r in rows]
     sizes = [r["file_size_bytes"] for r in rows]
     x0, x1 = 0.0, max(max(hi for _, hi in cis), max(xs)) * 1.15
@@ -275,16 +335,22 @@ def _svg_plot(report: dict[str, Any]) -> str:
     def px(x, y):
         return pad + (x - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
 
-    parts = [f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>']
+    parts = [
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+    ]
     for t in _ticks(x0, x1):
         tx, _ = px(t, y0)
-        parts.append(f'<line x1="{tx:.1f}" y1="{h - pad}" x2="{tx:.1f}" y2="{h - pad + 5}" stroke="black"/>'
-                     f'<text x="{tx:.1f}" y="{h - pad + 18}" font-size="11" text-anchor="middle">{t:g}</text>')
+        parts.append(
+            f'<line x1="{tx:.1f}" y1="{h - pad}" x2="{tx:.1f}" y2="{h - pad + 5}" stroke="black"/>'
+            f'<text x="{tx:.1f}" y="{h - pad + 18}" font-size="11" text-anchor="middle">{t:g}</text>'
+        )
     for t in _ticks(y0, y1):
         _, ty = px(x0, t)
-        parts.append(f'<line x1="{pad - 5}" y1="{ty:.1f}" x2="{pad}" y2="{ty:.1f}" stroke="black"/>'
-                     f'<text x="{pad - 8}" y="{ty + 4:.1f}" font-size="11" text-anchor="end">{t:.3g}</text>')
+        parts.append(
+            f'<line x1="{pad - 5}" y1="{ty:.1f}" x2="{pad}" y2="{ty:.1f}" stroke="black"/>'
+            f'<text x="{pad - 8}" y="{ty + 4:.1f}" font-size="11" text-anchor="end">{t:.3g}</text>'
+        )
     for i, (r, x, y, size, (lo, hi)) in enumerate(zip(rows, xs, ys, sizes, cis)):
         cx, cy = px(x, y)
         (ax, _), (bx, _) = px(lo, y), px(hi, y)
@@ -292,11 +358,15 @@ def _svg_plot(report: dict[str, Any]) -> str:
         slower = i > 0 and r["speedup_ci95"][1] < 1.0
         label = html.escape(Path(r["model"]).name) + (" SLOWER" if slower else "")
         color, text_color = ("#d83b3b", "#c00") if slower else ("#3b7dd8", "#000")
-        parts.append(f'<line x1="{ax:.1f}" y1="{cy:.1f}" x2="{bx:.1f}" y2="{cy:.1f}" stroke="#333" stroke-width="2"/>'
-                     f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius:.1f}" fill="{color}" fill-opacity="0.4"/>'
-                     f'<text x="{cx + radius + 3:.1f}" y="{cy - 4:.1f}" font-size="12" fill="{text_color}">{label}</text>')
-    return (f'<h2>{metric} against p50 latency (bar: 95% interval; marker area: file size)</h2>'
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">{"".join(parts)}'
-            f'<text x="{w / 2}" y="{h - 15}" font-size="12" text-anchor="middle">p50 latency, ms</text>'
-            f'<text x="14" y="{h / 2}" font-size="12" transform="rotate(-90 14 {h / 2})" text-anchor="middle">'
-            f'{metric}</text></svg>')
+        parts.append(
+            f'<line x1="{ax:.1f}" y1="{cy:.1f}" x2="{bx:.1f}" y2="{cy:.1f}" stroke="#333" stroke-width="2"/>'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius:.1f}" fill="{color}" fill-opacity="0.4"/>'
+            f'<text x="{cx + radius + 3:.1f}" y="{cy - 4:.1f}" font-size="12" fill="{text_color}">{label}</text>'
+        )
+    return (
+        f"<h2>{metric} against p50 latency (bar: 95% interval; marker area: file size)</h2>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">{"".join(parts)}'
+        f'<text x="{w / 2}" y="{h - 15}" font-size="12" text-anchor="middle">p50 latency, ms</text>'
+        f'<text x="14" y="{h / 2}" font-size="12" transform="rotate(-90 14 {h / 2})" text-anchor="middle">'
+        f"{metric}</text></svg>"
+    )

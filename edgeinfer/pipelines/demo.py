@@ -26,31 +26,52 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     _, x_test, _, y_test = digits.load_split()
     with console.status("training LeNet-5 on the digits data") as status:
-        model = digits.trained_lenet(progress=lambda e, n, loss: status.update(
-            f"training LeNet-5 on the digits data: epoch {e}/{n}, loss {loss:.3f}"))
+        model = digits.trained_lenet(
+            progress=lambda e, n, loss: status.update(
+                f"training LeNet-5 on the digits data: epoch {e}/{n}, loss {loss:.3f}"
+            )
+        )
     torch_acc = digits.accuracy(model, x_test, y_test)
     console.print(f"trained LeNet-5: test accuracy {torch_acc:.4f} on {len(y_test)} held-out images")
 
     onnx_path = out / "lenet.onnx"
     with console.status("exporting and validating") as status:
-        art = export_model("edgeinfer.examples.digits:lenet", onnx_path, force=True,
-                           stage=status.update, warn=warn)
+        art = export_model("edgeinfer.examples.digits:lenet", onnx_path, force=True, stage=status.update, warn=warn)
     v = art.validation
-    console.print(f"exported {onnx_path}: validated against PyTorch, max abs diff {v['max_abs_diff']:.2g}, "
-                  f"min cosine {v['min_cosine']:.6f}")
+    console.print(
+        f"exported {onnx_path}: validated against PyTorch, max abs diff {v['max_abs_diff']:.2g}, "
+        f"min cosine {v['min_cosine']:.6f}"
+    )
     eval_npz = digits.save_eval_npz(out / "digits-test.npz")
 
     calib = digits.save_calib_npz(out / "digits-calib.npz")
     int8_path = out / "lenet-int8.onnx"
     with console.status("quantizing to static INT8 (QDQ), calibrated on 128 training images") as status:
-        quantize_model(onnx_path, int8_path, method="static", calib=str(calib), force=True, runs=10,
-                       stage=status.update, warn=lambda m: None)
+        quantize_model(
+            onnx_path,
+            int8_path,
+            method="static",
+            calib=str(calib),
+            force=True,
+            runs=10,
+            stage=status.update,
+            warn=lambda m: None,
+        )
 
     factory, data = "edgeinfer.examples.digits:lenet", "edgeinfer.examples.digits:loaders"
     pruned_path = out / "lenet-pruned50.onnx"
     with console.status("pruning 50% of the channels (Torch-Pruning) and fine-tuning 2 epochs") as status:
-        prune_model(factory, pruned_path, data, ratio=0.5, finetune_epochs=2, runs=5, force=True,
-                    stage=status.update, warn=lambda m: None)
+        prune_model(
+            factory,
+            pruned_path,
+            data,
+            ratio=0.5,
+            finetune_epochs=2,
+            runs=5,
+            force=True,
+            stage=status.update,
+            warn=lambda m: None,
+        )
     qat_path = out / "lenet-qat.onnx"
     with console.status("quantization-aware training (1 epoch), exported as INT8 QDQ") as status:
         qat_model(factory, qat_path, data, epochs=1, runs=5, force=True, stage=status.update, warn=lambda m: None)
@@ -90,12 +111,22 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
         if key not in ("torch", "fp32") and (b1 > latency["fp32"][1] or b64 > latency["fp32"][64]):
             ratio += " [red](slower than fp32)[/red]"
         table.add_row(label, runtime, size, f"{acc:.4f}", f"{b1:.3f} ms", f"{b64:.3f} ms", ratio)
-    summary = {"torch_accuracy": torch_acc, "onnx_accuracy": accuracy["fp32"], "int8_accuracy": accuracy["int8"],
-               "pruned_accuracy": accuracy["pruned"], "qat_accuracy": accuracy["qat"],
-               "onnx": str(onnx_path), "int8": str(int8_path), "pruned": str(pruned_path), "qat": str(qat_path),
-               "eval": str(eval_npz), "latency_ms": latency}
+    summary = {
+        "torch_accuracy": torch_acc,
+        "onnx_accuracy": accuracy["fp32"],
+        "int8_accuracy": accuracy["int8"],
+        "pruned_accuracy": accuracy["pruned"],
+        "qat_accuracy": accuracy["qat"],
+        "onnx": str(onnx_path),
+        "int8": str(int8_path),
+        "pruned": str(pruned_path),
+        "qat": str(qat_path),
+        "eval": str(eval_npz),
+        "latency_ms": latency,
+    }
     console.print(table)
-    console.print(f"files in {out}/ ; next: edgeinfer bench {onnx_path} --baseline auto ; "
-                  f"edgeinfer check {onnx_path} {int8_path} --data {eval_npz} --max-drop 0.01")
+    console.print(
+        f"files in {out}/ ; next: edgeinfer bench {onnx_path} --baseline auto ; "
+        f"edgeinfer check {onnx_path} {int8_path} --data {eval_npz} --max-drop 0.01"
+    )
     return summary
-

@@ -56,16 +56,27 @@ def export_model(
         static_shapes = True
     fmt = ModelFormat.of(output)
     if format and parse_choice(ModelFormat, format, "format") is not fmt:
-        raise ConfigError(f"--format {format} but the output {output.name} is a .{fmt.value} file; "
-                          f"name the output .{format}")
+        raise ConfigError(
+            f"--format {format} but the output {output.name} is a .{fmt.value} file; name the output .{format}"
+        )
     if fmt is ModelFormat.GGUF:
         if task or opset or static_shapes or atol is not None or exporter != "auto":
-            raise ConfigError("--task, --opset, --exporter, --static-shapes and --atol are ONNX options; "
-                              "a GGUF export takes --outtype, --adapter and --check-tokens")
+            raise ConfigError(
+                "--task, --opset, --exporter, --static-shapes and --atol are ONNX options; "
+                "a GGUF export takes --outtype, --adapter and --check-tokens"
+            )
         from edgeinfer.pipelines.export_gguf import export_gguf
 
-        return export_gguf(source, output, outtype=outtype or "f16", adapter=adapter, check_tokens=check_tokens,
-                           force=force, stage=stage, progress=progress)
+        return export_gguf(
+            source,
+            output,
+            outtype=outtype or "f16",
+            adapter=adapter,
+            check_tokens=check_tokens,
+            force=force,
+            stage=stage,
+            progress=progress,
+        )
     if outtype or adapter:
         raise ConfigError("--outtype and --adapter are GGUF options; name the output .gguf")
     check_output(output, [Path(source)], force)
@@ -73,11 +84,14 @@ def export_model(
     from edgeinfer.exporters.source import load_source
 
     task_enum = parse_choice(Task, task, "task") if task else None
-    cfg = OnnxExportConfig(opset=opset or DEFAULT_OPSET, exporter=parse_choice(Exporter, exporter, "exporter"),
-                           static_shapes=static_shapes, atol=atol)
+    cfg = OnnxExportConfig(
+        opset=opset or DEFAULT_OPSET,
+        exporter=parse_choice(Exporter, exporter, "exporter"),
+        static_shapes=static_shapes,
+        atol=atol,
+    )
     stage(f"loading {source}")
-    return export_source(load_source(source, task_enum, trust_source), output, cfg, stage=stage, warn=warn,
-                         force=force)
+    return export_source(load_source(source, task_enum, trust_source), output, cfg, stage=stage, warn=warn, force=force)
 
 
 def _opset_of(path: Path) -> int | None:
@@ -87,9 +101,17 @@ def _opset_of(path: Path) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[[str], None] = lambda s: None,
-                  warn: Callable[[str], None] = print, postprocess: Callable[[Path], Any] | None = None,
-                  force: bool = False) -> Artifact:
+def export_source(
+    src,
+    output: Path,
+    cfg,
+    *,
+    steps: tuple = (),
+    stage: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str], None] = print,
+    postprocess: Callable[[Path], Any] | None = None,
+    force: bool = False,
+) -> Artifact:
     """Export a loaded SourceModel to ONNX, validate it, and write the sidecar (with `steps`, the
     compression that produced the module, after the export step). `postprocess` rewrites the
     exported graph before validation, so what is validated is what ships."""
@@ -105,23 +127,33 @@ def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[
         result = export_onnx(src, tmp, cfg, warn=warn)
         written = _opset_of(tmp)
         if written != cfg.opset:
-            raise ConfigError(f"opset {cfg.opset} was asked for, but the {result.exporter.value} exporter wrote opset "
-                              f"{written}; the torch.export exporter writes opset 18 and above, --exporter "
-                              "torchscript 7 to 20")
+            raise ConfigError(
+                f"opset {cfg.opset} was asked for, but the {result.exporter.value} exporter wrote opset "
+                f"{written}; the torch.export exporter writes opset 18 and above, --exporter "
+                "torchscript 7 to 20"
+            )
         if postprocess is not None:
             postprocess(tmp)
-        stage("validating against PyTorch on " + " and ".join(
-            ", ".join(f"{n}{list(t.shape)}" for n, t in c.items()) for c in cases.values()))
+        stage(
+            "validating against PyTorch on "
+            + " and ".join(", ".join(f"{n}{list(t.shape)}" for n, t in c.items()) for c in cases.values())
+        )
         # A graph that exports but computes different numbers is refused, never shipped.
         figures = validate_onnx(src.module, tmp, cases, src.output_names, atol)
     params = sum(p.numel() for p in src.module.parameters())
     config: dict[str, Any] = {**asdict(cfg), "exporter_used": result.exporter.value}
     if result.fallback_reason:
         config["fallback"] = f"torch.export failed, TorchScript used: {result.fallback_reason}"
-    meta = {"task": src.task.value if src.task else None, "inputs": src.input_names,
-            "outputs": src.output_names, "dynamic_axes": {k: {str(a): d for a, d in v.items()}
-                                                          for k, v in src.dynamic_axes.items()}
-            if not static_shapes else {}, "parameters": params, "opset": cfg.opset}
+    meta = {
+        "task": src.task.value if src.task else None,
+        "inputs": src.input_names,
+        "outputs": src.output_names,
+        "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in src.dynamic_axes.items()}
+        if not static_shapes
+        else {},
+        "parameters": params,
+        "opset": cfg.opset,
+    }
     if src.tokenizer_dir:
         meta["tokenizer"] = src.tokenizer_dir
     if src.task is None and src.description.get("kind") != "huggingface":
@@ -130,5 +162,3 @@ def export_source(src, output: Path, cfg, *, steps: tuple = (), stage: Callable[
     art.steps.extend(steps)
     art.save()
     return art
-
-

@@ -43,7 +43,7 @@ def tokenizer_roundtrip(tokenizer, runner, text: str) -> dict[str, Any]:
     figures = {"characters": len(text), "hf_tokens": len(hf), "gguf_tokens": len(cpp), "equal": hf == cpp}
     if hf != cpp:
         i = _first_difference(hf, cpp)
-        figures["first_difference"] = {"position": i, "hf": hf[i: i + 5], "gguf": cpp[i: i + 5]}
+        figures["first_difference"] = {"position": i, "hf": hf[i : i + 5], "gguf": cpp[i : i + 5]}
     return figures
 
 
@@ -93,13 +93,16 @@ def export_gguf(
         problems = []
         if not roundtrip["equal"]:
             d = roundtrip["first_difference"]
-            problems.append(f"llama.cpp tokenizes the sample differently from Hugging Face from token {d['position']} "
-                            f"(hf {d['hf']} vs gguf {d['gguf']}; pre-tokenizer '{figures['tokenizer']['pre']}')")
+            problems.append(
+                f"llama.cpp tokenizes the sample differently from Hugging Face from token {d['position']} "
+                f"(hf {d['hf']} vs gguf {d['gguf']}; pre-tokenizer '{figures['tokenizer']['pre']}')"
+            )
         if parity["kl_mean"] > max_kl:
             problems.append(f"mean KL divergence {parity['kl_mean']:.3g} > {max_kl:g} allowed for {cfg.outtype.value}")
         if parity["top1_agreement"] < min_top1:
-            problems.append(f"top-1 agreement {parity['top1_agreement']:.3f} < {min_top1:g} allowed "
-                            f"for {cfg.outtype.value}")
+            problems.append(
+                f"top-1 agreement {parity['top1_agreement']:.3f} < {min_top1:g} allowed for {cfg.outtype.value}"
+            )
         if problems:
             raise ValidationError(f"the GGUF does not match {src.name}; nothing written", problems)
     config: dict[str, Any] = {"outtype": cfg.outtype.value}

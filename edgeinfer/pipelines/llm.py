@@ -15,20 +15,29 @@ from edgeinfer.core.io import atomic_path, check_output
 log = logging.getLogger(__name__)
 
 
-def llama_settings(profile=None, *, threads: int | None = None, n_ctx: int | None = None,
-                   gpu_layers: int | None = None, allow_fallback: bool = False):
+def llama_settings(
+    profile=None,
+    *,
+    threads: int | None = None,
+    n_ctx: int | None = None,
+    gpu_layers: int | None = None,
+    allow_fallback: bool = False,
+):
     """LlamaSettings from explicit values, else the profile's `[llm]` table and threads, else defaults."""
     from edgeinfer.runtime.llama import LlamaSettings
 
     llm = profile.llm if profile else {}
-    return LlamaSettings(n_ctx=n_ctx or llm.get("n_ctx", 2048),
-                         threads=threads or (profile.threads if profile else None),
-                         n_gpu_layers=gpu_layers if gpu_layers is not None else llm.get("n_gpu_layers", 0),
-                         allow_fallback=allow_fallback)
+    return LlamaSettings(
+        n_ctx=n_ctx or llm.get("n_ctx", 2048),
+        threads=threads or (profile.threads if profile else None),
+        n_gpu_layers=gpu_layers if gpu_layers is not None else llm.get("n_gpu_layers", 0),
+        allow_fallback=allow_fallback,
+    )
 
 
-def generate(model: Path, settings, *, prompt: str | None = None, messages: list[dict] | None = None,
-             max_tokens: int = 128) -> tuple[Any, Iterator]:
+def generate(
+    model: Path, settings, *, prompt: str | None = None, messages: list[dict] | None = None, max_tokens: int = 128
+) -> tuple[Any, Iterator]:
     """(runner, stream): text pieces as llama.cpp produces them, then a GenerationStats."""
     from edgeinfer.runtime.llama import LlamaRunner
 
@@ -38,16 +47,16 @@ def generate(model: Path, settings, *, prompt: str | None = None, messages: list
     return runner, runner.stream(prompt=prompt, messages=messages, max_tokens=max_tokens)
 
 
-def bench_gguf(model: Path, settings, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 3,
-               profile=None) -> dict[str, Any]:
+def bench_gguf(
+    model: Path, settings, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, profile=None
+) -> dict[str, Any]:
     """Prompt processing and generation tokens per second (like llama-bench), with the file's summary."""
     from dataclasses import replace
 
     from edgeinfer.core.measure import peak_rss_mb
     from edgeinfer.runtime.llama import LlamaRunner, gguf_summary
 
-    runner = LlamaRunner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)),
-                         warn=log.warning)
+    runner = LlamaRunner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)), warn=log.warning)
     result = runner.bench(n_prompt, n_gen, reps)
     result.update(gguf_summary(model), model=str(model), peak_rss_mb=peak_rss_mb(), backend=runner.report.used)
     from edgeinfer.pipelines.bench import check_memory
@@ -56,16 +65,19 @@ def bench_gguf(model: Path, settings, *, n_prompt: int = 512, n_gen: int = 128, 
     return result
 
 
-def quantize_gguf_model(model: Path, output: Path, method: str | None, *, profile=None,
-                        imatrix: Path | None = None, force: bool = False) -> tuple[Artifact, dict[str, Any]]:
+def quantize_gguf_model(
+    model: Path, output: Path, method: str | None, *, profile=None, imatrix: Path | None = None, force: bool = False
+) -> tuple[Artifact, dict[str, Any]]:
     """llama.cpp quantization to `method` (default: the profile's `llm.kquant`, else Q4_K_M), recorded
     in the sidecar with the tensor types before and after."""
     from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
     from edgeinfer.runtime.llama import gguf_summary
 
     if imatrix is not None:
-        raise ConfigError("imatrix: llama-cpp-python's quantize binding takes no importance-matrix file; use "
-                          "llama.cpp's llama-quantize --imatrix for that")
+        raise ConfigError(
+            "imatrix: llama-cpp-python's quantize binding takes no importance-matrix file; use "
+            "llama.cpp's llama-quantize --imatrix for that"
+        )
     method = method or (profile.llm.get("kquant") if profile else None) or "Q4_K_M"
     cfg = GgufQuantConfig(parse_choice(GgufType, method.upper(), "llama.cpp type"))
     if output.suffix.lower() != ".gguf":
@@ -78,27 +90,53 @@ def quantize_gguf_model(model: Path, output: Path, method: str | None, *, profil
     after = gguf_summary(output)
     note = dict(facts)
     if facts["fallback_tensors"]:
-        log.warning(f"{facts['fallback_tensors']} tensor(s) have rows that are not multiples of 256, so llama.cpp "
-                    f"stored them in another type than {cfg.type.value}; that is why the size differs from the type's "
-                    "nominal bits")
+        log.warning(
+            f"{facts['fallback_tensors']} tensor(s) have rows that are not multiples of 256, so llama.cpp "
+            f"stored them in another type than {cfg.type.value}; that is why the size differs from the type's "
+            "nominal bits"
+        )
     if before["bits_per_weight"] < 16:
         note["requantized_from"] = sorted(before["tensor_types"])
-        log.warning(f"{model.name} was already quantized ({', '.join(note['requantized_from'])}); requantizing "
-                    "compounds the error. Start from an F16/BF16 export when you can.")
-    art = parent.derive(output, Step("quantize", {"method": cfg.type.value, **note},
-                                     {k: after[k] for k in ("bits_per_weight", "tensor_types", "file_size_bytes")}))
+        log.warning(
+            f"{model.name} was already quantized ({', '.join(note['requantized_from'])}); requantizing "
+            "compounds the error. Start from an F16/BF16 export when you can."
+        )
+    art = parent.derive(
+        output,
+        Step(
+            "quantize",
+            {"method": cfg.type.value, **note},
+            {k: after[k] for k in ("bits_per_weight", "tensor_types", "file_size_bytes")},
+        ),
+    )
     art.save()
     return art, {"output": str(output), "method": cfg.type.value, "before": before, "after": after}
 
 
-def compare_gguf(baseline: Path, candidates: list[Path], text: Path | None = None, *, window: int = 256,
-                 max_tokens: int = 1024, logits: Path | None = None, threads: int | None = None,
-                 stage=lambda s: None) -> dict[str, Any]:
+def compare_gguf(
+    baseline: Path,
+    candidates: list[Path],
+    text: Path | None = None,
+    *,
+    window: int = 256,
+    max_tokens: int = 1024,
+    logits: Path | None = None,
+    threads: int | None = None,
+    stage=lambda s: None,
+) -> dict[str, Any]:
     """Perplexity, KL divergence and top-1 agreement against the baseline, bits per weight, pp/tg speed."""
     from edgeinfer.examples import SENTENCES
     from edgeinfer.pipelines.llm_eval import compare_llms
 
     if not candidates:
         raise ConfigError("give at least one candidate model after the baseline")
-    return compare_llms(baseline, candidates, text or SENTENCES, window=window, max_tokens=max_tokens,
-                        logits_file=logits, threads=threads, stage=stage)
+    return compare_llms(
+        baseline,
+        candidates,
+        text or SENTENCES,
+        window=window,
+        max_tokens=max_tokens,
+        logits_file=logits,
+        threads=threads,
+        stage=stage,
+    )

@@ -28,8 +28,15 @@ def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
     return tokens[:max_tokens]
 
 
-def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, logits_file: Path | None,
-                    threads: int | None = None, stage: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def baseline_logits(
+    baseline: Path,
+    text: Path,
+    window: int,
+    max_tokens: int,
+    logits_file: Path | None,
+    threads: int | None = None,
+    stage: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
     from edgeinfer.core.cache import cache_dir
     from edgeinfer.core.formats import load_npz
     from edgeinfer.core.io import atomic_path, require_file, sha256_file
@@ -46,29 +53,42 @@ def baseline_logits(baseline: Path, text: Path, window: int, max_tokens: int, lo
             log.info(f"baseline log-probs reused from {path}")
             return ref
         if logits_file:
-            raise InputError(f"logits file {path} was made from another model or text (or is not a logits file); "
-                             "delete it or choose another")
+            raise InputError(
+                f"logits file {path} was made from another model or text (or is not a logits file); "
+                "delete it or choose another"
+            )
     stage(f"computing the baseline's log-probs once ({baseline.name})")
     runner = LlamaRunner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
     tokens = _text_tokens(runner, text, max_tokens)
     logp, targets = runner.log_probs(tokens, window)
-    ref = {"schema": np.int64(LOGITS_SCHEMA), "tokens": np.asarray(tokens, np.int64), "window": np.int64(window),
-           "targets": targets.astype(np.int64), "log_probs": logp.astype(np.float16),
-           "model_sha256": np.str_(model_sha), "text_sha256": np.str_(text_sha)}
+    ref = {
+        "schema": np.int64(LOGITS_SCHEMA),
+        "tokens": np.asarray(tokens, np.int64),
+        "window": np.int64(window),
+        "targets": targets.astype(np.int64),
+        "log_probs": logp.astype(np.float16),
+        "model_sha256": np.str_(model_sha),
+        "text_sha256": np.str_(text_sha),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, overwrite=True) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **ref)
-    log.info(f"baseline log-probs kept in {path} ({path.stat().st_size / 2**20:.1f} MiB; reused by later compares, "
-             "--logits chooses the file)")
+    log.info(
+        f"baseline log-probs kept in {path} ({path.stat().st_size / 2**20:.1f} MiB; reused by later compares, "
+        "--logits chooses the file)"
+    )
     return ref
 
 
 def agreement(base: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     """KL(base || cand) mean and p99, and top-1 agreement, of two [positions, vocab] log-prob arrays."""
     kl = (np.exp(base) * (base - cand)).sum(axis=1)
-    return {"kl_mean": float(kl.mean()), "kl_p99": float(np.percentile(kl, 99)),
-            "top1_agreement": float((base.argmax(1) == cand.argmax(1)).mean())}
+    return {
+        "kl_mean": float(kl.mean()),
+        "kl_p99": float(np.percentile(kl, 99)),
+        "top1_agreement": float((base.argmax(1) == cand.argmax(1)).mean()),
+    }
 
 
 def score(logp: np.ndarray, targets: np.ndarray, ref: dict[str, np.ndarray] | None) -> dict[str, float]:
@@ -78,15 +98,28 @@ def score(logp: np.ndarray, targets: np.ndarray, ref: dict[str, np.ndarray] | No
     if ref is not None:
         base = ref["log_probs"].astype(np.float32)
         if base.shape != logp.shape:
-            raise InputError(f"candidate vocabulary/positions {logp.shape} differ from the baseline's {base.shape}; "
-                             "only models with the same tokenizer can be compared")
+            raise InputError(
+                f"candidate vocabulary/positions {logp.shape} differ from the baseline's {base.shape}; "
+                "only models with the same tokenizer can be compared"
+            )
         out.update(agreement(base, logp))
     return out
 
 
-def compare_llms(baseline: Path, candidates: list[Path], text: Path, *, window: int = 256, max_tokens: int = 1024,
-                 logits_file: Path | None = None, threads: int | None = None, n_prompt: int = 128, n_gen: int = 32,
-                 reps: int = 2, stage: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def compare_llms(
+    baseline: Path,
+    candidates: list[Path],
+    text: Path,
+    *,
+    window: int = 256,
+    max_tokens: int = 1024,
+    logits_file: Path | None = None,
+    threads: int | None = None,
+    n_prompt: int = 128,
+    n_gen: int = 32,
+    reps: int = 2,
+    stage: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 
     ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, stage)
@@ -95,8 +128,9 @@ def compare_llms(baseline: Path, candidates: list[Path], text: Path, *, window: 
     for i, model in enumerate([baseline, *candidates]):
         is_base = i == 0  # the baseline may also be listed as a candidate: it is then scored like one
         stage(f"scoring {model.name}")
-        runner = LlamaRunner(model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads),
-                             logits_all=not is_base)
+        runner = LlamaRunner(
+            model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads), logits_all=not is_base
+        )
         if is_base:  # its log-probs are the reference itself
             figures = score(ref["log_probs"].astype(np.float32), ref["targets"], None)
         else:
@@ -104,6 +138,13 @@ def compare_llms(baseline: Path, candidates: list[Path], text: Path, *, window: 
             figures = score(logp, targets, ref)
         stage(f"timing {model.name} (pp{n_prompt} / tg{n_gen})")
         speed = runner.bench(n_prompt, n_gen, reps)
-        rows.append({"model": str(model), **gguf_summary(model), **figures,
-                     "pp_tokens_per_s": speed["pp_tokens_per_s"], "tg_tokens_per_s": speed["tg_tokens_per_s"]})
+        rows.append(
+            {
+                "model": str(model),
+                **gguf_summary(model),
+                **figures,
+                "pp_tokens_per_s": speed["pp_tokens_per_s"],
+                "tg_tokens_per_s": speed["tg_tokens_per_s"],
+            }
+        )
     return {"schema": 1, "text": str(text), "window": int(ref["window"]), "tokens": len(tokens), "rows": rows}

@@ -18,9 +18,19 @@ from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.io import atomic_path, check_output
 
 
-def build_config(method: str, profile, *, calib_method: str, activation_type: str | None, weight_type: str | None,
-                 per_channel: bool | None, symmetric: bool, reduce_range: bool | None, exclude: tuple[tuple, tuple],
-                 block_size: int):
+def build_config(
+    method: str,
+    profile,
+    *,
+    calib_method: str,
+    activation_type: str | None,
+    weight_type: str | None,
+    per_channel: bool | None,
+    symmetric: bool,
+    reduce_range: bool | None,
+    exclude: tuple[tuple, tuple],
+    block_size: int,
+):
     from edgeinfer.compress.onnx_quant import (
         CalibMethod,
         OnnxQuantConfig,
@@ -39,17 +49,40 @@ def build_config(method: str, profile, *, calib_method: str, activation_type: st
         activation_type=parse_choice(QType, activation_type or dev.get("activation_type", "uint8"), "activation type"),
         weight_type=parse_choice(QType, weight_type or dev.get("weight_type", "int8"), "weight type"),
         per_channel=per_channel if per_channel is not None else dev.get("per_channel", True),
-        symmetric=symmetric, reduce_range=bool(reduce_range), exclude_nodes=exclude[0],
-        exclude_op_types=exclude[1], block_size=block_size, recipe=recipe)
+        symmetric=symmetric,
+        reduce_range=bool(reduce_range),
+        exclude_nodes=exclude[0],
+        exclude_op_types=exclude[1],
+        block_size=block_size,
+        recipe=recipe,
+    )
 
 
-def quantize_model(model: Path, output: Path, *, method: str, calib: str | None = None, calib_method: str = "minmax",
-                   calib_samples: int | None = None, batch_size: int = 8, activation_type: str | None = None,
-                   weight_type: str | None = None, per_channel: bool | None = None, symmetric: bool = False,
-                   reduce_range: bool | None = None, exclude: list[str] | None = None, block_size: int = 128,
-                   profile=None, eval_data: str | None = None, report: bool = False, max_drop: float | None = None,
-                   runs: int = 30, force: bool = False, stage: Callable[[str], None] = lambda s: None,
-                   warn: Callable[[str], None] = print) -> tuple[Artifact, dict[str, Any]]:
+def quantize_model(
+    model: Path,
+    output: Path,
+    *,
+    method: str,
+    calib: str | None = None,
+    calib_method: str = "minmax",
+    calib_samples: int | None = None,
+    batch_size: int = 8,
+    activation_type: str | None = None,
+    weight_type: str | None = None,
+    per_channel: bool | None = None,
+    symmetric: bool = False,
+    reduce_range: bool | None = None,
+    exclude: list[str] | None = None,
+    block_size: int = 128,
+    profile=None,
+    eval_data: str | None = None,
+    report: bool = False,
+    max_drop: float | None = None,
+    runs: int = 30,
+    force: bool = False,
+    stage: Callable[[str], None] = lambda s: None,
+    warn: Callable[[str], None] = print,
+) -> tuple[Artifact, dict[str, Any]]:
     from edgeinfer.compress.onnx_quant import (
         Recipe,
         check_not_quantized,
@@ -71,22 +104,35 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
     graph = load_onnx(model)
     check_not_quantized(graph)
     _check_device_precision(method, profile, warn)
-    cfg = build_config(method, profile, calib_method=calib_method, activation_type=activation_type,
-                       weight_type=weight_type, per_channel=per_channel, symmetric=symmetric,
-                       reduce_range=reduce_range, exclude=split_excludes(graph, exclude or []), block_size=block_size)
+    cfg = build_config(
+        method,
+        profile,
+        calib_method=calib_method,
+        activation_type=activation_type,
+        weight_type=weight_type,
+        per_channel=per_channel,
+        symmetric=symmetric,
+        reduce_range=reduce_range,
+        exclude=split_excludes(graph, exclude or []),
+        block_size=block_size,
+    )
     if cfg.recipe is Recipe.QNN:
         if cfg.method != "static":
             raise ConfigError(f"device {profile.name} runs QDQ models: use --method static")
         dynamic = [i.name for i in graph.graph.input if any(not d.dim_value for d in i.type.tensor_type.shape.dim)]
         if dynamic:
-            raise ConfigError(f"{profile.name} needs fixed shapes, but input(s) {', '.join(dynamic)} are dynamic; "
-                              "re-export with --static-shapes")
+            raise ConfigError(
+                f"{profile.name} needs fixed shapes, but input(s) {', '.join(dynamic)} are dynamic; "
+                "re-export with --static-shapes"
+            )
     inputs = OrtRunner(model, profile_first_run=False).inputs
     batches = None
     if methods()[cfg.method].needs_calibration:
         if not calib:
-            raise InputError("--method static needs --calib (an .npz, a folder of them, a .txt of sentences, or "
-                             "package.module:function)")
+            raise InputError(
+                "--method static needs --calib (an .npz, a folder of them, a .txt of sentences, or "
+                "package.module:function)"
+            )
         stage(f"loading calibration data {calib}")
         batches = load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), calib_samples).batches
 
@@ -96,8 +142,9 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
     eval_batches = None
     if eval_data:
         eval_batches = load_batches(eval_data, inputs, batch_size, parent.meta.get("tokenizer"))
-    compare_data = eval_batches or (load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), 64)
-                                    if calib else None)
+    compare_data = eval_batches or (
+        load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), 64) if calib else None
+    )
     extra: dict[str, Any] = {}
     with atomic_path(output, overwrite=force) as tmp:
         stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")
@@ -110,8 +157,9 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
             stage("measuring per-tensor quantization error (SQNR)")
             extra["sqnr"] = activation_sqnr(model, tmp, batches)
         if max_drop is not None:
-            cfg, search = _search_exclusions(model, tmp, cfg, extra["sqnr"], eval_batches, max_drop, run_once,
-                                             stage, runs)
+            cfg, search = _search_exclusions(
+                model, tmp, cfg, extra["sqnr"], eval_batches, max_drop, run_once, stage, runs
+            )
             extra["search"] = search
             facts["nodes_excluded"] = list(cfg.exclude_nodes)
             # The sidecar says plainly whether this file met the target or is only the best found.
@@ -126,8 +174,10 @@ def quantize_model(model: Path, output: Path, *, method: str, calib: str | None 
     art = parent.derive(output, step)
     art.save()
     if comparison is not None and comparison["rows"][1]["speedup_ci95"][1] < 1.0:
-        warn(f"SLOWER: {output.name} runs {1 / comparison['rows'][1]['speedup']:.2f}x the latency of its float parent "
-             "on this machine (p50, interleaved). On this CPU the float model is the faster choice.")
+        warn(
+            f"SLOWER: {output.name} runs {1 / comparison['rows'][1]['speedup']:.2f}x the latency of its float parent "
+            "on this machine (p50, interleaved). On this CPU the float model is the faster choice."
+        )
     return art, {"comparison": comparison, **extra}
 
 
@@ -141,16 +191,24 @@ def _check_device_precision(method: str, profile, warn) -> None:
     precision = known.precision
     fast = [p.value for p in profile.precisions]
     if precision not in fast:
-        warn(f"device {profile.name} lists {', '.join(fast)} as its fast precisions, not {precision}: --method {method} "
-             "may run slower there than the float model")
+        warn(
+            f"device {profile.name} lists {', '.join(fast)} as its fast precisions, not {precision}: --method {method} "
+            "may run slower there than the float model"
+        )
 
 
 def _summary(comparison) -> dict[str, Any]:
     if comparison is None:
         return {}
     base, cand = comparison["rows"]
-    return {"task": comparison["task"], "samples": comparison["samples"], "baseline_metrics": base["metrics"],
-            "metrics": cand["metrics"], "speedup_vs_parent": cand["speedup"], "delta": cand.get("delta")}
+    return {
+        "task": comparison["task"],
+        "samples": comparison["samples"],
+        "baseline_metrics": base["metrics"],
+        "metrics": cand["metrics"],
+        "speedup_vs_parent": cand["speedup"],
+        "delta": cand.get("delta"),
+    }
 
 
 def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop, run_once, stage, runs):

@@ -28,8 +28,17 @@ class RunResult:
         return {"outputs": {k: list(v.shape) for k, v in self.outputs.items()}, "providers": self.providers}
 
 
-def run_onnx(model: Path, inputs: Path, output: Path | None = None, *, profile=None, providers=None,
-             threads: int | None = None, allow_fallback: bool = False, force: bool = False) -> RunResult:
+def run_onnx(
+    model: Path,
+    inputs: Path,
+    output: Path | None = None,
+    *,
+    profile=None,
+    providers=None,
+    threads: int | None = None,
+    allow_fallback: bool = False,
+    force: bool = False,
+) -> RunResult:
     """Run `model` once on the arrays of the .npz `inputs`; optionally write the outputs to an .npz.
 
     Args:
@@ -49,8 +58,9 @@ def run_onnx(model: Path, inputs: Path, output: Path | None = None, *, profile=N
         check_output(output, [model, inputs], force)
     feeds = load_npz(inputs, "input file")
     target = ort_target(profile, providers, threads)
-    runner = OrtRunner(model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback,
-                       warn=log.warning)
+    runner = OrtRunner(
+        model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback, warn=log.warning
+    )
     if "labels" not in {i.name for i in runner.inputs}:
         feeds.pop("labels", None)  # evaluation files carry labels beside the inputs
     outputs = runner.run(feeds)
@@ -59,8 +69,11 @@ def run_onnx(model: Path, inputs: Path, output: Path | None = None, *, profile=N
             with open(tmp, "wb") as fh:
                 np.savez(fh, **outputs)
     rep = runner.report
-    return RunResult(outputs, {"requested": rep.requested, "used": rep.used, "fallbacks": rep.fallbacks,
-                               "placement": rep.placement}, output)
+    return RunResult(
+        outputs,
+        {"requested": rep.requested, "used": rep.used, "fallbacks": rep.fallbacks, "placement": rep.placement},
+        output,
+    )
 
 
 def compile_model(model: Path, output: Path, profile, *, force: bool = False) -> Artifact:

@@ -41,9 +41,15 @@ def load_data(spec: str, batch: int = 64, seed: int = 0):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         cut = int(len(x) * 0.8)
         tr, ev = order[:cut], order[cut:]
-        return Loaders(DataLoader(TensorDataset(x[tr], y[tr]), batch_size=batch, shuffle=True,
-                                  generator=torch.Generator().manual_seed(seed)),
-                       DataLoader(TensorDataset(x[ev], y[ev]), batch_size=256))
+        return Loaders(
+            DataLoader(
+                TensorDataset(x[tr], y[tr]),
+                batch_size=batch,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(seed),
+            ),
+            DataLoader(TensorDataset(x[ev], y[ev]), batch_size=256),
+        )
     result = import_factory(spec)()
     if not isinstance(result, tuple) or len(result) != 2:
         raise InputError(f"data factory {spec} must return (train DataLoader, eval DataLoader)")
@@ -57,8 +63,10 @@ def load_model(spec: str):
     from edgeinfer.exporters.source import call_factory
 
     if Path(spec).is_dir():
-        raise InputError(f"{spec}: train-time compression takes a factory (package.module:function) from the CLI; "
-                         "for Hugging Face encoders use edgeinfer.compress.distill.distill_encoder from Python")
+        raise InputError(
+            f"{spec}: train-time compression takes a factory (package.module:function) from the CLI; "
+            "for Hugging Face encoders use edgeinfer.compress.distill.distill_encoder from Python"
+        )
     module, inputs, axes = call_factory(spec)
     if len(inputs) != 1:
         raise InputError(f"{spec}: prune/distill/qat train on single-input models; it has {', '.join(inputs)}")
@@ -75,9 +83,20 @@ def _eval_npz(loaders, folder: Path) -> Path:
     return path
 
 
-def export_module(module, inputs, axes, output: Path, description: dict, steps, *, exporter: str = "auto",
-                  atol: float | None = None, warn: Callable[[str], None] = print, postprocess=None,
-                  force: bool = False):
+def export_module(
+    module,
+    inputs,
+    axes,
+    output: Path,
+    description: dict,
+    steps,
+    *,
+    exporter: str = "auto",
+    atol: float | None = None,
+    warn: Callable[[str], None] = print,
+    postprocess=None,
+    force: bool = False,
+):
     """Export an in-memory module (a pruned, distilled or QAT model) to ONNX, validated like `export`.
 
     Args:
@@ -91,8 +110,15 @@ def export_module(module, inputs, axes, output: Path, description: dict, steps, 
     from edgeinfer.pipelines.export import export_source
 
     cfg = OnnxExportConfig(opset=DEFAULT_OPSET, exporter=Exporter(exporter), atol=atol)
-    return export_source(source_from_module(module, inputs, axes, description), output, cfg, steps=steps, warn=warn,
-                         postprocess=postprocess, force=force)
+    return export_source(
+        source_from_module(module, inputs, axes, description),
+        output,
+        cfg,
+        steps=steps,
+        warn=warn,
+        postprocess=postprocess,
+        force=force,
+    )
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -100,16 +126,42 @@ def checkpoint_path(output: Path) -> Path:
     return output.parent / f"{output.name}.last-good.safetensors"
 
 
-def finish(module, baseline, inputs, axes, output: Path, spec: str, step: Step, loaders, *, runs: int = 20,
-           exporter: str = "auto", atol: float | None = None, warn=print, stage=lambda s: None,
-           postprocess=None, force: bool = False) -> dict[str, Any]:
+def finish(
+    module,
+    baseline,
+    inputs,
+    axes,
+    output: Path,
+    spec: str,
+    step: Step,
+    loaders,
+    *,
+    runs: int = 20,
+    exporter: str = "auto",
+    atol: float | None = None,
+    warn=print,
+    stage=lambda s: None,
+    postprocess=None,
+    force: bool = False,
+) -> dict[str, Any]:
     """Export the result, export the unmodified model beside it in a temporary folder, and compare
     both in ONNX Runtime on the eval data: accuracy and interleaved latency side by side."""
     from edgeinfer.pipelines.compare import compare_models
 
     stage(f"exporting {output.name}")
-    art = export_module(module, inputs, axes, output, {"kind": "factory", "factory": spec, "class": type(module).__name__},
-                  [step], exporter=exporter, atol=atol, warn=warn, postprocess=postprocess, force=force)
+    art = export_module(
+        module,
+        inputs,
+        axes,
+        output,
+        {"kind": "factory", "factory": spec, "class": type(module).__name__},
+        [step],
+        exporter=exporter,
+        atol=atol,
+        warn=warn,
+        postprocess=postprocess,
+        force=force,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.onnx"
         stage("exporting the unmodified model for the comparison")
@@ -118,20 +170,43 @@ def finish(module, baseline, inputs, axes, output: Path, spec: str, step: Step, 
         report = compare_models(base, [output], str(_eval_npz(loaders, Path(tmp))), runs=runs, warn=warn)
     base_row, row = report["rows"][0], report["rows"][-1]
     art.steps[-1].metrics["comparison"] = {
-        "speedup": row["speedup"], "speedup_ci95": row["speedup_ci95"], "p50_ms": row["latency_ms"]["p50"],
-        "baseline_p50_ms": base_row["latency_ms"]["p50"], "accuracy": row["metrics"].get("accuracy"),
-        "baseline_accuracy": base_row["metrics"].get("accuracy"), "delta": row.get("delta"),
-        "file_size_bytes": row["file_size_bytes"], "baseline_file_size_bytes": base_row["file_size_bytes"]}
+        "speedup": row["speedup"],
+        "speedup_ci95": row["speedup_ci95"],
+        "p50_ms": row["latency_ms"]["p50"],
+        "baseline_p50_ms": base_row["latency_ms"]["p50"],
+        "accuracy": row["metrics"].get("accuracy"),
+        "baseline_accuracy": base_row["metrics"].get("accuracy"),
+        "delta": row.get("delta"),
+        "file_size_bytes": row["file_size_bytes"],
+        "baseline_file_size_bytes": base_row["file_size_bytes"],
+    }
     art.save()
     checkpoint_path(output).unlink(missing_ok=True)
     return {"artifact": art, "comparison": report}
 
 
-def prune_model(spec: str, output: Path, data: str, *, method: str = "structured", ratio: float = 0.5,
-                importance: str = "l2", global_ranking: bool = False, ignore: tuple[str, ...] = (), steps: int = 1,
-                finetune_epochs: int = 0, lr: float = 1e-3, distill: bool = False, batch: int = 64, seed: int = 0,
-                runs: int = 20, force: bool = False, progress=lambda row: None, stage=lambda s: None,
-                warn=print) -> dict[str, Any]:
+def prune_model(
+    spec: str,
+    output: Path,
+    data: str,
+    *,
+    method: str = "structured",
+    ratio: float = 0.5,
+    importance: str = "l2",
+    global_ranking: bool = False,
+    ignore: tuple[str, ...] = (),
+    steps: int = 1,
+    finetune_epochs: int = 0,
+    lr: float = 1e-3,
+    distill: bool = False,
+    batch: int = 64,
+    seed: int = 0,
+    runs: int = 20,
+    force: bool = False,
+    progress=lambda row: None,
+    stage=lambda s: None,
+    warn=print,
+) -> dict[str, Any]:
     import copy
 
     import torch
@@ -143,9 +218,14 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
 
     output = Path(output)
     check_output(output, [], force)
-    cfg = prune.PruneConfig(parse_choice(prune.PruneMethod, method, "method"), ratio,
-                            parse_choice(prune.Importance, importance, "importance"), global_ranking, tuple(ignore),
-                            steps)
+    cfg = prune.PruneConfig(
+        parse_choice(prune.PruneMethod, method, "method"),
+        ratio,
+        parse_choice(prune.Importance, importance, "importance"),
+        global_ranking,
+        tuple(ignore),
+        steps,
+    )
     module, inputs, axes = load_model(spec)
     loaders = load_data(data, batch, seed)
     check_batch(module, loaders)
@@ -176,7 +256,9 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
         if finetune_epochs > 0:
             # Pruned weights get zero gradients, so AdamW (no weight decay) never moves them: the
             # zeros survive fine-tuning and the reported sparsity stays true.
-            masked = [(p, (p != 0).float()) for n, p in pruned.named_parameters() if n.endswith("weight") and p.dim() > 1]
+            masked = [
+                (p, (p != 0).float()) for n, p in pruned.named_parameters() if n.endswith("weight") and p.dim() > 1
+            ]
             hooks = [p.register_hook(lambda g, m=m: g * m) for p, m in masked]
             try:
                 finetune(pruned, 0)
@@ -187,20 +269,50 @@ def prune_model(spec: str, output: Path, data: str, *, method: str = "structured
                 for p, m in masked:
                     p.mul_(m)
     acc_after = accuracy(pruned, loaders.eval)
-    metrics = {**rep.as_dict(), "torch_accuracy_before": acc_before, "torch_accuracy_after": acc_after,
-               "finetune": history}
-    config = {**asdict(cfg), "finetune_epochs": finetune_epochs, "lr": lr, "distill_from_unpruned": distill,
-              "data": data, "seed": seed}
+    metrics = {
+        **rep.as_dict(),
+        "torch_accuracy_before": acc_before,
+        "torch_accuracy_after": acc_after,
+        "finetune": history,
+    }
+    config = {
+        **asdict(cfg),
+        "finetune_epochs": finetune_epochs,
+        "lr": lr,
+        "distill_from_unpruned": distill,
+        "data": data,
+        "seed": seed,
+    }
     step = Step("prune", config, metrics)
-    return {**finish(pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, warn=warn, stage=stage,
-                     force=force),
-            "report": rep, "accuracy_before": acc_before, "accuracy_after": acc_after}
+    return {
+        **finish(
+            pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, warn=warn, stage=stage, force=force
+        ),
+        "report": rep,
+        "accuracy_before": acc_before,
+        "accuracy_after": acc_after,
+    }
 
 
-def distill_model(teacher_spec: str, student_spec: str, output: Path, data: str, *, epochs: int = 10,
-                  lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
-                  features: tuple[tuple[str, str], ...] = (), batch: int = 64, seed: int = 0, runs: int = 20,
-                  force: bool = False, progress=lambda row: None, stage=lambda s: None, warn=print) -> dict[str, Any]:
+def distill_model(
+    teacher_spec: str,
+    student_spec: str,
+    output: Path,
+    data: str,
+    *,
+    epochs: int = 10,
+    lr: float = 2e-3,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    features: tuple[tuple[str, str], ...] = (),
+    batch: int = 64,
+    seed: int = 0,
+    runs: int = 20,
+    force: bool = False,
+    progress=lambda row: None,
+    stage=lambda s: None,
+    warn=print,
+) -> dict[str, Any]:
     from edgeinfer.compress.distill import DistillConfig, make_loss
     from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
 
@@ -219,22 +331,65 @@ def distill_model(teacher_spec: str, student_spec: str, output: Path, data: str,
     loss_fn, extra, cleanup = make_loss(teacher, student, example, cfg)
     stage("distilling")
     try:
-        history = train(student, loaders, TrainConfig(epochs=epochs, lr=lr, seed=seed), loss_fn, extra_params=extra,
-                        progress=progress, checkpoint=checkpoint_path(output))
+        history = train(
+            student,
+            loaders,
+            TrainConfig(epochs=epochs, lr=lr, seed=seed),
+            loss_fn,
+            extra_params=extra,
+            progress=progress,
+            checkpoint=checkpoint_path(output),
+        )
     finally:
         cleanup()
-    metrics = {"teacher_accuracy": accuracy(teacher, loaders.eval), "student_accuracy": accuracy(student, loaders.eval),
-               "teacher_params": sum(p.numel() for p in teacher.parameters()),
-               "student_params": sum(p.numel() for p in student.parameters()), "history": history.epochs}
-    step = Step("distill", {**asdict(cfg), "teacher": teacher_spec, "epochs": epochs, "lr": lr, "data": data,
-                            "seed": seed}, metrics)
-    return {**finish(student, teacher, s_inputs, s_axes, output, student_spec, step, loaders, runs=runs, warn=warn, force=force,
-                     stage=stage), "metrics": metrics}
+    metrics = {
+        "teacher_accuracy": accuracy(teacher, loaders.eval),
+        "student_accuracy": accuracy(student, loaders.eval),
+        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "student_params": sum(p.numel() for p in student.parameters()),
+        "history": history.epochs,
+    }
+    step = Step(
+        "distill",
+        {**asdict(cfg), "teacher": teacher_spec, "epochs": epochs, "lr": lr, "data": data, "seed": seed},
+        metrics,
+    )
+    return {
+        **finish(
+            student,
+            teacher,
+            s_inputs,
+            s_axes,
+            output,
+            student_spec,
+            step,
+            loaders,
+            runs=runs,
+            warn=warn,
+            force=force,
+            stage=stage,
+        ),
+        "metrics": metrics,
+    }
 
 
-def qat_model(spec: str, output: Path, data: str, *, epochs: int = 3, lr: float = 1e-4, per_channel: bool = True,
-              freeze_after: int = 2, batch: int = 64, seed: int = 0, runs: int = 20, force: bool = False,
-              progress=lambda row: None, stage=lambda s: None, warn=print) -> dict[str, Any]:
+def qat_model(
+    spec: str,
+    output: Path,
+    data: str,
+    *,
+    epochs: int = 3,
+    lr: float = 1e-4,
+    per_channel: bool = True,
+    freeze_after: int = 2,
+    batch: int = 64,
+    seed: int = 0,
+    runs: int = 20,
+    force: bool = False,
+    progress=lambda row: None,
+    stage=lambda s: None,
+    warn=print,
+) -> dict[str, Any]:
     import copy
 
     from edgeinfer.compress import qat
@@ -257,13 +412,41 @@ def qat_model(spec: str, output: Path, data: str, *, epochs: int = 3, lr: float 
             qat.freeze_observers(m)
 
     stage("quantization-aware training")
-    history = train(model, loaders, TrainConfig(epochs=epochs, lr=lr, seed=seed), on_epoch=on_epoch,
-                    progress=progress, checkpoint=checkpoint_path(output))
+    history = train(
+        model,
+        loaders,
+        TrainConfig(epochs=epochs, lr=lr, seed=seed),
+        on_epoch=on_epoch,
+        progress=progress,
+        checkpoint=checkpoint_path(output),
+    )
     qat.finalize(model)
-    metrics = {"float_accuracy": accuracy(original, loaders.eval), "fake_quant_accuracy_before_training": acc_start,
-               "fake_quant_accuracy_after": accuracy(model, loaders.eval), "history": history.epochs}
+    metrics = {
+        "float_accuracy": accuracy(original, loaders.eval),
+        "fake_quant_accuracy_before_training": acc_start,
+        "fake_quant_accuracy_after": accuracy(model, loaders.eval),
+        "history": history.epochs,
+    }
     step = Step("qat", {**asdict(cfg), "epochs": epochs, "lr": lr, "data": data, "seed": seed}, metrics)
     # Fake-quant ops export as QuantizeLinear/DequantizeLinear through the TorchScript exporter. ONNX
     # Runtime's integer kernels round differently from PyTorch's float emulation by up to a step.
-    return {**finish(model, original, inputs, axes, output, spec, step, loaders, runs=runs, force=force, exporter="torchscript",
-                     atol=0.5, warn=warn, stage=stage, postprocess=qat.store_int8_weights), "metrics": metrics}
+    return {
+        **finish(
+            model,
+            original,
+            inputs,
+            axes,
+            output,
+            spec,
+            step,
+            loaders,
+            runs=runs,
+            force=force,
+            exporter="torchscript",
+            atol=0.5,
+            warn=warn,
+            stage=stage,
+            postprocess=qat.store_int8_weights,
+        ),
+        "metrics": metrics,
+    }

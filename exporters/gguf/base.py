@@ -33,8 +33,9 @@ def family_for(architecture: str) -> type[Family]:
         return FAMILIES[architecture]
     close = difflib.get_close_matches(architecture, list(FAMILIES), n=1, cutoff=0.4)
     hint = f"; the closest registered one is {close[0]}" if close else ""
-    raise UnsupportedError(f"architecture {architecture!r} has no GGUF converter{hint}. "
-                           f"Supported: {', '.join(sorted(FAMILIES))}")
+    raise UnsupportedError(
+        f"architecture {architecture!r} has no GGUF converter{hint}. Supported: {', '.join(sorted(FAMILIES))}"
+    )
 
 
 class Family:
@@ -121,16 +122,20 @@ class Family:
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(scaling["factor"]))
             return
-        raise UnsupportedError(f"rope_scaling type {kind!r} is not converted yet (linear and none are); "
-                               "the GGUF would compute wrong positions past the original context")
+        raise UnsupportedError(
+            f"rope_scaling type {kind!r} is not converted yet (linear and none are); "
+            "the GGUF would compute wrong positions past the original context"
+        )
 
     # -- tensors -------------------------------------------------------------------------
 
     def gguf_name(self, hf_name: str) -> str:
         name = self.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise UnsupportedError(f"tensor {hf_name!r} has no GGUF name in {self.arch_name}; the checkpoint "
-                                   f"has layers this converter does not know")
+            raise UnsupportedError(
+                f"tensor {hf_name!r} has no GGUF name in {self.arch_name}; the checkpoint "
+                f"has layers this converter does not know"
+            )
         return name
 
     def skip(self, hf_name: str) -> bool:
@@ -148,5 +153,4 @@ class Family:
 def permute_rope(w, n_head: int):
     """Hugging Face Llama checkpoints rotate the two halves of each head (rotate_half); llama.cpp's
     llama architecture rotates interleaved pairs. Reorder Q/K rows so both compute the same thing."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

@@ -33,15 +33,23 @@ class GgufExportConfig:
 def _ggml_type(outtype: OutType):
     import gguf
 
-    return {OutType.F32: gguf.GGMLQuantizationType.F32, OutType.F16: gguf.GGMLQuantizationType.F16,
-            OutType.BF16: gguf.GGMLQuantizationType.BF16, OutType.Q8_0: gguf.GGMLQuantizationType.Q8_0}[outtype]
+    return {
+        OutType.F32: gguf.GGMLQuantizationType.F32,
+        OutType.F16: gguf.GGMLQuantizationType.F16,
+        OutType.BF16: gguf.GGMLQuantizationType.BF16,
+        OutType.Q8_0: gguf.GGMLQuantizationType.Q8_0,
+    }[outtype]
 
 
 def _file_type(outtype: OutType) -> int:
     import gguf
 
-    return {OutType.F32: gguf.LlamaFileType.ALL_F32, OutType.F16: gguf.LlamaFileType.MOSTLY_F16,
-            OutType.BF16: gguf.LlamaFileType.MOSTLY_BF16, OutType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
+    return {
+        OutType.F32: gguf.LlamaFileType.ALL_F32,
+        OutType.F16: gguf.LlamaFileType.MOSTLY_F16,
+        OutType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
+        OutType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[outtype]
 
 
 def tensor_type(name: str, shape: tuple[int, ...], outtype: OutType):
@@ -144,8 +152,14 @@ def convert(
                 progress(i, len(infos), name)
     finally:
         writer.close()
-    return {"architecture": architecture, "gguf_architecture": family.arch_name, "outtype": cfg.outtype.value,
-            "tensors": len(infos), "tensor_types": types, "tokenizer": vocab,
-            "source_bytes": ckpt.nbytes(), "seconds": round(time.perf_counter() - start, 2),
-            **({"adapter": adapter.config} if adapter else {})}
-
+    return {
+        "architecture": architecture,
+        "gguf_architecture": family.arch_name,
+        "outtype": cfg.outtype.value,
+        "tensors": len(infos),
+        "tensor_types": types,
+        "tokenizer": vocab,
+        "source_bytes": ckpt.nbytes(),
+        "seconds": round(time.perf_counter() - start, 2),
+        **({"adapter": adapter.config} if adapter else {}),
+    }

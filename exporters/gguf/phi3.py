@@ -22,5 +22,7 @@ class Phi3(Family):
     def write_rope_scaling(self, w) -> None:
         # The 128k variants' longrope needs per-dimension factor tensors; not converted yet.
         if self.rope.get("rope_type", self.rope.get("type", "default")) != "default":
-            raise UnsupportedError("Phi-3 rope_scaling (longrope, the 128k-context variants) is not converted "
-                                   "yet; the 4k-context checkpoints are")
+            raise UnsupportedError(
+                "Phi-3 rope_scaling (longrope, the 128k-context variants) is not converted "
+                "yet; the 4k-context checkpoints are"
+            )

@@ -32,11 +32,17 @@ def log_probs(source: Path, tokens: list[int], adapter: str | None = None) -> np
     transformers.utils.logging.set_verbosity_error()
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(source), local_files_only=True, trust_remote_code=False, use_safetensors=True,
-            attn_implementation="eager", dtype=torch.float32).eval()
+            str(source),
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=True,
+            attn_implementation="eager",
+            dtype=torch.float32,
+        ).eval()
     except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"could not load {source} in transformers for the parity check: "
-                         f"{str(e).splitlines()[0]}") from e
+        raise InputError(
+            f"could not load {source} in transformers for the parity check: {str(e).splitlines()[0]}"
+        ) from e
     if adapter:
         from edgeinfer.exporters.gguf.checkpoint import Checkpoint
         from edgeinfer.exporters.gguf.lora import LoraAdapter

@@ -56,8 +56,10 @@ def write_vocab(w, path: Path, n_vocab: int) -> dict[str, Any]:
         else:
             vocab, model, pre = _ByteLevelBpe(path), "gpt2", bpe_pre_tokenizer(tokenizer_json)
     else:
-        raise InputError(f"{path} has no tokenizer (tokenizer.json or tokenizer.model); GGUF files carry "
-                         "their tokenizer, so the export needs it")
+        raise InputError(
+            f"{path} has no tokenizer (tokenizer.json or tokenizer.model); GGUF files carry "
+            "their tokenizer, so the export needs it"
+        )
     tokens, scores, types = [], [], []
     for text, score, kind in vocab.all_tokens():
         tokens.append(text)
@@ -83,9 +85,15 @@ def write_vocab(w, path: Path, n_vocab: int) -> dict[str, Any]:
     w.add_token_types(types)
     special = gguf.SpecialVocab(path, load_merges=model == "gpt2", n_vocab=n_vocab)
     special.add_to_gguf(w, quiet=True)
-    return {"model": model, "pre": pre, "tokens": len(tokens), "merges": len(special.merges),
-            **({"space_prefix": space_prefix} if space_prefix is not None else {}),
-            "special": dict(special.special_token_ids), "chat_template": special.chat_template is not None}
+    return {
+        "model": model,
+        "pre": pre,
+        "tokens": len(tokens),
+        "merges": len(special.merges),
+        **({"space_prefix": space_prefix} if space_prefix is not None else {}),
+        "special": dict(special.special_token_ids),
+        "chat_template": special.chat_template is not None,
+    }
 
 
 def _hf_adds_space_prefix(path: Path) -> bool:

@@ -15,16 +15,16 @@ NPU = get_profile("snapdragon-npu")
 @pytest.fixture(scope="module")
 def lenet_npu(lenet_static_shapes, digits_calib, tmp_path_factory):
     out = tmp_path_factory.mktemp("npu") / "lenet-npu.onnx"
-    art, _ = quantize_model(lenet_static_shapes, out, method="static", calib=str(digits_calib), profile=NPU,
-                            runs=3, warn=lambda m: None)
+    art, _ = quantize_model(
+        lenet_static_shapes, out, method="static", calib=str(digits_calib), profile=NPU, runs=3, warn=lambda m: None
+    )
     return art.path
 
 
 def test_npu_model_runs_whole_graph_on_qnn_with_cpu_fallback_disabled(lenet_npu, lenet_static_shapes, digits_eval):
     from edgeinfer.pipelines.compare import compare_models
 
-    report = compare_models(lenet_static_shapes, [lenet_npu], str(digits_eval), device=NPU, runs=3,
-                            warn=lambda m: None)
+    report = compare_models(lenet_static_shapes, [lenet_npu], str(digits_eval), device=NPU, runs=3, warn=lambda m: None)
     base, npu = report["rows"]
     assert base["providers"] == ["CPUExecutionProvider"]
     assert set(npu["placement"]) == {"QNNExecutionProvider"}  # nothing ran on the CPU
@@ -62,8 +62,23 @@ def test_json_on_the_npu_path_is_only_json(lenet_npu, digits_eval, tmp_path):
     batch = tmp_path / "b8.npz"
     with np.load(digits_eval) as data:
         np.savez(batch, input=data["input"][:8])
-    proc = subprocess.run([sys.executable, "-P", "-c", "from edgeinfer.cli import main; main()", "run", str(lenet_npu),
-                           "-i", str(batch), "--device", "snapdragon-npu", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "from edgeinfer.cli import main; main()",
+            "run",
+            str(lenet_npu),
+            "-i",
+            str(batch),
+            "--device",
+            "snapdragon-npu",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["providers"]["used"][0] == "QNNExecutionProvider"

@@ -48,8 +48,9 @@ def test_calibration_is_fed_in_windows_that_divide_the_batch_count():
 
 
 def test_fp16_keeps_io_types_and_accuracy(lenet_onnx, digits_eval, tmp_path):
-    art, result = quantize_model(lenet_onnx, tmp_path / "fp16.onnx", method="fp16", eval_data=str(digits_eval),
-                                 runs=3, **quiet)
+    art, result = quantize_model(
+        lenet_onnx, tmp_path / "fp16.onnx", method="fp16", eval_data=str(digits_eval), runs=3, **quiet
+    )
     assert abs(result["comparison"]["rows"][1]["delta"]) <= 0.005
     assert onnx.load(str(art.path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
@@ -65,8 +66,17 @@ def test_int4_makes_matmulnbits_and_refuses_a_model_without_matmul(tmp_path, len
 
 
 def test_max_drop_search_reports_whether_the_target_was_met(lenet_onnx, digits_calib, digits_eval, tmp_path):
-    art, result = quantize_model(lenet_onnx, tmp_path / "search.onnx", method="static", calib=str(digits_calib),
-                                 calib_method="minmax", eval_data=str(digits_eval), max_drop=-0.5, runs=3, **quiet)
+    art, result = quantize_model(
+        lenet_onnx,
+        tmp_path / "search.onnx",
+        method="static",
+        calib=str(digits_calib),
+        calib_method="minmax",
+        eval_data=str(digits_eval),
+        max_drop=-0.5,
+        runs=3,
+        **quiet,
+    )
     search = result["search"]
     assert search["met"] is False  # an accuracy gain of 50 points cannot be had
     assert len(search["steps"]) > 1 and all("bought" in s for s in search["steps"][1:])
@@ -80,16 +90,33 @@ def _activation_scales(path) -> dict[str, float]:
     """The scale of every QuantizeLinear that quantizes an activation (not a weight initializer)."""
     model = onnx.load(str(path))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    return {n.input[0]: float(inits[n.input[1]].ravel()[0]) for n in model.graph.node
-            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and n.input[1] in inits}
+    return {
+        n.input[0]: float(inits[n.input[1]].ravel()[0])
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits and n.input[1] in inits
+    }
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_calibration_methods_choose_other_ranges_than_minmax(lenet_onnx, digits_calib, tmp_path, method):
-    ref, _ = quantize_model(lenet_onnx, tmp_path / "minmax.onnx", method="static", calib=str(digits_calib),
-                            calib_method="minmax", calib_samples=32, **quiet)
-    art, _ = quantize_model(lenet_onnx, tmp_path / f"{method}.onnx", method="static", calib=str(digits_calib),
-                            calib_method=method, calib_samples=32, **quiet)
+    ref, _ = quantize_model(
+        lenet_onnx,
+        tmp_path / "minmax.onnx",
+        method="static",
+        calib=str(digits_calib),
+        calib_method="minmax",
+        calib_samples=32,
+        **quiet,
+    )
+    art, _ = quantize_model(
+        lenet_onnx,
+        tmp_path / f"{method}.onnx",
+        method="static",
+        calib=str(digits_calib),
+        calib_method=method,
+        calib_samples=32,
+        **quiet,
+    )
     assert art.steps[-1].config["calibration"] == method
     a, b = _activation_scales(ref.path), _activation_scales(art.path)
     assert a.keys() == b.keys() and len(a) >= 4
@@ -98,8 +125,15 @@ def test_histogram_calibration_methods_choose_other_ranges_than_minmax(lenet_onn
 
 
 def test_exclude_by_op_type_keeps_those_nodes_float(lenet_onnx, digits_calib, tmp_path):
-    art, _ = quantize_model(lenet_onnx, tmp_path / "ex.onnx", method="static", calib=str(digits_calib),
-                            exclude=["Gemm"], calib_samples=16, **quiet)
+    art, _ = quantize_model(
+        lenet_onnx,
+        tmp_path / "ex.onnx",
+        method="static",
+        calib=str(digits_calib),
+        exclude=["Gemm"],
+        calib_samples=16,
+        **quiet,
+    )
     assert art.steps[-1].config["exclude_op_types"] == ["Gemm"]
     graph = onnx.load(str(art.path)).graph
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
@@ -142,11 +176,13 @@ def test_already_quantized_model_and_max_drop_without_eval_data_are_refused(lene
 def test_device_profile_sets_reduce_range_and_types(lenet_onnx, tmp_path):
     from edgeinfer.devices import get_profile
 
-    art, _ = quantize_model(lenet_onnx, tmp_path / "laptop.onnx", method="dynamic",
-                            profile=get_profile("x86-laptop"), **quiet)
+    art, _ = quantize_model(
+        lenet_onnx, tmp_path / "laptop.onnx", method="dynamic", profile=get_profile("x86-laptop"), **quiet
+    )
     assert art.steps[-1].config["reduce_range"] is True
-    art, _ = quantize_model(lenet_onnx, tmp_path / "vnni.onnx", method="dynamic",
-                            profile=get_profile("x86-avx512-vnni"), **quiet)
+    art, _ = quantize_model(
+        lenet_onnx, tmp_path / "vnni.onnx", method="dynamic", profile=get_profile("x86-avx512-vnni"), **quiet
+    )
     assert art.steps[-1].config["reduce_range"] is False
 
 
@@ -154,8 +190,9 @@ def test_device_profile_sets_reduce_range_and_types(lenet_onnx, tmp_path):
 def test_minilm_dynamic_int8_keeps_embeddings_and_shrinks(minilm_onnx, tmp_path):
     from edgeinfer.examples import SENTENCES
 
-    art, result = quantize_model(minilm_onnx, tmp_path / "minilm-int8.onnx", method="dynamic",
-                                 eval_data=str(SENTENCES), runs=3, **quiet)
+    art, result = quantize_model(
+        minilm_onnx, tmp_path / "minilm-int8.onnx", method="dynamic", eval_data=str(SENTENCES), runs=3, **quiet
+    )
     base, cand = result["comparison"]["rows"]
     assert result["comparison"]["task"] == "embedding" and result["comparison"]["samples"] == 250
     assert cand["metrics"]["cosine_mean"] > 0.98 and cand["metrics"]["retrieval_top10"] > 0.8

@@ -31,12 +31,15 @@ def test_configs_round_trip_through_a_plain_dict(name):
     assert OnnxQuantConfig.from_dict(data) == cfg
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(method="int3"), "valid: dynamic, fp16, int4, static"),
-    (dict(method="static", calibration="median"), "valid: minmax, entropy, percentile"),
-    (dict(method="int4", block_size=48), "power of two"),
-    (dict(method="dynamic", weight_type="int7"), "valid: int8, uint8"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(method="int3"), "valid: dynamic, fp16, int4, static"),
+        (dict(method="static", calibration="median"), "valid: minmax, entropy, percentile"),
+        (dict(method="int4", block_size=48), "power of two"),
+        (dict(method="dynamic", weight_type="int7"), "valid: int8, uint8"),
+    ],
+)
 def test_a_bad_config_fails_when_made(bad, message):
     with pytest.raises(ConfigError, match=message):
         OnnxQuantConfig(**bad)

@@ -31,8 +31,22 @@ def ten_way_head_of_five():
 
 def test_structured_pruning_removes_channels_and_is_compared_in_onnx_runtime(tmp_path, capsys):
     out = tmp_path / "lenet-p.onnx"
-    code, stdout, err = run_cli(capsys, "prune", "edgeinfer.examples.digits:lenet", "-o", out, "--data", DATA,
-                                "--ratio", "0.5", "--finetune-epochs", "1", "--runs", "5", "--json")
+    code, stdout, err = run_cli(
+        capsys,
+        "prune",
+        "edgeinfer.examples.digits:lenet",
+        "-o",
+        out,
+        "--data",
+        DATA,
+        "--ratio",
+        "0.5",
+        "--finetune-epochs",
+        "1",
+        "--runs",
+        "5",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(stdout)
     m = report["metrics"]
@@ -68,8 +82,11 @@ def test_unstructured_and_2_4_sparsity_zero_weights_without_removing_them():
 
     model = trained_lenet()
     sparse, rep = sparsify(model, PruneConfig(PruneMethod.UNSTRUCTURED, 0.5, global_ranking=True))
-    zeros = sum(int((m.weight == 0).sum()) for m in sparse.modules() if hasattr(m, "weight") and m.weight is not None
-                and m.weight.dim() > 1)
+    zeros = sum(
+        int((m.weight == 0).sum())
+        for m in sparse.modules()
+        if hasattr(m, "weight") and m.weight is not None and m.weight.dim() > 1
+    )
     total = sum(v["weights"] for v in rep.layers.values())
     assert zeros / total == pytest.approx(0.5, abs=0.01)
     assert rep.params_after == rep.params_before
@@ -83,22 +100,48 @@ def test_unstructured_and_2_4_sparsity_zero_weights_without_removing_them():
 
 
 def test_unstructured_pruning_cli_says_sparsity_is_not_speed(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "prune", "edgeinfer.examples.digits:lenet", "-o", tmp_path / "s.onnx",
-                             "--data", DATA, "--method", "unstructured", "--finetune-epochs", "0", "--runs", "5")
+    code, out, err = run_cli(
+        capsys,
+        "prune",
+        "edgeinfer.examples.digits:lenet",
+        "-o",
+        tmp_path / "s.onnx",
+        "--data",
+        DATA,
+        "--method",
+        "unstructured",
+        "--finetune-epochs",
+        "0",
+        "--runs",
+        "5",
+    )
     assert code == 0, err
     assert "do not skip zeros" in out
 
 
 def test_pruning_bad_input_is_refused_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "x.onnx"
-    code, _, err = run_cli(capsys, "prune", "edgeinfer.examples.digits:lenet", "-o", out, "--data", DATA,
-                           "--ratio", "1.5")
+    code, _, err = run_cli(
+        capsys, "prune", "edgeinfer.examples.digits:lenet", "-o", out, "--data", DATA, "--ratio", "1.5"
+    )
     assert code == 2 and "between 0 and 1" in err
-    code, _, err = run_cli(capsys, "prune", "edgeinfer.examples.digits:lenet", "-o", out, "--data", DATA,
-                           "--ratio", "0.95", "--finetune-epochs", "0")
+    code, _, err = run_cli(
+        capsys,
+        "prune",
+        "edgeinfer.examples.digits:lenet",
+        "-o",
+        out,
+        "--data",
+        DATA,
+        "--ratio",
+        "0.95",
+        "--finetune-epochs",
+        "0",
+    )
     assert code == 2 and "would remove every channel of 0" in err
-    code, _, err = run_cli(capsys, "prune", "edgeinfer.examples.digits:lenet", "-o", out, "--data", DATA,
-                           "--ignore", "nope")
+    code, _, err = run_cli(
+        capsys, "prune", "edgeinfer.examples.digits:lenet", "-o", out, "--data", DATA, "--ignore", "nope"
+    )
     assert code == 2 and "no such module" in err
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, input=np.zeros((40, 3, 16, 16), np.float32), labels=np.zeros(40, np.int64))
@@ -157,11 +200,28 @@ def test_ctrl_c_keeps_the_last_finished_epoch():
 
 # -- distillation -----------------------------------------------------------------------------
 
+
 def test_distillation_trains_a_smaller_student_and_compares_it_with_the_teacher(tmp_path, capsys):
     out = tmp_path / "student.onnx"
-    code, stdout, err = run_cli(capsys, "distill", "--teacher", "edgeinfer.examples.digits:lenet",
-                                "--student", "edgeinfer.examples.digits:lenet_half", "-o", out, "--data", DATA,
-                                "--epochs", "6", "--feature", "3:3", "--runs", "5", "--json")
+    code, stdout, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        "edgeinfer.examples.digits:lenet",
+        "--student",
+        "edgeinfer.examples.digits:lenet_half",
+        "-o",
+        out,
+        "--data",
+        DATA,
+        "--epochs",
+        "6",
+        "--feature",
+        "3:3",
+        "--runs",
+        "5",
+        "--json",
+    )
     assert code == 0, err
     m = json.loads(stdout)["metrics"]
     assert m["student_params"] < 0.4 * m["teacher_params"]
@@ -170,9 +230,18 @@ def test_distillation_trains_a_smaller_student_and_compares_it_with_the_teacher(
 
 
 def test_student_with_other_outputs_is_refused(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "distill", "--teacher", "edgeinfer.examples.digits:lenet",
-                           "--student", "tests.compress.test_train_compress:ten_way_head_of_five",
-                           "-o", tmp_path / "s.onnx", "--data", DATA)
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        "edgeinfer.examples.digits:lenet",
+        "--student",
+        "tests.compress.test_train_compress:ten_way_head_of_five",
+        "-o",
+        tmp_path / "s.onnx",
+        "--data",
+        DATA,
+    )
     assert code == 2 and "labels go up to 9 but the model has 5 classes" in err
     assert not (tmp_path / "s.onnx").exists()
 
@@ -201,6 +270,7 @@ def test_minilm_distils_into_half_the_layers(minilm_dir, tmp_path):
 
 # -- QAT ----------------------------------------------------------------------------------------
 
+
 def test_batchnorm_folding_keeps_the_outputs():
     import torch
 
@@ -219,8 +289,21 @@ def test_qat_exports_an_int8_qdq_model_that_onnx_runtime_runs_as_integer_kernels
     import onnxruntime as ort
 
     out = tmp_path / "qat.onnx"
-    code, stdout, err = run_cli(capsys, "qat", "edgeinfer.examples.digits:dscnn_trained", "-o", out, "--data", DATA,
-                                "--epochs", "1", "--per-tensor", "--runs", "5", "--json")
+    code, stdout, err = run_cli(
+        capsys,
+        "qat",
+        "edgeinfer.examples.digits:dscnn_trained",
+        "-o",
+        out,
+        "--data",
+        DATA,
+        "--epochs",
+        "1",
+        "--per-tensor",
+        "--runs",
+        "5",
+        "--json",
+    )
     assert code == 0, err
     m = json.loads(stdout)["metrics"]
     assert m["comparison"]["accuracy"] > m["float_accuracy"] - 0.02

@@ -8,10 +8,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # Folder -> the module prefix it installs as (pyproject's package-dir mapping).
-FOLDERS = {"edgeinfer": "edgeinfer", "exporters": "edgeinfer.exporters", "compress": "edgeinfer.compress",
-           "runtime": "edgeinfer.runtime", "devices": "edgeinfer.devices"}
-SUBSYSTEMS = ("edgeinfer.exporters", "edgeinfer.compress", "edgeinfer.runtime", "edgeinfer.devices",
-              "edgeinfer.examples")
+FOLDERS = {
+    "edgeinfer": "edgeinfer",
+    "exporters": "edgeinfer.exporters",
+    "compress": "edgeinfer.compress",
+    "runtime": "edgeinfer.runtime",
+    "devices": "edgeinfer.devices",
+}
+SUBSYSTEMS = (
+    "edgeinfer.exporters",
+    "edgeinfer.compress",
+    "edgeinfer.runtime",
+    "edgeinfer.devices",
+    "edgeinfer.examples",
+)
 
 
 def modules() -> dict[str, Path]:
@@ -50,7 +60,9 @@ def imports(file: Path, module: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names = [f"{base}.{a.name}" for a in node.names] + [base]
         for name in names:
             while name and name not in known:
@@ -66,14 +78,19 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_imports_only_go_down_the_tiers():
-    upward = [f"{a} -> {b}" for a, deps in graph().items() for b in deps
-              if tier(b) > tier(a) and not (b == "edgeinfer" and tier(a) <= 3)]
+    upward = [
+        f"{a} -> {b}"
+        for a, deps in graph().items()
+        for b in deps
+        if tier(b) > tier(a) and not (b == "edgeinfer" and tier(a) <= 3)
+    ]
     assert not upward, "upward imports:\n" + "\n".join(sorted(upward))
 
 
 def test_subsystems_never_import_each_other():
-    crossing = [f"{a} -> {b}" for a, deps in graph().items() for b in deps
-                if group(a) and group(b) and group(a) != group(b)]
+    crossing = [
+        f"{a} -> {b}" for a, deps in graph().items() for b in deps if group(a) and group(b) and group(a) != group(b)
+    ]
     assert not crossing, "subsystems importing each other:\n" + "\n".join(sorted(crossing))
 
 
@@ -86,7 +103,7 @@ def test_no_import_circle():
         state[node] = 1
         for dep in sorted(g.get(node, ())):
             if state.get(dep) == 1:
-                cycles.append(path[path.index(dep):] + [dep] if dep in path else [node, dep])
+                cycles.append(path[path.index(dep) :] + [dep] if dep in path else [node, dep])
             elif dep not in state:
                 visit(dep, [*path, dep])
         state[node] = 2
@@ -100,7 +117,12 @@ def test_no_import_circle():
 def test_the_checker_sees_the_tiers():
     """Guard against a checker that passes because it found nothing."""
     g = graph()
-    assert {"edgeinfer.core.errors", "edgeinfer.pipelines.export", "edgeinfer.cli.app",
-            "edgeinfer.runtime.ort", "edgeinfer.exporters.source"} <= set(g)
+    assert {
+        "edgeinfer.core.errors",
+        "edgeinfer.pipelines.export",
+        "edgeinfer.cli.app",
+        "edgeinfer.runtime.ort",
+        "edgeinfer.exporters.source",
+    } <= set(g)
     assert "edgeinfer.core.errors" in g["edgeinfer.runtime.ort"]
     assert "edgeinfer.cli.app" in g["edgeinfer.cli.models"]

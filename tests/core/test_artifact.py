@@ -1,4 +1,3 @@
-
 import pytest
 
 from edgeinfer.core.artifact import Step, load_artifact, new_artifact
@@ -9,7 +8,9 @@ from edgeinfer.core.io import atomic_path, check_output
 def test_sidecar_round_trips_steps_and_derives_history(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"not really onnx")
-    art = new_artifact(model, {"kind": "factory", "factory": "x:y"}, Step("export", {"opset": 18}, {"max_abs_diff": 1e-6}))
+    art = new_artifact(
+        model, {"kind": "factory", "factory": "x:y"}, Step("export", {"opset": 18}, {"max_abs_diff": 1e-6})
+    )
     art.save()
     loaded = load_artifact(model)
     assert loaded.sha256 == art.sha256

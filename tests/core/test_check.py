@@ -10,8 +10,9 @@ from tests.conftest import run_cli
 
 def test_check_passes_within_budget(capsys, lenet_onnx, lenet_int8, digits_eval):
     art, _ = lenet_int8
-    code, out, _ = run_cli(capsys, "check", lenet_onnx, art.path, "--data", digits_eval, "--max-drop", "0.02",
-                           "--runs", "5", "--json")
+    code, out, _ = run_cli(
+        capsys, "check", lenet_onnx, art.path, "--data", digits_eval, "--max-drop", "0.02", "--runs", "5", "--json"
+    )
     report = json.loads(out)
     assert code == 0 and report["passed"] and report["violations"] == []
 
@@ -26,8 +27,9 @@ def test_check_fails_with_exit_1_on_an_accuracy_regression(capsys, lenet_onnx, d
         init.CopyFrom(onnx.numpy_helper.from_array((w + rng.normal(0, 0.3, w.shape)).astype(w.dtype), init.name))
     noisy = tmp_path / "noisy.onnx"
     onnx.save(model, str(noisy))
-    code, out, err = run_cli(capsys, "check", lenet_onnx, noisy, "--data", digits_eval, "--max-drop", "0.01",
-                             "--runs", "3")
+    code, out, err = run_cli(
+        capsys, "check", lenet_onnx, noisy, "--data", digits_eval, "--max-drop", "0.01", "--runs", "3"
+    )
     assert code == 1
     assert "REGRESSION" in err and "accuracy dropped" in err
 
@@ -38,16 +40,18 @@ def test_check_without_budget_or_labels_is_bad_input(capsys, lenet_onnx, lenet_i
     assert code == 2 and "--max-drop" in err
     unlabeled = tmp_path / "x.npz"
     np.savez(unlabeled, input=np.zeros((8, 1, 32, 32), np.float32))
-    code, _, err = run_cli(capsys, "check", lenet_onnx, art.path, "--data", unlabeled, "--task",
-                           "classification", "--max-drop", "0.01")
+    code, _, err = run_cli(
+        capsys, "check", lenet_onnx, art.path, "--data", unlabeled, "--task", "classification", "--max-drop", "0.01"
+    )
     assert code == 2 and "labels" in err
 
 
 def test_compare_writes_html_and_json_rows(capsys, lenet_onnx, lenet_int8, digits_eval, tmp_path):
     art, _ = lenet_int8
     html = tmp_path / "report.html"
-    code, out, _ = run_cli(capsys, "compare", lenet_onnx, art.path, "--data", digits_eval, "--runs", "5",
-                           "--report", html, "--json")
+    code, out, _ = run_cli(
+        capsys, "compare", lenet_onnx, art.path, "--data", digits_eval, "--runs", "5", "--report", html, "--json"
+    )
     report = json.loads(out)
     assert code == 0 and [r["model"] for r in report["rows"]] == [str(lenet_onnx), str(art.path)]
     assert report["rows"][0]["speedup"] == 1.0 or abs(report["rows"][0]["speedup"] - 1.0) < 1e-9

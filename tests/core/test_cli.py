@@ -42,8 +42,21 @@ def test_unavailable_provider_from_cli_names_package(capsys, lenet_onnx, digits_
 
 
 def test_bench_json_has_stable_keys_and_baseline_speedup(capsys, lenet_onnx):
-    code, stdout, _ = run_cli(capsys, "bench", lenet_onnx, "--runs", "10", "--warmup", "2",
-                              "--shape", "batch=4", "--baseline", "auto", "--trust-source", "--json")
+    code, stdout, _ = run_cli(
+        capsys,
+        "bench",
+        lenet_onnx,
+        "--runs",
+        "10",
+        "--warmup",
+        "2",
+        "--shape",
+        "batch=4",
+        "--baseline",
+        "auto",
+        "--trust-source",
+        "--json",
+    )
     assert code == 0
     result = json.loads(stdout)
     assert result["inputs"] == {"input": [4, 1, 32, 32]}

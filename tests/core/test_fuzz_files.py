@@ -17,8 +17,13 @@ from hypothesis import strategies as st
 from edgeinfer.core.errors import EdgeInferError
 from tests import fuzzing
 
-FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +67,19 @@ def test_mutated_gguf_headers_are_refused_or_loaded_safely(seeds):
     run()
     assert counts["refused"] > 0 and sum(counts.values()) >= 100
     # What edgeinfer accepted goes to llama.cpp, in a child process: a crash there is a finding.
-    proc = subprocess.run([sys.executable, "-c", fuzzing.LLAMA_LOAD_SCRIPT, str(accepted)], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, f"llama.cpp crashed (signal {-proc.returncode}) on an accepted GGUF: {proc.stderr[-500:]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", fuzzing.LLAMA_LOAD_SCRIPT, str(accepted)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (
+        f"llama.cpp crashed (signal {-proc.returncode}) on an accepted GGUF: {proc.stderr[-500:]}"
+    )
     shutil.rmtree(accepted)
 
 
-@pytest.mark.parametrize("kind, suffix, feed", [("onnx", ".onnx", fuzzing.feed_onnx),
-                                                ("safetensors", ".safetensors", fuzzing.feed_safetensors)])
+@pytest.mark.parametrize(
+    "kind, suffix, feed",
+    [("onnx", ".onnx", fuzzing.feed_onnx), ("safetensors", ".safetensors", fuzzing.feed_safetensors)],
+)
 def test_mutated_onnx_and_safetensors_are_refused_or_loaded_safely(seeds, kind, suffix, feed):
     data, region = seeds[kind]
     counts = {"accepted": 0, "refused": 0}

@@ -33,21 +33,25 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------------------------- usage and exit codes
 
-@pytest.mark.parametrize("args, contains", [
-    (["export", "--bogus"], "No such option"),
-    (["exprot", "x"], "No such command"),
-    (["export", "edgeinfer.examples.digits:lenet"], "--output"),
-    (["bench", "m.onnx", "--runs", "abc"], "--runs"),
-    (["bench", "m.onnx", "--runs", "0"], "--runs"),
-    (["bench", "m.gguf", "--n-prompt", "0"], "--n-prompt"),
-    (["bench", "m.onnx", "--threads", "100000"], "--threads"),
-    (["compare", "a.onnx", "b.onnx", "--data", "d.npz", "--batch-size", "0"], "--batch-size"),
-    (["compare", "a.onnx", "b.onnx", "--data", "d.npz", "--limit", "-1"], "--limit"),
-    (["compare", "a.gguf", "b.gguf", "--window", "0"], "--window"),
-    (["export", "edgeinfer.examples.digits:lenet", "-o", "x.onnx", "--opset", "99"], "--opset"),
-    (["export", "x", "-o", "x.gguf", "--check-tokens", "100000"], "--check-tokens"),
-    (["check", "a.onnx", "b.onnx", "--data", "d.npz", "--max-drop", "nan"], "max"),
-])
+
+@pytest.mark.parametrize(
+    "args, contains",
+    [
+        (["export", "--bogus"], "No such option"),
+        (["exprot", "x"], "No such command"),
+        (["export", "edgeinfer.examples.digits:lenet"], "--output"),
+        (["bench", "m.onnx", "--runs", "abc"], "--runs"),
+        (["bench", "m.onnx", "--runs", "0"], "--runs"),
+        (["bench", "m.gguf", "--n-prompt", "0"], "--n-prompt"),
+        (["bench", "m.onnx", "--threads", "100000"], "--threads"),
+        (["compare", "a.onnx", "b.onnx", "--data", "d.npz", "--batch-size", "0"], "--batch-size"),
+        (["compare", "a.onnx", "b.onnx", "--data", "d.npz", "--limit", "-1"], "--limit"),
+        (["compare", "a.gguf", "b.gguf", "--window", "0"], "--window"),
+        (["export", "edgeinfer.examples.digits:lenet", "-o", "x.onnx", "--opset", "99"], "--opset"),
+        (["export", "x", "-o", "x.gguf", "--check-tokens", "100000"], "--check-tokens"),
+        (["check", "a.onnx", "b.onnx", "--data", "d.npz", "--max-drop", "nan"], "max"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(capsys, tmp_path, monkeypatch, args, contains):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = run_cli(capsys, *args)
@@ -82,9 +86,25 @@ def test_sigint_on_a_real_run_exits_130(lenet_onnx, tmp_path):
     import time
 
     out = tmp_path / "q.onnx"
-    proc = subprocess.Popen([sys.executable, "-P", "-c", "from edgeinfer.cli import main; main()", "bench",
-                             str(lenet_onnx), "--runs", "100000", "--warmup", "0", "--shape", "batch=2048"],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "from edgeinfer.cli import main; main()",
+            "bench",
+            str(lenet_onnx),
+            "--runs",
+            "100000",
+            "--warmup",
+            "0",
+            "--shape",
+            "batch=2048",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(12)  # imports, session, then timing
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
@@ -94,6 +114,7 @@ def test_sigint_on_a_real_run_exits_130(lenet_onnx, tmp_path):
 
 
 # ---------------------------------------------------------------------------------- ONNX files
+
 
 @pytest.mark.parametrize("content", [b"", b"not an onnx model at all", b"\x08\x07\x12\x02" + os.urandom(64)])
 def test_quantize_of_a_broken_onnx_file_is_one_line(capsys, tmp_path, content):
@@ -107,8 +128,12 @@ def test_quantize_of_a_broken_onnx_file_is_one_line(capsys, tmp_path, content):
 def test_truncated_onnx_is_refused_by_every_command(capsys, lenet_onnx, digits_eval, tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(lenet_onnx.read_bytes()[:5000])
-    for args in (["quantize", model, "-o", tmp_path / "q.onnx"], ["run", model, "-i", digits_eval],
-                 ["bench", model, "--runs", "2"], ["info", model]):
+    for args in (
+        ["quantize", model, "-o", tmp_path / "q.onnx"],
+        ["run", model, "-i", digits_eval],
+        ["bench", model, "--runs", "2"],
+        ["info", model],
+    ):
         code, _, stderr = run_cli(capsys, *args)
         if args[0] == "info":  # info reads the sidecar record only; there is none
             assert code == 0
@@ -146,6 +171,7 @@ def test_failed_onnx_load_leaves_no_profiler_folder(capsys, tmp_path, digits_eva
 
 
 # ---------------------------------------------------------------------------------- outputs and races
+
 
 def test_a_second_writer_of_one_output_is_refused(tmp_path):
     from edgeinfer.core.errors import OutputExistsError
@@ -186,8 +212,17 @@ def test_stale_sidecar_is_warned_about(capsys, lenet_onnx, tmp_path):
     assert code == 0 and "sha256 differs" in stderr
 
 
-@pytest.mark.parametrize("sidecar", ["{not json", "[1, 2]", '{"steps": 5}', '{"steps": [{"op": 1}]}',
-                                     '{"steps": [{"op": "export", "evil": 1}]}', '{"source": []}'])
+@pytest.mark.parametrize(
+    "sidecar",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"steps": 5}',
+        '{"steps": [{"op": 1}]}',
+        '{"steps": [{"op": "export", "evil": 1}]}',
+        '{"source": []}',
+    ],
+)
 def test_malformed_sidecar_is_one_line(capsys, lenet_onnx, tmp_path, sidecar):
     model = tmp_path / "m.onnx"
     shutil.copy(lenet_onnx, model)
@@ -197,6 +232,7 @@ def test_malformed_sidecar_is_one_line(capsys, lenet_onnx, tmp_path, sidecar):
 
 
 # ---------------------------------------------------------------------------------- data files and options
+
 
 def test_npz_that_is_not_a_zip_says_so(capsys, lenet_onnx, tmp_path):
     bad = tmp_path / "x.npz"
@@ -223,21 +259,25 @@ def test_huge_synthetic_shape_is_refused_before_allocating(capsys, lenet_onnx):
     assert_refused(code, stderr, contains="GiB")
 
 
-@pytest.mark.parametrize("budget", [["--min-cosine", "2"], ["--max-drop", "-1"], ["--min-cosine", "0.5"],
-                                    ["--max-size", "nan"]])
+@pytest.mark.parametrize(
+    "budget", [["--min-cosine", "2"], ["--max-drop", "-1"], ["--min-cosine", "0.5"], ["--max-size", "nan"]]
+)
 def test_impossible_or_meaningless_budgets_are_refused(capsys, lenet_onnx, digits_eval, budget):
     code, _, stderr = run_cli(capsys, "check", lenet_onnx, lenet_onnx, "--data", digits_eval, "--runs", "2", *budget)
     assert_refused(code, stderr)
 
 
-@pytest.mark.parametrize("toml", [
-    'name = "x"\nproviders = ["cpu"]\n[quant]\nreduce_range = "false"\n',
-    'name = "x"\nproviders = ["cpu"]\nstatic_shapes = "no"\n',
-    'name = "x"\nproviders = ["cpu"]\nquant = 5\n',
-    'name = "x"\nproviders = ["cpu"]\n[llm]\nn_ctx = "abc"\n',
-    'name = "x"\nproviders = [1]\n',
-    None,  # binary
-])
+@pytest.mark.parametrize(
+    "toml",
+    [
+        'name = "x"\nproviders = ["cpu"]\n[quant]\nreduce_range = "false"\n',
+        'name = "x"\nproviders = ["cpu"]\nstatic_shapes = "no"\n',
+        'name = "x"\nproviders = ["cpu"]\nquant = 5\n',
+        'name = "x"\nproviders = ["cpu"]\n[llm]\nn_ctx = "abc"\n',
+        'name = "x"\nproviders = [1]\n',
+        None,  # binary
+    ],
+)
 def test_bad_device_profiles_are_one_line(capsys, lenet_onnx, digits_eval, tmp_path, toml):
     profile = tmp_path / "dev.toml"
     profile.write_bytes(os.urandom(256) + b"\xff\xfe" if toml is None else toml.encode())
@@ -246,6 +286,7 @@ def test_bad_device_profiles_are_one_line(capsys, lenet_onnx, digits_eval, tmp_p
 
 
 # ---------------------------------------------------------------------------------- Hugging Face folders
+
 
 def _safetensors(header: object, data: bytes = b"\0" * 64, length: int | None = None) -> bytes:
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
@@ -274,10 +315,21 @@ def _hf_folder(minilm_dir: Path, folder: Path, weights: bytes, arch: str = "Llam
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (minilm_dir / name).is_file():
             shutil.copy(minilm_dir / name, folder / name)
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": [arch], "model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 30522,
-        "max_position_embeddings": 64}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": [arch],
+                "model_type": "llama",
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "vocab_size": 30522,
+                "max_position_embeddings": 64,
+            }
+        )
+    )
     (folder / "model.safetensors").write_bytes(weights)
     return folder
 
@@ -293,14 +345,17 @@ def test_hostile_safetensors_is_one_line_for_both_exports(capsys, minilm_dir, tm
     assert not out.exists() and snapshot(folder) == before
 
 
-@pytest.mark.parametrize("file, content", [
-    ("tokenizer.json", "truncated"),
-    ("tokenizer.json", b"\x00\xff\xfe binary"),
-    ("tokenizer.json", "{}"),
-    ("tokenizer.json", json.dumps({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}})),
-    ("config.json", "{invalid"),
-    ("config.json", "[1, 2]"),
-])
+@pytest.mark.parametrize(
+    "file, content",
+    [
+        ("tokenizer.json", "truncated"),
+        ("tokenizer.json", b"\x00\xff\xfe binary"),
+        ("tokenizer.json", "{}"),
+        ("tokenizer.json", json.dumps({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}})),
+        ("config.json", "{invalid"),
+        ("config.json", "[1, 2]"),
+    ],
+)
 def test_broken_tokenizer_or_config_is_one_line(capsys, minilm_dir, tmp_path, file, content):
     folder = tmp_path / "model"
     shutil.copytree(minilm_dir, folder)
@@ -325,6 +380,7 @@ def test_folder_without_tokenizer_files_is_refused(capsys, minilm_dir, tmp_path)
 
 
 # ---------------------------------------------------------------------------------- GGUF files
+
 
 def _empty_gguf(path: Path) -> Path:
     import gguf
@@ -355,8 +411,11 @@ def test_truncated_gguf_is_refused_before_llama_cpp(capsys, smollm2, tmp_path, c
     model = tmp_path / "cut.gguf"
     with open(smollm2, "rb") as fh:
         model.write_bytes(fh.read(cut))
-    for args in (["run", model, "--prompt", "hi"], ["bench", model], ["quantize", model, "-o", tmp_path / "q.gguf",
-                                                                       "--method", "Q8_0"]):
+    for args in (
+        ["run", model, "--prompt", "hi"],
+        ["bench", model],
+        ["quantize", model, "-o", tmp_path / "q.gguf", "--method", "Q8_0"],
+    ):
         code, _, stderr = run_cli(capsys, *args)
         assert_refused(code, stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf"]
@@ -373,12 +432,28 @@ def test_concurrent_runs_on_one_input_and_one_output(lenet_onnx, tmp_path):
     two runs writing one output at once: exactly one wins, the other is refused with exit 2."""
     model = tmp_path / "lenet.onnx"
     shutil.copy(lenet_onnx, model)
-    cli = [sys.executable, "-P", "-c", "from edgeinfer.cli import main; main()", "quantize", str(model),
-           "--method", "dynamic"]
-    procs = [subprocess.Popen([*cli, "-o", str(tmp_path / f"q{i}.onnx")], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(4)]
-    procs += [subprocess.Popen([*cli, "-o", str(tmp_path / "same.onnx")], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cli = [
+        sys.executable,
+        "-P",
+        "-c",
+        "from edgeinfer.cli import main; main()",
+        "quantize",
+        str(model),
+        "--method",
+        "dynamic",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cli, "-o", str(tmp_path / f"q{i}.onnx")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(4)
+    ]
+    procs += [
+        subprocess.Popen(
+            [*cli, "-o", str(tmp_path / "same.onnx")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     assert [code for code, _ in results[:4]] == [0, 0, 0, 0], results[:4]
     same = sorted(code for code, _ in results[4:])
@@ -410,14 +485,18 @@ def test_gguf_with_a_huge_array_count_is_refused_without_allocating(capsys, tmp_
 def _set(index: int, text: str):
     def edit(tokens: list[str]) -> None:
         tokens[index] = text
+
     return edit
 
 
-@pytest.mark.parametrize("edit, contains", [
-    (_set(3 + 0x0F, "<0xZZ>"), "byte tokens"),     # llama.cpp: uncaught std::out_of_range, abort
-    (_set(290, "\u2581t3"), "appears twice"),      # llama.cpp: GGML_ASSERT on the token map, abort
-    (_set(290, "\u2581t3\0"), "appears twice"),    # the same once llama.cpp stops at the NUL
-])
+@pytest.mark.parametrize(
+    "edit, contains",
+    [
+        (_set(3 + 0x0F, "<0xZZ>"), "byte tokens"),  # llama.cpp: uncaught std::out_of_range, abort
+        (_set(290, "\u2581t3"), "appears twice"),  # llama.cpp: GGML_ASSERT on the token map, abort
+        (_set(290, "\u2581t3\0"), "appears twice"),  # the same once llama.cpp stops at the NUL
+    ],
+)
 def test_gguf_vocabularies_that_abort_llama_cpp_are_refused_first(capsys, tmp_path, edit, contains):
     """Both were found by benchmarks/fuzz.py: llama.cpp killed the whole process on these files."""
     from tests.fuzzing import tiny_llama_gguf

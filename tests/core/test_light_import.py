@@ -15,8 +15,10 @@ def test_import_edgeinfer_loads_no_heavy_backend():
 
 
 def test_help_loads_no_heavy_backend_and_lists_commands():
-    code = ("import sys\nsys.argv=['edgeinfer','--help']\nfrom edgeinfer.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass")
+    code = (
+        "import sys\nsys.argv=['edgeinfer','--help']\nfrom edgeinfer.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
     assert _loaded_after(code) == set()
     out = subprocess.run([sys.executable, "-m", "edgeinfer", "--help"], capture_output=True, text=True)
     assert out.returncode == 0

@@ -88,7 +88,8 @@ def _folder_with_remote_tokenizer(minilm_dir: Path, folder: Path, marker: Path) 
     (folder / "tokenization_evil.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n"
         "from transformers import BertTokenizerFast\n"
-        "class EvilTokenizer(BertTokenizerFast):\n    pass\n")
+        "class EvilTokenizer(BertTokenizerFast):\n    pass\n"
+    )
     cfg = json.loads((folder / "tokenizer_config.json").read_text())
     cfg["auto_map"] = {"AutoTokenizer": [None, "tokenization_evil.EvilTokenizer"]}
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
@@ -128,9 +129,23 @@ def test_factory_import_does_not_run_files_from_the_current_folder(tmp_path):
         (tmp_path / name).write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit('shadowed')\n")
     env = {**os.environ, "PYTHONPATH": ""}
     # -P: like the `edgeinfer` console script, python itself does not put the current folder on sys.path.
-    proc = subprocess.run([sys.executable, "-P", "-c", "from edgeinfer.cli import main; main()", "export",
-                           "edgeinfer.examples.digits:lenet", "-o", "lenet.onnx"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "from edgeinfer.cli import main; main()",
+            "export",
+            "edgeinfer.examples.digits:lenet",
+            "-o",
+            "lenet.onnx",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert not marker.exists(), "a file in the current folder was imported"
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "lenet.onnx").is_file()
@@ -147,7 +162,8 @@ def test_factory_in_the_current_folder_is_still_importable_by_name(capsys, tmp_p
         "    def forward(self, x):\n"
         "        return self.fc(x)\n"
         "def make():\n"
-        "    return M(), {'x': torch.randn(2, 3)}\n")
+        "    return M(), {'x': torch.randn(2, 3)}\n"
+    )
     monkeypatch.chdir(tmp_path)
     code, _, stderr = run_cli(capsys, "export", "mymodel_pkg_x:make", "-o", tmp_path / "m.onnx")
     assert code == 0, stderr

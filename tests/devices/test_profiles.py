@@ -3,8 +3,15 @@ import pytest
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.devices import Provider, builtin_profiles, get_profile, load_profile_file
 
-REQUIRED = {"x86-laptop", "x86-avx512-vnni", "raspberry-pi-5", "jetson-orin", "snapdragon-npu",
-            "apple-m-series", "intel-npu"}
+REQUIRED = {
+    "x86-laptop",
+    "x86-avx512-vnni",
+    "raspberry-pi-5",
+    "jetson-orin",
+    "snapdragon-npu",
+    "apple-m-series",
+    "intel-npu",
+}
 
 
 def test_builtin_profiles_cover_the_required_devices_and_parse():
@@ -47,6 +54,7 @@ def test_unknown_device_name_lists_builtin_profiles():
 
 # ---------------------------------------------------------------------------------- every field is used
 
+
 def _profile(tmp_path, body: str):
     path = tmp_path / "board.toml"
     path.write_text('name = "board"\nproviders = ["cpu"]\n' + body)
@@ -61,8 +69,16 @@ def test_static_shapes_profile_makes_export_fix_the_shapes(capsys, tmp_path):
     from tests.conftest import run_cli
 
     out = tmp_path / "m.onnx"
-    code, stdout, stderr = run_cli(capsys, "export", "edgeinfer.examples.digits:lenet", "-o", out, "--json",
-                                   "--device", _profile(tmp_path, "static_shapes = true\n"))
+    code, stdout, stderr = run_cli(
+        capsys,
+        "export",
+        "edgeinfer.examples.digits:lenet",
+        "-o",
+        out,
+        "--json",
+        "--device",
+        _profile(tmp_path, "static_shapes = true\n"),
+    )
     assert code == 0, stderr
     assert json.loads(stdout)["meta"]["dynamic_axes"] == {}
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
@@ -72,16 +88,26 @@ def test_static_shapes_profile_makes_export_fix_the_shapes(capsys, tmp_path):
 def test_precisions_the_device_lacks_are_warned_about(capsys, lenet_onnx, tmp_path):
     from tests.conftest import run_cli
 
-    code, _, stderr = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "q.onnx", "--method", "fp16",
-                              "--device", _profile(tmp_path, 'precisions = ["fp32", "int8"]\n'))
+    code, _, stderr = run_cli(
+        capsys,
+        "quantize",
+        lenet_onnx,
+        "-o",
+        tmp_path / "q.onnx",
+        "--method",
+        "fp16",
+        "--device",
+        _profile(tmp_path, 'precisions = ["fp32", "int8"]\n'),
+    )
     assert code == 0 and "not fp16" in stderr
 
 
 def test_memory_budget_of_the_device_is_checked_in_bench(capsys, lenet_onnx, tmp_path):
     from tests.conftest import run_cli
 
-    code, _, stderr = run_cli(capsys, "bench", lenet_onnx, "--runs", "2", "--warmup", "0",
-                              "--device", _profile(tmp_path, "memory_mb = 16\n"))
+    code, _, stderr = run_cli(
+        capsys, "bench", lenet_onnx, "--runs", "2", "--warmup", "0", "--device", _profile(tmp_path, "memory_mb = 16\n")
+    )
     assert code == 0 and "exceeds device board's memory_mb of 16" in stderr
 
 
@@ -90,7 +116,15 @@ def test_kquant_of_the_device_is_the_default_gguf_type(capsys, smollm2, tmp_path
 
     from tests.conftest import run_cli
 
-    code, stdout, stderr = run_cli(capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--json",
-                                   "--device", _profile(tmp_path, '[llm]\nkquant = "Q8_0"\n'))
+    code, stdout, stderr = run_cli(
+        capsys,
+        "quantize",
+        smollm2,
+        "-o",
+        tmp_path / "q.gguf",
+        "--json",
+        "--device",
+        _profile(tmp_path, '[llm]\nkquant = "Q8_0"\n'),
+    )
     assert code == 0, stderr
     assert "Q8_0" in json.loads(stdout)["after"]["tensor_types"]

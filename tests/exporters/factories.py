@@ -50,8 +50,11 @@ def two_outputs():
 
     mask = torch.ones(2, 7, dtype=torch.int64)
     mask[1, 5:] = 0
-    return TwoHeads(), {"x": torch.randn(2, 7, 5), "mask": mask}, {"x": {0: "batch", 1: "sequence"},
-                                                                   "mask": {0: "batch", 1: "sequence"}}
+    return (
+        TwoHeads(),
+        {"x": torch.randn(2, 7, 5), "mask": mask},
+        {"x": {0: "batch", 1: "sequence"}, "mask": {0: "batch", 1: "sequence"}},
+    )
 
 
 def not_a_module():

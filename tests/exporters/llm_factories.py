@@ -13,8 +13,15 @@ from pathlib import Path
 
 from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
 
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.08)
+SMALL = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    initializer_range=0.08,
+)
 
 
 def _spm(out: Path, dummy_prefix: bool, tokenizer_class: str, specials: tuple[str, ...] = ()) -> int:
@@ -23,26 +30,59 @@ def _spm(out: Path, dummy_prefix: bool, tokenizer_class: str, specials: tuple[st
     buf = io.BytesIO()
     text = PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text.splitlines()), model_writer=buf, vocab_size=512, model_type="bpe",
-        byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=dummy_prefix,
-        allow_whitespace_only_pieces=True, minloglevel=2)
+        sentence_iterator=iter(text.splitlines()),
+        model_writer=buf,
+        vocab_size=512,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=dummy_prefix,
+        allow_whitespace_only_pieces=True,
+        minloglevel=2,
+    )
     (out / "tokenizer.model").write_bytes(buf.getvalue())
     # Chat models append their control tokens after the SentencePiece vocabulary (Phi-3's <|end|>).
     added = {t: 512 + i for i, t in enumerate(specials)}
     if added:
         (out / "added_tokens.json").write_text(json.dumps(added))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": tokenizer_class, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "add_eos_token": False,
-        "added_tokens_decoder": {str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
-                                          "normalized": False, "single_word": False} for t, i in added.items()}}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": tokenizer_class,
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "added_tokens_decoder": {
+                    str(i): {
+                        "content": t,
+                        "special": True,
+                        "lstrip": False,
+                        "rstrip": False,
+                        "normalized": False,
+                        "single_word": False,
+                    }
+                    for t, i in added.items()
+                },
+            }
+        )
+    )
     return 512 + len(added)
 
 
 # Qwen2's split rule (every digit alone), put in front of the byte-level step as Qwen2 ships it.
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _bpe(out: Path, bpe_source: Path, qwen2_split: bool = False) -> int:
@@ -51,9 +91,13 @@ def _bpe(out: Path, bpe_source: Path, qwen2_split: bool = False) -> int:
             shutil.copy(bpe_source / name, out / name)
     tokenizer = json.loads((out / "tokenizer.json").read_text())
     if qwen2_split:
-        tokenizer["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+        tokenizer["pre_tokenizer"] = {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+            ],
+        }
         (out / "tokenizer.json").write_text(json.dumps(tokenizer))
     return len(tokenizer["model"]["vocab"])
 
@@ -66,11 +110,19 @@ def _configs():
         "MistralForCausalLM": (t.MistralConfig, t.MistralForCausalLM, "spm-llama", {"sliding_window": None}),
         "Qwen2ForCausalLM": (t.Qwen2Config, t.Qwen2ForCausalLM, "bpe-qwen2", {"tie_word_embeddings": True}),
         "GemmaForCausalLM": (t.GemmaConfig, t.GemmaForCausalLM, "spm-gemma", {"head_dim": 16}),
-        "Gemma2ForCausalLM": (t.Gemma2Config, t.Gemma2ForCausalLM, "spm-gemma",
-                              {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 512}),
+        "Gemma2ForCausalLM": (
+            t.Gemma2Config,
+            t.Gemma2ForCausalLM,
+            "spm-gemma",
+            {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 512},
+        ),
         "Phi3ForCausalLM": (t.Phi3Config, t.Phi3ForCausalLM, "spm-phi3", {"pad_token_id": 0}),
-        "GPT2LMHeadModel": (t.GPT2Config, t.GPT2LMHeadModel, "bpe",
-                            {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 1024}),
+        "GPT2LMHeadModel": (
+            t.GPT2Config,
+            t.GPT2LMHeadModel,
+            "bpe",
+            {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 1024},
+        ),
     }
 
 
@@ -85,9 +137,12 @@ def tiny_llm(architecture: str, out: Path, bpe_source: Path, seed: int = 0, **ov
     if tokenizer.startswith("bpe"):
         vocab = _bpe(out, bpe_source, qwen2_split=tokenizer == "bpe-qwen2")
     else:
-        specials = ("<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>") if tokenizer == "spm-phi3" else ()
-        vocab = _spm(out, tokenizer != "spm-gemma", "GemmaTokenizer" if tokenizer == "spm-gemma" else "LlamaTokenizer",
-                     specials)
+        specials = (
+            ("<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>") if tokenizer == "spm-phi3" else ()
+        )
+        vocab = _spm(
+            out, tokenizer != "spm-gemma", "GemmaTokenizer" if tokenizer == "spm-gemma" else "LlamaTokenizer", specials
+        )
     kwargs = {} if architecture == "GPT2LMHeadModel" else dict(SMALL)
     kwargs.update(extra)
     kwargs.update(overrides)

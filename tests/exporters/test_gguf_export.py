@@ -94,7 +94,9 @@ def test_unregistered_architecture_lists_supported_and_the_closest(tiny_llms, tm
     config = json.loads((src / "config.json").read_text())
     config["architectures"] = ["LlamaForSequenceClassification"]
     (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UnsupportedError, match="closest registered one is LlamaForCausalLM.*Supported: .*GPT2LMHeadModel"):
+    with pytest.raises(
+        UnsupportedError, match="closest registered one is LlamaForCausalLM.*Supported: .*GPT2LMHeadModel"
+    ):
         export_model(str(src), tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
 
@@ -135,6 +137,7 @@ def test_existing_output_is_kept_and_onnx_options_are_refused(tiny_llms, tmp_pat
 
 # -- LoRA ----------------------------------------------------------------------------------
 
+
 def _lora(base: Path, out: Path, targets=("q_proj", "v_proj", "down_proj")) -> Path:
     import peft
     import torch
@@ -163,9 +166,13 @@ def test_lora_merge_equals_peft_merge_and_unload(tiny_llms, llama_lora):
     from edgeinfer.exporters.gguf.lora import LoraAdapter
 
     base = tiny_llms["LlamaForCausalLM"]
-    merged = peft.PeftModel.from_pretrained(
-        transformers.AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32), str(llama_lora)
-    ).merge_and_unload().state_dict()
+    merged = (
+        peft.PeftModel.from_pretrained(
+            transformers.AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32), str(llama_lora)
+        )
+        .merge_and_unload()
+        .state_dict()
+    )
     ckpt = Checkpoint(base)
     lora = LoraAdapter(llama_lora, {n: ckpt.shape(n) for n in ckpt.names()})
     assert len(lora.pairs) == 3 * 2  # three target modules in each of two layers
@@ -181,8 +188,20 @@ def test_export_with_adapter_matches_the_adapted_model(tiny_llms, llama_lora, tm
 
     base = tiny_llms["LlamaForCausalLM"]
     tuned, plain = tmp_path / "tuned.gguf", tmp_path / "plain.gguf"
-    code, out, err = run_cli(capsys, "export", base, "-o", tuned, "--adapter", llama_lora, "--outtype", "f32",
-                             "--check-tokens", "64", "--json")
+    code, out, err = run_cli(
+        capsys,
+        "export",
+        base,
+        "-o",
+        tuned,
+        "--adapter",
+        llama_lora,
+        "--outtype",
+        "f32",
+        "--check-tokens",
+        "64",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["config"]["adapter"]["layers"] == 6
     export_model(str(base), plain, outtype="f32", check_tokens=64)
@@ -194,7 +213,10 @@ def test_export_with_adapter_matches_the_adapted_model(tiny_llms, llama_lora, tm
 
 def test_adapter_for_another_base_is_refused(tiny_llms, llama_lora, smollm2_hf, tmp_path):
     wider = tiny_llm("LlamaForCausalLM", tmp_path / "wider", smollm2_hf, hidden_size=96)
-    with pytest.raises(InputError, match=r"does not match this base model: .* is \[96, \d+\] in the base, the adapter expects \[64, \d+\]"):
+    with pytest.raises(
+        InputError,
+        match=r"does not match this base model: .* is \[96, \d+\] in the base, the adapter expects \[64, \d+\]",
+    ):
         export_model(str(wider), tmp_path / "x.gguf", adapter=str(llama_lora))
     with pytest.raises(InputError, match="does not match this base model: it adapts model.layers"):
         export_model(str(tiny_llms["GPT2LMHeadModel"]), tmp_path / "x.gguf", adapter=str(llama_lora))

@@ -46,8 +46,15 @@ def test_causal_lm_from_small_config_exports_logits(tmp_path, minilm_dir):
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    config = transformers.LlamaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     model = transformers.LlamaForCausalLM(config)
     folder = tmp_path / "tiny-llama"
     model.save_pretrained(folder, safe_serialization=True)

@@ -120,4 +120,6 @@ def test_pt2_program_exports_with_its_dynamic_batch(tmp_path):
     program = torch.export.export(model, (torch.randn(3, 4),), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(tmp_path / "mlp.pt2"))
     art = export_model(str(tmp_path / "mlp.pt2"), tmp_path / "mlp.onnx", warn=lambda m: None)
-    assert [c["inputs"] for c in art.validation["cases"].values()][1] != [c["inputs"] for c in art.validation["cases"].values()][0]
+    assert [c["inputs"] for c in art.validation["cases"].values()][1] != [
+        c["inputs"] for c in art.validation["cases"].values()
+    ][0]

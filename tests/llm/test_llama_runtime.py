@@ -68,8 +68,16 @@ def test_q8_0_quantization_records_types_and_keeps_quality(smollm2, smollm2_q8):
 
     summary = gguf_summary(smollm2_q8)
     assert summary["tensor_types"].get("Q8_0", 0) > 100 and summary["bits_per_weight"] > 8
-    report = compare_llms(smollm2, [smollm2_q8], __import__("edgeinfer.examples", fromlist=["x"]).SENTENCES,
-                          window=128, max_tokens=512, n_prompt=32, n_gen=8, reps=1)
+    report = compare_llms(
+        smollm2,
+        [smollm2_q8],
+        __import__("edgeinfer.examples", fromlist=["x"]).SENTENCES,
+        window=128,
+        max_tokens=512,
+        n_prompt=32,
+        n_gen=8,
+        reps=1,
+    )
     base, q8 = report["rows"]
     assert q8["scored_tokens"] == 4 * 64
     assert q8["kl_mean"] < 0.05 and q8["top1_agreement"] > 0.9

@@ -16,12 +16,15 @@ def test_runner_reports_provider_and_node_placement(lenet_onnx):
     assert placement["CPUExecutionProvider"]["ops"].get("Conv", 0) >= 1
 
 
-@pytest.mark.parametrize("feeds, message", [
-    ({"image": np.zeros((1, 1, 32, 32), np.float32)}, "missing input.*input.*unknown input.*image"),
-    ({"input": np.zeros((1, 1, 32, 32), np.float64)}, "dtype float64, expected float32"),
-    ({"input": np.zeros((1, 32, 32), np.float32)}, "expected rank 4"),
-    ({"input": np.zeros((1, 1, 28, 28), np.float32)}, r"shape \[1, 1, 28, 28\], expected"),
-])
+@pytest.mark.parametrize(
+    "feeds, message",
+    [
+        ({"image": np.zeros((1, 1, 32, 32), np.float32)}, "missing input.*input.*unknown input.*image"),
+        ({"input": np.zeros((1, 1, 32, 32), np.float64)}, "dtype float64, expected float32"),
+        ({"input": np.zeros((1, 32, 32), np.float32)}, "expected rank 4"),
+        ({"input": np.zeros((1, 1, 28, 28), np.float32)}, r"shape \[1, 1, 28, 28\], expected"),
+    ],
+)
 def test_wrong_inputs_name_what_the_model_expects(lenet_onnx, feeds, message):
     runner = OrtRunner(lenet_onnx)
     with pytest.raises(InputError, match=message) as e:
@@ -36,8 +39,9 @@ def test_unavailable_provider_is_an_error_naming_its_package(lenet_onnx):
 
 def test_fallback_is_explicit_printed_and_recorded(lenet_onnx):
     said = []
-    runner = OrtRunner(lenet_onnx, providers=list(get_profile("jetson-orin").providers), allow_fallback=True,
-                       warn=said.append)
+    runner = OrtRunner(
+        lenet_onnx, providers=list(get_profile("jetson-orin").providers), allow_fallback=True, warn=said.append
+    )
     assert runner.report.used == ["CPUExecutionProvider"]
     assert any("TensorrtExecutionProvider" in f for f in runner.report.fallbacks)
     assert said and "fallback" in said[0]
