@@ -31,7 +31,7 @@ def main() -> None:
     rows = []
     for name, source, path, shapes in cases:
         if not path.exists():
-            export_model(source, path, warn=print)
+            export_model(source, path)
         r = bench_model(path, shapes=shapes, runs=args.runs, warmup=3, baseline="auto")
         b = r["baseline"]
         lo, hi = b["speedup_ci95"]

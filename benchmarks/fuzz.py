@@ -52,7 +52,7 @@ def main() -> None:
     from edgeinfer.pipelines.export import export_model
 
     lenet = work / "lenet.onnx"
-    export_model("edgeinfer.examples.digits:lenet", lenet, warn=lambda m: None)
+    export_model("edgeinfer.examples.digits:lenet", lenet)
     gguf = fuzzing.tiny_llama_gguf(work / "tiny.gguf")
     safet = fuzzing.tiny_safetensors(work / "tiny.safetensors")
     formats = {

@@ -26,7 +26,7 @@ def _latency(paths: dict[str, Path], x, runs: int) -> dict[str, list[float]]:
     from edgeinfer.core.measure import interleaved
     from edgeinfer.runtime.ort import OrtRunner
 
-    runners = {k: OrtRunner(p, warn=lambda m: None) for k, p in paths.items()}
+    runners = {k: OrtRunner(p) for k, p in paths.items()}
     return interleaved(
         {k: (lambda r=r: r.session.run(None, {"input": x})) for k, r in runners.items()}, runs=runs, warmup=5
     )
@@ -35,7 +35,7 @@ def _latency(paths: dict[str, Path], x, runs: int) -> dict[str, list[float]]:
 def _onnx_accuracy(path: Path, x, y) -> float:
     from edgeinfer.runtime.ort import OrtRunner
 
-    r = OrtRunner(path, warn=lambda m: None)
+    r = OrtRunner(path)
     return float((r.run({"input": x})[r.output_names[0]].argmax(1) == y).mean())
 
 
@@ -49,7 +49,7 @@ def pruning(args) -> None:
     spec = "edgeinfer.examples.digits:resnet_trained"
     module, inputs, axes = load_model(spec)
     base = args.out / "resnet.onnx"
-    export_module(module, inputs, axes, base, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
+    export_module(module, inputs, axes, base, {"kind": "factory", "factory": spec}, [])
     results = {}
     for method in ("structured", "unstructured"):
         out = args.out / f"resnet-{method}50.onnx"
@@ -62,7 +62,6 @@ def pruning(args) -> None:
             finetune_epochs=3,
             runs=5,
             force=True,
-            warn=lambda m: None,
             progress=lambda row: print(method, row, flush=True),
         )
         results[method] = (out, r)
@@ -132,7 +131,6 @@ def distillation(args) -> None:
                 seed=seed,
                 runs=5,
                 force=True,
-                warn=lambda m: None,
             )
             bucket.append(r["metrics"]["student_accuracy"])
             teacher = r["metrics"]["teacher_accuracy"]
@@ -174,8 +172,8 @@ def minilm(args) -> None:
     embs = {}
     for name, src in (("teacher", teacher_dir), ("student", student_dir)):
         path = args.out / f"minilm-{name}.onnx"
-        export_model(str(src), path, force=True, warn=lambda m: None)
-        r = OrtRunner(path, warn=lambda m: None)
+        export_model(str(src), path, force=True)
+        r = OrtRunner(path)
         feeds = {i.name: enc[i.name].astype(np.int64) for i in r.inputs}
         hidden = r.run(feeds)[r.output_names[0]]
         m = enc["attention_mask"][..., None]
@@ -211,7 +209,7 @@ def qat_vs_ptq(args) -> None:
     spec = "edgeinfer.examples.digits:dscnn_trained"
     module, inputs, axes = load_model(spec)
     fp32 = args.out / "dscnn.onnx"
-    export_module(module, inputs, axes, fp32, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
+    export_module(module, inputs, axes, fp32, {"kind": "factory", "factory": spec}, [])
     calib = save_calib_npz(args.out / "calib.npz", samples=256)
     ptq = args.out / "dscnn-ptq-pt.onnx"
     quantize_model(
@@ -223,10 +221,9 @@ def qat_vs_ptq(args) -> None:
         reduce_range=False,
         force=True,
         runs=5,
-        warn=lambda m: None,
     )
     qat = args.out / "dscnn-qat-pt.onnx"
-    qat_model(spec, qat, DATA, epochs=3, per_channel=False, runs=5, force=True, warn=lambda m: None)
+    qat_model(spec, qat, DATA, epochs=3, per_channel=False, runs=5, force=True)
     a_fp, a_ptq, a_qat = (_onnx_accuracy(p, x_test, y_test) for p in (fp32, ptq, qat))
     recovered = (a_qat - a_ptq) / (a_fp - a_ptq) if a_fp > a_ptq else float("nan")
     rows = [

@@ -48,7 +48,6 @@ def assert_within_budget(
         task=EvalTask(task),
         runs=runs,
         batch_size=batch_size,
-        warn=lambda m: None,
     )
     problems = check_budget(report, budget)
     if problems:

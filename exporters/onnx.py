@@ -16,6 +16,8 @@ from pathlib import Path
 from edgeinfer.core.errors import BackendError, InputError
 from edgeinfer.exporters.source import SourceModel
 
+log = logging.getLogger(__name__)
+
 DEFAULT_OPSET = 18
 
 
@@ -103,7 +105,7 @@ def _export_torchscript(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> 
         )
 
 
-def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig, warn=print) -> ExportResult:
+def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> ExportResult:
     """Write `src` as ONNX to `path`; return which exporter produced it and why, if it fell back."""
     if cfg.exporter is Exporter.TORCHSCRIPT:
         _run(_export_torchscript, src, path, cfg, "TorchScript")
@@ -115,7 +117,7 @@ def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig, warn=print)
         if cfg.exporter is Exporter.DYNAMO:
             raise
         reason = str(e)
-        warn(f"fallback: torch.export-based exporter failed ({reason[:160]}); trying the TorchScript exporter")
+        log.warning(f"fallback: torch.export-based exporter failed ({reason[:160]}); trying the TorchScript exporter")
         _run(_export_torchscript, src, path, cfg, "TorchScript")
         return ExportResult(Exporter.TORCHSCRIPT, reason)
 

@@ -7,8 +7,9 @@ layers on a build without GPU offload is an error, or an explicit, recorded fall
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
 from edgeinfer.core.limits import check_threads
 from edgeinfer.core.stdio import captured_fd
 from edgeinfer.runtime import ProviderReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,6 @@ class LlamaRunner:
         path: Path,
         settings: LlamaSettings = LlamaSettings(),
         logits_all: bool = False,
-        warn: Callable[[str], None] = print,
     ) -> None:
         try:
             import llama_cpp
@@ -144,7 +146,7 @@ class LlamaRunner:
                     f"{gpu_layers} GPU layers requested, but this llama-cpp-python build has no GPU offload "
                     "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass --allow-fallback"
                 )
-            warn("fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
+            log.warning("fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
             fallbacks.append("gpu offload unavailable")
             gpu_layers = 0
         self.settings = settings

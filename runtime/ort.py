@@ -7,6 +7,7 @@ and selected per device; the CPU fallback is disabled for them unless the caller
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,8 @@ from edgeinfer.core.limits import check_threads
 from edgeinfer.core.providers import Provider
 from edgeinfer.core.stdio import quiet_native
 from edgeinfer.runtime import ProviderReport
+
+log = logging.getLogger(__name__)
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -107,7 +110,6 @@ class OrtRunner:
         optimization: str = "all",
         profile_first_run: bool = True,
         session_config: dict[str, str] | None = None,
-        warn=print,
     ) -> None:
         ort = _ort()
         self.path = Path(model)
@@ -127,7 +129,7 @@ class OrtRunner:
                 )
             fallbacks = [f"{p.value} unavailable" for p in missing]
             requested_ok = [p for p in requested if p not in missing] or [Provider.CPU]
-            warn(f"fallback: {names} not available; running on {', '.join(p.value for p in requested_ok)}")
+            log.warning(f"fallback: {names} not available; running on {', '.join(p.value for p in requested_ok)}")
         else:
             requested_ok = requested
 
@@ -189,7 +191,7 @@ class OrtRunner:
                     f"ONNX Runtime did not create {', '.join(dropped)} for {self.path.name} (it runs on "
                     f"{', '.join(used)}); pass --allow-fallback to accept that"
                 )
-            warn(f"fallback: ONNX Runtime did not create {', '.join(dropped)}; running on {', '.join(used)}")
+            log.warning(f"fallback: ONNX Runtime did not create {', '.join(dropped)}; running on {', '.join(used)}")
             fallbacks += [f"{d} not created" for d in dropped]
         self.report = ProviderReport([p.value for p in requested], list(used), fallbacks)
 
@@ -304,7 +306,7 @@ def parse_profile(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def compile_ep_context(
-    model: Path, output: Path, providers: list[Provider], threads: int | None = None, warn=print
+    model: Path, output: Path, providers: list[Provider], threads: int | None = None
 ) -> ProviderReport:
     """Precompile a model for its device's provider into an EP-context model (`*_ctx.onnx`).
 
@@ -316,7 +318,6 @@ def compile_ep_context(
         providers=providers,
         threads=threads,
         profile_first_run=False,
-        warn=warn,
         session_config={"ep.context_enable": "1", "ep.context_file_path": str(output), "ep.context_embed_mode": "1"},
     )
     if not Path(output).exists():

@@ -35,7 +35,7 @@ def lenet_onnx(artifacts) -> Path:
     from edgeinfer.pipelines.export import export_model
 
     path = artifacts / "lenet.onnx"
-    export_model("edgeinfer.examples.digits:lenet", path, warn=lambda m: None)
+    export_model("edgeinfer.examples.digits:lenet", path)
     return path
 
 
@@ -57,7 +57,7 @@ def minilm_onnx(artifacts, minilm_dir) -> Path:
     from edgeinfer.pipelines.export import export_model
 
     path = artifacts / "minilm.onnx"
-    export_model(str(minilm_dir), path, warn=lambda m: None)
+    export_model(str(minilm_dir), path)
     return path
 
 
@@ -81,7 +81,6 @@ def lenet_int8(artifacts, lenet_onnx, digits_calib, digits_eval):
         eval_data=str(digits_eval),
         report=True,
         runs=5,
-        warn=lambda m: None,
     )
 
 
@@ -90,7 +89,7 @@ def lenet_static_shapes(artifacts) -> Path:
     from edgeinfer.pipelines.export import export_model
 
     path = artifacts / "lenet-b8.onnx"
-    export_model("edgeinfer.examples.digits:lenet", path, static_shapes=True, warn=lambda m: None)
+    export_model("edgeinfer.examples.digits:lenet", path, static_shapes=True)
     return path
 
 

@@ -90,13 +90,20 @@ class _WarningsToStderr(logging.Handler):
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False) -> None:
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors, and edgeinfer's debug log.")
+    ] = False,
+) -> None:
     _state["verbose"] = verbose
     logger = logging.getLogger("edgeinfer")
-    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
-        logger.addHandler(_WarningsToStderr(logging.INFO))
-        logger.propagate = False
-    logger.setLevel(logging.INFO)
+    handler = next((h for h in logger.handlers if isinstance(h, _WarningsToStderr)), None)
+    if handler is None:
+        handler = _WarningsToStderr()
+        logger.addHandler(handler)
+    level = logging.DEBUG if verbose else logging.INFO
+    handler.setLevel(level)
+    logger.setLevel(level)
 
 
 def warn(message: str) -> None:

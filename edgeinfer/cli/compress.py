@@ -145,7 +145,6 @@ def quantize(
             runs=runs,
             force=force,
             stage=status.update,
-            warn=warn,
         )
     if as_json:
         print(json.dumps({"output": str(output), "config": art.steps[-1].config, **result}, default=str))
@@ -215,7 +214,7 @@ def print_comparison(report: dict, title: str) -> None:
     console.print(table)
 
 
-def _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn_fn):
+def _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit):
     from rich.progress import Progress
 
     from edgeinfer.core.errors import parse_choice
@@ -235,7 +234,6 @@ def _compare(baseline, candidates, data, task, device, provider, allow_fallback,
             runs=runs,
             batch_size=batch_size,
             limit=limit,
-            warn=warn_fn,
             tick=lambda: progress.advance(bar),
         )
 
@@ -316,7 +314,7 @@ def compare(
         from edgeinfer.core.errors import ConfigError
 
         raise ConfigError("compare needs --data for ONNX models")
-    result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn)
+    result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit)
     if report:
         from edgeinfer.pipelines.compare import write_html
 
@@ -394,9 +392,7 @@ def check(
     else:
         if not data:
             raise ConfigError("check needs --data for ONNX models")
-        result = _compare(
-            baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit, warn
-        )
+        result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit)
     problems = check_budget(result, budget)
     result["budget"] = {k: v for k, v in budget.__dict__.items() if v is not None}
     result["violations"] = problems

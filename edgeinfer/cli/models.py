@@ -23,7 +23,6 @@ from edgeinfer.cli.app import (
     is_gguf,
     mb,
     resolve_device,
-    warn,
 )
 
 # ---------------------------------------------------------------------------------- export
@@ -139,7 +138,6 @@ def export(
             trust_source=trust_source,
             profile=resolve_device(device, None)[0],
             stage=lambda s: status.update(s),
-            warn=warn,
             progress=progress,
         )
     if is_gguf(output):
@@ -339,7 +337,6 @@ def bench(
             baseline=baseline,
             trust_source=trust_source,
             tick=lambda: progress.advance(bar),
-            warn=warn,
         )
     if as_json:
         print(json.dumps(result))
@@ -497,4 +494,4 @@ def demo(
             "in it, or choose another --out"
         )
 
-    run_demo(out, runs, console, warn)
+    run_demo(out, runs, console)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgeinfer.cli.app import Force, Json, app, console, err, mb, warn
+from edgeinfer.cli.app import Force, Json, app, console, err, mb
 
 Data = Annotated[
     str,
@@ -154,7 +154,6 @@ def prune(
             force=force,
             progress=_epoch_printer("fine-tune", as_json),
             stage=lambda s: status.update(s),
-            warn=warn,
         )
     rep = result["report"]
     extra = [("torch accuracy", f"{result['accuracy_before']:.4f} -> {result['accuracy_after']:.4f}")]
@@ -242,7 +241,6 @@ def distill(
             force=force,
             progress=_epoch_printer("distill", as_json),
             stage=lambda s: status.update(s),
-            warn=warn,
         )
     m = result["metrics"]
     _comparison(
@@ -297,7 +295,6 @@ def qat(
             force=force,
             progress=_epoch_printer("QAT", as_json),
             stage=lambda s: status.update(s),
-            warn=warn,
         )
     m = result["metrics"]
     _comparison(

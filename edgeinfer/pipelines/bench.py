@@ -99,7 +99,6 @@ def bench_model(
     baseline: str | None = None,
     trust_source: bool = False,
     tick: Callable[[], None] | None = None,
-    warn=print,
 ) -> dict[str, Any]:
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.pipelines.target import ort_target
@@ -107,9 +106,7 @@ def bench_model(
 
     art = load_artifact(model)
     target = ort_target(device, providers, threads)
-    runner = OrtRunner(
-        model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback, warn=warn
-    )
+    runner = OrtRunner(model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback)
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement

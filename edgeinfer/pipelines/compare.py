@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -153,7 +153,6 @@ def compare_models(
     batch_size: int = 8,
     limit: int | None = None,
     data: Batches | None = None,
-    warn: Callable[[str], None] = print,
     tick=None,
 ) -> dict[str, Any]:
     from edgeinfer.core.artifact import load_artifact
@@ -165,12 +164,10 @@ def compare_models(
         raise ConfigError("give at least one candidate model after the baseline")
     base_art = load_artifact(baseline)
     base_target, target = ort_target(baseline_device), ort_target(device, providers)
-    runners = {
-        str(baseline): OrtRunner(baseline, providers=base_target.providers, threads=base_target.threads, warn=warn)
-    }
+    runners = {str(baseline): OrtRunner(baseline, providers=base_target.providers, threads=base_target.threads)}
     for cand in candidates:
         runners[str(cand)] = OrtRunner(
-            cand, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback, warn=warn
+            cand, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback
         )
     base_runner = runners[str(baseline)]
     if data is None:

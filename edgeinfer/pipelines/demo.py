@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
+def run_demo(out: Path, runs: int, console: Console) -> dict:
     import torch
 
     from edgeinfer.core.measure import interleaved, percentiles
@@ -36,7 +36,7 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
 
     onnx_path = out / "lenet.onnx"
     with console.status("exporting and validating") as status:
-        art = export_model("edgeinfer.examples.digits:lenet", onnx_path, force=True, stage=status.update, warn=warn)
+        art = export_model("edgeinfer.examples.digits:lenet", onnx_path, force=True, stage=status.update)
     v = art.validation
     console.print(
         f"exported {onnx_path}: validated against PyTorch, max abs diff {v['max_abs_diff']:.2g}, "
@@ -55,7 +55,6 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
             force=True,
             runs=10,
             stage=status.update,
-            warn=lambda m: None,
         )
 
     factory, data = "edgeinfer.examples.digits:lenet", "edgeinfer.examples.digits:loaders"
@@ -70,14 +69,13 @@ def run_demo(out: Path, runs: int, console: Console, warn) -> dict:
             runs=5,
             force=True,
             stage=status.update,
-            warn=lambda m: None,
         )
     qat_path = out / "lenet-qat.onnx"
     with console.status("quantization-aware training (1 epoch), exported as INT8 QDQ") as status:
-        qat_model(factory, qat_path, data, epochs=1, runs=5, force=True, stage=status.update, warn=lambda m: None)
+        qat_model(factory, qat_path, data, epochs=1, runs=5, force=True, stage=status.update)
 
     paths = {"fp32": onnx_path, "int8": int8_path, "pruned": pruned_path, "qat": qat_path}
-    runners = {name: OrtRunner(path, warn=warn) for name, path in paths.items()}
+    runners = {name: OrtRunner(path) for name, path in paths.items()}
     accuracy = {}
     for name, runner in runners.items():
         logits = runner.run({"input": x_test})[runner.output_names[0]]

@@ -34,7 +34,6 @@ def export_model(
     trust_source: bool = False,
     profile=None,
     stage: Callable[[str], None] = lambda s: None,
-    warn: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] = lambda i, n, name: None,
 ) -> Artifact:
     """Export `source` (a Hugging Face folder, a factory spec or a .pt2) to ONNX or GGUF, chosen by the
@@ -91,7 +90,7 @@ def export_model(
         atol=atol,
     )
     stage(f"loading {source}")
-    return export_source(load_source(source, task_enum, trust_source), output, cfg, stage=stage, warn=warn, force=force)
+    return export_source(load_source(source, task_enum, trust_source), output, cfg, stage=stage, force=force)
 
 
 def _opset_of(path: Path) -> int | None:
@@ -108,7 +107,6 @@ def export_source(
     *,
     steps: tuple = (),
     stage: Callable[[str], None] = lambda s: None,
-    warn: Callable[[str], None] = print,
     postprocess: Callable[[Path], Any] | None = None,
     force: bool = False,
 ) -> Artifact:
@@ -124,7 +122,7 @@ def export_source(
         cases["second_shape"] = src.second
     with atomic_path(output, overwrite=force) as tmp:
         stage(f"exporting to ONNX (opset {cfg.opset})")
-        result = export_onnx(src, tmp, cfg, warn=warn)
+        result = export_onnx(src, tmp, cfg)
         written = _opset_of(tmp)
         if written != cfg.opset:
             raise ConfigError(

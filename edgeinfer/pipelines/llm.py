@@ -43,7 +43,7 @@ def generate(
 
     if prompt is None and messages is None:
         raise ConfigError("GGUF models need a prompt (or use `edgeinfer chat`)")
-    runner = LlamaRunner(model, settings, warn=log.warning)
+    runner = LlamaRunner(model, settings)
     return runner, runner.stream(prompt=prompt, messages=messages, max_tokens=max_tokens)
 
 
@@ -56,7 +56,7 @@ def bench_gguf(
     from edgeinfer.core.measure import peak_rss_mb
     from edgeinfer.runtime.llama import LlamaRunner, gguf_summary
 
-    runner = LlamaRunner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)), warn=log.warning)
+    runner = LlamaRunner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)))
     result = runner.bench(n_prompt, n_gen, reps)
     result.update(gguf_summary(model), model=str(model), peak_rss_mb=peak_rss_mb(), backend=runner.report.used)
     from edgeinfer.pipelines.bench import check_memory

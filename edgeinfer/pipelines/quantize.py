@@ -7,6 +7,7 @@ until the metric is within budget.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,8 @@ from edgeinfer.core.artifact import Artifact, ModelFormat, Step, load_artifact
 from edgeinfer.core.errors import ConfigError, InputError, parse_choice
 from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.io import atomic_path, check_output
+
+log = logging.getLogger(__name__)
 
 
 def build_config(
@@ -81,7 +84,6 @@ def quantize_model(
     runs: int = 30,
     force: bool = False,
     stage: Callable[[str], None] = lambda s: None,
-    warn: Callable[[str], None] = print,
 ) -> tuple[Artifact, dict[str, Any]]:
     from edgeinfer.compress.onnx_quant import (
         Recipe,
@@ -103,7 +105,7 @@ def quantize_model(
         raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
     graph = load_onnx(model)
     check_not_quantized(graph)
-    _check_device_precision(method, profile, warn)
+    _check_device_precision(method, profile)
     cfg = build_config(
         method,
         profile,
@@ -167,21 +169,21 @@ def quantize_model(
         stage("comparing with the float parent")
         comparison = None
         if compare_data is not None:
-            comparison = compare_models(model, [tmp], eval_data or calib, data=compare_data, runs=runs, warn=warn)
+            comparison = compare_models(model, [tmp], eval_data or calib, data=compare_data, runs=runs)
     if comparison is not None:
         comparison["rows"][1]["model"] = str(output)
     step = Step("quantize", cfg.to_json() | facts, _summary(comparison))
     art = parent.derive(output, step)
     art.save()
     if comparison is not None and comparison["rows"][1]["speedup_ci95"][1] < 1.0:
-        warn(
+        log.warning(
             f"SLOWER: {output.name} runs {1 / comparison['rows'][1]['speedup']:.2f}x the latency of its float parent "
             "on this machine (p50, interleaved). On this CPU the float model is the faster choice."
         )
     return art, {"comparison": comparison, **extra}
 
 
-def _check_device_precision(method: str, profile, warn) -> None:
+def _check_device_precision(method: str, profile) -> None:
     """Say so when the device profile does not list the precision a method produces as fast there."""
     from edgeinfer.compress.onnx_quant import methods
 
@@ -191,7 +193,7 @@ def _check_device_precision(method: str, profile, warn) -> None:
     precision = known.precision
     fast = [p.value for p in profile.precisions]
     if precision not in fast:
-        warn(
+        log.warning(
             f"device {profile.name} lists {', '.join(fast)} as its fast precisions, not {precision}: --method {method} "
             "may run slower there than the float model"
         )
@@ -218,7 +220,7 @@ def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop
     from edgeinfer.pipelines.compare import compare_models
 
     def drop_of(path) -> float:
-        rep = compare_models(model, [path], "eval", data=eval_batches, runs=3, warn=lambda m: None)
+        rep = compare_models(model, [path], "eval", data=eval_batches, runs=3)
         m = rep["rows"][1]
         if "delta" in m:
             return -m["delta"]

@@ -58,9 +58,7 @@ def run_onnx(
         check_output(output, [model, inputs], force)
     feeds = load_npz(inputs, "input file")
     target = ort_target(profile, providers, threads)
-    runner = OrtRunner(
-        model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback, warn=log.warning
-    )
+    runner = OrtRunner(model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback)
     if "labels" not in {i.name for i in runner.inputs}:
         feeds.pop("labels", None)  # evaluation files carry labels beside the inputs
     outputs = runner.run(feeds)
@@ -87,7 +85,7 @@ def compile_model(model: Path, output: Path, profile, *, force: bool = False) ->
     parent = load_artifact(model)
     target = ort_target(profile)
     with atomic_path(output, overwrite=force) as tmp:
-        report = compile_ep_context(model, tmp, target.providers or [], target.threads, warn=log.warning)
+        report = compile_ep_context(model, tmp, target.providers or [], target.threads)
     art = parent.derive(output, Step("compile", {"device": profile.name, "providers": report.used}))
     art.save()
     return art

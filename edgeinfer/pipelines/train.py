@@ -9,7 +9,6 @@ The model is `package.module:function` returning (module, inputs), as for export
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -93,7 +92,6 @@ def export_module(
     *,
     exporter: str = "auto",
     atol: float | None = None,
-    warn: Callable[[str], None] = print,
     postprocess=None,
     force: bool = False,
 ):
@@ -115,7 +113,6 @@ def export_module(
         output,
         cfg,
         steps=steps,
-        warn=warn,
         postprocess=postprocess,
         force=force,
     )
@@ -139,7 +136,6 @@ def finish(
     runs: int = 20,
     exporter: str = "auto",
     atol: float | None = None,
-    warn=print,
     stage=lambda s: None,
     postprocess=None,
     force: bool = False,
@@ -158,16 +154,15 @@ def finish(
         [step],
         exporter=exporter,
         atol=atol,
-        warn=warn,
         postprocess=postprocess,
         force=force,
     )
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.onnx"
         stage("exporting the unmodified model for the comparison")
-        export_module(baseline, inputs, axes, base, {"kind": "factory", "factory": spec}, [], warn=lambda m: None)
+        export_module(baseline, inputs, axes, base, {"kind": "factory", "factory": spec}, [])
         stage("comparing in ONNX Runtime")
-        report = compare_models(base, [output], str(_eval_npz(loaders, Path(tmp))), runs=runs, warn=warn)
+        report = compare_models(base, [output], str(_eval_npz(loaders, Path(tmp))), runs=runs)
     base_row, row = report["rows"][0], report["rows"][-1]
     art.steps[-1].metrics["comparison"] = {
         "speedup": row["speedup"],
@@ -205,7 +200,6 @@ def prune_model(
     force: bool = False,
     progress=lambda row: None,
     stage=lambda s: None,
-    warn=print,
 ) -> dict[str, Any]:
     import copy
 
@@ -285,9 +279,7 @@ def prune_model(
     }
     step = Step("prune", config, metrics)
     return {
-        **finish(
-            pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, warn=warn, stage=stage, force=force
-        ),
+        **finish(pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, stage=stage, force=force),
         "report": rep,
         "accuracy_before": acc_before,
         "accuracy_after": acc_after,
@@ -311,7 +303,6 @@ def distill_model(
     force: bool = False,
     progress=lambda row: None,
     stage=lambda s: None,
-    warn=print,
 ) -> dict[str, Any]:
     from edgeinfer.compress.distill import DistillConfig, make_loss
     from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
@@ -365,7 +356,6 @@ def distill_model(
             step,
             loaders,
             runs=runs,
-            warn=warn,
             force=force,
             stage=stage,
         ),
@@ -388,7 +378,6 @@ def qat_model(
     force: bool = False,
     progress=lambda row: None,
     stage=lambda s: None,
-    warn=print,
 ) -> dict[str, Any]:
     import copy
 
@@ -444,7 +433,6 @@ def qat_model(
             force=force,
             exporter="torchscript",
             atol=0.5,
-            warn=warn,
             stage=stage,
             postprocess=qat.store_int8_weights,
         ),

@@ -15,16 +15,14 @@ NPU = get_profile("snapdragon-npu")
 @pytest.fixture(scope="module")
 def lenet_npu(lenet_static_shapes, digits_calib, tmp_path_factory):
     out = tmp_path_factory.mktemp("npu") / "lenet-npu.onnx"
-    art, _ = quantize_model(
-        lenet_static_shapes, out, method="static", calib=str(digits_calib), profile=NPU, runs=3, warn=lambda m: None
-    )
+    art, _ = quantize_model(lenet_static_shapes, out, method="static", calib=str(digits_calib), profile=NPU, runs=3)
     return art.path
 
 
 def test_npu_model_runs_whole_graph_on_qnn_with_cpu_fallback_disabled(lenet_npu, lenet_static_shapes, digits_eval):
     from edgeinfer.pipelines.compare import compare_models
 
-    report = compare_models(lenet_static_shapes, [lenet_npu], str(digits_eval), device=NPU, runs=3, warn=lambda m: None)
+    report = compare_models(lenet_static_shapes, [lenet_npu], str(digits_eval), device=NPU, runs=3)
     base, npu = report["rows"]
     assert base["providers"] == ["CPUExecutionProvider"]
     assert set(npu["placement"]) == {"QNNExecutionProvider"}  # nothing ran on the CPU
@@ -35,7 +33,7 @@ def test_compile_writes_an_ep_context_model_that_gives_the_same_outputs(lenet_np
     from edgeinfer.runtime.ort import OrtRunner, compile_ep_context
 
     ctx = tmp_path / "lenet_ctx.onnx"
-    compile_ep_context(lenet_npu, ctx, list(NPU.providers), warn=lambda m: None)
+    compile_ep_context(lenet_npu, ctx, list(NPU.providers))
     assert [n.op_type for n in onnx.load(str(ctx)).graph.node] == ["EPContext"]
     x = {"input": np.random.default_rng(0).random((8, 1, 32, 32), dtype=np.float32)}
     a = OrtRunner(lenet_npu, providers=list(NPU.providers)).run(x)["output"]

@@ -10,7 +10,7 @@ from edgeinfer.core.errors import ConfigError, InputError
 from edgeinfer.pipelines.quantize import quantize_model
 
 FACTORIES = Path(__file__).parents[1] / "exporters" / "factories.py"
-quiet = {"warn": lambda m: None}
+quiet: dict = {}
 
 
 def test_static_int8_keeps_lenet_accuracy_within_one_point(lenet_int8):

@@ -4,7 +4,7 @@ from edgeinfer.pipelines.demo import run_demo
 def test_demo_trains_exports_quantizes_and_times_everything(tmp_path):
     from rich.console import Console
 
-    summary = run_demo(tmp_path / "demo", runs=5, console=Console(quiet=True), warn=lambda m: None)
+    summary = run_demo(tmp_path / "demo", runs=5, console=Console(quiet=True))
     assert summary["torch_accuracy"] > 0.9
     assert abs(summary["onnx_accuracy"] - summary["torch_accuracy"]) < 0.005
     assert abs(summary["int8_accuracy"] - summary["onnx_accuracy"]) <= 0.01

@@ -25,7 +25,7 @@ def test_lenet_export_is_validated_on_two_batch_sizes_and_recorded(lenet_onnx):
 
 
 def test_factory_with_two_outputs_and_padded_mask_exports(tmp_path):
-    art = export_model(f"{FACTORIES}:two_outputs", tmp_path / "two.onnx", warn=lambda m: None)
+    art = export_model(f"{FACTORIES}:two_outputs", tmp_path / "two.onnx")
     outs = art.validation["cases"]["second_shape"]["outputs"]
     assert set(outs) == {"output_0", "output_1"}
 
@@ -33,18 +33,18 @@ def test_factory_with_two_outputs_and_padded_mask_exports(tmp_path):
 def test_graph_specialised_to_the_example_batch_is_refused(tmp_path):
     out = tmp_path / "traced.onnx"
     with pytest.raises(ValidationError) as e:
-        export_model(f"{FACTORIES}:traced_batch", out, exporter="torchscript", warn=lambda m: None)
+        export_model(f"{FACTORIES}:traced_batch", out, exporter="torchscript")
     assert "second_shape" in str(e.value) and "ONNX Runtime failed" in str(e.value)
     assert list(tmp_path.iterdir()) == []  # nothing shipped, no temporary left behind
 
 
 def test_source_that_only_runs_at_one_batch_is_told_to_use_static_shapes(tmp_path):
     with pytest.raises(ValidationError, match="PyTorch source itself fails.*--static-shapes"):
-        export_model(f"{FACTORIES}:fixed_batch", tmp_path / "fixed.onnx", warn=lambda m: None)
+        export_model(f"{FACTORIES}:fixed_batch", tmp_path / "fixed.onnx")
 
 
 def test_static_shapes_export_fixes_every_dimension(tmp_path):
-    art = export_model(f"{FACTORIES}:fixed_batch", tmp_path / "fixed.onnx", static_shapes=True, warn=lambda m: None)
+    art = export_model(f"{FACTORIES}:fixed_batch", tmp_path / "fixed.onnx", static_shapes=True)
     dims = onnx.load(str(art.path)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [4, 6]
 
@@ -119,7 +119,7 @@ def test_pt2_program_exports_with_its_dynamic_batch(tmp_path):
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.export.export(model, (torch.randn(3, 4),), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(tmp_path / "mlp.pt2"))
-    art = export_model(str(tmp_path / "mlp.pt2"), tmp_path / "mlp.onnx", warn=lambda m: None)
+    art = export_model(str(tmp_path / "mlp.pt2"), tmp_path / "mlp.onnx")
     assert [c["inputs"] for c in art.validation["cases"].values()][1] != [
         c["inputs"] for c in art.validation["cases"].values()
     ][0]

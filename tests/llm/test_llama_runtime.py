@@ -48,7 +48,7 @@ def test_gpu_layers_without_gpu_build_is_not_a_silent_fallback(smollm2):
     with pytest.raises(ProviderUnavailableError, match="--allow-fallback"):
         LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10))
     said = []
-    runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10, allow_fallback=True), warn=said.append)
+    runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10, allow_fallback=True))
     assert runner.report.fallbacks and said
 
 

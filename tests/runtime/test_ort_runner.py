@@ -37,13 +37,12 @@ def test_unavailable_provider_is_an_error_naming_its_package(lenet_onnx):
         OrtRunner(lenet_onnx, providers=[Provider.CUDA])
 
 
-def test_fallback_is_explicit_printed_and_recorded(lenet_onnx):
-    said = []
-    runner = OrtRunner(
-        lenet_onnx, providers=list(get_profile("jetson-orin").providers), allow_fallback=True, warn=said.append
-    )
+def test_fallback_is_explicit_logged_and_recorded(lenet_onnx, caplog):
+    with caplog.at_level("WARNING", logger="edgeinfer"):
+        runner = OrtRunner(lenet_onnx, providers=list(get_profile("jetson-orin").providers), allow_fallback=True)
     assert runner.report.used == ["CPUExecutionProvider"]
     assert any("TensorrtExecutionProvider" in f for f in runner.report.fallbacks)
+    said = [r.getMessage() for r in caplog.records if r.name == "edgeinfer.runtime.ort"]
     assert said and "fallback" in said[0]
 
 
