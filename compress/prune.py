@@ -22,22 +22,66 @@ class PruneMethod(StrEnum):
     SEMI_STRUCTURED = "2:4"
 
 
-class Importance(StrEnum):
-    L1 = "l1"
-    L2 = "l2"
-    TAYLOR = "taylor"
+@dataclass(frozen=True)
+class ImportanceKind:
+    """A way to rank channels for structured pruning: `make()` returns a Torch-Pruning importance."""
+
+    name: str
+    make: Callable[[], Any]
+    needs_gradients: bool  # Taylor-style importances read gradients of a training batch
+
+
+_IMPORTANCES: dict[str, ImportanceKind] = {}
+
+
+def register_importance(name: str, *, needs_gradients: bool = False):
+    """Register `make() -> torch_pruning importance` under `name` (one file in compress/importances/)."""
+
+    def register(make: Callable[[], Any]):
+        if name in _IMPORTANCES and _IMPORTANCES[name].make is not make:
+            raise RuntimeError(f"two pruning importances are named {name!r}")
+        _IMPORTANCES[name] = ImportanceKind(name, make, needs_gradients)
+        return make
+
+    return register
+
+
+def importances() -> dict[str, ImportanceKind]:
+    """Every registered importance: each module of compress/importances/ registers its own on import."""
+    import importlib
+    import pkgutil
+
+    from edgeinfer.compress import importances as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    return dict(_IMPORTANCES)
 
 
 @dataclass(frozen=True)
 class PruneConfig:
+    """How to prune. Validated when made.
+
+    Args:
+        method: structured (channels removed), unstructured (magnitude zeros) or 2:4.
+        ratio: fraction of channels (structured) or weights (unstructured) to remove, in (0, 1).
+        importance: a registered importance (`importances()`): l1, l2, taylor, ...
+        global_ranking: rank across layers instead of pruning each layer by `ratio`.
+        ignore: module names kept whole (the output layer always is).
+        steps: iterative pruning in this many prune + fine-tune rounds.
+    """
+
     method: PruneMethod = PruneMethod.STRUCTURED
     ratio: float = 0.5
-    importance: Importance = Importance.L2
+    importance: str = "l2"
     global_ranking: bool = False  # rank across layers (global) or prune each layer by `ratio` (uniform)
     ignore: tuple[str, ...] = ()  # module names kept whole; the output layer always is
     steps: int = 1  # iterative: prune ratio/steps, fine-tune, repeat
 
     def __post_init__(self) -> None:
+        known = importances()
+        if self.importance not in known:
+            raise ConfigError(f"unknown importance {self.importance!r}; valid: {', '.join(sorted(known))}")
         if not 0.0 < self.ratio < 1.0:
             raise ConfigError(f"--ratio must be between 0 and 1 (exclusive), got {self.ratio}")
         if self.steps < 1:
@@ -120,11 +164,8 @@ def structured(
     report = PruneReport()
     report.macs_before, report.params_before = count(model, example)
     before = {n: (m.out_channels if hasattr(m, "out_channels") else m.out_features) for n, m in _prunable(model)}
-    importance = {
-        Importance.L1: lambda: tp.importance.MagnitudeImportance(p=1),
-        Importance.L2: lambda: tp.importance.MagnitudeImportance(p=2),
-        Importance.TAYLOR: lambda: tp.importance.TaylorImportance(),
-    }[cfg.importance]()
+    kind = importances()[cfg.importance]
+    importance = kind.make()
     pruner = tp.pruner.MetaPruner(
         model,
         example,
@@ -135,9 +176,9 @@ def structured(
         ignored_layers=ignored,
     )
     for step in range(cfg.steps):
-        if cfg.importance is Importance.TAYLOR:
+        if kind.needs_gradients:
             if grad_batch is None:
-                raise ConfigError("Taylor importance needs training data for its gradients")
+                raise ConfigError(f"{cfg.importance} importance needs training data for its gradients")
             model.zero_grad()
             grad_batch(model)
         pruner.step()

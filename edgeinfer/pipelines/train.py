@@ -215,7 +215,7 @@ def prune_model(
     cfg = prune.PruneConfig(
         parse_choice(prune.PruneMethod, method, "method"),
         ratio,
-        parse_choice(prune.Importance, importance, "importance"),
+        importance.lower(),
         global_ranking,
         tuple(ignore),
         steps,
