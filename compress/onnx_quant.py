@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeinfer.core.errors import BackendError, ConfigError, InputError, parse_choice
+from edgeinfer.core.registry import Registry
 from edgeinfer.core.stdio import quiet_native
 
 
@@ -130,16 +131,16 @@ class QuantMethod:
     needs_calibration: bool
 
 
-_METHODS: dict[str, QuantMethod] = {}
+_METHODS: Registry[QuantMethod] = Registry(
+    "ONNX quantization method", "edgeinfer.compress.onnx_methods", lambda a, b: a.run is b.run
+)
 
 
 def register_method(name: str, *, precision: str, needs_calibration: bool = False):
     """Register `fn(job) -> facts` as the quantization method `name` (facts go into the sidecar)."""
 
     def register(fn: Callable[[QuantJob], dict[str, Any]]):
-        if name in _METHODS and _METHODS[name].run is not fn:
-            raise RuntimeError(f"two ONNX quantization methods are named {name!r}")
-        _METHODS[name] = QuantMethod(name, fn, precision, needs_calibration)
+        _METHODS.add(name, QuantMethod(name, fn, precision, needs_calibration))
         return fn
 
     return register
@@ -147,14 +148,7 @@ def register_method(name: str, *, precision: str, needs_calibration: bool = Fals
 
 def methods() -> dict[str, QuantMethod]:
     """Every registered method: each module of compress/onnx_methods/ registers its own on import."""
-    import importlib
-    import pkgutil
-
-    from edgeinfer.compress import onnx_methods
-
-    for info in pkgutil.iter_modules(onnx_methods.__path__):
-        importlib.import_module(f"{onnx_methods.__name__}.{info.name}")
-    return dict(_METHODS)
+    return _METHODS.all()
 
 
 def ort_qtype(t: QType):

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from edgeinfer.core.errors import ConfigError, MissingDependencyError
+from edgeinfer.core.registry import Registry
 
 
 class PruneMethod(StrEnum):
@@ -31,16 +32,16 @@ class ImportanceKind:
     needs_gradients: bool  # Taylor-style importances read gradients of a training batch
 
 
-_IMPORTANCES: dict[str, ImportanceKind] = {}
+_IMPORTANCES: Registry[ImportanceKind] = Registry(
+    "pruning importance", "edgeinfer.compress.importances", lambda a, b: a.make is b.make
+)
 
 
 def register_importance(name: str, *, needs_gradients: bool = False):
     """Register `make() -> torch_pruning importance` under `name` (one file in compress/importances/)."""
 
     def register(make: Callable[[], Any]):
-        if name in _IMPORTANCES and _IMPORTANCES[name].make is not make:
-            raise RuntimeError(f"two pruning importances are named {name!r}")
-        _IMPORTANCES[name] = ImportanceKind(name, make, needs_gradients)
+        _IMPORTANCES.add(name, ImportanceKind(name, make, needs_gradients))
         return make
 
     return register
@@ -48,14 +49,7 @@ def register_importance(name: str, *, needs_gradients: bool = False):
 
 def importances() -> dict[str, ImportanceKind]:
     """Every registered importance: each module of compress/importances/ registers its own on import."""
-    import importlib
-    import pkgutil
-
-    from edgeinfer.compress import importances as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
-    return dict(_IMPORTANCES)
+    return _IMPORTANCES.all()
 
 
 @dataclass(frozen=True)

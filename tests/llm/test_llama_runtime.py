@@ -40,16 +40,17 @@ def test_prompt_longer_than_context_is_refused(smollm2):
         list(runner.stream(prompt=prompt, max_tokens=8))
 
 
-def test_gpu_layers_without_gpu_build_is_not_a_silent_fallback(smollm2):
+def test_gpu_layers_without_gpu_build_is_not_a_silent_fallback(smollm2, caplog):
     import llama_cpp
 
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("this llama.cpp build has GPU offload")
     with pytest.raises(ProviderUnavailableError, match="--allow-fallback"):
         LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10))
-    said = []
-    runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10, allow_fallback=True))
-    assert runner.report.fallbacks and said
+    with caplog.at_level("WARNING", logger="edgeinfer"):
+        runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10, allow_fallback=True))
+    said = [r.getMessage() for r in caplog.records if r.name == "edgeinfer.runtime.llama"]
+    assert runner.report.fallbacks and said and "fallback" in said[0]
 
 
 def test_truncated_and_non_gguf_files_are_refused(tmp_path, smollm2):
