@@ -100,6 +100,16 @@ def bench_model(
     trust_source: bool = False,
     tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
+    """Latency percentiles, throughput, peak memory and the providers really used, on synthetic inputs.
+
+    Args:
+        model: an .onnx file. providers, device, threads, allow_fallback: where it runs.
+        shapes: input shapes (`{"input": [1, 128]}`) or symbolic dims (`{"batch": [8]}`).
+        runs, warmup: timed and untimed runs.
+        baseline: a PyTorch source timed interleaved on the same inputs ("auto": the sidecar's source);
+            trust_source allows a factory named by the sidecar to run.
+        tick: called after each timed run (progress).
+    """
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.pipelines.target import ort_target
     from edgeinfer.runtime.ort import OrtRunner

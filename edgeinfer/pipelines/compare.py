@@ -155,6 +155,19 @@ def compare_models(
     data: Batches | None = None,
     tick=None,
 ) -> dict[str, Any]:
+    """Run a baseline and candidates on the same data: size, interleaved latency with a bootstrap 95% CI,
+    and the task metric (accuracy, embedding cosine and retrieval, or raw-output agreement).
+
+    Args:
+        baseline, candidates: .onnx models; the baseline runs on `baseline_device` (default: the CPU),
+            the candidates on `device` / `providers`.
+        data_spec: the data (an .npz with `labels` for classification, a folder, a .txt, a factory).
+        task: auto, classification, embedding or raw.
+        runs, batch_size, limit: timing runs, batch size, at most this many samples.
+        data: already loaded Batches (skips data_spec).
+
+    Returns the report dict the CLI prints (`rows`, one a model, the baseline first).
+    """
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
     from edgeinfer.pipelines.target import ort_target

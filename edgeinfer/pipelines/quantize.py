@@ -85,6 +85,24 @@ def quantize_model(
     force: bool = False,
     stage: Callable[[str], None] = lambda s: None,
 ) -> tuple[Artifact, dict[str, Any]]:
+    """Quantize an ONNX model and compare it with its float parent (metric and interleaved latency).
+
+    Args:
+        model, output: the float .onnx model and where to write the quantized one.
+        method: a registered method (dynamic, static, int4, fp16; see compress/onnx_methods/).
+        calib, calib_method, calib_samples, batch_size: calibration data for static (an .npz, a folder
+            of them, a .txt of sentences, or a factory), its method and size.
+        activation_type, weight_type, per_channel, symmetric, reduce_range, exclude, block_size: the
+            OnnxQuantConfig; None takes the device profile's value, else the default.
+        profile: a DeviceProfile (quantization defaults, recipe, fast precisions).
+        eval_data: data on which the result is compared with its parent (else the calibration data).
+        report: also measure per-tensor SQNR; max_drop: keep the noisiest nodes in float until the
+            metric drops by at most this much on eval_data.
+        runs: interleaved timing runs; force: overwrite an existing output.
+
+    Returns (artifact, result) where result holds the comparison, and the SQNR rows and search steps
+    when asked for.
+    """
     from edgeinfer.compress.onnx_quant import (
         Recipe,
         check_not_quantized,

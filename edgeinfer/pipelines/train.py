@@ -201,6 +201,20 @@ def prune_model(
     progress=lambda row: None,
     stage=lambda s: None,
 ) -> dict[str, Any]:
+    """Prune the model a factory returns, fine-tune it, export it, and compare it with the unpruned model.
+
+    Args:
+        spec: `package.module:function` returning (module, {name: example input}); runs that code.
+        output: the .onnx file to write (the unpruned model is exported beside it for the comparison).
+        data: a factory returning (train, eval) DataLoaders, or an .npz with `input` and `labels`.
+        method, ratio, importance, global_ranking, ignore, steps: a PruneConfig (see compress.prune).
+        finetune_epochs, lr, batch, seed: fine-tuning after each pruning step (seeded).
+        distill: fine-tune against the unpruned model's soft targets.
+        runs: interleaved ONNX Runtime timing runs; force: overwrite an existing output.
+        progress, stage: called with each epoch's row and each stage's name.
+
+    Returns the report: metrics (MACs, parameters, channels per layer), the artifact, the comparison.
+    """
     import copy
 
     import torch
@@ -304,6 +318,14 @@ def distill_model(
     progress=lambda row: None,
     stage=lambda s: None,
 ) -> dict[str, Any]:
+    """Train a student on a teacher's soft targets (and labels), export it, compare it with the teacher.
+
+    Args:
+        teacher_spec, student_spec: factories returning (module, {name: example input}); run that code.
+        output: the student's .onnx file. data: as for prune_model.
+        temperature, alpha, features: the DistillConfig (see compress.distill).
+        epochs, lr, batch, seed, runs, force, progress, stage: as for prune_model.
+    """
     from edgeinfer.compress.distill import DistillConfig, make_loss
     from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
 
@@ -379,6 +401,13 @@ def qat_model(
     progress=lambda row: None,
     stage=lambda s: None,
 ) -> dict[str, Any]:
+    """Quantization-aware training of a factory's model, exported as INT8 QDQ and compared with it in float.
+
+    Args:
+        spec, output, data: as for prune_model.
+        per_channel: per-channel weight scales; freeze_after: epochs after which activation ranges freeze.
+        epochs, lr, batch, seed, runs, force, progress, stage: as for prune_model.
+    """
     import copy
 
     from edgeinfer.compress import qat
