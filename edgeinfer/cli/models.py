@@ -339,39 +339,38 @@ def bench(
             tick=lambda: progress.advance(bar),
         )
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_dict()))
         return
-    lat = result["latency_ms"]
-    table = Table(title=f"bench {model.name}  inputs {result['inputs']}")
+    lat = result.latency_ms
+    table = Table(title=f"bench {model.name}  inputs {result.inputs}")
     for col in ("runtime", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "speedup vs PyTorch"):
         table.add_column(col, justify="right" if col != "runtime" else "left")
     speedup = ""
-    if "baseline" in result:
-        b = result["baseline"]
-        lo, hi = b["speedup_ci95"]
-        speedup = f"{b['speedup']:.2f}x (95% CI {lo:.2f}-{hi:.2f})"
+    if result.baseline is not None:
+        lo, hi = result.baseline.speedup_ci95
+        speedup = f"{result.baseline.speedup:.2f}x (95% CI {lo:.2f}-{hi:.2f})"
     table.add_row(
         "onnxruntime",
         f"{lat['p50']:.3f}",
         f"{lat['p90']:.3f}",
         f"{lat['p99']:.3f}",
-        f"{result['throughput_per_s']:.1f}",
+        f"{result.throughput_per_s:.1f}",
         speedup,
     )
-    if "baseline" in result:
-        bl = result["baseline"]["latency_ms"]
+    if result.baseline is not None:
+        bl = result.baseline.latency_ms
         table.add_row(
             "pytorch (eager)",
             f"{bl['p50']:.3f}",
             f"{bl['p90']:.3f}",
             f"{bl['p99']:.3f}",
-            f"{result['batch'] * 1000 / bl['p50']:.1f}",
+            f"{result.batch * 1000 / bl['p50']:.1f}",
             "1.00x",
         )
     console.print(table)
-    p = result["providers"]
+    p = result.providers
     console.print(
-        f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
+        f"file {mb(result.file_size_bytes)}, peak RSS {result.peak_rss_mb:.0f} MiB, "
         f"providers used: {', '.join(p['used'])}"
     )
     from edgeinfer.runtime import ProviderReport

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,6 +87,50 @@ def source_spec(source: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass
+class BaselineTiming:
+    """Eager PyTorch timed on the same inputs, interleaved; speedup = PyTorch p50 / ONNX Runtime p50."""
+
+    source: str
+    latency_ms: dict[str, float]
+    speedup: float
+    speedup_ci95: tuple[float, float]
+    runtime: str = "pytorch-eager"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "runtime": self.runtime,
+            "latency_ms": self.latency_ms,
+            "speedup": self.speedup,
+            "speedup_ci95": list(self.speedup_ci95),
+        }
+
+
+@dataclass
+class BenchReport:
+    """What `edgeinfer bench` measured; to_dict() is its --json (schema 1)."""
+
+    model: str
+    file_size_bytes: int
+    inputs: dict[str, list[int]]
+    batch: int
+    runs: int
+    warmup: int
+    latency_ms: dict[str, float]
+    throughput_per_s: float
+    peak_rss_mb: float
+    providers: dict[str, Any]
+    baseline: BaselineTiming | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema": JSON_SCHEMA}
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "baseline"})
+        if self.baseline is not None:
+            out["baseline"] = self.baseline.to_dict()
+        return out
+
+
 def bench_model(
     model: Path,
     *,
@@ -99,7 +144,7 @@ def bench_model(
     baseline: str | None = None,
     trust_source: bool = False,
     tick: Callable[[], None] | None = None,
-) -> dict[str, Any]:
+) -> BenchReport:
     """Latency percentiles, throughput, peak memory and the providers really used, on synthetic inputs.
 
     Args:
@@ -126,35 +171,27 @@ def bench_model(
     times = interleaved(fns, runs=runs, warmup=warmup, tick=tick)
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
     lat = percentiles(times["onnxruntime"])
-    result: dict[str, Any] = {
-        "schema": JSON_SCHEMA,
-        "model": str(model),
-        "file_size_bytes": Path(model).stat().st_size,
-        "inputs": {n: list(a.shape) for n, a in feeds.items()},
-        "batch": int(batch),
-        "runs": runs,
-        "warmup": warmup,
-        "latency_ms": lat,
-        "throughput_per_s": batch * 1000.0 / lat["p50"],
-        "peak_rss_mb": peak_rss_mb(),
-        "providers": {
+    result = BenchReport(
+        model=str(model),
+        file_size_bytes=Path(model).stat().st_size,
+        inputs={n: list(a.shape) for n, a in feeds.items()},
+        batch=int(batch),
+        runs=runs,
+        warmup=warmup,
+        latency_ms=lat,
+        throughput_per_s=batch * 1000.0 / lat["p50"],
+        peak_rss_mb=peak_rss_mb(),
+        providers={
             "requested": runner.report.requested,
             "used": runner.report.used,
             "fallbacks": runner.report.fallbacks,
             "placement": runner.report.placement,
         },
-    }
-    check_memory(result["peak_rss_mb"], device)
+    )
+    check_memory(result.peak_rss_mb, device)
     if baseline:
-        base = percentiles(times["pytorch"])
         point, lo, hi = speedup_ci(times["pytorch"], times["onnxruntime"])
-        result["baseline"] = {
-            "source": baseline,
-            "runtime": "pytorch-eager",
-            "latency_ms": base,
-            "speedup": point,
-            "speedup_ci95": [lo, hi],
-        }
+        result.baseline = BaselineTiming(baseline, percentiles(times["pytorch"]), point, (lo, hi))
     return result
 
 
