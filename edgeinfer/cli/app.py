@@ -104,6 +104,9 @@ def _root(
     level = logging.DEBUG if verbose else logging.INFO
     handler.setLevel(level)
     logger.setLevel(level)
+    # The CLI owns the terminal: a handler some library put on the root logger (seen: onnxruntime's
+    # quantization) would print every warning a second time. main() restores this on exit.
+    logger.propagate = False
 
 
 def warn(message: str) -> None:
@@ -155,7 +158,10 @@ def main() -> None:
 
     try:
         # Typer catches Ctrl-C itself and, outside standalone mode, returns 130 instead of raising.
-        code = app(standalone_mode=False)
+        try:
+            code = app(standalone_mode=False)
+        finally:
+            logging.getLogger("edgeinfer").propagate = True
     except EdgeInferError as e:
         if _state["verbose"]:
             err.print_exception()
