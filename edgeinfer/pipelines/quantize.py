@@ -104,26 +104,14 @@ def quantize_model(
     when asked for.
     """
     from edgeinfer.compress.onnx_quant import (
-        Recipe,
         check_not_quantized,
-        methods,
-        quantize_onnx,
         split_excludes,
     )
-    from edgeinfer.core.data import load_batches
-    from edgeinfer.pipelines.compare import compare_models
-    from edgeinfer.runtime.ort import OrtRunner
 
     model, output = Path(model), Path(output)
-    parent = load_artifact(model)
-    if parent.format is not ModelFormat.ONNX or ModelFormat.of(output) is not ModelFormat.ONNX:
-        raise ConfigError("ONNX quantization takes an .onnx model and writes an .onnx file")
-    check_output(output, [model], force)
-    if max_drop is not None and not eval_data:
-        raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
+    _check_paths(model, output, force)
     graph = load_onnx(model)
     check_not_quantized(graph)
-    _check_device_precision(method, profile)
     cfg = build_config(
         method,
         profile,
@@ -136,13 +124,83 @@ def quantize_model(
         exclude=split_excludes(graph, exclude or []),
         block_size=block_size,
     )
+    return quantize(
+        model,
+        output,
+        cfg,
+        calib=calib,
+        calib_samples=calib_samples,
+        batch_size=batch_size,
+        profile=profile,
+        eval_data=eval_data,
+        report=report,
+        max_drop=max_drop,
+        runs=runs,
+        force=force,
+        stage=stage,
+    )
+
+
+def _check_paths(model: Path, output: Path, force: bool) -> None:
+    if ModelFormat.of(model) is not ModelFormat.ONNX or ModelFormat.of(output) is not ModelFormat.ONNX:
+        raise ConfigError("ONNX quantization takes an .onnx model and writes an .onnx file")
+    check_output(output, [model], force)
+
+
+def quantize(
+    model: Path,
+    output: Path,
+    config,
+    *,
+    calib: str | None = None,
+    calib_samples: int | None = None,
+    batch_size: int = 8,
+    profile=None,
+    eval_data: str | None = None,
+    report: bool = False,
+    max_drop: float | None = None,
+    runs: int = 30,
+    force: bool = False,
+    stage: Callable[[str], None] = lambda s: None,
+) -> tuple[Artifact, dict[str, Any]]:
+    """Quantize `model` as `config` (an OnnxQuantConfig) says, and compare the result with its parent.
+
+    The config-first entry point: `quantize(m, out, OnnxQuantConfig("static", calibration="entropy"),
+    calib="calib.npz")`. quantize_model() builds the config from flat options and device defaults.
+
+    Args:
+        model, output: the float .onnx model and where to write the quantized one.
+        config: the OnnxQuantConfig (method, types, exclusions, ...).
+        calib, calib_samples, batch_size: calibration data for methods that need it.
+        profile: a DeviceProfile (QNN recipe checks, fast-precision warning).
+        eval_data, report, max_drop, runs, force, stage: as for quantize_model.
+    """
+    from edgeinfer.compress.onnx_quant import (
+        Recipe,
+        check_not_quantized,
+        methods,
+        quantize_onnx,
+    )
+    from edgeinfer.core.data import load_batches
+    from edgeinfer.pipelines.compare import compare_models
+    from edgeinfer.runtime.ort import OrtRunner
+
+    model, output = Path(model), Path(output)
+    _check_paths(model, output, force)
+    parent = load_artifact(model)
+    if max_drop is not None and not eval_data:
+        raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
+    graph = load_onnx(model)
+    check_not_quantized(graph)
+    _check_device_precision(config.method, profile)
+    cfg = config
     if cfg.recipe is Recipe.QNN:
         if cfg.method != "static":
-            raise ConfigError(f"device {profile.name} runs QDQ models: use --method static")
+            raise ConfigError(f"device {getattr(profile, 'name', 'qnn')} runs QDQ models: use --method static")
         dynamic = [i.name for i in graph.graph.input if any(not d.dim_value for d in i.type.tensor_type.shape.dim)]
         if dynamic:
             raise ConfigError(
-                f"{profile.name} needs fixed shapes, but input(s) {', '.join(dynamic)} are dynamic; "
+                f"{getattr(profile, 'name', 'the QNN recipe')} needs fixed shapes, but input(s) {', '.join(dynamic)} are dynamic; "
                 "re-export with --static-shapes"
             )
     inputs = OrtRunner(model, profile_first_run=False).inputs

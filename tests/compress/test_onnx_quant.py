@@ -197,3 +197,17 @@ def test_minilm_dynamic_int8_keeps_embeddings_and_shrinks(minilm_onnx, tmp_path)
     assert result["comparison"]["task"] == "embedding" and result["comparison"]["samples"] == 250
     assert cand["metrics"]["cosine_mean"] > 0.98 and cand["metrics"]["retrieval_top10"] > 0.8
     assert cand["file_size_bytes"] < base["file_size_bytes"] / 3
+
+
+def test_config_first_api_quantizes_with_the_config_given(lenet_onnx, digits_calib, tmp_path):
+    from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.pipelines.quantize import quantize
+
+    cfg = OnnxQuantConfig("static", calibration="percentile", per_channel=False, exclude_op_types=("Gemm",))
+    art, _ = quantize(lenet_onnx, tmp_path / "cfg.onnx", cfg, calib=str(digits_calib), calib_samples=32)
+    recorded = art.steps[-1].config
+    assert OnnxQuantConfig.from_dict({k: recorded[k] for k in cfg.to_dict()}) == cfg
+    graph = onnx.load(str(art.path)).graph
+    assert "QuantizeLinear" in {n.op_type for n in graph.node}
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert all(n.input[1] in floats for n in graph.node if n.op_type == "Gemm")
