@@ -163,9 +163,12 @@ def distill_encoder(
     if len(sentences) < batch:
         raise InputError(f"distillation needs at least {batch} sentences, got {len(sentences)}")
     seed_everything(seed)
-    kw = dict(local_files_only=True, trust_remote_code=False)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(teacher_dir), **kw)
-    teacher = transformers.AutoModel.from_pretrained(str(teacher_dir), use_safetensors=True, **kw).eval()
+    from edgeinfer.core.hf_folder import load_tokenizer
+
+    tokenizer = load_tokenizer(teacher_dir)
+    teacher = transformers.AutoModel.from_pretrained(
+        str(teacher_dir), use_safetensors=True, local_files_only=True, trust_remote_code=False
+    ).eval()
     student, picks = smaller_encoder(teacher, layers)
     enc = tokenizer(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt")
     with torch.no_grad():

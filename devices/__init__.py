@@ -27,17 +27,10 @@ class Precision(StrEnum):
 
 
 _KEYS = {"name", "description", "providers", "threads", "memory_mb", "precisions", "static_shapes", "quant", "llm"}
-_QUANT_KEYS = {"activation_type", "weight_type", "reduce_range", "per_channel", "recipe"}
-_LLM_KEYS = {"n_gpu_layers", "n_ctx", "kquant"}
+# The keys of the [quant] and [llm] tables, with the type each value must have.
 _SECTION_TYPES = {
-    "quant.activation_type": str,
-    "quant.weight_type": str,
-    "quant.reduce_range": bool,
-    "quant.per_channel": bool,
-    "quant.recipe": str,
-    "llm.n_gpu_layers": int,
-    "llm.n_ctx": int,
-    "llm.kquant": str,
+    "quant": {"activation_type": str, "weight_type": str, "reduce_range": bool, "per_channel": bool, "recipe": str},
+    "llm": {"n_gpu_layers": int, "n_ctx": int, "kquant": str},
 }
 
 
@@ -96,7 +89,8 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
     static_shapes = data.get("static_shapes", False)
     if not isinstance(static_shapes, bool):
         raise _fail(path, "static_shapes", f"{static_shapes!r} is not true or false (unquoted)")
-    for section, allowed in (("quant", _QUANT_KEYS), ("llm", _LLM_KEYS)):
+    for section, types in _SECTION_TYPES.items():
+        allowed = set(types)
         table = data.get(section, {})
         if not isinstance(table, dict):
             raise _fail(path, section, f"must be a table ([{section}] with keys {', '.join(sorted(allowed))})")
@@ -104,7 +98,7 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
         if extra:
             raise _fail(path, f"{section}.{sorted(extra)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
         for key, value in table.items():
-            kind = _SECTION_TYPES[f"{section}.{key}"]
+            kind = types[key]
             if kind is bool and not isinstance(value, bool):
                 raise _fail(path, f"{section}.{key}", f"{value!r} is not true or false (unquoted)")
             if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value < 0):

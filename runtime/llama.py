@@ -22,7 +22,7 @@ from edgeinfer.core.errors import (
     ProviderUnavailableError,
 )
 from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
-from edgeinfer.core.limits import check_threads
+from edgeinfer.core.limits import check_fits_in_memory, check_threads
 from edgeinfer.core.stdio import captured_fd
 from edgeinfer.runtime import ProviderReport
 
@@ -106,14 +106,12 @@ def kv_cache_bytes(reader, n_ctx: int) -> int | None:
 
 def _check_kv_fits(reader, n_ctx: int, name: str) -> None:
     """Refuse a context whose KV cache cannot fit in this machine's free memory, before allocating it."""
-    import psutil
-
     need = kv_cache_bytes(reader, n_ctx)
-    free = psutil.virtual_memory().available
-    if need is not None and need > 0.8 * free:
-        raise ConfigError(
-            f"a context of {n_ctx:,} tokens needs {need / 2**30:.1f} GiB of KV cache for {name}; this "
-            f"machine has {free / 2**30:.1f} GiB free. Use a smaller context (--ctx, --n-prompt)"
+    if need is not None:
+        check_fits_in_memory(
+            need,
+            f"the KV cache of {name} for a context of {n_ctx:,} tokens",
+            "Use a smaller context (--ctx, --n-prompt).",
         )
 
 

@@ -71,8 +71,12 @@ def check_tokenizer_files(path: Path) -> None:
             )
 
 
-def load_tokenizer(path: Path | str):
-    """transformers' tokenizer for a folder, or one line saying why it cannot be used."""
+def load_tokenizer(path: Path | str, *, pad_with_eos: bool = True):
+    """transformers' tokenizer for a folder, or one line saying why it cannot be used.
+
+    `pad_with_eos` gives a tokenizer without a padding token the EOS (or UNK) token, for padded
+    batches; the GGUF export turns it off, since the padding id it records must be the model's own.
+    """
     path = Path(path)
     check_tokenizer_files(path)
     import transformers
@@ -85,7 +89,7 @@ def load_tokenizer(path: Path | str):
         raise InputError(
             f"{path}: the tokenizer files cannot be loaded ({first[:200]}); replace them with the model's own"
         ) from None
-    if tok.pad_token is None:
+    if pad_with_eos and tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
 

@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 
 
 def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
-    if not text.is_file():
-        raise InputError(f"text file {text} does not exist")
     tokens = runner.tokenize(text.read_text(encoding="utf-8"))
     return tokens[:max_tokens]
 

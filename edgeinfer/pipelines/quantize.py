@@ -103,15 +103,11 @@ def quantize_model(
     Returns (artifact, result) where result holds the comparison, and the SQNR rows and search steps
     when asked for.
     """
-    from edgeinfer.compress.onnx_quant import (
-        check_not_quantized,
-        split_excludes,
-    )
+    from edgeinfer.compress.onnx_quant import split_excludes
 
     model, output = Path(model), Path(output)
-    _check_paths(model, output, force)
+    _check_paths(model, output, force)  # before parsing the model: an existing output is refused at once
     graph = load_onnx(model)
-    check_not_quantized(graph)
     cfg = build_config(
         method,
         profile,
@@ -138,6 +134,7 @@ def quantize_model(
         runs=runs,
         force=force,
         stage=stage,
+        graph=graph,
     )
 
 
@@ -162,6 +159,7 @@ def quantize(
     runs: int = 30,
     force: bool = False,
     stage: Callable[[str], None] = lambda s: None,
+    graph=None,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Quantize `model` as `config` (an OnnxQuantConfig) says, and compare the result with its parent.
 
@@ -174,6 +172,7 @@ def quantize(
         calib, calib_samples, batch_size: calibration data for methods that need it.
         profile: a DeviceProfile (QNN recipe checks, fast-precision warning).
         eval_data, report, max_drop, runs, force, stage: as for quantize_model.
+        graph: the model already loaded with onnx (without external data), so it is not parsed twice.
     """
     from edgeinfer.compress.onnx_quant import (
         Recipe,
@@ -190,7 +189,7 @@ def quantize(
     parent = load_artifact(model)
     if max_drop is not None and not eval_data:
         raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
-    graph = load_onnx(model)
+    graph = graph if graph is not None else load_onnx(model)
     check_not_quantized(graph)
     _check_device_precision(config.method, profile)
     cfg = config

@@ -13,7 +13,6 @@ from edgeinfer.core import hf_folder
 from edgeinfer.core.errors import InputError
 from edgeinfer.core.formats import (
     SAFETENSORS_DTYPES,
-    SafetensorsEntry,
     read_json_object,
     read_safetensors_header,
 )
@@ -25,11 +24,6 @@ def read_config(path: Path) -> dict[str, Any]:
     if not config.get("architectures"):
         raise InputError(f"{path / 'config.json'} names no architectures; it should list e.g. LlamaForCausalLM")
     return config
-
-
-def read_header(file: Path) -> dict[str, SafetensorsEntry]:
-    """The safetensors tensor table, every entry checked against the file (see edgeinfer.core.formats)."""
-    return read_safetensors_header(file)
 
 
 class Checkpoint:
@@ -52,7 +46,7 @@ class Checkpoint:
             raise InputError(f"{path} has no .safetensors weights{hint}")
         self.entries: dict[str, tuple[Path, list[int], str]] = {}
         for file in files:
-            for name, entry in read_header(file).items():
+            for name, entry in read_safetensors_header(file).items():
                 self.entries[name] = (file, list(entry.shape), entry.dtype)
         self._open: dict[Path, Any] = {}
 

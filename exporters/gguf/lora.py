@@ -20,8 +20,7 @@ class LoraAdapter:
         import torch
         from safetensors.torch import load_file
 
-        from edgeinfer.core.formats import read_json_object
-        from edgeinfer.exporters.gguf.checkpoint import read_header
+        from edgeinfer.core.formats import read_json_object, read_safetensors_header
 
         self.path = path
         config_file, weights = path / "adapter_config.json", path / "adapter_model.safetensors"
@@ -36,7 +35,7 @@ class LoraAdapter:
             raise UnsupportedError(f"{path} is a {cfg['peft_type']} adapter; only LoRA adapters are merged")
         if cfg.get("use_dora"):
             raise UnsupportedError(f"{path} is a DoRA adapter; only plain LoRA is merged")
-        read_header(weights)  # a truncated adapter fails here, with the file named
+        read_safetensors_header(weights)  # a truncated adapter fails here, with the file named
         tensors = load_file(str(weights))
         if any(".modules_to_save." in k or "lora_embedding" in k for k in tensors):
             raise UnsupportedError(

@@ -14,13 +14,10 @@ from edgeinfer.core.errors import InputError
 
 
 def load_tokenizer(source: Path):
-    import transformers
+    """The folder's own tokenizer (checked, no remote code), with no padding token invented."""
+    from edgeinfer.core.hf_folder import load_tokenizer as load
 
-    transformers.utils.logging.set_verbosity_error()
-    try:
-        return transformers.AutoTokenizer.from_pretrained(str(source), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{source}: the tokenizer does not load ({str(e).splitlines()[0]})") from e
+    return load(source, pad_with_eos=False)
 
 
 def log_probs(source: Path, tokens: list[int], adapter: str | None = None) -> np.ndarray:
