@@ -67,7 +67,7 @@ def quantize_gguf(source: Path, output: Path, cfg: GgufQuantConfig) -> dict[str,
     params.allow_requantize = cfg.allow_requantize
     open_gguf(source)  # llama.cpp trusts the header's sizes: it only sees a file this check accepted
     with captured_fd(2) as read_log:
-        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(output).encode(), ctypes.byref(params))
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(output).encode(), ctypes.pointer(params))
         log = read_log()
     if rc != 0 or not Path(output).exists():
         last = next((line for line in reversed(log.splitlines()) if line.strip()), "")

@@ -100,10 +100,15 @@ class PruneReport:
         }
 
 
-def _prunable(model):
+def _prunable(model) -> list[tuple[str, Any]]:
     import torch.nn as nn
 
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _channels(layer) -> int:
+    """Output channels of a Conv2d, output features of a Linear."""
+    return int(layer.out_channels if hasattr(layer, "out_channels") else layer.out_features)
 
 
 def _output_layer(model):
@@ -125,8 +130,8 @@ def count(model, example) -> tuple[int, int]:
     """(MACs, parameters) of one forward pass on `example`, by Torch-Pruning's counter."""
     import torch_pruning as tp
 
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    return int(macs), int(params)
+    counted = tp.utils.count_ops_and_params(model, example)
+    return int(counted[0]), int(counted[1])
 
 
 def structured(
@@ -149,7 +154,7 @@ def structured(
     for name, layer in _prunable(model):
         if layer in ignored:
             continue
-        channels = layer.out_channels if hasattr(layer, "out_channels") else layer.out_features
+        channels = _channels(layer)
         if round(channels * per_step_keep) < 1:
             raise ConfigError(
                 f"ratio {cfg.ratio} would remove every channel of {name} ({channels} channels); "
@@ -157,7 +162,7 @@ def structured(
             )
     report = PruneReport()
     report.macs_before, report.params_before = count(model, example)
-    before = {n: (m.out_channels if hasattr(m, "out_channels") else m.out_features) for n, m in _prunable(model)}
+    before = {n: _channels(m) for n, m in _prunable(model)}
     kind = importances()[cfg.importance]
     importance = kind.make()
     pruner = tp.pruner.MetaPruner(
@@ -182,7 +187,7 @@ def structured(
     model.eval()
     report.macs_after, report.params_after = count(model, example)
     for n, m in _prunable(model):
-        after = m.out_channels if hasattr(m, "out_channels") else m.out_features
+        after = _channels(m)
         if after < 1:
             raise ConfigError(f"pruning removed every channel of {n}; lower --ratio or --ignore {n}")
         report.layers[n] = {"channels_before": before[n], "channels_after": after}

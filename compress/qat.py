@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from edgeinfer.core.errors import InputError
 
@@ -33,7 +34,7 @@ def fold_batchnorm(model):
         graph = fx.symbolic_trace(model)
     except Exception as e:  # fx raises many types on dynamic control flow
         raise InputError(f"QAT traces the model to fold BatchNorm, and tracing failed: {str(e).splitlines()[0]}") from e
-    modules = dict(graph.named_modules())
+    modules: dict[str, Any] = dict(graph.named_modules())
     for node in list(graph.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm):
             continue
@@ -63,6 +64,11 @@ def _fake_quant_cls():
 
     class ActivationFQ(nn.Module):
         """uint8 asymmetric per-tensor fake quantization with an EMA min/max observer."""
+
+        lo: torch.Tensor
+        hi: torch.Tensor
+        scale: torch.Tensor  # set by finalize()
+        zero: torch.Tensor
 
         def __init__(self, momentum: float) -> None:
             super().__init__()
@@ -101,7 +107,9 @@ def _fake_quant_cls():
     class QuantLayer(nn.Module):
         """A Conv2d or Linear whose input, weight and output are fake-quantized."""
 
-        def __init__(self, layer: nn.Module, per_channel: bool, momentum: float) -> None:
+        wscale: torch.Tensor  # set by finalize()
+
+        def __init__(self, layer: nn.Conv2d | nn.Linear, per_channel: bool, momentum: float) -> None:
             super().__init__()
             self.layer = layer
             self.per_channel = per_channel

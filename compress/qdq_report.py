@@ -29,7 +29,7 @@ def activation_sqnr(float_model: Path, qdq_model: Path, batches, max_batches: in
         modify_model_output_intermediate_tensors(str(qdq_model), str(q_aug))
         f_act = collect_activations(str(f_aug), BatchReader(sample))
         q_act = collect_activations(str(q_aug), BatchReader(sample))
-    errors = compute_activation_error(create_activation_matching(q_act, f_act))
+    errors = compute_activation_error(create_activation_matching(dict(q_act), dict(f_act)))
     producers = {out: node for node in onnx.load(str(float_model)).graph.node for out in node.output}
     rows = []
     for tensor, err in errors.items():

@@ -140,7 +140,7 @@ def load_profile_file(path: Path) -> DeviceProfile:
 
 def builtin_profiles() -> dict[str, DeviceProfile]:
     profiles = {}
-    for entry in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name):
+    for entry in sorted(resources.files(__name__).iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".toml"):
             profile = load_profile_file(Path(str(entry)))
             profiles[profile.name] = profile

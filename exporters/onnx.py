@@ -71,6 +71,8 @@ def _export_dynamo(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> None:
             verbose=False,
             external_data=False,
         )
+    if program is None:
+        raise BackendError("torch.onnx.export returned no program")
     program.save(str(path), external_data=_too_big(program))
 
 

@@ -6,7 +6,7 @@ Every output of every case is compared; all mismatches are collected into one Va
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def validate_onnx(
             continue
         feeds = {n: t.numpy() for n, t in inputs.items() if n in onnx_inputs}
         try:
-            got = session.run(None, feeds)
+            got = cast(list[np.ndarray], session.run(None, feeds))
         except Exception as e:
             mismatches.append(f"{case} ({shape_note}): ONNX Runtime failed: {str(e).splitlines()[0][:200]}")
             continue

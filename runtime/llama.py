@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,11 +201,16 @@ class LlamaRunner:
         """Yield text pieces as they are generated, then the GenerationStats."""
         stats = GenerationStats()
         if messages is not None:
-            source = self.llm.create_chat_completion(
-                messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True
+            source: Any = self.llm.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]  # plain role/content dicts
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stream=True,
             )
             prompt_text = None
         else:
+            if prompt is None:
+                raise ValueError("stream() needs a prompt or messages")
             stats.prompt_tokens = len(self.tokenize(prompt))
             self._check_fits(stats.prompt_tokens, max_tokens)
             source = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stream=True)
@@ -241,7 +247,9 @@ class LlamaRunner:
         import llama_cpp
 
         self.llm.reset()
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llm.ctx), True)
+        memory = llama_cpp.llama_get_memory(self.llm.ctx)
+        if memory is not None:
+            llama_cpp.llama_memory_clear(memory, True)
 
     def bench(self, n_prompt: int = 512, n_gen: int = 128, reps: int = 3) -> dict:
         """Prompt processing (pp) and generation (tg) tokens per second, like llama-bench's pp512/tg128."""

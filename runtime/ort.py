@@ -14,7 +14,7 @@ import tempfile
 import weakref
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -269,7 +269,7 @@ class OrtRunner:
             raise BackendError(f"ONNX Runtime failed running {self.path.name}: {str(e).splitlines()[0]}") from e
         if self._profile_dir is not None:
             self._collect_placement()
-        return dict(zip(self.output_names, outputs))
+        return dict(zip(self.output_names, cast(list[np.ndarray], outputs)))
 
     def _drop_profile_dir(self) -> None:
         if self._profile_dir is not None:

@@ -22,11 +22,12 @@ def int4(job: QuantJob) -> dict[str, Any]:
         accuracy_level=4,
     )
     quantizer.process()
-    n = sum(1 for node in quantizer.model.model.graph.node if node.op_type == "MatMulNBits")
+    quantized: Any = quantizer.model  # an ONNXModel wrapper once process() ran
+    n = sum(1 for node in quantized.model.graph.node if node.op_type == "MatMulNBits")
     if n == 0:
         raise InputError(
             f"{job.model_path.name} has no MatMul with a constant weight that int4 can quantize "
             "(int4 is weight-only for MatMul; try --method static or dynamic)"
         )
-    quantizer.model.save_model_to_file(str(job.output), use_external_data_format=False)
+    quantized.save_model_to_file(str(job.output), use_external_data_format=False)
     return {"matmulnbits_nodes": n}

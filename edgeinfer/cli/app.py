@@ -20,9 +20,11 @@ from edgeinfer.core.errors import EdgeInferError
 def _flags_without_type() -> None:
     """typer 0.29 prints a `<bool>` type column for on/off flags (`--force <bool>`), which reads as if
     the flag took a value; show flags bare, as every other CLI does."""
+    import typer.core
+
     option = getattr(typer.core, "TyperOption", None)
     shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "_edgeinfer", False):
+    if option is None or shown is None or getattr(shown, "_edgeinfer", False):
         return
 
     def display_type_rich(self, ctx):
@@ -169,7 +171,7 @@ def main() -> None:
         sys.exit(2)
     except TyperException as e:  # typer >= 0.29 bundles click; its usage errors derive from this
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `edgeinfer`: the help is the answer
-            print(e.ctx.get_help())
+            print(getattr(e, "ctx").get_help())
             sys.exit(0)
         _usage_error(e)
         sys.exit(2)

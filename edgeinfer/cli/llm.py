@@ -36,6 +36,8 @@ def _stream_to_console(stream, as_json: bool):
             stats = piece
         elif not as_json:
             console.print(piece, end="", highlight=False, soft_wrap=True)
+    if stats is None:  # the runner always ends its stream with the stats
+        raise RuntimeError("the generation stream ended without its statistics")
     return stats
 
 

@@ -395,10 +395,10 @@ def _check_gguf_model_keys(reader, name: str) -> None:
     if byte_tokens:
         # llama.cpp looks bytes up in a map of exactly these tokens and aborts the process (an
         # uncaught std::out_of_range, found by fuzzing) when one of the 256 is missing.
-        values = {int(m.group(1), 16) for t in byte_tokens if (m := _BYTE_TOKEN.fullmatch(t))}
-        if len(byte_tokens) != 256 or len(values) != 256:
+        byte_values = {int(m.group(1), 16) for t in byte_tokens if (m := _BYTE_TOKEN.fullmatch(t))}
+        if len(byte_tokens) != 256 or len(byte_values) != 256:
             raise bad(
-                f"the tokenizer's byte tokens are not exactly <0x00> ... <0xFF> ({len(values)} distinct of "
+                f"the tokenizer's byte tokens are not exactly <0x00> ... <0xFF> ({len(byte_values)} distinct of "
                 f"{len(byte_tokens)})"
             )
     for special in _SPECIAL_TOKENS:

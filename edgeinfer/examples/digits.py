@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +27,15 @@ def load_split(seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
+    digits: Any = load_digits()  # a Bunch (the stubs only know the return_X_y tuple)
     images = (digits.images / 16.0).astype(np.float32)
     scale = IMAGE // images.shape[1]
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)[:, None]
     labels = digits.target.astype(np.int64)
-    return tuple(train_test_split(images, labels, test_size=0.25, random_state=seed, stratify=labels))
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, labels, test_size=0.25, random_state=seed, stratify=labels
+    )
+    return np.asarray(train_x), np.asarray(test_x), np.asarray(train_y), np.asarray(test_y)
 
 
 def lenet5(width: float = 1.0):
@@ -222,15 +226,14 @@ def _trained(name: str, build, epochs: int, lr: float = 2e-3, progress=None):
     if path.exists():
         model.load_state_dict(load_file(str(path)))
         return model.eval()
-    if progress is None:
 
-        def progress(epoch: int, total: int, loss: float) -> None:
-            log.info(
-                f"training the {name} example on the digits (once; cached in {cache_dir()}): epoch {epoch}/{total}, "
-                f"loss {loss:.3f}"
-            )
+    def log_progress(epoch: int, total: int, loss: float) -> None:
+        log.info(
+            f"training the {name} example on the digits (once; cached in {cache_dir()}): epoch {epoch}/{total}, "
+            f"loss {loss:.3f}"
+        )
 
-    train(model, epochs=epochs, lr=lr, progress=progress)
+    train(model, epochs=epochs, lr=lr, progress=progress or log_progress)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(model.state_dict(), str(tmp))
     os.replace(tmp, path)

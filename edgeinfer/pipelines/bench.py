@@ -165,7 +165,7 @@ def bench_model(
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement
-    fns = {"onnxruntime": lambda: runner.session.run(None, feeds)}
+    fns: dict[str, Callable[[], object]] = {"onnxruntime": lambda: runner.session.run(None, feeds)}
     if baseline:
         fns["pytorch"] = _torch_fn(baseline, art, feeds, trust_source)
     times = interleaved(fns, runs=runs, warmup=warmup, tick=tick)

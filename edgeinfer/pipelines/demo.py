@@ -7,6 +7,7 @@ accuracy and interleaved latency land in one table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -90,7 +91,7 @@ def run_demo(out: Path, runs: int, console: Console) -> dict:
             with torch.inference_mode():
                 model(x_t)
 
-        fns = {"torch": torch_run}
+        fns: dict[str, Callable[[], object]] = {"torch": torch_run}
         fns.update({name: (lambda r=r: r.session.run(None, {"input": x_np})) for name, r in runners.items()})
         with console.status(f"timing batch {batch}: PyTorch and the ONNX Runtime variants, interleaved, {runs} runs"):
             times = interleaved(fns, runs=runs, warmup=5)

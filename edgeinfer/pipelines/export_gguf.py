@@ -47,7 +47,7 @@ def tokenizer_roundtrip(tokenizer, runner, text: str) -> dict[str, Any]:
     return figures
 
 
-def logits_parity(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+def logits_parity(ref: np.ndarray, cand: np.ndarray) -> dict[str, Any]:
     from edgeinfer.pipelines.llm_eval import agreement
 
     return {"tokens": int(len(ref)), **agreement(ref, cand), "max_abs_logprob_diff": float(np.abs(ref - cand).max())}

@@ -88,7 +88,7 @@ def quantize_gguf_model(
     with atomic_path(output, overwrite=force) as tmp:
         facts = quantize_gguf(model, tmp, cfg)
     after = gguf_summary(output)
-    note = dict(facts)
+    note: dict[str, Any] = dict(facts)
     if facts["fallback_tensors"]:
         log.warning(
             f"{facts['fallback_tensors']} tensor(s) have rows that are not multiples of 256, so llama.cpp "

@@ -244,7 +244,7 @@ def quantize(
         stage("comparing with the float parent")
         comparison = None
         if compare_data is not None:
-            comparison = compare_models(model, [tmp], eval_data or calib, data=compare_data, runs=runs)
+            comparison = compare_models(model, [tmp], eval_data or calib or "", data=compare_data, runs=runs)
     if comparison is not None:
         comparison["rows"][1]["model"] = str(output)
     step = Step("quantize", cfg.to_json() | facts, _summary(comparison))

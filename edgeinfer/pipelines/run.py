@@ -65,7 +65,7 @@ def run_onnx(
     if output is not None:
         with atomic_path(output, overwrite=force) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **outputs)
+                np.savez(fh, **outputs)  # pyright: ignore[reportArgumentType]  # names are keys, not options
     rep = runner.report
     return RunResult(
         outputs,
