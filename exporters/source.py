@@ -9,38 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.errors import ConfigError, InputError, UnsupportedError
-
-# Sentences of different lengths, so the padded batches really pad.
-_SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Edge devices run small models.",
-    "Quantization trades a little accuracy for a lot of speed, and we measure how little.",
-    "Hi",
-    "A Raspberry Pi 5 has four Cortex-A76 cores and up to eight gigabytes of memory.",
-    "ONNX Runtime picks an execution provider for every node of the graph.",
-]
-
-
-class Task(StrEnum):
-    FEATURE_EXTRACTION = "feature-extraction"
-    TEXT_CLASSIFICATION = "text-classification"
-    IMAGE_CLASSIFICATION = "image-classification"
-    CAUSAL_LM = "causal-lm"
-
-
-# Architecture-name suffix -> task; checked in order, so the generic "Model" comes last.
-_TASK_BY_SUFFIX = [
-    ("ForSequenceClassification", Task.TEXT_CLASSIFICATION),
-    ("ForImageClassification", Task.IMAGE_CLASSIFICATION),
-    ("ForCausalLM", Task.CAUSAL_LM),
-    ("LMHeadModel", Task.CAUSAL_LM),
-    ("Model", Task.FEATURE_EXTRACTION),
-]
 
 
 @dataclass
@@ -52,16 +24,9 @@ class SourceModel:
     second: dict[str, Any]  # the same names, another batch size / sequence length
     dynamic_axes: dict[str, dict[int, str]]
     description: dict[str, Any]
-    task: Task | None = None
+    task: str | None = None  # an export task's name (exporters/tasks/) for Hugging Face folders
     tokenizer_dir: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def infer_task(architecture: str) -> Task:
-    for suffix, task in _TASK_BY_SUFFIX:
-        if architecture.endswith(suffix):
-            return task
-    return Task.FEATURE_EXTRACTION
 
 
 def _named_outputs(module, names: list[str], pick: list[str]):
@@ -84,11 +49,13 @@ def _named_outputs(module, names: list[str], pick: list[str]):
     return Positional().eval()
 
 
-def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) -> SourceModel:
+def load_hf_dir(path: Path, task: str | None, batch: tuple[int, int] = (2, 4)) -> SourceModel:
+    """A Hugging Face folder loaded with the head of `task` (else the one its architecture names)."""
     import torch
 
     from edgeinfer.core.formats import read_safetensors_header
     from edgeinfer.core.hf_folder import read_config
+    from edgeinfer.exporters.tasks import get_task, infer_task
 
     config = read_config(path)
     weights = sorted(path.glob("*.safetensors"))
@@ -103,75 +70,46 @@ def load_hf_dir(path: Path, task: Task | None, batch: tuple[int, int] = (2, 4)) 
     for file in weights:
         read_safetensors_header(file)  # a truncated or hostile header fails here, before torch allocates
     arch = (config.get("architectures") or [""])[0]
-    task = task or infer_task(arch)
+    spec = get_task(task) if task else infer_task(arch)
 
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    common = dict(
-        local_files_only=True,
-        trust_remote_code=False,
-        use_safetensors=True,
-        attn_implementation="eager",
-        dtype=torch.float32,
-    )
-    auto = {
-        Task.FEATURE_EXTRACTION: transformers.AutoModel,
-        Task.TEXT_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
-        Task.IMAGE_CLASSIFICATION: transformers.AutoModelForImageClassification,
-        Task.CAUSAL_LM: transformers.AutoModelForCausalLM,
-    }[task]
+    auto = getattr(transformers, spec.auto_class)
     try:
-        model = auto.from_pretrained(str(path), **common).eval()
+        model = auto.from_pretrained(
+            str(path),
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=True,
+            attn_implementation="eager",
+            dtype=torch.float32,
+        ).eval()
     except Exception as e:  # a config or weights that do not fit each other fail in many ways
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise InputError(f"could not load {path} as a {task} model: {first}") from None
-    if task is Task.CAUSAL_LM:
-        model.config.use_cache = False
-
+        raise InputError(f"could not load {path} as a {spec.name} model: {first}") from None
+    if spec.prepare is not None:
+        spec.prepare(model)
+    inputs = spec.inputs(model, config, path, batch)
+    outputs = list(spec.outputs)
     description = {
         "kind": "huggingface",
         "path": str(path.resolve()),
         "architecture": arch,
         "model_type": config.get("model_type"),
-        "task": task.value,
+        "task": spec.name,
     }
-    if task is Task.IMAGE_CLASSIFICATION:
-        size = config.get("image_size", 224)
-        size = size if isinstance(size, int) else size[0]
-        channels = config.get("num_channels", 3)
-        gen = torch.Generator().manual_seed(0)
-        example = {"pixel_values": torch.randn(batch[0], channels, size, size, generator=gen)}
-        second = {"pixel_values": torch.randn(batch[1], channels, size, size, generator=gen)}
-        module = _named_outputs(model, ["pixel_values"], ["logits"])
-        return SourceModel(
-            module, ["pixel_values"], ["logits"], example, second, {"pixel_values": {0: "batch"}}, description, task
-        )
-
-    from edgeinfer.core.hf_folder import check_tokens_are_real, load_tokenizer
-
-    tokenizer = load_tokenizer(path)
-    import inspect
-
-    accepted = set(inspect.signature(model.forward).parameters)
-    names = [n for n in tokenizer.model_input_names if n in accepted]
-    if task is Task.CAUSAL_LM:
-        names = [n for n in names if n != "token_type_ids"]
-
-    def encode(sentences):
-        enc = tokenizer(sentences, padding=True, return_tensors="pt")
-        return {n: enc[n] for n in names}
-
-    example = encode(_SENTENCES[: batch[0]])
-    second = encode(_SENTENCES[batch[0] : batch[0] + batch[1]])
-    if "input_ids" in example:
-        check_tokens_are_real(tokenizer, example["input_ids"].numpy(), path)
-    out_name = "last_hidden_state" if task is Task.FEATURE_EXTRACTION else "logits"
-    module = _named_outputs(model, names, [out_name])
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
     return SourceModel(
-        module, names, [out_name], example, second, axes, description, task, tokenizer_dir=str(path.resolve())
+        _named_outputs(model, inputs.names, outputs),
+        inputs.names,
+        outputs,
+        inputs.example,
+        inputs.second,
+        inputs.dynamic_axes,
+        description,
+        spec.name,
+        tokenizer_dir=inputs.tokenizer_dir,
     )
 
 
@@ -334,7 +272,7 @@ def load_pt2(path: Path, trust_source: bool = False) -> SourceModel:
     return SourceModel(wrapped, names, out_names, example, second, axes, description)
 
 
-def load_source(source: str, task: Task | None = None, trust_source: bool = False) -> SourceModel:
+def load_source(source: str, task: str | None = None, trust_source: bool = False) -> SourceModel:
     """The model behind an `export` SOURCE. A factory runs the user's code; a .pt2 holding pickled
     objects is refused unless `trust_source`; a model folder is read as data only."""
     from edgeinfer.core.factory import is_factory_spec

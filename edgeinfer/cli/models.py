@@ -24,6 +24,7 @@ from edgeinfer.cli.app import (
     mb,
     resolve_device,
 )
+from edgeinfer.exporters.tasks import tasks as export_tasks
 
 # ---------------------------------------------------------------------------------- export
 
@@ -45,7 +46,8 @@ def export(
     task: Annotated[
         Optional[str],
         typer.Option(
-            help="feature-extraction, text-classification, image-classification or causal-lm (default: from the architecture)."
+            help=f"For a Hugging Face folder: {', '.join(sorted(export_tasks()))} (default: from config.json's "
+            "architecture name)."
         ),
     ] = None,
     opset: Annotated[Optional[int], typer.Option(min=7, max=26, help="ONNX opset (default 18).")] = None,

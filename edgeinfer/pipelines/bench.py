@@ -208,7 +208,8 @@ def _torch_fn(baseline: str, art, feeds, trust_source: bool):
     import torch
 
     from edgeinfer.core.factory import require_trust
-    from edgeinfer.exporters.source import Task, load_source
+    from edgeinfer.exporters.source import load_source
+    from edgeinfer.exporters.tasks import tasks
 
     spec = source_spec(art.source) if baseline == "auto" else baseline
     if not spec:
@@ -217,10 +218,10 @@ def _torch_fn(baseline: str, art, feeds, trust_source: bool):
         # The sidecar is data that travels with the model: the code it names runs only when trusted.
         require_trust(spec, f"the sidecar of {art.path.name}", trust_source)
     task = art.meta.get("task")
-    if task is not None and task not in {t.value for t in Task}:
+    if task is not None and task not in tasks():
         raise InputError(f"the sidecar of {art.path.name} records an unknown task {task!r}; re-export the model")
     log.info(f"loading the PyTorch baseline {spec} to time it beside ONNX Runtime")
-    src = load_source(spec, Task(task) if task else None, trust_source=trust_source)
+    src = load_source(spec, task, trust_source=trust_source)
     missing = [n for n in src.input_names if n not in feeds]
     if missing:
         raise ConfigError(f"baseline {spec} takes inputs {src.input_names}, the ONNX model {list(feeds)}")

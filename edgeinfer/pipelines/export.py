@@ -47,7 +47,6 @@ def export_model(
         force: overwrite an existing output; trust_source: allow a .pt2 holding pickled objects.
     """
     from edgeinfer.core.errors import parse_choice
-    from edgeinfer.exporters.source import Task
 
     output = Path(output)
     if profile is not None and profile.static_shapes and not static_shapes and output.suffix.lower() == ".onnx":
@@ -82,7 +81,10 @@ def export_model(
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
     from edgeinfer.exporters.source import load_source
 
-    task_enum = parse_choice(Task, task, "task") if task else None
+    if task:
+        from edgeinfer.exporters.tasks import get_task
+
+        get_task(task)  # an unknown task fails here, listing the registered ones
     cfg = OnnxExportConfig(
         opset=opset or DEFAULT_OPSET,
         exporter=parse_choice(Exporter, exporter, "exporter"),
@@ -90,7 +92,7 @@ def export_model(
         atol=atol,
     )
     stage(f"loading {source}")
-    return export_source(load_source(source, task_enum, trust_source), output, cfg, stage=stage, force=force)
+    return export_source(load_source(source, task, trust_source), output, cfg, stage=stage, force=force)
 
 
 def _opset_of(path: Path) -> int | None:
@@ -143,7 +145,7 @@ def export_source(
     if result.fallback_reason:
         config["fallback"] = f"torch.export failed, TorchScript used: {result.fallback_reason}"
     meta = {
-        "task": src.task.value if src.task else None,
+        "task": src.task,
         "inputs": src.input_names,
         "outputs": src.output_names,
         "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in src.dynamic_axes.items()}

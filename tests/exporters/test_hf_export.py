@@ -1,12 +1,9 @@
-"""Hugging Face checkpoints: real MiniLM weights, and a causal LM built from a small config."""
+"""Hugging Face checkpoints: real MiniLM weights (each export task's tiny model: test_export_tasks.py)."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-
-from edgeinfer.pipelines.export import export_model
 
 pytestmark = pytest.mark.slow
 
@@ -40,27 +37,3 @@ def test_minilm_onnx_mean_pooled_embeddings_match_transformers(minilm_onnx, mini
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.9999
 
-
-def test_causal_lm_from_small_config_exports_logits(tmp_path, minilm_dir):
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    model = transformers.LlamaForCausalLM(config)
-    folder = tmp_path / "tiny-llama"
-    model.save_pretrained(folder, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / name, folder / name)
-    art = export_model(str(folder), tmp_path / "llm.onnx")
-    assert art.meta["task"] == "causal-lm"
-    assert art.meta["outputs"] == ["logits"]
-    assert art.validation["passed"]

@@ -1,0 +1,79 @@
+"""Export tasks: which head a Hugging Face folder is loaded with, and what the export takes and gives.
+
+One file per task registers an `ExportTask`; `export --task NAME` and the inference of the task
+from config.json's architecture name both read the registry, so a new task is one file here plus
+its tiny model in tests/exporters/test_export_tasks.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.registry import Registry
+
+
+@dataclass
+class TaskInputs:
+    """Named example inputs (two different sets, so validation sees two shapes) and their dynamic axes."""
+
+    names: list[str]
+    example: dict[str, Any]  # name -> torch.Tensor
+    second: dict[str, Any]
+    dynamic_axes: dict[str, dict[int, str]]
+    tokenizer_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportTask:
+    """How one task exports from a Hugging Face folder.
+
+    Args:
+        name: the `--task` value, recorded in the sidecar.
+        auto_class: the transformers Auto class that loads the folder with this task's head.
+        architectures: architecture-name suffixes (config.json `architectures`) that mean this task;
+            matched longest first, so a generic suffix such as "Model" never shadows a specific one.
+        outputs: the model outputs the ONNX graph returns, in order.
+        inputs: builds the example inputs from (loaded model, config dict, folder, (batch, second batch)).
+        prepare: adjusts the loaded model before export (a causal LM drops its KV cache).
+    """
+
+    name: str
+    auto_class: str
+    architectures: tuple[str, ...]
+    outputs: tuple[str, ...]
+    inputs: Callable[[Any, dict, Path, tuple[int, int]], TaskInputs]
+    prepare: Callable[[Any], None] | None = field(default=None, compare=False)
+
+
+_TASKS: Registry[ExportTask] = Registry("export task", __name__)
+
+
+def register_task(task: ExportTask) -> ExportTask:
+    """Add `task` to the registry (each task file calls this once, on import)."""
+    _TASKS.add(task.name, task)
+    return task
+
+
+def tasks() -> dict[str, ExportTask]:
+    """Every registered export task by name."""
+    return _TASKS.all()
+
+
+def get_task(name: str) -> ExportTask:
+    """The task called `name`; an unknown name fails listing the registered ones."""
+    known = tasks()
+    if name not in known:
+        raise ConfigError(f"unknown export task {name!r} (valid: {', '.join(sorted(known))})")
+    return known[name]
+
+
+def infer_task(architecture: str, default: str = "feature-extraction") -> ExportTask:
+    """The task an architecture name means (`BertForSequenceClassification` -> text-classification)."""
+    by_suffix = sorted(
+        ((suffix, task) for task in tasks().values() for suffix in task.architectures), key=lambda st: -len(st[0])
+    )
+    return next((task for suffix, task in by_suffix if architecture.endswith(suffix)), get_task(default))
