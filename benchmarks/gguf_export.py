@@ -120,7 +120,9 @@ def main() -> None:
         out = args.out / f"smollm2-{t.value}.gguf"
         fallbacks[out.name] = quantize_gguf(f16, out, GgufQuantConfig(t))["fallback_tensors"]
         cands.append(out)
-    report = compare_llms(f16, cands, PUBLIC_DOMAIN_TEXT, window=512, max_tokens=4096, n_prompt=512, n_gen=128, reps=3)
+    report = compare_llms(
+        f16, cands, PUBLIC_DOMAIN_TEXT, window=512, max_tokens=4096, n_prompt=512, n_gen=128, reps=3
+    ).to_dict()
     rows = []
     for r in report["rows"]:
         name = Path(r["model"]).name

@@ -86,7 +86,7 @@ def main() -> None:
 
     rows = []
     # Quality on all 250 shipped sentences; speed on batch 16 x 128 tokens.
-    quality = compare_models(minilm, [minilm_q], str(SENTENCES), runs=3, batch_size=25)
+    quality = compare_models(minilm, [minilm_q], str(SENTENCES), runs=3, batch_size=25).to_dict()
     long_batch = args.out / "minilm-b16s128.npz"
     import numpy as np
 
@@ -105,7 +105,7 @@ def main() -> None:
         batch_size=16,
         task=__import__("edgeinfer.pipelines.compare", fromlist=["EvalTask"]).EvalTask.RAW,
     )
-    q_row, s_row = quality["rows"][1], speed["rows"][1]
+    q_row, s_row = quality["rows"][1], speed.rows[1].to_dict()
     lo, hi = s_row["speedup_ci95"]
     rows.append(
         [
@@ -117,7 +117,7 @@ def main() -> None:
         ]
     )
     for batch in (1, 64):
-        rep = compare_models(lenet, [lenet_q], str(test), runs=args.runs, batch_size=batch)
+        rep = compare_models(lenet, [lenet_q], str(test), runs=args.runs, batch_size=batch).to_dict()
         base, cand = rep["rows"]
         lo, hi = cand["speedup_ci95"]
         rows.append(
@@ -157,7 +157,7 @@ def npu_section(args) -> None:
     calib, test = save_calib_npz(args.out / "calib.npz"), save_eval_npz(args.out / "test.npz")
     cand = args.out / "lenet-npu.onnx"
     quantize_model(fp32, cand, method="static", calib=str(calib), profile=npu, force=True, runs=3)
-    rep = compare_models(fp32, [cand], str(test), device=npu, runs=5)
+    rep = compare_models(fp32, [cand], str(test), device=npu, runs=5).to_dict()
     base, q = rep["rows"]
     from edgeinfer.runtime import ProviderReport
 

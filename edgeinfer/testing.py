@@ -52,4 +52,4 @@ def assert_within_budget(
     problems = check_budget(report, budget)
     if problems:
         raise AssertionError("; ".join(problems))
-    return report
+    return report.to_dict()

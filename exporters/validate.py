@@ -5,6 +5,7 @@ Every output of every case is compared; all mismatches are collected into one Va
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,6 +16,21 @@ from edgeinfer.core.errors import ValidationError
 # Absolute tolerance by output dtype, before --atol overrides it; a relative term absorbs scale.
 DEFAULT_ATOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2, "float64": 1e-7}
 RTOL = 1e-3
+
+
+@dataclass
+class ValidationReport:
+    """An export's parity with its source: per case, the input shapes and each output's figures
+    (max / mean abs diff, cosine, the tolerance used); the worst of them; passed. `to_dict()` is
+    what the sidecar's export step records as its metrics."""
+
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_abs_diff: float = 0.0
+    min_cosine: float = 1.0
+    passed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def compare_arrays(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -33,16 +49,23 @@ def compare_arrays(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 def validate_onnx(
     module, onnx_path: Path, cases: dict[str, dict[str, Any]], output_names: list[str], atol: float | None = None
-) -> dict[str, Any]:
-    """Run `module` (PyTorch) and the ONNX file (ONNX Runtime, CPU) on each case; compare every output."""
+) -> ValidationReport:
+    """Run `module` (PyTorch) and the ONNX file (ONNX Runtime, CPU) on each case; compare every output.
+
+    Args:
+        module: the source, taking the inputs positionally and returning a tuple of tensors.
+        onnx_path: the exported file; cases: case name -> named input tensors (two shapes, usually).
+        output_names: the graph's outputs, in the module's order; atol: overrides DEFAULT_ATOL.
+
+    Raises ValidationError listing every mismatch; returns the figures when all outputs agree.
+    """
     import onnxruntime as ort
     import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_inputs = [i.name for i in session.get_inputs()]
     mismatches: list[str] = []
-    figures: dict[str, Any] = {"cases": {}}
-    worst_abs, worst_cos = 0.0, 1.0
+    report = ValidationReport()
     for case, inputs in cases.items():
         shape_note = " ".join(f"{n}{list(t.shape)}" for n, t in inputs.items())
         try:
@@ -72,8 +95,8 @@ def validate_onnx(
             tol = atol if atol is not None else DEFAULT_ATOL.get(str(g.dtype), 1e-4)
             figs["atol"] = tol
             case_figs["outputs"][name] = figs
-            worst_abs = max(worst_abs, figs["max_abs_diff"])
-            worst_cos = min(worst_cos, figs["cosine"])
+            report.max_abs_diff = max(report.max_abs_diff, figs["max_abs_diff"])
+            report.min_cosine = min(report.min_cosine, figs["cosine"])
             if np.issubdtype(g.dtype, np.floating):
                 ok = np.allclose(g.astype(np.float64), r.astype(np.float64), atol=tol, rtol=RTOL)
             else:
@@ -83,10 +106,8 @@ def validate_onnx(
                     f"{case} {name}: max abs diff {figs['max_abs_diff']:.3g} > atol {tol:g} "
                     f"(+rtol {RTOL:g}), cosine {figs['cosine']:.6f}"
                 )
-        figures["cases"][case] = case_figs
-    figures["max_abs_diff"] = worst_abs
-    figures["min_cosine"] = worst_cos
-    figures["passed"] = not mismatches
+        report.cases[case] = case_figs
     if mismatches:
         raise ValidationError(f"export of {onnx_path.name} does not match its PyTorch source", mismatches)
-    return figures
+    report.passed = True
+    return report

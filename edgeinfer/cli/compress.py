@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -23,6 +23,9 @@ from edgeinfer.cli.app import (
     resolve_device,
     warn,
 )
+
+if TYPE_CHECKING:
+    from edgeinfer.pipelines.compare import ComparisonReport
 
 
 @app.command()
@@ -146,11 +149,13 @@ def quantize(
             force=force,
             stage=status.update,
         )
+    comparison = result["comparison"]
     if as_json:
-        print(json.dumps({"output": str(output), "config": art.steps[-1].config, **result}, default=str))
+        shown = {**result, "comparison": comparison.to_dict() if comparison is not None else None}
+        print(json.dumps({"output": str(output), "config": art.steps[-1].config, **shown}, default=str))
         return
-    if result.get("comparison"):
-        print_comparison(result["comparison"], title=f"{model.name} -> {output.name}")
+    if comparison is not None:
+        print_comparison(comparison, title=f"{model.name} -> {output.name}")
     else:
         console.print(
             f"wrote {output} ({mb(output.stat().st_size)}); pass --eval-data or --calib to compare it with its parent"
@@ -179,10 +184,10 @@ def quantize(
             )
 
 
-def print_comparison(report: dict, title: str) -> None:
-    rows = report["rows"]
-    keys = list(rows[0]["metrics"])
-    table = Table(title=f"{title}  ({report['task']}, {report['samples']} samples, batch {report['batch_shape']})")
+def print_comparison(report: ComparisonReport, title: str) -> None:
+    rows = report.rows
+    keys = list(rows[0].metrics)
+    table = Table(title=f"{title}  ({report.task}, {report.samples} samples, batch {report.batch_shape})")
     for col in ("model", "size", "p50 ms", "speedup (95% CI)", *keys, "providers"):
         # Names wrap rather than being cut: at 80 columns 'smol-…' cannot tell two models apart.
         table.add_column(
@@ -192,24 +197,23 @@ def print_comparison(report: dict, title: str) -> None:
             min_width=8 if col == "model" else None,
         )
     for i, r in enumerate(rows):
-        lo, hi = r["speedup_ci95"]
-        speed = "1.00x" if i == 0 else f"{r['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
-        if i and hi < 1.0:  # slower only when the whole interval says so
+        lo, hi = r.speedup_ci95
+        speed = "1.00x" if i == 0 else f"{r.speedup:.2f}x ({lo:.2f}-{hi:.2f})"
+        if i and r.slower:  # slower only when the whole interval says so
             speed = f"[bold red]{speed} SLOWER[/bold red]"
         cells = []
         for k in keys:
-            v = r["metrics"][k]
-            cell = f"{v:.4f}"
-            if k == "accuracy" and i:
-                cell += f" ({r['delta']:+.4f})"
+            cell = f"{r.metrics[k]:.4f}"
+            if k == "accuracy" and i and r.delta is not None:
+                cell += f" ({r.delta:+.4f})"
             cells.append(cell)
         table.add_row(
-            Path(r["model"]).name,
-            mb(r["file_size_bytes"]),
-            f"{r['latency_ms']['p50']:.3f}",
+            r.name,
+            mb(r.file_size_bytes),
+            f"{r.latency_ms['p50']:.3f}",
             speed,
             *cells,
-            ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]),
+            ",".join(p.removesuffix("ExecutionProvider") for p in r.providers),
         )
     console.print(table)
 
@@ -306,7 +310,7 @@ def compare(
                 baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits, stage=status.update
             )
         if as_json:
-            print(json.dumps(report_))
+            print(json.dumps(report_.to_dict()))
         else:
             print_llm_report(report_)
         return
@@ -321,7 +325,7 @@ def compare(
         write_html(result, report)
         err.print(f"wrote the HTML report {report}")
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_dict()))
         return
     print_comparison(result, "compare")
 
@@ -367,7 +371,7 @@ def check(
     import sys
 
     from edgeinfer.core.errors import ConfigError
-    from edgeinfer.pipelines.compare import Budget, check_budget
+    from edgeinfer.pipelines.compare import Budget, ComparisonReport, check_budget
 
     budget = Budget(
         max_drop=max_drop,
@@ -394,13 +398,15 @@ def check(
             raise ConfigError("check needs --data for ONNX models")
         result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit)
     problems = check_budget(result, budget)
-    result["budget"] = {k: v for k, v in budget.__dict__.items() if v is not None}
-    result["violations"] = problems
-    result["passed"] = not problems
     if as_json:
-        print(json.dumps(result))
+        print(
+            json.dumps(result.to_dict() | {"budget": budget.to_dict(), "violations": problems, "passed": not problems})
+        )
     else:
-        (print_llm_report(result) if is_gguf(baseline) else print_comparison(result, "check"))
+        if isinstance(result, ComparisonReport):
+            print_comparison(result, "check")
+        else:
+            print_llm_report(result)
         for p in problems:
             err.print(f"[red]REGRESSION[/red] {p}")
     verdict = (

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from edgeinfer.cli.app import Device, Fallback, Threads, app, console, err, mb, resolve_device
+
+if TYPE_CHECKING:
+    from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 
 
 def settings_for(
@@ -121,10 +124,8 @@ def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) 
     console.print(f"measure what it cost: edgeinfer compare {model} {output} --text your.txt")
 
 
-def print_llm_report(report: dict) -> None:
-    table = Table(
-        title=f"LLM quality on {Path(report['text']).name} ({report['tokens']} tokens, window {report['window']})"
-    )
+def print_llm_report(report: LlmComparisonReport) -> None:
+    table = Table(title=f"LLM quality on {Path(report.text).name} ({report.tokens} tokens, window {report.window})")
     for col in ("model", "size", "bpw", "pp tok/s", "tg tok/s", "perplexity", "KL mean", "KL p99", "top-1 agree"):
         table.add_column(
             col,
@@ -132,17 +133,17 @@ def print_llm_report(report: dict) -> None:
             overflow="fold",
             min_width=10 if col == "model" else None,
         )
-    for r in report["rows"]:
+    for r in report.rows:
         table.add_row(
-            Path(r["model"]).name,
-            mb(r["file_size_bytes"]),
-            f"{r['bits_per_weight']:.2f}",
-            f"{r['pp_tokens_per_s']:.0f}",
-            f"{r['tg_tokens_per_s']:.1f}",
-            f"{r['perplexity']:.3f}",
-            f"{r['kl_mean']:.4f}" if "kl_mean" in r else "-",
-            f"{r['kl_p99']:.4f}" if "kl_p99" in r else "-",
-            f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-",
+            r.name,
+            mb(r.file_size_bytes),
+            f"{r.bits_per_weight:.2f}",
+            f"{r.pp_tokens_per_s:.0f}",
+            f"{r.tg_tokens_per_s:.1f}",
+            f"{r.perplexity:.3f}",
+            f"{r.kl_mean:.4f}" if r.kl_mean is not None else "-",
+            f"{r.kl_p99:.4f}" if r.kl_p99 is not None else "-",
+            f"{r.top1_agreement:.3f}" if r.top1_agreement is not None else "-",
         )
     console.print(table)
 

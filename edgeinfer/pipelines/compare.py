@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import numpy as np
 from edgeinfer.core.data import Batches
 from edgeinfer.core.errors import ConfigError, InputError
 from edgeinfer.core.measure import interleaved, percentiles, speedup_ci
+from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 
 REPORT_SCHEMA = 1
 
@@ -26,6 +27,78 @@ class EvalTask(StrEnum):
     CLASSIFICATION = "classification"
     EMBEDDING = "embedding"
     RAW = "raw"
+
+
+@dataclass
+class CompareRow:
+    """One model of a comparison: its size, its latency against the baseline's, its task metric and
+    where it ran.
+
+    Args:
+        model: the model's path.
+        latency_ms: p50 / p90 / p99 / mean of the interleaved runs.
+        speedup, speedup_ci95: baseline p50 / this p50, with its bootstrap 95% interval.
+        metrics: the task metric(s) against the labels or the baseline's outputs.
+        delta: classification only, accuracy minus the baseline's.
+    """
+
+    model: str
+    file_size_bytes: int
+    latency_ms: dict[str, float]
+    speedup: float
+    speedup_ci95: tuple[float, float]
+    metrics: dict[str, float]
+    providers: list[str]
+    placement: dict[str, Any] = field(default_factory=dict)
+    fallbacks: list[Any] = field(default_factory=list)
+    delta: float | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.model).name
+
+    @property
+    def slower(self) -> bool:
+        """Slower than the baseline: the whole 95% interval of the speedup lies below 1."""
+        return self.speedup_ci95[1] < 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["speedup_ci95"] = list(self.speedup_ci95)
+        if self.delta is None:
+            del out["delta"]
+        return out
+
+
+@dataclass
+class ComparisonReport:
+    """`compare` / `check` on ONNX models: one row a model, the baseline first. `to_dict()` is the
+    `--json` output (schema 1)."""
+
+    task: str
+    data: str
+    samples: int
+    batch_shape: dict[str, list[int]]
+    runs: int
+    baseline: str
+    rows: list[CompareRow]
+    schema: int = REPORT_SCHEMA
+
+    @property
+    def candidates(self) -> list[CompareRow]:
+        return self.rows[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "task": self.task,
+            "data": self.data,
+            "samples": self.samples,
+            "batch_shape": self.batch_shape,
+            "runs": self.runs,
+            "baseline": self.baseline,
+            "rows": [r.to_dict() for r in self.rows],
+        }
 
 
 @dataclass(frozen=True)
@@ -54,6 +127,10 @@ class Budget:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and lo <= value <= hi):
                 raise ConfigError(f"budget {name} = {value} is impossible; it must be a number in [{lo:g}, {hi:g}]")
+
+    def to_dict(self) -> dict[str, float]:
+        """The budgets that are set (what `check --json` records)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def resolve_task(task: EvalTask, data: Batches, baseline_meta: dict) -> EvalTask:
@@ -154,7 +231,7 @@ def compare_models(
     limit: int | None = None,
     data: Batches | None = None,
     tick=None,
-) -> dict[str, Any]:
+) -> ComparisonReport:
     """Run a baseline and candidates on the same data: size, interleaved latency with a bootstrap 95% CI,
     and the task metric (accuracy, embedding cosine and retrieval, or raw-output agreement).
 
@@ -166,7 +243,7 @@ def compare_models(
         runs, batch_size, limit: timing runs, batch size, at most this many samples.
         data: already loaded Batches (skips data_spec).
 
-    Returns the report dict the CLI prints (`rows`, one a model, the baseline first).
+    Returns the ComparisonReport (one row a model, the baseline first).
     """
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
@@ -197,41 +274,38 @@ def compare_models(
     for name, runner in runners.items():
         m = metrics(task, base_out, outputs[name], data)
         point, lo, hi = speedup_ci(times[str(baseline)], times[name])
-        row = {
-            "model": name,
-            "file_size_bytes": Path(name).stat().st_size,
-            "latency_ms": percentiles(times[name]),
-            "speedup": point,
-            "speedup_ci95": [lo, hi],
-            "metrics": m,
-            "providers": runner.report.used,
-            "placement": runner.report.placement,
-            "fallbacks": runner.report.fallbacks,
-        }
-        if task is EvalTask.CLASSIFICATION:
-            row["delta"] = m["accuracy"] - base_metrics["accuracy"]
-        rows.append(row)
-    return {
-        "schema": REPORT_SCHEMA,
-        "task": task.value,
-        "data": data_spec,
-        "samples": data.samples,
-        "batch_shape": {k: list(v.shape) for k, v in feeds.items()},
-        "runs": runs,
-        "baseline": str(baseline),
-        "rows": rows,
-    }
+        rows.append(
+            CompareRow(
+                model=name,
+                file_size_bytes=Path(name).stat().st_size,
+                latency_ms=percentiles(times[name]),
+                speedup=point,
+                speedup_ci95=(lo, hi),
+                metrics=m,
+                providers=runner.report.used,
+                placement=runner.report.placement,
+                fallbacks=runner.report.fallbacks,
+                delta=m["accuracy"] - base_metrics["accuracy"] if task is EvalTask.CLASSIFICATION else None,
+            )
+        )
+    return ComparisonReport(
+        task=task.value,
+        data=data_spec,
+        samples=data.samples,
+        batch_shape={k: list(v.shape) for k, v in feeds.items()},
+        runs=runs,
+        baseline=str(baseline),
+        rows=rows,
+    )
 
 
-def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
+def check_budget(report: ComparisonReport | LlmComparisonReport, budget: Budget) -> list[str]:
     """Every way a candidate breaks the budget, as sentences; empty when all pass.
 
     Latency is noisy, so a latency budget is only broken when the whole 95% interval of the
     speedup lies on the wrong side of it, not when the point estimate does.
     """
-    rows = report["rows"][1:]
-    llm = "window" in report  # a GGUF quality report (llm_eval), scored on token windows
-    task = "llm" if llm else report.get("task", "onnx")
+    llm = isinstance(report, LlmComparisonReport)  # a GGUF quality report, scored on token windows
     wrong = (
         [f for f in ("max_drop", "min_cosine", "max_slowdown", "min_speedup") if getattr(budget, f) is not None]
         if llm
@@ -240,72 +314,77 @@ def check_budget(report: dict[str, Any], budget: Budget) -> list[str]:
     if wrong:
         raise ConfigError(
             f"{', '.join(wrong)} do not apply to {'GGUF LLMs' if llm else 'ONNX models'}; "
-            + ("use max_kld, min_top1 or max_size" if llm else "max_kld and min_top1 are for GGUF LLMs")
+            + ("use max_kld, min_top1 or max_size_mb" if llm else "max_kld and min_top1 are for GGUF LLMs")
         )
-    if budget.max_drop is not None and not any("delta" in r for r in rows):
-        raise ConfigError(
-            f"max_drop (accuracy) needs classification data with labels; this comparison is {task}: use min_cosine"
-        )
-    if budget.min_cosine is not None and not any("cosine_mean" in r["metrics"] for r in rows):
-        raise ConfigError(f"min_cosine needs embedding or raw outputs; this comparison is {task}: use max_drop")
     problems = []
+    if isinstance(report, LlmComparisonReport):
+        for row in report.candidates:
+            if budget.max_kld is not None and row.kl_mean is not None and row.kl_mean > budget.max_kld:
+                problems.append(f"{row.name}: mean KL divergence {row.kl_mean:.4f} above {budget.max_kld}")
+            if budget.min_top1 is not None and row.top1_agreement is not None and row.top1_agreement < budget.min_top1:
+                problems.append(f"{row.name}: top-1 agreement {row.top1_agreement:.3f} below {budget.min_top1}")
+            problems += _size_problems(row.name, row.file_size_bytes, budget)
+        return problems
+    rows = report.candidates
+    if budget.max_drop is not None and not any(r.delta is not None for r in rows):
+        raise ConfigError(
+            f"max_drop (accuracy) needs classification data with labels; this comparison is {report.task}: "
+            "use min_cosine"
+        )
+    if budget.min_cosine is not None and not any("cosine_mean" in r.metrics for r in rows):
+        raise ConfigError(f"min_cosine needs embedding or raw outputs; this comparison is {report.task}: use max_drop")
     for row in rows:
-        name = Path(row["model"]).name
-        if llm:
-            if budget.max_kld is not None and row["kl_mean"] > budget.max_kld:
-                problems.append(f"{name}: mean KL divergence {row['kl_mean']:.4f} above {budget.max_kld}")
-            if budget.min_top1 is not None and row["top1_agreement"] < budget.min_top1:
-                problems.append(f"{name}: top-1 agreement {row['top1_agreement']:.3f} below {budget.min_top1}")
-            size_mb = row["file_size_bytes"] / 2**20
-            if budget.max_size_mb is not None and size_mb > budget.max_size_mb:
-                problems.append(f"{name}: {size_mb:.2f} MiB, above {budget.max_size_mb:.2f} MiB")
-            continue
-        m = row["metrics"]
-        lo, hi = row["speedup_ci95"]
-        if budget.max_drop is not None and "delta" in row and -row["delta"] > budget.max_drop + 1e-12:
-            problems.append(f"{name}: accuracy dropped {-row['delta']:.4f} (budget {budget.max_drop:.4f})")
+        name, m = row.name, row.metrics
+        lo, hi = row.speedup_ci95
+        if budget.max_drop is not None and row.delta is not None and -row.delta > budget.max_drop + 1e-12:
+            problems.append(f"{name}: accuracy dropped {-row.delta:.4f} (budget {budget.max_drop:.4f})")
         if budget.min_cosine is not None and "cosine_mean" in m and m["cosine_mean"] < budget.min_cosine:
             problems.append(f"{name}: mean cosine {m['cosine_mean']:.4f} below {budget.min_cosine:.4f}")
         if budget.max_slowdown is not None and 1.0 / hi > budget.max_slowdown:
             problems.append(
-                f"{name}: {1.0 / row['speedup']:.2f}x the baseline's latency, at best {1.0 / hi:.2f}x "
+                f"{name}: {1.0 / row.speedup:.2f}x the baseline's latency, at best {1.0 / hi:.2f}x "
                 f"(95% CI), budget {budget.max_slowdown:.2f}x"
             )
         if budget.min_speedup is not None and hi < budget.min_speedup:
             problems.append(
-                f"{name}: speedup {row['speedup']:.2f}x (95% CI {lo:.2f}-{hi:.2f}) below {budget.min_speedup:.2f}x"
+                f"{name}: speedup {row.speedup:.2f}x (95% CI {lo:.2f}-{hi:.2f}) below {budget.min_speedup:.2f}x"
             )
-        size_mb = row["file_size_bytes"] / 2**20
-        if budget.max_size_mb is not None and size_mb > budget.max_size_mb:
-            problems.append(f"{name}: {size_mb:.2f} MiB, above {budget.max_size_mb:.2f} MiB")
+        problems += _size_problems(name, row.file_size_bytes, budget)
     return problems
 
 
-def write_html(report: dict[str, Any], path: Path) -> None:
+def _size_problems(name: str, size_bytes: int, budget: Budget) -> list[str]:
+    size_mb = size_bytes / 2**20
+    if budget.max_size_mb is not None and size_mb > budget.max_size_mb:
+        return [f"{name}: {size_mb:.2f} MiB, above {budget.max_size_mb:.2f} MiB"]
+    return []
+
+
+def write_html(report: ComparisonReport, path: Path) -> None:
     from edgeinfer.core.io import write_text_atomic
 
     esc = html.escape
-    keys = sorted({k for r in report["rows"] for k in r["metrics"]})
+    keys = sorted({k for r in report.rows for k in r.metrics})
     head = "".join(f"<th>{h}</th>" for h in ["model", "size MiB", "p50 ms", "speedup (95% CI)", *keys])
     body = ""
-    for i, r in enumerate(report["rows"]):
-        lo, hi = r["speedup_ci95"]
-        speed = "1.00x (baseline)" if i == 0 else f"{r['speedup']:.2f}x ({lo:.2f}-{hi:.2f})"
-        if i and hi < 1.0:
+    for i, r in enumerate(report.rows):
+        lo, hi = r.speedup_ci95
+        speed = "1.00x (baseline)" if i == 0 else f"{r.speedup:.2f}x ({lo:.2f}-{hi:.2f})"
+        if i and r.slower:
             speed += ' <b style="color:#c00">SLOWER</b>'
         cells = [
-            esc(Path(r["model"]).name),
-            f"{r['file_size_bytes'] / 2**20:.2f}",
-            f"{r['latency_ms']['p50']:.3f}",
+            esc(r.name),
+            f"{r.file_size_bytes / 2**20:.2f}",
+            f"{r.latency_ms['p50']:.3f}",
             speed,
-        ] + [f"{r['metrics'].get(k, float('nan')):.4f}" for k in keys]
+        ] + [f"{r.metrics.get(k, float('nan')):.4f}" for k in keys]
         body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
     write_text_atomic(
         path,
         f"""<!doctype html><meta charset="utf-8"><title>edgeinfer compare</title>
 <style>body{{font-family:sans-serif}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
-<h1>edgeinfer compare</h1><p>task {esc(str(report["task"]))}, data {esc(str(report["data"]))} ({report["samples"]}
-samples), {report["runs"]} interleaved runs on batch {esc(str(report["batch_shape"]))}</p>
+<h1>edgeinfer compare</h1><p>task {esc(report.task)}, data {esc(report.data)} ({report.samples}
+samples), {report.runs} interleaved runs on batch {esc(str(report.batch_shape))}</p>
 <table><tr>{head}</tr>
 {body}</table>
 {_svg_plot(report)}
@@ -322,23 +401,23 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _svg_plot(report: dict[str, Any]) -> str:
+def _svg_plot(report: ComparisonReport) -> str:
     """Task metric against p50 latency, one marker per model (area: file size), the latency's 95%
     interval as a bar, ticks on both axes, and SLOWER where the whole interval is slower than the baseline."""
-    metric = next((k for k in ("accuracy", "cosine_mean") if k in report["rows"][0]["metrics"]), None)
+    metric = next((k for k in ("accuracy", "cosine_mean") if k in report.rows[0].metrics), None)
     if metric is None:
         return ""
     w, h, pad = 640, 360, 60
-    rows = report["rows"]
-    base_p50 = rows[0]["latency_ms"]["p50"]
-    xs = [r["latency_ms"]["p50"] for r in rows]
+    rows = report.rows
+    base_p50 = rows[0].latency_ms["p50"]
+    xs = [r.latency_ms["p50"] for r in rows]
     # The latency interval from the speedup's: the baseline's p50 over the speedup's bounds.
     cis = [
-        (base_p50 / r["speedup_ci95"][1], base_p50 / r["speedup_ci95"][0]) if i else (x, x)
+        (base_p50 / r.speedup_ci95[1], base_p50 / r.speedup_ci95[0]) if i else (x, x)
         for i, (r, x) in enumerate(zip(rows, xs))
     ]
-    ys = [r["metrics"][metric] for r in rows]
-    sizes = [r["file_size_bytes"] for r in rows]
+    ys = [r.metrics[metric] for r in rows]
+    sizes = [r.file_size_bytes for r in rows]
     x0, x1 = 0.0, max(max(hi for _, hi in cis), max(xs)) * 1.15
     y0, y1 = min(ys) - 0.01, max(ys) + 0.01
 
@@ -365,8 +444,8 @@ def _svg_plot(report: dict[str, Any]) -> str:
         cx, cy = px(x, y)
         (ax, _), (bx, _) = px(lo, y), px(hi, y)
         radius = 4 + 22 * (size / max(sizes)) ** 0.5  # area proportional to size
-        slower = i > 0 and r["speedup_ci95"][1] < 1.0
-        label = html.escape(Path(r["model"]).name) + (" SLOWER" if slower else "")
+        slower = i > 0 and r.slower
+        label = html.escape(r.name) + (" SLOWER" if slower else "")
         color, text_color = ("#d83b3b", "#c00") if slower else ("#3b7dd8", "#000")
         parts.append(
             f'<line x1="{ax:.1f}" y1="{cy:.1f}" x2="{bx:.1f}" y2="{cy:.1f}" stroke="#333" stroke-width="2"/>'

@@ -139,7 +139,7 @@ def export_source(
             + " and ".join(", ".join(f"{n}{list(t.shape)}" for n, t in c.items()) for c in cases.values())
         )
         # A graph that exports but computes different numbers is refused, never shipped.
-        figures = validate_onnx(src.module, tmp, cases, src.output_names, atol)
+        figures = validate_onnx(src.module, tmp, cases, src.output_names, atol).to_dict()
     params = sum(p.numel() for p in src.module.parameters())
     config: dict[str, Any] = {**asdict(cfg), "exporter_used": result.exporter.value}
     if result.fallback_reason:

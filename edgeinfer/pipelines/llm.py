@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeinfer.core.artifact import Artifact, Step, load_artifact
 from edgeinfer.core.errors import ConfigError, parse_choice
 from edgeinfer.core.io import atomic_path, check_output
+
+if TYPE_CHECKING:
+    from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ def compare_gguf(
     logits: Path | None = None,
     threads: int | None = None,
     stage=lambda s: None,
-) -> dict[str, Any]:
+) -> LlmComparisonReport:
     """Perplexity, KL divergence and top-1 agreement against the baseline, bits per weight, pp/tg speed."""
     from edgeinfer.examples import SENTENCES
     from edgeinfer.pipelines.llm_eval import compare_llms

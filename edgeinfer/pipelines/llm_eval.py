@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,65 @@ from edgeinfer.core.errors import InputError
 LOGITS_SCHEMA = 1
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LlmRow:
+    """One GGUF model scored against the baseline's log-probs on the same tokens, and timed.
+
+    Args:
+        model: the GGUF path; architecture ... file_size_bytes: read from its header.
+        perplexity, scored_tokens: on the text's scored positions.
+        kl_mean, kl_p99, top1_agreement: against the baseline (None for the baseline's own row).
+        pp_tokens_per_s, tg_tokens_per_s: prompt processing and generation speed (llama-bench style).
+    """
+
+    model: str
+    architecture: str
+    parameters: int
+    bits_per_weight: float
+    context_length: int | None
+    tensor_types: dict[str, int]
+    file_size_bytes: int
+    perplexity: float
+    scored_tokens: int
+    pp_tokens_per_s: float
+    tg_tokens_per_s: float
+    kl_mean: float | None = None
+    kl_p99: float | None = None
+    top1_agreement: float | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.model).name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or not k.startswith(("kl_", "top1"))}
+
+
+@dataclass
+class LlmComparisonReport:
+    """`compare` on GGUF models, one row a model, the baseline first; `to_dict()` is the `--json`
+    output (schema 1)."""
+
+    text: str
+    window: int
+    tokens: int
+    rows: list[LlmRow] = field(default_factory=list)
+    schema: int = 1
+
+    @property
+    def candidates(self) -> list[LlmRow]:
+        return self.rows[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "text": self.text,
+            "window": self.window,
+            "tokens": self.tokens,
+            "rows": [r.to_dict() for r in self.rows],
+        }
 
 
 def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
@@ -89,7 +149,7 @@ def agreement(base: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     }
 
 
-def score(logp: np.ndarray, targets: np.ndarray, ref: dict[str, np.ndarray] | None) -> dict[str, float]:
+def score(logp: np.ndarray, targets: np.ndarray, ref: dict[str, np.ndarray] | None) -> dict[str, Any]:
     """Perplexity of `logp`; with a reference, KL(ref || cand) mean and p99 and top-1 agreement."""
     nll = -logp[np.arange(len(targets)), targets]
     out = {"perplexity": float(np.exp(nll.mean())), "scored_tokens": int(len(targets))}
@@ -117,7 +177,15 @@ def compare_llms(
     n_gen: int = 32,
     reps: int = 2,
     stage: Callable[[str], None] = lambda s: None,
-) -> dict[str, Any]:
+) -> LlmComparisonReport:
+    """Score the baseline and each candidate GGUF on the same token windows of `text`, and time them.
+
+    Args:
+        baseline, candidates: GGUF files sharing one tokenizer.
+        text: the text to score; window, max_tokens: the window length and the tokens used.
+        logits_file: where the baseline's log-probs are kept (default: the cache), reused when it matches.
+        threads, n_prompt, n_gen, reps: the llama.cpp threads and the timing run.
+    """
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 
     ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, stage)
@@ -137,12 +205,12 @@ def compare_llms(
         stage(f"timing {model.name} (pp{n_prompt} / tg{n_gen})")
         speed = runner.bench(n_prompt, n_gen, reps)
         rows.append(
-            {
-                "model": str(model),
+            LlmRow(
+                model=str(model),
                 **gguf_summary(model),
                 **figures,
-                "pp_tokens_per_s": speed["pp_tokens_per_s"],
-                "tg_tokens_per_s": speed["tg_tokens_per_s"],
-            }
+                pp_tokens_per_s=speed["pp_tokens_per_s"],
+                tg_tokens_per_s=speed["tg_tokens_per_s"],
+            )
         )
-    return {"schema": 1, "text": str(text), "window": int(ref["window"]), "tokens": len(tokens), "rows": rows}
+    return LlmComparisonReport(text=str(text), window=int(ref["window"]), tokens=len(tokens), rows=rows)

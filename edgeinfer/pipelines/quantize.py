@@ -11,12 +11,15 @@ import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, load_artifact
 from edgeinfer.core.errors import ConfigError, InputError, parse_choice
 from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.io import atomic_path, check_output
+
+if TYPE_CHECKING:
+    from edgeinfer.pipelines.compare import ComparisonReport
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +249,13 @@ def quantize(
         if compare_data is not None:
             comparison = compare_models(model, [tmp], eval_data or calib or "", data=compare_data, runs=runs)
     if comparison is not None:
-        comparison["rows"][1]["model"] = str(output)
+        comparison.rows[1].model = str(output)
     step = Step("quantize", cfg.to_json() | facts, _summary(comparison))
     art = parent.derive(output, step)
     art.save()
-    if comparison is not None and comparison["rows"][1]["speedup_ci95"][1] < 1.0:
+    if comparison is not None and comparison.rows[1].slower:
         log.warning(
-            f"SLOWER: {output.name} runs {1 / comparison['rows'][1]['speedup']:.2f}x the latency of its float parent "
+            f"SLOWER: {output.name} runs {1 / comparison.rows[1].speedup:.2f}x the latency of its float parent "
             "on this machine (p50, interleaved). On this CPU the float model is the faster choice."
         )
     return art, {"comparison": comparison, **extra}
@@ -274,17 +277,17 @@ def _check_device_precision(method: str, profile) -> None:
         )
 
 
-def _summary(comparison) -> dict[str, Any]:
+def _summary(comparison: ComparisonReport | None) -> dict[str, Any]:
     if comparison is None:
         return {}
-    base, cand = comparison["rows"]
+    base, cand = comparison.rows
     return {
-        "task": comparison["task"],
-        "samples": comparison["samples"],
-        "baseline_metrics": base["metrics"],
-        "metrics": cand["metrics"],
-        "speedup_vs_parent": cand["speedup"],
-        "delta": cand.get("delta"),
+        "task": comparison.task,
+        "samples": comparison.samples,
+        "baseline_metrics": base.metrics,
+        "metrics": cand.metrics,
+        "speedup_vs_parent": cand.speedup,
+        "delta": cand.delta,
     }
 
 
@@ -296,10 +299,10 @@ def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop
 
     def drop_of(path) -> float:
         rep = compare_models(model, [path], "eval", data=eval_batches, runs=3)
-        m = rep["rows"][1]
-        if "delta" in m:
-            return -m["delta"]
-        return 1.0 - m["metrics"]["cosine_mean"]
+        row = rep.rows[1]
+        if row.delta is not None:
+            return -row.delta
+        return 1.0 - row.metrics["cosine_mean"]
 
     steps = [{"excluded": [], "drop": drop_of(best_path)}]
     best = (steps[0]["drop"], cfg)

@@ -163,17 +163,17 @@ def finish(
         export_module(baseline, inputs, axes, base, {"kind": "factory", "factory": spec}, [])
         stage("comparing in ONNX Runtime")
         report = compare_models(base, [output], str(_eval_npz(loaders, Path(tmp))), runs=runs)
-    base_row, row = report["rows"][0], report["rows"][-1]
+    base_row, row = report.rows[0], report.rows[-1]
     art.steps[-1].metrics["comparison"] = {
-        "speedup": row["speedup"],
-        "speedup_ci95": row["speedup_ci95"],
-        "p50_ms": row["latency_ms"]["p50"],
-        "baseline_p50_ms": base_row["latency_ms"]["p50"],
-        "accuracy": row["metrics"].get("accuracy"),
-        "baseline_accuracy": base_row["metrics"].get("accuracy"),
-        "delta": row.get("delta"),
-        "file_size_bytes": row["file_size_bytes"],
-        "baseline_file_size_bytes": base_row["file_size_bytes"],
+        "speedup": row.speedup,
+        "speedup_ci95": list(row.speedup_ci95),
+        "p50_ms": row.latency_ms["p50"],
+        "baseline_p50_ms": base_row.latency_ms["p50"],
+        "accuracy": row.metrics.get("accuracy"),
+        "baseline_accuracy": base_row.metrics.get("accuracy"),
+        "delta": row.delta,
+        "file_size_bytes": row.file_size_bytes,
+        "baseline_file_size_bytes": base_row.file_size_bytes,
     }
     art.save()
     checkpoint_path(output).unlink(missing_ok=True)

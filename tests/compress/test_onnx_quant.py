@@ -15,10 +15,10 @@ quiet: dict = {}
 
 def test_static_int8_keeps_lenet_accuracy_within_one_point(lenet_int8):
     art, result = lenet_int8
-    base, cand = result["comparison"]["rows"]
-    assert base["metrics"]["accuracy"] > 0.9
-    assert abs(cand["delta"]) <= 0.01
-    assert cand["file_size_bytes"] < base["file_size_bytes"] / 2
+    base, cand = result["comparison"].rows
+    assert base.metrics["accuracy"] > 0.9
+    assert cand.delta is not None and abs(cand.delta) <= 0.01
+    assert cand.file_size_bytes < base.file_size_bytes / 2
     ops = {n.op_type for n in onnx.load(str(art.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
@@ -51,7 +51,7 @@ def test_fp16_keeps_io_types_and_accuracy(lenet_onnx, digits_eval, tmp_path):
     art, result = quantize_model(
         lenet_onnx, tmp_path / "fp16.onnx", method="fp16", eval_data=str(digits_eval), runs=3, **quiet
     )
-    assert abs(result["comparison"]["rows"][1]["delta"]) <= 0.005
+    assert abs(result["comparison"].rows[1].delta) <= 0.005
     assert onnx.load(str(art.path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
@@ -193,10 +193,10 @@ def test_minilm_dynamic_int8_keeps_embeddings_and_shrinks(minilm_onnx, tmp_path)
     art, result = quantize_model(
         minilm_onnx, tmp_path / "minilm-int8.onnx", method="dynamic", eval_data=str(SENTENCES), runs=3, **quiet
     )
-    base, cand = result["comparison"]["rows"]
-    assert result["comparison"]["task"] == "embedding" and result["comparison"]["samples"] == 250
-    assert cand["metrics"]["cosine_mean"] > 0.98 and cand["metrics"]["retrieval_top10"] > 0.8
-    assert cand["file_size_bytes"] < base["file_size_bytes"] / 3
+    base, cand = result["comparison"].rows
+    assert result["comparison"].task == "embedding" and result["comparison"].samples == 250
+    assert cand.metrics["cosine_mean"] > 0.98 and cand.metrics["retrieval_top10"] > 0.8
+    assert cand.file_size_bytes < base.file_size_bytes / 3
 
 
 def test_config_first_api_quantizes_with_the_config_given(lenet_onnx, digits_calib, tmp_path):

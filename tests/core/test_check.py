@@ -55,6 +55,12 @@ def test_compare_writes_html_and_json_rows(capsys, lenet_onnx, lenet_int8, digit
     report = json.loads(out)
     assert code == 0 and [r["model"] for r in report["rows"]] == [str(lenet_onnx), str(art.path)]
     assert report["rows"][0]["speedup"] == 1.0 or abs(report["rows"][0]["speedup"] - 1.0) < 1e-9
+    # The JSON schema (1) is the one scripts read: these keys, no more, no fewer.
+    assert set(report) == {"schema", "task", "data", "samples", "batch_shape", "runs", "baseline", "rows"}
+    assert report["schema"] == 1 and set(report["rows"][1]) == {
+        "model", "file_size_bytes", "latency_ms", "speedup", "speedup_ci95", "metrics", "providers", "placement",
+        "fallbacks", "delta",
+    }  # fmt: skip
     page = html.read_text()
     assert "<table>" in page and "lenet-int8.onnx" in page and "<svg" in page and page.count("<circle") == 2
 
@@ -72,11 +78,14 @@ def test_pytest_helper_passes_and_fails_like_check(lenet_onnx, lenet_int8, digit
 
 
 def test_latency_budget_is_judged_on_the_confidence_interval():
-    from edgeinfer.pipelines.compare import Budget, check_budget
+    from edgeinfer.pipelines.compare import Budget, CompareRow, ComparisonReport, check_budget
 
-    row = {"model": "c.onnx", "metrics": {}, "file_size_bytes": 1, "speedup": 0.8, "speedup_ci95": [0.6, 1.05]}
-    report = {"rows": [dict(row, model="b.onnx"), row]}
+    def row(model: str) -> CompareRow:
+        return CompareRow(model, 1, {"p50": 1.0}, 0.8, (0.6, 1.05), {}, ["CPUExecutionProvider"])
+
+    cand = row("c.onnx")
+    report = ComparisonReport("raw", "d.npz", 8, {"x": [8, 1]}, 5, "b.onnx", [row("b.onnx"), cand])
     assert check_budget(report, Budget(max_slowdown=1.0)) == []  # the interval still admits "not slower"
-    row["speedup_ci95"] = [0.6, 0.9]
+    cand.speedup_ci95 = (0.6, 0.9)
     assert "at best 1.11x" in check_budget(report, Budget(max_slowdown=1.0))[0]
     assert check_budget(report, Budget(min_speedup=1.0))  # the whole interval is below 1.0

@@ -36,4 +36,3 @@ def test_minilm_onnx_mean_pooled_embeddings_match_transformers(minilm_onnx, mini
     a, b = pool(hidden), pool(ref)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.9999
-

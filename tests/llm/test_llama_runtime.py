@@ -79,10 +79,11 @@ def test_q8_0_quantization_records_types_and_keeps_quality(smollm2, smollm2_q8):
         n_gen=8,
         reps=1,
     )
-    base, q8 = report["rows"]
-    assert q8["scored_tokens"] == 4 * 64
-    assert q8["kl_mean"] < 0.05 and q8["top1_agreement"] > 0.9
-    assert abs(q8["perplexity"] - base["perplexity"]) / base["perplexity"] < 0.05
+    base, q8 = report.rows
+    assert q8.scored_tokens == 4 * 64 and base.kl_mean is None and "kl_mean" not in base.to_dict()
+    assert q8.kl_mean is not None and q8.kl_mean < 0.05
+    assert q8.top1_agreement is not None and q8.top1_agreement > 0.9
+    assert abs(q8.perplexity - base.perplexity) / base.perplexity < 0.05
 
 
 def test_check_for_llms_fails_on_a_tight_kl_budget(smollm2, smollm2_q8, capsys):
