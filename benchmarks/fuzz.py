@@ -73,7 +73,7 @@ def main() -> None:
         accepted.mkdir()
         deadline = time.monotonic() + budget
 
-        @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))  # pyright: ignore[reportArgumentType]
         @given(ops=fuzzing.mutations(st, len(data), region))
         def run(ops):
             mutated = fuzzing.apply(data, ops)

@@ -50,13 +50,14 @@ def _direct_generation(path: Path, prompt: str, n_gen: int, extra_buffers: bool)
 
     with captured_fd(2), _model_params(extra_buffers):
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, seed=0)
-    first, n = None, 0
+    first: float | None = None
+    n = 0
     for _ in llm.create_completion(prompt, max_tokens=n_gen, temperature=0.0, stream=True):
         now = time.perf_counter()
         first = first or now
         n += 1
     end = time.perf_counter()
-    return (n - 1) / (end - first)
+    return (n - 1) / (end - (first or end))
 
 
 def main() -> None:
@@ -68,7 +69,7 @@ def main() -> None:
     from edgeinfer.examples.smollm2 import hf_dir
     from edgeinfer.pipelines.export import export_model
     from edgeinfer.pipelines.llm_eval import compare_llms
-    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, _cpu_has_amx
+    from edgeinfer.runtime.llama import GenerationStats, LlamaRunner, LlamaSettings, _cpu_has_amx
 
     src = hf_dir()
     conv = json.loads(
@@ -172,7 +173,7 @@ def main() -> None:
     ours, direct = [], []
     for _ in range(args.runs):
         runner = LlamaRunner(q4, LlamaSettings(n_ctx=512))
-        stats = [p for p in runner.stream(prompt, max_tokens=n_gen)][-1]
+        stats = [p for p in runner.stream(prompt, max_tokens=n_gen) if isinstance(p, GenerationStats)][-1]
         ours.append(stats.generate_tps)
         del runner
         direct.append(_direct_generation(q4, prompt, n_gen, extra))

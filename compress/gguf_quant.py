@@ -10,7 +10,9 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
+from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import BackendError, ConfigError, MissingDependencyError
 from edgeinfer.core.formats import open_gguf
 from edgeinfer.core.stdio import captured_fd
@@ -43,10 +45,24 @@ class GgufType(StrEnum):
 
 
 @dataclass(frozen=True)
-class GgufQuantConfig:
+class GgufQuantConfig(PassConfig):
+    """How llama.cpp quantizes a GGUF.
+
+    Args:
+        type: the target type (Q4_K_M, Q8_0, ...).
+        threads: quantization threads (0: all cores).
+        allow_requantize: accept a source that is itself quantized (a Q4_1 download, say).
+    """
+
     type: GgufType
-    threads: int = 0  # 0: all cores
-    allow_requantize: bool = True  # the source may itself be quantized (e.g. a Q4_1 download)
+    threads: int = 0
+    allow_requantize: bool = True
+
+    what: ClassVar[str] = "GGUF quantization config"
+
+    def check(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"threads must not be negative, got {self.threads}")
 
 
 def quantize_gguf(source: Path, output: Path, cfg: GgufQuantConfig) -> dict[str, int]:

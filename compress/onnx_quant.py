@@ -12,12 +12,13 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-from edgeinfer.core.errors import BackendError, ConfigError, InputError, parse_choice
+from edgeinfer.core.config import PassConfig
+from edgeinfer.core.errors import BackendError, ConfigError, InputError, option
 from edgeinfer.core.registry import Registry
 from edgeinfer.core.stdio import quiet_native
 
@@ -41,7 +42,7 @@ class Recipe(StrEnum):
 
 
 @dataclass(frozen=True)
-class OnnxQuantConfig:
+class OnnxQuantConfig(PassConfig):
     """How to quantize an ONNX model. Validated when made; round-trips through a plain dict (sidecars).
 
     Args:
@@ -72,42 +73,16 @@ class OnnxQuantConfig:
     recipe: Recipe = Recipe.GENERIC
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    what: ClassVar[str] = "quantization config"
+
+    def check(self) -> None:
         known = methods()
         if self.method not in known:
             raise ConfigError(f"unknown quantization method {self.method!r}; valid: {', '.join(sorted(known))}")
-        for name, enum in (
-            ("calibration", CalibMethod),
-            ("activation_type", QType),
-            ("weight_type", QType),
-            ("recipe", Recipe),
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, enum):
-                object.__setattr__(self, name, parse_choice(enum, str(value), name.replace("_", " ")))
         if self.block_size < 16 or self.block_size > 4096 or self.block_size & (self.block_size - 1):
             raise ConfigError(f"block_size {self.block_size} must be a power of two from 16 to 4096")
         if self.calib_window < 1:
             raise ConfigError(f"calib_window {self.calib_window} must be at least 1")
-        object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
-        object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
-
-    def to_json(self) -> dict[str, Any]:
-        """A plain dict (enums as their names, tuples as lists) that from_dict turns back into this config."""
-        return {
-            k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, StrEnum) else v)
-            for k, v in asdict(self).items()
-        }
-
-    to_dict = to_json
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OnnxQuantConfig:
-        allowed = {f.name for f in fields(cls)}
-        unknown = set(data) - allowed
-        if unknown:
-            raise ConfigError(f"unknown quantization config key(s) {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -197,7 +172,7 @@ def excluded_nodes(model, cfg: OnnxQuantConfig) -> list[str]:
     names = {n.name for n in model.graph.node}
     unknown = [n for n in cfg.exclude_nodes if n not in names]
     if unknown:
-        raise ConfigError(f"--exclude {unknown[0]!r} matches no node name or op type in the model")
+        raise ConfigError(f"exclude {unknown[0]!r} matches no node name or op type in the model")
     by_type = [n.name for n in model.graph.node if n.op_type in cfg.exclude_op_types]
     return [*cfg.exclude_nodes, *by_type]
 
@@ -209,7 +184,7 @@ def split_excludes(model, items: list[str]) -> tuple[tuple[str, ...], tuple[str,
     bad = [i for i in items if i not in names and i not in ops]
     if bad:
         raise ConfigError(
-            f"--exclude {bad[0]!r} matches no node name or op type in the model "
+            f"{option('exclude_nodes')} {bad[0]!r} matches no node name or op type in the model "
             f"(op types here: {', '.join(sorted(ops))})"
         )
     return tuple(i for i in items if i in names), tuple(i for i in items if i not in names)

@@ -11,8 +11,9 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
+from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import ConfigError, MissingDependencyError
 from edgeinfer.core.registry import Registry
 
@@ -53,7 +54,7 @@ def importances() -> dict[str, ImportanceKind]:
 
 
 @dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(PassConfig):
     """How to prune. Validated when made.
 
     Args:
@@ -72,14 +73,16 @@ class PruneConfig:
     ignore: tuple[str, ...] = ()  # module names kept whole; the output layer always is
     steps: int = 1  # iterative: prune ratio/steps, fine-tune, repeat
 
-    def __post_init__(self) -> None:
+    what: ClassVar[str] = "pruning config"
+
+    def check(self) -> None:
         known = importances()
         if self.importance not in known:
             raise ConfigError(f"unknown importance {self.importance!r}; valid: {', '.join(sorted(known))}")
         if not 0.0 < self.ratio < 1.0:
-            raise ConfigError(f"--ratio must be between 0 and 1 (exclusive), got {self.ratio}")
+            raise ConfigError(f"ratio must be between 0 and 1 (exclusive), got {self.ratio}")
         if self.steps < 1:
-            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
 
 
 @dataclass
@@ -121,7 +124,7 @@ def _ignored(model, cfg: PruneConfig) -> list:
     unknown = [n for n in cfg.ignore if n not in modules]
     if unknown:
         names = ", ".join(n for n, _ in _prunable(model))
-        raise ConfigError(f"--ignore {', '.join(unknown)}: no such module; prunable layers are {names}")
+        raise ConfigError(f"ignore {', '.join(unknown)}: no such module; prunable layers are {names}")
     _, out = _output_layer(model)
     return [modules[n] for n in cfg.ignore] + ([out] if out is not None else [])
 
@@ -158,7 +161,7 @@ def structured(
         if round(channels * per_step_keep) < 1:
             raise ConfigError(
                 f"ratio {cfg.ratio} would remove every channel of {name} ({channels} channels); "
-                f"lower --ratio or --ignore {name}"
+                f"lower the ratio or add {name} to ignore"
             )
     report = PruneReport()
     report.macs_before, report.params_before = count(model, example)
@@ -189,7 +192,7 @@ def structured(
     for n, m in _prunable(model):
         after = _channels(m)
         if after < 1:
-            raise ConfigError(f"pruning removed every channel of {n}; lower --ratio or --ignore {n}")
+            raise ConfigError(f"pruning removed every channel of {n}; lower the ratio or add {n} to ignore")
         report.layers[n] = {"channels_before": before[n], "channels_after": after}
     return model, report
 
@@ -223,7 +226,7 @@ def sparsify(model, cfg: PruneConfig):
                 if flat.shape[1] % 4:
                     raise ConfigError(
                         f"2:4 sparsity needs input sizes that are multiples of 4; {name} has "
-                        f"{flat.shape[1]}; --ignore {name}"
+                        f"{flat.shape[1]}; add {name} to ignore"
                     )
                 groups = flat.reshape(flat.shape[0], -1, 4)
                 drop = groups.abs().argsort(dim=-1)[..., :2]

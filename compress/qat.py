@@ -11,16 +11,33 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from edgeinfer.core.errors import InputError
+from edgeinfer.core.config import PassConfig
+from edgeinfer.core.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
-class QatConfig:
+class QatConfig(PassConfig):
+    """How to fake-quantize during training.
+
+    Args:
+        per_channel: weight scales per output channel (else one per tensor).
+        freeze_after: epochs after which the activation ranges stop moving.
+        momentum: of the exponential moving average of the observed activation min/max, in (0, 1].
+    """
+
     per_channel: bool = True
-    freeze_after: int = 2  # epochs after which activation ranges stop moving
-    momentum: float = 0.05  # EMA of the observed activation min/max
+    freeze_after: int = 2
+    momentum: float = 0.05
+
+    what: ClassVar[str] = "QAT config"
+
+    def check(self) -> None:
+        if self.freeze_after < 0:
+            raise ConfigError(f"freeze_after must not be negative, got {self.freeze_after}")
+        if not 0.0 < self.momentum <= 1.0:
+            raise ConfigError(f"momentum must be in (0, 1], got {self.momentum}")
 
 
 def fold_batchnorm(model):

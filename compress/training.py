@@ -10,9 +10,11 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from edgeinfer.core.errors import EdgeInferError, InputError
+from edgeinfer.core.config import PassConfig
+from edgeinfer.core.errors import ConfigError, EdgeInferError, InputError
+from edgeinfer.core.progress import QUIET, Progress
 
 
 class TrainingStopped(EdgeInferError):
@@ -25,11 +27,26 @@ class TrainingStopped(EdgeInferError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(PassConfig):
+    """The shared training loop's settings (fine-tuning after pruning, distillation, QAT).
+
+    Args:
+        epochs: passes over the training data (0: none); lr, weight_decay: AdamW's.
+        seed: seeds Python, NumPy and torch, so a run is repeatable.
+    """
+
     epochs: int = 5
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+
+    what: ClassVar[str] = "training config"
+
+    def check(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must not be negative, got {self.epochs}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"lr must be positive and weight_decay not negative, got {self.lr}, {self.weight_decay}")
 
 
 @dataclass
@@ -112,7 +129,7 @@ def train(
     *,
     extra_params: list | None = None,
     on_epoch: Callable[[int, Any], None] | None = None,
-    progress: Callable[[dict[str, float]], None] = lambda row: None,
+    progress: Progress = QUIET,
     checkpoint=None,
 ) -> History:
     """Train `model` in place; returns the per-epoch loss and eval accuracy.
@@ -165,7 +182,7 @@ def train(
             good = copy.deepcopy(model.state_dict())
             if checkpoint is not None:
                 _save(good, checkpoint)
-            progress(row)
+            progress.epoch(row)
     except KeyboardInterrupt:
         model.load_state_dict(good)
         where = f" in {checkpoint}" if checkpoint is not None and history.epochs else ""

@@ -12,8 +12,10 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
-from edgeinfer.core.errors import BackendError, InputError
+from edgeinfer.core.config import PassConfig
+from edgeinfer.core.errors import BackendError, ConfigError, InputError
 from edgeinfer.exporters.source import SourceModel
 
 log = logging.getLogger(__name__)
@@ -28,11 +30,34 @@ class Exporter(StrEnum):
 
 
 @dataclass(frozen=True)
-class OnnxExportConfig:
+class OnnxExportConfig(PassConfig):
+    """How to export to ONNX.
+
+    Args:
+        opset: the ONNX opset to write (torch.export writes 18 and above, TorchScript 7 to 20).
+        exporter: auto (torch.export, then TorchScript, reported), dynamo or torchscript.
+        static_shapes: fix every input shape to the example's (NPUs need it).
+        atol: absolute tolerance of the validation (default: by output dtype).
+        task: for a Hugging Face folder, a registered export task (default: from its architecture).
+    """
+
     opset: int = DEFAULT_OPSET
     exporter: Exporter = Exporter.AUTO
     static_shapes: bool = False
     atol: float | None = None
+    task: str | None = None
+
+    what: ClassVar[str] = "ONNX export config"
+
+    def check(self) -> None:
+        if not 7 <= self.opset <= 26:
+            raise ConfigError(f"opset {self.opset} is outside the ONNX opsets 7 to 26")
+        if self.atol is not None and not self.atol > 0:
+            raise ConfigError(f"atol must be positive, got {self.atol}")
+        if self.task is not None:
+            from edgeinfer.exporters.tasks import get_task
+
+            get_task(self.task)  # an unknown task fails here, listing the registered ones
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.core.errors import ConfigError, InputError, UnsupportedError
+from edgeinfer.core.errors import ConfigError, InputError, UnsupportedError, option
 
 
 @dataclass
@@ -227,7 +227,7 @@ def load_pt2(path: Path, trust_source: bool = False) -> SourceModel:
     except (_PickledCode, pickle.UnpicklingError) as e:
         raise ConfigError(
             f"{path} holds pickled Python objects, which can run code when loaded ({str(e).splitlines()[0][:120]}); "
-            "edgeinfer loads .pt2 files as tensors only. If you trust this file, pass --trust-source"
+            "edgeinfer loads .pt2 files as tensors only. If you trust this file, pass " + option("trust_source", True)
         ) from None
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

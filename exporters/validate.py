@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from edgeinfer.core.errors import ValidationError
+from edgeinfer.core.errors import ValidationError, option
 
 # Absolute tolerance by output dtype, before --atol overrides it; a relative term absorbs scale.
 DEFAULT_ATOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2, "float64": 1e-7}
@@ -77,7 +77,7 @@ def validate_onnx(
         except Exception as e:
             mismatches.append(
                 f"{case} ({shape_note}): the PyTorch source itself fails on this shape "
-                f"({str(e).splitlines()[0][:160]}); export with --static-shapes"
+                f"({str(e).splitlines()[0][:160]}); export with {option('static_shapes', True)}"
             )
             continue
         feeds = {n: t.numpy() for n, t in inputs.items() if n in onnx_inputs}

@@ -21,6 +21,7 @@ from edgeinfer.core.errors import (
     InputError,
     MissingDependencyError,
     ProviderUnavailableError,
+    option,
 )
 from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
 from edgeinfer.core.limits import check_fits_in_memory, check_threads
@@ -112,7 +113,7 @@ def _check_kv_fits(reader, n_ctx: int, name: str) -> None:
         check_fits_in_memory(
             need,
             f"the KV cache of {name} for a context of {n_ctx:,} tokens",
-            "Use a smaller context (--ctx, --n-prompt).",
+            f"Use a smaller context ({option('n_ctx')}, {option('n_prompt')}).",
         )
 
 
@@ -143,7 +144,8 @@ class LlamaRunner:
             if not settings.allow_fallback:
                 raise ProviderUnavailableError(
                     f"{gpu_layers} GPU layers requested, but this llama-cpp-python build has no GPU offload "
-                    "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass --allow-fallback"
+                    "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass "
+                    + option("allow_fallback", True)
                 )
             log.warning("fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
             fallbacks.append("gpu offload unavailable")
@@ -186,7 +188,7 @@ class LlamaRunner:
         if n_prompt + max_tokens > self.llm.n_ctx():
             raise InputError(
                 f"prompt of {n_prompt} tokens + {max_tokens} to generate exceeds the context of "
-                f"{self.llm.n_ctx()} tokens; shorten the prompt or raise --ctx"
+                f"{self.llm.n_ctx()} tokens; shorten the prompt or raise {option('n_ctx')}"
             )
 
     # -- generation -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from edgeinfer.core.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError
+from edgeinfer.core.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError, option
 from edgeinfer.core.limits import check_threads
 from edgeinfer.core.providers import Provider
 from edgeinfer.core.stdio import quiet_native
@@ -125,7 +125,7 @@ class OrtRunner:
             if not allow_fallback:
                 raise ProviderUnavailableError(
                     f"execution provider not available on this machine: {names}; install it, choose "
-                    "another --provider/--device, or pass --allow-fallback to run without it"
+                    f"another {option('providers')}/{option('device')}, or pass {option('allow_fallback', True)} to run without it"
                 )
             fallbacks = [f"{p.value} unavailable" for p in missing]
             requested_ok = [p for p in requested if p not in missing] or [Provider.CPU]
@@ -189,7 +189,7 @@ class OrtRunner:
             if not allow_fallback:
                 raise ProviderUnavailableError(
                     f"ONNX Runtime did not create {', '.join(dropped)} for {self.path.name} (it runs on "
-                    f"{', '.join(used)}); pass --allow-fallback to accept that"
+                    f"{', '.join(used)}); pass {option('allow_fallback', True)} to accept that"
                 )
             log.warning(f"fallback: ONNX Runtime did not create {', '.join(dropped)}; running on {', '.join(used)}")
             fallbacks += [f"{d} not created" for d in dropped]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeinfer.compress.onnx_quant import QuantJob, register_method
-from edgeinfer.core.errors import InputError
+from edgeinfer.core.errors import InputError, option
 
 
 @register_method("int4", precision="int4")
@@ -27,7 +27,7 @@ def int4(job: QuantJob) -> dict[str, Any]:
     if n == 0:
         raise InputError(
             f"{job.model_path.name} has no MatMul with a constant weight that int4 can quantize "
-            "(int4 is weight-only for MatMul; try --method static or dynamic)"
+            f"(int4 is weight-only for MatMul; try {option('method', 'static')} or dynamic)"
         )
     quantized.save_model_to_file(str(job.output), use_external_data_format=False)
     return {"matmulnbits_nodes": n}

@@ -15,7 +15,7 @@ from edgeinfer.compress.onnx_quant import (
     ort_qtype,
     register_method,
 )
-from edgeinfer.core.errors import InputError
+from edgeinfer.core.errors import InputError, option
 
 
 def _entropy_ranges(model_path: Path, reader, window: int, symmetric: bool) -> Path:
@@ -54,7 +54,7 @@ def static(job: QuantJob) -> dict[str, Any]:
 
     if not batches:
         raise InputError(
-            "static quantization needs calibration data: pass --calib (an .npz, a folder of them, "
+            f"static quantization needs calibration data: pass {option('calib')} (an .npz, a folder of them, "
             "a .txt of sentences, or package.module:function)"
         )
     reader = BatchReader(batches)

@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from edgeinfer.core.errors import EdgeInferError
+from edgeinfer.core.errors import EdgeInferError, cli_option_names
+from edgeinfer.core.progress import Progress
 
 
 def _flags_without_type() -> None:
@@ -45,6 +46,61 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+# Config fields whose flag is not `--field-name`: errors name fields, and name these flags on the CLI.
+FLAGS_NAMED_OTHERWISE = {
+    "exclude_nodes": "--exclude",
+    "n_ctx": "--ctx",
+    "max_size_mb": "--max-size",
+    "shapes": "--shape",
+    "providers": "--provider",
+}
+
+
+class CliProgress(Progress):
+    """Renders a pipeline's progress on stderr: the current stage beside a spinner, a bar while a
+    counted step runs (timing runs, tensors written), and every finished training epoch as a line
+    that stays (on stdout, or on stderr when stdout carries --json). Use it as a context manager."""
+
+    def __init__(self, label: str, epochs: str = "", as_json: bool = False) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[what]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self._task = self._bar.add_task(label, total=None, what="")
+        self._epochs, self._lines = epochs, err if as_json else console
+
+    def __enter__(self) -> CliProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.stop()
+
+    def stage(self, text: str) -> None:
+        self._bar.update(self._task, description=text, total=None, completed=0, what="")
+
+    def advance(self, done: int, total: int, what: str = "") -> None:
+        self._bar.update(self._task, total=total, completed=done, what=what)
+
+    def epoch(self, row) -> None:
+        step = f" step {row['step']}" if "step" in row else ""
+        self._lines.print(
+            f"  {self._epochs}{step} epoch {row['epoch']}: loss {row['loss']:.4f}, "
+            f"eval accuracy {row['eval_accuracy']:.4f}",
+            highlight=False,
+        )
+
+
 _state = {"verbose": False}
 
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
@@ -161,7 +217,8 @@ def main() -> None:
     try:
         # Typer catches Ctrl-C itself and, outside standalone mode, returns 130 instead of raising.
         try:
-            code = app(standalone_mode=False)
+            with cli_option_names(FLAGS_NAMED_OTHERWISE):
+                code = app(standalone_mode=False)
         finally:
             logging.getLogger("edgeinfer").propagate = True
     except EdgeInferError as e:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from edgeinfer.cli.app import (
+    CliProgress,
     Device,
     Fallback,
     Force,
@@ -125,7 +126,7 @@ def quantize(
     from edgeinfer.pipelines.quantize import quantize_model
 
     profile, _ = resolve_device(device, None)
-    with err.status("quantizing") as status:
+    with CliProgress("quantizing") as progress:
         art, result = quantize_model(
             model,
             output,
@@ -147,7 +148,7 @@ def quantize(
             max_drop=max_drop,
             runs=runs,
             force=force,
-            stage=status.update,
+            progress=progress,
         )
     comparison = result["comparison"]
     if as_json:
@@ -219,14 +220,11 @@ def print_comparison(report: ComparisonReport, title: str) -> None:
 
 
 def _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit):
-    from rich.progress import Progress
-
     from edgeinfer.core.errors import parse_choice
     from edgeinfer.pipelines.compare import EvalTask, compare_models
 
     profile, providers = resolve_device(device, provider)
-    with Progress(transient=True, console=err) as progress:
-        bar = progress.add_task("running and timing", total=runs)
+    with CliProgress("running and timing") as progress:
         return compare_models(
             baseline,
             candidates,
@@ -238,7 +236,7 @@ def _compare(baseline, candidates, data, task, device, provider, allow_fallback,
             runs=runs,
             batch_size=batch_size,
             limit=limit,
-            tick=lambda: progress.advance(bar),
+            progress=progress,
         )
 
 
@@ -305,9 +303,9 @@ def compare(
         from edgeinfer.cli.llm import print_llm_report
         from edgeinfer.pipelines.llm import compare_gguf
 
-        with err.status("scoring") as status:
+        with CliProgress("scoring") as progress:
             report_ = compare_gguf(
-                baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits, stage=status.update
+                baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits, progress=progress
             )
         if as_json:
             print(json.dumps(report_.to_dict()))
@@ -391,8 +389,8 @@ def check(
         from edgeinfer.cli.llm import print_llm_report
         from edgeinfer.pipelines.llm import compare_gguf
 
-        with err.status("scoring") as status:
-            result = compare_gguf(baseline, candidates, text, stage=status.update)
+        with CliProgress("scoring") as progress:
+            result = compare_gguf(baseline, candidates, text, progress=progress)
     else:
         if not data:
             raise ConfigError("check needs --data for ONNX models")

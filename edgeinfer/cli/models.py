@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from edgeinfer.cli.app import (
+    CliProgress,
     Device,
     Fallback,
     Force,
@@ -19,7 +20,6 @@ from edgeinfer.cli.app import (
     TrustSource,
     app,
     console,
-    err,
     is_gguf,
     mb,
     resolve_device,
@@ -119,11 +119,7 @@ def export(
     """
     from edgeinfer.pipelines.export import export_model
 
-    with err.status("exporting") as status:
-
-        def progress(i: int, n: int, name: str) -> None:
-            status.update(f"writing tensor {i}/{n} ({name})")
-
+    with CliProgress("exporting") as progress:
         art = export_model(
             source,
             output,
@@ -139,7 +135,6 @@ def export(
             force=force,
             trust_source=trust_source,
             profile=resolve_device(device, None)[0],
-            stage=lambda s: status.update(s),
             progress=progress,
         )
     if is_gguf(output):
@@ -317,7 +312,6 @@ def bench(
 
         bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json)
         return
-    from rich.progress import Progress
 
     from edgeinfer.core.io import require_file
     from edgeinfer.pipelines.bench import bench_model, parse_shapes
@@ -325,8 +319,7 @@ def bench(
     require_file(model, "model")
     runs = runs or 50
     profile, providers = resolve_device(device, provider)
-    with Progress(transient=True, console=err) as progress:
-        bar = progress.add_task("timing", total=runs)
+    with CliProgress("timing") as progress:
         result = bench_model(
             model,
             providers=providers,
@@ -338,7 +331,7 @@ def bench(
             warmup=warmup,
             baseline=baseline,
             trust_source=trust_source,
-            tick=lambda: progress.advance(bar),
+            progress=progress,
         )
     if as_json:
         print(json.dumps(result.to_dict()))
@@ -467,6 +460,44 @@ def info(
         table.add_row("steps", "[dim]no sidecar: this file was not made by edgeinfer[/dim]")
     console.print(table)
     console.print(f"[dim]the whole record: edgeinfer info {model} --json[/dim]")
+
+
+@app.command("passes")
+def list_passes(as_json: Json = False) -> None:
+    """List the registered passes: what each takes and gives, and its config with the defaults.
+
+    A recipe is a list of these (name + config); from Python, edgeinfer.pipelines.passes.run_recipe
+    runs one.
+    """
+    import dataclasses
+
+    from edgeinfer.core.config import required_fields
+    from edgeinfer.pipelines.passes import passes
+
+    rows = {}
+    for name, p in sorted(passes().items()):
+        required = required_fields(p.config)
+        defaults = {} if required else p.config().to_dict()
+        fields = [f.name for f in dataclasses.fields(p.config)]
+        rows[name] = {
+            "takes": p.takes,
+            "gives": p.gives.value,
+            "config": p.config.__name__,
+            "fields": fields,
+            "required": required,
+            "defaults": defaults,
+            "summary": p.summary,
+        }
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="passes (edgeinfer.pipelines.passes)")
+    for col in ("pass", "takes -> gives", "config", "does"):
+        table.add_column(col, overflow="fold")
+    for name, r in rows.items():
+        fields = ", ".join(f + (" (required)" if f in r["required"] else "") for f in r["fields"])
+        table.add_row(name, f"{r['takes']} -> {r['gives']}", f"{r['config']}: {fields}", r["summary"])
+    console.print(table)
 
 
 def _short(value) -> bool:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgeinfer.cli.app import Force, Json, app, console, err, mb
+from edgeinfer.cli.app import CliProgress, Force, Json, app, console, mb
 
 Data = Annotated[
     str,
@@ -24,20 +24,6 @@ Batch = Annotated[int, typer.Option(min=1, max=65536, help="Batch size for .npz 
 Seed = Annotated[int, typer.Option(help="Seed: the same seed gives the same model.")]
 Runs = Annotated[int, typer.Option(min=1, max=100000, help="Interleaved ONNX Runtime timing runs for the comparison.")]
 Out = Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.")]
-
-
-def _epoch_printer(what: str, as_json: bool):
-    # With --json, stdout carries only the JSON object; progress goes to stderr.
-    out = err if as_json else console
-
-    def show(row: dict) -> None:
-        step = f" step {row['step']}" if "step" in row else ""
-        out.print(
-            f"  {what}{step} epoch {row['epoch']}: loss {row['loss']:.4f}, eval accuracy {row['eval_accuracy']:.4f}",
-            highlight=False,
-        )
-
-    return show
 
 
 def _comparison(title: str, result: dict, extra: list[tuple[str, str]], as_json: bool) -> None:
@@ -134,7 +120,7 @@ def prune(
     """
     from edgeinfer.pipelines.train import prune_model
 
-    with err.status("pruning") as status:
+    with CliProgress("pruning", epochs="fine-tune", as_json=as_json) as progress:
         result = prune_model(
             model,
             output,
@@ -152,8 +138,7 @@ def prune(
             seed=seed,
             runs=runs,
             force=force,
-            progress=_epoch_printer("fine-tune", as_json),
-            stage=lambda s: status.update(s),
+            progress=progress,
         )
     rep = result["report"]
     extra = [("torch accuracy", f"{result['accuracy_before']:.4f} -> {result['accuracy_after']:.4f}")]
@@ -224,7 +209,7 @@ def distill(
         if not sep or not t or not s:
             raise ConfigError(f"--feature {f!r} must be TEACHER_MODULE:STUDENT_MODULE")
         pairs.append((t, s))
-    with err.status("distilling") as status:
+    with CliProgress("distilling", epochs="distill", as_json=as_json) as progress:
         result = distill_model(
             teacher,
             student,
@@ -239,8 +224,7 @@ def distill(
             seed=seed,
             runs=runs,
             force=force,
-            progress=_epoch_printer("distill", as_json),
-            stage=lambda s: status.update(s),
+            progress=progress,
         )
     m = result["metrics"]
     _comparison(
@@ -280,7 +264,7 @@ def qat(
     """
     from edgeinfer.pipelines.train import qat_model
 
-    with err.status("QAT") as status:
+    with CliProgress("QAT", epochs="QAT", as_json=as_json) as progress:
         result = qat_model(
             model,
             output,
@@ -293,8 +277,7 @@ def qat(
             seed=seed,
             runs=runs,
             force=force,
-            progress=_epoch_printer("QAT", as_json),
-            stage=lambda s: status.update(s),
+            progress=progress,
         )
     m = result["metrics"]
     _comparison(

@@ -1,10 +1,14 @@
 """Typed errors: every failure a user can cause says what is wrong and what to do.
 
 The CLI prints the message as one line and exits with code 2; `--verbose` adds the traceback.
+Library code names an option with `option("allow_fallback")`: a Python caller reads
+`allow_fallback=True`, a CLI user `--allow-fallback` (the CLI runs inside `cli_option_names`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import TypeVar
 
@@ -52,6 +56,31 @@ class ValidationError(EdgeInferError):
         self.mismatches = list(mismatches)
         lines = "; ".join(self.mismatches)
         super().__init__(f"{what}: {len(self.mismatches)} mismatch(es): {lines}")
+
+
+_cli_names: dict[str, str] | None = None  # None: Python spelling; else field -> flag overrides
+
+
+@contextlib.contextmanager
+def cli_option_names(renamed: dict[str, str]) -> Iterator[None]:
+    """Inside, `option()` spells flags: `--name-with-dashes`, or `renamed[name]` where the flag
+    differs from the field (the CLI runs each command inside this)."""
+    global _cli_names
+    before, _cli_names = _cli_names, dict(renamed)
+    try:
+        yield
+    finally:
+        _cli_names = before
+
+
+def option(name: str, value: object = None) -> str:
+    """How an error message names an option (a config field or keyword argument): for Python
+    callers `eval_data`, `force=True`, `method='static'`; on the command line `--eval-data`,
+    `--force`, `--method static`."""
+    if _cli_names is None:
+        return name if value is None else f"{name}={value!r}"
+    flag = _cli_names.get(name, "--" + name.replace("_", "-"))
+    return flag if value is None or value is True else f"{flag} {value}"
 
 
 E = TypeVar("E", bound=StrEnum)

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from edgeinfer.core.errors import ConfigError, InputError
+from edgeinfer.core.errors import ConfigError, InputError, option
 
 
 def is_factory_spec(spec: str) -> bool:
@@ -76,5 +76,7 @@ def require_trust(spec: str, origin: str, trusted: bool) -> None:
     if not trusted:
         raise ConfigError(
             f"{origin} names the Python code {spec!r}; edgeinfer does not run code named by a "
-            "data file. If you trust it, pass --trust-source (or name it yourself on the command line)"
+            "data file. If you trust it, pass "
+            + option("trust_source", True)
+            + " (or name it yourself on the command line)"
         )

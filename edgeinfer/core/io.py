@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeinfer.core.errors import InputError, OutputExistsError
+from edgeinfer.core.errors import InputError, OutputExistsError, option
 
 
 def check_output(output: Path, inputs: list[Path], force: bool) -> None:
@@ -28,7 +28,7 @@ def check_output(output: Path, inputs: list[Path], force: bool) -> None:
     if output.is_dir():
         raise OutputExistsError(f"output {output} is a directory; give a file path")
     if output.exists() and not force:
-        raise OutputExistsError(f"output {output} exists; pass --force to overwrite it")
+        raise OutputExistsError(f"output {output} exists; pass {option('force', True)} to overwrite it")
     parent = next((p for p in [out, *out.parents] if p.exists()), None)
     if parent is not None and parent != out and not parent.is_dir():
         raise OutputExistsError(f"cannot write {output}: {parent} is a file, not a folder")
@@ -147,7 +147,7 @@ def atomic_path(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
                     raise FileNotFoundError(f"nothing was written to {tmp}")
                 if final.exists() and not overwrite:
                     raise OutputExistsError(
-                        f"output {final} was written by another run meanwhile; kept it. Pass --force to overwrite it"
+                        f"output {final} was written by another run meanwhile; kept it. Pass {option('force', True)} to overwrite it"
                     )
                 for written in tmpdir.iterdir():
                     os.replace(written, final.parent / written.name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.errors import ConfigError, option
 
 
 def check_threads(threads: int | None) -> int | None:
@@ -17,7 +17,9 @@ def check_threads(threads: int | None) -> int | None:
         return None
     cores = os.cpu_count() or 1
     if threads < 1 or threads > max(4 * cores, 8):
-        raise ConfigError(f"--threads {threads}: this machine has {cores} cores; choose 1 ... {max(4 * cores, 8)}")
+        raise ConfigError(
+            f"{option('threads', threads)}: this machine has {cores} cores; choose 1 ... {max(4 * cores, 8)}"
+        )
     return threads
 
 

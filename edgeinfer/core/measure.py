@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeinfer.core.progress import QUIET, Progress
+
 
 def percentiles(times_s: list[float]) -> dict[str, float]:
     ms = np.asarray(times_s) * 1000.0
@@ -26,20 +28,19 @@ def percentiles(times_s: list[float]) -> dict[str, float]:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3, tick: Callable[[], None] | None = None
+    fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3, progress: Progress = QUIET
 ) -> dict[str, list[float]]:
     """Call each function `warmup` times, then `runs` rounds of one call each; seconds per call."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
+    for done in range(1, runs + 1):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-        if tick:
-            tick()
+        progress.advance(done, runs, "timing")
     return times
 
 

@@ -13,9 +13,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeinfer.core.errors import ConfigError, InputError
+from edgeinfer.core.errors import ConfigError, InputError, option
 from edgeinfer.core.limits import check_fits_in_memory
 from edgeinfer.core.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
+from edgeinfer.core.progress import QUIET, Progress
 
 # Symbolic dimension name -> default size for synthetic inputs.
 DEFAULT_DIMS = {"batch": 1, "sequence": 128}
@@ -30,10 +31,10 @@ def parse_shapes(items: list[str]) -> dict[str, list[int]]:
     for item in items:
         m = re.fullmatch(r"([^=]+)=(\d+(?:x\d+)*)", item.strip())
         if not m:
-            raise ConfigError(f"--shape {item!r} must look like input_name=1x128 or batch=8")
+            raise ConfigError(f"{option('shapes')} {item!r} must look like input_name=1x128 or batch=8")
         dims = [int(d) for d in m.group(2).split("x")]
         if any(d < 1 or d > 2**31 for d in dims):
-            raise ConfigError(f"--shape {item!r}: every dimension must be between 1 and 2^31")
+            raise ConfigError(f"{option('shapes')} {item!r}: every dimension must be between 1 and 2^31")
         shapes[m.group(1)] = dims
     return shapes
 
@@ -46,7 +47,9 @@ def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dic
     names = {spec.name for spec in inputs}
     unknown = [k for k, v in shapes.items() if k not in names and len(v) != 1]
     if unknown:
-        raise ConfigError(f"--shape {unknown[0]}: no such input; the model's inputs are {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{option('shapes')} {unknown[0]}: no such input; the model's inputs are {', '.join(sorted(names))}"
+        )
     dims = {**DEFAULT_DIMS, **{k: v[0] for k, v in shapes.items() if k not in names}}
     feeds = {}
     total = 0
@@ -55,7 +58,7 @@ def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dic
             shape = shapes[spec.name]
             if len(shape) != len(spec.shape):
                 raise ConfigError(
-                    f"--shape {spec.name}: rank {len(shape)} does not match the model's {list(spec.shape)}"
+                    f"{option('shapes')} {spec.name}: rank {len(shape)} does not match the model's {list(spec.shape)}"
                 )
         else:
             shape = [d if isinstance(d, int) else dims.get(d, 1) for d in spec.shape]
@@ -63,9 +66,11 @@ def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dic
         if dtype is None:
             raise InputError(f"input {spec.name} has type {spec.type}, which bench cannot synthesize")
         if any(d <= 0 for d in shape):
-            raise ConfigError(f"--shape: input {spec.name} would have shape {shape}; every dimension must be >= 1")
+            raise ConfigError(
+                f"{option('shapes')}: input {spec.name} would have shape {shape}; every dimension must be >= 1"
+            )
         total += int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
-        check_fits_in_memory(total, f"inputs of shape {shape} for {spec.name}", "Use a smaller --shape.")
+        check_fits_in_memory(total, f"inputs of shape {shape} for {spec.name}", f"Use a smaller {option('shapes')}.")
         if np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif "mask" in spec.name or dtype == np.bool_:
@@ -143,7 +148,7 @@ def bench_model(
     warmup: int = 5,
     baseline: str | None = None,
     trust_source: bool = False,
-    tick: Callable[[], None] | None = None,
+    progress: Progress = QUIET,
 ) -> BenchReport:
     """Latency percentiles, throughput, peak memory and the providers really used, on synthetic inputs.
 
@@ -168,7 +173,7 @@ def bench_model(
     fns: dict[str, Callable[[], object]] = {"onnxruntime": lambda: runner.session.run(None, feeds)}
     if baseline:
         fns["pytorch"] = _torch_fn(baseline, art, feeds, trust_source)
-    times = interleaved(fns, runs=runs, warmup=warmup, tick=tick)
+    times = interleaved(fns, runs=runs, warmup=warmup, progress=progress)
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
     lat = percentiles(times["onnxruntime"])
     result = BenchReport(
@@ -213,7 +218,7 @@ def _torch_fn(baseline: str, art, feeds, trust_source: bool):
 
     spec = source_spec(art.source) if baseline == "auto" else baseline
     if not spec:
-        raise ConfigError(f"{art.path} records no PyTorch source; pass --baseline SOURCE explicitly")
+        raise ConfigError(f"{art.path} records no PyTorch source; pass {option('baseline', 'SOURCE')} explicitly")
     if baseline == "auto" and art.source.get("kind") == "factory":
         # The sidecar is data that travels with the model: the code it names runs only when trusted.
         require_trust(spec, f"the sidecar of {art.path.name}", trust_source)

@@ -17,6 +17,7 @@ import numpy as np
 from edgeinfer.core.data import Batches
 from edgeinfer.core.errors import ConfigError, InputError
 from edgeinfer.core.measure import interleaved, percentiles, speedup_ci
+from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 
 REPORT_SCHEMA = 1
@@ -230,7 +231,7 @@ def compare_models(
     batch_size: int = 8,
     limit: int | None = None,
     data: Batches | None = None,
-    tick=None,
+    progress: Progress = QUIET,
 ) -> ComparisonReport:
     """Run a baseline and candidates on the same data: size, interleaved latency with a bootstrap 95% CI,
     and the task metric (accuracy, embedding cosine and retrieval, or raw-output agreement).
@@ -266,7 +267,10 @@ def compare_models(
     outputs = {name: _per_sample(task, _outputs(r, data), data) for name, r in runners.items()}
     feeds = data.batches[0]
     times = interleaved(
-        {name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()}, runs=runs, warmup=3, tick=tick
+        {name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()},
+        runs=runs,
+        warmup=3,
+        progress=progress,
     )
     base_out = outputs[str(baseline)]
     base_metrics = metrics(task, base_out, base_out, data)

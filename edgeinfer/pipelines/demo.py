@@ -13,6 +13,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from edgeinfer.core.progress import Progress
+
+
+class _StatusLine(Progress):
+    """Each stage of a pipeline the demo calls replaces the text of the demo's status line."""
+
+    def __init__(self, status) -> None:
+        self.status = status
+
+    def stage(self, text: str) -> None:
+        self.status.update(text)
+
 
 def run_demo(out: Path, runs: int, console: Console) -> dict:
     import torch
@@ -37,7 +49,7 @@ def run_demo(out: Path, runs: int, console: Console) -> dict:
 
     onnx_path = out / "lenet.onnx"
     with console.status("exporting and validating") as status:
-        art = export_model("edgeinfer.examples.digits:lenet", onnx_path, force=True, stage=status.update)
+        art = export_model("edgeinfer.examples.digits:lenet", onnx_path, force=True, progress=_StatusLine(status))
     v = art.validation
     console.print(
         f"exported {onnx_path}: validated against PyTorch, max abs diff {v['max_abs_diff']:.2g}, "
@@ -55,7 +67,7 @@ def run_demo(out: Path, runs: int, console: Console) -> dict:
             calib=str(calib),
             force=True,
             runs=10,
-            stage=status.update,
+            progress=_StatusLine(status),
         )
 
     factory, data = "edgeinfer.examples.digits:lenet", "edgeinfer.examples.digits:loaders"
@@ -69,11 +81,11 @@ def run_demo(out: Path, runs: int, console: Console) -> dict:
             finetune_epochs=2,
             runs=5,
             force=True,
-            stage=status.update,
+            progress=_StatusLine(status),
         )
     qat_path = out / "lenet-qat.onnx"
     with console.status("quantization-aware training (1 epoch), exported as INT8 QDQ") as status:
-        qat_model(factory, qat_path, data, epochs=1, runs=5, force=True, stage=status.update)
+        qat_model(factory, qat_path, data, epochs=1, runs=5, force=True, progress=_StatusLine(status))
 
     paths = {"fp32": onnx_path, "int8": int8_path, "pruned": pruned_path, "qat": qat_path}
     runners = {name: OrtRunner(path) for name, path in paths.items()}

@@ -6,13 +6,18 @@ The file only appears at the output path once validation passed; the figures go 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, new_artifact
-from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.io import atomic_path, check_output
+from edgeinfer.core.progress import QUIET, Progress
+
+if TYPE_CHECKING:
+    from edgeinfer.exporters.gguf import GgufExportConfig
+    from edgeinfer.exporters.onnx import OnnxExportConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,7 @@ def export_model(
     force: bool = False,
     trust_source: bool = False,
     profile=None,
-    stage: Callable[[str], None] = lambda s: None,
-    progress: Callable[[int, int, str], None] = lambda i, n, name: None,
+    progress: Progress = QUIET,
 ) -> Artifact:
     """Export `source` (a Hugging Face folder, a factory spec or a .pt2) to ONNX or GGUF, chosen by the
     output's suffix, validated against the source before the file appears.
@@ -47,52 +51,72 @@ def export_model(
         force: overwrite an existing output; trust_source: allow a .pt2 holding pickled objects.
     """
     from edgeinfer.core.errors import parse_choice
+    from edgeinfer.exporters.gguf import GgufExportConfig
+    from edgeinfer.exporters.onnx import DEFAULT_OPSET, OnnxExportConfig
 
     output = Path(output)
-    if profile is not None and profile.static_shapes and not static_shapes and output.suffix.lower() == ".onnx":
-        log.info(f"fixing every input shape: device {profile.name} needs static shapes")
-        static_shapes = True
     fmt = ModelFormat.of(output)
     if format and parse_choice(ModelFormat, format, "format") is not fmt:
         raise ConfigError(
-            f"--format {format} but the output {output.name} is a .{fmt.value} file; name the output .{format}"
+            f"{option('format', format)} but the output {output.name} is a .{fmt.value} file; name the output .{format}"
         )
+    config: OnnxExportConfig | GgufExportConfig
     if fmt is ModelFormat.GGUF:
         if task or opset or static_shapes or atol is not None or exporter != "auto":
             raise ConfigError(
-                "--task, --opset, --exporter, --static-shapes and --atol are ONNX options; "
-                "a GGUF export takes --outtype, --adapter and --check-tokens"
+                f"{', '.join(option(o) for o in ('task', 'opset', 'exporter', 'static_shapes'))} and "
+                f"{option('atol')} are ONNX options; a GGUF export takes {option('outtype')}, {option('adapter')} "
+                f"and {option('check_tokens')}"
             )
+        config = GgufExportConfig(outtype or "f16", adapter, check_tokens)  # type: ignore[arg-type]
+    else:
+        if outtype or adapter:
+            raise ConfigError(f"{option('outtype')} and {option('adapter')} are GGUF options; name the output .gguf")
+        config = OnnxExportConfig(opset or DEFAULT_OPSET, exporter, static_shapes, atol, task)  # type: ignore[arg-type]
+    return export(source, output, config, force=force, trust_source=trust_source, profile=profile, progress=progress)
+
+
+def export(
+    source: str,
+    output: Path,
+    config: OnnxExportConfig | GgufExportConfig,
+    *,
+    force: bool = False,
+    trust_source: bool = False,
+    profile=None,
+    progress: Progress = QUIET,
+) -> Artifact:
+    """Export `source` with `config`: an OnnxExportConfig writes a validated .onnx, a GgufExportConfig
+    a self-checked .gguf (the output's suffix must agree).
+
+    Args:
+        source: a Hugging Face folder, `package.module:function` (runs that code) or a .pt2.
+        output: the file to write; it appears only once validation passed.
+        config: the export pass's config.
+        force: overwrite an existing output; trust_source: allow a .pt2 holding pickled objects.
+        profile: a device profile; one with `static_shapes = true` (NPUs) fixes every input shape.
+        progress: told each stage (edgeinfer.core.progress).
+    """
+    from edgeinfer.exporters.gguf import GgufExportConfig
+
+    output = Path(output)
+    fmt = ModelFormat.of(output)
+    wanted = ModelFormat.GGUF if isinstance(config, GgufExportConfig) else ModelFormat.ONNX
+    if fmt is not wanted:
+        raise ConfigError(f"a {type(config).__name__} writes .{wanted.value}; name the output .{wanted.value}")
+    if isinstance(config, GgufExportConfig):
         from edgeinfer.pipelines.export_gguf import export_gguf
 
-        return export_gguf(
-            source,
-            output,
-            outtype=outtype or "f16",
-            adapter=adapter,
-            check_tokens=check_tokens,
-            force=force,
-            stage=stage,
-            progress=progress,
-        )
-    if outtype or adapter:
-        raise ConfigError("--outtype and --adapter are GGUF options; name the output .gguf")
+        return export_gguf(source, output, config, force=force, progress=progress)
+    if profile is not None and profile.static_shapes and not config.static_shapes:
+        log.info(f"fixing every input shape: device {profile.name} needs static shapes")
+        config = replace(config, static_shapes=True)
     check_output(output, [Path(source)], force)
-    from edgeinfer.exporters.onnx import DEFAULT_OPSET, Exporter, OnnxExportConfig
     from edgeinfer.exporters.source import load_source
 
-    if task:
-        from edgeinfer.exporters.tasks import get_task
-
-        get_task(task)  # an unknown task fails here, listing the registered ones
-    cfg = OnnxExportConfig(
-        opset=opset or DEFAULT_OPSET,
-        exporter=parse_choice(Exporter, exporter, "exporter"),
-        static_shapes=static_shapes,
-        atol=atol,
-    )
-    stage(f"loading {source}")
-    return export_source(load_source(source, task, trust_source), output, cfg, stage=stage, force=force)
+    progress.stage(f"loading {source}")
+    src = load_source(source, config.task, trust_source)
+    return export_source(src, output, config, progress=progress, force=force)
 
 
 def _opset_of(path: Path) -> int | None:
@@ -108,7 +132,7 @@ def export_source(
     cfg,
     *,
     steps: tuple = (),
-    stage: Callable[[str], None] = lambda s: None,
+    progress: Progress = QUIET,
     postprocess: Callable[[Path], Any] | None = None,
     force: bool = False,
 ) -> Artifact:
@@ -123,18 +147,18 @@ def export_source(
     if not static_shapes:
         cases["second_shape"] = src.second
     with atomic_path(output, overwrite=force) as tmp:
-        stage(f"exporting to ONNX (opset {cfg.opset})")
+        progress.stage(f"exporting to ONNX (opset {cfg.opset})")
         result = export_onnx(src, tmp, cfg)
         written = _opset_of(tmp)
         if written != cfg.opset:
             raise ConfigError(
                 f"opset {cfg.opset} was asked for, but the {result.exporter.value} exporter wrote opset "
-                f"{written}; the torch.export exporter writes opset 18 and above, --exporter "
+                f"{written}; the torch.export exporter writes opset 18 and above, {option('exporter')} "
                 "torchscript 7 to 20"
             )
         if postprocess is not None:
             postprocess(tmp)
-        stage(
+        progress.stage(
             "validating against PyTorch on "
             + " and ".join(", ".join(f"{n}{list(t.shape)}" for n, t in c.items()) for c in cases.values())
         )

@@ -7,15 +7,18 @@ with transformers' within the tolerance of the output type. A failure writes not
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeinfer.core.artifact import Artifact, Step, new_artifact
 from edgeinfer.core.errors import ValidationError
 from edgeinfer.core.io import atomic_path, check_output
+from edgeinfer.core.progress import QUIET, Progress
+
+if TYPE_CHECKING:
+    from edgeinfer.exporters.gguf import GgufExportConfig
 
 # Hard cases for a tokenizer port: contractions, digit runs, accents, emoji, runs of blanks,
 # newlines and tabs, code, and a control token written in the text.
@@ -56,37 +59,33 @@ def logits_parity(ref: np.ndarray, cand: np.ndarray) -> dict[str, Any]:
 def export_gguf(
     source: str,
     output: Path,
+    cfg: GgufExportConfig,
     *,
-    outtype: str = "f16",
-    adapter: str | None = None,
-    check_tokens: int = 256,
     force: bool = False,
-    stage: Callable[[str], None] = lambda s: None,
-    progress: Callable[[int, int, str], None] = lambda i, n, name: None,
+    progress: Progress = QUIET,
 ) -> Artifact:
-    from edgeinfer.core.errors import InputError, parse_choice
+    """Convert a Hugging Face causal LM folder to GGUF, then self-check it in llama.cpp (tokenizer
+    round-trip, log-prob parity with transformers on cfg.check_tokens tokens) before it appears."""
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
-    from edgeinfer.exporters.gguf import GgufExportConfig, OutType, convert, reference
+    from edgeinfer.exporters.gguf import convert, reference
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 
     src = Path(source)
     output = Path(output)
-    cfg = GgufExportConfig(parse_choice(OutType, outtype, "outtype"), adapter)
+    adapter, check_tokens = cfg.adapter, cfg.check_tokens
     check_output(output, [src], force)
-    if check_tokens < 16:
-        raise InputError("--check-tokens must be at least 16: the parity check needs real text")
     max_kl, min_top1 = TOLERANCE[cfg.outtype.value]
     with atomic_path(output, overwrite=force) as tmp:
-        stage(f"converting {src.name} to GGUF {cfg.outtype.value}")
+        progress.stage(f"converting {src.name} to GGUF {cfg.outtype.value}")
         figures = convert(src, tmp, cfg, progress)
-        stage("self-check: loading the GGUF in llama.cpp")
+        progress.stage("self-check: loading the GGUF in llama.cpp")
         runner = LlamaRunner(tmp, LlamaSettings(n_ctx=max(check_tokens, 512)), logits_all=True)
-        stage("self-check: tokenizer round-trip")
+        progress.stage("self-check: tokenizer round-trip")
         text = PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")
         tokenizer = reference.load_tokenizer(src)
         roundtrip = tokenizer_roundtrip(tokenizer, runner, ROUNDTRIP_SAMPLE + "\n" + text[:4000])
         tokens = list(tokenizer(text, add_special_tokens=False)["input_ids"])[:check_tokens]
-        stage(f"self-check: log-probs on {len(tokens)} tokens, transformers vs llama.cpp")
+        progress.stage(f"self-check: log-probs on {len(tokens)} tokens, transformers vs llama.cpp")
         parity = logits_parity(reference.log_probs(src, tokens, adapter), runner.sequence_log_probs(tokens))
         parity["tolerance"] = {"kl_mean": max_kl, "top1_agreement": min_top1}
         del runner

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 from edgeinfer.core.artifact import Artifact, Step, load_artifact
 from edgeinfer.core.errors import ConfigError, parse_choice
 from edgeinfer.core.io import atomic_path, check_output
+from edgeinfer.core.progress import QUIET, Progress
 
 if TYPE_CHECKING:
+    from edgeinfer.compress.gguf_quant import GgufQuantConfig
     from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,7 @@ def quantize_gguf_model(
 ) -> tuple[Artifact, dict[str, Any]]:
     """llama.cpp quantization to `method` (default: the profile's `llm.kquant`, else Q4_K_M), recorded
     in the sidecar with the tensor types before and after."""
-    from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
-    from edgeinfer.runtime.llama import gguf_summary
+    from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType
 
     if imatrix is not None:
         raise ConfigError(
@@ -83,6 +84,23 @@ def quantize_gguf_model(
         )
     method = method or (profile.llm.get("kquant") if profile else None) or "Q4_K_M"
     cfg = GgufQuantConfig(parse_choice(GgufType, method.upper(), "llama.cpp type"))
+    return kquantize(model, output, cfg, force=force)
+
+
+def kquantize(model: Path, output: Path, cfg: GgufQuantConfig, *, force: bool = False) -> tuple[Artifact, dict]:
+    """Quantize a GGUF with llama.cpp to `cfg.type`, recorded in the sidecar with the tensor types
+    before and after.
+
+    Args:
+        model: the GGUF to quantize (F16/BF16 ideally; a quantized one is requantized, with a warning).
+        output: the .gguf to write; cfg: the GgufQuantConfig; force: overwrite an existing output.
+
+    Returns (the artifact, {output, method, before, after}).
+    """
+    from edgeinfer.compress.gguf_quant import quantize_gguf
+    from edgeinfer.runtime.llama import gguf_summary
+
+    model, output = Path(model), Path(output)
     if output.suffix.lower() != ".gguf":
         raise ConfigError(f"llama.cpp quantization writes GGUF: name the output .gguf, not {output.name}")
     check_output(output, [model], force)
@@ -125,7 +143,7 @@ def compare_gguf(
     max_tokens: int = 1024,
     logits: Path | None = None,
     threads: int | None = None,
-    stage=lambda s: None,
+    progress: Progress = QUIET,
 ) -> LlmComparisonReport:
     """Perplexity, KL divergence and top-1 agreement against the baseline, bits per weight, pp/tg speed."""
     from edgeinfer.examples import SENTENCES
@@ -141,5 +159,5 @@ def compare_gguf(
         max_tokens=max_tokens,
         logits_file=logits,
         threads=threads,
-        stage=stage,
+        progress=progress,
     )

@@ -11,11 +11,12 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from edgeinfer.core.errors import InputError
+from edgeinfer.core.progress import QUIET, Progress
 
 LOGITS_SCHEMA = 1
 
@@ -93,7 +94,7 @@ def baseline_logits(
     max_tokens: int,
     logits_file: Path | None,
     threads: int | None = None,
-    stage: Callable[[str], None] = lambda s: None,
+    progress: Progress = QUIET,
 ) -> dict[str, Any]:
     from edgeinfer.core.cache import cache_dir
     from edgeinfer.core.formats import load_npz
@@ -115,7 +116,7 @@ def baseline_logits(
                 f"logits file {path} was made from another model or text (or is not a logits file); "
                 "delete it or choose another"
             )
-    stage(f"computing the baseline's log-probs once ({baseline.name})")
+    progress.stage(f"computing the baseline's log-probs once ({baseline.name})")
     runner = LlamaRunner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
     tokens = _text_tokens(runner, text, max_tokens)
     logp, targets = runner.log_probs(tokens, window)
@@ -176,7 +177,7 @@ def compare_llms(
     n_prompt: int = 128,
     n_gen: int = 32,
     reps: int = 2,
-    stage: Callable[[str], None] = lambda s: None,
+    progress: Progress = QUIET,
 ) -> LlmComparisonReport:
     """Score the baseline and each candidate GGUF on the same token windows of `text`, and time them.
 
@@ -188,12 +189,12 @@ def compare_llms(
     """
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 
-    ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, stage)
+    ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, progress)
     tokens = [int(t) for t in ref["tokens"]]
     rows = []
     for i, model in enumerate([baseline, *candidates]):
         is_base = i == 0  # the baseline may also be listed as a candidate: it is then scored like one
-        stage(f"scoring {model.name}")
+        progress.stage(f"scoring {model.name}")
         runner = LlamaRunner(
             model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads), logits_all=not is_base
         )
@@ -202,7 +203,7 @@ def compare_llms(
         else:
             logp, targets = runner.log_probs(tokens, int(ref["window"]))
             figures = score(logp, targets, ref)
-        stage(f"timing {model.name} (pp{n_prompt} / tg{n_gen})")
+        progress.stage(f"timing {model.name} (pp{n_prompt} / tg{n_gen})")
         speed = runner.bench(n_prompt, n_gen, reps)
         rows.append(
             LlmRow(

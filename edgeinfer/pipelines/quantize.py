@@ -11,12 +11,13 @@ import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, load_artifact
-from edgeinfer.core.errors import ConfigError, InputError, parse_choice
+from edgeinfer.core.errors import ConfigError, InputError, option, parse_choice
 from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.io import atomic_path, check_output
+from edgeinfer.core.progress import QUIET, Progress
 
 if TYPE_CHECKING:
     from edgeinfer.pipelines.compare import ComparisonReport
@@ -86,7 +87,7 @@ def quantize_model(
     max_drop: float | None = None,
     runs: int = 30,
     force: bool = False,
-    stage: Callable[[str], None] = lambda s: None,
+    progress: Progress = QUIET,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Quantize an ONNX model and compare it with its float parent (metric and interleaved latency).
 
@@ -136,7 +137,7 @@ def quantize_model(
         max_drop=max_drop,
         runs=runs,
         force=force,
-        stage=stage,
+        progress=progress,
         graph=graph,
     )
 
@@ -161,7 +162,7 @@ def quantize(
     max_drop: float | None = None,
     runs: int = 30,
     force: bool = False,
-    stage: Callable[[str], None] = lambda s: None,
+    progress: Progress = QUIET,
     graph=None,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Quantize `model` as `config` (an OnnxQuantConfig) says, and compare the result with its parent.
@@ -174,7 +175,7 @@ def quantize(
         config: the OnnxQuantConfig (method, types, exclusions, ...).
         calib, calib_samples, batch_size: calibration data for methods that need it.
         profile: a DeviceProfile (QNN recipe checks, fast-precision warning).
-        eval_data, report, max_drop, runs, force, stage: as for quantize_model.
+        eval_data, report, max_drop, runs, force, progress: as for quantize_model.
         graph: the model already loaded with onnx (without external data), so it is not parsed twice.
     """
     from edgeinfer.compress.onnx_quant import (
@@ -191,29 +192,33 @@ def quantize(
     _check_paths(model, output, force)
     parent = load_artifact(model)
     if max_drop is not None and not eval_data:
-        raise ConfigError("--max-drop needs --eval-data: the search measures the task metric on it")
+        raise ConfigError(
+            f"{option('max_drop')} needs {option('eval_data')}: the search measures the task metric on it"
+        )
     graph = graph if graph is not None else load_onnx(model)
     check_not_quantized(graph)
     _check_device_precision(config.method, profile)
     cfg = config
     if cfg.recipe is Recipe.QNN:
         if cfg.method != "static":
-            raise ConfigError(f"device {getattr(profile, 'name', 'qnn')} runs QDQ models: use --method static")
+            raise ConfigError(
+                f"device {getattr(profile, 'name', 'qnn')} runs QDQ models: use {option('method', 'static')}"
+            )
         dynamic = [i.name for i in graph.graph.input if any(not d.dim_value for d in i.type.tensor_type.shape.dim)]
         if dynamic:
             raise ConfigError(
                 f"{getattr(profile, 'name', 'the QNN recipe')} needs fixed shapes, but input(s) {', '.join(dynamic)} are dynamic; "
-                "re-export with --static-shapes"
+                f"re-export with {option('static_shapes', True)}"
             )
     inputs = OrtRunner(model, profile_first_run=False).inputs
     batches = None
     if methods()[cfg.method].needs_calibration:
         if not calib:
             raise InputError(
-                "--method static needs --calib (an .npz, a folder of them, a .txt of sentences, or "
+                f"{option('method', 'static')} needs {option('calib')} (an .npz, a folder of them, a .txt of sentences, or "
                 "package.module:function)"
             )
-        stage(f"loading calibration data {calib}")
+        progress.stage(f"loading calibration data {calib}")
         batches = load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), calib_samples).batches
 
     def run_once(cfg_now, dest: Path) -> dict[str, Any]:
@@ -227,30 +232,32 @@ def quantize(
     )
     extra: dict[str, Any] = {}
     with atomic_path(output, overwrite=force) as tmp:
-        stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")
+        progress.stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")
         facts = run_once(cfg, tmp)
         if report or max_drop is not None:
             if cfg.method != "static":
-                raise ConfigError("--report and --max-drop measure QDQ nodes: use --method static")
+                raise ConfigError(
+                    f"{option('report')} and {option('max_drop')} measure QDQ nodes: use {option('method', 'static')}"
+                )
             from edgeinfer.compress.qdq_report import activation_sqnr
 
-            stage("measuring per-tensor quantization error (SQNR)")
+            progress.stage("measuring per-tensor quantization error (SQNR)")
             extra["sqnr"] = activation_sqnr(model, tmp, batches)
         if max_drop is not None:
             cfg, search = _search_exclusions(
-                model, tmp, cfg, extra["sqnr"], eval_batches, max_drop, run_once, stage, runs
+                model, tmp, cfg, extra["sqnr"], eval_batches, max_drop, run_once, progress, runs
             )
             extra["search"] = search
             facts["nodes_excluded"] = list(cfg.exclude_nodes)
             # The sidecar says plainly whether this file met the target or is only the best found.
             facts["max_drop_search"] = {"target": max_drop, "met": search["met"], "best_drop": search["best_drop"]}
-        stage("comparing with the float parent")
+        progress.stage("comparing with the float parent")
         comparison = None
         if compare_data is not None:
             comparison = compare_models(model, [tmp], eval_data or calib or "", data=compare_data, runs=runs)
     if comparison is not None:
         comparison.rows[1].model = str(output)
-    step = Step("quantize", cfg.to_json() | facts, _summary(comparison))
+    step = Step("quantize", cfg.to_dict() | facts, _summary(comparison))
     art = parent.derive(output, step)
     art.save()
     if comparison is not None and comparison.rows[1].slower:
@@ -272,7 +279,7 @@ def _check_device_precision(method: str, profile) -> None:
     fast = [p.value for p in profile.precisions]
     if precision not in fast:
         log.warning(
-            f"device {profile.name} lists {', '.join(fast)} as its fast precisions, not {precision}: --method {method} "
+            f"device {profile.name} lists {', '.join(fast)} as its fast precisions, not {precision}: {option('method', method)} "
             "may run slower there than the float model"
         )
 
@@ -291,7 +298,7 @@ def _summary(comparison: ComparisonReport | None) -> dict[str, Any]:
     }
 
 
-def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop, run_once, stage, runs):
+def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop, run_once, progress, runs):
     """Greedy: keep the noisiest activations' nodes in float, one more at a time, until within budget."""
     import shutil
 
@@ -317,7 +324,7 @@ def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop
                 continue
             seen.append(node)
             trial_cfg = replace(cfg, exclude_nodes=tuple(seen))
-            stage(f"--max-drop search: keeping {len(seen)} node(s) in float")
+            progress.stage(f"{option('max_drop')} search: keeping {len(seen)} node(s) in float")
             run_once(trial_cfg, trial)
             drop = drop_of(trial)
             steps.append({"excluded": list(seen), "added": node, "drop": drop, "bought": steps[-1]["drop"] - drop})

@@ -9,15 +9,21 @@ The model is `package.module:function` returning (module, inputs), as for export
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from edgeinfer.compress.distill import DistillConfig
+from edgeinfer.compress.prune import PruneConfig
+from edgeinfer.compress.qat import QatConfig
+from edgeinfer.compress.training import TrainConfig
 from edgeinfer.core.artifact import Step
-from edgeinfer.core.errors import InputError
+from edgeinfer.core.config import PassConfig
+from edgeinfer.core.errors import ConfigError, InputError
 from edgeinfer.core.io import check_output
+from edgeinfer.core.progress import QUIET, Progress
 
 
 def load_data(spec: str, batch: int = 64, seed: int = 0):
@@ -136,7 +142,7 @@ def finish(
     runs: int = 20,
     exporter: str = "auto",
     atol: float | None = None,
-    stage=lambda s: None,
+    progress: Progress = QUIET,
     postprocess=None,
     force: bool = False,
 ) -> dict[str, Any]:
@@ -144,7 +150,7 @@ def finish(
     both in ONNX Runtime on the eval data: accuracy and interleaved latency side by side."""
     from edgeinfer.pipelines.compare import compare_models
 
-    stage(f"exporting {output.name}")
+    progress.stage(f"exporting {output.name}")
     art = export_module(
         module,
         inputs,
@@ -159,9 +165,9 @@ def finish(
     )
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.onnx"
-        stage("exporting the unmodified model for the comparison")
+        progress.stage("exporting the unmodified model for the comparison")
         export_module(baseline, inputs, axes, base, {"kind": "factory", "factory": spec}, [])
-        stage("comparing in ONNX Runtime")
+        progress.stage("comparing in ONNX Runtime")
         report = compare_models(base, [output], str(_eval_npz(loaders, Path(tmp))), runs=runs)
     base_row, row = report.rows[0], report.rows[-1]
     art.steps[-1].metrics["comparison"] = {
@@ -178,6 +184,65 @@ def finish(
     art.save()
     checkpoint_path(output).unlink(missing_ok=True)
     return {"artifact": art, "comparison": report}
+
+
+@dataclass(frozen=True)
+class PruneTraining(PassConfig):
+    """Pruning with its fine-tuning: the config of the prune pass.
+
+    Args:
+        prune: what to remove (method, ratio, importance, ...; see compress.prune.PruneConfig).
+        finetune: fine-tuning after each pruning step (epochs 0: none).
+        distill: fine-tune against the unpruned model's soft targets instead of the labels alone.
+        batch: training batch size (data given as an .npz).
+    """
+
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0))
+    distill: bool = False
+    batch: int = 64
+
+    what: ClassVar[str] = "pruning config"
+
+
+@dataclass(frozen=True)
+class DistillTraining(PassConfig):
+    """Distillation: the config of the distill pass (the student is the pass's input).
+
+    Args:
+        teacher: the teacher's factory, `package.module:function` (runs that code).
+        distill: temperature, alpha and feature pairs (see compress.distill.DistillConfig).
+        train: the training run; batch: training batch size.
+    """
+
+    teacher: str
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=2e-3))
+    batch: int = 64
+
+    what: ClassVar[str] = "distillation config"
+
+    def check(self) -> None:
+        from edgeinfer.core.factory import is_factory_spec
+
+        if not is_factory_spec(self.teacher):
+            raise ConfigError(f"teacher {self.teacher!r} must be package.module:function")
+
+
+@dataclass(frozen=True)
+class QatTraining(PassConfig):
+    """Quantization-aware training: the config of the qat pass.
+
+    Args:
+        qat: per-channel weights, when the activation ranges freeze (see compress.qat.QatConfig).
+        train: the training run; batch: training batch size.
+    """
+
+    qat: QatConfig = field(default_factory=QatConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-4))
+    batch: int = 64
+
+    what: ClassVar[str] = "QAT config"
 
 
 def prune_model(
@@ -198,8 +263,28 @@ def prune_model(
     seed: int = 0,
     runs: int = 20,
     force: bool = False,
-    progress=lambda row: None,
-    stage=lambda s: None,
+    progress: Progress = QUIET,
+) -> dict[str, Any]:
+    """`prune` with the CLI's flat options (method, ratio, importance, global_ranking, ignore, steps:
+    the PruneConfig; finetune_epochs, lr, seed: the fine-tuning TrainConfig); see `prune`."""
+    job = PruneTraining(
+        PruneConfig(method, ratio, importance.lower(), global_ranking, tuple(ignore), steps),  # type: ignore[arg-type]
+        TrainConfig(epochs=finetune_epochs, lr=lr, seed=seed),
+        distill,
+        batch,
+    )
+    return prune(spec, output, data, job, runs=runs, force=force, progress=progress)
+
+
+def prune(
+    spec: str,
+    output: Path,
+    data: str,
+    job: PruneTraining = PruneTraining(),
+    *,
+    runs: int = 20,
+    force: bool = False,
+    progress: Progress = QUIET,
 ) -> dict[str, Any]:
     """Prune the model a factory returns, fine-tune it, export it, and compare it with the unpruned model.
 
@@ -207,11 +292,9 @@ def prune_model(
         spec: `package.module:function` returning (module, {name: example input}); runs that code.
         output: the .onnx file to write (the unpruned model is exported beside it for the comparison).
         data: a factory returning (train, eval) DataLoaders, or an .npz with `input` and `labels`.
-        method, ratio, importance, global_ranking, ignore, steps: a PruneConfig (see compress.prune).
-        finetune_epochs, lr, batch, seed: fine-tuning after each pruning step (seeded).
-        distill: fine-tune against the unpruned model's soft targets.
+        job: the pruning and its fine-tuning (PruneTraining).
         runs: interleaved ONNX Runtime timing runs; force: overwrite an existing output.
-        progress, stage: called with each epoch's row and each stage's name.
+        progress: told each stage and each finished epoch (edgeinfer.core.progress).
 
     Returns the report: metrics (MACs, parameters, channels per layer), the artifact, the comparison.
     """
@@ -220,35 +303,26 @@ def prune_model(
     import torch
 
     from edgeinfer.compress import prune
-    from edgeinfer.compress.distill import DistillConfig, make_loss
-    from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
-    from edgeinfer.core.errors import parse_choice
+    from edgeinfer.compress.distill import make_loss
+    from edgeinfer.compress.training import accuracy, check_batch, train
 
     output = Path(output)
     check_output(output, [], force)
-    cfg = prune.PruneConfig(
-        parse_choice(prune.PruneMethod, method, "method"),
-        ratio,
-        importance.lower(),
-        global_ranking,
-        tuple(ignore),
-        steps,
-    )
+    cfg, tcfg = job.prune, job.finetune
     module, inputs, axes = load_model(spec)
-    loaders = load_data(data, batch, seed)
+    loaders = load_data(data, job.batch, tcfg.seed)
     check_batch(module, loaders)
     original = copy.deepcopy(module).eval()
     example = next(iter(inputs.values()))
     acc_before = accuracy(original, loaders.eval)
     history = []
-    tcfg = TrainConfig(epochs=finetune_epochs, lr=lr, seed=seed)
 
     def finetune(model, step: int) -> None:
-        if finetune_epochs <= 0:
+        if tcfg.epochs <= 0:
             return
-        stage(f"fine-tuning after pruning step {step + 1}/{cfg.steps}")
+        progress.stage(f"fine-tuning after pruning step {step + 1}/{cfg.steps}")
         # Distilling from the unpruned model; with no feature pairs make_loss registers no hooks.
-        loss_fn = make_loss(original, model, example, DistillConfig())[0] if distill else None
+        loss_fn = make_loss(original, model, example, DistillConfig())[0] if job.distill else None
         h = train(model, loaders, tcfg, loss_fn, progress=progress, checkpoint=checkpoint_path(output))
         history.extend({**r, "step": step + 1} for r in h.epochs)
 
@@ -256,12 +330,12 @@ def prune_model(
         x, y = next(iter(loaders.train))
         torch.nn.functional.cross_entropy(model(x), y).backward()
 
-    stage(f"{cfg.method.value} pruning, ratio {cfg.ratio}")
+    progress.stage(f"{cfg.method.value} pruning, ratio {cfg.ratio}")
     if cfg.method is prune.PruneMethod.STRUCTURED:
         pruned, rep = prune.structured(module, example, cfg, grad_batch, finetune)
     else:
         pruned, rep = prune.sparsify(module, cfg)
-        if finetune_epochs > 0:
+        if tcfg.epochs > 0:
             # Pruned weights get zero gradients, so AdamW (no weight decay) never moves them: the
             # zeros survive fine-tuning and the reported sparsity stays true.
             masked = [
@@ -284,16 +358,19 @@ def prune_model(
         "finetune": history,
     }
     config = {
-        **asdict(cfg),
-        "finetune_epochs": finetune_epochs,
-        "lr": lr,
-        "distill_from_unpruned": distill,
+        **cfg.to_dict(),
+        "finetune_epochs": tcfg.epochs,
+        "lr": tcfg.lr,
+        "distill_from_unpruned": job.distill,
         "data": data,
-        "seed": seed,
+        "seed": tcfg.seed,
+        "pass": job.to_dict(),
     }
     step = Step("prune", config, metrics)
     return {
-        **finish(pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, stage=stage, force=force),
+        **finish(
+            pruned, original, inputs, axes, output, spec, step, loaders, runs=runs, progress=progress, force=force
+        ),
         "report": rep,
         "accuracy_before": acc_before,
         "accuracy_after": acc_after,
@@ -315,39 +392,57 @@ def distill_model(
     seed: int = 0,
     runs: int = 20,
     force: bool = False,
-    progress=lambda row: None,
-    stage=lambda s: None,
+    progress: Progress = QUIET,
+) -> dict[str, Any]:
+    """`distill` with the CLI's flat options (temperature, alpha, features: the DistillConfig;
+    epochs, lr, seed: the TrainConfig); see `distill`."""
+    job = DistillTraining(
+        teacher_spec,
+        DistillConfig(temperature, alpha, tuple(features)),
+        TrainConfig(epochs=epochs, lr=lr, seed=seed),
+        batch,
+    )
+    return distill(student_spec, output, data, job, runs=runs, force=force, progress=progress)
+
+
+def distill(
+    student_spec: str,
+    output: Path,
+    data: str,
+    job: DistillTraining,
+    *,
+    runs: int = 20,
+    force: bool = False,
+    progress: Progress = QUIET,
 ) -> dict[str, Any]:
     """Train a student on a teacher's soft targets (and labels), export it, compare it with the teacher.
 
     Args:
-        teacher_spec, student_spec: factories returning (module, {name: example input}); run that code.
-        output: the student's .onnx file. data: as for prune_model.
-        temperature, alpha, features: the DistillConfig (see compress.distill).
-        epochs, lr, batch, seed, runs, force, progress, stage: as for prune_model.
+        student_spec: the student's factory returning (module, {name: example input}); runs that code.
+        output: the student's .onnx file. data: as for `prune`.
+        job: the teacher, the DistillConfig and the training run (DistillTraining).
+        runs, force, progress: as for `prune`.
     """
-    from edgeinfer.compress.distill import DistillConfig, make_loss
-    from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
+    from edgeinfer.compress.distill import make_loss
+    from edgeinfer.compress.training import accuracy, check_batch, seed_everything, train
 
     output = Path(output)
     check_output(output, [], force)
-    from edgeinfer.compress.training import seed_everything
-
-    cfg = DistillConfig(temperature, alpha, tuple(features))
-    teacher, inputs, axes = load_model(teacher_spec)
-    seed_everything(seed)  # a student built with random weights differs by seed
+    cfg, tcfg = job.distill, job.train
+    teacher, inputs, axes = load_model(job.teacher)
+    seed_everything(tcfg.seed)  # a student built with random weights differs by seed
     student, s_inputs, s_axes = load_model(student_spec)
-    loaders = load_data(data, batch, seed)
+    loaders = load_data(data, job.batch, tcfg.seed)
     check_batch(teacher, loaders)
     check_batch(student, loaders)
     example = next(iter(inputs.values()))
     loss_fn, extra, cleanup = make_loss(teacher, student, example, cfg)
-    stage("distilling")
+    progress.stage("distilling")
     try:
         history = train(
             student,
             loaders,
-            TrainConfig(epochs=epochs, lr=lr, seed=seed),
+            tcfg,
             loss_fn,
             extra_params=extra,
             progress=progress,
@@ -364,7 +459,15 @@ def distill_model(
     }
     step = Step(
         "distill",
-        {**asdict(cfg), "teacher": teacher_spec, "epochs": epochs, "lr": lr, "data": data, "seed": seed},
+        {
+            **cfg.to_dict(),
+            "teacher": job.teacher,
+            "epochs": tcfg.epochs,
+            "lr": tcfg.lr,
+            "data": data,
+            "seed": tcfg.seed,
+            "pass": job.to_dict(),
+        },
         metrics,
     )
     return {
@@ -379,7 +482,7 @@ def distill_model(
             loaders,
             runs=runs,
             force=force,
-            stage=stage,
+            progress=progress,
         ),
         "metrics": metrics,
     }
@@ -398,29 +501,48 @@ def qat_model(
     seed: int = 0,
     runs: int = 20,
     force: bool = False,
-    progress=lambda row: None,
-    stage=lambda s: None,
+    progress: Progress = QUIET,
+) -> dict[str, Any]:
+    """`qat` with the CLI's flat options (per_channel, freeze_after: the QatConfig; epochs, lr, seed:
+    the TrainConfig); see `qat`."""
+    job = QatTraining(
+        QatConfig(per_channel=per_channel, freeze_after=freeze_after),
+        TrainConfig(epochs=epochs, lr=lr, seed=seed),
+        batch,
+    )
+    return qat(spec, output, data, job, runs=runs, force=force, progress=progress)
+
+
+def qat(
+    spec: str,
+    output: Path,
+    data: str,
+    job: QatTraining = QatTraining(),
+    *,
+    runs: int = 20,
+    force: bool = False,
+    progress: Progress = QUIET,
 ) -> dict[str, Any]:
     """Quantization-aware training of a factory's model, exported as INT8 QDQ and compared with it in float.
 
     Args:
-        spec, output, data: as for prune_model.
-        per_channel: per-channel weight scales; freeze_after: epochs after which activation ranges freeze.
-        epochs, lr, batch, seed, runs, force, progress, stage: as for prune_model.
+        spec, output, data: as for `prune`.
+        job: the QatConfig and the training run (QatTraining).
+        runs, force, progress: as for `prune`.
     """
     import copy
 
     from edgeinfer.compress import qat
-    from edgeinfer.compress.training import TrainConfig, accuracy, check_batch, train
+    from edgeinfer.compress.training import accuracy, check_batch, train
 
     output = Path(output)
     check_output(output, [], force)
-    cfg = qat.QatConfig(per_channel=per_channel, freeze_after=freeze_after)
+    cfg, tcfg = job.qat, job.train
     module, inputs, axes = load_model(spec)
-    loaders = load_data(data, batch, seed)
+    loaders = load_data(data, job.batch, tcfg.seed)
     check_batch(module, loaders)
     original = copy.deepcopy(module).eval()
-    stage("folding BatchNorm and inserting fake quantization")
+    progress.stage("folding BatchNorm and inserting fake quantization")
     model = qat.prepare(module, cfg)
     qat.calibrate(model, loaders.train)
     acc_start = accuracy(model, loaders.eval)
@@ -429,11 +551,11 @@ def qat_model(
         if epoch == cfg.freeze_after:
             qat.freeze_observers(m)
 
-    stage("quantization-aware training")
+    progress.stage("quantization-aware training")
     history = train(
         model,
         loaders,
-        TrainConfig(epochs=epochs, lr=lr, seed=seed),
+        tcfg,
         on_epoch=on_epoch,
         progress=progress,
         checkpoint=checkpoint_path(output),
@@ -445,7 +567,15 @@ def qat_model(
         "fake_quant_accuracy_after": accuracy(model, loaders.eval),
         "history": history.epochs,
     }
-    step = Step("qat", {**asdict(cfg), "epochs": epochs, "lr": lr, "data": data, "seed": seed}, metrics)
+    config = {
+        **cfg.to_dict(),
+        "epochs": tcfg.epochs,
+        "lr": tcfg.lr,
+        "data": data,
+        "seed": tcfg.seed,
+        "pass": job.to_dict(),
+    }
+    step = Step("qat", config, metrics)
     # Fake-quant ops export as QuantizeLinear/DequantizeLinear through the TorchScript exporter. ONNX
     # Runtime's integer kernels round differently from PyTorch's float emulation by up to a step.
     return {
@@ -462,7 +592,7 @@ def qat_model(
             force=force,
             exporter="torchscript",
             atol=0.5,
-            stage=stage,
+            progress=progress,
             postprocess=qat.store_int8_weights,
         ),
         "metrics": metrics,

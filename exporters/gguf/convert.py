@@ -7,12 +7,14 @@ the same order, so peak memory is one tensor (plus a LoRA adapter), not the mode
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from edgeinfer.core.config import PassConfig
+from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.exporters.gguf.base import family_for
 from edgeinfer.exporters.gguf.checkpoint import Checkpoint, read_config
 
@@ -25,9 +27,24 @@ class OutType(StrEnum):
 
 
 @dataclass(frozen=True)
-class GgufExportConfig:
+class GgufExportConfig(PassConfig):
+    """How to convert a Hugging Face causal LM to GGUF.
+
+    Args:
+        outtype: the tensor type written (f32, f16, bf16, q8_0); k-quants come after, from llama.cpp.
+        adapter: a PEFT LoRA adapter folder merged into the weights first.
+        check_tokens: tokens of the self-check's log-prob parity with transformers (at least 16).
+    """
+
     outtype: OutType = OutType.F16
     adapter: str | None = None
+    check_tokens: int = 256
+
+    what: ClassVar[str] = "GGUF export config"
+
+    def check(self) -> None:
+        if self.check_tokens < 16:
+            raise ConfigError(f"check_tokens {self.check_tokens} must be at least 16: the parity check needs real text")
 
 
 def _ggml_type(outtype: OutType):
@@ -92,7 +109,7 @@ def convert(
     source: Path,
     output: Path,
     cfg: GgufExportConfig = GgufExportConfig(),
-    progress: Callable[[int, int, str], None] = lambda i, n, name: None,
+    progress: Progress = QUIET,
 ) -> dict[str, Any]:
     """Write `output` from the checkpoint in `source`; returns the conversion figures."""
     import gguf
@@ -149,7 +166,7 @@ def convert(
                 writer.write_tensor_data(_encode(t, qtype))
                 types[qtype.name] = types.get(qtype.name, 0) + 1
                 i += 1
-                progress(i, len(infos), name)
+                progress.advance(i, len(infos), name)
     finally:
         writer.close()
     return {

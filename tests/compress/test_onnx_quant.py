@@ -161,7 +161,7 @@ def test_calibration_data_that_does_not_fit_the_model_is_refused(lenet_onnx, tmp
     np.savez(shaped, input=np.zeros((4, 1, 28, 28), np.float32))
     with pytest.raises(InputError, match="expects"):
         quantize_model(lenet_onnx, tmp_path / "q.onnx", method="static", calib=str(shaped), **quiet)
-    with pytest.raises(InputError, match="needs --calib"):
+    with pytest.raises(InputError, match="needs calib"):
         quantize_model(lenet_onnx, tmp_path / "q.onnx", method="static", **quiet)
 
 
@@ -169,7 +169,7 @@ def test_already_quantized_model_and_max_drop_without_eval_data_are_refused(lene
     art, _ = lenet_int8
     with pytest.raises(InputError, match="already quantized"):
         quantize_model(art.path, tmp_path / "again.onnx", method="dynamic", **quiet)
-    with pytest.raises(ConfigError, match="--eval-data"):
+    with pytest.raises(ConfigError, match="max_drop needs eval_data"):
         quantize_model(lenet_onnx, tmp_path / "q.onnx", method="static", calib="x.npz", max_drop=0.01, **quiet)
 
 

@@ -90,7 +90,7 @@ def test_unstructured_and_2_4_sparsity_zero_weights_without_removing_them():
     total = sum(v["weights"] for v in rep.layers.values())
     assert zeros / total == pytest.approx(0.5, abs=0.01)
     assert rep.params_after == rep.params_before
-    with pytest.raises(ConfigError, match="multiples of 4; 0 has 25; --ignore 0"):
+    with pytest.raises(ConfigError, match="multiples of 4; 0 has 25; add 0 to ignore"):
         sparsify(model, PruneConfig(PruneMethod.SEMI_STRUCTURED, 0.5))
     semi, rep = sparsify(model, PruneConfig(PruneMethod.SEMI_STRUCTURED, 0.5, ignore=("0", "3")))
     w = semi[7].weight.reshape(120, -1, 4)
@@ -249,7 +249,7 @@ def test_student_with_other_outputs_is_refused(tmp_path, capsys):
 def test_distill_config_rejects_bad_alpha():
     from edgeinfer.compress.distill import DistillConfig
 
-    with pytest.raises(ConfigError, match="--alpha must be between 0 and 1"):
+    with pytest.raises(ConfigError, match="alpha must be between 0 and 1"):
         DistillConfig(alpha=1.5)
 
 

@@ -51,7 +51,7 @@ def test_atomic_path_leaves_nothing_when_block_fails(tmp_path):
 def test_check_output_refuses_existing_file_and_the_input_itself(tmp_path):
     existing = tmp_path / "a.onnx"
     existing.write_bytes(b"x")
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="pass force=True to overwrite"):
         check_output(existing, [], force=False)
     check_output(existing, [], force=True)
     with pytest.raises(OutputExistsError, match="is the input"):

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import run_cli
 
@@ -68,6 +69,25 @@ def test_bench_json_has_stable_keys_and_baseline_speedup(capsys, lenet_onnx):
 def test_bench_rejects_malformed_shape(capsys, lenet_onnx):
     code, _, stderr = run_cli(capsys, "bench", lenet_onnx, "--shape", "input=axb")
     assert code == 2 and "input_name=1x128" in stderr
+
+
+def test_errors_name_flags_on_the_command_line_and_fields_from_python(capsys, lenet_onnx, tmp_path):
+    from edgeinfer.core.errors import ConfigError, OutputExistsError
+    from edgeinfer.pipelines.bench import parse_shapes
+    from edgeinfer.pipelines.quantize import quantize_model
+
+    code, _, stderr = run_cli(capsys, "bench", lenet_onnx, "--shape", "input=axb")
+    assert code == 2 and "--shape 'input=axb'" in stderr
+    with pytest.raises(ConfigError, match="^shapes 'input=axb' must look like"):
+        parse_shapes(["input=axb"])
+    (tmp_path / "q.onnx").write_bytes(b"keep")
+    code, _, stderr = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "q.onnx", "--exclude", "nope")
+    assert code == 2 and "pass --force to overwrite" in stderr
+    with pytest.raises(OutputExistsError, match="pass force=True to overwrite"):
+        quantize_model(lenet_onnx, tmp_path / "q.onnx", method="dynamic")
+    code, _, stderr = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "r.onnx", "--exclude", "nope")
+    assert code == 2 and "--exclude 'nope' matches no node" in stderr
+    assert (tmp_path / "q.onnx").read_bytes() == b"keep" and not (tmp_path / "r.onnx").exists()
 
 
 def test_devices_lists_profiles_and_installed_providers(capsys):

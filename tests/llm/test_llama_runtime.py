@@ -45,7 +45,7 @@ def test_gpu_layers_without_gpu_build_is_not_a_silent_fallback(smollm2, caplog):
 
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("this llama.cpp build has GPU offload")
-    with pytest.raises(ProviderUnavailableError, match="--allow-fallback"):
+    with pytest.raises(ProviderUnavailableError, match="or pass allow_fallback=True"):
         LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10))
     with caplog.at_level("WARNING", logger="edgeinfer"):
         runner = LlamaRunner(smollm2, LlamaSettings(n_ctx=64, n_gpu_layers=10, allow_fallback=True))
