@@ -64,7 +64,8 @@ def main() -> None:
     args = parse_args(__doc__, runs=5)
     import numpy as np
 
-    from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
+    from edgeinfer.compress.gguf_quant import GgufQuantConfig, quantize_gguf
+    from edgeinfer.core.gguf_types import GgufType
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
     from edgeinfer.examples.smollm2 import hf_dir
     from edgeinfer.pipelines.export import export_model

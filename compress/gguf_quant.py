@@ -8,40 +8,14 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
 from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import BackendError, ConfigError, MissingDependencyError
 from edgeinfer.core.formats import open_gguf
+from edgeinfer.core.gguf_types import GgufType
 from edgeinfer.core.stdio import captured_fd
-
-
-class GgufType(StrEnum):
-    """Target types, named as llama.cpp's `llama-quantize` names them."""
-
-    F32 = "F32"
-    F16 = "F16"
-    BF16 = "BF16"
-    Q8_0 = "Q8_0"
-    Q6_K = "Q6_K"
-    Q5_K_M = "Q5_K_M"
-    Q5_K_S = "Q5_K_S"
-    Q5_1 = "Q5_1"
-    Q5_0 = "Q5_0"
-    Q4_K_M = "Q4_K_M"
-    Q4_K_S = "Q4_K_S"
-    Q4_1 = "Q4_1"
-    Q4_0 = "Q4_0"
-    Q3_K_L = "Q3_K_L"
-    Q3_K_M = "Q3_K_M"
-    Q3_K_S = "Q3_K_S"
-    Q2_K = "Q2_K"
-
-    @property
-    def ftype_constant(self) -> str:
-        return "LLAMA_FTYPE_ALL_F32" if self is GgufType.F32 else f"LLAMA_FTYPE_MOSTLY_{self.value}"
 
 
 @dataclass(frozen=True)

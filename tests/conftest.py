@@ -113,7 +113,8 @@ def smollm2_hf(smollm2) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_q8(artifacts, smollm2) -> Path:
-    from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType, quantize_gguf
+    from edgeinfer.compress.gguf_quant import GgufQuantConfig, quantize_gguf
+    from edgeinfer.core.gguf_types import GgufType
 
     out = artifacts / "smollm2-q8_0.gguf"
     quantize_gguf(smollm2, out, GgufQuantConfig(GgufType.Q8_0))

@@ -74,7 +74,7 @@ def export_gguf(
     output = Path(output)
     adapter, check_tokens = cfg.adapter, cfg.check_tokens
     check_output(output, [src], force)
-    max_kl, min_top1 = TOLERANCE[cfg.outtype.value]
+    max_kl, min_top1 = TOLERANCE[cfg.outtype.value.lower()]
     with atomic_path(output, overwrite=force) as tmp:
         progress.stage(f"converting {src.name} to GGUF {cfg.outtype.value}")
         figures = convert(src, tmp, cfg, progress)
@@ -104,7 +104,7 @@ def export_gguf(
             )
         if problems:
             raise ValidationError(f"the GGUF does not match {src.name}; nothing written", problems)
-    config: dict[str, Any] = {"outtype": cfg.outtype.value}
+    config: dict[str, Any] = {"outtype": cfg.outtype.value.lower()}
     if adapter:
         config["adapter"] = figures.pop("adapter")
     validation = {"tokenizer_roundtrip": roundtrip, "logits_parity": parity, "conversion_seconds": figures["seconds"]}

@@ -75,7 +75,8 @@ def quantize_gguf_model(
 ) -> tuple[Artifact, dict[str, Any]]:
     """llama.cpp quantization to `method` (default: the profile's `llm.kquant`, else Q4_K_M), recorded
     in the sidecar with the tensor types before and after."""
-    from edgeinfer.compress.gguf_quant import GgufQuantConfig, GgufType
+    from edgeinfer.compress.gguf_quant import GgufQuantConfig
+    from edgeinfer.core.gguf_types import GgufType
 
     if imatrix is not None:
         raise ConfigError(

@@ -6,6 +6,6 @@ checks the file against the source model (tokenizer round-trip, logits parity) b
 
 from edgeinfer.exporters.gguf import gemma, gpt2, llama, mistral, phi3, qwen2  # noqa: F401  (registration)
 from edgeinfer.exporters.gguf.base import FAMILIES, family_for
-from edgeinfer.exporters.gguf.convert import GgufExportConfig, OutType, convert
+from edgeinfer.exporters.gguf.convert import GgufExportConfig, convert
 
-__all__ = ["FAMILIES", "GgufExportConfig", "OutType", "convert", "family_for"]
+__all__ = ["FAMILIES", "GgufExportConfig", "convert", "family_for"]

@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.gguf_types import EXPORT_TYPES, GgufType
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.exporters.gguf.base import family_for
 from edgeinfer.exporters.gguf.checkpoint import Checkpoint, read_config
-
-
-class OutType(StrEnum):
-    F32 = "f32"
-    F16 = "f16"
-    BF16 = "bf16"
-    Q8_0 = "q8_0"
 
 
 @dataclass(frozen=True)
@@ -36,40 +29,45 @@ class GgufExportConfig(PassConfig):
         check_tokens: tokens of the self-check's log-prob parity with transformers (at least 16).
     """
 
-    outtype: OutType = OutType.F16
+    outtype: GgufType = GgufType.F16
     adapter: str | None = None
     check_tokens: int = 256
 
     what: ClassVar[str] = "GGUF export config"
 
     def check(self) -> None:
+        if self.outtype not in EXPORT_TYPES:
+            raise ConfigError(
+                f"outtype {self.outtype.value} is a llama.cpp quantization; export writes "
+                f"{', '.join(t.value.lower() for t in EXPORT_TYPES)}: export F16, then quantize the GGUF"
+            )
         if self.check_tokens < 16:
             raise ConfigError(f"check_tokens {self.check_tokens} must be at least 16: the parity check needs real text")
 
 
-def _ggml_type(outtype: OutType):
+def _ggml_type(outtype: GgufType):
     import gguf
 
     return {
-        OutType.F32: gguf.GGMLQuantizationType.F32,
-        OutType.F16: gguf.GGMLQuantizationType.F16,
-        OutType.BF16: gguf.GGMLQuantizationType.BF16,
-        OutType.Q8_0: gguf.GGMLQuantizationType.Q8_0,
+        GgufType.F32: gguf.GGMLQuantizationType.F32,
+        GgufType.F16: gguf.GGMLQuantizationType.F16,
+        GgufType.BF16: gguf.GGMLQuantizationType.BF16,
+        GgufType.Q8_0: gguf.GGMLQuantizationType.Q8_0,
     }[outtype]
 
 
-def _file_type(outtype: OutType) -> int:
+def _file_type(outtype: GgufType) -> int:
     import gguf
 
     return {
-        OutType.F32: gguf.LlamaFileType.ALL_F32,
-        OutType.F16: gguf.LlamaFileType.MOSTLY_F16,
-        OutType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
-        OutType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+        GgufType.F32: gguf.LlamaFileType.ALL_F32,
+        GgufType.F16: gguf.LlamaFileType.MOSTLY_F16,
+        GgufType.BF16: gguf.LlamaFileType.MOSTLY_BF16,
+        GgufType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
     }[outtype]
 
 
-def tensor_type(name: str, shape: tuple[int, ...], outtype: OutType):
+def tensor_type(name: str, shape: tuple[int, ...], outtype: GgufType):
     """As llama.cpp's converter does: vectors (norms, biases) stay F32, and a row that does not
     split into Q8_0 blocks of 32 falls back to F16."""
     import gguf
@@ -172,7 +170,7 @@ def convert(
     return {
         "architecture": architecture,
         "gguf_architecture": family.arch_name,
-        "outtype": cfg.outtype.value,
+        "outtype": cfg.outtype.value.lower(),
         "tensors": len(infos),
         "tensor_types": types,
         "tokenizer": vocab,

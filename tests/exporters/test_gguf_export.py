@@ -131,8 +131,11 @@ def test_existing_output_is_kept_and_onnx_options_are_refused(tiny_llms, tmp_pat
     assert out.read_bytes() == b"keep me"
     with pytest.raises(ConfigError, match="ONNX options"):
         export_model(str(tiny_llms["LlamaForCausalLM"]), tmp_path / "y.gguf", static_shapes=True)
-    with pytest.raises(ConfigError, match="--format gguf but the output"):
+    with pytest.raises(ConfigError, match="format='gguf' but the output"):
         export_model(str(tiny_llms["LlamaForCausalLM"]), tmp_path / "y.onnx", format="gguf")
+    with pytest.raises(ConfigError, match="outtype Q4_K_M is a llama.cpp quantization; export writes f32, f16"):
+        export_model(str(tiny_llms["LlamaForCausalLM"]), tmp_path / "y.gguf", outtype="q4_k_m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gguf"]
 
 
 # -- LoRA ----------------------------------------------------------------------------------
