@@ -240,6 +240,56 @@ def _compare(baseline, candidates, data, task, device, provider, allow_fallback,
         )
 
 
+@app.command("optimize-graph")
+def optimize_graph(
+    model: Annotated[
+        Path, typer.Argument(help="A transformer .onnx exported by edgeinfer from a Hugging Face folder.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The optimized .onnx file.")],
+    fusions: Annotated[
+        str,
+        typer.Option(
+            help="auto (time all / no-attention / none on the target shape, keep the fastest), all, no-attention or none."
+        ),
+    ] = "auto",
+    batch: Annotated[int, typer.Option(min=1, max=4096, help="Target batch size that auto measures on.")] = 1,
+    sequence: Annotated[
+        int, typer.Option(min=1, max=65536, help="Target sequence length that auto measures on.")
+    ] = 128,
+    runs: Annotated[int, typer.Option(min=3, max=10000, help="Interleaved timing runs per variant.")] = 20,
+    device: Device = None,
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
+    """ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, BiasGelu,
+    EmbedLayerNormalization), kept only where they are faster here.
+
+    Every variant is checked against the input graph on two shapes; with --fusions auto each is
+    timed on --batch x --sequence and a fusion is kept only when its whole 95% interval is faster.
+    Quantize after this step, not before.
+
+    Example: edgeinfer optimize-graph minilm.onnx -o minilm-opt.onnx --batch 1 --sequence 32
+    """
+    from edgeinfer.compress.graph_opt import GraphOptConfig
+    from edgeinfer.pipelines.optimize_graph import optimize_graph as run
+
+    cfg = GraphOptConfig(fusions, batch, sequence, runs)  # type: ignore[arg-type]
+    profile, _ = resolve_device(device, None)
+    with CliProgress("optimizing the graph") as progress:
+        art, report = run(model, output, cfg, profile=profile, force=force, progress=progress)
+    if as_json:
+        print(json.dumps({"output": str(output), **report.to_dict()}))
+        return
+    fused = ", ".join(f"{op} x{n}" for op, n in report.fused.items()) or "none"
+    console.print(f"wrote {output}: {report.chosen} (fused: {fused})")
+    if report.timings_ms:
+        times = ", ".join(f"{k} {v:.2f} ms" for k, v in report.timings_ms.items())
+        console.print(f"p50 at batch {batch} x {sequence}: {times}")
+        if report.speedup_ci95 and report.chosen != "none":
+            lo, hi = report.speedup_ci95
+            console.print(f"{report.speedup:.2f}x the input graph (95% CI {lo:.2f}-{hi:.2f})")
+
+
 Data = Annotated[
     str,
     typer.Option(

@@ -6,7 +6,7 @@ The file only appears at the output path once validation passed; the figures go 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -165,9 +165,12 @@ def export_source(
         # A graph that exports but computes different numbers is refused, never shipped.
         figures = validate_onnx(src.module, tmp, cases, src.output_names, atol).to_dict()
     params = sum(p.numel() for p in src.module.parameters())
-    config: dict[str, Any] = {**asdict(cfg), "exporter_used": result.exporter.value}
+    config: dict[str, Any] = {**cfg.to_dict(), "exporter_used": result.exporter.value}
+    if result.choice:
+        config["exporter_choice"] = f"TorchScript first: {result.choice}"
     if result.fallback_reason:
-        config["fallback"] = f"torch.export failed, TorchScript used: {result.fallback_reason}"
+        failed = "TorchScript" if result.exporter.value == "dynamo" else "torch.export"
+        config["fallback"] = f"{failed} failed, {result.exporter.value} used: {result.fallback_reason}"
     meta = {
         "task": src.task,
         "inputs": src.input_names,
