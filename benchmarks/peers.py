@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -162,7 +163,7 @@ def timings(files: dict[str, Path], model, batch: int, seq: int, runs: int) -> d
         with torch.inference_mode():
             model(**tfeeds)
 
-    fns = {"eager PyTorch": eager}
+    fns: dict[str, Callable[[], object]] = {"eager PyTorch": eager}
     for name, path in files.items():
         runner = OrtRunner(path, threads=2, profile_first_run=False)
         mine = {i.name: feeds[i.name] for i in runner.inputs}
