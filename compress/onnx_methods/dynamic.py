@@ -9,6 +9,7 @@ from edgeinfer.compress.onnx_quant import QuantJob, ort_qtype, register_method
 
 @register_method("dynamic", precision="int8")
 def dynamic(job: QuantJob) -> dict[str, Any]:
+    import onnx
     from onnxruntime.quantization import quantize_dynamic
 
     cfg = job.config
@@ -19,6 +20,8 @@ def dynamic(job: QuantJob) -> dict[str, Any]:
         reduce_range=cfg.reduce_range,
         weight_type=ort_qtype(cfg.weight_type),
         nodes_to_exclude=job.excluded,
-        extra_options={"MatMulConstBOnly": True},
+        # Fused contrib ops (Attention, SkipLayerNormalization after optimize-graph) defeat ONNX's
+        # shape inference, and ONNX Runtime then refuses to guess the tensors' type: they are float.
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     return {}

@@ -20,6 +20,7 @@ from edgeinfer.cli.app import (
     TrustSource,
     app,
     console,
+    err,
     is_gguf,
     mb,
     resolve_device,
@@ -344,6 +345,8 @@ def bench(
     if result.baseline is not None:
         lo, hi = result.baseline.speedup_ci95
         speedup = f"{result.baseline.speedup:.2f}x (95% CI {lo:.2f}-{hi:.2f})"
+        if result.baseline.slower:  # only when the whole interval says so, as in compare
+            speedup = f"[bold red]{speedup} SLOWER[/bold red]"
     table.add_row(
         "onnxruntime",
         f"{lat['p50']:.3f}",
@@ -363,6 +366,11 @@ def bench(
             "1.00x",
         )
     console.print(table)
+    if result.baseline is not None and result.baseline.slower:
+        err.print(
+            f"[bold red]SLOWER[/bold red]: ONNX Runtime runs {model.name} at {1 / result.baseline.speedup:.2f}x "
+            "eager PyTorch's latency on these inputs (p50, interleaved)"
+        )
     p = result.providers
     console.print(
         f"file {mb(result.file_size_bytes)}, peak RSS {result.peak_rss_mb:.0f} MiB, "

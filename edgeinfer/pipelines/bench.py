@@ -102,6 +102,11 @@ class BaselineTiming:
     speedup_ci95: tuple[float, float]
     runtime: str = "pytorch-eager"
 
+    @property
+    def slower(self) -> bool:
+        """ONNX Runtime is slower than eager PyTorch: the whole 95% interval of the speedup is below 1."""
+        return self.speedup_ci95[1] < 1.0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,

@@ -32,6 +32,12 @@ def test_all_fusions_are_applied_checked_and_recorded(minilm_onnx, tmp_path):
     assert report.chosen == "all" and report.fused["Attention"] == 6 and report.fused["SkipLayerNormalization"] == 12
     assert {"Attention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization"} <= _ops(art.path)
     assert report.parity["all"]["min_cosine"] > 0.9999
+    from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.pipelines.quantize import quantize
+
+    # Dynamic INT8 after the fusions (shape inference cannot see through the contrib ops).
+    q, _ = quantize(art.path, tmp_path / "fused-int8.onnx", OnnxQuantConfig("dynamic"))
+    assert {"QAttention", "DynamicQuantizeMatMul"} & _ops(q.path)
     step = art.steps[-1]
     assert step.op == "optimize-graph" and step.config["applied"] == "all" and step.metrics["fused"]["Attention"] == 6
     assert (

@@ -66,6 +66,26 @@ def test_bench_json_has_stable_keys_and_baseline_speedup(capsys, lenet_onnx):
     assert result["baseline"]["speedup"] > 0 and result["providers"]["used"] == ["CPUExecutionProvider"]
 
 
+def test_bench_says_slower_when_pytorch_beats_onnx_runtime(capsys, lenet_onnx, monkeypatch):
+    import edgeinfer.pipelines.bench as bench
+    from edgeinfer.pipelines.bench import BaselineTiming, BenchReport
+
+    def measured(*args, **kwargs) -> BenchReport:
+        eager = BaselineTiming("a:b", {"p50": 1.0, "p90": 1.1, "p99": 1.2}, 0.62, (0.58, 0.66))
+        return BenchReport(
+            str(lenet_onnx), 1, {"input": [1, 1, 32, 32]}, 1, 10, 2, {"p50": 1.6, "p90": 1.7, "p99": 1.9}, 600.0,
+            100.0, {"requested": ["CPUExecutionProvider"], "used": ["CPUExecutionProvider"], "fallbacks": [],
+            "placement": {}}, eager,
+        )  # fmt: skip
+
+    monkeypatch.setattr(bench, "bench_model", measured)
+    code, stdout, stderr = run_cli(capsys, "bench", lenet_onnx, "--baseline", "auto", "--trust-source")
+    assert code == 0 and "SLOWER" in stdout and "0.62x" in stdout
+    assert "SLOWER: ONNX Runtime runs lenet.onnx at 1.61x eager PyTorch's latency" in stderr
+    eager = BaselineTiming("a:b", {"p50": 1.0}, 0.98, (0.9, 1.05))
+    assert not eager.slower  # an interval that still admits "not slower" is not called slower
+
+
 def test_bench_rejects_malformed_shape(capsys, lenet_onnx):
     code, _, stderr = run_cli(capsys, "bench", lenet_onnx, "--shape", "input=axb")
     assert code == 2 and "input_name=1x128" in stderr
