@@ -163,14 +163,41 @@ def get_profile(name_or_path: str) -> DeviceProfile:
     return profiles[name_or_path]
 
 
+# /proc/cpuinfo flags that decide which integer and low-precision kernels ONNX Runtime can use.
+ISA_FLAGS = {
+    "avx2": "avx2",
+    "avx512_vnni": "avx512_vnni",
+    "avx_vnni": "avx_vnni",
+    "avx512_bf16": "avx512_bf16",
+    "amx_int8": "amx_int8",
+    "amx_bf16": "amx_bf16",
+    "arm_dotprod": "asimddp",  # ARMv8.2 SDOT/UDOT
+    "arm_i8mm": "i8mm",
+}
+
+
+def host_isa(cpuinfo: str | None = None) -> list[str]:
+    """The instruction-set extensions of this CPU (or of the given /proc/cpuinfo text) that matter
+    for quantized and BF16 kernels."""
+    try:
+        text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return [name for name, flag in ISA_FLAGS.items() if flag in flags]
+
+
 def host_has_vnni() -> bool:
     """x86 CPUs with AVX-512 VNNI or AVX-VNNI run u8s8 dot products without saturating."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
         return True  # reduce_range only matters on x86
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    if not Path("/proc/cpuinfo").exists():
         return True
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    isa = host_isa()
+    return "avx512_vnni" in isa or "avx_vnni" in isa

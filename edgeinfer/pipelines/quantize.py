@@ -18,6 +18,7 @@ from edgeinfer.core.errors import ConfigError, InputError, option, parse_choice
 from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.io import atomic_path, check_output
 from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.devices import host_isa
 
 if TYPE_CHECKING:
     from edgeinfer.pipelines.compare import ComparisonReport
@@ -234,6 +235,9 @@ def quantize(
     with atomic_path(output, overwrite=force) as tmp:
         progress.stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")
         facts = run_once(cfg, tmp)
+        # Which kernels this machine has (the reduce_range default follows VNNI): the record says
+        # where the figures below were measured.
+        facts["host_isa"] = host_isa()
         if report or max_drop is not None:
             if cfg.method != "static":
                 raise ConfigError(

@@ -29,6 +29,9 @@ def test_quantize_step_is_recorded_with_config_and_measured_figures(lenet_int8, 
     assert [s["op"] for s in side["steps"]] == ["export", "quantize"]
     step = side["steps"][1]
     assert step["config"]["method"] == "static" and step["config"]["calibration_batches"] == 16
+    from edgeinfer.devices import host_isa
+
+    assert step["config"]["host_isa"] == host_isa()  # where the figures were measured
     assert step["metrics"]["task"] == "classification" and "speedup_vs_parent" in step["metrics"]
     assert step["parent_sha256"] == json.loads(Path(str(lenet_onnx) + ".edgeinfer.json").read_text())["sha256"]
 

@@ -128,3 +128,13 @@ def test_kquant_of_the_device_is_the_default_gguf_type(capsys, smollm2, tmp_path
     )
     assert code == 0, stderr
     assert "Q8_0" in json.loads(stdout)["after"]["tensor_types"]
+
+
+def test_the_isa_is_read_from_x86_flags_and_arm_features():
+    from edgeinfer.devices import host_isa
+
+    x86 = "processor : 0\nflags : fpu sse avx2 avx512f avx512_vnni amx_int8 amx_bf16 avx512_bf16\n"
+    assert host_isa(x86) == ["avx2", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"]
+    arm = "processor : 0\nFeatures : fp asimd asimddp i8mm\n"
+    assert host_isa(arm) == ["arm_dotprod", "arm_i8mm"]
+    assert host_isa("flags : sse4_2 avx\n") == []  # a CPU without these: reduce_range matters there
