@@ -1,6 +1,6 @@
 """edgeinfer against the tools a user would pick instead, on all-MiniLM-L6-v2 (real weights).
 
-    python benchmarks/peers.py [--runs 20] [--out /tmp/edgeinfer-bench]
+    python benchmarks/peers.py [--runs 20] [--out /tmp/edgeinfer-bench] [--models=minilm,vit]
 
 - edgeinfer: the README's path (`export`, then `quantize --method dynamic`), and `optimize-graph`
   on each timed shape; also the torch.export graph that `export` wrote before (FP32 baseline).
@@ -10,6 +10,7 @@
   its own venv, made by this script and cached in ~/.cache/edgeinfer/peers-venv; its files are
   then timed here, by the same ONNX Runtime, in the same loop as everything else.
 - eager PyTorch (transformers' BertModel, the same weights).
+- Then the same for ViT-Small's shape (random weights) at batch 1 and 8, both exporters.
 
 Every variant is timed interleaved at batch 1 x 32 (latency) and 16 x 128 (throughput), with a
 bootstrap 95% interval on each ratio; quality is the mean-pooled sentence embedding's cosine to
@@ -48,11 +49,12 @@ def _init_with_default_type(self, *args, **kwargs):
     self.extra_options.setdefault("DefaultTensorType", onnx.TensorProto.FLOAT)
 onnx_quantizer.ONNXQuantizer.__init__ = _init_with_default_type
 
-from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
+import optimum.onnxruntime as ortm
+from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
 from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
 
-src, out = sys.argv[1], Path(sys.argv[2])
-model = ORTModelForFeatureExtraction.from_pretrained(src, export=True)
+src, out, model_class = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+model = getattr(ortm, model_class).from_pretrained(src, export=True)
 model.save_pretrained(out / "export")
 optimizer = ORTOptimizer.from_pretrained(model)
 optimizer.optimize(save_dir=out / "o2", optimization_config=OptimizationConfig(optimization_level=2))
@@ -77,7 +79,7 @@ def peer_python() -> Path:
     return python
 
 
-def optimum_files(src: Path, out: Path) -> dict[str, Path]:
+def optimum_files(src: Path, out: Path, model_class: str = "ORTModelForFeatureExtraction") -> dict[str, Path]:
     files = {
         "Optimum export, FP32": out / "export" / "model.onnx",
         "Optimum O2, FP32": out / "o2" / "model_optimized.onnx",
@@ -85,7 +87,7 @@ def optimum_files(src: Path, out: Path) -> dict[str, Path]:
     }
     if not all(f.exists() for f in files.values()):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        subprocess.run([str(peer_python()), "-c", OPTIMUM_RECIPE, str(src), str(out)], check=True, env=env)
+        subprocess.run([str(peer_python()), "-c", OPTIMUM_RECIPE, str(src), str(out), model_class], check=True, env=env)
     return files
 
 
@@ -223,5 +225,108 @@ def main() -> None:
     print(json.dumps(summary))
 
 
+def vit_folder(out: Path) -> Path:
+    """ViT-Small's shape (384 hidden, 12 layers, 6 heads, 224 px, patch 16) with seeded random
+    weights: no real ViT weights are reachable offline, and speed does not depend on them."""
+    import torch
+    import transformers
+
+    folder = out / "vit-small-random"
+    if not (folder / "model.safetensors").exists():
+        torch.manual_seed(0)
+        config = transformers.ViTConfig(
+            hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536
+        )
+        config.num_labels = 1000
+        transformers.ViTForImageClassification(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def vit_section(args) -> None:
+    """The same comparison for a vision transformer, at batch 1 and 8."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from edgeinfer.core.measure import interleaved, speedup_ci
+    from edgeinfer.runtime.ort import OrtRunner
+
+    src = vit_folder(args.out)
+
+    def cli(*a: str) -> None:
+        subprocess.run([sys.executable, "-m", "edgeinfer", *a, "--force"], check=True, stdout=subprocess.DEVNULL)
+
+    out = args.out
+    files = {}
+    for exporter in ("dynamo", "torchscript"):
+        fp32 = out / f"vit-{exporter}.onnx"
+        cli("export", str(src), "-o", str(fp32), "--exporter", exporter)
+        files[f"edgeinfer export --exporter {exporter}, FP32"] = fp32
+    default = out / "vit.onnx"
+    cli("export", str(src), "-o", str(default))
+    files["edgeinfer export (auto), FP32"] = default
+    int8 = out / "vit-int8.onnx"
+    cli("quantize", str(default), "-o", str(int8), "--method", "dynamic")
+    files["edgeinfer export + quantize --method dynamic"] = int8
+    for batch in (1, 8):
+        opt, opt_int8 = out / f"vit-opt-b{batch}.onnx", out / f"vit-opt-b{batch}-int8.onnx"
+        cli("optimize-graph", str(default), "-o", str(opt), "--batch", str(batch))
+        cli("quantize", str(opt), "-o", str(opt_int8), "--method", "dynamic")
+        files[f"edgeinfer + optimize-graph (b{batch}) + quantize dynamic"] = opt_int8
+    files.update(optimum_files(src, out / "optimum-vit", "ORTModelForImageClassification"))
+    model = transformers.ViTForImageClassification.from_pretrained(str(src)).eval()
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch, runs in ((1, args.runs * 2), (8, max(args.runs // 2, 5))):
+        pixels = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+        with torch.inference_mode():
+            ref = model(pixel_values=torch.from_numpy(pixels)).logits.numpy()
+
+        def eager(x=torch.from_numpy(pixels)):
+            with torch.inference_mode():
+                model(pixel_values=x)
+
+        fns: dict[str, Callable[[], object]] = {"eager PyTorch": eager}
+        cosine = {"eager PyTorch": 1.0}
+        for name, path in files.items():
+            runner = OrtRunner(path, threads=2, profile_first_run=False)
+            got = np.asarray(next(iter(runner.run({"pixel_values": pixels}).values())), dtype=np.float64)
+            cosine[name] = float(
+                np.mean(np.sum(got * ref, 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1))
+            )
+            fns[name] = lambda r=runner, f={"pixel_values": pixels}: r.session.run(None, f)
+        times = interleaved(fns, runs=runs, warmup=2)
+        best_peer = max((n for n in times if n.startswith("Optimum")), key=lambda n: -float(np.median(times[n])))
+        for name, t in times.items():
+            vs_peer, lo, hi = speedup_ci(times[best_peer], t)
+            vs_eager, elo, ehi = speedup_ci(times["eager PyTorch"], t)
+            rows.append(
+                [
+                    f"b{batch} x 3x224x224",
+                    name,
+                    f"{float(np.median(t)) * 1e3:.1f} ms",
+                    f"{vs_peer:.2f}x ({lo:.2f}-{hi:.2f})",
+                    f"{vs_eager:.2f}x ({elo:.2f}-{ehi:.2f})",
+                    f"{cosine[name]:.4f}",
+                ]
+            )
+    for r in rows:
+        print(" | ".join(r), flush=True)
+    write_section(
+        "ViT-Small against Optimum and eager PyTorch",
+        f"python benchmarks/peers.py --runs {args.runs}",
+        ["shape", "variant", "p50", "vs fastest Optimum variant (95% CI)", "vs eager PyTorch", "logit cosine"],
+        rows,
+        "ViT-Small's shape with seeded random weights (no real weights offline; speed does not depend on them), "
+        "random images. Timed interleaved in one process by the same ONNX Runtime (2 threads). Quality: mean "
+        "cosine of the logits to PyTorch's on the timed batch.",
+    )
+
+
 if __name__ == "__main__":
-    main()
+    # --models=minilm,vit (the default: both) runs one section alone.
+    chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--models=")), "minilm,vit").split(",")
+    if "minilm" in chosen:
+        main()
+    if "vit" in chosen:
+        vit_section(parse_args(__doc__))
