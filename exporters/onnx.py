@@ -67,6 +67,7 @@ TORCHSCRIPT_FIRST = {
         "ONNX Runtime runs the TorchScript graph of BERT encoders 1.09-1.14x faster than the torch.export "
         "graph in FP32 and 1.13-1.21x in dynamic INT8 (GELU fuses, LayerNorm stays cheap)"
     ),
+    "vit": "ONNX Runtime runs the TorchScript graph of ViT 1.05x (batch 1) to 1.08x (batch 8) faster in FP32",
 }
 TORCHSCRIPT_MAX_OPSET = 20
 

@@ -284,7 +284,8 @@ def optimize_graph(
     console.print(f"wrote {output}: {report.chosen} (fused: {fused})")
     if report.timings_ms:
         times = ", ".join(f"{k} {v:.2f} ms" for k, v in report.timings_ms.items())
-        console.print(f"p50 at batch {batch} x {sequence}: {times}")
+        shape = ", ".join(f"{k}{v}" for k, v in report.shape.items())
+        console.print(f"p50 on {shape}: {times}")
         if report.speedup_ci95 and report.chosen != "none":
             lo, hi = report.speedup_ci95
             console.print(f"{report.speedup:.2f}x the input graph (95% CI {lo:.2f}-{hi:.2f})")

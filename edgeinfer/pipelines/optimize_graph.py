@@ -46,7 +46,7 @@ class GraphOptReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
     speedup: float | None = None
     speedup_ci95: tuple[float, float] | None = None
-    shape: dict[str, int] = field(default_factory=dict)
+    shape: dict[str, list[int]] = field(default_factory=dict)  # the inputs the variants were timed on
     parity: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def optimize_graph(
         heads = heads or int(hf.get("num_attention_heads", 0))
         hidden = hidden or int(hf.get("hidden_size", 0))
     wanted = [Fusions.NONE, Fusions.NO_ATTENTION, Fusions.ALL] if config.fusions is Fusions.AUTO else [config.fusions]
-    report = GraphOptReport(chosen=Fusions.NONE.value, shape={"batch": config.batch, "sequence": config.sequence})
+    report = GraphOptReport(chosen=Fusions.NONE.value)
     with tempfile.TemporaryDirectory(prefix="edgeinfer-fuse-") as tmp:
         variants: dict[str, Path] = {}
         fused: dict[str, dict[str, int]] = {}
@@ -111,8 +111,8 @@ def optimize_graph(
         progress.stage("checking every variant against the input graph on two shapes")
         report.parity = _check_parity(model, variants, config)
         if len(variants) > 1:
-            progress.stage(f"timing {', '.join(variants)} at batch {config.batch} x {config.sequence}, interleaved")
-            report.chosen, report.timings_ms, report.speedup, report.speedup_ci95 = _fastest(
+            progress.stage(f"timing {', '.join(variants)}, interleaved")
+            report.chosen, report.timings_ms, report.speedup, report.speedup_ci95, report.shape = _fastest(
                 variants, config, profile, progress
             )
         else:
@@ -125,9 +125,10 @@ def optimize_graph(
     art = parent.derive(output, step)
     art.save()
     if report.chosen == Fusions.NONE.value and config.fusions is Fusions.AUTO:
+        shape = ", ".join(f"{k}{v}" for k, v in report.shape.items())
         log.info(
-            f"no fusion was faster at batch {config.batch} x {config.sequence} on this machine; "
-            f"{output.name} is the input graph (ONNX Runtime still fuses at load)"
+            f"no fusion was faster on {shape} on this machine; {output.name} is the input graph "
+            "(ONNX Runtime still fuses at load)"
         )
     return art, report
 
@@ -193,4 +194,5 @@ def _fastest(variants: dict[str, Path], config: GraphOptConfig, profile, progres
         point, lo, hi = speedup_ci(times[first], times[name])
         if lo > 1.0 and point > best_ci[0]:
             best, best_ci = name, (point, lo, hi)
-    return best, p50, best_ci[0], (best_ci[1], best_ci[2])
+    shapes = {name: list(value.shape) for name, value in feeds.items()}
+    return best, p50, best_ci[0], (best_ci[1], best_ci[2]), shapes
