@@ -165,6 +165,7 @@ def quantize(
     force: bool = False,
     progress: Progress = QUIET,
     graph=None,
+    compare: bool = True,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Quantize `model` as `config` (an OnnxQuantConfig) says, and compare the result with its parent.
 
@@ -178,6 +179,7 @@ def quantize(
         profile: a DeviceProfile (QNN recipe checks, fast-precision warning).
         eval_data, report, max_drop, runs, force, progress: as for quantize_model.
         graph: the model already loaded with onnx (without external data), so it is not parsed twice.
+        compare: compare the result with its parent (off when the caller measures it anyway: optimize).
     """
     from edgeinfer.compress.onnx_quant import (
         Recipe,
@@ -231,6 +233,8 @@ def quantize(
     compare_data = eval_batches or (
         load_batches(calib, inputs, batch_size, parent.meta.get("tokenizer"), 64) if calib else None
     )
+    if not compare:
+        compare_data = None
     extra: dict[str, Any] = {}
     with atomic_path(output, overwrite=force) as tmp:
         progress.stage(f"quantizing ({cfg.method}{', calibrating with ' + cfg.calibration if batches else ''})")

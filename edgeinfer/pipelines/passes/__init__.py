@@ -30,7 +30,9 @@ class PassContext:
         calib: calibration data (static quantization); eval_data: data the result is compared on.
         train_data: `package.module:function` giving (train, eval) DataLoaders, or an .npz (training passes).
         profile: a device profile; trust_source: run factories named by files, load pickled .pt2.
-        runs: interleaved timing runs of the comparisons; force: overwrite existing outputs.
+        runs: interleaved timing runs of the comparisons; compare: let passes compare their output
+            with their input (off when the caller measures every result itself, as optimize does).
+        force: overwrite existing outputs.
         progress: told each stage (edgeinfer.core.progress).
     """
 
@@ -40,6 +42,7 @@ class PassContext:
     profile: Any = None
     trust_source: bool = False
     runs: int = 20
+    compare: bool = True
     force: bool = False
     progress: Progress = field(default=QUIET, compare=False)
 

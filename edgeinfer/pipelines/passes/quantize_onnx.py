@@ -22,6 +22,7 @@ def _run(source: str, output: Path, cfg: OnnxQuantConfig, ctx: PassContext) -> A
         runs=ctx.runs,
         force=ctx.force,
         progress=ctx.progress,
+        compare=ctx.compare,
     )
     return art
 

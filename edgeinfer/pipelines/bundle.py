@@ -1,0 +1,365 @@
+"""Deploy bundles: what `optimize` writes for a device, and `verify`, the acceptance test run there.
+
+A bundle is a folder: model.onnx (+ its sidecar), tokenizer files when the model reads text,
+golden.npz (a few real inputs and the outputs the FP32 model gives for them), manifest.json (every
+file's size and sha256, providers in preference order, inputs and outputs, budgets, tolerances,
+the measured figures), recipe.toml (the passes that made the model, replayable), a standalone
+run.py (onnxruntime and numpy only) and a README for the device's operator. A bundle from someone
+else is untrusted: every path in the manifest must stay inside the folder, sizes are checked
+before anything is read, and nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.core.errors import InputError, option
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+MAX_MANIFEST_BYTES = 1 << 20
+GOLDEN_SAMPLES = 4
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "tokenizer.model",
+)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_sha256(source: str) -> str | None:
+    """sha256 of what `optimize` started from: a file, or a folder's files (names and bytes, sorted)."""
+    path = Path(source)
+    if path.is_file():
+        return _sha256(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode() + b"\0" + _sha256(f).encode())
+        return h.hexdigest()
+    return None  # a factory: code, named by its spec
+
+
+def write_bundle(
+    bundle: Path,
+    model: Path,
+    baseline: Path,
+    *,
+    recipe: list[tuple[str, dict[str, Any]]],
+    source: str,
+    data: str,
+    profile,
+    report,
+    candidate,
+    force: bool = False,
+) -> None:
+    """Write the bundle folder atomically (it appears whole, or not at all)."""
+    import tomli_w
+
+    from edgeinfer import __version__
+    from edgeinfer.core.artifact import load_artifact
+    from edgeinfer.core.data import load_batches
+    from edgeinfer.core.io import atomic_path
+    from edgeinfer.runtime.ort import OrtRunner
+
+    art = load_artifact(model)
+    base = OrtRunner(baseline, profile_first_run=False)
+    cand = OrtRunner(model, profile_first_run=False)
+    batches = load_batches(data, base.inputs, GOLDEN_SAMPLES, art.meta.get("tokenizer"), GOLDEN_SAMPLES)
+    golden_in = {k: v for k, v in batches.batches[0].items() if k in {i.name for i in base.inputs}}
+    expected = base.run(golden_in)
+    got = cand.run(golden_in)
+    # The chosen model's own distance from FP32 on the goldens, with headroom for another CPU's
+    # rounding: a tampered or broken model lands far outside it.
+    cosines, diffs = [], []
+    for name, ref in expected.items():
+        a, b = ref.astype(np.float64).ravel(), got[name].astype(np.float64).ravel()
+        cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
+        diffs.append(float(np.abs(a - b).max()) if a.size else 0.0)
+    tolerance = {
+        "min_cosine": min(min(cosines) - 1e-3, 0.9999),
+        "max_abs_diff": max(max(diffs) * 2.0, 1e-4),
+    }
+    with atomic_path(bundle, overwrite=force) as out:
+        out.mkdir()
+        shutil.copyfile(model, out / "model.onnx")
+        sidecar = model.with_name(model.name + ".edgeinfer.json")
+        if sidecar.exists():
+            shutil.copyfile(sidecar, out / "model.onnx.edgeinfer.json")
+        tokenizer = art.meta.get("tokenizer")
+        if tokenizer and Path(tokenizer).is_dir():
+            (out / "tokenizer").mkdir()
+            for name in TOKENIZER_FILES:
+                if (Path(tokenizer) / name).is_file():
+                    shutil.copyfile(Path(tokenizer) / name, out / "tokenizer" / name)
+        arrays = {**golden_in, **{f"expected:{k}": v for k, v in expected.items()}}
+        np.savez(out / "golden.npz", **arrays)  # pyright: ignore[reportArgumentType]  # names are keys, not options
+        recipe_doc = {
+            "source": {"spec": source, "sha256": source_sha256(source) or ""},
+            "steps": [{"pass": p, "config": c} for p, c in recipe],
+            "versions": _versions(__version__),
+            "measured": {
+                k: v for k, v in candidate.to_dict().items() if k in ("metrics", "drop", "p50_ms", "size_bytes")
+            },
+            "device": report.device,
+        }
+        (out / "recipe.toml").write_text(tomli_w.dumps(_toml_safe(recipe_doc)))
+        (out / "run.py").write_text(RUN_PY)
+        (out / "README.md").write_text(_readme(report, candidate))
+        files = {}
+        for f in sorted(p for p in out.rglob("*") if p.is_file()):
+            rel = f.relative_to(out).as_posix()
+            files[rel] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+        manifest = {
+            "schema": SCHEMA,
+            "model": "model.onnx",
+            "golden": "golden.npz",
+            "device": report.device,
+            "providers": [p.value for p in profile.providers] if profile is not None else ["cpu"],
+            "threads": getattr(profile, "threads", None),
+            "inputs": [{"name": i.name, "type": i.type, "shape": [str(d) for d in i.shape]} for i in cand.inputs],
+            "outputs": list(expected),
+            "budgets": report.to_dict()["budgets"],
+            "tolerance": tolerance,
+            "measured": recipe_doc["measured"],
+            "candidate": candidate.name,
+            "edgeinfer_version": __version__,
+            "files": files,
+        }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _versions(edgeinfer_version: str) -> dict[str, str]:
+    out = {"edgeinfer": edgeinfer_version}
+    for mod in ("onnxruntime", "torch", "onnx"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def _toml_safe(value):
+    """TOML has no null: drop None values."""
+    if isinstance(value, dict):
+        return {k: _toml_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_toml_safe(v) for v in value if v is not None]
+    return value
+
+
+def _readme(report, candidate) -> str:
+    return f"""# edgeinfer bundle for {report.device}
+
+`model.onnx` is the `{candidate.name}` candidate, chosen by `edgeinfer optimize` (objective:
+{report.objective}); it measured p50 {candidate.p50_ms:.3f} ms on the eval batch, a metric drop of
+{candidate.drop:.4f} against FP32, and {candidate.size_bytes / 2**20:.2f} MiB.
+
+On the device:
+
+    edgeinfer verify .          # checksums, providers, golden outputs, latency: exit 0 / 1 / 2
+    python run.py inputs.npz    # needs only onnxruntime and numpy
+
+`manifest.json` lists every file with its sha256, the providers in preference order, the inputs
+and outputs, the budgets and the tolerances; `recipe.toml` the passes that made the model.
+"""
+
+
+RUN_PY = '''"""Run this bundle's model on an .npz of inputs (named like the model's inputs); needs only
+onnxruntime and numpy.
+
+    python run.py inputs.npz [--out outputs.npz]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = Path(__file__).resolve().parent
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+             "coreml": "CoreMLExecutionProvider", "qnn": "QNNExecutionProvider", "openvino": "OpenVINOExecutionProvider",
+             "directml": "DmlExecutionProvider", "xnnpack": "XnnpackExecutionProvider"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    wanted = [PROVIDERS.get(p, p) for p in manifest["providers"]]
+    available = ort.get_available_providers()
+    providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(HERE / manifest["model"]), providers=providers)
+    names = {i.name for i in session.get_inputs()}
+    with np.load(args.inputs, allow_pickle=False) as data:
+        feeds = {k: data[k] for k in data.files if k in names}
+    missing = sorted(names - set(feeds))
+    if missing:
+        raise SystemExit(f"{args.inputs} lacks the input(s) {', '.join(missing)}")
+    outputs = session.run(None, feeds)
+    out_names = [o.name for o in session.get_outputs()]
+    print(f"providers: {', '.join(session.get_providers())}")
+    for name, value in zip(out_names, outputs):
+        print(f"{name}: shape {list(value.shape)}, first values {np.asarray(value).ravel()[:5].tolist()}")
+    if args.out:
+        np.savez(args.out, **dict(zip(out_names, outputs)))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    bundle: str
+    checks: list[Check] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    providers: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "passed": self.passed,
+            "checks": [c.__dict__ for c in self.checks],
+            "latency_ms": self.latency_ms,
+            "providers": self.providers,
+        }
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """The manifest, checked as untrusted input: a JSON object of bounded size with safe paths."""
+    path = Path(bundle) / MANIFEST
+    if not Path(bundle).is_dir() or not path.is_file():
+        raise InputError(f"{bundle} is not an edgeinfer bundle (no {MANIFEST}); make one with `edgeinfer optimize`")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise InputError(f"{path} is {path.stat().st_size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("schema") != SCHEMA
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        raise InputError(f"{path} is not a schema-{SCHEMA} edgeinfer manifest")
+    for name in [*manifest["files"], manifest.get("model", ""), manifest.get("golden", "")]:
+        inside(bundle, str(name))
+    return manifest
+
+
+def inside(bundle: Path, name: str) -> Path:
+    """`bundle / name`, refused when `name` is absolute or escapes the bundle (`../x`, a symlink out)."""
+    root = Path(bundle).resolve()
+    target = (root / name).resolve()
+    if not name or Path(name).is_absolute() or not target.is_relative_to(root):
+        raise InputError(f"the manifest names {name!r}, a path outside the bundle; refusing the bundle")
+    return target
+
+
+def verify(
+    bundle: Path, *, allow_fallback: bool = False, enforce_latency: bool = False, runs: int = 20
+) -> VerifyReport:
+    """The acceptance test of a bundle on this machine: checksums, providers, golden outputs, latency.
+
+    Args:
+        bundle: the bundle folder.
+        allow_fallback: accept running on the CPU when a provider the manifest prefers is missing.
+        enforce_latency: fail when the p50 latency is above the bundle's latency budget.
+        runs: timed runs of the golden batch.
+    """
+    from edgeinfer.core.errors import ProviderUnavailableError
+    from edgeinfer.core.formats import load_npz
+    from edgeinfer.core.measure import interleaved, percentiles
+    from edgeinfer.core.providers import Provider
+    from edgeinfer.runtime.ort import OrtRunner
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    report = VerifyReport(str(bundle))
+    bad = []
+    for name, spec in manifest["files"].items():
+        path = inside(bundle, name)
+        if not path.is_file():
+            bad.append(f"{name} is missing")
+        elif path.stat().st_size != spec.get("size"):
+            bad.append(f"{name} is {path.stat().st_size} bytes, the manifest says {spec.get('size')}")
+        elif _sha256(path) != spec.get("sha256"):
+            bad.append(f"{name} does not match its sha256")
+    report.checks.append(Check("checksums", not bad, "; ".join(bad) or f"{len(manifest['files'])} files match"))
+    if bad:
+        return report
+    try:
+        providers = [Provider.parse(p) for p in manifest.get("providers", ["cpu"])]
+        runner = OrtRunner(
+            inside(bundle, manifest["model"]),
+            providers=providers,
+            allow_fallback=allow_fallback,
+            threads=manifest.get("threads"),
+            profile_first_run=False,
+        )
+    except ProviderUnavailableError as e:
+        report.checks.append(Check("providers", False, f"{e} (or pass {option('allow_fallback', True)})"))
+        return report
+    report.providers = runner.report.used
+    report.checks.append(Check("providers", True, ", ".join(runner.report.used)))
+    golden = load_npz(inside(bundle, manifest["golden"]))
+    feeds = {k: v for k, v in golden.items() if not k.startswith("expected:")}
+    got = runner.run(feeds)
+    tol = manifest["tolerance"]
+    problems = []
+    for key, ref in golden.items():
+        if not key.startswith("expected:"):
+            continue
+        out = key.split(":", 1)[1]
+        a, b = ref.astype(np.float64).ravel(), np.asarray(got[out], dtype=np.float64).ravel()
+        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+        diff = float(np.abs(a - b).max()) if a.size else 0.0
+        if cos < tol["min_cosine"] or diff > tol["max_abs_diff"]:
+            problems.append(
+                f"{out}: cosine {cos:.6f} (at least {tol['min_cosine']:.6f}), max abs diff {diff:.3g} "
+                f"(at most {tol['max_abs_diff']:.3g})"
+            )
+    report.checks.append(Check("golden outputs", not problems, "; ".join(problems) or "within tolerance"))
+    times = interleaved({"model": lambda: runner.session.run(None, feeds)}, runs=runs, warmup=3)
+    report.latency_ms = percentiles(times["model"])
+    budget = manifest.get("budgets", {}).get("max_latency_ms")
+    if budget is not None:
+        ok = report.latency_ms["p50"] <= budget
+        detail = f"p50 {report.latency_ms['p50']:.3f} ms, budget {budget} ms"
+        report.checks.append(Check("latency", ok or not enforce_latency, detail + ("" if ok else " (over budget)")))
+    return report

@@ -1,0 +1,111 @@
+"""optimize and verify on the digits CNN: every candidate measured, the fastest within budget
+chosen, a bundle that verifies from a fresh folder in a fresh process, and tampering caught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+FACTORY = "edgeinfer.examples.digits:lenet"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, digits_eval):
+    out = tmp_path_factory.mktemp("optimize") / "lenet-bundle"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeinfer", "optimize", FACTORY, "--device", "x86-avx512-vnni", "--data",
+         str(digits_eval), "--max-drop", "0.01", "--runs", "10", "-o", str(out), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, json.loads(proc.stdout)
+
+
+def test_every_candidate_is_measured_and_the_fastest_within_budget_is_chosen(bundle):
+    _, report = bundle
+    names = [c["name"] for c in report["candidates"]]
+    assert names[0] == "fp32" and {"int8-dynamic", "int8-static", "int8-static-per-tensor"} <= set(names)
+    assert all(c["p50_ms"] > 0 and c["size_bytes"] > 0 for c in report["candidates"])
+    met = [c for c in report["candidates"] if c["met"]]
+    assert report["chosen"] == min(met, key=lambda c: c["p50_ms"])["name"]
+    for c in report["candidates"]:
+        assert c["met"] == (c["drop"] <= 0.01)  # the only budget given
+        if c["name"].startswith("int8"):
+            assert c["size_bytes"] < report["candidates"][0]["size_bytes"] / 2
+            assert [s["pass"] for s in c["steps"]] == ["quantize-onnx"]
+
+
+def test_the_bundle_verifies_from_a_fresh_folder_in_a_fresh_process(bundle, tmp_path):
+    path, report = bundle
+    files = {p.name for p in path.iterdir()}
+    assert {"model.onnx", "manifest.json", "golden.npz", "recipe.toml", "run.py", "README.md"} <= files
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["candidate"] == report["chosen"] and manifest["budgets"] == {"max_drop": 0.01}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeinfer", "verify", str(path), "--json"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = {c["name"]: c["passed"] for c in json.loads(proc.stdout)["checks"]}
+    assert checks == {"checksums": True, "providers": True, "golden outputs": True}
+
+
+def test_run_py_needs_only_onnxruntime_and_numpy(bundle, tmp_path):
+    path, _ = bundle
+    blocker = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('edgeinfer', 'torch', 'transformers', 'onnx', 'sklearn'):\n"
+        "            raise ImportError('not on the device: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['run.py', {str(path / 'golden.npz')!r}]\n"
+        f"runpy.run_path({str(path / 'run.py')!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", blocker], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "providers: CPUExecutionProvider" in proc.stdout and "shape [" in proc.stdout
+
+
+def test_a_one_byte_change_fails_verify_naming_the_file(bundle, tmp_path, capsys):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle[0], copy)
+    model = copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    code, out, _ = run_cli(capsys, "verify", copy)
+    assert code == 1 and "FAIL checksums: model.onnx does not match its sha256" in out
+
+
+def test_a_manifest_path_outside_the_bundle_is_refused(bundle, tmp_path, capsys):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["../secret"] = {"size": 1, "sha256": "0" * 64}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(capsys, "verify", copy)
+    assert code == 2 and "a path outside the bundle" in err
+    code, _, err = run_cli(capsys, "verify", tmp_path)
+    assert code == 2 and "is not an edgeinfer bundle" in err
+
+
+def test_a_budget_no_candidate_meets_exits_1_names_the_closest_and_writes_nothing(digits_eval, tmp_path, capsys):
+    out = tmp_path / "none"
+    code, _, err = run_cli(
+        capsys, "optimize", FACTORY, "--data", digits_eval, "--max-size", "0.01", "--runs", "3", "-o", out
+    )
+    assert code == 1 and "no candidate met the budgets" in err and "closest: int8" in err
+    assert not out.exists()
+    code, _, err = run_cli(
+        capsys, "optimize", FACTORY, "--data", digits_eval, "--max-size", "0.01", "--runs", "3", "-o", out,
+        "--keep-best",
+    )  # fmt: skip
+    assert code == 1 and (out / "manifest.json").exists()
