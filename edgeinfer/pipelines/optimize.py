@@ -208,6 +208,18 @@ def optimize(
                 cand.path = run_recipe(baseline, work / f"{name}.onnx", steps, ctx).path
             except Exception as e:  # a candidate that cannot be built is reported, not fatal
                 cand.failed.append(f"could not be built: {str(e).splitlines()[0][:200]}")
+        # A pass may keep its input as is (optimize-graph when no fusion is faster here): a file
+        # already among the candidates is not measured twice.
+        seen: dict[str, str] = {_sha256(baseline): "fp32"}
+        for cand in candidates:
+            if cand.path is None or cand.path == baseline:
+                continue
+            digest = _sha256(cand.path)
+            if digest in seen:
+                cand.failed.append(f"the same file as {seen[digest]}")
+                cand.path = None
+            else:
+                seen[digest] = cand.name
         built = [c for c in candidates if c.path is not None and c.path != baseline]
         progress.stage(f"measuring {len(built) + 1} candidates against FP32, interleaved")
         report = compare_models(
@@ -222,8 +234,10 @@ def optimize(
         pairs = [(c, report.rows[0]) for c in candidates if c.path == baseline] + list(zip(built, report.rows[1:]))
         for cand, row in pairs:
             cand.metrics = dict(row.metrics)
-            drop = -row.delta if row.delta is not None else 1.0 - row.metrics.get("cosine_mean", 1.0)
-            cand.drop = drop + 0.0  # no "-0.0000" for a candidate that lost nothing
+            if row.delta is not None:
+                cand.drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
+            else:  # 1 - mean cosine, which float rounding can push a hair below 0
+                cand.drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
             cand.p50_ms = row.latency_ms["p50"]
             cand.speedup, cand.speedup_ci95 = row.speedup, row.speedup_ci95
             cand.size_bytes = row.file_size_bytes
@@ -258,6 +272,12 @@ def optimize(
         hint = f"; closest: {closest.name} ({'; '.join(closest.failed)})" if closest else ""
         log.warning(f"no candidate met the budgets{hint}")
     return result
+
+
+def _sha256(path: Path) -> str:
+    from edgeinfer.core.io import sha256_file
+
+    return sha256_file(path)
 
 
 def _broken(cand: Candidate, budgets: Budgets) -> list[str]:

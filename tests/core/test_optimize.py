@@ -109,3 +109,24 @@ def test_a_budget_no_candidate_meets_exits_1_names_the_closest_and_writes_nothin
         "--keep-best",
     )  # fmt: skip
     assert code == 1 and (out / "manifest.json").exists()
+
+
+def test_minilm_keeps_the_cosine_budget_and_ships_its_tokenizer(minilm_dir, tmp_path):
+    from edgeinfer.devices import get_profile
+    from edgeinfer.examples import SENTENCES
+    from edgeinfer.pipelines.bundle import verify
+    from edgeinfer.pipelines.optimize import Budgets, optimize
+
+    out = tmp_path / "minilm-bundle"
+    report = optimize(
+        str(minilm_dir), out, data=str(SENTENCES), profile=get_profile("x86-avx512-vnni"),
+        budgets=Budgets(max_drop=0.01), runs=5,
+    )  # fmt: skip
+    by_name = {c.name: c for c in report.candidates}
+    assert report.task == "embedding" and by_name["fp32"].drop == 0.0
+    dyn, per_tensor = by_name["int8-dynamic"], by_name["int8-dynamic-per-tensor"]
+    assert dyn.drop is not None and 0 < dyn.drop <= 0.01 and dyn.met  # per-channel keeps the cosine
+    assert per_tensor.drop is not None and per_tensor.drop > dyn.drop  # per-tensor loses more
+    chosen = by_name[report.chosen or ""]
+    assert chosen.met and chosen.p50_ms == min(c.p50_ms for c in report.candidates if c.met and c.p50_ms)
+    assert (out / "tokenizer" / "tokenizer.json").exists() and verify(out).passed
