@@ -41,6 +41,10 @@ def optimize(
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Write the closest candidate's bundle when none meets the budgets.")
     ] = False,
+    recipe: Annotated[
+        Optional[Path],
+        typer.Option(help="A bundle's recipe.toml: replay it on SOURCE instead of searching, and check the result."),
+    ] = None,
     trust_source: TrustSource = False,
     force: Force = False,
     as_json: Json = False,
@@ -72,6 +76,7 @@ def optimize(
             calib=calib,
             runs=runs,
             keep_best=keep_best,
+            recipe=recipe,
             trust_source=trust_source,
             force=force,
             progress=progress,
@@ -98,6 +103,9 @@ def optimize(
                 "met" if c.met else "[red]" + "; ".join(c.failed) + "[/red]",
             )
         console.print(table)
+    if report.replay is not None:
+        same = "identical bytes" if report.replay["identical_bytes"] else "different bytes (checked on the metric)"
+        err.print(f"replayed {recipe}: {same}")
     if report.chosen is None:
         err.print(f"[red]no candidate met the budgets[/red]; closest: {report.closest}")
         if keep_best and report.closest:

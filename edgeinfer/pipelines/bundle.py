@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.core.errors import InputError, option
+from edgeinfer.core.errors import ConfigError, InputError, option
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -120,6 +120,7 @@ def write_bundle(
                 k: v for k, v in candidate.to_dict().items() if k in ("metrics", "drop", "p50_ms", "size_bytes")
             },
             "device": report.device,
+            "result": {"sha256": _sha256(model)},
         }
         (out / "recipe.toml").write_text(tomli_w.dumps(_toml_safe(recipe_doc)))
         (out / "run.py").write_text(RUN_PY)
@@ -145,6 +146,34 @@ def write_bundle(
             "files": files,
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_recipe(path: Path, source: str) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """The steps of a bundle's recipe.toml and what it recorded, checked against `source`."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"recipe {path} does not exist")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise InputError(f"{path} is {path.stat().st_size} bytes; a recipe is at most {MAX_MANIFEST_BYTES}")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise InputError(f"{path} is not valid TOML: {e}") from None
+    steps = doc.get("steps")
+    if not isinstance(steps, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("pass"), str) and isinstance(s.get("config", {}), dict) for s in steps
+    ):
+        raise InputError(f"{path} is not an edgeinfer recipe (steps = [{{pass, config}}, ...])")
+    recorded = str(doc.get("source", {}).get("sha256") or "")
+    actual = source_sha256(source)
+    if recorded and actual and recorded != actual:
+        raise ConfigError(
+            f"{path.name} was made from another source (sha256 {recorded[:12]}...), not {source} "
+            f"({actual[:12]}...); replay it on the source it records"
+        )
+    return [(s["pass"], s.get("config", {})) for s in steps], doc
 
 
 def _versions(edgeinfer_version: str) -> dict[str, str]:

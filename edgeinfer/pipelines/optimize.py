@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -94,9 +95,11 @@ class OptimizeReport:
     candidates: list[Candidate]
     chosen: str | None = None
     closest: str | None = None
+    replay: dict[str, Any] | None = None  # with --recipe: identical bytes, recorded and measured drop
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "replay": self.replay,
             "device": self.device,
             "objective": self.objective,
             "budgets": {k: v for k, v in asdict(self.budgets).items() if v is not None},
@@ -153,6 +156,7 @@ def optimize(
     calib: str | None = None,
     runs: int = 20,
     keep_best: bool = False,
+    recipe: Path | None = None,
     trust_source: bool = False,
     force: bool = False,
     progress: Progress = QUIET,
@@ -167,18 +171,25 @@ def optimize(
         budgets, objective: what the chosen model must meet, and what to minimise among those that do.
         calib: calibration data for static INT8 (default: the evaluation data).
         runs: interleaved timing runs; keep_best: write the closest candidate's bundle when none meets.
+        recipe: a bundle's recipe.toml to replay instead of searching (refused for another source);
+            the result is checked: identical bytes, or a metric drop within REPLAY_TOLERANCE of the recorded.
         trust_source, force, progress: as elsewhere.
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
     """
     from edgeinfer.core.io import check_output
-    from edgeinfer.pipelines.bundle import write_bundle
+    from edgeinfer.pipelines.bundle import read_recipe, write_bundle
     from edgeinfer.pipelines.compare import EvalTask, compare_models
     from edgeinfer.pipelines.passes import PassContext, run_pass, run_recipe
 
     bundle = Path(bundle)
     check_output(bundle, [], force)
     device = getattr(profile, "name", "this machine")
+    replay = read_recipe(recipe, source) if recipe is not None else None
+    replay_steps = list(replay[0]) if replay else []
+    export_cfg: dict[str, Any] = {}
+    if replay_steps and replay_steps[0][0] == "export-onnx":
+        export_cfg = dict(replay_steps.pop(0)[1])
     with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
         work = Path(tmp)
         ctx = PassContext(
@@ -190,12 +201,11 @@ def optimize(
             export_steps: list[tuple[str, dict[str, Any]]] = []
         else:
             progress.stage(f"exporting {source} (the FP32 baseline)")
-            export_cfg: dict[str, Any] = {}
             baseline = run_pass("export-onnx", source, work / "fp32.onnx", export_cfg, ctx).path
             export_steps = [("export-onnx", export_cfg)]
         base_art = load_artifact(baseline)
         model_type = base_art.source.get("model_type")
-        recipes = candidate_recipes(profile, model_type, has_calib=True)
+        recipes = [("replay", replay_steps)] if replay else candidate_recipes(profile, model_type, has_calib=True)
         candidates: list[Candidate] = []
         for i, (name, steps) in enumerate(recipes):
             cand = Candidate(name, steps)
@@ -222,9 +232,17 @@ def optimize(
                 seen[digest] = cand.name
         built = [c for c in candidates if c.path is not None and c.path != baseline]
         progress.stage(f"measuring {len(built) + 1} candidates against FP32, interleaved")
+        others = [c.path for c in built if c.path is not None]
+        if not others:  # only FP32 itself (a replayed FP32 recipe): compare it with a copy of itself
+            copy = work / "fp32-copy.onnx"
+            shutil.copyfile(baseline, copy)
+            shutil.copyfile(
+                baseline.with_name(baseline.name + ".edgeinfer.json"), copy.with_name(copy.name + ".edgeinfer.json")
+            )
+            others = [copy]
         report = compare_models(
             baseline,
-            [c.path for c in built if c.path is not None],
+            others,
             data,
             task=EvalTask.AUTO,
             device=profile,
@@ -243,6 +261,8 @@ def optimize(
             cand.size_bytes = row.file_size_bytes
             cand.failed += _broken(cand, budgets)
         result = OptimizeReport(device, objective.value, budgets, report.task, candidates)
+        if replay is not None:
+            result.replay = _check_replay(candidates[0], baseline, replay[1])
         met = [c for c in candidates if c.met]
         key = (lambda c: c.p50_ms) if objective is Objective.LATENCY else (lambda c: c.size_bytes)
         if met:
@@ -272,6 +292,25 @@ def optimize(
         hint = f"; closest: {closest.name} ({'; '.join(closest.failed)})" if closest else ""
         log.warning(f"no candidate met the budgets{hint}")
     return result
+
+
+# How much worse than recorded a replayed model may score when its bytes differ (a pass that is
+# not bit-for-bit deterministic, another ONNX Runtime).
+REPLAY_TOLERANCE = 0.005
+
+
+def _check_replay(cand: Candidate, baseline: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    path = cand.path or baseline
+    want = str(doc.get("result", {}).get("sha256") or "")
+    recorded_drop = doc.get("measured", {}).get("drop")
+    out = {"identical_bytes": bool(want) and _sha256(path) == want, "recorded_drop": recorded_drop, "drop": cand.drop}
+    if not out["identical_bytes"] and recorded_drop is not None and cand.drop is not None:
+        if cand.drop > recorded_drop + REPLAY_TOLERANCE:
+            cand.failed.append(
+                f"does not reproduce: drop {cand.drop:.4f} against the recorded {recorded_drop:.4f} "
+                f"(+{REPLAY_TOLERANCE} allowed for differing bytes)"
+            )
+    return out
 
 
 def _sha256(path: Path) -> str:

@@ -130,3 +130,34 @@ def test_minilm_keeps_the_cosine_budget_and_ships_its_tokenizer(minilm_dir, tmp_
     chosen = by_name[report.chosen or ""]
     assert chosen.met and chosen.p50_ms == min(c.p50_ms for c in report.candidates if c.met and c.p50_ms)
     assert (out / "tokenizer" / "tokenizer.json").exists() and verify(out).passed
+
+
+def test_a_recipe_replays_to_identical_bytes_and_is_refused_for_another_source(
+    bundle, lenet_onnx, digits_eval, tmp_path, capsys
+):
+    path, _ = bundle
+    code, out, err = run_cli(
+        capsys, "optimize", FACTORY, "--data", digits_eval, "--recipe", path / "recipe.toml", "--runs", "3",
+        "-o", tmp_path / "again", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert [c["name"] for c in report["candidates"]] == ["replay"] and report["replay"]["identical_bytes"]
+    first = json.loads((path / "manifest.json").read_text())["files"]["model.onnx"]["sha256"]
+    assert json.loads((tmp_path / "again" / "manifest.json").read_text())["files"]["model.onnx"]["sha256"] == first
+    # A recipe made from one .onnx file, replayed on another, is refused before anything runs.
+    code, _, err = run_cli(capsys, "optimize", lenet_onnx, "--data", digits_eval, "--runs", "3", "-o", tmp_path / "m")
+    assert code == 0, err
+    other = tmp_path / "other.onnx"
+    other.write_bytes(lenet_onnx.read_bytes())
+    other.with_name("other.onnx.edgeinfer.json").write_bytes(
+        lenet_onnx.with_name(lenet_onnx.name + ".edgeinfer.json").read_bytes()
+    )
+    data = bytearray(other.read_bytes())
+    data[-1] ^= 0x01
+    other.write_bytes(bytes(data))
+    code, _, err = run_cli(
+        capsys, "optimize", other, "--data", digits_eval, "--recipe", tmp_path / "m" / "recipe.toml", "-o",
+        tmp_path / "n",
+    )  # fmt: skip
+    assert code == 2 and "was made from another source" in err and not (tmp_path / "n").exists()
