@@ -236,9 +236,9 @@ def optimize(
         if not others:  # only FP32 itself (a replayed FP32 recipe): compare it with a copy of itself
             copy = work / "fp32-copy.onnx"
             shutil.copyfile(baseline, copy)
-            shutil.copyfile(
-                baseline.with_name(baseline.name + ".edgeinfer.json"), copy.with_name(copy.name + ".edgeinfer.json")
-            )
+            sidecar = baseline.with_name(baseline.name + ".edgeinfer.json")
+            if sidecar.exists():
+                shutil.copyfile(sidecar, copy.with_name(copy.name + ".edgeinfer.json"))
             others = [copy]
         report = compare_models(
             baseline,
