@@ -11,9 +11,12 @@ before anything is read, and nothing is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,39 @@ def source_sha256(source: str) -> str | None:
     return None  # a factory: code, named by its spec
 
 
+def check_bundle_output(bundle: Path, force: bool) -> None:
+    """A bundle folder may replace only an earlier bundle (or an empty folder), and only with force."""
+    from edgeinfer.core.errors import OutputExistsError
+
+    bundle = Path(bundle)
+    if bundle.exists() and not bundle.is_dir():
+        raise OutputExistsError(f"{bundle} is a file; a bundle is a folder: choose another path")
+    if bundle.is_dir() and any(bundle.iterdir()):
+        if not force:
+            raise OutputExistsError(f"bundle folder {bundle} exists; pass {option('force', True)} to replace it")
+        if not (bundle / MANIFEST).is_file():
+            raise OutputExistsError(f"{bundle} holds files but is no edgeinfer bundle; refusing to replace it")
+
+
+@contextlib.contextmanager
+def _bundle_dir(bundle: Path) -> Iterator[Path]:
+    """A sibling temporary folder that replaces `bundle` whole once the block succeeds."""
+    bundle = Path(bundle)
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    tmp = bundle.parent / f".{bundle.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = bundle.parent / f".{bundle.name}.old-{os.getpid()}"
+        if bundle.exists():
+            bundle.rename(old)
+        tmp.rename(bundle)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_bundle(
     bundle: Path,
     model: Path,
@@ -77,13 +113,17 @@ def write_bundle(
     from edgeinfer import __version__
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
-    from edgeinfer.core.io import atomic_path
+    from edgeinfer.pipelines.target import ort_target
     from edgeinfer.runtime.ort import OrtRunner
 
     art = load_artifact(model)
     base = OrtRunner(baseline, profile_first_run=False)
-    cand = OrtRunner(model, profile_first_run=False)
-    batches = load_batches(data, base.inputs, GOLDEN_SAMPLES, art.meta.get("tokenizer"), GOLDEN_SAMPLES)
+    # The chosen model on the device's providers, as verify will run it (an NPU rounds differently).
+    target = ort_target(profile)
+    cand = OrtRunner(model, providers=target.providers, threads=target.threads, profile_first_run=False)
+    first = base.inputs[0].shape[0] if base.inputs and base.inputs[0].shape else None
+    samples = max(GOLDEN_SAMPLES, first if isinstance(first, int) else 0)  # a fixed batch is the minimum
+    batches = load_batches(data, base.inputs, samples, art.meta.get("tokenizer"), samples)
     golden_in = {k: v for k, v in batches.batches[0].items() if k in {i.name for i in base.inputs}}
     expected = base.run(golden_in)
     got = cand.run(golden_in)
@@ -98,8 +138,8 @@ def write_bundle(
         "min_cosine": min(min(cosines) - 1e-3, 0.9999),
         "max_abs_diff": max(max(diffs) * 2.0, 1e-4),
     }
-    with atomic_path(bundle, overwrite=force) as out:
-        out.mkdir()
+    check_bundle_output(bundle, force)
+    with _bundle_dir(bundle) as out:
         shutil.copyfile(model, out / "model.onnx")
         sidecar = model.with_name(model.name + ".edgeinfer.json")
         if sidecar.exists():

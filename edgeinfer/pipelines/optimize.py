@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import platform
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -115,6 +116,18 @@ def candidate_recipes(profile, model_type: str | None, has_calib: bool) -> list[
     graph fusions for transformers, static INT8 only with calibration data."""
     from edgeinfer.compress.graph_opt import ORT_MODEL_TYPES
 
+    quant = dict(getattr(profile, "quant", None) or {})
+    if quant_recipe(profile) == "qnn":
+        # The Hexagon HTP runs QDQ graphs in onnxruntime's QNN configuration and nothing else whole
+        # (dynamic INT8 and FP16 would fall back to the CPU): one candidate, with the device's types.
+        static = {
+            "method": "static",
+            "recipe": "qnn",
+            "per_channel": bool(quant.get("per_channel", False)),
+            "activation_type": quant.get("activation_type", "uint8"),
+            "weight_type": quant.get("weight_type", "uint8"),
+        }
+        return [("int8-static-qnn", [("quantize-onnx", static)])]
     precisions = {p.value for p in profile.precisions} if profile is not None else {"fp32", "int8"}
     transformer = model_type in ORT_MODEL_TYPES
     recipes: list[tuple[str, list]] = []
@@ -177,13 +190,12 @@ def optimize(
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
     """
-    from edgeinfer.core.io import check_output
-    from edgeinfer.pipelines.bundle import read_recipe, write_bundle
+    from edgeinfer.pipelines.bundle import check_bundle_output, read_recipe, write_bundle
     from edgeinfer.pipelines.compare import EvalTask, compare_models
     from edgeinfer.pipelines.passes import PassContext, run_pass, run_recipe
 
     bundle = Path(bundle)
-    check_output(bundle, [], force)
+    check_bundle_output(bundle, force)
     device = getattr(profile, "name", "this machine")
     replay = read_recipe(recipe, source) if recipe is not None else None
     replay_steps = list(replay[0]) if replay else []
@@ -231,6 +243,11 @@ def optimize(
             else:
                 seen[digest] = cand.name
         built = [c for c in candidates if c.path is not None and c.path != baseline]
+        if quant_recipe(profile) == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
+            log.warning(
+                "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
+                "nothing; the candidate is chosen on the metric, and `verify` on the device measures latency"
+            )
         progress.stage(f"measuring {len(built) + 1} candidates against FP32, interleaved")
         others = [c.path for c in built if c.path is not None]
         if not others:  # only FP32 itself (a replayed FP32 recipe): compare it with a copy of itself
@@ -297,6 +314,11 @@ def optimize(
 # How much worse than recorded a replayed model may score when its bytes differ (a pass that is
 # not bit-for-bit deterministic, another ONNX Runtime).
 REPLAY_TOLERANCE = 0.005
+
+
+def quant_recipe(profile) -> str:
+    """The quantization recipe a device profile names (generic, or qnn for Hexagon NPUs)."""
+    return str((getattr(profile, "quant", None) or {}).get("recipe", "generic"))
 
 
 def _check_replay(cand: Candidate, baseline: Path, doc: dict[str, Any]) -> dict[str, Any]:

@@ -161,3 +161,26 @@ def test_a_recipe_replays_to_identical_bytes_and_is_refused_for_another_source(
         tmp_path / "n",
     )  # fmt: skip
     assert code == 2 and "was made from another source" in err and not (tmp_path / "n").exists()
+
+
+def test_the_npu_profile_gets_a_qnn_qdq_model_that_verifies_on_the_simulator(digits_eval, tmp_path, capsys):
+    out = tmp_path / "npu"
+    code, stdout, err = run_cli(
+        capsys, "optimize", FACTORY, "--device", "snapdragon-npu", "--data", digits_eval, "--max-drop", "0.02",
+        "--runs", "3", "-o", out, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["chosen"] == "int8-static-qnn" and "QNN HTP simulator" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["providers"] == ["QNNExecutionProvider"]
+    assert manifest["inputs"][0]["shape"][0] == "8"  # the NPU profile fixed the shapes at export
+    code, stdout, _ = run_cli(capsys, "verify", out, "--json")
+    assert code == 0 and json.loads(stdout)["providers"][0] == "QNNExecutionProvider"
+    # Replacing a bundle needs --force; a folder that is not a bundle is never replaced.
+    code, _, err = run_cli(capsys, "optimize", FACTORY, "--data", digits_eval, "-o", out)
+    assert code == 2 and "exists; pass --force to replace it" in err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    code, _, err = run_cli(capsys, "optimize", FACTORY, "--data", digits_eval, "-o", tmp_path / "notes", "--force")
+    assert code == 2 and "is no edgeinfer bundle" in err and (tmp_path / "notes" / "mine.txt").exists()
