@@ -41,6 +41,9 @@ def optimize(
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Write the closest candidate's bundle when none meets the budgets.")
     ] = False,
+    archive: Annotated[
+        bool, typer.Option("--archive", help="Also write BUNDLE.tar.gz beside the folder (verify takes either).")
+    ] = False,
     recipe: Annotated[
         Optional[Path],
         typer.Option(help="A bundle's recipe.toml: replay it on SOURCE instead of searching, and check the result."),
@@ -112,11 +115,15 @@ def optimize(
             err.print(f"wrote the closest candidate's bundle {output} (--keep-best)")
         sys.exit(1)
     err.print(f"wrote {output}/ ({report.chosen}); check it on the device: edgeinfer verify {output}")
+    if archive:
+        from edgeinfer.pipelines.bundle import write_archive
+
+        err.print(f"wrote {write_archive(output, force)}")
 
 
 @app.command()
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `edgeinfer optimize`.")],
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `edgeinfer optimize`, or its .tar.gz.")],
     allow_fallback: Fallback = False,
     enforce_latency: Annotated[
         bool, typer.Option("--enforce-latency", help="Fail when p50 latency is above the bundle's budget.")
@@ -126,7 +133,7 @@ def verify(
 ) -> None:
     """The acceptance test on the device: every checksum, the providers, the golden outputs within
     tolerance, latency against the budget. Exit 0 when all pass, 1 when a check fails, 2 on bad input."""
-    from edgeinfer.pipelines.bundle import verify as run
+    from edgeinfer.pipelines.verify import verify as run
 
     report = run(bundle, allow_fallback=allow_fallback, enforce_latency=enforce_latency, runs=runs)
     if as_json:

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -301,134 +300,17 @@ if __name__ == "__main__":
 '''
 
 
-@dataclass
-class Check:
-    name: str
-    passed: bool
-    detail: str
+def write_archive(bundle: Path, force: bool = False) -> Path:
+    """`BUNDLE.tar.gz` beside the bundle folder, its files under one top-level folder; written atomically."""
+    import tarfile
 
-
-@dataclass
-class VerifyReport:
-    bundle: str
-    checks: list[Check] = field(default_factory=list)
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    providers: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "bundle": self.bundle,
-            "passed": self.passed,
-            "checks": [c.__dict__ for c in self.checks],
-            "latency_ms": self.latency_ms,
-            "providers": self.providers,
-        }
-
-
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    """The manifest, checked as untrusted input: a JSON object of bounded size with safe paths."""
-    path = Path(bundle) / MANIFEST
-    if not Path(bundle).is_dir() or not path.is_file():
-        raise InputError(f"{bundle} is not an edgeinfer bundle (no {MANIFEST}); make one with `edgeinfer optimize`")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise InputError(f"{path} is {path.stat().st_size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path} is not valid JSON: {e}") from None
-    if (
-        not isinstance(manifest, dict)
-        or manifest.get("schema") != SCHEMA
-        or not isinstance(manifest.get("files"), dict)
-    ):
-        raise InputError(f"{path} is not a schema-{SCHEMA} edgeinfer manifest")
-    for name in [*manifest["files"], manifest.get("model", ""), manifest.get("golden", "")]:
-        inside(bundle, str(name))
-    return manifest
-
-
-def inside(bundle: Path, name: str) -> Path:
-    """`bundle / name`, refused when `name` is absolute or escapes the bundle (`../x`, a symlink out)."""
-    root = Path(bundle).resolve()
-    target = (root / name).resolve()
-    if not name or Path(name).is_absolute() or not target.is_relative_to(root):
-        raise InputError(f"the manifest names {name!r}, a path outside the bundle; refusing the bundle")
-    return target
-
-
-def verify(
-    bundle: Path, *, allow_fallback: bool = False, enforce_latency: bool = False, runs: int = 20
-) -> VerifyReport:
-    """The acceptance test of a bundle on this machine: checksums, providers, golden outputs, latency.
-
-    Args:
-        bundle: the bundle folder.
-        allow_fallback: accept running on the CPU when a provider the manifest prefers is missing.
-        enforce_latency: fail when the p50 latency is above the bundle's latency budget.
-        runs: timed runs of the golden batch.
-    """
-    from edgeinfer.core.errors import ProviderUnavailableError
-    from edgeinfer.core.formats import load_npz
-    from edgeinfer.core.measure import interleaved, percentiles
-    from edgeinfer.core.providers import Provider
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.core.io import atomic_path, check_output
 
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    report = VerifyReport(str(bundle))
-    bad = []
-    for name, spec in manifest["files"].items():
-        path = inside(bundle, name)
-        if not path.is_file():
-            bad.append(f"{name} is missing")
-        elif path.stat().st_size != spec.get("size"):
-            bad.append(f"{name} is {path.stat().st_size} bytes, the manifest says {spec.get('size')}")
-        elif _sha256(path) != spec.get("sha256"):
-            bad.append(f"{name} does not match its sha256")
-    report.checks.append(Check("checksums", not bad, "; ".join(bad) or f"{len(manifest['files'])} files match"))
-    if bad:
-        return report
-    try:
-        providers = [Provider.parse(p) for p in manifest.get("providers", ["cpu"])]
-        runner = OrtRunner(
-            inside(bundle, manifest["model"]),
-            providers=providers,
-            allow_fallback=allow_fallback,
-            threads=manifest.get("threads"),
-            profile_first_run=False,
-        )
-    except ProviderUnavailableError as e:
-        report.checks.append(Check("providers", False, f"{e} (or pass {option('allow_fallback', True)})"))
-        return report
-    report.providers = runner.report.used
-    report.checks.append(Check("providers", True, ", ".join(runner.report.used)))
-    golden = load_npz(inside(bundle, manifest["golden"]))
-    feeds = {k: v for k, v in golden.items() if not k.startswith("expected:")}
-    got = runner.run(feeds)
-    tol = manifest["tolerance"]
-    problems = []
-    for key, ref in golden.items():
-        if not key.startswith("expected:"):
-            continue
-        out = key.split(":", 1)[1]
-        a, b = ref.astype(np.float64).ravel(), np.asarray(got[out], dtype=np.float64).ravel()
-        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-        diff = float(np.abs(a - b).max()) if a.size else 0.0
-        if cos < tol["min_cosine"] or diff > tol["max_abs_diff"]:
-            problems.append(
-                f"{out}: cosine {cos:.6f} (at least {tol['min_cosine']:.6f}), max abs diff {diff:.3g} "
-                f"(at most {tol['max_abs_diff']:.3g})"
-            )
-    report.checks.append(Check("golden outputs", not problems, "; ".join(problems) or "within tolerance"))
-    times = interleaved({"model": lambda: runner.session.run(None, feeds)}, runs=runs, warmup=3)
-    report.latency_ms = percentiles(times["model"])
-    budget = manifest.get("budgets", {}).get("max_latency_ms")
-    if budget is not None:
-        ok = report.latency_ms["p50"] <= budget
-        detail = f"p50 {report.latency_ms['p50']:.3f} ms, budget {budget} ms"
-        report.checks.append(Check("latency", ok or not enforce_latency, detail + ("" if ok else " (over budget)")))
-    return report
+    archive = bundle.with_name(bundle.name + ".tar.gz")
+    check_output(archive, [], force)
+    with atomic_path(archive, overwrite=force) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for f in sorted(p for p in bundle.rglob("*") if p.is_file()):
+                tar.add(f, arcname=f"{bundle.name}/{f.relative_to(bundle).as_posix()}", recursive=False)
+    return archive

@@ -114,8 +114,8 @@ def test_a_budget_no_candidate_meets_exits_1_names_the_closest_and_writes_nothin
 def test_minilm_keeps_the_cosine_budget_and_ships_its_tokenizer(minilm_dir, tmp_path):
     from edgeinfer.devices import get_profile
     from edgeinfer.examples import SENTENCES
-    from edgeinfer.pipelines.bundle import verify
     from edgeinfer.pipelines.optimize import Budgets, optimize
+    from edgeinfer.pipelines.verify import verify
 
     out = tmp_path / "minilm-bundle"
     report = optimize(
@@ -184,3 +184,24 @@ def test_the_npu_profile_gets_a_qnn_qdq_model_that_verifies_on_the_simulator(dig
     (tmp_path / "notes" / "mine.txt").write_text("keep")
     code, _, err = run_cli(capsys, "optimize", FACTORY, "--data", digits_eval, "-o", tmp_path / "notes", "--force")
     assert code == 2 and "is no edgeinfer bundle" in err and (tmp_path / "notes" / "mine.txt").exists()
+
+
+def test_an_archive_verifies_and_one_with_an_escaping_member_is_refused(bundle, tmp_path, capsys):
+    import io
+    import tarfile
+
+    from edgeinfer.pipelines.bundle import write_archive
+
+    copy = tmp_path / "lenet-bundle"
+    shutil.copytree(bundle[0], copy)
+    archive = write_archive(copy)
+    assert archive.name == "lenet-bundle.tar.gz"
+    code, out, _ = run_cli(capsys, "verify", archive)
+    assert code == 0 and "PASS golden outputs" in out
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    code, _, err = run_cli(capsys, "verify", evil)
+    assert code == 2 and "a path outside the bundle" in err and not (tmp_path.parent / "escape.txt").exists()
