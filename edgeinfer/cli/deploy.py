@@ -41,6 +41,10 @@ def optimize(
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Write the closest candidate's bundle when none meets the budgets.")
     ] = False,
+    report_html: Annotated[
+        Optional[Path],
+        typer.Option("--report", help="Also write an HTML report: every candidate, metric against latency."),
+    ] = None,
     archive: Annotated[
         bool, typer.Option("--archive", help="Also write BUNDLE.tar.gz beside the folder (verify takes either).")
     ] = False,
@@ -80,6 +84,7 @@ def optimize(
             runs=runs,
             keep_best=keep_best,
             recipe=recipe,
+            html=report_html,
             trust_source=trust_source,
             force=force,
             progress=progress,
@@ -92,6 +97,7 @@ def optimize(
             table.add_column(col, justify="left" if col in ("candidate", "budgets") else "right", overflow="fold")
         for c in report.candidates:
             mark = " [green]<- chosen[/green]" if c.name == report.chosen else ""
+            mark += " [dim](Pareto)[/dim]" if c.name in report.pareto else ""
             speed = (
                 f"{c.speedup:.2f}x ({c.speedup_ci95[0]:.2f}-{c.speedup_ci95[1]:.2f})"
                 if c.speedup is not None and c.speedup_ci95

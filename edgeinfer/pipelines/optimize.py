@@ -97,9 +97,11 @@ class OptimizeReport:
     chosen: str | None = None
     closest: str | None = None
     replay: dict[str, Any] | None = None  # with --recipe: identical bytes, recorded and measured drop
+    pareto: list[str] = field(default_factory=list)  # not beaten on drop, latency and size at once
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "pareto": self.pareto,
             "replay": self.replay,
             "device": self.device,
             "objective": self.objective,
@@ -170,6 +172,7 @@ def optimize(
     runs: int = 20,
     keep_best: bool = False,
     recipe: Path | None = None,
+    html: Path | None = None,
     trust_source: bool = False,
     force: bool = False,
     progress: Progress = QUIET,
@@ -186,6 +189,7 @@ def optimize(
         runs: interleaved timing runs; keep_best: write the closest candidate's bundle when none meets.
         recipe: a bundle's recipe.toml to replay instead of searching (refused for another source);
             the result is checked: identical bytes, or a metric drop within REPLAY_TOLERANCE of the recorded.
+        html: also write an HTML report: every candidate's row and the metric-against-latency plot.
         trust_source, force, progress: as elsewhere.
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
@@ -278,6 +282,7 @@ def optimize(
             cand.size_bytes = row.file_size_bytes
             cand.failed += _broken(cand, budgets)
         result = OptimizeReport(device, objective.value, budgets, report.task, candidates)
+        result.pareto = pareto_front(candidates)
         if replay is not None:
             result.replay = _check_replay(candidates[0], baseline, replay[1])
         met = [c for c in candidates if c.met]
@@ -287,6 +292,8 @@ def optimize(
         measured = [c for c in candidates if c.p50_ms is not None]
         if not met and measured:
             result.closest = min(measured, key=lambda c: _shortfall(c, budgets)).name
+        if html is not None:
+            _write_html(report, candidates, result, html)
         pick = result.chosen or (result.closest if keep_best else None)
         if pick is not None:
             chosen = next(c for c in candidates if c.name == pick)
@@ -314,6 +321,33 @@ def optimize(
 # How much worse than recorded a replayed model may score when its bytes differ (a pass that is
 # not bit-for-bit deterministic, another ONNX Runtime).
 REPLAY_TOLERANCE = 0.005
+
+
+def pareto_front(candidates: list[Candidate]) -> list[str]:
+    """The measured candidates no other one beats on metric drop, p50 latency and size at once."""
+    measured = [c for c in candidates if c.p50_ms is not None and c.drop is not None and c.size_bytes]
+
+    def beats(a: Candidate, b: Candidate) -> bool:
+        pa, pb = (a.drop, a.p50_ms, a.size_bytes), (b.drop, b.p50_ms, b.size_bytes)
+        return all(x <= y for x, y in zip(pa, pb)) and pa != pb  # type: ignore[operator]
+
+    return [c.name for c in measured if not any(beats(o, c) for o in measured if o is not c)]
+
+
+def _write_html(report, candidates: list[Candidate], result: OptimizeReport, path: Path) -> None:
+    """compare's HTML report of the measurement, rows named by candidate, the choice on top."""
+    import copy
+
+    from edgeinfer.pipelines.compare import write_html
+
+    named = copy.deepcopy(report)
+    by_path = {str(c.path): c.name for c in candidates if c.path is not None}
+    for row in named.rows:
+        row.model = by_path.get(row.model, "fp32") + (" (chosen)" if by_path.get(row.model) == result.chosen else "")
+    named.data = (
+        f"{report.data}; device {result.device}; chosen {result.chosen}; Pareto front {', '.join(result.pareto)}"
+    )
+    write_html(named, path)
 
 
 def quant_recipe(profile) -> str:

@@ -21,7 +21,8 @@ def bundle(tmp_path_factory, digits_eval):
     out = tmp_path_factory.mktemp("optimize") / "lenet-bundle"
     proc = subprocess.run(
         [sys.executable, "-m", "edgeinfer", "optimize", FACTORY, "--device", "x86-avx512-vnni", "--data",
-         str(digits_eval), "--max-drop", "0.01", "--runs", "10", "-o", str(out), "--json"],
+         str(digits_eval), "--max-drop", "0.01", "--runs", "10", "-o", str(out), "--json", "--report",
+         str(out.parent / "report.html")],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -29,12 +30,17 @@ def bundle(tmp_path_factory, digits_eval):
 
 
 def test_every_candidate_is_measured_and_the_fastest_within_budget_is_chosen(bundle):
-    _, report = bundle
+    path, report = bundle
     names = [c["name"] for c in report["candidates"]]
     assert names[0] == "fp32" and {"int8-dynamic", "int8-static", "int8-static-per-tensor"} <= set(names)
     assert all(c["p50_ms"] > 0 and c["size_bytes"] > 0 for c in report["candidates"])
     met = [c for c in report["candidates"] if c["met"]]
     assert report["chosen"] == min(met, key=lambda c: c["p50_ms"])["name"]
+    assert report["chosen"] in report["pareto"]  # the fastest within budget is never dominated
+    page = (path.parent / "report.html").read_text()
+    assert f"{report['chosen']} (chosen)" in page and page.count("<circle") == sum(
+        1 for c in report["candidates"] if c["p50_ms"]
+    )
     for c in report["candidates"]:
         assert c["met"] == (c["drop"] <= 0.01)  # the only budget given
         if c["name"].startswith("int8"):
