@@ -91,11 +91,13 @@ def optimum_files(src: Path, out: Path, model_class: str = "ORTModelForFeatureEx
     return files
 
 
+def cli(*args: str) -> None:
+    """One edgeinfer command, run as a user runs it (a fresh process), overwriting its output."""
+    subprocess.run([sys.executable, "-m", "edgeinfer", *args, "--force"], check=True, stdout=subprocess.DEVNULL)
+
+
 def edgeinfer_files(src: Path, out: Path) -> dict[str, Path]:
     """The README's path, run through the CLI as a user would."""
-
-    def cli(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "edgeinfer", *args, "--force"], check=True, stdout=subprocess.DEVNULL)
 
     fp32, int8, dyn = out / "minilm.onnx", out / "minilm-int8.onnx", out / "minilm-torch-export.onnx"
     cli("export", str(src), "-o", str(fp32))
@@ -252,9 +254,6 @@ def vit_section(args) -> None:
     from edgeinfer.runtime.ort import OrtRunner
 
     src = vit_folder(args.out)
-
-    def cli(*a: str) -> None:
-        subprocess.run([sys.executable, "-m", "edgeinfer", *a, "--force"], check=True, stdout=subprocess.DEVNULL)
 
     out = args.out
     files = {}

@@ -23,39 +23,26 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.core.errors import ConfigError, InputError, option
+from edgeinfer.core.hf_folder import TOKENIZER_FILES as HF_TOKENIZER_FILES
+from edgeinfer.core.io import sha256_file
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
 MAX_MANIFEST_BYTES = 1 << 20
 GOLDEN_SAMPLES = 4
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "merges.txt",
-    "vocab.json",
-    "tokenizer.model",
-)
+# Copied into a bundle: the files transformers builds the tokenizer from, and its settings.
+TOKENIZER_FILES = (*HF_TOKENIZER_FILES, "tokenizer_config.json", "special_tokens_map.json", "merges.txt")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def source_sha256(source: str) -> str | None:
+def sourcesha256_file(source: str) -> str | None:
     """sha256 of what `optimize` started from: a file, or a folder's files (names and bytes, sorted)."""
     path = Path(source)
     if path.is_file():
-        return _sha256(path)
+        return sha256_file(path)
     if path.is_dir():
         h = hashlib.sha256()
         for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode() + b"\0" + _sha256(f).encode())
+            h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_file(f).encode())
         return h.hexdigest()
     return None  # a factory: code, named by its spec
 
@@ -112,6 +99,7 @@ def write_bundle(
     from edgeinfer import __version__
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
+    from edgeinfer.exporters.validate import compare_arrays
     from edgeinfer.pipelines.target import ort_target
     from edgeinfer.runtime.ort import OrtRunner
 
@@ -128,14 +116,10 @@ def write_bundle(
     got = cand.run(golden_in)
     # The chosen model's own distance from FP32 on the goldens, with headroom for another CPU's
     # rounding: a tampered or broken model lands far outside it.
-    cosines, diffs = [], []
-    for name, ref in expected.items():
-        a, b = ref.astype(np.float64).ravel(), got[name].astype(np.float64).ravel()
-        cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
-        diffs.append(float(np.abs(a - b).max()) if a.size else 0.0)
+    figures = [compare_arrays(ref, got[name]) for name, ref in expected.items()]
     tolerance = {
-        "min_cosine": min(min(cosines) - 1e-3, 0.9999),
-        "max_abs_diff": max(max(diffs) * 2.0, 1e-4),
+        "min_cosine": min(min(f["cosine"] for f in figures) - 1e-3, 0.9999),
+        "max_abs_diff": max(max(f["max_abs_diff"] for f in figures) * 2.0, 1e-4),
     }
     check_bundle_output(bundle, force)
     with _bundle_dir(bundle) as out:
@@ -152,14 +136,14 @@ def write_bundle(
         arrays = {**golden_in, **{f"expected:{k}": v for k, v in expected.items()}}
         np.savez(out / "golden.npz", **arrays)  # pyright: ignore[reportArgumentType]  # names are keys, not options
         recipe_doc = {
-            "source": {"spec": source, "sha256": source_sha256(source) or ""},
+            "source": {"spec": source, "sha256": sourcesha256_file(source) or ""},
             "steps": [{"pass": p, "config": c} for p, c in recipe],
             "versions": _versions(__version__),
             "measured": {
                 k: v for k, v in candidate.to_dict().items() if k in ("metrics", "drop", "p50_ms", "size_bytes")
             },
             "device": report.device,
-            "result": {"sha256": _sha256(model)},
+            "result": {"sha256": sha256_file(model)},
         }
         (out / "recipe.toml").write_text(tomli_w.dumps(_toml_safe(recipe_doc)))
         (out / "run.py").write_text(RUN_PY)
@@ -167,7 +151,7 @@ def write_bundle(
         files = {}
         for f in sorted(p for p in out.rglob("*") if p.is_file()):
             rel = f.relative_to(out).as_posix()
-            files[rel] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+            files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
         manifest = {
             "schema": SCHEMA,
             "model": "model.onnx",
@@ -206,7 +190,7 @@ def read_recipe(path: Path, source: str) -> tuple[list[tuple[str, dict[str, Any]
     ):
         raise InputError(f"{path} is not an edgeinfer recipe (steps = [{{pass, config}}, ...])")
     recorded = str(doc.get("source", {}).get("sha256") or "")
-    actual = source_sha256(source)
+    actual = sourcesha256_file(source)
     if recorded and actual and recorded != actual:
         raise ConfigError(
             f"{path.name} was made from another source (sha256 {recorded[:12]}...), not {source} "

@@ -20,6 +20,7 @@ from typing import Any
 
 from edgeinfer.core.artifact import load_artifact
 from edgeinfer.core.errors import ConfigError, option
+from edgeinfer.core.io import sha256_file
 from edgeinfer.core.progress import QUIET, Progress
 
 log = logging.getLogger(__name__)
@@ -236,11 +237,11 @@ def optimize(
                 cand.failed.append(f"could not be built: {str(e).splitlines()[0][:200]}")
         # A pass may keep its input as is (optimize-graph when no fusion is faster here): a file
         # already among the candidates is not measured twice.
-        seen: dict[str, str] = {_sha256(baseline): "fp32"}
+        seen: dict[str, str] = {sha256_file(baseline): "fp32"}
         for cand in candidates:
             if cand.path is None or cand.path == baseline:
                 continue
-            digest = _sha256(cand.path)
+            digest = sha256_file(cand.path)
             if digest in seen:
                 cand.failed.append(f"the same file as {seen[digest]}")
                 cand.path = None
@@ -359,7 +360,11 @@ def _check_replay(cand: Candidate, baseline: Path, doc: dict[str, Any]) -> dict[
     path = cand.path or baseline
     want = str(doc.get("result", {}).get("sha256") or "")
     recorded_drop = doc.get("measured", {}).get("drop")
-    out = {"identical_bytes": bool(want) and _sha256(path) == want, "recorded_drop": recorded_drop, "drop": cand.drop}
+    out = {
+        "identical_bytes": bool(want) and sha256_file(path) == want,
+        "recorded_drop": recorded_drop,
+        "drop": cand.drop,
+    }
     if not out["identical_bytes"] and recorded_drop is not None and cand.drop is not None:
         if cand.drop > recorded_drop + REPLAY_TOLERANCE:
             cand.failed.append(
@@ -367,12 +372,6 @@ def _check_replay(cand: Candidate, baseline: Path, doc: dict[str, Any]) -> dict[
                 f"(+{REPLAY_TOLERANCE} allowed for differing bytes)"
             )
     return out
-
-
-def _sha256(path: Path) -> str:
-    from edgeinfer.core.io import sha256_file
-
-    return sha256_file(path)
 
 
 def _broken(cand: Candidate, budgets: Budgets) -> list[str]:

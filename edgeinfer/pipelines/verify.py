@@ -9,7 +9,6 @@ checked before anything is read or unpacked, nothing is unpickled.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.core.errors import InputError, option
-from edgeinfer.core.io import sha256_file as _sha256
+from edgeinfer.core.formats import read_json_object
+from edgeinfer.core.io import sha256_file
 from edgeinfer.pipelines.bundle import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA
 
 
@@ -93,10 +93,7 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise InputError(f"{bundle} is not an edgeinfer bundle (no {MANIFEST}); make one with `edgeinfer optimize`")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise InputError(f"{path} is {path.stat().st_size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path} is not valid JSON: {e}") from None
+    manifest = read_json_object(path, "manifest", "the bundle is damaged; make it again with `edgeinfer optimize`")
     if (
         not isinstance(manifest, dict)
         or manifest.get("schema") != SCHEMA
@@ -139,6 +136,7 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     from edgeinfer.core.formats import load_npz
     from edgeinfer.core.measure import interleaved, percentiles
     from edgeinfer.core.providers import Provider
+    from edgeinfer.exporters.validate import compare_arrays
     from edgeinfer.runtime.ort import OrtRunner
 
     manifest = read_manifest(bundle)
@@ -150,7 +148,7 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
             bad.append(f"{name} is missing")
         elif path.stat().st_size != spec.get("size"):
             bad.append(f"{name} is {path.stat().st_size} bytes, the manifest says {spec.get('size')}")
-        elif _sha256(path) != spec.get("sha256"):
+        elif sha256_file(path) != spec.get("sha256"):
             bad.append(f"{name} does not match its sha256")
     report.checks.append(Check("checksums", not bad, "; ".join(bad) or f"{len(manifest['files'])} files match"))
     if bad:
@@ -178,9 +176,8 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
         if not key.startswith("expected:"):
             continue
         out = key.split(":", 1)[1]
-        a, b = ref.astype(np.float64).ravel(), np.asarray(got[out], dtype=np.float64).ravel()
-        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-        diff = float(np.abs(a - b).max()) if a.size else 0.0
+        figures = compare_arrays(ref, np.asarray(got[out]))
+        cos, diff = figures["cosine"], figures["max_abs_diff"]
         if cos < tol["min_cosine"] or diff > tol["max_abs_diff"]:
             problems.append(
                 f"{out}: cosine {cos:.6f} (at least {tol['min_cosine']:.6f}), max abs diff {diff:.3g} "
