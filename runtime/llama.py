@@ -178,6 +178,10 @@ class LlamaRunner:
             requested=[f"llama.cpp n_gpu_layers={settings.n_gpu_layers}"], used=[backend], fallbacks=fallbacks
         )
 
+    def close(self) -> None:
+        """Free llama.cpp's model, context and buffers now rather than when collected."""
+        self.llm.close()
+
     # -- tokens ---------------------------------------------------------------------------
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:

@@ -16,22 +16,48 @@ from edgeinfer.cli.app import CliProgress, Device, Fallback, Force, Json, TrustS
 @app.command()
 def optimize(
     source: Annotated[
-        str, typer.Argument(help="What `export` takes (Hugging Face folder, factory, .pt2), or an .onnx.")
+        str,
+        typer.Argument(
+            help="What `export` takes (Hugging Face folder, factory, .pt2), an .onnx, or for LLMs a .gguf "
+            "or a Hugging Face causal LM folder."
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle folder to write.")],
     data: Annotated[
-        str, typer.Option("--data", help="Evaluation data, as for compare (.npz with labels, .txt of sentences, ...).")
-    ],
+        Optional[str],
+        typer.Option(
+            "--data", help="Evaluation data, as for compare (.npz with labels, .txt of sentences, ...); ONNX models."
+        ),
+    ] = None,
+    text: Annotated[
+        Optional[Path],
+        typer.Option(help="LLMs: the .txt scored against the baseline (default: edgeinfer's own sentences)."),
+    ] = None,
     device: Device = None,
     max_drop: Annotated[
         Optional[float],
         typer.Option(
-            min=0.0, help="Largest metric drop against FP32 (accuracy points; 1 - mean cosine for embeddings)."
+            min=0.0, help="ONNX: largest metric drop against FP32 (accuracy points; 1 - mean cosine for embeddings)."
         ),
     ] = None,
-    max_latency_ms: Annotated[Optional[float], typer.Option(min=0.0, help="Largest p50 latency, ms.")] = None,
+    max_kld: Annotated[
+        Optional[float], typer.Option(min=0.0, help="LLMs: largest mean KL divergence from the baseline.")
+    ] = None,
+    min_top1: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="LLMs: smallest top-1 agreement with the baseline (0-1)."),
+    ] = None,
+    max_latency_ms: Annotated[
+        Optional[float], typer.Option(min=0.0, help="Largest p50 latency, ms (LLMs: per generated token).")
+    ] = None,
     max_size_mb: Annotated[
         Optional[float], typer.Option("--max-size", min=0.0, help="Largest model file, MiB.")
+    ] = None,
+    max_memory_mb: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0, help="Largest peak memory of a process running the model, MiB (default: the profile's memory_mb)."
+        ),
     ] = None,
     objective: Annotated[str, typer.Option(help="latency or size: what to minimise within the budgets.")] = "latency",
     calib: Annotated[
@@ -52,31 +78,48 @@ def optimize(
         Optional[Path],
         typer.Option(help="A bundle's recipe.toml: replay it on SOURCE instead of searching, and check the result."),
     ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Measure every candidate afresh (by default a repeated or interrupted run reuses the "
+            "measurements cached by input sha256, recipe, data and machine).",
+        ),
+    ] = False,
     trust_source: TrustSource = False,
     force: Force = False,
     as_json: Json = False,
 ) -> None:
-    """Measure the candidates the device allows (FP32, graph fusions, dynamic / static INT8 per
-    channel and per tensor, FP16) on your data against FP32, choose the fastest (or smallest) within
-    the budgets, and write a deploy bundle that `edgeinfer verify` checks on the device.
+    """Measure the candidates the device allows on your data against the baseline, choose the
+    fastest (or smallest) within the budgets, and write a deploy bundle that `edgeinfer verify`
+    checks on the device.
+
+    ONNX models: FP32, graph fusions, dynamic / static INT8 per channel and per tensor, FP16 and
+    INT4 where the profile has them; budgets --max-drop, --max-latency-ms, --max-size, --max-memory-mb.
+    LLMs (.gguf or a causal LM folder, exported to F16 GGUF first): the llama.cpp types that fit
+    the memory budget (Q8_0 ... Q4_0), scored on --text; budgets --max-kld, --min-top1, and the same
+    latency (per token), size and memory budgets.
 
     Exit 0 with a bundle; exit 1 when no candidate meets the budgets (the closest is named; no
-    bundle unless --keep-best); exit 2 on bad input.
+    bundle unless --keep-best); exit 2 on bad input; 130 when interrupted (run it again to resume).
 
-    Example: edgeinfer optimize edgeinfer.examples.digits:lenet --device x86-avx512-vnni
-    --data digits-test.npz --max-drop 0.01 -o lenet-bundle
+    Examples: edgeinfer optimize edgeinfer.examples.digits:lenet --device x86-avx512-vnni
+    --data digits-test.npz --max-drop 0.01 -o lenet-bundle;
+    edgeinfer optimize smollm2-hf/ --device x86-laptop --max-kld 0.05 --max-memory-mb 1024 -o smollm2-bundle
     """
-    from edgeinfer.core.errors import parse_choice
+    from edgeinfer.core.errors import ConfigError, parse_choice
     from edgeinfer.pipelines.optimize import Budgets, Objective
     from edgeinfer.pipelines.optimize import optimize as run
 
+    if data is not None and text is not None:
+        raise ConfigError("give --data (ONNX models) or --text (LLMs), not both")
     profile, _ = resolve_device(device, None)
-    budgets = Budgets(max_drop, max_latency_ms, max_size_mb)
+    budgets = Budgets(max_drop, max_latency_ms, max_size_mb, max_memory_mb, max_kld, min_top1)
     with CliProgress("optimizing") as progress:
         report = run(
             source,
             output,
-            data=data,
+            data=str(text) if text is not None else data,
             profile=profile,
             budgets=budgets,
             objective=parse_choice(Objective, objective, "objective"),
@@ -86,18 +129,23 @@ def optimize(
             recipe=recipe,
             html=report_html,
             trust_source=trust_source,
+            use_cache=not no_cache,
             force=force,
             progress=progress,
         )
     if as_json:
         print(json.dumps(report.to_dict()))
     else:
+        llm = report.kind == "gguf"
         table = Table(title=f"optimize for {report.device} ({report.task}; objective: {report.objective})")
-        for col in ("candidate", "p50 ms", "speedup vs FP32 (95% CI)", "drop", "size MiB", "budgets"):
+        cols = ["candidate", "ms/token" if llm else "p50 ms", f"speedup vs {'baseline' if llm else 'FP32'} (95% CI)"]
+        cols += ["KL" if llm else "drop", "size MiB", "peak MiB", "budgets"]
+        for col in cols:
             table.add_column(col, justify="left" if col in ("candidate", "budgets") else "right", overflow="fold")
         for c in report.candidates:
             mark = " [green]<- chosen[/green]" if c.name == report.chosen else ""
             mark += " [dim](Pareto)[/dim]" if c.name in report.pareto else ""
+            mark += " [dim](cached)[/dim]" if c.cached else ""
             speed = (
                 f"{c.speedup:.2f}x ({c.speedup_ci95[0]:.2f}-{c.speedup_ci95[1]:.2f})"
                 if c.speedup is not None and c.speedup_ci95
@@ -109,6 +157,7 @@ def optimize(
                 speed,
                 f"{c.drop:.4f}" if c.drop is not None else "-",
                 f"{c.size_bytes / 2**20:.2f}" if c.size_bytes else "-",
+                f"{c.memory_mb:.0f}" if c.memory_mb is not None else "-",
                 "met" if c.met else "[red]" + "; ".join(c.failed) + "[/red]",
             )
         console.print(table)
@@ -116,7 +165,9 @@ def optimize(
         same = "identical bytes" if report.replay["identical_bytes"] else "different bytes (checked on the metric)"
         err.print(f"replayed {recipe}: {same}")
     if report.chosen is None:
-        err.print(f"[red]no candidate met the budgets[/red]; closest: {report.closest}")
+        closest = next((c for c in report.candidates if c.name == report.closest), None)
+        why = f" ({'; '.join(closest.failed)})" if closest and closest.failed else ""
+        err.print(f"[red]no candidate met the budgets[/red]; closest: {report.closest}{why}", highlight=False)
         if keep_best and report.closest:
             err.print(f"wrote the closest candidate's bundle {output} (--keep-best)")
         sys.exit(1)
@@ -132,13 +183,15 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `edgeinfer optimize`, or its .tar.gz.")],
     allow_fallback: Fallback = False,
     enforce_latency: Annotated[
-        bool, typer.Option("--enforce-latency", help="Fail when p50 latency is above the bundle's budget.")
+        bool,
+        typer.Option("--enforce-latency", help="Fail when p50 latency or peak memory is above the bundle's budget."),
     ] = False,
     runs: Annotated[int, typer.Option(min=3, max=100000, help="Timed runs of the golden batch.")] = 20,
     as_json: Json = False,
 ) -> None:
     """The acceptance test on the device: every checksum, the providers, the golden outputs within
-    tolerance, latency against the budget. Exit 0 when all pass, 1 when a check fails, 2 on bad input."""
+    tolerance (an LLM: KL and top-1 on the golden tokens), latency and peak memory against the
+    budgets. Exit 0 when all pass, 1 when a check fails, 2 on bad input."""
     from edgeinfer.pipelines.verify import verify as run
 
     report = run(bundle, allow_fallback=allow_fallback, enforce_latency=enforce_latency, runs=runs)
@@ -149,5 +202,8 @@ def verify(
             mark = "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]"
             console.print(f"{mark} {c.name}: {c.detail}", highlight=False)
         if report.latency_ms:
-            console.print(f"p50 {report.latency_ms['p50']:.3f} ms on {', '.join(report.providers)}")
+            unit = " per generated token" if report.kind == "gguf" else ""
+            console.print(f"p50 {report.latency_ms['p50']:.3f} ms{unit} on {', '.join(report.providers)}")
+        if report.peak_memory_mb is not None:
+            console.print(f"peak memory {report.peak_memory_mb:.0f} MiB (a fresh process)")
     sys.exit(0 if report.passed else 1)

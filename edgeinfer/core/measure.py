@@ -55,8 +55,18 @@ def speedup_ci(base_s: list[float], cand_s: list[float], seed: int = 0, n: int =
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process so far, MiB.
+
+    Linux: VmHWM, the high-water mark of this address space. Not ru_maxrss, which a child started
+    with fork + exec inherits from its parent, so a probe process would report its parent's peak.
+    Elsewhere ru_maxrss (macOS reports bytes, the rest KiB)."""
     import sys
 
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -62,7 +62,7 @@ def check_bundle_output(bundle: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def _bundle_dir(bundle: Path) -> Iterator[Path]:
+def bundle_dir(bundle: Path) -> Iterator[Path]:
     """A sibling temporary folder that replaces `bundle` whole once the block succeeds."""
     bundle = Path(bundle)
     bundle.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +94,6 @@ def write_bundle(
     force: bool = False,
 ) -> None:
     """Write the bundle folder atomically (it appears whole, or not at all)."""
-    import tomli_w
-
     from edgeinfer import __version__
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
@@ -122,7 +120,7 @@ def write_bundle(
         "max_abs_diff": max(max(f["max_abs_diff"] for f in figures) * 2.0, 1e-4),
     }
     check_bundle_output(bundle, force)
-    with _bundle_dir(bundle) as out:
+    with bundle_dir(bundle) as out:
         shutil.copyfile(model, out / "model.onnx")
         sidecar = model.with_name(model.name + ".edgeinfer.json")
         if sidecar.exists():
@@ -135,23 +133,9 @@ def write_bundle(
                     shutil.copyfile(Path(tokenizer) / name, out / "tokenizer" / name)
         arrays = {**golden_in, **{f"expected:{k}": v for k, v in expected.items()}}
         np.savez(out / "golden.npz", **arrays)  # pyright: ignore[reportArgumentType]  # names are keys, not options
-        recipe_doc = {
-            "source": {"spec": source, "sha256": sourcesha256_file(source) or ""},
-            "steps": [{"pass": p, "config": c} for p, c in recipe],
-            "versions": _versions(__version__),
-            "measured": {
-                k: v for k, v in candidate.to_dict().items() if k in ("metrics", "drop", "p50_ms", "size_bytes")
-            },
-            "device": report.device,
-            "result": {"sha256": sha256_file(model)},
-        }
-        (out / "recipe.toml").write_text(tomli_w.dumps(_toml_safe(recipe_doc)))
+        recipe_doc = write_recipe(out, source, recipe, model, report, candidate)
         (out / "run.py").write_text(RUN_PY)
         (out / "README.md").write_text(_readme(report, candidate))
-        files = {}
-        for f in sorted(p for p in out.rglob("*") if p.is_file()):
-            rel = f.relative_to(out).as_posix()
-            files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
         manifest = {
             "schema": SCHEMA,
             "model": "model.onnx",
@@ -166,9 +150,38 @@ def write_bundle(
             "measured": recipe_doc["measured"],
             "candidate": candidate.name,
             "edgeinfer_version": __version__,
-            "files": files,
         }
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(out, manifest)
+
+
+def write_recipe(out: Path, source: str, recipe, model: Path, report, candidate) -> dict[str, Any]:
+    """recipe.toml: the source's sha256, every pass with its config, the versions, the figures."""
+    import tomli_w
+
+    from edgeinfer import __version__
+
+    doc = {
+        "source": {"spec": source, "sha256": sourcesha256_file(source) or ""},
+        "steps": [{"pass": p, "config": c} for p, c in recipe],
+        "versions": _versions(__version__),
+        "measured": {
+            k: v
+            for k, v in candidate.to_dict().items()
+            if k in ("metrics", "drop", "p50_ms", "size_bytes", "memory_mb")
+        },
+        "device": report.device,
+        "result": {"sha256": sha256_file(model)},
+    }
+    (out / "recipe.toml").write_text(tomli_w.dumps(_toml_safe(doc)))
+    return doc
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """manifest.json with every file already in `out`: size and sha256."""
+    files = {}
+    for f in sorted(p for p in out.rglob("*") if p.is_file()):
+        files[f.relative_to(out).as_posix()] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
+    (out / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2) + "\n")
 
 
 def read_recipe(path: Path, source: str) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
@@ -201,7 +214,7 @@ def read_recipe(path: Path, source: str) -> tuple[list[tuple[str, dict[str, Any]
 
 def _versions(edgeinfer_version: str) -> dict[str, str]:
     out = {"edgeinfer": edgeinfer_version}
-    for mod in ("onnxruntime", "torch", "onnx"):
+    for mod in ("onnxruntime", "torch", "onnx", "llama_cpp"):
         try:
             out[mod] = __import__(mod).__version__
         except ImportError:

@@ -408,7 +408,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _svg_plot(report: ComparisonReport) -> str:
     """Task metric against p50 latency, one marker per model (area: file size), the latency's 95%
     interval as a bar, ticks on both axes, and SLOWER where the whole interval is slower than the baseline."""
-    metric = next((k for k in ("accuracy", "cosine_mean") if k in report.rows[0].metrics), None)
+    metric = next((k for k in ("accuracy", "cosine_mean", "top1_agreement") if k in report.rows[0].metrics), None)
     if metric is None:
         return ""
     w, h, pad = 640, 360, 60

@@ -1,24 +1,23 @@
 """`edgeinfer optimize`: candidates from the device profile and the model, every one measured on
-the user's data against the FP32 baseline (task metric, interleaved latency with a 95% interval,
-size), the fastest (or smallest) within the budgets chosen, and written as a deploy bundle.
+the user's data against the baseline (task metric, interleaved latency with a 95% interval, size,
+peak memory), the fastest (or smallest) within the budgets chosen, and written as a deploy bundle.
 
-This is the ONNX path: sources that `export` takes, or an .onnx file. Each candidate is a recipe,
-a list of registered passes with their configs, so the chosen one is replayable (`recipe.toml`).
+Two kinds of model share the search: ONNX (sources that `export` takes, or an .onnx file;
+optimize_onnx.py) and GGUF LLMs (a .gguf or a Hugging Face causal LM; optimize_llm.py). Each
+candidate is a recipe, a list of registered passes with their configs, so the chosen one is
+replayable (`recipe.toml`). Measurements are cached by (input sha256, recipe, data, machine):
+an interrupted or repeated run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import platform
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from edgeinfer.core.artifact import load_artifact
 from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.io import sha256_file
 from edgeinfer.core.progress import QUIET, Progress
@@ -36,25 +35,50 @@ class Budgets:
     """What the chosen model must meet; None: not checked.
 
     Args:
-        max_drop: the task metric's largest drop against FP32 (accuracy points for classification,
-            1 - mean cosine for embeddings and raw outputs).
-        max_latency_ms: p50 latency on the eval batch, on this machine.
+        max_drop: ONNX: the task metric's largest drop against FP32 (accuracy points for
+            classification, 1 - mean cosine for embeddings and raw outputs).
+        max_kld: LLMs: the largest mean KL divergence from the baseline's next-token distribution.
+        min_top1: LLMs: the smallest share of positions whose most likely token agrees with the baseline's.
+        max_latency_ms: p50 latency on the eval batch (LLMs: per generated token), on this machine.
         max_size_mb: the model file, MiB.
+        max_memory_mb: peak resident memory of a process running the model, MiB.
     """
 
     max_drop: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
+    max_memory_mb: float | None = None
+    max_kld: float | None = None
+    min_top1: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"budget {name} = {value} must be a number >= 0")
+                raise ConfigError(f"budget {option(name)} = {value} must be a number >= 0")
+        if self.min_top1 is not None and self.min_top1 > 1:
+            raise ConfigError(f"budget {option('min_top1')} = {self.min_top1} is a share: at most 1")
+
+    def for_kind(self, kind: str) -> None:
+        """Refuse budgets that mean nothing for this kind of model."""
+        wrong = ("max_kld", "min_top1") if kind == "onnx" else ("max_drop",)
+        given = [option(n) for n in wrong if getattr(self, n) is not None]
+        if given:
+            use = (
+                f"{option('max_drop')} (the task metric)"
+                if kind == "onnx"
+                else f"{option('max_kld')} / {option('min_top1')}"
+            )
+            raise ConfigError(f"{', '.join(given)} do not apply to {kind.upper()} models; use {use}")
 
 
 @dataclass
 class Candidate:
-    """One recipe and what it measured."""
+    """One recipe and what it measured.
+
+    `drop` is the quality loss against the baseline (ONNX: accuracy points or 1 - cosine; LLMs:
+    mean KL divergence); `p50_ms` the eval batch's p50 (LLMs: per generated token); `speedup`
+    the baseline's time over this one's, measured interleaved with the baseline.
+    """
 
     name: str
     steps: list[tuple[str, dict[str, Any]]]
@@ -65,11 +89,33 @@ class Candidate:
     speedup: float | None = None
     speedup_ci95: tuple[float, float] | None = None
     size_bytes: int | None = None
-    failed: list[str] = field(default_factory=list)  # the budgets it breaks, or why it could not be built
+    memory_mb: float | None = None
+    memory_estimate_mb: float | None = None  # before building, where the space can tell
+    sha256: str | None = None
+    task: str | None = None
+    cached: bool = False  # its figures came from an earlier run's measurement
+    failed: list[str] = field(default_factory=list)  # the budgets it breaks, or why it was not measured
+
+    @property
+    def measured(self) -> bool:
+        return self.p50_ms is not None
 
     @property
     def met(self) -> bool:
-        return not self.failed
+        return self.measured and not self.failed
+
+    FIGURES = ("metrics", "drop", "p50_ms", "speedup", "speedup_ci95", "size_bytes", "memory_mb", "sha256", "task")
+
+    def figures(self) -> dict[str, Any]:
+        """What the measurement cache keeps."""
+        return {k: getattr(self, k) for k in self.FIGURES}
+
+    def load(self, entry: dict[str, Any]) -> None:
+        for k in self.FIGURES:
+            setattr(self, k, entry.get(k))
+        self.metrics = dict(self.metrics or {})
+        self.speedup_ci95 = tuple(self.speedup_ci95) if self.speedup_ci95 else None  # type: ignore[assignment]
+        self.cached = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +127,10 @@ class Candidate:
             "speedup_vs_fp32": self.speedup,
             "speedup_ci95": list(self.speedup_ci95) if self.speedup_ci95 else None,
             "size_bytes": self.size_bytes,
+            "memory_mb": self.memory_mb,
+            "memory_estimate_mb": self.memory_estimate_mb,
+            "sha256": self.sha256,
+            "cached": self.cached,
             "met": self.met,
             "failed": self.failed,
         }
@@ -95,13 +145,16 @@ class OptimizeReport:
     budgets: Budgets
     task: str
     candidates: list[Candidate]
+    kind: str = "onnx"  # or "gguf"
     chosen: str | None = None
     closest: str | None = None
     replay: dict[str, Any] | None = None  # with --recipe: identical bytes, recorded and measured drop
     pareto: list[str] = field(default_factory=list)  # not beaten on drop, latency and size at once
+    cache: str | None = None  # where the measurements are kept (None: not cached, as in a replay)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "pareto": self.pareto,
             "replay": self.replay,
             "device": self.device,
@@ -110,62 +163,140 @@ class OptimizeReport:
             "task": self.task,
             "chosen": self.chosen,
             "closest": self.closest,
+            "cache": self.cache,
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
 
-def candidate_recipes(profile, model_type: str | None, has_calib: bool) -> list[tuple[str, list]]:
-    """The recipes worth measuring for this device and model: what the profile's precisions allow,
-    graph fusions for transformers, static INT8 only with calibration data."""
-    from edgeinfer.compress.graph_opt import ORT_MODEL_TYPES
+class SearchSpace(Protocol):
+    """How one kind of model builds and measures its candidates."""
 
-    quant = dict(getattr(profile, "quant", None) or {})
-    if quant_recipe(profile) == "qnn":
-        # The Hexagon HTP runs QDQ graphs in onnxruntime's QNN configuration and nothing else whole
-        # (dynamic INT8 and FP16 would fall back to the CPU): one candidate, with the device's types.
-        static = {
-            "method": "static",
-            "recipe": "qnn",
-            "per_channel": bool(quant.get("per_channel", False)),
-            "activation_type": quant.get("activation_type", "uint8"),
-            "weight_type": quant.get("weight_type", "uint8"),
-        }
-        return [("int8-static-qnn", [("quantize-onnx", static)])]
-    precisions = {p.value for p in profile.precisions} if profile is not None else {"fp32", "int8"}
-    transformer = model_type in ORT_MODEL_TYPES
-    recipes: list[tuple[str, list]] = []
-    if "fp32" in precisions:
-        recipes.append(("fp32", []))
-    prefixes: list[tuple[str, list]] = [("", [])]
-    if transformer:
-        graph = ("optimize-graph", {"fusions": "auto"})
-        prefixes.append(("graph+", [graph]))
-        if "fp32" in precisions:
-            recipes.append(("graph", [graph]))
-    for prefix, head in prefixes:
-        if "int8" in precisions:
-            for pc in (True, False):
-                tag = "" if pc else "-per-tensor"
-                recipes.append(
-                    (f"{prefix}int8-dynamic{tag}", [*head, ("quantize-onnx", {"method": "dynamic", "per_channel": pc})])
+    baseline: Path
+
+    def estimate_memory_mb(self, cand: Candidate) -> float | None:
+        """Peak memory expected before building (None: unknown); over budget, it is not built."""
+        ...
+
+    def build(self, cand: Candidate) -> Path:
+        """Run the candidate's recipe on the baseline (the baseline itself for an empty recipe)."""
+        ...
+
+    def measure(self, cand: Candidate) -> None:
+        """Fill in metrics, drop, p50_ms, speedup (interleaved with the baseline), memory_mb, task."""
+        ...
+
+
+def search(
+    space: SearchSpace,
+    candidates: list[Candidate],
+    budgets: Budgets,
+    objective: Objective,
+    cache,
+    progress: Progress = QUIET,
+) -> None:
+    """Measure the candidates in order, skipping what cannot win: a candidate over the memory
+    budget by estimate is not built, one over the size budget is not measured, and with the size
+    objective one no smaller than a candidate that already meets every budget is not measured.
+    Figures come from `cache` when it holds them and go into it as soon as they are measured."""
+    seen: dict[str, str] = {}
+    for i, cand in enumerate(candidates):
+        best = choose(candidates, objective)
+        progress.stage(
+            f"candidate {i + 1}/{len(candidates)}: {cand.name}" + (f" (best so far: {best.name})" if best else "")
+        )
+        hit = cache.get(cand.steps) if cache is not None else None
+        if hit is not None:
+            cand.load(hit)
+        else:
+            estimate = cand.memory_estimate_mb = space.estimate_memory_mb(cand)
+            if budgets.max_memory_mb is not None and estimate is not None and estimate > budgets.max_memory_mb:
+                cand.failed.append(
+                    f"not built: estimated memory {estimate:.0f} MiB > {option('max_memory_mb')} {budgets.max_memory_mb}"
                 )
-                if has_calib and not transformer:
-                    recipes.append(
-                        (
-                            f"{prefix}int8-static{tag}",
-                            [*head, ("quantize-onnx", {"method": "static", "per_channel": pc})],
-                        )
-                    )
-        if "fp16" in precisions and not prefix:
-            recipes.append(("fp16", [("quantize-onnx", {"method": "fp16"})]))
-    return recipes
+                continue
+            try:
+                cand.path = space.build(cand)
+            except Exception as e:  # a candidate that cannot be built is reported, not fatal
+                cand.failed.append(
+                    f"could not be built: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}"
+                )
+                continue
+            cand.sha256, cand.size_bytes = sha256_file(cand.path), cand.path.stat().st_size
+        # A pass may keep its input as is (optimize-graph when no fusion is faster here): a file
+        # already among the candidates is not measured twice.
+        if cand.sha256 in seen:
+            cand.failed.append(f"the same file as {seen[cand.sha256]}")
+            cand.path = None
+            continue
+        seen[str(cand.sha256)] = cand.name
+        if not cand.measured:
+            size = (cand.size_bytes or 0) / 2**20
+            if budgets.max_size_mb is not None and size > budgets.max_size_mb:
+                cand.failed.append(f"{option('max_size_mb')}: {size:.2f} MiB > {budgets.max_size_mb} (not measured)")
+                continue
+            rival = next(
+                (c for c in candidates if c.met and (c.size_bytes or 0) <= (cand.size_bytes or 0)),
+                None,
+            )
+            if objective is Objective.SIZE and rival is not None:
+                cand.failed.append(f"not measured: no smaller than {rival.name}, which meets every budget")
+                continue
+            space.measure(cand)
+            if cache is not None:
+                cache.put(cand.steps, cand.figures())
+        cand.failed += broken(cand, budgets)
+
+
+def choose(candidates: list[Candidate], objective: Objective) -> Candidate | None:
+    """The best candidate that meets every budget: the fastest against the baseline (speedups are
+    measured interleaved with it), or the smallest file."""
+    met = [c for c in candidates if c.met]
+    if not met:
+        return None
+    if objective is Objective.SIZE:
+        return min(met, key=lambda c: (c.size_bytes or 0, -(c.speedup or 0.0)))
+    return max(met, key=lambda c: (c.speedup or 0.0, -(c.size_bytes or 0)))
+
+
+def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, progress: Progress) -> None:
+    """Rebuild a candidate measured in an earlier run; bytes that differ from the ones measured
+    (a pass that is not deterministic) are measured again."""
+    if cand.path is not None:
+        return
+    progress.stage(f"rebuilding {cand.name} (measured in an earlier run)")
+    cand.path = space.build(cand)
+    if sha256_file(cand.path) != cand.sha256:
+        log.warning(f"{cand.name} rebuilt to other bytes than the ones measured earlier; measuring it again")
+        cand.sha256, cand.size_bytes, cand.cached = sha256_file(cand.path), cand.path.stat().st_size, False
+        space.measure(cand)
+        cand.failed = broken(cand, budgets)
+        if cache is not None:
+            cache.put(cand.steps, cand.figures())
+
+
+def conclude(report: OptimizeReport, space: SearchSpace, cache, objective: Objective, progress: Progress):
+    """Choose (rebuilding a cached choice, re-choosing if its rebuilt bytes no longer meet the
+    budgets), the Pareto front, and the closest candidate when none meets."""
+    report.pareto = pareto_front(report.candidates)
+    while (best := choose(report.candidates, objective)) is not None:
+        materialize(space, best, report.budgets, cache, progress)
+        if best.met:
+            report.chosen = best.name
+            return best
+    # Measured candidates first; else the built ones, on what is known of them (their size).
+    known = [c for c in report.candidates if c.measured] or [c for c in report.candidates if c.size_bytes]
+    if known:
+        closest = min(known, key=lambda c: shortfall(c, report.budgets))
+        report.closest = closest.name
+        return closest
+    return None
 
 
 def optimize(
     source: str,
     bundle: Path,
     *,
-    data: str,
+    data: str | None = None,
     profile=None,
     budgets: Budgets = Budgets(),
     objective: Objective = Objective.LATENCY,
@@ -175,148 +306,79 @@ def optimize(
     recipe: Path | None = None,
     html: Path | None = None,
     trust_source: bool = False,
+    use_cache: bool = True,
     force: bool = False,
     progress: Progress = QUIET,
 ) -> OptimizeReport:
     """Search the candidates for `profile` within `budgets` and write the chosen one as a bundle.
 
     Args:
-        source: anything `export` takes, or an .onnx file (its sidecar names the task and tokenizer).
+        source: anything `export` takes, or an .onnx file (its sidecar names the task and
+            tokenizer); a .gguf or a Hugging Face causal LM folder takes the LLM path.
         bundle: the folder to write (refused when it exists, unless force).
-        data: evaluation data (as for compare: an .npz with labels, a .txt of sentences, ...).
-        profile: the device profile (precisions, providers, threads, static shapes).
-        budgets, objective: what the chosen model must meet, and what to minimise among those that do.
+        data: evaluation data (as for compare: an .npz with labels, a .txt of sentences, ...); for
+            LLMs the text scored (default: the sentences that ship with edgeinfer).
+        profile: the device profile (precisions, providers, threads, memory, static shapes).
+        budgets, objective: what the chosen model must meet, and what to minimise among those that
+            do; budgets.max_memory_mb defaults to the profile's memory_mb.
         calib: calibration data for static INT8 (default: the evaluation data).
         runs: interleaved timing runs; keep_best: write the closest candidate's bundle when none meets.
         recipe: a bundle's recipe.toml to replay instead of searching (refused for another source);
             the result is checked: identical bytes, or a metric drop within REPLAY_TOLERANCE of the recorded.
         html: also write an HTML report: every candidate's row and the metric-against-latency plot.
+        use_cache: reuse measurements from earlier runs (they are stored either way).
         trust_source, force, progress: as elsewhere.
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
     """
-    from edgeinfer.pipelines.bundle import check_bundle_output, read_recipe, write_bundle
-    from edgeinfer.pipelines.compare import EvalTask, compare_models
-    from edgeinfer.pipelines.passes import PassContext, run_pass, run_recipe
+    from dataclasses import replace
 
-    bundle = Path(bundle)
-    check_bundle_output(bundle, force)
-    device = getattr(profile, "name", "this machine")
-    replay = read_recipe(recipe, source) if recipe is not None else None
-    replay_steps = list(replay[0]) if replay else []
-    export_cfg: dict[str, Any] = {}
-    if replay_steps and replay_steps[0][0] == "export-onnx":
-        export_cfg = dict(replay_steps.pop(0)[1])
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
-        work = Path(tmp)
-        ctx = PassContext(
-            calib=calib or data, profile=profile, trust_source=trust_source, compare=False, progress=progress
-        )
-        if Path(source).suffix.lower() == ".onnx":
-            baseline = Path(source)
-            load_artifact(baseline)  # a hostile or missing file fails here, as everywhere
-            export_steps: list[tuple[str, dict[str, Any]]] = []
-        else:
-            progress.stage(f"exporting {source} (the FP32 baseline)")
-            baseline = run_pass("export-onnx", source, work / "fp32.onnx", export_cfg, ctx).path
-            export_steps = [("export-onnx", export_cfg)]
-        base_art = load_artifact(baseline)
-        model_type = base_art.source.get("model_type")
-        recipes = [("replay", replay_steps)] if replay else candidate_recipes(profile, model_type, has_calib=True)
-        candidates: list[Candidate] = []
-        for i, (name, steps) in enumerate(recipes):
-            cand = Candidate(name, steps)
-            candidates.append(cand)
-            if not steps:
-                cand.path = baseline
-                continue
-            progress.stage(f"building candidate {i + 1}/{len(recipes)}: {name}")
-            try:
-                cand.path = run_recipe(baseline, work / f"{name}.onnx", steps, ctx).path
-            except Exception as e:  # a candidate that cannot be built is reported, not fatal
-                cand.failed.append(f"could not be built: {str(e).splitlines()[0][:200]}")
-        # A pass may keep its input as is (optimize-graph when no fusion is faster here): a file
-        # already among the candidates is not measured twice.
-        seen: dict[str, str] = {sha256_file(baseline): "fp32"}
-        for cand in candidates:
-            if cand.path is None or cand.path == baseline:
-                continue
-            digest = sha256_file(cand.path)
-            if digest in seen:
-                cand.failed.append(f"the same file as {seen[digest]}")
-                cand.path = None
-            else:
-                seen[digest] = cand.name
-        built = [c for c in candidates if c.path is not None and c.path != baseline]
-        if quant_recipe(profile) == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
-            log.warning(
-                "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
-                "nothing; the candidate is chosen on the metric, and `verify` on the device measures latency"
-            )
-        progress.stage(f"measuring {len(built) + 1} candidates against FP32, interleaved")
-        others = [c.path for c in built if c.path is not None]
-        if not others:  # only FP32 itself (a replayed FP32 recipe): compare it with a copy of itself
-            copy = work / "fp32-copy.onnx"
-            shutil.copyfile(baseline, copy)
-            sidecar = baseline.with_name(baseline.name + ".edgeinfer.json")
-            if sidecar.exists():
-                shutil.copyfile(sidecar, copy.with_name(copy.name + ".edgeinfer.json"))
-            others = [copy]
-        report = compare_models(
-            baseline,
-            others,
-            data,
-            task=EvalTask.AUTO,
-            device=profile,
-            runs=runs,
-            progress=progress,
-        )
-        pairs = [(c, report.rows[0]) for c in candidates if c.path == baseline] + list(zip(built, report.rows[1:]))
-        for cand, row in pairs:
-            cand.metrics = dict(row.metrics)
-            if row.delta is not None:
-                cand.drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
-            else:  # 1 - mean cosine, which float rounding can push a hair below 0
-                cand.drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
-            cand.p50_ms = row.latency_ms["p50"]
-            cand.speedup, cand.speedup_ci95 = row.speedup, row.speedup_ci95
-            cand.size_bytes = row.file_size_bytes
-            cand.failed += _broken(cand, budgets)
-        result = OptimizeReport(device, objective.value, budgets, report.task, candidates)
-        result.pareto = pareto_front(candidates)
-        if replay is not None:
-            result.replay = _check_replay(candidates[0], baseline, replay[1])
-        met = [c for c in candidates if c.met]
-        key = (lambda c: c.p50_ms) if objective is Objective.LATENCY else (lambda c: c.size_bytes)
-        if met:
-            result.chosen = min(met, key=key).name
-        measured = [c for c in candidates if c.p50_ms is not None]
-        if not met and measured:
-            result.closest = min(measured, key=lambda c: _shortfall(c, budgets)).name
-        if html is not None:
-            _write_html(report, candidates, result, html)
-        pick = result.chosen or (result.closest if keep_best else None)
-        if pick is not None:
-            chosen = next(c for c in candidates if c.name == pick)
-            assert chosen.path is not None
-            progress.stage(f"writing the bundle {bundle.name} ({pick})")
-            write_bundle(
-                bundle,
-                chosen.path,
-                baseline,
-                recipe=export_steps + chosen.steps,
-                source=source,
-                data=data,
-                profile=profile,
-                report=result,
-                candidate=chosen,
-                force=force,
-            )
-    if result.chosen is None:
-        closest = next((c for c in candidates if c.name == result.closest), None)
-        hint = f"; closest: {closest.name} ({'; '.join(closest.failed)})" if closest else ""
-        log.warning(f"no candidate met the budgets{hint}")
+    from edgeinfer.pipelines.bundle import check_bundle_output
+
+    check_bundle_output(Path(bundle), force)
+    memory_mb = getattr(profile, "memory_mb", None)
+    if budgets.max_memory_mb is None and memory_mb:
+        budgets = replace(budgets, max_memory_mb=float(memory_mb))
+    kind = source_kind(source)
+    budgets.for_kind(kind)
+    args: dict[str, Any] = dict(
+        profile=profile,
+        budgets=budgets,
+        objective=objective,
+        runs=runs,
+        keep_best=keep_best,
+        recipe=recipe,
+        html=html,
+        trust_source=trust_source,
+        use_cache=use_cache,
+        force=force,
+        progress=progress,
+    )
+    if kind == "gguf":
+        from edgeinfer.pipelines.optimize_llm import optimize_llm
+
+        result = optimize_llm(source, Path(bundle), text=data, **args)
+    else:
+        from edgeinfer.pipelines.optimize_onnx import optimize_onnx
+
+        if data is None:
+            raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
+        result = optimize_onnx(source, Path(bundle), data=data, calib=calib, **args)
     return result
+
+
+def source_kind(source: str) -> str:
+    """gguf for a .gguf file or a Hugging Face causal LM folder, else onnx."""
+    path = Path(source)
+    if path.suffix.lower() == ".gguf":
+        return "gguf"
+    if path.is_dir() and (path / "config.json").is_file():
+        from edgeinfer.core.hf_folder import read_config
+
+        archs = read_config(path).get("architectures") or []
+        if any(a.endswith("ForCausalLM") for a in archs):
+            return "gguf"
+    return "onnx"
 
 
 # How much worse than recorded a replayed model may score when its bytes differ (a pass that is
@@ -324,44 +386,11 @@ def optimize(
 REPLAY_TOLERANCE = 0.005
 
 
-def pareto_front(candidates: list[Candidate]) -> list[str]:
-    """The measured candidates no other one beats on metric drop, p50 latency and size at once."""
-    measured = [c for c in candidates if c.p50_ms is not None and c.drop is not None and c.size_bytes]
-
-    def beats(a: Candidate, b: Candidate) -> bool:
-        pa, pb = (a.drop, a.p50_ms, a.size_bytes), (b.drop, b.p50_ms, b.size_bytes)
-        return all(x <= y for x, y in zip(pa, pb)) and pa != pb  # type: ignore[operator]
-
-    return [c.name for c in measured if not any(beats(o, c) for o in measured if o is not c)]
-
-
-def _write_html(report, candidates: list[Candidate], result: OptimizeReport, path: Path) -> None:
-    """compare's HTML report of the measurement, rows named by candidate, the choice on top."""
-    import copy
-
-    from edgeinfer.pipelines.compare import write_html
-
-    named = copy.deepcopy(report)
-    by_path = {str(c.path): c.name for c in candidates if c.path is not None}
-    for row in named.rows:
-        row.model = by_path.get(row.model, "fp32") + (" (chosen)" if by_path.get(row.model) == result.chosen else "")
-    named.data = (
-        f"{report.data}; device {result.device}; chosen {result.chosen}; Pareto front {', '.join(result.pareto)}"
-    )
-    write_html(named, path)
-
-
-def quant_recipe(profile) -> str:
-    """The quantization recipe a device profile names (generic, or qnn for Hexagon NPUs)."""
-    return str((getattr(profile, "quant", None) or {}).get("recipe", "generic"))
-
-
-def _check_replay(cand: Candidate, baseline: Path, doc: dict[str, Any]) -> dict[str, Any]:
-    path = cand.path or baseline
+def check_replay(cand: Candidate, doc: dict[str, Any]) -> dict[str, Any]:
     want = str(doc.get("result", {}).get("sha256") or "")
     recorded_drop = doc.get("measured", {}).get("drop")
     out = {
-        "identical_bytes": bool(want) and sha256_file(path) == want,
+        "identical_bytes": bool(want) and cand.sha256 == want,
         "recorded_drop": recorded_drop,
         "drop": cand.drop,
     }
@@ -374,28 +403,76 @@ def _check_replay(cand: Candidate, baseline: Path, doc: dict[str, Any]) -> dict[
     return out
 
 
-def _broken(cand: Candidate, budgets: Budgets) -> list[str]:
+def pareto_front(candidates: list[Candidate]) -> list[str]:
+    """The measured candidates no other one beats on quality drop, p50 latency and size at once."""
+    measured = [c for c in candidates if c.p50_ms is not None and c.drop is not None and c.size_bytes]
+
+    def beats(a: Candidate, b: Candidate) -> bool:
+        pa, pb = (a.drop, a.p50_ms, a.size_bytes), (b.drop, b.p50_ms, b.size_bytes)
+        return all(x <= y for x, y in zip(pa, pb)) and pa != pb  # type: ignore[operator]
+
+    return [c.name for c in measured if not any(beats(o, c) for o in measured if o is not c)]
+
+
+def write_html(candidates: list[Candidate], result: OptimizeReport, path: Path) -> None:
+    """compare's HTML report, one row per measured candidate (the choice marked), and the plot."""
+    from edgeinfer.pipelines.compare import CompareRow, ComparisonReport
+    from edgeinfer.pipelines.compare import write_html as write_compare_html
+
+    rows = [
+        CompareRow(
+            model=c.name + (" (chosen)" if c.name == result.chosen else ""),
+            file_size_bytes=c.size_bytes or 0,
+            latency_ms={"p50": c.p50_ms or 0.0},
+            speedup=c.speedup or 1.0,
+            speedup_ci95=c.speedup_ci95 or (1.0, 1.0),
+            metrics=c.metrics,
+            providers=[],
+        )
+        for c in candidates
+        if c.measured
+    ]
+    if not rows:
+        return
+    data = f"device {result.device}; chosen {result.chosen}; Pareto front {', '.join(result.pareto)}"
+    write_compare_html(ComparisonReport(result.task, data, 0, {}, 0, rows[0].model, rows), path)
+
+
+def broken(cand: Candidate, budgets: Budgets) -> list[str]:
+    """The budgets a measured candidate breaks, each with its figure."""
     out = []
-    if budgets.max_drop is not None and cand.drop is not None and cand.drop > budgets.max_drop + 1e-12:
-        out.append(f"{option('max_drop')}: dropped {cand.drop:.4f} > {budgets.max_drop}")
-    if budgets.max_latency_ms is not None and cand.p50_ms is not None and cand.p50_ms > budgets.max_latency_ms:
-        out.append(f"{option('max_latency_ms')}: p50 {cand.p50_ms:.3f} ms > {budgets.max_latency_ms}")
-    if budgets.max_size_mb is not None and cand.size_bytes is not None:
-        size = cand.size_bytes / 2**20
-        if size > budgets.max_size_mb:
-            out.append(f"{option('max_size_mb')}: {size:.2f} MiB > {budgets.max_size_mb}")
+    if not cand.measured:
+        return out
+    top1 = cand.metrics.get("top1_agreement")
+    checks = [
+        ("max_drop", cand.drop, budgets.max_drop, "dropped {v:.4f} > {b}"),
+        ("max_kld", cand.drop, budgets.max_kld, "KL {v:.4f} > {b}"),
+        ("max_latency_ms", cand.p50_ms, budgets.max_latency_ms, "p50 {v:.3f} ms > {b}"),
+        ("max_size_mb", (cand.size_bytes or 0) / 2**20, budgets.max_size_mb, "{v:.2f} MiB > {b}"),
+        ("max_memory_mb", cand.memory_mb, budgets.max_memory_mb, "peak {v:.0f} MiB > {b}"),
+    ]
+    for name, value, limit, text in checks:
+        if value is not None and limit is not None and value > limit + 1e-12:
+            out.append(f"{option(name)}: {text.format(v=value, b=limit)}")
+    if budgets.min_top1 is not None and top1 is not None and top1 < budgets.min_top1:
+        out.append(f"{option('min_top1')}: top-1 {top1:.4f} < {budgets.min_top1}")
     return out
 
 
-def _shortfall(cand: Candidate, budgets: Budgets) -> float:
+def shortfall(cand: Candidate, budgets: Budgets) -> float:
     """How far a candidate is from meeting every budget, as the largest relative overshoot."""
     worst = 0.0
     pairs = [
         (cand.drop, budgets.max_drop),
+        (cand.drop, budgets.max_kld),
         (cand.p50_ms, budgets.max_latency_ms),
         ((cand.size_bytes or 0) / 2**20, budgets.max_size_mb),
+        (cand.memory_mb, budgets.max_memory_mb),
     ]
     for value, limit in pairs:
         if value is not None and limit is not None:
             worst = max(worst, (value - limit) / max(limit, 1e-9))
-    return worst if cand.path is not None else math.inf
+    top1 = cand.metrics.get("top1_agreement")
+    if top1 is not None and budgets.min_top1:
+        worst = max(worst, (budgets.min_top1 - top1) / budgets.min_top1)
+    return worst if cand.size_bytes is not None else math.inf

@@ -35,6 +35,8 @@ class VerifyReport:
     checks: list[Check] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
+    peak_memory_mb: float | None = None
+    kind: str = "onnx"  # or "gguf": latency is then per generated token
 
     @property
     def passed(self) -> bool:
@@ -47,6 +49,8 @@ class VerifyReport:
             "checks": [c.__dict__ for c in self.checks],
             "latency_ms": self.latency_ms,
             "providers": self.providers,
+            "peak_memory_mb": self.peak_memory_mb,
+            "kind": self.kind,
         }
 
 
@@ -117,12 +121,13 @@ def inside(bundle: Path, name: str) -> Path:
 def verify(
     bundle: Path, *, allow_fallback: bool = False, enforce_latency: bool = False, runs: int = 20
 ) -> VerifyReport:
-    """The acceptance test of a bundle on this machine: checksums, providers, golden outputs, latency.
+    """The acceptance test of a bundle on this machine: checksums, providers, golden outputs, latency
+    and peak memory (ONNX models, or GGUF LLMs on llama.cpp).
 
     Args:
         bundle: the bundle folder, or its .tar.gz (unpacked into a temporary folder, checked first).
         allow_fallback: accept running on the CPU when a provider the manifest prefers is missing.
-        enforce_latency: fail when the p50 latency is above the bundle's latency budget.
+        enforce_latency: fail when the p50 latency or the peak memory is above the bundle's budget.
         runs: timed runs of the golden batch.
     """
     with opened(Path(bundle)) as folder:
@@ -137,6 +142,7 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     from edgeinfer.core.measure import interleaved, percentiles
     from edgeinfer.core.providers import Provider
     from edgeinfer.exporters.validate import compare_arrays
+    from edgeinfer.pipelines.measurements import onnx_peak_memory_mb
     from edgeinfer.runtime.ort import OrtRunner
 
     manifest = read_manifest(bundle)
@@ -153,6 +159,8 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     report.checks.append(Check("checksums", not bad, "; ".join(bad) or f"{len(manifest['files'])} files match"))
     if bad:
         return report
+    if manifest.get("format") == "gguf":
+        return _verify_gguf(bundle, manifest, report, allow_fallback, enforce_latency, runs)
     try:
         providers = [Provider.parse(p) for p in manifest.get("providers", ["cpu"])]
         runner = OrtRunner(
@@ -186,9 +194,75 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     report.checks.append(Check("golden outputs", not problems, "; ".join(problems) or "within tolerance"))
     times = interleaved({"model": lambda: runner.session.run(None, feeds)}, runs=runs, warmup=3)
     report.latency_ms = percentiles(times["model"])
+    _check_budgets(report, manifest, enforce_latency, "")
+    report.peak_memory_mb = onnx_peak_memory_mb(
+        inside(bundle, manifest["model"]), inside(bundle, manifest["golden"]), manifest.get("providers", ["cpu"]),
+        manifest.get("threads"),
+    )  # fmt: skip
+    _check_memory(report, manifest, enforce_latency)
+    return report
+
+
+def _check_budgets(report: VerifyReport, manifest: dict[str, Any], enforce: bool, unit: str) -> None:
     budget = manifest.get("budgets", {}).get("max_latency_ms")
     if budget is not None:
         ok = report.latency_ms["p50"] <= budget
-        detail = f"p50 {report.latency_ms['p50']:.3f} ms, budget {budget} ms"
-        report.checks.append(Check("latency", ok or not enforce_latency, detail + ("" if ok else " (over budget)")))
+        detail = f"p50 {report.latency_ms['p50']:.3f} ms{unit}, budget {budget} ms"
+        report.checks.append(Check("latency", ok or not enforce, detail + ("" if ok else " (over budget)")))
+
+
+def _check_memory(report: VerifyReport, manifest: dict[str, Any], enforce: bool) -> None:
+    budget = manifest.get("budgets", {}).get("max_memory_mb")
+    if budget is not None and report.peak_memory_mb is not None:
+        ok = report.peak_memory_mb <= budget
+        detail = f"peak {report.peak_memory_mb:.0f} MiB in a fresh process, budget {budget} MiB"
+        report.checks.append(Check("memory", ok or not enforce, detail + ("" if ok else " (over budget)")))
+
+
+def _verify_gguf(
+    bundle: Path, manifest: dict[str, Any], report: VerifyReport, allow_fallback: bool, enforce: bool, runs: int
+) -> VerifyReport:
+    """The LLM half: llama.cpp loads the model as the manifest says, its log-probs on the golden
+    tokens stay within the recorded KL and top-1 tolerance of the baseline's, speed and memory."""
+    from edgeinfer.core.errors import ProviderUnavailableError
+    from edgeinfer.core.formats import load_npz
+    from edgeinfer.pipelines.bundle_llm import golden_agreement
+    from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+
+    report.kind = "gguf"
+    model = inside(bundle, manifest["model"])
+    golden = load_npz(inside(bundle, manifest["golden"]))
+    tokens = [int(t) for t in np.asarray(golden.get("tokens", []), dtype=np.int64)]
+    expected = golden.get("expected_log_probs")
+    if len(tokens) < 2 or expected is None or np.asarray(expected).shape[0] != len(tokens) - 1:
+        raise InputError(f"{manifest['golden']} holds no golden tokens with their log-probs; the bundle is damaged")
+    settings = LlamaSettings(
+        n_ctx=max(64, len(tokens)),
+        threads=manifest.get("threads"),
+        n_gpu_layers=int(manifest.get("n_gpu_layers", 0)),
+        allow_fallback=allow_fallback,
+    )
+    try:
+        runner = LlamaRunner(model, settings, logits_all=True)
+    except ProviderUnavailableError as e:
+        report.checks.append(Check("providers", False, str(e)))
+        return report
+    report.providers = runner.report.used
+    report.checks.append(Check("providers", True, ", ".join(runner.report.used)))
+    got = golden_agreement(np.asarray(expected), runner.sequence_log_probs(tokens)[:-1])
+    tol = manifest["tolerance"]
+    ok = got["kl_mean"] <= tol["max_kld"] and got["top1_agreement"] >= tol["min_top1"]
+    detail = (
+        f"KL {got['kl_mean']:.4f} (at most {tol['max_kld']:.4f}), top-1 {got['top1_agreement']:.3f} "
+        f"(at least {tol['min_top1']:.3f}) on {len(tokens)} golden tokens"
+    )
+    report.checks.append(Check("golden outputs", ok, detail if not ok else "within tolerance: " + detail))
+    speed = runner.bench(32, 16, max(1, min(runs, 5)))
+    ms = [1000.0 / t for t in speed["tg_runs"]]
+    report.latency_ms = {"p50": float(np.median(ms)), "min": float(min(ms))}
+    _check_budgets(report, manifest, enforce, " per generated token")
+    runner.close()
+    report.peak_memory_mb = gguf_peak_memory_mb(model, int(manifest.get("n_ctx", 2048)), manifest.get("threads"))
+    _check_memory(report, manifest, enforce)
     return report

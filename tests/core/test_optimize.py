@@ -22,7 +22,7 @@ def bundle(tmp_path_factory, digits_eval):
     proc = subprocess.run(
         [sys.executable, "-m", "edgeinfer", "optimize", FACTORY, "--device", "x86-avx512-vnni", "--data",
          str(digits_eval), "--max-drop", "0.01", "--runs", "10", "-o", str(out), "--json", "--report",
-         str(out.parent / "report.html")],
+         str(out.parent / "report.html"), "--no-cache"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -33,9 +33,10 @@ def test_every_candidate_is_measured_and_the_fastest_within_budget_is_chosen(bun
     path, report = bundle
     names = [c["name"] for c in report["candidates"]]
     assert names[0] == "fp32" and {"int8-dynamic", "int8-static", "int8-static-per-tensor"} <= set(names)
-    assert all(c["p50_ms"] > 0 and c["size_bytes"] > 0 for c in report["candidates"])
+    assert all(c["p50_ms"] > 0 and c["size_bytes"] > 0 and c["memory_mb"] > 0 for c in report["candidates"])
+    assert not any(c["cached"] for c in report["candidates"])  # --no-cache
     met = [c for c in report["candidates"] if c["met"]]
-    assert report["chosen"] == min(met, key=lambda c: c["p50_ms"])["name"]
+    assert report["chosen"] == max(met, key=lambda c: c["speedup_vs_fp32"])["name"]
     assert report["chosen"] in report["pareto"]  # the fastest within budget is never dominated
     page = (path.parent / "report.html").read_text()
     assert f"{report['chosen']} (chosen)" in page and page.count("<circle") == sum(
@@ -53,14 +54,18 @@ def test_the_bundle_verifies_from_a_fresh_folder_in_a_fresh_process(bundle, tmp_
     files = {p.name for p in path.iterdir()}
     assert {"model.onnx", "manifest.json", "golden.npz", "recipe.toml", "run.py", "README.md"} <= files
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["candidate"] == report["chosen"] and manifest["budgets"] == {"max_drop": 0.01}
+    # The memory budget defaults to the profile's memory_mb.
+    assert manifest["candidate"] == report["chosen"] and manifest["budgets"] == {
+        "max_drop": 0.01,
+        "max_memory_mb": 16384,
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "edgeinfer", "verify", str(path), "--json"], cwd=tmp_path, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     checks = {c["name"]: c["passed"] for c in json.loads(proc.stdout)["checks"]}
-    assert checks == {"checksums": True, "providers": True, "golden outputs": True}
+    assert checks == {"checksums": True, "providers": True, "golden outputs": True, "memory": True}
 
 
 def test_run_py_needs_only_onnxruntime_and_numpy(bundle, tmp_path):
@@ -126,7 +131,7 @@ def test_minilm_keeps_the_cosine_budget_and_ships_its_tokenizer(minilm_dir, tmp_
     out = tmp_path / "minilm-bundle"
     report = optimize(
         str(minilm_dir), out, data=str(SENTENCES), profile=get_profile("x86-avx512-vnni"),
-        budgets=Budgets(max_drop=0.01), runs=5,
+        budgets=Budgets(max_drop=0.01), runs=5, use_cache=False,
     )  # fmt: skip
     by_name = {c.name: c for c in report.candidates}
     assert report.task == "embedding" and by_name["fp32"].drop == 0.0
@@ -134,7 +139,7 @@ def test_minilm_keeps_the_cosine_budget_and_ships_its_tokenizer(minilm_dir, tmp_
     assert dyn.drop is not None and 0 < dyn.drop <= 0.01 and dyn.met  # per-channel keeps the cosine
     assert per_tensor.drop is not None and per_tensor.drop > dyn.drop  # per-tensor loses more
     chosen = by_name[report.chosen or ""]
-    assert chosen.met and chosen.p50_ms == min(c.p50_ms for c in report.candidates if c.met and c.p50_ms)
+    assert chosen.met and chosen.speedup == max(c.speedup or 0 for c in report.candidates if c.met)
     assert (out / "tokenizer" / "tokenizer.json").exists() and verify(out).passed
 
 
@@ -211,3 +216,84 @@ def test_an_archive_verifies_and_one_with_an_escaping_member_is_refused(bundle, 
         tar.addfile(info, io.BytesIO(b"hi"))
     code, _, err = run_cli(capsys, "verify", evil)
     assert code == 2 and "a path outside the bundle" in err and not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_a_brute_force_measurement_by_another_route_confirms_the_choice(bundle, digits_eval, tmp_path, capsys):
+    """Every candidate built again through `export` and `quantize`, all timed in one interleaved
+    `compare`: the same bytes score the same, and no candidate within the budget is faster than the
+    chosen one beyond the 95% interval."""
+    _, report = bundle
+    fp32 = tmp_path / "fp32.onnx"
+    assert run_cli(capsys, "export", FACTORY, "-o", fp32)[0] == 0
+    files = {"fp32": fp32}
+    for c in report["candidates"][1:]:
+        (step,) = c["steps"]
+        cfg = step["config"]
+        out = tmp_path / f"{c['name']}.onnx"
+        args = ["quantize", fp32, "-o", out, "--method", cfg["method"], "--device", "x86-avx512-vnni"]
+        args += ["--per-channel" if cfg.get("per_channel", True) else "--per-tensor"]
+        args += ["--calib", digits_eval] if cfg["method"] == "static" else []
+        assert run_cli(capsys, *args)[0] == 0
+        files[c["name"]] = out
+    code, out, err = run_cli(capsys, "compare", *files.values(), "--data", digits_eval, "--runs", "30", "--json")
+    assert code == 0, err
+    rows = dict(zip(files, json.loads(out)["rows"]))
+    from edgeinfer.core.io import sha256_file
+
+    for c in report["candidates"]:
+        if sha256_file(files[c["name"]]) == c["sha256"]:  # the same bytes: the same accuracy
+            assert rows[c["name"]]["metrics"]["accuracy"] == pytest.approx(c["metrics"]["accuracy"])
+    base_acc = rows["fp32"]["metrics"]["accuracy"]
+    within = [n for n, r in rows.items() if base_acc - r["metrics"]["accuracy"] <= 0.01]
+    assert report["chosen"] in within
+    chosen_hi = 1.0 if report["chosen"] == "fp32" else rows[report["chosen"]]["speedup_ci95"][1]
+    for name in within:
+        if name not in ("fp32", report["chosen"]):
+            assert rows[name]["speedup_ci95"][0] <= chosen_hi, (name, rows[name], report["chosen"])
+
+
+def test_the_size_objective_does_not_measure_what_cannot_be_smaller(digits_eval, tmp_path):
+    from edgeinfer.devices import get_profile
+    from edgeinfer.pipelines.optimize import Budgets, Objective, optimize
+
+    report = optimize(
+        FACTORY, tmp_path / "small", data=str(digits_eval), profile=get_profile("x86-avx512-vnni"),
+        budgets=Budgets(max_drop=0.01), objective=Objective.SIZE, runs=3, use_cache=False,
+    )  # fmt: skip
+    by_name = {c.name: c for c in report.candidates}
+    chosen = by_name[report.chosen or ""]
+    assert chosen.name.startswith("int8") and chosen.met
+    assert chosen.size_bytes == min(c.size_bytes or 0 for c in report.candidates if c.met)
+    skipped = [c for c in report.candidates if any(f.startswith("not measured: no smaller") for f in c.failed)]
+    assert by_name["fp32"] in skipped  # the largest file is never measured once an INT8 one fits
+    for c in skipped:
+        rival = by_name[c.failed[0].split("no smaller than ")[1].split(",")[0]]
+        assert rival.met and (rival.size_bytes or 0) <= (c.size_bytes or 0) and c.p50_ms is None
+
+
+def test_an_interrupted_search_leaves_no_bundle_and_resumes_from_its_measurements(digits_eval, tmp_path):
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "EDGEINFER_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "bundle"
+    args = [sys.executable, "-m", "edgeinfer", "optimize", FACTORY, "--device", "x86-avx512-vnni", "--data",
+            str(digits_eval), "--max-drop", "0.01", "--runs", "5", "-o", str(out), "--json"]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    measured = tmp_path / "cache" / "measurements"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(measured.glob("*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the search
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert not out.exists() and not list(tmp_path.glob(".bundle*"))  # no half-written bundle
+    done = len(list(measured.glob("*.json")))
+    assert done >= 2
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    report = json.loads(again.stdout)
+    cached = [c["name"] for c in report["candidates"] if c["cached"]]
+    assert len(cached) == done and report["candidates"][0]["cached"]  # fp32 was measured first
+    assert (out / "manifest.json").exists()

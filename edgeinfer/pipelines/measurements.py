@@ -1,0 +1,155 @@
+"""What `optimize` measures that outlives one run: the measurement cache, and peak memory.
+
+The cache keeps each candidate's figures under a key made of what determines them: the input
+model's sha256, the recipe (passes and configs), the evaluation data's sha256, the timing settings,
+the device profile, and the machine (CPU model, ISA, cores, runtime versions). An interrupted or
+repeated `optimize` finds the candidates it already measured and goes on from there; a change to
+any part of the key measures afresh. Entries are small JSON files written atomically.
+
+Peak memory is measured in a fresh process per candidate (loading the model and running one eval
+batch, or a prompt for an LLM), so one candidate's allocations cannot hide in another's peak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+CACHE_SCHEMA = 2  # 2: peak memory from VmHWM (1 inherited the parent's ru_maxrss)
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What makes a latency figure from this machine comparable to another's: CPU, ISA, cores,
+    and the runtimes' versions."""
+    from edgeinfer import __version__
+    from edgeinfer.devices import host_isa
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "isa": host_isa(),
+        "cores": os.cpu_count(),
+        "edgeinfer": __version__,
+    }
+    for mod in ("onnxruntime", "llama_cpp"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = None
+    return out
+
+
+def data_sha256(spec: str) -> str:
+    """sha256 of evaluation data named by a file or a folder; a factory spec stands for itself."""
+    from edgeinfer.pipelines.bundle import sourcesha256_file
+
+    return sourcesha256_file(spec) or hashlib.sha256(spec.encode()).hexdigest()
+
+
+class MeasurementCache:
+    """Candidate figures by (input sha256, recipe, data, settings, profile, machine).
+
+    Args:
+        context: everything but the recipe that the figures depend on (JSON-able).
+        enabled: False reads nothing (every candidate measured afresh) but still writes.
+        root: the folder (default: edgeinfer's cache folder / "measurements").
+    """
+
+    def __init__(self, context: dict[str, Any], *, enabled: bool = True, root: Path | None = None) -> None:
+        from edgeinfer.core.cache import cache_dir
+
+        self.context = {"schema": CACHE_SCHEMA, **context, "machine": machine_fingerprint()}
+        self.enabled = enabled
+        self.root = root or cache_dir() / "measurements"
+
+    def key(self, steps: list[tuple[str, dict[str, Any]]]) -> str:
+        doc = {**self.context, "steps": [[p, c] for p, c in steps]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def get(self, steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+        if not self.enabled:
+            return None
+        path = self.root / f"{self.key(steps)}.json"
+        if not path.is_file():
+            return None
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            log.warning(f"measurement cache entry {path} is unreadable; measuring again")
+            return None
+        return entry if isinstance(entry, dict) and entry.get("schema") == CACHE_SCHEMA else None
+
+    def put(self, steps: list[tuple[str, dict[str, Any]]], figures: dict[str, Any]) -> None:
+        from edgeinfer.core.io import write_text_atomic
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = {"schema": CACHE_SCHEMA, "steps": [[p, c] for p, c in steps], **figures}
+        write_text_atomic(self.root / f"{self.key(steps)}.json", json.dumps(entry, default=str) + "\n")
+
+
+# Run in a fresh interpreter: load the model, run it once, print the peak resident MiB.
+_ONNX_PROBE = """
+import sys, json
+import numpy as np
+from edgeinfer.core.measure import peak_rss_mb
+from edgeinfer.core.providers import Provider
+from edgeinfer.runtime.ort import OrtRunner
+model, feeds, providers, threads = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+runner = OrtRunner(model, providers=[Provider.parse(p) for p in providers], threads=threads,
+                   allow_fallback=True, profile_first_run=False)
+names = {i.name for i in runner.inputs}
+with np.load(feeds, allow_pickle=False) as data:
+    runner.run({k: data[k] for k in data.files if k in names})
+print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+"""
+
+_GGUF_PROBE = """
+import sys, json
+from edgeinfer.core.measure import peak_rss_mb
+from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+model, n_ctx, threads, n_prompt = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+runner = LlamaRunner(model, LlamaSettings(n_ctx=n_ctx, threads=threads))
+runner.bench(n_prompt, 8, 1)
+print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+"""
+
+
+def _probe(code: str, args: list[str], what: str) -> float:
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=1800, env=os.environ.copy()
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputError(f"measuring the peak memory of {what} failed: {tail[:300]}")
+    return float(json.loads(lines[-1])["peak_rss_mb"])
+
+
+def onnx_peak_memory_mb(model: Path, feeds: Path, providers: list[str], threads: int | None) -> float:
+    """Peak resident MiB of a fresh process that loads `model` on `providers` and runs `feeds` once."""
+    return _probe(_ONNX_PROBE, [str(model), str(feeds), json.dumps(providers), json.dumps(threads)], Path(model).name)
+
+
+def gguf_peak_memory_mb(model: Path, n_ctx: int, threads: int | None, n_prompt: int = 64) -> float:
+    """Peak resident MiB of a fresh process that loads `model` with a context of `n_ctx` tokens
+    (its KV cache is allocated whole) and evaluates an `n_prompt`-token prompt."""
+    return _probe(_GGUF_PROBE, [str(model), str(n_ctx), json.dumps(threads), str(n_prompt)], Path(model).name)

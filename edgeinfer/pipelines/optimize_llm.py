@@ -1,0 +1,242 @@
+"""The LLM path of `optimize`: the GGUF types that fit the memory budget, each scored on the same
+tokens against the baseline (mean and p99 KL divergence, top-1 agreement, perplexity), its
+generation speed measured interleaved with the baseline's, its peak memory in a fresh process.
+
+The baseline is the F16 GGUF exported from a Hugging Face causal LM folder, or the .gguf given
+(a quantized one is requantized, with llama.cpp's warning about compounding the error).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.gguf_types import GgufType
+from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.pipelines.optimize import (
+    Budgets,
+    Candidate,
+    Objective,
+    OptimizeReport,
+    broken,
+    check_replay,
+    conclude,
+    materialize,
+    search,
+    write_html,
+)
+
+log = logging.getLogger(__name__)
+
+# The types worth trying for a laptop or a board, with llama.cpp's nominal bits per weight (a
+# model whose rows are not multiples of 256 stores some tensors in another type: the built file's
+# real size is what the budgets are checked against).
+NOMINAL_BITS = {
+    GgufType.F16: 16.0,
+    GgufType.Q8_0: 8.5,
+    GgufType.Q6_K: 6.56,
+    GgufType.Q5_K_M: 5.69,
+    GgufType.Q4_K_M: 4.89,
+    GgufType.Q4_0: 4.5,
+    GgufType.Q3_K_M: 3.91,
+}
+CANDIDATE_TYPES = (GgufType.Q8_0, GgufType.Q6_K, GgufType.Q5_K_M, GgufType.Q4_K_M, GgufType.Q4_0)
+# Scoring: window and tokens of the text; timing: prompt and generated tokens per round.
+WINDOW, MAX_TOKENS, N_PROMPT, N_GEN = 256, 1024, 64, 32
+
+
+def candidate_types(profile, baseline_bits: float) -> list[GgufType]:
+    """The types below the baseline's bits per weight, and the profile's own `llm.kquant`."""
+    types: list[GgufType] = list(CANDIDATE_TYPES)
+    kquant = (getattr(profile, "llm", None) or {}).get("kquant")
+    if kquant:
+        from edgeinfer.core.errors import parse_choice
+
+        t = parse_choice(GgufType, str(kquant).upper(), "llama.cpp type")
+        if t not in types:
+            types.append(t)
+    return [t for t in types if NOMINAL_BITS.get(t, 8.0) < baseline_bits - 0.5]
+
+
+class GgufSpace:
+    """Builds candidates with quantize-gguf and measures each against the baseline's log-probs."""
+
+    def __init__(self, baseline: Path, work: Path, text: Path, profile, ctx, runs: int, progress: Progress) -> None:
+        from edgeinfer.pipelines.llm_eval import baseline_logits
+        from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
+
+        self.baseline, self.work, self.profile, self.ctx, self.progress = baseline, work, profile, ctx, progress
+        self.threads = getattr(profile, "threads", None) or None
+        self.n_ctx = int((getattr(profile, "llm", None) or {}).get("n_ctx", 2048))
+        self.reps = max(3, min(runs, 9))  # generation rounds are long: a few, interleaved
+        summary = gguf_summary(baseline)
+        self.params, self.bits = summary["parameters"], summary["bits_per_weight"]
+        self.base_weight_bytes = self.params * self.bits / 8
+        self.base_peak_mb: float | None = None
+        self.ref = baseline_logits(baseline, text, WINDOW, MAX_TOKENS, None, self.threads, progress)
+        self.settings = LlamaSettings(n_ctx=max(WINDOW, N_PROMPT + N_GEN), threads=self.threads)
+        self.base_runner = LlamaRunner(baseline, self.settings)
+
+    def estimate_memory_mb(self, cand: Candidate) -> float | None:
+        """The baseline's measured peak with its weights swapped for the candidate's nominal size:
+        the KV cache, compute buffers and the process stay; only the weights shrink."""
+        from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+
+        if not cand.steps:
+            return None
+        bits = NOMINAL_BITS.get(GgufType(cand.steps[-1][1]["type"]))
+        if bits is None:
+            return None
+        if self.base_peak_mb is None:
+            self.progress.stage(f"peak memory of the baseline at a context of {self.n_ctx} tokens (a fresh process)")
+            self.base_peak_mb = gguf_peak_memory_mb(self.baseline, self.n_ctx, self.threads)
+        weights = self.params * bits / 8
+        return self.base_peak_mb + (weights - self.base_weight_bytes) / 2**20
+
+    def build(self, cand: Candidate) -> Path:
+        from edgeinfer.pipelines.passes import run_recipe
+
+        if not cand.steps:
+            return self.baseline
+        return run_recipe(self.baseline, self.work / f"{cand.name}.gguf", cand.steps, self.ctx).path
+
+    def measure(self, cand: Candidate) -> None:
+        from edgeinfer.core.measure import speedup_ci
+        from edgeinfer.pipelines.llm_eval import score
+        from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+        from edgeinfer.runtime.llama import LlamaRunner
+
+        assert cand.path is not None
+        self.progress.stage(f"scoring {cand.name} against the baseline's log-probs")
+        tokens = [int(t) for t in self.ref["tokens"]]
+        if cand.path == self.baseline:
+            figures = score(self.ref["log_probs"].astype(np.float32), self.ref["targets"], self.ref)
+        else:
+            scorer = LlamaRunner(cand.path, self.settings, logits_all=True)
+            logp, targets = scorer.log_probs(tokens, int(self.ref["window"]))
+            scorer.close()
+            figures = score(logp, targets, self.ref)
+        self.progress.stage(f"timing {cand.name} against the baseline, interleaved (tg{N_GEN} x {self.reps})")
+        runner = LlamaRunner(cand.path, self.settings) if cand.path != self.baseline else self.base_runner
+        base_s, cand_s, pp = [], [], []
+        for i in range(self.reps + 1):  # the first round warms both up and is not counted
+            b = self.base_runner.bench(N_PROMPT, N_GEN, 1)
+            c = runner.bench(N_PROMPT, N_GEN, 1)
+            if i:
+                base_s.append(1.0 / b["tg_tokens_per_s"])
+                cand_s.append(1.0 / c["tg_tokens_per_s"])
+                pp.append(c["pp_tokens_per_s"])
+        if runner is not self.base_runner:
+            runner.close()
+        speedup, lo, hi = speedup_ci(base_s, cand_s)
+        cand.task = "llm"
+        cand.metrics = {
+            k: float(figures[k]) for k in ("kl_mean", "kl_p99", "top1_agreement", "perplexity") if k in figures
+        }
+        cand.metrics["tg_tokens_per_s"] = float(1.0 / np.median(cand_s))
+        cand.metrics["pp_tokens_per_s"] = float(np.median(pp))
+        cand.drop = max(float(figures.get("kl_mean", 0.0)), 0.0)
+        cand.p50_ms = float(np.median(cand_s) * 1000.0)
+        cand.speedup, cand.speedup_ci95 = speedup, (lo, hi)
+        if cand.path == self.baseline and self.base_peak_mb is not None:
+            cand.memory_mb = self.base_peak_mb
+        else:
+            self.progress.stage(f"peak memory of {cand.name} at a context of {self.n_ctx} tokens (a fresh process)")
+            cand.memory_mb = gguf_peak_memory_mb(cand.path, self.n_ctx, self.threads)
+            if cand.path == self.baseline:
+                self.base_peak_mb = cand.memory_mb
+
+
+def optimize_llm(
+    source: str,
+    bundle: Path,
+    *,
+    text: str | None,
+    profile,
+    budgets: Budgets,
+    objective: Objective,
+    runs: int,
+    keep_best: bool,
+    recipe: Path | None,
+    html: Path | None,
+    trust_source: bool,
+    use_cache: bool,
+    force: bool,
+    progress: Progress = QUIET,
+) -> OptimizeReport:
+    from edgeinfer.core.io import require_file, sha256_file
+    from edgeinfer.examples import SENTENCES
+    from edgeinfer.pipelines.bundle import read_recipe
+    from edgeinfer.pipelines.bundle_llm import write_llm_bundle
+    from edgeinfer.pipelines.measurements import MeasurementCache, data_sha256
+    from edgeinfer.pipelines.passes import PassContext, run_pass
+
+    text_path = Path(text) if text else SENTENCES
+    require_file(text_path, "text file")
+    if text_path.suffix.lower() != ".txt":
+        raise ConfigError(f"an LLM is scored on text: give a .txt file, not {text_path.name}")
+    device = getattr(profile, "name", "this machine")
+    replay = read_recipe(recipe, source) if recipe is not None else None
+    replay_steps = list(replay[0]) if replay else []
+    export_cfg: dict[str, Any] = {}
+    if replay_steps and replay_steps[0][0] == "export-gguf":
+        export_cfg = dict(replay_steps.pop(0)[1])
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
+        work = Path(tmp)
+        ctx = PassContext(profile=profile, trust_source=trust_source, compare=False, progress=progress)
+        if Path(source).suffix.lower() == ".gguf":
+            baseline = require_file(Path(source), "GGUF model")
+            export_steps: list[tuple[str, dict[str, Any]]] = []
+        else:
+            progress.stage(f"exporting {source} to GGUF (the F16 baseline)")
+            baseline = run_pass("export-gguf", source, work / "f16.gguf", export_cfg, ctx).path
+            export_steps = [("export-gguf", export_cfg)]
+        space = GgufSpace(baseline, work, text_path, profile, ctx, runs, progress)
+        base_name = "baseline" if export_steps == [] else "f16"
+        if replay:
+            recipes: list[tuple[str, list]] = [("replay", replay_steps)]
+        else:
+            types = candidate_types(profile, space.bits)
+            if objective is Objective.SIZE:
+                types.sort(key=lambda t: NOMINAL_BITS.get(t, 8.0))
+            recipes = [(base_name, [])] + [(t.value.lower(), [("quantize-gguf", {"type": t.value})]) for t in types]
+            if objective is Objective.SIZE:
+                recipes.append(recipes.pop(0))  # the baseline is the largest
+        candidates = [Candidate(name, steps) for name, steps in recipes]
+        cache = None
+        if not replay:
+            cache = MeasurementCache(
+                {
+                    "input_sha256": sha256_file(baseline),
+                    "text_sha256": data_sha256(str(text_path)),
+                    "scoring": [WINDOW, MAX_TOKENS, N_PROMPT, N_GEN, space.reps],
+                    "n_ctx": space.n_ctx,
+                    "threads": space.threads,
+                },
+                enabled=use_cache,
+            )
+        search(space, candidates, budgets, objective, cache, progress)
+        result = OptimizeReport(device, objective.value, budgets, "llm", candidates, kind="gguf")
+        result.cache = str(cache.root) if cache is not None else None
+        if replay is not None:
+            result.replay = check_replay(candidates[0], replay[1])
+        pick = conclude(result, space, cache, objective, progress)
+        if html is not None:
+            write_html(candidates, result, html)
+        if pick is not None and (result.chosen or keep_best):
+            materialize(space, pick, budgets, cache, progress)
+            assert pick.path is not None
+            if not pick.measured:  # --keep-best on a candidate ruled out before measuring
+                space.measure(pick)
+                pick.failed = [f for f in pick.failed if "not measured" not in f] + broken(pick, budgets)
+            progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
+            write_llm_bundle(
+                bundle, pick.path, baseline, space.ref, recipe=export_steps + pick.steps, source=source,
+                text=str(text_path), profile=profile, n_ctx=space.n_ctx, report=result, candidate=pick, force=force,
+            )  # fmt: skip
+    return result

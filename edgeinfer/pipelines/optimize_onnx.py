@@ -1,0 +1,255 @@
+"""The ONNX path of `optimize`: FP32 (exported from the source, or the .onnx given), the graph
+pass, INT8 dynamic / static per channel and per tensor, FP16 and INT4 where the profile has them,
+one QNN QDQ candidate for a Hexagon NPU; each measured against FP32 on the evaluation data."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.core.artifact import load_artifact
+from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.pipelines.optimize import (
+    Budgets,
+    Candidate,
+    Objective,
+    OptimizeReport,
+    broken,
+    check_replay,
+    conclude,
+    materialize,
+    search,
+    write_html,
+)
+
+log = logging.getLogger(__name__)
+
+# Bits per weight of what a recipe's last step makes: the size objective measures small ones first.
+_BITS = {"int4": 4, "dynamic": 8, "static": 8, "fp16": 16}
+
+
+def candidate_recipes(profile, model_type: str | None, has_calib: bool) -> list[tuple[str, list]]:
+    """The recipes worth measuring for this device and model: what the profile's precisions allow,
+    graph fusions for transformers, static INT8 only with calibration data."""
+    from edgeinfer.compress.graph_opt import ORT_MODEL_TYPES
+
+    quant = dict(getattr(profile, "quant", None) or {})
+    if quant_recipe(profile) == "qnn":
+        # The Hexagon HTP runs QDQ graphs in onnxruntime's QNN configuration and nothing else whole
+        # (dynamic INT8 and FP16 would fall back to the CPU): one candidate, with the device's types.
+        static = {
+            "method": "static",
+            "recipe": "qnn",
+            "per_channel": bool(quant.get("per_channel", False)),
+            "activation_type": quant.get("activation_type", "uint8"),
+            "weight_type": quant.get("weight_type", "uint8"),
+        }
+        return [("int8-static-qnn", [("quantize-onnx", static)])]
+    precisions = {p.value for p in profile.precisions} if profile is not None else {"fp32", "int8"}
+    transformer = model_type in ORT_MODEL_TYPES
+    recipes: list[tuple[str, list]] = []
+    if "fp32" in precisions:
+        recipes.append(("fp32", []))
+    prefixes: list[tuple[str, list]] = [("", [])]
+    if transformer:
+        graph = ("optimize-graph", {"fusions": "auto"})
+        prefixes.append(("graph+", [graph]))
+        if "fp32" in precisions:
+            recipes.append(("graph", [graph]))
+    for prefix, head in prefixes:
+        if "int8" in precisions:
+            for pc in (True, False):
+                tag = "" if pc else "-per-tensor"
+                recipes.append(
+                    (f"{prefix}int8-dynamic{tag}", [*head, ("quantize-onnx", {"method": "dynamic", "per_channel": pc})])
+                )
+                if has_calib and not transformer:
+                    recipes.append(
+                        (
+                            f"{prefix}int8-static{tag}",
+                            [*head, ("quantize-onnx", {"method": "static", "per_channel": pc})],
+                        )
+                    )
+        if "int4" in precisions:
+            # Weight-only: MatMul weights in 4-bit blocks; the graph keeps float activations.
+            recipes.append((f"{prefix}int4-weight-only", [*head, ("quantize-onnx", {"method": "int4"})]))
+        if "fp16" in precisions and not prefix:
+            recipes.append(("fp16", [("quantize-onnx", {"method": "fp16"})]))
+    return recipes
+
+
+def quant_recipe(profile) -> str:
+    """The quantization recipe a device profile names (generic, or qnn for Hexagon NPUs)."""
+    return str((getattr(profile, "quant", None) or {}).get("recipe", "generic"))
+
+
+def _bits(steps: list[tuple[str, dict[str, Any]]]) -> int:
+    last = steps[-1][1].get("method") if steps and steps[-1][0] == "quantize-onnx" else None
+    return _BITS.get(str(last), 32)
+
+
+class OnnxSpace:
+    """Builds candidates with the passes and measures each with `compare` against FP32."""
+
+    def __init__(self, baseline: Path, work: Path, data: str, profile, ctx, runs: int, progress: Progress) -> None:
+        self.baseline, self.work, self.data, self.profile = baseline, work, data, profile
+        self.ctx, self.runs, self.progress = ctx, runs, progress
+        self._feeds: Path | None = None
+
+    def estimate_memory_mb(self, cand: Candidate) -> float | None:
+        return None  # cheap to build; measured after
+
+    def build(self, cand: Candidate) -> Path:
+        from edgeinfer.pipelines.passes import run_recipe
+
+        if not cand.steps:
+            return self.baseline
+        return run_recipe(self.baseline, self.work / f"{cand.name}.onnx", cand.steps, self.ctx).path
+
+    def measure(self, cand: Candidate) -> None:
+        from edgeinfer.pipelines.compare import EvalTask, compare_models
+        from edgeinfer.pipelines.measurements import onnx_peak_memory_mb
+        from edgeinfer.pipelines.target import ort_target
+
+        assert cand.path is not None
+        other = cand.path if cand.path != self.baseline else self._baseline_copy()
+        self.progress.stage(f"measuring {cand.name} against FP32, interleaved")
+        report = compare_models(
+            self.baseline, [other], self.data, task=EvalTask.AUTO, device=self.profile, runs=self.runs,
+            progress=self.progress,
+        )  # fmt: skip
+        row = report.rows[1]
+        cand.task = report.task
+        cand.metrics = dict(row.metrics)
+        if row.delta is not None:
+            cand.drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
+        else:  # 1 - mean cosine, which float rounding can push a hair below 0
+            cand.drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
+        cand.p50_ms = row.latency_ms["p50"]
+        cand.speedup, cand.speedup_ci95 = row.speedup, row.speedup_ci95
+        target = ort_target(self.profile)
+        providers = [p.value for p in target.providers] if target.providers else ["cpu"]
+        cand.memory_mb = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads)
+
+    def _baseline_copy(self) -> Path:
+        """FP32 measured against itself: a copy, so compare times two sessions as for any candidate."""
+        copy = self.work / "fp32-copy.onnx"
+        if not copy.exists():
+            shutil.copyfile(self.baseline, copy)
+            sidecar = self.baseline.with_name(self.baseline.name + ".edgeinfer.json")
+            if sidecar.exists():
+                shutil.copyfile(sidecar, copy.with_name(copy.name + ".edgeinfer.json"))
+        return copy
+
+    def feeds(self) -> Path:
+        """The first eval batch as an .npz, for the peak-memory probe."""
+        import numpy as np
+
+        from edgeinfer.core.data import load_batches
+        from edgeinfer.runtime.ort import OrtRunner
+
+        if self._feeds is None:
+            runner = OrtRunner(self.baseline, profile_first_run=False)
+            tokenizer = load_artifact(self.baseline).meta.get("tokenizer")
+            batches = load_batches(self.data, runner.inputs, 8, tokenizer, 8)
+            names = {i.name for i in runner.inputs}
+            self._feeds = self.work / "feeds.npz"
+            np.savez(self._feeds, **{k: v for k, v in batches.batches[0].items() if k in names})  # pyright: ignore[reportArgumentType]
+        return self._feeds
+
+
+def optimize_onnx(
+    source: str,
+    bundle: Path,
+    *,
+    data: str,
+    calib: str | None,
+    profile,
+    budgets: Budgets,
+    objective: Objective,
+    runs: int,
+    keep_best: bool,
+    recipe: Path | None,
+    html: Path | None,
+    trust_source: bool,
+    use_cache: bool,
+    force: bool,
+    progress: Progress = QUIET,
+) -> OptimizeReport:
+    from edgeinfer.core.io import sha256_file
+    from edgeinfer.pipelines.bundle import read_recipe, write_bundle
+    from edgeinfer.pipelines.measurements import MeasurementCache, data_sha256
+    from edgeinfer.pipelines.passes import PassContext, run_pass
+
+    device = getattr(profile, "name", "this machine")
+    replay = read_recipe(recipe, source) if recipe is not None else None
+    replay_steps = list(replay[0]) if replay else []
+    export_cfg: dict[str, Any] = {}
+    if replay_steps and replay_steps[0][0] == "export-onnx":
+        export_cfg = dict(replay_steps.pop(0)[1])
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
+        work = Path(tmp)
+        ctx = PassContext(
+            calib=calib or data, profile=profile, trust_source=trust_source, compare=False, progress=progress
+        )
+        if Path(source).suffix.lower() == ".onnx":
+            baseline = Path(source)
+            load_artifact(baseline)  # a hostile or missing file fails here, as everywhere
+            export_steps: list[tuple[str, dict[str, Any]]] = []
+        else:
+            progress.stage(f"exporting {source} (the FP32 baseline)")
+            baseline = run_pass("export-onnx", source, work / "fp32.onnx", export_cfg, ctx).path
+            export_steps = [("export-onnx", export_cfg)]
+        model_type = load_artifact(baseline).source.get("model_type")
+        if replay:
+            recipes = [("replay", replay_steps)]
+        else:
+            recipes = candidate_recipes(profile, model_type, has_calib=True)
+            if objective is Objective.SIZE:  # small files first: a met one rules out larger ones unmeasured
+                recipes.sort(key=lambda r: _bits(r[1]))
+        candidates = [Candidate(name, steps) for name, steps in recipes]
+        cache = None
+        if not replay:
+            cache = MeasurementCache(
+                {
+                    "input_sha256": sha256_file(baseline),
+                    "data_sha256": data_sha256(data),
+                    "calib_sha256": data_sha256(calib or data),
+                    "runs": runs,
+                    "device": device,
+                    "providers": [p.value for p in profile.providers] if profile is not None else None,
+                    "threads": getattr(profile, "threads", None),
+                },
+                enabled=use_cache,
+            )
+        space = OnnxSpace(baseline, work, data, profile, ctx, runs, progress)
+        if quant_recipe(profile) == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
+            log.warning(
+                "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
+                "nothing; the candidate is chosen on the metric, and `verify` on the device measures latency"
+            )
+        search(space, candidates, budgets, objective, cache, progress)
+        task = next((c.task for c in candidates if c.task), "unknown")
+        result = OptimizeReport(device, objective.value, budgets, task, candidates, kind="onnx")
+        result.cache = str(cache.root) if cache is not None else None
+        if replay is not None:
+            result.replay = check_replay(candidates[0], replay[1])
+        pick = conclude(result, space, cache, objective, progress)
+        if html is not None:
+            write_html(candidates, result, html)
+        if pick is not None and (result.chosen or keep_best):
+            materialize(space, pick, budgets, cache, progress)
+            assert pick.path is not None
+            if not pick.measured:  # --keep-best on a candidate ruled out before measuring
+                space.measure(pick)
+                pick.failed = [f for f in pick.failed if "not measured" not in f] + broken(pick, budgets)
+            progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
+            write_bundle(
+                bundle, pick.path, baseline, recipe=export_steps + pick.steps, source=source, data=data,
+                profile=profile, report=result, candidate=pick, force=force,
+            )  # fmt: skip
+    return result

@@ -1,0 +1,128 @@
+"""optimize for an LLM: SmolLM2's F16 GGUF against the llama.cpp types that fit the memory budget,
+scored on KL and top-1, the fastest within budget chosen, a bundle that verifies in a fresh process,
+and a repeated run that reuses every measurement."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+MAX_KLD = 0.1
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory, smollm2_hf):
+    from edgeinfer.devices import get_profile
+    from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+    from edgeinfer.runtime.llama import gguf_summary
+
+    root = tmp_path_factory.mktemp("optimize-llm")
+    f16 = root / "smollm2-f16.gguf"
+    code = subprocess.run([sys.executable, "-m", "edgeinfer", "export", str(smollm2_hf), "-o", str(f16)]).returncode
+    assert code == 0
+    # A memory budget between Q8_0's estimate and Q6_K's: Q8_0 is ruled out before it is built.
+    n_ctx = get_profile("x86-avx512-vnni").llm["n_ctx"]
+    summary = gguf_summary(f16)
+    base_peak = gguf_peak_memory_mb(f16, n_ctx, None)
+    base_weights = summary["parameters"] * summary["bits_per_weight"] / 8
+    budget = base_peak + (summary["parameters"] * (8.5 + 6.56) / 2 / 8 - base_weights) / 2**20
+    env = {**os.environ, "EDGEINFER_CACHE": str(root / "cache")}
+    out = root / "bundle"
+    args = [sys.executable, "-m", "edgeinfer", "optimize", str(f16), "--device", "x86-avx512-vnni", "--max-kld",
+            str(MAX_KLD), "--max-memory-mb", f"{budget:.1f}", "--json"]  # fmt: skip
+    proc = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads(proc.stdout), budget, args, env
+
+
+def test_types_over_the_memory_budget_are_not_built_and_the_fastest_within_budget_is_chosen(optimized):
+    _, report, budget, _, _ = optimized
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert report["kind"] == "gguf" and list(by_name)[0] == "baseline"
+    assert {"q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"} <= set(by_name)
+    q8 = by_name["q8_0"]
+    assert q8["memory_estimate_mb"] > budget and q8["failed"][0].startswith("not built: estimated memory")
+    assert q8["p50_ms"] is None and q8["size_bytes"] is None
+    for c in report["candidates"]:
+        if c["p50_ms"] is None:
+            continue
+        assert c["memory_mb"] > 0 and c["size_bytes"] > 0 and 0 <= c["metrics"]["top1_agreement"] <= 1
+        if c["memory_estimate_mb"] is not None:
+            assert c["memory_estimate_mb"] <= budget  # it was built because its estimate fitted
+        assert c["met"] == (c["drop"] <= MAX_KLD and c["memory_mb"] <= budget), c
+    base = by_name["baseline"]
+    assert base["drop"] == 0.0 and base["metrics"]["top1_agreement"] == 1.0 and not base["met"]  # F16 is too big
+    assert by_name["q4_0"]["drop"] > by_name["q6_k"]["drop"]  # fewer bits, further from F16
+    met = [c for c in report["candidates"] if c["met"]]
+    assert report["chosen"] == max(met, key=lambda c: c["speedup_vs_fp32"])["name"]
+
+
+def test_the_llm_bundle_verifies_in_a_fresh_process_and_a_changed_byte_fails(optimized, tmp_path, capsys):
+    path, report, budget, _, _ = optimized
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == "gguf" and manifest["candidate"] == report["chosen"]
+    assert manifest["budgets"] == {"max_kld": MAX_KLD, "max_memory_mb": round(budget, 1)}
+    assert {"model.gguf", "golden.npz", "recipe.toml", "run.py", "README.md"} <= set(manifest["files"])
+    recipe = (path / "recipe.toml").read_text()
+    assert 'pass = "quantize-gguf"' in recipe and report["chosen"].upper() in recipe
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeinfer", "verify", str(path), "--json"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    checks = {c["name"]: c["passed"] for c in result["checks"]}
+    assert checks == {"checksums": True, "providers": True, "golden outputs": True, "memory": True}
+    assert result["providers"][0].startswith("llama.cpp CPU") and result["latency_ms"]["p50"] > 0
+    copy = tmp_path / "b"
+    shutil.copytree(path, copy)
+    data = bytearray((copy / "model.gguf").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "model.gguf").write_bytes(bytes(data))
+    code, out, _ = run_cli(capsys, "verify", copy)
+    assert code == 1 and "FAIL checksums: model.gguf does not match its sha256" in out
+
+
+def test_run_py_needs_only_llama_cpp(optimized, tmp_path):
+    path, _, _, _, _ = optimized
+    blocker = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('edgeinfer', 'torch', 'transformers', 'onnx', 'onnxruntime', 'sklearn'):\n"
+        "            raise ImportError('not on the device: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.argv = ['run.py', 'The capital of France is', '--max-tokens', '8']\n"
+        f"runpy.run_path({str(path / 'run.py')!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", blocker], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("The capital of France is") and len(proc.stdout.split()) > 5
+
+
+def test_a_repeated_run_reuses_every_measurement(optimized, tmp_path):
+    _, first, _, args, env = optimized
+    proc = subprocess.run([*args, "-o", str(tmp_path / "again")], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(proc.stdout)
+    for before, now in zip(first["candidates"], again["candidates"]):
+        assert now["cached"] == (before["p50_ms"] is not None)  # measured once, never again
+        assert (now["p50_ms"], now["drop"], now["memory_mb"]) == (before["p50_ms"], before["drop"], before["memory_mb"])
+    assert again["chosen"] == first["chosen"]
+    recorded = json.loads((tmp_path / "again" / "manifest.json").read_text())["files"]["model.gguf"]["sha256"]
+    assert recorded == next(c["sha256"] for c in again["candidates"] if c["name"] == again["chosen"])
+
+
+def test_onnx_budgets_are_refused_for_an_llm(smollm2, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "optimize", smollm2, "--max-drop", "0.01", "-o", tmp_path / "b")
+    assert code == 2 and "--max-drop do not apply to GGUF models; use --max-kld / --min-top1" in err
+    code, _, err = run_cli(capsys, "optimize", smollm2, "--text", tmp_path / "missing.txt", "-o", tmp_path / "b")
+    assert code == 2 and "missing.txt" in err and not (tmp_path / "b").exists()
