@@ -63,6 +63,13 @@ def optimize(
     calib: Annotated[
         Optional[str], typer.Option(help="Calibration data for static INT8 (default: the evaluation data).")
     ] = None,
+    train_data: Annotated[
+        Optional[str],
+        typer.Option(
+            help="package.module:function giving (train, eval) DataLoaders, or an .npz: adds structured "
+            "pruning + fine-tuning candidates (the source must be a factory)."
+        ),
+    ] = None,
     runs: Annotated[int, typer.Option(min=3, max=100000, help="Interleaved timing runs.")] = 20,
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Write the closest candidate's bundle when none meets the budgets.")
@@ -95,7 +102,9 @@ def optimize(
     checks on the device.
 
     ONNX models: FP32, graph fusions, dynamic / static INT8 per channel and per tensor, FP16 and
-    INT4 where the profile has them; budgets --max-drop, --max-latency-ms, --max-size, --max-memory-mb.
+    INT4 where the profile has them, static INT8 with its noisiest nodes kept in float when it
+    misses only --max-drop, structured pruning + fine-tuning with --train-data; budgets --max-drop,
+    --max-latency-ms, --max-size, --max-memory-mb.
     LLMs (.gguf or a causal LM folder, exported to F16 GGUF first): the llama.cpp types that fit
     the memory budget (Q8_0 ... Q4_0), scored on --text; budgets --max-kld, --min-top1, and the same
     latency (per token), size and memory budgets.
@@ -115,7 +124,7 @@ def optimize(
         raise ConfigError("give --data (ONNX models) or --text (LLMs), not both")
     profile, _ = resolve_device(device, None)
     budgets = Budgets(max_drop, max_latency_ms, max_size_mb, max_memory_mb, max_kld, min_top1)
-    with CliProgress("optimizing") as progress:
+    with CliProgress("optimizing", as_json=as_json) as progress:
         report = run(
             source,
             output,
@@ -124,6 +133,7 @@ def optimize(
             budgets=budgets,
             objective=parse_choice(Objective, objective, "objective"),
             calib=calib,
+            train_data=train_data,
             runs=runs,
             keep_best=keep_best,
             recipe=recipe,

@@ -301,6 +301,7 @@ def optimize(
     budgets: Budgets = Budgets(),
     objective: Objective = Objective.LATENCY,
     calib: str | None = None,
+    train_data: str | None = None,
     runs: int = 20,
     keep_best: bool = False,
     recipe: Path | None = None,
@@ -322,6 +323,8 @@ def optimize(
         budgets, objective: what the chosen model must meet, and what to minimise among those that
             do; budgets.max_memory_mb defaults to the profile's memory_mb.
         calib: calibration data for static INT8 (default: the evaluation data).
+        train_data: `package.module:function` giving (train, eval) DataLoaders, or an .npz: adds
+            structured pruning + fine-tuning candidates (the source must be a PyTorch factory).
         runs: interleaved timing runs; keep_best: write the closest candidate's bundle when none meets.
         recipe: a bundle's recipe.toml to replay instead of searching (refused for another source);
             the result is checked: identical bytes, or a metric drop within REPLAY_TOLERANCE of the recorded.
@@ -357,13 +360,15 @@ def optimize(
     if kind == "gguf":
         from edgeinfer.pipelines.optimize_llm import optimize_llm
 
+        if train_data is not None or calib is not None:
+            raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
         result = optimize_llm(source, Path(bundle), text=data, **args)
     else:
         from edgeinfer.pipelines.optimize_onnx import optimize_onnx
 
         if data is None:
             raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
-        result = optimize_onnx(source, Path(bundle), data=data, calib=calib, **args)
+        result = optimize_onnx(source, Path(bundle), data=data, calib=calib, train_data=train_data, **args)
     return result
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.artifact import load_artifact
+from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.pipelines.optimize import (
     Budgets,
@@ -32,9 +33,19 @@ log = logging.getLogger(__name__)
 _BITS = {"int4": 4, "dynamic": 8, "static": 8, "fp16": 16}
 
 
-def candidate_recipes(profile, model_type: str | None, has_calib: bool) -> list[tuple[str, list]]:
+# Structured pruning (channels removed: really faster) at these ratios, fine-tuned this many epochs.
+PRUNE_RATIOS = (0.25, 0.5)
+PRUNE_EPOCHS = 3
+# Nodes the keep-in-float search may return to float before it gives up on a static candidate.
+KEEP_FLOAT_MAX = 12
+
+
+def candidate_recipes(
+    profile, model_type: str | None, has_calib: bool, can_prune: bool = False
+) -> list[tuple[str, list]]:
     """The recipes worth measuring for this device and model: what the profile's precisions allow,
-    graph fusions for transformers, static INT8 only with calibration data."""
+    graph fusions for transformers, static INT8 only with calibration data, structured pruning with
+    fine-tuning when there is training data and a PyTorch source."""
     from edgeinfer.compress.graph_opt import ORT_MODEL_TYPES
 
     quant = dict(getattr(profile, "quant", None) or {})
@@ -79,7 +90,18 @@ def candidate_recipes(profile, model_type: str | None, has_calib: bool) -> list[
             recipes.append((f"{prefix}int4-weight-only", [*head, ("quantize-onnx", {"method": "int4"})]))
         if "fp16" in precisions and not prefix:
             recipes.append(("fp16", [("quantize-onnx", {"method": "fp16"})]))
+    if can_prune and "fp32" in precisions:
+        for ratio in PRUNE_RATIOS:
+            cfg = {"prune": {"method": "structured", "ratio": ratio}, "finetune": {"epochs": PRUNE_EPOCHS}}
+            recipes.append((f"pruned-{round(ratio * 100)}", [("prune", cfg)]))
     return recipes
+
+
+def from_source(steps: list[tuple[str, dict[str, Any]]]) -> bool:
+    """A recipe whose first pass takes the PyTorch source (pruning), not the exported baseline."""
+    from edgeinfer.pipelines.passes import get_pass
+
+    return bool(steps) and get_pass(steps[0][0]).takes in ("source", "factory")
 
 
 def quant_recipe(profile) -> str:
@@ -95,8 +117,10 @@ def _bits(steps: list[tuple[str, dict[str, Any]]]) -> int:
 class OnnxSpace:
     """Builds candidates with the passes and measures each with `compare` against FP32."""
 
-    def __init__(self, baseline: Path, work: Path, data: str, profile, ctx, runs: int, progress: Progress) -> None:
-        self.baseline, self.work, self.data, self.profile = baseline, work, data, profile
+    def __init__(
+        self, source: str, baseline: Path, work: Path, data: str, profile, ctx, runs: int, progress: Progress
+    ) -> None:
+        self.source, self.baseline, self.work, self.data, self.profile = source, baseline, work, data, profile
         self.ctx, self.runs, self.progress = ctx, runs, progress
         self._feeds: Path | None = None
 
@@ -108,7 +132,8 @@ class OnnxSpace:
 
         if not cand.steps:
             return self.baseline
-        return run_recipe(self.baseline, self.work / f"{cand.name}.onnx", cand.steps, self.ctx).path
+        start = self.source if from_source(cand.steps) else self.baseline
+        return run_recipe(start, self.work / f"{cand.name}.onnx", cand.steps, self.ctx).path
 
     def measure(self, cand: Candidate) -> None:
         from edgeinfer.pipelines.compare import EvalTask, compare_models
@@ -162,12 +187,50 @@ class OnnxSpace:
         return self._feeds
 
 
+def keep_float_recipes(
+    candidates: list[Candidate], baseline: Path, budgets: Budgets, data: str, calib: str, profile, progress: Progress
+) -> list[tuple[str, list]]:
+    """For each static INT8 candidate that misses only the metric budget: the same quantization
+    with the nodes whose activations lose most (SQNR against the float graph, worst first) kept in
+    float, as few as `quantize --max-drop`'s greedy search needs to meet the budget (or its best)."""
+    from dataclasses import replace
+
+    from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.pipelines.optimize import broken
+    from edgeinfer.pipelines.quantize import quantize
+
+    if budgets.max_drop is None:
+        return []
+    out: list[tuple[str, list]] = []
+    for c in candidates:
+        if not c.measured or c.met or len(c.steps) != 1 or c.steps[0][0] != "quantize-onnx":
+            continue
+        step = c.steps[0][1]
+        if step.get("method") != "static" or broken(c, replace(budgets, max_drop=None)):
+            continue  # not QDQ, or another budget fails too: float nodes would not mend that
+        progress.stage(f"{c.name} misses {option('max_drop')}: finding the nodes to keep in float")
+        with tempfile.TemporaryDirectory(prefix="edgeinfer-keep-float-") as tmp:
+            try:
+                art, _ = quantize(
+                    baseline, Path(tmp) / "search.onnx", OnnxQuantConfig.from_dict(step), calib=calib,
+                    eval_data=data, max_drop=budgets.max_drop, profile=profile, compare=False, runs=3,
+                )  # fmt: skip
+            except Exception as e:  # the search is an extra candidate, never fatal
+                log.warning(f"keep-in-float search for {c.name} failed: {str(e).splitlines()[0][:200]}")
+                continue
+        nodes = list(art.steps[-1].config.get("nodes_excluded") or [])[:KEEP_FLOAT_MAX]
+        if nodes:
+            out.append((f"{c.name}-keep{len(nodes)}", [("quantize-onnx", {**step, "exclude_nodes": nodes})]))
+    return out
+
+
 def optimize_onnx(
     source: str,
     bundle: Path,
     *,
     data: str,
     calib: str | None,
+    train_data: str | None,
     profile,
     budgets: Budgets,
     objective: Objective,
@@ -194,8 +257,14 @@ def optimize_onnx(
     with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
         work = Path(tmp)
         ctx = PassContext(
-            calib=calib or data, profile=profile, trust_source=trust_source, compare=False, progress=progress
-        )
+            calib=calib or data, train_data=train_data, profile=profile, trust_source=trust_source, compare=False,
+            progress=progress,
+        )  # fmt: skip
+        if train_data is not None and (Path(source).suffix.lower() == ".onnx" or Path(source).is_dir()):
+            raise ConfigError(
+                f"{option('train_data')} adds pruning candidates, which start from a PyTorch factory "
+                f"(package.module:function), not from {Path(source).name}"
+            )
         if Path(source).suffix.lower() == ".onnx":
             baseline = Path(source)
             load_artifact(baseline)  # a hostile or missing file fails here, as everywhere
@@ -208,7 +277,7 @@ def optimize_onnx(
         if replay:
             recipes = [("replay", replay_steps)]
         else:
-            recipes = candidate_recipes(profile, model_type, has_calib=True)
+            recipes = candidate_recipes(profile, model_type, has_calib=True, can_prune=train_data is not None)
             if objective is Objective.SIZE:  # small files first: a met one rules out larger ones unmeasured
                 recipes.sort(key=lambda r: _bits(r[1]))
         candidates = [Candidate(name, steps) for name, steps in recipes]
@@ -219,6 +288,9 @@ def optimize_onnx(
                     "input_sha256": sha256_file(baseline),
                     "data_sha256": data_sha256(data),
                     "calib_sha256": data_sha256(calib or data),
+                    "train_data_sha256": data_sha256(train_data) if train_data else None,
+                    # a pruned candidate is built from the source: its code or files are part of the key
+                    "source_sha256": data_sha256(source) if train_data else None,
                     "runs": runs,
                     "device": device,
                     "providers": [p.value for p in profile.providers] if profile is not None else None,
@@ -226,13 +298,22 @@ def optimize_onnx(
                 },
                 enabled=use_cache,
             )
-        space = OnnxSpace(baseline, work, data, profile, ctx, runs, progress)
+        space = OnnxSpace(source, baseline, work, data, profile, ctx, runs, progress)
         if quant_recipe(profile) == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
             log.warning(
                 "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
                 "nothing; the candidate is chosen on the metric, and `verify` on the device measures latency"
             )
         search(space, candidates, budgets, objective, cache, progress)
+        if not replay:
+            derived = [
+                Candidate(name, steps)
+                for name, steps in keep_float_recipes(
+                    candidates, baseline, budgets, data, calib or data, profile, progress
+                )
+            ]
+            search(space, derived, budgets, objective, cache, progress)
+            candidates += derived
         task = next((c.task for c in candidates if c.task), "unknown")
         result = OptimizeReport(device, objective.value, budgets, task, candidates, kind="onnx")
         result.cache = str(cache.root) if cache is not None else None
@@ -249,7 +330,8 @@ def optimize_onnx(
                 pick.failed = [f for f in pick.failed if "not measured" not in f] + broken(pick, budgets)
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
             write_bundle(
-                bundle, pick.path, baseline, recipe=export_steps + pick.steps, source=source, data=data,
+                bundle, pick.path, baseline, recipe=pick.steps if from_source(pick.steps) else export_steps + pick.steps,
+                source=source, data=data,
                 profile=profile, report=result, candidate=pick, force=force,
             )  # fmt: skip
     return result

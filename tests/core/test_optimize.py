@@ -297,3 +297,57 @@ def test_an_interrupted_search_leaves_no_bundle_and_resumes_from_its_measurement
     cached = [c["name"] for c in report["candidates"] if c["cached"]]
     assert len(cached) == done and report["candidates"][0]["cached"]  # fp32 was measured first
     assert (out / "manifest.json").exists()
+
+
+def test_training_data_adds_pruned_candidates_whose_recipe_replays(digits_eval, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    common = ["--data", digits_eval, "--runs", "5", "--json", "--no-cache"]
+    code, stdout, err = run_cli(
+        capsys, "optimize", FACTORY, "--device", "x86-avx512-vnni", "--max-drop", "0.01", "--train-data",
+        "edgeinfer.examples.digits:loaders", "-o", out, *common,
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(stdout)  # the fine-tuning epochs went to stderr, not into the JSON
+    by_name = {c["name"]: c for c in report["candidates"]}
+    fp32 = by_name["fp32"]
+    for name, ratio in (("pruned-25", 0.25), ("pruned-50", 0.5)):
+        c = by_name[name]
+        assert [s["pass"] for s in c["steps"]] == ["prune"] and c["steps"][0]["config"]["prune"]["ratio"] == ratio
+        assert c["size_bytes"] < fp32["size_bytes"] and c["p50_ms"] > 0 and c["drop"] is not None
+    assert by_name["pruned-50"]["size_bytes"] < by_name["pruned-25"]["size_bytes"]
+    met = [c for c in report["candidates"] if c["met"]]
+    assert report["chosen"] == max(met, key=lambda c: c["speedup_vs_fp32"])["name"]
+    recipe = (out / "recipe.toml").read_text()
+    first = recipe.split('pass = "', 1)[1].split('"', 1)[0]
+    assert first == ("prune" if report["chosen"].startswith("pruned") else "export-onnx")
+    code, stdout, err = run_cli(
+        capsys, "optimize", FACTORY, "--recipe", out / "recipe.toml", "--train-data",
+        "edgeinfer.examples.digits:loaders", "-o", tmp_path / "again", *common,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["candidates"][0]["steps"] == by_name[report["chosen"]]["steps"]
+    code, _, err = run_cli(
+        capsys, "optimize", tmp_path / "again" / "model.onnx", "--train-data", "edgeinfer.examples.digits:loaders",
+        "-o", tmp_path / "x", *common,
+    )  # fmt: skip
+    assert code == 2 and "start from a PyTorch factory" in err
+
+
+def test_a_static_candidate_that_misses_only_the_metric_gets_its_noisiest_nodes_kept_in_float(digits_eval, tmp_path):
+    from edgeinfer.devices import get_profile
+    from edgeinfer.pipelines.optimize import Budgets, optimize
+
+    report = optimize(
+        "edgeinfer.examples.digits:resnet_trained", tmp_path / "resnet", data=str(digits_eval),
+        profile=get_profile("x86-avx512-vnni"), budgets=Budgets(max_drop=0.0), runs=3, use_cache=False,
+    )  # fmt: skip
+    by_name = {c.name: c for c in report.candidates}
+    derived = [c for c in report.candidates if "-keep" in c.name]
+    assert derived, [(c.name, c.drop, c.failed) for c in report.candidates]
+    for c in derived:
+        parent = by_name[c.name.rsplit("-keep", 1)[0]]
+        ((_, cfg),) = c.steps
+        assert parent.steps[0][1]["method"] == "static" and not parent.met and parent.drop and parent.drop > 0
+        assert cfg["exclude_nodes"] and len(cfg["exclude_nodes"]) == int(c.name.rsplit("-keep", 1)[1])
+        assert {k: v for k, v in cfg.items() if k != "exclude_nodes"} == parent.steps[0][1]
+        assert c.drop is not None and c.drop < parent.drop  # the float nodes bought accuracy back
