@@ -85,6 +85,17 @@ def optimize(
         Optional[Path],
         typer.Option(help="A bundle's recipe.toml: replay it on SOURCE instead of searching, and check the result."),
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="serial (measure here, one after another) or ray (candidates as Ray tasks; pip install "
+            "'edgeinfer[ray]'): the chosen one is measured again here before it ships."
+        ),
+    ] = "serial",
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(help="With --executor ray: the cluster to join (host:port, or auto); default: a local Ray."),
+    ] = None,
     no_cache: Annotated[
         bool,
         typer.Option(
@@ -140,6 +151,8 @@ def optimize(
             html=report_html,
             trust_source=trust_source,
             use_cache=not no_cache,
+            executor=executor,
+            ray_address=ray_address,
             force=force,
             progress=progress,
         )
@@ -156,6 +169,7 @@ def optimize(
             mark = " [green]<- chosen[/green]" if c.name == report.chosen else ""
             mark += " [dim](Pareto)[/dim]" if c.name in report.pareto else ""
             mark += " [dim](cached)[/dim]" if c.cached else ""
+            mark += f" [dim](on {c.measured_on}: shared node)[/dim]" if c.measured_on else ""
             speed = (
                 f"{c.speedup:.2f}x ({c.speedup_ci95[0]:.2f}-{c.speedup_ci95[1]:.2f})"
                 if c.speedup is not None and c.speedup_ci95

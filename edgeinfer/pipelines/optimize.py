@@ -94,6 +94,7 @@ class Candidate:
     sha256: str | None = None
     task: str | None = None
     cached: bool = False  # its figures came from an earlier run's measurement
+    measured_on: str | None = None  # None: this machine, alone; "ray:NODE": a task sharing that node
     failed: list[str] = field(default_factory=list)  # the budgets it breaks, or why it was not measured
 
     @property
@@ -104,7 +105,10 @@ class Candidate:
     def met(self) -> bool:
         return self.measured and not self.failed
 
-    FIGURES = ("metrics", "drop", "p50_ms", "speedup", "speedup_ci95", "size_bytes", "memory_mb", "sha256", "task")
+    FIGURES = (
+        "metrics", "drop", "p50_ms", "speedup", "speedup_ci95", "size_bytes", "memory_mb", "sha256", "task",
+        "measured_on",
+    )  # fmt: skip
 
     def figures(self) -> dict[str, Any]:
         """What the measurement cache keeps."""
@@ -131,6 +135,7 @@ class Candidate:
             "memory_estimate_mb": self.memory_estimate_mb,
             "sha256": self.sha256,
             "cached": self.cached,
+            "measured_on": self.measured_on or "this machine",
             "met": self.met,
             "failed": self.failed,
         }
@@ -185,6 +190,10 @@ class SearchSpace(Protocol):
         """Fill in metrics, drop, p50_ms, speedup (interleaved with the baseline), memory_mb, task."""
         ...
 
+    def remote_spec(self) -> dict[str, Any]:
+        """What a Ray task needs to rebuild this space elsewhere (executors.space_from_spec)."""
+        ...
+
 
 def search(
     space: SearchSpace,
@@ -193,11 +202,17 @@ def search(
     objective: Objective,
     cache,
     progress: Progress = QUIET,
+    executor=None,
 ) -> None:
     """Measure the candidates in order, skipping what cannot win: a candidate over the memory
     budget by estimate is not built, one over the size budget is not measured, and with the size
     objective one no smaller than a candidate that already meets every budget is not measured.
-    Figures come from `cache` when it holds them and go into it as soon as they are measured."""
+    Figures come from `cache` when it holds them and go into it as soon as they are measured.
+    With an executor (Ray), every candidate not cached and not ruled out by its memory estimate is
+    built and measured as a task, all at once."""
+    if executor is not None:
+        _search_parallel(space, candidates, budgets, cache, progress, executor)
+        return
     seen: dict[str, str] = {}
     for i, cand in enumerate(candidates):
         best = choose(candidates, objective)
@@ -208,11 +223,7 @@ def search(
         if hit is not None:
             cand.load(hit)
         else:
-            estimate = cand.memory_estimate_mb = space.estimate_memory_mb(cand)
-            if budgets.max_memory_mb is not None and estimate is not None and estimate > budgets.max_memory_mb:
-                cand.failed.append(
-                    f"not built: estimated memory {estimate:.0f} MiB > {option('max_memory_mb')} {budgets.max_memory_mb}"
-                )
+            if _over_memory(cand, space, budgets):
                 continue
             try:
                 cand.path = space.build(cand)
@@ -247,6 +258,45 @@ def search(
         cand.failed += broken(cand, budgets)
 
 
+def _over_memory(cand: Candidate, space: SearchSpace, budgets: Budgets) -> bool:
+    estimate = cand.memory_estimate_mb = space.estimate_memory_mb(cand)
+    if budgets.max_memory_mb is not None and estimate is not None and estimate > budgets.max_memory_mb:
+        cand.failed.append(
+            f"not built: estimated memory {estimate:.0f} MiB > {option('max_memory_mb')} {budgets.max_memory_mb}"
+        )
+        return True
+    return False
+
+
+def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: Budgets, cache, progress, executor):
+    pending = []
+    for cand in candidates:
+        hit = cache.get(cand.steps) if cache is not None else None
+        if hit is not None:
+            cand.load(hit)
+        elif not _over_memory(cand, space, budgets):
+            pending.append(cand)
+    if pending:
+        progress.stage(f"measuring {len(pending)} candidates as {executor.name} tasks")
+        for cand, result in zip(pending, executor.measure(space.remote_spec(), pending, progress)):
+            if "error" in result:
+                cand.failed.append(f"could not be built: {result['error']}")
+                continue
+            cand.load(result)
+            cand.cached, cand.measured_on = False, f"{executor.name}:{result.get('node', '?')}"
+            if cache is not None:
+                cache.put(cand.steps, cand.figures())
+    seen: dict[str, str] = {}
+    for cand in candidates:
+        if cand.sha256 is None:
+            continue
+        if cand.sha256 in seen:
+            cand.failed.append(f"the same file as {seen[cand.sha256]}")
+            continue
+        seen[cand.sha256] = cand.name
+        cand.failed += broken(cand, budgets)
+
+
 def choose(candidates: list[Candidate], objective: Objective) -> Candidate | None:
     """The best candidate that meets every budget: the fastest against the baseline (speedups are
     measured interleaved with it), or the smallest file."""
@@ -259,15 +309,20 @@ def choose(candidates: list[Candidate], objective: Objective) -> Candidate | Non
 
 
 def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, progress: Progress) -> None:
-    """Rebuild a candidate measured in an earlier run; bytes that differ from the ones measured
-    (a pass that is not deterministic) are measured again."""
+    """Build here a candidate measured in an earlier run or by a Ray task. Bytes that differ from
+    the ones measured (a pass that is not deterministic) are measured again, and so is a candidate
+    whose latency was measured on a node it shared with other tasks: what ships is measured here."""
     if cand.path is not None:
         return
-    progress.stage(f"rebuilding {cand.name} (measured in an earlier run)")
+    progress.stage(f"building {cand.name} here (measured {'by a task' if cand.measured_on else 'in an earlier run'})")
     cand.path = space.build(cand)
-    if sha256_file(cand.path) != cand.sha256:
-        log.warning(f"{cand.name} rebuilt to other bytes than the ones measured earlier; measuring it again")
-        cand.sha256, cand.size_bytes, cand.cached = sha256_file(cand.path), cand.path.stat().st_size, False
+    digest = sha256_file(cand.path)
+    if digest != cand.sha256 or cand.measured_on:
+        if digest != cand.sha256:
+            log.warning(f"{cand.name} rebuilt to other bytes than the ones measured earlier; measuring it again")
+        else:
+            progress.stage(f"measuring {cand.name} again on this machine, alone")
+        cand.sha256, cand.size_bytes, cand.cached, cand.measured_on = digest, cand.path.stat().st_size, False, None
         space.measure(cand)
         cand.failed = broken(cand, budgets)
         if cache is not None:
@@ -308,6 +363,8 @@ def optimize(
     html: Path | None = None,
     trust_source: bool = False,
     use_cache: bool = True,
+    executor: str = "serial",
+    ray_address: str | None = None,
     force: bool = False,
     progress: Progress = QUIET,
 ) -> OptimizeReport:
@@ -330,6 +387,8 @@ def optimize(
             the result is checked: identical bytes, or a metric drop within REPLAY_TOLERANCE of the recorded.
         html: also write an HTML report: every candidate's row and the metric-against-latency plot.
         use_cache: reuse measurements from earlier runs (they are stored either way).
+        executor, ray_address: "serial" (in this process), or "ray": candidates as Ray tasks on a
+            local instance or the cluster at ray_address; the chosen one is measured again here.
         trust_source, force, progress: as elsewhere.
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
@@ -342,8 +401,14 @@ def optimize(
     memory_mb = getattr(profile, "memory_mb", None)
     if budgets.max_memory_mb is None and memory_mb:
         budgets = replace(budgets, max_memory_mb=float(memory_mb))
+    from edgeinfer.core.errors import parse_choice
+    from edgeinfer.pipelines.executors import Executor, make_executor
+
     kind = source_kind(source)
     budgets.for_kind(kind)
+    how = parse_choice(Executor, executor, "executor")
+    if kind == "gguf" and (train_data is not None or calib is not None):
+        raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
     args: dict[str, Any] = dict(
         profile=profile,
         budgets=budgets,
@@ -357,19 +422,24 @@ def optimize(
         force=force,
         progress=progress,
     )
+    if kind == "onnx" and data is None:
+        raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
+    args["executor"] = runner = make_executor(how, ray_address)
+    try:
+        return _optimize_kind(kind, source, Path(bundle), data, calib, train_data, args)
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def _optimize_kind(kind, source, bundle, data, calib, train_data, args) -> OptimizeReport:
     if kind == "gguf":
         from edgeinfer.pipelines.optimize_llm import optimize_llm
 
-        if train_data is not None or calib is not None:
-            raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
-        result = optimize_llm(source, Path(bundle), text=data, **args)
-    else:
-        from edgeinfer.pipelines.optimize_onnx import optimize_onnx
+        return optimize_llm(source, bundle, text=data, **args)
+    from edgeinfer.pipelines.optimize_onnx import optimize_onnx
 
-        if data is None:
-            raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
-        result = optimize_onnx(source, Path(bundle), data=data, calib=calib, train_data=train_data, **args)
-    return result
+    return optimize_onnx(source, bundle, data=data, calib=calib, train_data=train_data, **args)
 
 
 def source_kind(source: str) -> str:

@@ -71,6 +71,7 @@ class GgufSpace:
         from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 
         self.baseline, self.work, self.profile, self.ctx, self.progress = baseline, work, profile, ctx, progress
+        self.text, self.runs = text, runs
         self.threads = getattr(profile, "threads", None) or None
         self.n_ctx = int((getattr(profile, "llm", None) or {}).get("n_ctx", 2048))
         self.reps = max(3, min(runs, 9))  # generation rounds are long: a few, interleaved
@@ -81,6 +82,12 @@ class GgufSpace:
         self.ref = baseline_logits(baseline, text, WINDOW, MAX_TOKENS, None, self.threads, progress)
         self.settings = LlamaSettings(n_ctx=max(WINDOW, N_PROMPT + N_GEN), threads=self.threads)
         self.base_runner = LlamaRunner(baseline, self.settings)
+
+    def remote_spec(self) -> dict[str, Any]:
+        return {
+            "kind": "gguf", "baseline": self.baseline.read_bytes(), "data": str(self.text), "profile": self.profile,
+            "runs": self.runs, "trust_source": self.ctx.trust_source,
+        }  # fmt: skip
 
     def estimate_memory_mb(self, cand: Candidate) -> float | None:
         """The baseline's measured peak with its weights swapped for the candidate's nominal size:
@@ -167,6 +174,7 @@ def optimize_llm(
     trust_source: bool,
     use_cache: bool,
     force: bool,
+    executor=None,
     progress: Progress = QUIET,
 ) -> OptimizeReport:
     from edgeinfer.core.io import require_file, sha256_file
@@ -217,10 +225,11 @@ def optimize_llm(
                     "scoring": [WINDOW, MAX_TOKENS, N_PROMPT, N_GEN, space.reps],
                     "n_ctx": space.n_ctx,
                     "threads": space.threads,
+                    "executor": getattr(executor, "name", "serial"),
                 },
                 enabled=use_cache,
             )
-        search(space, candidates, budgets, objective, cache, progress)
+        search(space, candidates, budgets, objective, cache, progress, executor)
         result = OptimizeReport(device, objective.value, budgets, "llm", candidates, kind="gguf")
         result.cache = str(cache.root) if cache is not None else None
         if replay is not None:

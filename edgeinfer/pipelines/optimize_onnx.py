@@ -160,6 +160,15 @@ class OnnxSpace:
         providers = [p.value for p in target.providers] if target.providers else ["cpu"]
         cand.memory_mb = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads)
 
+    def remote_spec(self) -> dict[str, Any]:
+        sidecar = self.baseline.with_name(self.baseline.name + ".edgeinfer.json")
+        return {
+            "kind": "onnx", "source": self.source, "baseline": self.baseline.read_bytes(),
+            "sidecar": sidecar.read_bytes() if sidecar.exists() else None, "data": self.data,
+            "calib": self.ctx.calib, "train_data": self.ctx.train_data, "profile": self.profile, "runs": self.runs,
+            "trust_source": self.ctx.trust_source,
+        }  # fmt: skip
+
     def _baseline_copy(self) -> Path:
         """FP32 measured against itself: a copy, so compare times two sessions as for any candidate."""
         copy = self.work / "fp32-copy.onnx"
@@ -241,6 +250,7 @@ def optimize_onnx(
     trust_source: bool,
     use_cache: bool,
     force: bool,
+    executor=None,
     progress: Progress = QUIET,
 ) -> OptimizeReport:
     from edgeinfer.core.io import sha256_file
@@ -295,6 +305,8 @@ def optimize_onnx(
                     "device": device,
                     "providers": [p.value for p in profile.providers] if profile is not None else None,
                     "threads": getattr(profile, "threads", None),
+                    # latency from tasks sharing a node is not this machine's alone: kept apart
+                    "executor": getattr(executor, "name", "serial"),
                 },
                 enabled=use_cache,
             )
@@ -304,7 +316,7 @@ def optimize_onnx(
                 "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
                 "nothing; the candidate is chosen on the metric, and `verify` on the device measures latency"
             )
-        search(space, candidates, budgets, objective, cache, progress)
+        search(space, candidates, budgets, objective, cache, progress, executor)
         if not replay:
             derived = [
                 Candidate(name, steps)
@@ -312,7 +324,7 @@ def optimize_onnx(
                     candidates, baseline, budgets, data, calib or data, profile, progress
                 )
             ]
-            search(space, derived, budgets, objective, cache, progress)
+            search(space, derived, budgets, objective, cache, progress, executor)
             candidates += derived
         task = next((c.task for c in candidates if c.task), "unknown")
         result = OptimizeReport(device, objective.value, budgets, task, candidates, kind="onnx")

@@ -351,3 +351,38 @@ def test_a_static_candidate_that_misses_only_the_metric_gets_its_noisiest_nodes_
         assert cfg["exclude_nodes"] and len(cfg["exclude_nodes"]) == int(c.name.rsplit("-keep", 1)[1])
         assert {k: v for k, v in cfg.items() if k != "exclude_nodes"} == parent.steps[0][1]
         assert c.drop is not None and c.drop < parent.drop  # the float nodes bought accuracy back
+
+
+def test_ray_tasks_give_the_serial_executors_choice_and_figures(digits_eval, tmp_path):
+    """The digits CNN measured by a local Ray instance and in-process: the same candidates, the
+    same bytes and quality figures, the same choice, which is measured again here before it ships."""
+    pytest.importorskip("ray", reason="pip install 'edgeinfer[ray]' (in the dev extra)")
+    from edgeinfer.devices import get_profile
+    from edgeinfer.pipelines.optimize import Budgets, optimize
+
+    reports = {
+        how: optimize(
+            FACTORY,
+            tmp_path / how,
+            data=str(digits_eval),
+            profile=get_profile("x86-avx512-vnni"),
+            budgets=Budgets(max_drop=0.01),
+            runs=10,
+            use_cache=False,
+            executor=how,
+        )  # fmt: skip
+        for how in ("serial", "ray")
+    }
+    serial, ray = reports["serial"], reports["ray"]
+    assert ray.chosen == serial.chosen
+    for a, b in zip(serial.candidates, ray.candidates):
+        assert (a.name, a.steps, a.sha256, a.size_bytes, a.drop, a.metrics.get("accuracy")) == (
+            b.name, b.steps, b.sha256, b.size_bytes, b.drop, b.metrics.get("accuracy"),
+        )  # fmt: skip
+        assert a.measured_on is None
+        if b.name == ray.chosen:
+            assert b.measured_on is None  # re-measured on this machine, alone
+        elif b.steps:
+            assert b.measured_on and b.measured_on.startswith("ray:")
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["measured"]["drop"] == next(c.drop for c in serial.candidates if c.name == serial.chosen)

@@ -1,0 +1,112 @@
+"""Where `optimize` measures its candidates: here, one after another (the default), or as Ray tasks
+(`--executor ray`, `pip install 'edgeinfer[ray]'`) on a local Ray instance or a cluster.
+
+A Ray task gets a picklable description of the search space (the baseline's bytes, the data paths,
+the profile), builds its candidate with the same passes and measures it with the same code as the
+serial path, and returns the figures. Quality figures are the same as the serial executor's; the
+latency of a task that shared its node with other tasks is labelled so, and `optimize` measures the
+candidate it chooses again on its own machine before it ships it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.core.errors import MissingDependencyError
+from edgeinfer.core.progress import QUIET, Progress
+
+log = logging.getLogger(__name__)
+
+
+class Executor(StrEnum):
+    SERIAL = "serial"
+    RAY = "ray"
+
+
+class RayExecutor:
+    """Candidates as Ray tasks: a local Ray instance, or the cluster at `address` ("auto": the one
+    this machine belongs to). Data paths must be readable on the workers (a shared file system)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError as e:
+            raise MissingDependencyError("ray", "--executor ray (pip install 'edgeinfer[ray]')") from e
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+
+    def measure(self, spec: dict[str, Any], candidates: list, progress: Progress = QUIET) -> list[dict[str, Any]]:
+        """Build and measure each candidate as a task; one result (figures, or an error) per candidate."""
+        ray = self.ray
+        task = ray.remote(num_cpus=1)(measure_candidate)
+        shared = ray.put(spec)
+        refs = [task.remote(shared, c.name, c.steps) for c in candidates]
+        pending, done = list(refs), 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            done += len(ready)
+            progress.advance(done, len(refs), "candidates measured as Ray tasks")
+        return ray.get(refs)
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_executor(how: Executor, address: str | None = None) -> RayExecutor | None:
+    """None for the serial executor (the search measures in-process)."""
+    if how is Executor.SERIAL:
+        if address:
+            from edgeinfer.core.errors import ConfigError, option
+
+            raise ConfigError(f"{option('ray_address')} needs {option('executor', 'ray')}")
+        return None
+    return RayExecutor(address)
+
+
+def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str, Any]:
+    """On a worker: rebuild the search space from `spec`, build the candidate, measure it."""
+    from edgeinfer.core.io import sha256_file
+    from edgeinfer.pipelines.optimize import Candidate
+
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-task-") as tmp:
+        space = space_from_spec(spec, Path(tmp))
+        cand = Candidate(name, [(p, dict(c)) for p, c in steps])
+        try:
+            cand.path = space.build(cand)
+        except Exception as e:  # reported like a serial build failure
+            return {"error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
+        cand.sha256, cand.size_bytes = sha256_file(cand.path), cand.path.stat().st_size
+        space.measure(cand)
+        return {**cand.figures(), "node": socket.gethostname()}
+
+
+def space_from_spec(spec: dict[str, Any], work: Path):
+    """The search space a spec describes, with its baseline written into `work`."""
+    from edgeinfer.pipelines.passes import PassContext
+
+    suffix = ".onnx" if spec["kind"] == "onnx" else ".gguf"
+    baseline = work / f"baseline{suffix}"
+    baseline.write_bytes(spec["baseline"])
+    if spec.get("sidecar") is not None:
+        baseline.with_name(baseline.name + ".edgeinfer.json").write_bytes(spec["sidecar"])
+    ctx = PassContext(
+        calib=spec.get("calib"), train_data=spec.get("train_data"), profile=spec["profile"],
+        trust_source=spec.get("trust_source", False), compare=False,
+    )  # fmt: skip
+    if spec["kind"] == "onnx":
+        from edgeinfer.pipelines.optimize_onnx import OnnxSpace
+
+        return OnnxSpace(spec["source"], baseline, work, spec["data"], spec["profile"], ctx, spec["runs"], QUIET)
+    from edgeinfer.pipelines.optimize_llm import GgufSpace
+
+    return GgufSpace(baseline, work, Path(spec["data"]), spec["profile"], ctx, spec["runs"], QUIET)
