@@ -39,6 +39,7 @@ class OnnxExportConfig(PassConfig):
         static_shapes: fix every input shape to the example's (NPUs need it).
         atol: absolute tolerance of the validation (default: by output dtype).
         task: for a Hugging Face folder, a registered export task (default: from its architecture).
+        allow_new_head: export a task head the checkpoint holds no weights for (random; recorded).
     """
 
     opset: int = DEFAULT_OPSET
@@ -46,6 +47,7 @@ class OnnxExportConfig(PassConfig):
     static_shapes: bool = False
     atol: float | None = None
     task: str | None = None
+    allow_new_head: bool = False
 
     what: ClassVar[str] = "ONNX export config"
 

@@ -8,11 +8,14 @@ trusts it) and remote code is never run.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.errors import ConfigError, InputError, UnsupportedError, option
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,9 +32,30 @@ class SourceModel:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def takes_keywords(module, names: list[str]) -> bool:
+    """Whether `module.forward` accepts these input names as keywords (else they go positionally,
+    in order: an nn.Sequential's forward takes one `input`, whatever the example calls it)."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    return all(n in params and params[n].kind is not inspect.Parameter.POSITIONAL_ONLY for n in names)
+
+
+def call_module(module, inputs: dict[str, Any]):
+    """module(**inputs) when its forward names them so, else module(*inputs.values())."""
+    return module(**inputs) if takes_keywords(module, list(inputs)) else module(*inputs.values())
+
+
 def _named_outputs(module, names: list[str], pick: list[str]):
     """Wrap a module so it takes inputs positionally and returns a tuple of the picked outputs."""
     import torch
+
+    keywords = takes_keywords(module, names)
 
     class Positional(torch.nn.Module):
         def __init__(self) -> None:
@@ -39,7 +63,7 @@ def _named_outputs(module, names: list[str], pick: list[str]):
             self.model = module
 
         def forward(self, *inputs):
-            out = self.model(**dict(zip(names, inputs)))
+            out = self.model(**dict(zip(names, inputs))) if keywords else self.model(*inputs)
             if isinstance(out, torch.Tensor):
                 return (out,)
             if isinstance(out, (tuple, list)):
@@ -49,8 +73,26 @@ def _named_outputs(module, names: list[str], pick: list[str]):
     return Positional().eval()
 
 
-def load_hf_dir(path: Path, task: str | None, batch: tuple[int, int] = (2, 4)) -> SourceModel:
-    """A Hugging Face folder loaded with the head of `task` (else the one its architecture names)."""
+def _new_weights(model, info: dict) -> tuple[list[str], list[str]]:
+    """(head, body): parameters the checkpoint lacked (or had in another shape), which transformers
+    initialised at random. The head is what lies outside the base model (a classifier, an LM head);
+    a base model's pooler is not exported and does not count."""
+    missing = sorted(set(info.get("missing_keys") or ()) | {m[0] for m in info.get("mismatched_keys") or ()})
+    prefix = getattr(model, "base_model_prefix", "")
+    wrapped = bool(prefix) and hasattr(model, prefix)  # a head model around its base
+    head = [k for k in missing if wrapped and not k.startswith(prefix + ".")]
+    body = [k for k in missing if k not in head and ".pooler." not in f".{k}"]
+    return head, body
+
+
+def load_hf_dir(
+    path: Path, task: str | None, batch: tuple[int, int] = (2, 4), allow_new_head: bool = False
+) -> SourceModel:
+    """A Hugging Face folder loaded with the head of `task` (else the one its architecture names).
+
+    Weights the checkpoint does not hold would be random, and validation cannot see it (it compares
+    the ONNX graph with the same random model): a missing head is refused unless `allow_new_head`
+    (then recorded), missing weights inside the model always."""
     import torch
 
     from edgeinfer.core.formats import read_safetensors_header
@@ -78,17 +120,33 @@ def load_hf_dir(path: Path, task: str | None, batch: tuple[int, int] = (2, 4)) -
     transformers.utils.logging.set_verbosity_error()
     auto = getattr(transformers, spec.auto_class)
     try:
-        model = auto.from_pretrained(
+        model, info = auto.from_pretrained(
             str(path),
             local_files_only=True,
             trust_remote_code=False,
             use_safetensors=True,
             attn_implementation="eager",
             dtype=torch.float32,
-        ).eval()
+            output_loading_info=True,
+        )
+        model.eval()
     except Exception as e:  # a config or weights that do not fit each other fail in many ways
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise InputError(f"could not load {path} as a {spec.name} model: {first}") from None
+    head, body = _new_weights(model, info)
+    if body:
+        raise InputError(
+            f"{path} lacks weights for {len(body)} tensor(s) of the model itself ({', '.join(body[:4])}"
+            f"{', ...' if len(body) > 4 else ''}): they would be random; the checkpoint is incomplete"
+        )
+    if head and not allow_new_head:
+        own = infer_task(arch).name
+        raise InputError(
+            f"{path} has no weights for the {spec.name} head ({', '.join(head[:4])}{', ...' if len(head) > 4 else ''}): "
+            f"it would be initialised at random and validation could not tell. Export the task the checkpoint "
+            f"was trained for ({option('task', own)}), or pass {option('allow_new_head', True)} for a random head "
+            "to fine-tune elsewhere"
+        )
     if spec.prepare is not None:
         spec.prepare(model)
     inputs = spec.inputs(model, config, path, batch)
@@ -100,6 +158,9 @@ def load_hf_dir(path: Path, task: str | None, batch: tuple[int, int] = (2, 4)) -
         "model_type": config.get("model_type"),
         "task": spec.name,
     }
+    if head:
+        description["new_head"] = head  # random weights, exported on request
+        log.warning(f"the {spec.name} head of {path.name} is initialised at random ({', '.join(head[:4])})")
     return SourceModel(
         _named_outputs(model, inputs.names, outputs),
         inputs.names,
@@ -120,14 +181,18 @@ def import_factory(spec: str):
     return import_callable(spec)
 
 
-def _second_inputs(example: dict[str, Any]) -> dict[str, Any]:
-    """Another batch size built from the example: one more row, masks padded at the end."""
+def _second_inputs(example: dict[str, Any], axes: dict[str, dict[int, str]] | None = None) -> dict[str, Any]:
+    """Another input set built from the example: every dynamic axis one longer (axis 0 alone when no
+    axes are declared), the same length for every input sharing a dimension name; masks padded at
+    the end of the last row."""
     import torch
 
     gen = torch.Generator().manual_seed(1)
     second = {}
     for name, t in example.items():
-        shape = (t.shape[0] + 1, *t.shape[1:]) if t.dim() else t.shape
+        dynamic = (axes or {}).get(name) if axes is not None else {0: "batch"}
+        grow = {int(a) for a in (dynamic or {}) if int(a) < t.dim()}
+        shape = tuple(n + 1 if i in grow else n for i, n in enumerate(t.shape))
         if t.is_floating_point():
             std = float(t.float().std()) if t.numel() > 1 else 1.0
             second[name] = (torch.randn(shape, generator=gen) * (std or 1.0) + float(t.float().mean())).to(t.dtype)
@@ -178,13 +243,17 @@ def source_from_module(
     names = list(inputs)
     module.eval()
     with torch.no_grad():
-        out = module(**inputs)
+        out = call_module(module, inputs)
     n_out = 1 if isinstance(out, torch.Tensor) else len(out)
     out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    keys = out_names
     if not isinstance(out, (torch.Tensor, tuple, list)):
-        out_names = list(out.keys())
-    wrapped = _named_outputs(module, names, out_names)
-    return SourceModel(wrapped, names, out_names, dict(inputs), _second_inputs(inputs), axes, description)
+        keys = list(out.keys())
+        # An ONNX graph cannot have an output named like an input (a UNet: `sample` in, `sample`
+        # out): such an output is exported as `NAME_out`.
+        out_names = [f"{k}_out" if k in names else k for k in keys]
+    wrapped = _named_outputs(module, names, keys)
+    return SourceModel(wrapped, names, out_names, dict(inputs), _second_inputs(inputs, axes), axes, description)
 
 
 class _PickledCode(Exception):
@@ -267,12 +336,14 @@ def load_pt2(path: Path, trust_source: bool = False) -> SourceModel:
                 axes[node.name] = dyn
     second = {n: t for n, t in example.items()}
     if axes:
-        second = _second_inputs(example)
+        second = _second_inputs(example, axes)
     description = {"kind": "pt2", "path": str(Path(path).resolve())}
     return SourceModel(wrapped, names, out_names, example, second, axes, description)
 
 
-def load_source(source: str, task: str | None = None, trust_source: bool = False) -> SourceModel:
+def load_source(
+    source: str, task: str | None = None, trust_source: bool = False, allow_new_head: bool = False
+) -> SourceModel:
     """The model behind an `export` SOURCE. A factory runs the user's code; a .pt2 holding pickled
     objects is refused unless `trust_source`; a model folder is read as data only."""
     from edgeinfer.core.factory import is_factory_spec
@@ -283,7 +354,7 @@ def load_source(source: str, task: str | None = None, trust_source: bool = False
             raise InputError(f"source {path} does not exist")
         return load_pt2(path, trust_source)
     if path.is_dir():
-        return load_hf_dir(path, task)
+        return load_hf_dir(path, task, allow_new_head=allow_new_head)
     if is_factory_spec(source):
         return load_factory(source)
     if path.exists():

@@ -58,6 +58,14 @@ def export(
     static_shapes: Annotated[
         bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")
     ] = False,
+    allow_new_head: Annotated[
+        bool,
+        typer.Option(
+            "--allow-new-head",
+            help="Export a --task head the checkpoint has no weights for, initialised at random (recorded in "
+            "the sidecar); without it such an export is refused.",
+        ),
+    ] = False,
     atol: Annotated[
         Optional[float],
         typer.Option(
@@ -133,6 +141,7 @@ def export(
             outtype=outtype,
             adapter=str(adapter) if adapter else None,
             check_tokens=check_tokens,
+            allow_new_head=allow_new_head,
             force=force,
             trust_source=trust_source,
             profile=resolve_device(device, None)[0],

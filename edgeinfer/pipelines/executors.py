@@ -76,7 +76,7 @@ def make_executor(how: Executor, address: str | None = None) -> RayExecutor | No
 def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str, Any]:
     """On a worker: rebuild the search space from `spec`, build the candidate, measure it."""
     from edgeinfer.core.io import sha256_file
-    from edgeinfer.pipelines.optimize import Candidate
+    from edgeinfer.pipelines.search import Candidate
 
     with tempfile.TemporaryDirectory(prefix="edgeinfer-task-") as tmp:
         space = space_from_spec(spec, Path(tmp))

@@ -35,6 +35,7 @@ def export_model(
     outtype: str | None = None,
     adapter: str | None = None,
     check_tokens: int = 256,
+    allow_new_head: bool = False,
     force: bool = False,
     trust_source: bool = False,
     profile=None,
@@ -45,7 +46,7 @@ def export_model(
 
     Args:
         source, output: what to export, and where (.onnx or .gguf).
-        task, opset, exporter, static_shapes, atol: ONNX options (see `edgeinfer export --help`).
+        task, opset, exporter, static_shapes, atol, allow_new_head: ONNX options (see `edgeinfer export --help`).
         outtype, adapter, check_tokens: GGUF options.
         profile: a device profile; one with `static_shapes = true` (NPUs) fixes every input shape.
         force: overwrite an existing output; trust_source: allow a .pt2 holding pickled objects.
@@ -62,7 +63,7 @@ def export_model(
         )
     config: OnnxExportConfig | GgufExportConfig
     if fmt is ModelFormat.GGUF:
-        if task or opset or static_shapes or atol is not None or exporter != "auto":
+        if task or opset or static_shapes or atol is not None or exporter != "auto" or allow_new_head:
             raise ConfigError(
                 f"{', '.join(option(o) for o in ('task', 'opset', 'exporter', 'static_shapes'))} and "
                 f"{option('atol')} are ONNX options; a GGUF export takes {option('outtype')}, {option('adapter')} "
@@ -72,7 +73,7 @@ def export_model(
     else:
         if outtype or adapter:
             raise ConfigError(f"{option('outtype')} and {option('adapter')} are GGUF options; name the output .gguf")
-        config = OnnxExportConfig(opset or DEFAULT_OPSET, exporter, static_shapes, atol, task)  # type: ignore[arg-type]
+        config = OnnxExportConfig(opset or DEFAULT_OPSET, exporter, static_shapes, atol, task, allow_new_head)  # type: ignore[arg-type]
     return export(source, output, config, force=force, trust_source=trust_source, profile=profile, progress=progress)
 
 
@@ -115,7 +116,7 @@ def export(
     from edgeinfer.exporters.source import load_source
 
     progress.stage(f"loading {source}")
-    src = load_source(source, config.task, trust_source)
+    src = load_source(source, config.task, trust_source, config.allow_new_head)
     return export_source(src, output, config, progress=progress, force=force)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.gguf_types import GgufType
 from edgeinfer.core.progress import QUIET, Progress
-from edgeinfer.pipelines.optimize import (
+from edgeinfer.pipelines.search import (
     Budgets,
     Candidate,
     Objective,

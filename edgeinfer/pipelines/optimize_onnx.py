@@ -14,7 +14,7 @@ from typing import Any
 from edgeinfer.core.artifact import load_artifact
 from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.progress import QUIET, Progress
-from edgeinfer.pipelines.optimize import (
+from edgeinfer.pipelines.search import (
     Budgets,
     Candidate,
     Objective,
@@ -205,8 +205,8 @@ def keep_float_recipes(
     from dataclasses import replace
 
     from edgeinfer.compress.onnx_quant import OnnxQuantConfig
-    from edgeinfer.pipelines.optimize import broken
     from edgeinfer.pipelines.quantize import quantize
+    from edgeinfer.pipelines.search import broken
 
     if budgets.max_drop is None:
         return []

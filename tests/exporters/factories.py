@@ -59,3 +59,47 @@ def two_outputs():
 
 def not_a_module():
     return "nope", {}
+
+
+def sequential_image():
+    """An nn.Sequential, whose forward takes one positional `input`, fed an example named `image`."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    image = torch.randn(2, 1, 8, 8)
+    model(image)  # materialise the lazy layer
+    return model, {"image": image}
+
+
+class Denoiser(torch.nn.Module):
+    """Returns a dict whose key is also its input's name, as a diffusers UNet does with `sample`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, sample, timestep):
+        return {"sample": self.conv(sample) * timestep.reshape(-1, 1, 1, 1)}
+
+
+def denoiser():
+    torch.manual_seed(0)
+    return Denoiser(), {"sample": torch.randn(2, 2, 8, 8), "timestep": torch.tensor([1.0, 0.5])}
+
+
+class Tagger(torch.nn.Module):
+    """Per-token logits: the sequence axis is dynamic as well as the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.embed(input_ids)) * attention_mask.unsqueeze(-1)
+
+
+def tagger():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (2, 7))
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    return Tagger(), {"input_ids": ids, "attention_mask": torch.ones(2, 7)}, axes

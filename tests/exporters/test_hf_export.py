@@ -36,3 +36,19 @@ def test_minilm_onnx_mean_pooled_embeddings_match_transformers(minilm_onnx, mini
     a, b = pool(hidden), pool(ref)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.9999
+
+
+def test_a_head_the_checkpoint_lacks_is_refused_unless_asked_for_and_then_recorded(minilm_dir, tmp_path, capsys):
+    """MiniLM holds no classifier: exporting it as text-classification would validate a random head
+    against itself. Refused, naming the weights and the way out; with --allow-new-head, recorded."""
+    from tests.conftest import run_cli
+
+    out = tmp_path / "cls.onnx"
+    code, _, err = run_cli(capsys, "export", minilm_dir, "-o", out, "--task", "text-classification")
+    assert code == 2 and "no weights for the text-classification head (classifier.bias" in err
+    assert "--task feature-extraction" in err and "--allow-new-head" in err and not out.exists()
+    code, _, err = run_cli(capsys, "export", minilm_dir, "-o", out, "--task", "text-classification", "--allow-new-head")
+    assert code == 0, err
+    side = json.loads(out.with_name(out.name + ".edgeinfer.json").read_text())
+    assert side["source"]["new_head"] == ["classifier.bias", "classifier.weight"]
+    assert "initialised at random" in err

@@ -123,3 +123,24 @@ def test_pt2_program_exports_with_its_dynamic_batch(tmp_path):
     assert [c["inputs"] for c in art.validation["cases"].values()][1] != [
         c["inputs"] for c in art.validation["cases"].values()
     ][0]
+
+
+def test_a_sequential_gets_its_input_positionally_whatever_the_example_calls_it(tmp_path):
+    art = export_model(f"{FACTORIES}:sequential_image", tmp_path / "seq.onnx")
+    assert [i.name for i in onnx.load(str(art.path)).graph.input] == ["image"]
+    assert art.validation["max_abs_diff"] < 1e-4
+
+
+def test_an_output_named_like_an_input_is_renamed_and_the_file_is_valid(tmp_path):
+    art = export_model(f"{FACTORIES}:denoiser", tmp_path / "unet.onnx")
+    graph = onnx.load(str(art.path)).graph
+    onnx.checker.check_model(onnx.load(str(art.path)), full_check=True)
+    assert [i.name for i in graph.input] == ["sample", "timestep"] and [o.name for o in graph.output] == ["sample_out"]
+
+
+def test_a_declared_sequence_axis_is_validated_at_a_second_length(tmp_path):
+    art = export_model(f"{FACTORIES}:tagger", tmp_path / "tagger.onnx")
+    cases = art.validation["cases"]
+    shapes = [cases[c]["inputs"]["input_ids"] for c in cases]
+    assert shapes == [[2, 7], [3, 8]]  # batch and sequence both changed
+    assert shapes[1] == cases["second_shape"]["inputs"]["attention_mask"]

@@ -1,0 +1,441 @@
+"""The search that `optimize` runs for both kinds of model: budgets, candidates and what they
+measured, the loop that measures them (skipping what cannot win, reading and filling the
+measurement cache), the choice, the Pareto front, and the report.
+
+A kind of model plugs in a SearchSpace (optimize_onnx.OnnxSpace, optimize_llm.GgufSpace) that
+builds a candidate's recipe and measures the result against the baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgeinfer.core.errors import ConfigError, option
+from edgeinfer.core.io import sha256_file
+from edgeinfer.core.progress import QUIET, Progress
+
+log = logging.getLogger(__name__)
+
+
+class Objective(StrEnum):
+    LATENCY = "latency"
+    SIZE = "size"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What the chosen model must meet; None: not checked.
+
+    Args:
+        max_drop: ONNX: the task metric's largest drop against FP32 (accuracy points for
+            classification, 1 - mean cosine for embeddings and raw outputs).
+        max_kld: LLMs: the largest mean KL divergence from the baseline's next-token distribution.
+        min_top1: LLMs: the smallest share of positions whose most likely token agrees with the baseline's.
+        max_latency_ms: p50 latency on the eval batch (LLMs: per generated token), on this machine.
+        max_size_mb: the model file, MiB.
+        max_memory_mb: peak resident memory of a process running the model, MiB.
+    """
+
+    max_drop: float | None = None
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+    max_memory_mb: float | None = None
+    max_kld: float | None = None
+    min_top1: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"budget {option(name)} = {value} must be a number >= 0")
+        if self.min_top1 is not None and self.min_top1 > 1:
+            raise ConfigError(f"budget {option('min_top1')} = {self.min_top1} is a share: at most 1")
+
+    def for_kind(self, kind: str) -> None:
+        """Refuse budgets that mean nothing for this kind of model."""
+        wrong = ("max_kld", "min_top1") if kind == "onnx" else ("max_drop",)
+        given = [option(n) for n in wrong if getattr(self, n) is not None]
+        if given:
+            use = (
+                f"{option('max_drop')} (the task metric)"
+                if kind == "onnx"
+                else f"{option('max_kld')} / {option('min_top1')}"
+            )
+            raise ConfigError(f"{', '.join(given)} do not apply to {kind.upper()} models; use {use}")
+
+
+@dataclass
+class Candidate:
+    """One recipe and what it measured.
+
+    `drop` is the quality loss against the baseline (ONNX: accuracy points or 1 - cosine; LLMs:
+    mean KL divergence); `p50_ms` the eval batch's p50 (LLMs: per generated token); `speedup`
+    the baseline's time over this one's, measured interleaved with the baseline.
+    """
+
+    name: str
+    steps: list[tuple[str, dict[str, Any]]]
+    path: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    drop: float | None = None
+    p50_ms: float | None = None
+    speedup: float | None = None
+    speedup_ci95: tuple[float, float] | None = None
+    size_bytes: int | None = None
+    memory_mb: float | None = None
+    memory_estimate_mb: float | None = None  # before building, where the space can tell
+    sha256: str | None = None
+    task: str | None = None
+    cached: bool = False  # its figures came from an earlier run's measurement
+    measured_on: str | None = None  # None: this machine, alone; "ray:NODE": a task sharing that node
+    failed: list[str] = field(default_factory=list)  # the budgets it breaks, or why it was not measured
+
+    @property
+    def measured(self) -> bool:
+        return self.p50_ms is not None
+
+    @property
+    def met(self) -> bool:
+        return self.measured and not self.failed
+
+    FIGURES = (
+        "metrics", "drop", "p50_ms", "speedup", "speedup_ci95", "size_bytes", "memory_mb", "sha256", "task",
+        "measured_on",
+    )  # fmt: skip
+
+    def figures(self) -> dict[str, Any]:
+        """What the measurement cache keeps."""
+        return {k: getattr(self, k) for k in self.FIGURES}
+
+    def load(self, entry: dict[str, Any]) -> None:
+        for k in self.FIGURES:
+            setattr(self, k, entry.get(k))
+        self.metrics = dict(self.metrics or {})
+        self.speedup_ci95 = tuple(self.speedup_ci95) if self.speedup_ci95 else None  # type: ignore[assignment]
+        self.cached = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "steps": [{"pass": p, "config": c} for p, c in self.steps],
+            "metrics": self.metrics,
+            "drop": self.drop,
+            "p50_ms": self.p50_ms,
+            "speedup_vs_fp32": self.speedup,
+            "speedup_ci95": list(self.speedup_ci95) if self.speedup_ci95 else None,
+            "size_bytes": self.size_bytes,
+            "memory_mb": self.memory_mb,
+            "memory_estimate_mb": self.memory_estimate_mb,
+            "sha256": self.sha256,
+            "cached": self.cached,
+            "measured_on": self.measured_on or "this machine",
+            "met": self.met,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class OptimizeReport:
+    """All candidates, the chosen one (None when no candidate met the budgets), and the closest."""
+
+    device: str
+    objective: str
+    budgets: Budgets
+    task: str
+    candidates: list[Candidate]
+    kind: str = "onnx"  # or "gguf"
+    chosen: str | None = None
+    closest: str | None = None
+    replay: dict[str, Any] | None = None  # with --recipe: identical bytes, recorded and measured drop
+    pareto: list[str] = field(default_factory=list)  # not beaten on drop, latency and size at once
+    cache: str | None = None  # where the measurements are kept (None: not cached, as in a replay)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "pareto": self.pareto,
+            "replay": self.replay,
+            "device": self.device,
+            "objective": self.objective,
+            "budgets": {k: v for k, v in asdict(self.budgets).items() if v is not None},
+            "task": self.task,
+            "chosen": self.chosen,
+            "closest": self.closest,
+            "cache": self.cache,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+class SearchSpace(Protocol):
+    """How one kind of model builds and measures its candidates."""
+
+    baseline: Path
+
+    def estimate_memory_mb(self, cand: Candidate) -> float | None:
+        """Peak memory expected before building (None: unknown); over budget, it is not built."""
+        ...
+
+    def build(self, cand: Candidate) -> Path:
+        """Run the candidate's recipe on the baseline (the baseline itself for an empty recipe)."""
+        ...
+
+    def measure(self, cand: Candidate) -> None:
+        """Fill in metrics, drop, p50_ms, speedup (interleaved with the baseline), memory_mb, task."""
+        ...
+
+    def remote_spec(self) -> dict[str, Any]:
+        """What a Ray task needs to rebuild this space elsewhere (executors.space_from_spec)."""
+        ...
+
+
+def search(
+    space: SearchSpace,
+    candidates: list[Candidate],
+    budgets: Budgets,
+    objective: Objective,
+    cache,
+    progress: Progress = QUIET,
+    executor=None,
+) -> None:
+    """Measure the candidates in order, skipping what cannot win: a candidate over the memory
+    budget by estimate is not built, one over the size budget is not measured, and with the size
+    objective one no smaller than a candidate that already meets every budget is not measured.
+    Figures come from `cache` when it holds them and go into it as soon as they are measured.
+    With an executor (Ray), every candidate not cached and not ruled out by its memory estimate is
+    built and measured as a task, all at once."""
+    if executor is not None:
+        _search_parallel(space, candidates, budgets, cache, progress, executor)
+        return
+    seen: dict[str, str] = {}
+    for i, cand in enumerate(candidates):
+        best = choose(candidates, objective)
+        progress.stage(
+            f"candidate {i + 1}/{len(candidates)}: {cand.name}" + (f" (best so far: {best.name})" if best else "")
+        )
+        hit = cache.get(cand.steps) if cache is not None else None
+        if hit is not None:
+            cand.load(hit)
+        else:
+            if _over_memory(cand, space, budgets):
+                continue
+            try:
+                cand.path = space.build(cand)
+            except Exception as e:  # a candidate that cannot be built is reported, not fatal
+                cand.failed.append(
+                    f"could not be built: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}"
+                )
+                continue
+            cand.sha256, cand.size_bytes = sha256_file(cand.path), cand.path.stat().st_size
+        # A pass may keep its input as is (optimize-graph when no fusion is faster here): a file
+        # already among the candidates is not measured twice.
+        if cand.sha256 in seen:
+            cand.failed.append(f"the same file as {seen[cand.sha256]}")
+            cand.path = None
+            continue
+        seen[str(cand.sha256)] = cand.name
+        if not cand.measured:
+            size = (cand.size_bytes or 0) / 2**20
+            if budgets.max_size_mb is not None and size > budgets.max_size_mb:
+                cand.failed.append(f"{option('max_size_mb')}: {size:.2f} MiB > {budgets.max_size_mb} (not measured)")
+                continue
+            rival = next(
+                (c for c in candidates if c.met and (c.size_bytes or 0) <= (cand.size_bytes or 0)),
+                None,
+            )
+            if objective is Objective.SIZE and rival is not None:
+                cand.failed.append(f"not measured: no smaller than {rival.name}, which meets every budget")
+                continue
+            space.measure(cand)
+            if cache is not None:
+                cache.put(cand.steps, cand.figures())
+        cand.failed += broken(cand, budgets)
+
+
+def _over_memory(cand: Candidate, space: SearchSpace, budgets: Budgets) -> bool:
+    estimate = cand.memory_estimate_mb = space.estimate_memory_mb(cand)
+    if budgets.max_memory_mb is not None and estimate is not None and estimate > budgets.max_memory_mb:
+        cand.failed.append(
+            f"not built: estimated memory {estimate:.0f} MiB > {option('max_memory_mb')} {budgets.max_memory_mb}"
+        )
+        return True
+    return False
+
+
+def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: Budgets, cache, progress, executor):
+    pending = []
+    for cand in candidates:
+        hit = cache.get(cand.steps) if cache is not None else None
+        if hit is not None:
+            cand.load(hit)
+        elif not _over_memory(cand, space, budgets):
+            pending.append(cand)
+    if pending:
+        progress.stage(f"measuring {len(pending)} candidates as {executor.name} tasks")
+        for cand, result in zip(pending, executor.measure(space.remote_spec(), pending, progress)):
+            if "error" in result:
+                cand.failed.append(f"could not be built: {result['error']}")
+                continue
+            cand.load(result)
+            cand.cached, cand.measured_on = False, f"{executor.name}:{result.get('node', '?')}"
+            if cache is not None:
+                cache.put(cand.steps, cand.figures())
+    seen: dict[str, str] = {}
+    for cand in candidates:
+        if cand.sha256 is None:
+            continue
+        if cand.sha256 in seen:
+            cand.failed.append(f"the same file as {seen[cand.sha256]}")
+            continue
+        seen[cand.sha256] = cand.name
+        cand.failed += broken(cand, budgets)
+
+
+def choose(candidates: list[Candidate], objective: Objective) -> Candidate | None:
+    """The best candidate that meets every budget: the fastest against the baseline (speedups are
+    measured interleaved with it), or the smallest file."""
+    met = [c for c in candidates if c.met]
+    if not met:
+        return None
+    if objective is Objective.SIZE:
+        return min(met, key=lambda c: (c.size_bytes or 0, -(c.speedup or 0.0)))
+    return max(met, key=lambda c: (c.speedup or 0.0, -(c.size_bytes or 0)))
+
+
+def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, progress: Progress) -> None:
+    """Build here a candidate measured in an earlier run or by a Ray task. Bytes that differ from
+    the ones measured (a pass that is not deterministic) are measured again, and so is a candidate
+    whose latency was measured on a node it shared with other tasks: what ships is measured here."""
+    if cand.path is not None:
+        return
+    progress.stage(f"building {cand.name} here (measured {'by a task' if cand.measured_on else 'in an earlier run'})")
+    cand.path = space.build(cand)
+    digest = sha256_file(cand.path)
+    if digest != cand.sha256 or cand.measured_on:
+        if digest != cand.sha256:
+            log.warning(f"{cand.name} rebuilt to other bytes than the ones measured earlier; measuring it again")
+        else:
+            progress.stage(f"measuring {cand.name} again on this machine, alone")
+        cand.sha256, cand.size_bytes, cand.cached, cand.measured_on = digest, cand.path.stat().st_size, False, None
+        space.measure(cand)
+        cand.failed = broken(cand, budgets)
+        if cache is not None:
+            cache.put(cand.steps, cand.figures())
+
+
+def conclude(report: OptimizeReport, space: SearchSpace, cache, objective: Objective, progress: Progress):
+    """Choose (rebuilding a cached choice, re-choosing if its rebuilt bytes no longer meet the
+    budgets), the Pareto front, and the closest candidate when none meets."""
+    report.pareto = pareto_front(report.candidates)
+    while (best := choose(report.candidates, objective)) is not None:
+        materialize(space, best, report.budgets, cache, progress)
+        if best.met:
+            report.chosen = best.name
+            return best
+    # Measured candidates first; else the built ones, on what is known of them (their size).
+    known = [c for c in report.candidates if c.measured] or [c for c in report.candidates if c.size_bytes]
+    if known:
+        closest = min(known, key=lambda c: shortfall(c, report.budgets))
+        report.closest = closest.name
+        return closest
+    return None
+
+
+# How much worse than recorded a replayed model may score when its bytes differ (a pass that is
+# not bit-for-bit deterministic, another ONNX Runtime).
+REPLAY_TOLERANCE = 0.005
+
+
+def check_replay(cand: Candidate, doc: dict[str, Any]) -> dict[str, Any]:
+    want = str(doc.get("result", {}).get("sha256") or "")
+    recorded_drop = doc.get("measured", {}).get("drop")
+    out = {
+        "identical_bytes": bool(want) and cand.sha256 == want,
+        "recorded_drop": recorded_drop,
+        "drop": cand.drop,
+    }
+    if not out["identical_bytes"] and recorded_drop is not None and cand.drop is not None:
+        if cand.drop > recorded_drop + REPLAY_TOLERANCE:
+            cand.failed.append(
+                f"does not reproduce: drop {cand.drop:.4f} against the recorded {recorded_drop:.4f} "
+                f"(+{REPLAY_TOLERANCE} allowed for differing bytes)"
+            )
+    return out
+
+
+def pareto_front(candidates: list[Candidate]) -> list[str]:
+    """The measured candidates no other one beats on quality drop, p50 latency and size at once."""
+    measured = [c for c in candidates if c.p50_ms is not None and c.drop is not None and c.size_bytes]
+
+    def beats(a: Candidate, b: Candidate) -> bool:
+        pa, pb = (a.drop, a.p50_ms, a.size_bytes), (b.drop, b.p50_ms, b.size_bytes)
+        return all(x <= y for x, y in zip(pa, pb)) and pa != pb  # type: ignore[operator]
+
+    return [c.name for c in measured if not any(beats(o, c) for o in measured if o is not c)]
+
+
+def write_html(candidates: list[Candidate], result: OptimizeReport, path: Path) -> None:
+    """compare's HTML report, one row per measured candidate (the choice marked), and the plot."""
+    from edgeinfer.pipelines.compare import CompareRow, ComparisonReport
+    from edgeinfer.pipelines.compare import write_html as write_compare_html
+
+    rows = [
+        CompareRow(
+            model=c.name + (" (chosen)" if c.name == result.chosen else ""),
+            file_size_bytes=c.size_bytes or 0,
+            latency_ms={"p50": c.p50_ms or 0.0},
+            speedup=c.speedup or 1.0,
+            speedup_ci95=c.speedup_ci95 or (1.0, 1.0),
+            metrics=c.metrics,
+            providers=[],
+        )
+        for c in candidates
+        if c.measured
+    ]
+    if not rows:
+        return
+    data = f"device {result.device}; chosen {result.chosen}; Pareto front {', '.join(result.pareto)}"
+    write_compare_html(ComparisonReport(result.task, data, 0, {}, 0, rows[0].model, rows), path)
+
+
+def broken(cand: Candidate, budgets: Budgets) -> list[str]:
+    """The budgets a measured candidate breaks, each with its figure."""
+    out = []
+    if not cand.measured:
+        return out
+    top1 = cand.metrics.get("top1_agreement")
+    checks = [
+        ("max_drop", cand.drop, budgets.max_drop, "dropped {v:.4f} > {b}"),
+        ("max_kld", cand.drop, budgets.max_kld, "KL {v:.4f} > {b}"),
+        ("max_latency_ms", cand.p50_ms, budgets.max_latency_ms, "p50 {v:.3f} ms > {b}"),
+        ("max_size_mb", (cand.size_bytes or 0) / 2**20, budgets.max_size_mb, "{v:.2f} MiB > {b}"),
+        ("max_memory_mb", cand.memory_mb, budgets.max_memory_mb, "peak {v:.0f} MiB > {b}"),
+    ]
+    for name, value, limit, text in checks:
+        if value is not None and limit is not None and value > limit + 1e-12:
+            out.append(f"{option(name)}: {text.format(v=value, b=limit)}")
+    if budgets.min_top1 is not None and top1 is not None and top1 < budgets.min_top1:
+        out.append(f"{option('min_top1')}: top-1 {top1:.4f} < {budgets.min_top1}")
+    return out
+
+
+def shortfall(cand: Candidate, budgets: Budgets) -> float:
+    """How far a candidate is from meeting every budget, as the largest relative overshoot."""
+    worst = 0.0
+    pairs = [
+        (cand.drop, budgets.max_drop),
+        (cand.drop, budgets.max_kld),
+        (cand.p50_ms, budgets.max_latency_ms),
+        ((cand.size_bytes or 0) / 2**20, budgets.max_size_mb),
+        (cand.memory_mb, budgets.max_memory_mb),
+    ]
+    for value, limit in pairs:
+        if value is not None and limit is not None:
+            worst = max(worst, (value - limit) / max(limit, 1e-9))
+    top1 = cand.metrics.get("top1_agreement")
+    if top1 is not None and budgets.min_top1:
+        worst = max(worst, (budgets.min_top1 - top1) / budgets.min_top1)
+    return worst if cand.size_bytes is not None else math.inf
