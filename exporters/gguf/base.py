@@ -6,7 +6,6 @@ A family declares its GGUF architecture, writes its hyperparameters through gguf
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -28,13 +27,40 @@ def register(*hf_architectures: str):
     return wrap
 
 
-def family_for(architecture: str) -> type[Family]:
+# config.json keys that only mixture-of-experts and state-space models have.
+_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
+_SSM_KEYS = ("state_size", "ssm_cfg", "d_state", "time_step_rank")
+
+
+def family_for(architecture: str, config: dict[str, Any] | None = None) -> type[Family]:
+    """The family that converts `architecture`; a mixture-of-experts or state-space model, and any
+    other unregistered architecture, is refused saying what it is and what converts it."""
     if architecture in FAMILIES:
         return FAMILIES[architecture]
-    close = difflib.get_close_matches(architecture, list(FAMILIES), n=1, cutoff=0.4)
-    hint = f"; the closest registered one is {close[0]}" if close else ""
+    config = config or {}
+    supported = ", ".join(sorted(FAMILIES))
+    elsewhere = "llama.cpp's own convert_hf_to_gguf.py converts it; edgeinfer runs and quantizes the result"
+    if "moe" in architecture.lower() or "mixtral" in architecture.lower() or any(config.get(k) for k in _MOE_KEYS):
+        experts = next((config[k] for k in _MOE_KEYS[:3] if config.get(k)), None)
+        what = f" ({experts} experts)" if experts else ""
+        raise UnsupportedError(
+            f"{architecture} is a mixture-of-experts model{what}: edgeinfer's GGUF exporter converts dense "
+            f"decoders only ({supported}); {elsewhere}"
+        )
+    if "mamba" in architecture.lower() or any(k in config for k in _SSM_KEYS):
+        raise UnsupportedError(
+            f"{architecture} is a state-space (Mamba) model, not a transformer decoder: edgeinfer's GGUF exporter "
+            f"converts {supported}; {elsewhere}"
+        )
+    stem = architecture.split("For")[0]
+    causal = next((name for name in FAMILIES if name.split("For")[0] == stem), None)
+    hint = (
+        f"; GGUF is for causal LMs, and {architecture} is another head on the same model ({causal} converts)"
+        if causal and not architecture.endswith("ForCausalLM")
+        else ""
+    )
     raise UnsupportedError(
-        f"architecture {architecture!r} has no GGUF converter{hint}. Supported: {', '.join(sorted(FAMILIES))}"
+        f"architecture {architecture!r} has no GGUF converter in edgeinfer{hint}. Supported: {supported}"
     )
 
 

@@ -118,7 +118,7 @@ def convert(
     start = time.perf_counter()
     config = read_config(source)
     architecture = config["architectures"][0]
-    family = family_for(architecture)(config)
+    family = family_for(architecture, config)(config)
     ckpt = Checkpoint(source)
     adapter = None
     if cfg.adapter:

@@ -88,16 +88,38 @@ def test_a_wrong_pre_tokenizer_is_caught_by_the_round_trip(tiny_llms, tmp_path, 
         export_model(str(tiny_llms["Qwen2ForCausalLM"]), tmp_path / "q.gguf", outtype="f32", check_tokens=32)
 
 
-def test_unregistered_architecture_lists_supported_and_the_closest(tiny_llms, tmp_path):
+def _with_config(tiny_llms, tmp_path, **changes) -> Path:
     src = tmp_path / "src"
+    shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(tiny_llms["LlamaForCausalLM"], src)
     config = json.loads((src / "config.json").read_text())
-    config["architectures"] = ["LlamaForSequenceClassification"]
-    (src / "config.json").write_text(json.dumps(config))
+    (src / "config.json").write_text(json.dumps({**config, **changes}))
+    return src
+
+
+def test_unregistered_architecture_lists_supported_and_names_the_causal_lm_head(tiny_llms, tmp_path):
+    src = _with_config(tiny_llms, tmp_path, architectures=["LlamaForSequenceClassification"])
     with pytest.raises(
-        UnsupportedError, match="closest registered one is LlamaForCausalLM.*Supported: .*GPT2LMHeadModel"
+        UnsupportedError,
+        match="another head on the same model \\(LlamaForCausalLM converts\\).*Supported: .*GPT2LMHeadModel",
     ):
         export_model(str(src), tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"architectures": ["MixtralForCausalLM"], "num_local_experts": 8}, "mixture-of-experts model \\(8 experts\\)"),
+        ({"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 4}, "mixture-of-experts model \\(4 experts\\)"),
+        ({"architectures": ["MambaForCausalLM"], "state_size": 16}, "state-space \\(Mamba\\) model"),
+    ],
+)
+def test_moe_and_mamba_are_refused_saying_what_they_are_without_a_misleading_hint(tiny_llms, tmp_path, changes, said):
+    src = _with_config(tiny_llms, tmp_path, **changes)
+    with pytest.raises(UnsupportedError, match=said) as e:
+        export_model(str(src), tmp_path / "x.gguf")
+    assert "convert_hf_to_gguf.py" in str(e.value) and "MistralForCausalLM converts" not in str(e.value)
     assert not (tmp_path / "x.gguf").exists()
 
 
