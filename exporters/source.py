@@ -85,6 +85,17 @@ def _new_weights(model, info: dict) -> tuple[list[str], list[str]]:
     return head, body
 
 
+def _is_diffusers(path: Path) -> bool:
+    """A diffusers model folder: its config.json names a `_class_name` and a `_diffusers_version`."""
+    from edgeinfer.core.formats import read_json_object
+
+    file = path / "config.json"
+    if not file.is_file():
+        return False
+    config = read_json_object(file, "config")
+    return "_diffusers_version" in config or "_class_name" in config and "model_type" not in config
+
+
 def load_hf_dir(
     path: Path, task: str | None, batch: tuple[int, int] = (2, 4), allow_new_head: bool = False
 ) -> SourceModel:
@@ -99,6 +110,12 @@ def load_hf_dir(
     from edgeinfer.core.hf_folder import read_config
     from edgeinfer.exporters.tasks import get_task, infer_task
 
+    if (path / "model_index.json").is_file() or _is_diffusers(path):
+        raise UnsupportedError(
+            f"{path} is a diffusers folder (a pipeline or one of its models), which edgeinfer does not export "
+            "from the folder yet; export the model through a factory (package.module:function returning "
+            "(unet, {'sample': ..., 'timestep': ...})), which validates it like any other"
+        )
     config = read_config(path)
     weights = sorted(path.glob("*.safetensors"))
     if not weights:

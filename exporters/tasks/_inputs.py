@@ -43,10 +43,20 @@ def image_inputs(model: Any, config: dict, path: Path, batch: tuple[int, int]) -
     """Seeded random pixel_values at the config's image size and channel count."""
     import torch
 
-    size = config.get("image_size", 224)
+    vision = config.get("vision_config") or {}  # a multimodal config nests the image settings
+    size = config.get("image_size") or vision.get("image_size") or 224
     size = size if isinstance(size, int) else size[0]
-    channels = config.get("num_channels", 3)
+    channels = config.get("num_channels") or vision.get("num_channels") or 3
     gen = torch.Generator().manual_seed(0)
     example = {"pixel_values": torch.randn(batch[0], channels, size, size, generator=gen)}
     second = {"pixel_values": torch.randn(batch[1], channels, size, size, generator=gen)}
     return TaskInputs(["pixel_values"], example, second, {"pixel_values": {0: "batch"}})
+
+
+def features_inputs(model: Any, config: dict, path: Path, batch: tuple[int, int]) -> TaskInputs:
+    """A base model's inputs by modality: pixel_values for a vision encoder (ViT, DINOv2, the CLIP
+    vision tower: no tokenizer needed), else the folder's tokenizer on sentences."""
+    accepted = set(inspect.signature(model.forward).parameters)
+    if "pixel_values" in accepted and "input_ids" not in accepted:
+        return image_inputs(model, config, path, batch)
+    return text_inputs(model, config, path, batch)

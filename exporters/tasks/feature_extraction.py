@@ -1,7 +1,8 @@
-"""The base model's hidden states (sentence embeddings are pooled from them downstream)."""
+"""The base model's hidden states: sentence embeddings are pooled from a text encoder's downstream;
+image encoders (ViT, DINOv2, the CLIP vision tower) take pixel_values and need no tokenizer."""
 
 from edgeinfer.exporters.tasks import ExportTask, register_task
-from edgeinfer.exporters.tasks._inputs import text_inputs
+from edgeinfer.exporters.tasks._inputs import features_inputs
 
 register_task(
     ExportTask(
@@ -9,6 +10,6 @@ register_task(
         auto_class="AutoModel",
         architectures=("Model",),
         outputs=("last_hidden_state",),
-        inputs=text_inputs,
+        inputs=features_inputs,
     )
 )

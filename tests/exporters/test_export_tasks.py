@@ -49,6 +49,26 @@ def _tiny_llama():
     return transformers.LlamaForCausalLM(config), True
 
 
+def _tiny_dinov2():
+    import transformers
+
+    config = transformers.Dinov2Config(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4,
+    )  # fmt: skip
+    return transformers.Dinov2Model(config), False
+
+
+def _tiny_clip_vision():
+    import transformers
+
+    config = transformers.CLIPVisionConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4,
+    )  # fmt: skip
+    return transformers.CLIPVisionModel(config), False
+
+
 # task -> a tiny random-weight model of an architecture that means that task (and whether it reads text)
 TASK_MODELS = {
     "feature-extraction": _tiny_bert("BertModel"),
@@ -120,3 +140,34 @@ def test_each_task_exports_from_its_folder_and_matches_transformers(task, tmp_pa
         want = getattr(model.eval()(**feeds), art.meta["outputs"][0]).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", [_tiny_dinov2, _tiny_clip_vision], ids=["dinov2", "clip-vision"])
+def test_image_encoders_export_their_features_without_a_tokenizer(build, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    torch.manual_seed(0)
+    model, _ = build()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder, safe_serialization=True)
+    art = export_model(str(folder), tmp_path / "m.onnx")
+    assert art.meta["task"] == "feature-extraction" and art.validation["passed"]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["pixel_values"]
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        want = model.eval()(pixel_values=pixels).last_hidden_state.numpy()
+    np.testing.assert_allclose(session.run(None, {"pixel_values": pixels.numpy()})[0], want, atol=1e-4)
+
+
+def test_a_diffusers_folder_is_refused_saying_what_it_is_and_what_to_do(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "_diffusers_version": "0.30.0"}))
+    code, _, err = run_cli(capsys, "export", folder, "-o", tmp_path / "u.onnx")
+    assert code == 2 and "is a diffusers folder" in err and "factory" in err
