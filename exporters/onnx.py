@@ -130,7 +130,7 @@ def _export_torchscript(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> 
     if not cfg.static_shapes:
         axes = {n: dict(src.dynamic_axes.get(n, {})) for n in src.input_names}
         for name in src.output_names:
-            axes[name] = {0: "batch"}
+            axes[name] = dict(src.output_axes.get(name) or {0: "batch"})
     out, err = _quiet()
     with out, err, warnings.catch_warnings():
         warnings.simplefilter("ignore")

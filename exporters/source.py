@@ -30,6 +30,7 @@ class SourceModel:
     task: str | None = None  # an export task's name (exporters/tasks/) for Hugging Face folders
     tokenizer_dir: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    output_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # default: axis 0 is the batch
 
 
 def takes_keywords(module, names: list[str]) -> bool:
@@ -96,14 +97,13 @@ def _is_diffusers(path: Path) -> bool:
     return "_diffusers_version" in config or "_class_name" in config and "model_type" not in config
 
 
-def load_hf_dir(
-    path: Path, task: str | None, batch: tuple[int, int] = (2, 4), allow_new_head: bool = False
-) -> SourceModel:
-    """A Hugging Face folder loaded with the head of `task` (else the one its architecture names).
+def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
+    """(model in eval mode, config dict, architecture name, ExportTask, new head weights) of a
+    Hugging Face folder loaded with the head of `task` (else the one its architecture names).
 
     Weights the checkpoint does not hold would be random, and validation cannot see it (it compares
     the ONNX graph with the same random model): a missing head is refused unless `allow_new_head`
-    (then recorded), missing weights inside the model always."""
+    (then returned, to be recorded), missing weights inside the model always."""
     import torch
 
     from edgeinfer.core.formats import read_safetensors_header
@@ -164,6 +164,16 @@ def load_hf_dir(
             f"was trained for ({option('task', own)}), or pass {option('allow_new_head', True)} for a random head "
             "to fine-tune elsewhere"
         )
+    if head:
+        log.warning(f"the {spec.name} head of {path.name} is initialised at random ({', '.join(head[:4])})")
+    return model, config, arch, spec, head
+
+
+def load_hf_dir(
+    path: Path, task: str | None, batch: tuple[int, int] = (2, 4), allow_new_head: bool = False
+) -> SourceModel:
+    """A Hugging Face folder loaded with the head of `task` (load_pretrained), as an export source."""
+    model, config, arch, spec, head = load_pretrained(path, task, allow_new_head)
     if spec.prepare is not None:
         spec.prepare(model)
     inputs = spec.inputs(model, config, path, batch)
@@ -177,7 +187,6 @@ def load_hf_dir(
     }
     if head:
         description["new_head"] = head  # random weights, exported on request
-        log.warning(f"the {spec.name} head of {path.name} is initialised at random ({', '.join(head[:4])})")
     return SourceModel(
         _named_outputs(model, inputs.names, outputs),
         inputs.names,

@@ -127,7 +127,11 @@ def export(
       edgeinfer export path/to/llama -o tuned.gguf --adapter path/to/lora --outtype q8_0
     """
     from edgeinfer.pipelines.export import export_model
+    from edgeinfer.pipelines.export_seq2seq import is_seq2seq_source
 
+    if not output.suffix and is_seq2seq_source(source, task):
+        _export_encoder_decoder(source, output, opset, exporter, atol, allow_new_head, force, as_json)
+        return
     with CliProgress("exporting") as progress:
         art = export_model(
             source,
@@ -178,6 +182,56 @@ def export(
     console.print(table)
 
 
+def _run_seq2seq(model: Path, prompt, max_tokens: int, device, provider, threads, allow_fallback, as_json) -> None:
+    from edgeinfer.runtime.seq2seq import Seq2SeqRunner
+
+    if prompt is None:
+        raise typer.BadParameter("an encoder-decoder needs --prompt (the source text)")
+    profile, providers = resolve_device(device, provider)
+    target_threads = threads if threads is not None else (profile.threads if profile else None)
+    runner = Seq2SeqRunner(
+        model, providers=providers or (list(profile.providers) if profile else None), threads=target_threads,
+        allow_fallback=allow_fallback,
+    )  # fmt: skip
+    out = runner.generate(prompt, max_new_tokens=max_tokens)
+    if as_json:
+        print(json.dumps({"text": out.text, "tokens": out.tokens, "tokens_per_s": out.tokens_per_s, **out.report}))
+        return
+    console.print(out.text, highlight=False)
+    err.print(
+        f"{out.steps} tokens in {out.seconds:.2f} s ({out.tokens_per_s:.1f} tokens/s, greedy, KV cache) on "
+        f"{', '.join(out.report['providers'])}"
+    )
+
+
+def _export_encoder_decoder(source, output: Path, opset, exporter, atol, allow_new_head, force, as_json) -> None:
+    from edgeinfer.pipelines.export_seq2seq import export_encoder_decoder
+
+    with CliProgress("exporting") as progress:
+        result = export_encoder_decoder(
+            source, output, opset=opset, exporter=exporter, atol=atol, allow_new_head=allow_new_head, force=force,
+            progress=progress,
+        )  # fmt: skip
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+        return
+    table = Table(title=f"exported {output}/ (encoder-decoder)", show_header=False)
+    for part, art in (("encoder", result.encoder), ("decoder", result.decoder)):
+        v = art.validation
+        cases = "; ".join(
+            ", ".join(f"{n}{s}" for n, s in c["inputs"].items() if not n.startswith("past.") or n == "past.0.key")
+            for c in v["cases"].values()
+        )
+        table.add_row(part, f"{mb(art.path.stat().st_size)}, max abs diff {v['max_abs_diff']:.3g} on {cases}")
+    check = result.check
+    table.add_row(
+        "greedy generation",
+        f"identical to transformers on {len(check['cases'])} sentences ({check['tokens']} tokens)",
+    )
+    table.add_row("run it", f'edgeinfer run {output} --prompt "..."')
+    console.print(table)
+
+
 def _print_gguf_export(output: Path, art, as_json: bool) -> None:
     v = art.validation
     if as_json:
@@ -224,13 +278,20 @@ def _print_gguf_export(output: Path, art, as_json: bool) -> None:
 
 @app.command()
 def run(
-    model: Annotated[Path, typer.Argument(help="An .onnx model (for .gguf LLMs use --prompt).")],
+    model: Annotated[
+        Path,
+        typer.Argument(help="An .onnx model; a .gguf LLM or an exported encoder-decoder folder with --prompt."),
+    ],
     input: Annotated[
         Optional[Path], typer.Option("--input", "-i", help=".npz whose arrays are named like the model's inputs.")
     ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz.")] = None,
-    prompt: Annotated[Optional[str], typer.Option(help="GGUF: the prompt to complete.")] = None,
-    max_tokens: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF: tokens to generate.")] = 128,
+    prompt: Annotated[
+        Optional[str], typer.Option(help="GGUF: the prompt to complete; encoder-decoder: the source text.")
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, max=1 << 20, help="GGUF / encoder-decoder: tokens to generate.")
+    ] = 128,
     device: Device = None,
     provider: ProviderOpt = None,
     allow_fallback: Fallback = False,
@@ -246,6 +307,11 @@ def run(
         from edgeinfer.cli.llm import run_gguf
 
         run_gguf(model, prompt, max_tokens, device, threads, as_json)
+        return
+    from edgeinfer.runtime.seq2seq import is_seq2seq_folder
+
+    if is_seq2seq_folder(model):
+        _run_seq2seq(model, prompt, max_tokens, device, provider, threads, allow_fallback, as_json)
         return
     from edgeinfer.pipelines.run import run_onnx
 

@@ -39,6 +39,8 @@ class ExportTask:
         outputs: the model outputs the ONNX graph returns, in order.
         inputs: builds the example inputs from (loaded model, config dict, folder, (batch, second batch)).
         prepare: adjusts the loaded model before export (a causal LM drops its KV cache).
+        parts: the files a multi-graph task writes into its output folder (seq2seq: encoder and
+            decoder); empty for a task that is one .onnx file.
     """
 
     name: str
@@ -47,6 +49,7 @@ class ExportTask:
     outputs: tuple[str, ...]
     inputs: Callable[[Any, dict, Path, tuple[int, int]], TaskInputs]
     prepare: Callable[[Any], None] | None = field(default=None, compare=False)
+    parts: tuple[str, ...] = ()
 
 
 _TASKS: Registry[ExportTask] = Registry("export task", __name__)

@@ -78,10 +78,16 @@ TASK_MODELS = {
 }
 
 
+# Tasks that write several graphs into a folder, and the test file that exports their tiny models.
+MULTI_GRAPH_TASKS = {"seq2seq-lm": "test_seq2seq_export.py"}
+
+
 def test_every_task_file_registers_one_task_and_every_task_has_a_tiny_model():
     files = sorted(p.stem for p in TASK_FILES.glob("*.py") if not p.stem.startswith("_"))
     assert sorted(name.replace("-", "_") for name in tasks()) == files
-    assert sorted(tasks()) == sorted(TASK_MODELS), "add the new task's tiny model to TASK_MODELS"
+    assert sorted(tasks()) == sorted([*TASK_MODELS, *MULTI_GRAPH_TASKS]), "add the new task's tiny model to TASK_MODELS"
+    for task, test_file in MULTI_GRAPH_TASKS.items():
+        assert tasks()[task].parts and (Path(__file__).parent / test_file).is_file()
 
 
 @pytest.mark.parametrize(
@@ -92,6 +98,9 @@ def test_every_task_file_registers_one_task_and_every_task_has_a_tiny_model():
         ("ViTForImageClassification", "image-classification"),
         ("LlamaForCausalLM", "causal-lm"),
         ("GPT2LMHeadModel", "causal-lm"),
+        ("T5ForConditionalGeneration", "seq2seq-lm"),
+        ("BartForConditionalGeneration", "seq2seq-lm"),
+        ("MarianMTModel", "seq2seq-lm"),
         ("SomethingUnheardOf", "feature-extraction"),
     ],
 )

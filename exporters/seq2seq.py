@@ -1,0 +1,158 @@
+"""Encoder-decoder language models (T5, BART, Marian) as two ONNX graphs that generate with a KV cache.
+
+The encoder maps (input_ids, attention_mask) to its hidden states. The decoder is one graph for
+every step: it takes the new decoder tokens, the encoder's hidden states and mask, and the
+self-attention keys and values of the steps before (`past.L.key` / `past.L.value`, length 0 at the
+first step) and returns the logits and the extended cache (`present.L.*`). The cross-attention keys
+and values are recomputed from the encoder states at each step: one graph, no cache of the source.
+
+Both are ordinary export sources (exporters.source.SourceModel), so each is validated against the
+PyTorch model on two input sets before it ships; the decoder's second set starts from an empty
+cache, the first step of every generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.core.errors import InputError
+from edgeinfer.exporters.source import SourceModel
+
+ENCODER, DECODER, GENERATION = "encoder.onnx", "decoder.onnx", "generation.json"
+# The generation settings the runtime applies (greedy search), read from the model's generation config.
+GENERATION_KEYS = (
+    "decoder_start_token_id", "eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id",
+    "bad_words_ids", "min_length", "no_repeat_ngram_size", "max_length",
+)  # fmt: skip
+
+
+@dataclass
+class Seq2SeqParts:
+    encoder: SourceModel
+    decoder: SourceModel
+    generation: dict[str, Any]
+    model: Any  # the transformers model, for the end-to-end generation check
+    tokenizer: Any
+
+
+def _layers_heads(config) -> tuple[int, int, int]:
+    """(decoder layers, heads, head size) under the names T5 and BART-like configs use."""
+    layers = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
+    heads = getattr(config, "num_heads", None) or getattr(config, "decoder_attention_heads", None)
+    d_model = getattr(config, "d_model", None)
+    head_size = getattr(config, "d_kv", None) or (d_model // heads if d_model and heads else None)
+    if not (layers and heads and head_size):
+        raise InputError(f"cannot read the decoder's layers, heads and head size from the {config.model_type} config")
+    return int(layers), int(heads), int(head_size)
+
+
+def generation_settings(model) -> dict[str, Any]:
+    gen = getattr(model, "generation_config", None)
+    out = {}
+    for key in GENERATION_KEYS:
+        value = getattr(gen, key, None) if gen is not None else None
+        if value is None:
+            value = getattr(model.config, key, None)
+        if value is not None:
+            out[key] = value
+    if out.get("decoder_start_token_id") is None:
+        raise InputError("the model's config names no decoder_start_token_id: the decoder cannot start")
+    return out
+
+
+def load_seq2seq(path: Path, allow_new_head: bool = False) -> Seq2SeqParts:
+    """The encoder and decoder of a seq2seq folder as export sources, with example inputs from its
+    own tokenizer."""
+    import torch
+
+    from edgeinfer.core.hf_folder import check_tokens_are_real, load_tokenizer
+    from edgeinfer.exporters.source import load_pretrained
+    from edgeinfer.exporters.tasks._inputs import SENTENCES
+
+    model, config, arch, spec, head = load_pretrained(path, "seq2seq-lm", allow_new_head)
+    tokenizer = load_tokenizer(path)
+    layers, heads, head_size = _layers_heads(model.config)
+    description = {
+        "kind": "huggingface", "path": str(path.resolve()), "architecture": arch,
+        "model_type": config.get("model_type"), "task": spec.name,
+    }  # fmt: skip
+    if head:
+        description["new_head"] = head
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = model.get_encoder()
+
+        def forward(self, input_ids, attention_mask):
+            return (self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, *past):
+            from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+            own = DynamicCache()
+            for i in range(layers):
+                own.update(past[2 * i], past[2 * i + 1], i)
+            out = self.model(
+                encoder_outputs=(encoder_hidden_states,),
+                attention_mask=encoder_attention_mask,
+                decoder_input_ids=input_ids,
+                past_key_values=EncoderDecoderCache(own, DynamicCache()),
+                use_cache=True,
+                return_dict=True,
+            )
+            cache = out.past_key_values.self_attention_cache
+            return (out.logits, *[t for i in range(layers) for t in (cache.layers[i].keys, cache.layers[i].values)])
+
+    def encode(sentences):
+        enc = tokenizer(sentences, padding=True, return_tensors="pt")
+        check_tokens_are_real(tokenizer, enc["input_ids"].numpy(), path)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    encoder = Encoder().eval()
+    enc_example, enc_second = encode(SENTENCES[:2]), encode(SENTENCES[2:5])
+    enc_axes = {n: {0: "batch", 1: "source"} for n in ("input_ids", "attention_mask")}
+    enc_src = SourceModel(
+        encoder, ["input_ids", "attention_mask"], ["last_hidden_state"], enc_example, enc_second, enc_axes,
+        {**description, "part": "encoder"}, spec.name, tokenizer_dir=str(path.resolve()),
+        output_axes={"last_hidden_state": {0: "batch", 1: "source"}},
+    )  # fmt: skip
+
+    past_names = [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    present_names = [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    gen = torch.Generator().manual_seed(0)
+
+    def decoder_case(enc_inputs, new: int, past_len: int) -> dict[str, Any]:
+        with torch.no_grad():
+            hidden = encoder(**enc_inputs)[0]
+        batch = hidden.shape[0]
+        ids = torch.randint(4, min(int(model.config.vocab_size), 1000), (batch, new), generator=gen)
+        case = {
+            "input_ids": ids,
+            "encoder_hidden_states": hidden,
+            "encoder_attention_mask": enc_inputs["attention_mask"],
+        }
+        for name in past_names:
+            case[name] = torch.randn(batch, heads, past_len, head_size, generator=gen)
+        return case
+
+    dec_axes = {
+        "input_ids": {0: "batch", 1: "new"},
+        "encoder_hidden_states": {0: "batch", 1: "source"},
+        "encoder_attention_mask": {0: "batch", 1: "source"},
+        **{n: {0: "batch", 2: "past"} for n in past_names},
+    }
+    dec_src = SourceModel(
+        Decoder().eval(), ["input_ids", "encoder_hidden_states", "encoder_attention_mask", *past_names],
+        ["logits", *present_names], decoder_case(enc_example, 1, 3), decoder_case(enc_second, 2, 0), dec_axes,
+        {**description, "part": "decoder"}, spec.name, tokenizer_dir=str(path.resolve()),
+        output_axes={"logits": {0: "batch", 1: "new"}, **{n: {0: "batch", 2: "total"} for n in present_names}},
+    )  # fmt: skip
+    return Seq2SeqParts(enc_src, dec_src, generation_settings(model), model, tokenizer)

@@ -1,0 +1,147 @@
+"""Greedy generation with an exported encoder-decoder (a folder: encoder.onnx, decoder.onnx,
+generation.json, the tokenizer) on ONNX Runtime, with the decoder's self-attention KV cache.
+
+The generation settings are the model's own (generation.json): the decoder start token, EOS, the
+forced first / last tokens, banned tokens, a minimum length and no-repeat n-grams, as transformers
+applies them in greedy search. Beam search is not done here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.core.errors import InputError
+from edgeinfer.runtime.ort import OrtRunner
+
+GENERATION = "generation.json"
+
+
+def is_seq2seq_folder(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / GENERATION).is_file()
+
+
+@dataclass
+class Generated:
+    tokens: list[int]  # generated ids, the decoder start token excluded
+    text: str
+    seconds: float
+    steps: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+
+class Seq2SeqRunner:
+    """The folder's encoder and decoder on the given providers, and its tokenizer."""
+
+    def __init__(self, folder: Path, *, providers=None, threads: int | None = None, allow_fallback: bool = False):
+        from edgeinfer.core.formats import read_json_object
+        from edgeinfer.core.hf_folder import load_tokenizer
+
+        folder = Path(folder)
+        if not is_seq2seq_folder(folder):
+            raise InputError(f"{folder} is not an exported encoder-decoder (no {GENERATION})")
+        self.settings = read_json_object(folder / GENERATION, "generation settings")
+        files = self.settings.get("files", {})
+        for part in ("encoder", "decoder"):
+            name = str(files.get(part, f"{part}.onnx"))
+            if Path(name).is_absolute() or not (folder / name).resolve().is_relative_to(folder.resolve()):
+                raise InputError(f"{GENERATION} names {name!r}, a path outside {folder}; refusing it")
+        self.encoder, self.decoder = (
+            OrtRunner(
+                folder / str(files.get(part, f"{part}.onnx")),
+                providers=providers,
+                threads=threads,
+                allow_fallback=allow_fallback,
+                profile_first_run=False,
+            )  # fmt: skip
+            for part in ("encoder", "decoder")
+        )
+        self.past_names = [i.name for i in self.decoder.inputs if i.name.startswith("past.")]
+        self.tokenizer = load_tokenizer(folder, pad_with_eos=False)
+        first = next(i for i in self.decoder.inputs if i.name.startswith("past."))
+        self.heads, self.head_size = int(first.shape[1]), int(first.shape[3])
+
+    def encode(self, text: str) -> dict[str, np.ndarray]:
+        enc = self.tokenizer([text], return_tensors="np")
+        return {
+            "input_ids": enc["input_ids"].astype(np.int64),
+            "attention_mask": enc["attention_mask"].astype(np.int64),
+        }
+
+    def generate(
+        self, text: str | None = None, *, inputs: dict[str, np.ndarray] | None = None, max_new_tokens: int = 64
+    ):
+        """Greedy decoding of one source; `inputs` (input_ids, attention_mask) instead of text."""
+        import time
+
+        feeds = inputs if inputs is not None else self.encode(text or "")
+        if feeds["input_ids"].shape[0] != 1:
+            raise InputError("generate takes one source sequence at a time")
+        start = time.perf_counter()
+        hidden = self.encoder.session.run(None, feeds)[0]
+        s = self.settings
+        eos = s.get("eos_token_id")
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        limit = max_new_tokens  # as in transformers, max_new_tokens wins over the config's max_length
+        tokens = [int(s["decoder_start_token_id"])]
+        past = {n: np.zeros((1, self.heads, 0, self.head_size), np.float32) for n in self.past_names}
+        new = np.array([[tokens[0]]], dtype=np.int64)
+        out_names = [o.name for o in self.decoder.session.get_outputs()]
+        for step in range(limit):
+            outs = self.decoder.session.run(
+                None,
+                {
+                    "input_ids": new,
+                    "encoder_hidden_states": hidden,
+                    "encoder_attention_mask": feeds["attention_mask"],
+                    **past,
+                },
+            )
+            logits = np.asarray(outs[0])[0, -1].astype(np.float64)
+            self._process(logits, tokens, step, limit, eos_ids)
+            nxt = int(logits.argmax())
+            tokens.append(nxt)
+            past = {n.replace("present.", "past."): v for n, v in zip(out_names[1:], outs[1:])}
+            new = np.array([[nxt]], dtype=np.int64)
+            if nxt in eos_ids:
+                break
+        seconds = time.perf_counter() - start
+        generated = tokens[1:]
+        text_out = self.tokenizer.decode(generated, skip_special_tokens=True)
+        used = self.decoder.report.used
+        return Generated(generated, text_out, seconds, len(generated), {"providers": used})
+
+    def _process(self, logits: np.ndarray, tokens: list[int], step: int, limit: int, eos_ids: set[int]) -> None:
+        """transformers' greedy logits processors, in place: the forced first and last tokens, banned
+        tokens, the minimum length, no repeated n-grams."""
+        s = self.settings
+        length = len(tokens)  # what transformers counts: the start token included
+
+        def force(token: int) -> None:
+            logits[:] = -np.inf
+            logits[token] = 0.0
+
+        if s.get("min_length") and length < int(s["min_length"]):
+            for e in eos_ids:
+                logits[e] = -np.inf
+        for banned in s.get("bad_words_ids") or []:
+            if len(banned) == 1:
+                logits[banned[0]] = -np.inf
+        n = int(s.get("no_repeat_ngram_size") or 0)
+        if n and length >= n:
+            prefix = tuple(tokens[length - n + 1 :])
+            for i in range(length - n + 1):
+                if tuple(tokens[i : i + n - 1]) == prefix:
+                    logits[tokens[i + n - 1]] = -np.inf
+        if step == 0 and s.get("forced_bos_token_id") is not None:
+            force(int(s["forced_bos_token_id"]))
+        if step == limit - 1 and s.get("forced_eos_token_id") is not None:
+            fe = s["forced_eos_token_id"]
+            force(int(fe[0] if isinstance(fe, list) else fe))

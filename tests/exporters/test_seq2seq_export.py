@@ -1,0 +1,135 @@
+"""Encoder-decoders from their own folders: T5, BART and Marian export an encoder and a decoder with
+a KV cache, each validated against PyTorch, and greedy generation on ONNX Runtime gives the tokens
+transformers' greedy generate gives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+# MiniLM's WordPiece tokenizer: [PAD] 0, [CLS] 101, [SEP] 102.
+SIZES = dict(vocab_size=30522, d_model=32)
+
+
+def _t5():
+    import transformers
+
+    cfg = transformers.T5Config(
+        **SIZES, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=102,
+    )  # fmt: skip
+    return transformers.T5ForConditionalGeneration(cfg)
+
+
+def _bart():
+    import transformers
+
+    cfg = transformers.BartConfig(
+        **SIZES, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0, bos_token_id=101,
+        eos_token_id=102, decoder_start_token_id=102,
+    )  # fmt: skip
+    return transformers.BartForConditionalGeneration(cfg)
+
+
+def _marian():
+    import transformers
+
+    cfg = transformers.MarianConfig(
+        **SIZES, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0, eos_token_id=102,
+        decoder_start_token_id=0,
+    )  # fmt: skip
+    return transformers.MarianMTModel(cfg)
+
+
+BUILDERS = {"t5": _t5, "bart": _bart, "marian": _marian}
+# What a checkpoint's generation_config.json says; the runtime applies it as transformers' greedy search does.
+GENERATION = {
+    "t5": dict(decoder_start_token_id=0, pad_token_id=0, eos_token_id=102),
+    "bart": dict(
+        decoder_start_token_id=102,
+        pad_token_id=0,
+        bos_token_id=101,
+        eos_token_id=102,
+        forced_bos_token_id=101,
+        forced_eos_token_id=102,
+        no_repeat_ngram_size=3,
+    ),
+    "marian": dict(
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=102, bad_words_ids=[[0]], forced_eos_token_id=102
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def exported(request, tmp_path_factory, minilm_dir):
+    import torch
+
+    torch.manual_seed(0)
+    model = BUILDERS[request.param]().eval()
+    for key, value in GENERATION[request.param].items():
+        setattr(model.generation_config, key, value)
+    root = tmp_path_factory.mktemp(request.param)
+    folder = root / "model"
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_dir / name, folder / name)
+    return request.param, model, folder, root
+
+
+def test_encoder_and_decoder_export_validated_and_generate_like_transformers(exported, capsys):
+    name, model, folder, root = exported
+    out = root / "onnx"
+    code, stdout, err = run_cli(capsys, "export", folder, "-o", out, "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert {"encoder.onnx", "decoder.onnx", "generation.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    for part in ("encoder", "decoder"):
+        assert report[part]["validation"]["passed"] and report[part]["validation"]["max_abs_diff"] < 1e-3
+    past = [c["inputs"]["past.0.key"] for c in report["decoder"]["validation"]["cases"].values()]
+    assert sorted(p[2] for p in past) == [0, 3]  # validated from an empty cache and from a filled one
+    check = report["generation_check"]
+    assert check["identical"] and check["tokens"] > 0
+    # A sentence the export's own check never saw, through `edgeinfer run`, against transformers.
+    import torch
+
+    from edgeinfer.core.hf_folder import load_tokenizer
+
+    text = "Quantization trades a little accuracy for a lot of speed."
+    code, stdout, err = run_cli(capsys, "run", out, "--prompt", text, "--max-tokens", "10", "--json")
+    assert code == 0, err
+    enc = load_tokenizer(folder, pad_with_eos=False)([text], return_tensors="pt")
+    with torch.no_grad():
+        want = model.generate(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=10, do_sample=False,
+            num_beams=1,
+        )[0].tolist()[1:]  # fmt: skip
+    got = json.loads(stdout)["tokens"]
+    while len(want) > len(got) and want[-1] == 0:
+        want.pop()  # transformers pads after an early EOS
+    assert got == want and len(got) >= 1
+    settings = json.loads((out / "generation.json").read_text())
+    from edgeinfer.exporters.seq2seq import GENERATION_KEYS
+
+    used = {k: v for k, v in GENERATION[name].items() if k in GENERATION_KEYS}
+    assert {k: settings[k] for k in used} == used
+    if name == "bart":
+        assert got[0] == 101  # forced_bos_token_id applied, as transformers does
+
+
+def test_an_encoder_decoder_needs_a_folder_output_and_keeps_an_existing_one(exported, capsys):
+    _, _, folder, root = exported
+    code, _, err = run_cli(capsys, "export", folder, "-o", root / "one.onnx")
+    assert code == 2 and "name the output a folder" in err and not (root / "one.onnx").exists()
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    code, _, err = run_cli(capsys, "export", folder, "-o", mine, "--force")
+    assert code == 2 and "no exported encoder-decoder" in err and (mine / "notes.txt").read_text() == "keep"
