@@ -330,10 +330,14 @@ def conclude(report: OptimizeReport, space: SearchSpace, cache, objective: Objec
     """Choose (rebuilding a cached choice, re-choosing if its rebuilt bytes no longer meet the
     budgets), the Pareto front, and the closest candidate when none meets."""
     report.pareto = pareto_front(report.candidates)
+    # A candidate measured elsewhere (a Ray task on a shared node, an earlier run) is built and, if
+    # its latency was a shared node's, measured again here; if it no longer leads, the new leader
+    # gets the same treatment. Each candidate is re-measured at most once, so this ends.
     while (best := choose(report.candidates, objective)) is not None:
         materialize(space, best, report.budgets, cache, progress)
-        if best.met:
+        if best.met and choose(report.candidates, objective) is best:
             report.chosen = best.name
+            report.pareto = pareto_front(report.candidates)
             return best
     # Measured candidates first; else the built ones, on what is known of them (their size).
     known = [c for c in report.candidates if c.measured] or [c for c in report.candidates if c.size_bytes]
