@@ -126,7 +126,6 @@ def test_minilm_keeps_the_cosine_budget_and_ships_its_tokenizer(minilm_dir, tmp_
     from edgeinfer.devices import get_profile
     from edgeinfer.examples import SENTENCES
     from edgeinfer.pipelines.optimize import Budgets, optimize
-    from edgeinfer.pipelines.verify import verify
 
     out = tmp_path / "minilm-bundle"
     report = optimize(
@@ -140,7 +139,8 @@ def test_minilm_keeps_the_cosine_budget_and_ships_its_tokenizer(minilm_dir, tmp_
     assert per_tensor.drop is not None and per_tensor.drop > dyn.drop  # per-tensor loses more
     chosen = by_name[report.chosen or ""]
     assert chosen.met and chosen.speedup == max(c.speedup or 0 for c in report.candidates if c.met)
-    assert (out / "tokenizer" / "tokenizer.json").exists() and verify(out).passed
+    assert (out / "tokenizer" / "tokenizer.json").exists()
+    assert _verify_in_a_fresh_process(out, tmp_path)["passed"]
 
 
 def test_a_recipe_replays_to_identical_bytes_and_is_refused_for_another_source(
@@ -186,8 +186,7 @@ def test_the_npu_profile_gets_a_qnn_qdq_model_that_verifies_on_the_simulator(dig
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["providers"] == ["QNNExecutionProvider"]
     assert manifest["inputs"][0]["shape"][0] == "8"  # the NPU profile fixed the shapes at export
-    code, stdout, _ = run_cli(capsys, "verify", out, "--json")
-    assert code == 0 and json.loads(stdout)["providers"][0] == "QNNExecutionProvider"
+    assert _verify_in_a_fresh_process(out, tmp_path)["providers"][0] == "QNNExecutionProvider"
     # Replacing a bundle needs --force; a folder that is not a bundle is never replaced.
     code, _, err = run_cli(capsys, "optimize", FACTORY, "--data", digits_eval, "-o", out)
     assert code == 2 and "exists; pass --force to replace it" in err
@@ -386,3 +385,34 @@ def test_ray_tasks_give_the_serial_executors_choice_and_figures(digits_eval, tmp
             assert b.measured_on and b.measured_on.startswith("ray:")
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["measured"]["drop"] == next(c.drop for c in serial.candidates if c.name == serial.chosen)
+
+
+def test_candidates_follow_the_profiles_precisions_and_the_model():
+    from dataclasses import replace
+
+    from edgeinfer.devices import Precision, get_profile
+    from edgeinfer.pipelines.optimize_onnx import candidate_recipes
+
+    vnni = get_profile("x86-avx512-vnni")
+    cnn = dict(candidate_recipes(vnni, None, has_calib=True, can_prune=True))
+    assert {"fp32", "int8-dynamic", "int8-static", "pruned-25", "pruned-50"} <= set(cnn) and "fp16" not in cnn
+    bert = dict(candidate_recipes(vnni, "bert", has_calib=True))
+    assert "graph+int8-dynamic" in bert and not any("static" in n for n in bert)  # no QDQ for transformers here
+    wide = replace(vnni, precisions=(Precision.FP32, Precision.INT8, Precision.INT4, Precision.FP16))
+    names = dict(candidate_recipes(wide, "bert", has_calib=True))
+    assert names["int4-weight-only"] == [("quantize-onnx", {"method": "int4"})]
+    assert names["graph+int4-weight-only"][0][0] == "optimize-graph" and names["fp16"]
+    npu = dict(candidate_recipes(get_profile("snapdragon-npu"), None, has_calib=True))
+    assert list(npu) == ["int8-static-qnn"] and npu["int8-static-qnn"][0][1]["recipe"] == "qnn"
+
+
+def _verify_in_a_fresh_process(bundle, tmp_path) -> dict:
+    """`edgeinfer verify BUNDLE --json` in a new interpreter, from a folder of its own: exit 0."""
+    cwd = tmp_path / "device"
+    cwd.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeinfer", "verify", str(bundle), "--json"], cwd=cwd, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    return json.loads(proc.stdout)
