@@ -86,15 +86,18 @@ def _new_weights(model, info: dict) -> tuple[list[str], list[str]]:
     return head, body
 
 
-def _is_diffusers(path: Path) -> bool:
-    """A diffusers model folder: its config.json names a `_class_name` and a `_diffusers_version`."""
+def is_diffusers_folder(path: Path) -> bool:
+    """A diffusers pipeline (model_index.json) or model folder (config.json with `_diffusers_version`)."""
     from edgeinfer.core.formats import read_json_object
 
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return True
     file = path / "config.json"
     if not file.is_file():
         return False
     config = read_json_object(file, "config")
-    return "_diffusers_version" in config or "_class_name" in config and "model_type" not in config
+    return "_diffusers_version" in config or ("_class_name" in config and "model_type" not in config)
 
 
 def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
@@ -110,11 +113,9 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
     from edgeinfer.core.hf_folder import read_config
     from edgeinfer.exporters.tasks import get_task, infer_task
 
-    if (path / "model_index.json").is_file() or _is_diffusers(path):
+    if is_diffusers_folder(path):
         raise UnsupportedError(
-            f"{path} is a diffusers folder (a pipeline or one of its models), which edgeinfer does not export "
-            "from the folder yet; export the model through a factory (package.module:function returning "
-            "(unet, {'sample': ..., 'timestep': ...})), which validates it like any other"
+            f"{path} is a diffusers folder, not a transformers one: export it with `edgeinfer export`"
         )
     config = read_config(path)
     weights = sorted(path.glob("*.safetensors"))

@@ -114,6 +114,15 @@ def quantize(
 
       edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
     """
+    from edgeinfer.runtime.seq2seq import is_seq2seq_folder
+
+    if is_seq2seq_folder(model):
+        from edgeinfer.pipelines.seq2seq_eval import quantize_seq2seq
+
+        with CliProgress("quantizing") as progress:
+            result = quantize_seq2seq(model, output, method or "dynamic", force=force, progress=progress)
+        _print_seq2seq(result, as_json, f"quantized {model} -> {output}/ ({method or 'dynamic'})")
+        return
     if is_gguf(model):
         from edgeinfer.cli.llm import print_gguf_quantize
         from edgeinfer.pipelines.llm import quantize_gguf_model
@@ -350,6 +359,15 @@ def compare(
     the baseline's log-probs (computed once, kept in a logits file), bits per weight, pp and tg
     tokens per second.
     """
+    from edgeinfer.runtime.seq2seq import is_seq2seq_folder
+
+    if is_seq2seq_folder(baseline):
+        from edgeinfer.pipelines.seq2seq_eval import compare_seq2seq
+
+        with CliProgress("generating") as progress:
+            result_ = compare_seq2seq(baseline, candidates, text, limit=limit or 32, progress=progress)
+        _print_seq2seq(result_, as_json, "compare (encoder-decoder, greedy)")
+        return
     if is_gguf(baseline):
         from edgeinfer.cli.llm import print_llm_report
         from edgeinfer.pipelines.llm import compare_gguf
@@ -488,3 +506,20 @@ def compile_(
     art = compile_model(model, output, profile, force=force)
     used = art.steps[-1].config["providers"]
     console.print(f"wrote {output} ({mb(output.stat().st_size)}), compiled by {used[0]}")
+
+
+def _print_seq2seq(result, as_json: bool, title: str) -> None:
+    """An encoder-decoder comparison: size, speed and agreement with the baseline's tokens."""
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    table = Table(title=f"{title}: {result.sentences} sentences of {result.text}, up to {result.max_new_tokens} tokens")
+    for col in ("model", "size MiB", "tokens/s", "speedup (95% CI)", "exact match", "token agreement"):
+        table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
+    for i, r in enumerate(result.rows):
+        speed = "1.00x (baseline)" if i == 0 else f"{r.speedup:.2f}x ({r.speedup_ci95[0]:.2f}-{r.speedup_ci95[1]:.2f})"
+        table.add_row(
+            r.model, f"{r.size_bytes / 2**20:.2f}", f"{r.tokens_per_s:.1f}", speed, f"{r.exact_match:.3f}",
+            f"{r.token_agreement:.3f}",
+        )  # fmt: skip
+    console.print(table)

@@ -35,11 +35,16 @@ def export(
     source: Annotated[
         str,
         typer.Argument(
-            help="Hugging Face model directory, a torch.export .pt2 file, or package.module:function (or file.py:function) returning (module, inputs); a factory RUNS that Python code."
+            help="Hugging Face model directory (an encoder-decoder exports into a folder), a diffusers model folder, a torch.export .pt2 file, or package.module:function (or file.py:function) returning (module, inputs); a factory RUNS that Python code."
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output .onnx or .gguf file (the suffix picks the format).")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output .onnx or .gguf file (the suffix picks the format); a folder for an encoder-decoder.",
+        ),
     ],
     format: Annotated[
         Optional[str], typer.Option("--format", help="onnx or gguf; must agree with the output's suffix.")

@@ -116,7 +116,12 @@ def export(
     from edgeinfer.exporters.source import load_source
 
     progress.stage(f"loading {source}")
-    src = load_source(source, config.task, trust_source, config.allow_new_head)
+    from edgeinfer.exporters.diffusion import is_diffusers_folder, load_diffusers
+
+    if Path(source).is_dir() and is_diffusers_folder(Path(source)):
+        src = load_diffusers(Path(source))
+    else:
+        src = load_source(source, config.task, trust_source, config.allow_new_head)
     return export_source(src, output, config, progress=progress, force=force)
 
 

@@ -170,13 +170,3 @@ def test_image_encoders_export_their_features_without_a_tokenizer(build, tmp_pat
     with torch.no_grad():
         want = model.eval()(pixel_values=pixels).last_hidden_state.numpy()
     np.testing.assert_allclose(session.run(None, {"pixel_values": pixels.numpy()})[0], want, atol=1e-4)
-
-
-def test_a_diffusers_folder_is_refused_saying_what_it_is_and_what_to_do(tmp_path, capsys):
-    from tests.conftest import run_cli
-
-    folder = tmp_path / "unet"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "_diffusers_version": "0.30.0"}))
-    code, _, err = run_cli(capsys, "export", folder, "-o", tmp_path / "u.onnx")
-    assert code == 2 and "is a diffusers folder" in err and "factory" in err

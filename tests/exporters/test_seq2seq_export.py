@@ -133,3 +133,31 @@ def test_an_encoder_decoder_needs_a_folder_output_and_keeps_an_existing_one(expo
     (mine / "notes.txt").write_text("keep")
     code, _, err = run_cli(capsys, "export", folder, "-o", mine, "--force")
     assert code == 2 and "no exported encoder-decoder" in err and (mine / "notes.txt").read_text() == "keep"
+
+
+def test_a_quantized_encoder_decoder_is_compared_on_generated_tokens(exported, capsys):
+    from edgeinfer.pipelines.export_seq2seq import export_encoder_decoder
+
+    _, _, folder, root = exported
+    base = root / "base"
+    export_encoder_decoder(str(folder), base, force=True)
+    q = root / "int8"
+    code, stdout, err = run_cli(capsys, "quantize", base, "-o", q, "--method", "dynamic", "--json")
+    assert code == 0, err
+    for part in ("encoder.onnx", "decoder.onnx"):
+        assert (q / part).stat().st_size < 0.6 * (base / part).stat().st_size
+    assert (q / "generation.json").read_bytes() == (base / "generation.json").read_bytes()
+    copy = root / "copy"
+    shutil.copytree(base, copy, dirs_exist_ok=True)
+    code, stdout, err = run_cli(capsys, "compare", base, copy, q, "--limit", "6", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    base_row, same, int8 = report["rows"]
+    assert report["sentences"] == 6 and base_row["tokens"] > 0
+    assert same["exact_match"] == 1.0 and same["token_agreement"] == 1.0  # the same graphs: the same tokens
+    assert 0.0 <= int8["token_agreement"] <= 1.0 and int8["size_bytes"] < 0.6 * base_row["size_bytes"]
+    assert int8["speedup"] > 0 and int8["speedup_ci95"][0] <= int8["speedup"] <= int8["speedup_ci95"][1]
+    code, _, err = run_cli(capsys, "quantize", base, "-o", root / "s", "--method", "static")
+    assert code == 2 and "static INT8 would need calibration data" in err and not (root / "s").exists()
+    code, _, err = run_cli(capsys, "quantize", base, "-o", base, "--force")
+    assert code == 2 and "the input is never modified" in err
