@@ -198,6 +198,7 @@ def load_hf_dir(
         description,
         spec.name,
         tokenizer_dir=inputs.tokenizer_dir,
+        output_axes=inputs.output_axes,
     )
 
 

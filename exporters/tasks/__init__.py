@@ -25,6 +25,7 @@ class TaskInputs:
     second: dict[str, Any]
     dynamic_axes: dict[str, dict[int, str]]
     tokenizer_dir: str | None = None
+    output_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # default: axis 0 is the batch
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,26 @@ def _tiny_clip_vision():
     return transformers.CLIPVisionModel(config), False
 
 
+def _tiny_clip():
+    import transformers
+
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=64),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4),
+        projection_dim=16,
+    )  # fmt: skip
+    return transformers.CLIPModel(config), True
+
+
 # task -> a tiny random-weight model of an architecture that means that task (and whether it reads text)
 TASK_MODELS = {
     "feature-extraction": _tiny_bert("BertModel"),
     "text-classification": _tiny_bert("BertForSequenceClassification"),
     "image-classification": _tiny_vit,
     "causal-lm": _tiny_llama,
+    "zero-shot-image-classification": _tiny_clip,
 }
 
 
@@ -101,6 +115,8 @@ def test_every_task_file_registers_one_task_and_every_task_has_a_tiny_model():
         ("T5ForConditionalGeneration", "seq2seq-lm"),
         ("BartForConditionalGeneration", "seq2seq-lm"),
         ("MarianMTModel", "seq2seq-lm"),
+        ("CLIPModel", "zero-shot-image-classification"),
+        ("CLIPVisionModel", "feature-extraction"),
         ("SomethingUnheardOf", "feature-extraction"),
     ],
 )
@@ -138,10 +154,12 @@ def test_each_task_exports_from_its_folder_and_matches_transformers(task, tmp_pa
     assert len(shapes) == 2 and shapes[0] != shapes[1]  # validated on two input shapes
     # A third batch, never seen by the export's own validation, against the model itself.
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
     if reads_text:
         ids = torch.randint(1000, 2000, (3, 7))
         feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-        feeds = {n: t for n, t in feeds.items() if n in {i.name for i in session.get_inputs()}}
+        feeds["pixel_values"] = torch.randn(5, 3, 32, 32)  # a dual encoder: five images against three labels
+        feeds = {n: t for n, t in feeds.items() if n in names}
     else:
         feeds = {"pixel_values": torch.randn(3, 3, 32, 32)}
     got = session.run(None, {n: t.numpy() for n, t in feeds.items()})[0]
