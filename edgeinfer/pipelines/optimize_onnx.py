@@ -20,11 +20,8 @@ from edgeinfer.pipelines.search import (
     Objective,
     OptimizeReport,
     broken,
-    check_replay,
-    conclude,
-    materialize,
+    finish,
     search,
-    write_html,
 )
 
 log = logging.getLogger(__name__)
@@ -206,7 +203,6 @@ def keep_float_recipes(
 
     from edgeinfer.compress.onnx_quant import OnnxQuantConfig
     from edgeinfer.pipelines.quantize import quantize
-    from edgeinfer.pipelines.search import broken
 
     if budgets.max_drop is None:
         return []
@@ -329,17 +325,11 @@ def optimize_onnx(
         task = next((c.task for c in candidates if c.task), "unknown")
         result = OptimizeReport(device, objective.value, budgets, task, candidates, kind="onnx")
         result.cache = str(cache.root) if cache is not None else None
-        if replay is not None:
-            result.replay = check_replay(candidates[0], replay[1])
-        pick = conclude(result, space, cache, objective, progress)
-        if html is not None:
-            write_html(candidates, result, html)
-        if pick is not None and (result.chosen or keep_best):
-            materialize(space, pick, budgets, cache, progress)
-            assert pick.path is not None
-            if not pick.measured:  # --keep-best on a candidate ruled out before measuring
-                space.measure(pick)
-                pick.failed = [f for f in pick.failed if "not measured" not in f] + broken(pick, budgets)
+        pick = finish(
+            result, space, cache, objective, keep_best=keep_best, html=html, replay=replay[1] if replay else None,
+            progress=progress,
+        )  # fmt: skip
+        if pick is not None and pick.path is not None:
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
             write_bundle(
                 bundle, pick.path, baseline, recipe=pick.steps if from_source(pick.steps) else export_steps + pick.steps,

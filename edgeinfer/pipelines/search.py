@@ -353,6 +353,33 @@ def conclude(report: OptimizeReport, space: SearchSpace, cache, objective: Objec
 REPLAY_TOLERANCE = 0.005
 
 
+def finish(
+    report: OptimizeReport,
+    space: SearchSpace,
+    cache,
+    objective: Objective,
+    *,
+    keep_best: bool,
+    html: Path | None,
+    replay: dict[str, Any] | None,
+    progress: Progress,
+) -> Candidate | None:
+    """The end of a search for either kind of model: the replay check, the choice (conclude), the
+    HTML report, and the candidate to write as a bundle, built here and measured (None: no bundle)."""
+    if replay is not None:
+        report.replay = check_replay(report.candidates[0], replay)
+    pick = conclude(report, space, cache, objective, progress)
+    if html is not None:
+        write_html(report.candidates, report, html)
+    if pick is None or not (report.chosen or keep_best):
+        return None
+    materialize(space, pick, report.budgets, cache, progress)
+    if not pick.measured:  # --keep-best on a candidate ruled out before measuring
+        space.measure(pick)
+        pick.failed = [f for f in pick.failed if "not measured" not in f] + broken(pick, report.budgets)
+    return pick
+
+
 def check_replay(cand: Candidate, doc: dict[str, Any]) -> dict[str, Any]:
     want = str(doc.get("result", {}).get("sha256") or "")
     recorded_drop = doc.get("measured", {}).get("drop")
