@@ -322,6 +322,15 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def bytes_per_token(path: Path) -> int:
+    """Weight bytes one generated token reads: every tensor, except the token-embedding table when a
+    separate output matrix exists (generation then gathers one row of it, not the whole table)."""
+    reader = open_gguf(path)
+    names = {t.name for t in reader.tensors}
+    skip = "token_embd.weight" if "output.weight" in names else None
+    return sum(int(t.n_bytes) for t in reader.tensors if t.name != skip)
+
+
 def gguf_summary(path: Path) -> dict:
     """File type, parameter count and bits per weight, read from the checked GGUF header."""
     reader = open_gguf(path)

@@ -109,6 +109,12 @@ def bench_gguf(
         f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
         f"backend {', '.join(result['backend'])}"
     )
+    console.print(
+        f"memory-bandwidth bound: {result['read_bandwidth_gb_s']:.1f} GB/s read / "
+        f"{result['bytes_per_token'] / 2**20:.1f} MiB per token = {result['bandwidth_bound_tokens_per_s']:.0f} tokens/s; "
+        f"generation reaches {result['share_of_bound']:.0%} of it",
+        highlight=False,
+    )
 
 
 def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) -> None:

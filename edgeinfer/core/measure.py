@@ -70,3 +70,23 @@ def peak_rss_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def read_bandwidth_gb_s(mib: int = 512, threads: int | None = None, passes: int = 5) -> float:
+    """This machine's streaming-read bandwidth, GB/s: `threads` workers (default: every core) each
+    sum their slice of a `mib` MiB array (numpy releases the GIL while it reduces); the best of
+    `passes`. An array far larger than the caches, so it measures memory, not cache."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = max(1, threads or os.cpu_count() or 1)
+    data = np.ones(mib * 2**20 // 8, dtype=np.float64)
+    slices = np.array_split(data, n)
+    best = 0.0
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(np.sum, slices))  # warm: pages touched, threads started
+        for _ in range(passes):
+            start = time.perf_counter()
+            list(pool.map(np.sum, slices))
+            best = max(best, data.nbytes / (time.perf_counter() - start) / 1e9)
+    return best

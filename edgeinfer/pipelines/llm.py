@@ -64,10 +64,29 @@ def bench_gguf(
     runner = LlamaRunner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)))
     result = runner.bench(n_prompt, n_gen, reps)
     result.update(gguf_summary(model), model=str(model), peak_rss_mb=peak_rss_mb(), backend=runner.report.used)
+    result.update(bandwidth_bound(model, result["tg_tokens_per_s"], settings.threads))
     from edgeinfer.pipelines.bench import check_memory
 
     check_memory(result["peak_rss_mb"], profile)
     return result
+
+
+def bandwidth_bound(model: Path, tg_tokens_per_s: float, threads: int | None = None) -> dict[str, float]:
+    """Generation on a CPU reads every weight once per token: the machine's read bandwidth over the
+    bytes per token bounds the speed. Returns the bandwidth, the bytes, the bound and the share reached
+    (the KV cache read is left out: small at bench's context)."""
+    from edgeinfer.core.measure import read_bandwidth_gb_s
+    from edgeinfer.runtime.llama import bytes_per_token
+
+    bandwidth = read_bandwidth_gb_s(threads=threads)
+    per_token = bytes_per_token(model)
+    bound = bandwidth * 1e9 / per_token
+    return {
+        "read_bandwidth_gb_s": bandwidth,
+        "bytes_per_token": per_token,
+        "bandwidth_bound_tokens_per_s": bound,
+        "share_of_bound": tg_tokens_per_s / bound,
+    }
 
 
 def quantize_gguf_model(

@@ -31,6 +31,14 @@ def test_bench_reports_prompt_and_generation_speed(smollm2, capsys):
     result = json.loads(out)
     assert code == 0 and result["pp_tokens_per_s"] > result["tg_tokens_per_s"] > 1
     assert result["architecture"] == "llama" and 4 < result["bits_per_weight"] < 8
+    # The bound: this machine's read bandwidth over the weight bytes a token reads (SmolLM2 ties its
+    # output to the embedding table, so every tensor counts); no CPU generates faster than it.
+    assert result["read_bandwidth_gb_s"] > 0.5 and result["bytes_per_token"] <= result["file_size_bytes"]
+    assert result["bytes_per_token"] > 0.9 * result["parameters"] * result["bits_per_weight"] / 8
+    assert result["bandwidth_bound_tokens_per_s"] == pytest.approx(
+        result["read_bandwidth_gb_s"] * 1e9 / result["bytes_per_token"]
+    )
+    assert 0 < result["share_of_bound"] < 1.2  # a little headroom: the probe is one numpy pass, not STREAM
 
 
 def test_prompt_longer_than_context_is_refused(smollm2):
