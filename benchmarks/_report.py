@@ -8,7 +8,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import datetime as dt  # noqa: E402
-import platform
 import re
 from pathlib import Path
 
@@ -37,17 +36,12 @@ def parse_args(doc: str | None, runs: int | None = 20):
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = Path("/proc/cpuinfo").read_text()
-        vnni = "avx512_vnni" in flags or "avx_vnni" in flags
-    except OSError:
-        vnni = False
     import psutil
+
+    from edgeinfer.devices import cpu_model, host_isa
+
+    cpu = cpu_model()
+    vnni = bool({"avx512_vnni", "avx_vnni"} & set(host_isa()))
 
     versions = []
     for mod in ("torch", "onnxruntime", "llama_cpp"):

@@ -176,6 +176,19 @@ ISA_FLAGS = {
 }
 
 
+def cpu_model() -> str:
+    """This CPU's name (/proc/cpuinfo's model name), else what the platform module says."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def host_isa(cpuinfo: str | None = None) -> list[str]:
     """The instruction-set extensions of this CPU (or of the given /proc/cpuinfo text) that matter
     for quantized and BF16 kernels."""

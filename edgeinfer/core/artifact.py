@@ -107,6 +107,15 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
+def copy_with_sidecar(model: Path, dest: Path) -> None:
+    """Copy a model file to `dest`, and its sidecar (when it has one) beside it."""
+    import shutil
+
+    shutil.copyfile(model, dest)
+    if sidecar_path(model).exists():
+        shutil.copyfile(sidecar_path(model), sidecar_path(dest))
+
+
 def new_artifact(path: Path, source: dict[str, Any], step: Step, meta: dict[str, Any] | None = None) -> Artifact:
     path = Path(path)
     return Artifact(path, ModelFormat.of(path), source, sha256_file(path), [step], dict(meta or {}))

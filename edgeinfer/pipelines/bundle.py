@@ -95,7 +95,7 @@ def write_bundle(
 ) -> None:
     """Write the bundle folder atomically (it appears whole, or not at all)."""
     from edgeinfer import __version__
-    from edgeinfer.core.artifact import load_artifact
+    from edgeinfer.core.artifact import copy_with_sidecar, load_artifact
     from edgeinfer.core.data import load_batches
     from edgeinfer.exporters.validate import compare_arrays
     from edgeinfer.pipelines.target import ort_target
@@ -121,10 +121,7 @@ def write_bundle(
     }
     check_bundle_output(bundle, force)
     with bundle_dir(bundle) as out:
-        shutil.copyfile(model, out / "model.onnx")
-        sidecar = model.with_name(model.name + ".edgeinfer.json")
-        if sidecar.exists():
-            shutil.copyfile(sidecar, out / "model.onnx.edgeinfer.json")
+        copy_with_sidecar(model, out / "model.onnx")
         tokenizer = art.meta.get("tokenizer")
         if tokenizer and Path(tokenizer).is_dir():
             (out / "tokenizer").mkdir()

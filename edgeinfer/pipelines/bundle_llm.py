@@ -5,12 +5,12 @@ llama-cpp-python, and a README. `verify` scores the model on the golden tokens o
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeinfer.core.artifact import copy_with_sidecar
 from edgeinfer.pipelines.bundle import SCHEMA, bundle_dir, check_bundle_output, write_manifest, write_recipe
 
 GOLDEN_TOKENS = 48
@@ -60,10 +60,7 @@ def write_llm_bundle(
     }
     check_bundle_output(bundle, force)
     with bundle_dir(bundle) as out:
-        shutil.copyfile(model, out / "model.gguf")
-        sidecar = model.with_name(model.name + ".edgeinfer.json")
-        if sidecar.exists():
-            shutil.copyfile(sidecar, out / "model.gguf.edgeinfer.json")
+        copy_with_sidecar(model, out / "model.gguf")
         np.savez(
             out / "golden.npz", tokens=np.asarray(tokens, np.int64), expected_log_probs=expected.astype(np.float16)
         )

@@ -92,13 +92,14 @@ def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str,
 
 def space_from_spec(spec: dict[str, Any], work: Path):
     """The search space a spec describes, with its baseline written into `work`."""
+    from edgeinfer.core.artifact import sidecar_path
     from edgeinfer.pipelines.passes import PassContext
 
     suffix = ".onnx" if spec["kind"] == "onnx" else ".gguf"
     baseline = work / f"baseline{suffix}"
     baseline.write_bytes(spec["baseline"])
     if spec.get("sidecar") is not None:
-        baseline.with_name(baseline.name + ".edgeinfer.json").write_bytes(spec["sidecar"])
+        sidecar_path(baseline).write_bytes(spec["sidecar"])
     ctx = PassContext(
         calib=spec.get("calib"), train_data=spec.get("train_data"), profile=spec["profile"],
         trust_source=spec.get("trust_source", False), compare=False,

@@ -33,18 +33,10 @@ def machine_fingerprint() -> dict[str, Any]:
     """What makes a latency figure from this machine comparable to another's: CPU, ISA, cores,
     and the runtimes' versions."""
     from edgeinfer import __version__
-    from edgeinfer.devices import host_isa
+    from edgeinfer.devices import cpu_model, host_isa
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     out: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "machine": platform.machine(),
         "isa": host_isa(),
         "cores": os.cpu_count(),

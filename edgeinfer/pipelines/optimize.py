@@ -12,11 +12,17 @@ an interrupted or repeated run resumes where it stopped.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.progress import QUIET, Progress
-from edgeinfer.pipelines.search import REPLAY_TOLERANCE, Budgets, Candidate, Objective, OptimizeReport
+from edgeinfer.pipelines.search import (
+    REPLAY_TOLERANCE,
+    Budgets,
+    Candidate,
+    Objective,
+    OptimizeReport,
+    SearchSettings,
+)
 
 __all__ = ["REPLAY_TOLERANCE", "Budgets", "Candidate", "Objective", "OptimizeReport", "optimize", "source_kind"]
 
@@ -69,51 +75,37 @@ def optimize(
     """
     from dataclasses import replace
 
+    from edgeinfer.core.errors import parse_choice
     from edgeinfer.pipelines.bundle import check_bundle_output
+    from edgeinfer.pipelines.executors import Executor, make_executor
 
     check_bundle_output(Path(bundle), force)
     memory_mb = getattr(profile, "memory_mb", None)
     if budgets.max_memory_mb is None and memory_mb:
         budgets = replace(budgets, max_memory_mb=float(memory_mb))
-    from edgeinfer.core.errors import parse_choice
-    from edgeinfer.pipelines.executors import Executor, make_executor
-
     kind = source_kind(source)
     budgets.for_kind(kind)
     how = parse_choice(Executor, executor, "executor")
     if kind == "gguf" and (train_data is not None or calib is not None):
         raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
-    args: dict[str, Any] = dict(
-        profile=profile,
-        budgets=budgets,
-        objective=objective,
-        runs=runs,
-        keep_best=keep_best,
-        recipe=recipe,
-        html=html,
-        trust_source=trust_source,
-        use_cache=use_cache,
-        force=force,
-        progress=progress,
-    )
     if kind == "onnx" and data is None:
         raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
-    args["executor"] = runner = make_executor(how, ray_address)
+    runner = make_executor(how, ray_address)
+    settings = SearchSettings(
+        profile, budgets, objective, runs, keep_best, recipe, html, trust_source, use_cache, force, runner, progress
+    )
     try:
-        return _optimize_kind(kind, source, Path(bundle), data, calib, train_data, args)
+        if kind == "gguf":
+            from edgeinfer.pipelines.optimize_llm import optimize_llm
+
+            return optimize_llm(source, Path(bundle), text=data, settings=settings)
+        from edgeinfer.pipelines.optimize_onnx import optimize_onnx
+
+        assert data is not None
+        return optimize_onnx(source, Path(bundle), data=data, calib=calib, train_data=train_data, settings=settings)
     finally:
         if runner is not None:
             runner.close()
-
-
-def _optimize_kind(kind, source, bundle, data, calib, train_data, args) -> OptimizeReport:
-    if kind == "gguf":
-        from edgeinfer.pipelines.optimize_llm import optimize_llm
-
-        return optimize_llm(source, bundle, text=data, **args)
-    from edgeinfer.pipelines.optimize_onnx import optimize_onnx
-
-    return optimize_onnx(source, bundle, data=data, calib=calib, train_data=train_data, **args)
 
 
 def source_kind(source: str) -> str:

@@ -17,12 +17,12 @@ import numpy as np
 
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.gguf_types import GgufType
-from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.core.progress import Progress
 from edgeinfer.pipelines.search import (
-    Budgets,
     Candidate,
     Objective,
     OptimizeReport,
+    SearchSettings,
     finish,
     search,
 )
@@ -155,44 +155,23 @@ class GgufSpace:
                 self.base_peak_mb = cand.memory_mb
 
 
-def optimize_llm(
-    source: str,
-    bundle: Path,
-    *,
-    text: str | None,
-    profile,
-    budgets: Budgets,
-    objective: Objective,
-    runs: int,
-    keep_best: bool,
-    recipe: Path | None,
-    html: Path | None,
-    trust_source: bool,
-    use_cache: bool,
-    force: bool,
-    executor=None,
-    progress: Progress = QUIET,
-) -> OptimizeReport:
+def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: SearchSettings) -> OptimizeReport:
+    """The LLM search (see optimize.optimize): the baseline GGUF, its candidate types, the bundle."""
     from edgeinfer.core.io import require_file, sha256_file
     from edgeinfer.examples import SENTENCES
-    from edgeinfer.pipelines.bundle import read_recipe
     from edgeinfer.pipelines.bundle_llm import write_llm_bundle
-    from edgeinfer.pipelines.measurements import MeasurementCache, data_sha256
+    from edgeinfer.pipelines.measurements import data_sha256
     from edgeinfer.pipelines.passes import PassContext, run_pass
 
+    profile, objective, progress = settings.profile, settings.objective, settings.progress
     text_path = Path(text) if text else SENTENCES
     require_file(text_path, "text file")
     if text_path.suffix.lower() != ".txt":
         raise ConfigError(f"an LLM is scored on text: give a .txt file, not {text_path.name}")
-    device = getattr(profile, "name", "this machine")
-    replay = read_recipe(recipe, source) if recipe is not None else None
-    replay_steps = list(replay[0]) if replay else []
-    export_cfg: dict[str, Any] = {}
-    if replay_steps and replay_steps[0][0] == "export-gguf":
-        export_cfg = dict(replay_steps.pop(0)[1])
+    replay, replay_steps, export_cfg = settings.replay(source, "export-gguf")
     with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
         work = Path(tmp)
-        ctx = PassContext(profile=profile, trust_source=trust_source, compare=False, progress=progress)
+        ctx = PassContext(profile=profile, trust_source=settings.trust_source, compare=False, progress=progress)
         if Path(source).suffix.lower() == ".gguf":
             baseline = require_file(Path(source), "GGUF model")
             export_steps: list[tuple[str, dict[str, Any]]] = []
@@ -200,7 +179,7 @@ def optimize_llm(
             progress.stage(f"exporting {source} to GGUF (the F16 baseline)")
             baseline = run_pass("export-gguf", source, work / "f16.gguf", export_cfg, ctx).path
             export_steps = [("export-gguf", export_cfg)]
-        space = GgufSpace(baseline, work, text_path, profile, ctx, runs, progress)
+        space = GgufSpace(baseline, work, text_path, profile, ctx, settings.runs, progress)
         base_name = "baseline" if export_steps == [] else "f16"
         if replay:
             recipes: list[tuple[str, list]] = [("replay", replay_steps)]
@@ -212,30 +191,23 @@ def optimize_llm(
             if objective is Objective.SIZE:
                 recipes.append(recipes.pop(0))  # the baseline is the largest
         candidates = [Candidate(name, steps) for name, steps in recipes]
-        cache = None
-        if not replay:
-            cache = MeasurementCache(
-                {
-                    "input_sha256": sha256_file(baseline),
-                    "text_sha256": data_sha256(str(text_path)),
-                    "scoring": [WINDOW, MAX_TOKENS, N_PROMPT, N_GEN, space.reps],
-                    "n_ctx": space.n_ctx,
-                    "threads": space.threads,
-                    "executor": getattr(executor, "name", "serial"),
-                },
-                enabled=use_cache,
-            )
-        search(space, candidates, budgets, objective, cache, progress, executor)
-        result = OptimizeReport(device, objective.value, budgets, "llm", candidates, kind="gguf")
-        result.cache = str(cache.root) if cache is not None else None
-        pick = finish(
-            result, space, cache, objective, keep_best=keep_best, html=html, replay=replay[1] if replay else None,
-            progress=progress,
-        )  # fmt: skip
+        cache = settings.measurement_cache(
+            {
+                "input_sha256": sha256_file(baseline),
+                "text_sha256": data_sha256(str(text_path)),
+                "scoring": [WINDOW, MAX_TOKENS, N_PROMPT, N_GEN, space.reps],
+                "n_ctx": space.n_ctx,
+                "threads": space.threads,
+            }
+        )
+        search(space, candidates, settings.budgets, objective, cache, progress, settings.executor)
+        result = OptimizeReport(settings.device, objective.value, settings.budgets, "llm", candidates, kind="gguf")
+        pick = finish(result, space, cache, settings, replay)
         if pick is not None and pick.path is not None:
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
             write_llm_bundle(
                 bundle, pick.path, baseline, space.ref, recipe=export_steps + pick.steps, source=source,
-                text=str(text_path), profile=profile, n_ctx=space.n_ctx, report=result, candidate=pick, force=force,
+                text=str(text_path), profile=profile, n_ctx=space.n_ctx, report=result, candidate=pick,
+                force=settings.force,
             )  # fmt: skip
     return result

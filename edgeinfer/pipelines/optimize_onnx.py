@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.core.artifact import load_artifact
+from edgeinfer.core.artifact import copy_with_sidecar, load_artifact, sidecar_path
 from edgeinfer.core.errors import ConfigError, option
-from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.core.progress import Progress
 from edgeinfer.pipelines.search import (
     Budgets,
     Candidate,
     Objective,
     OptimizeReport,
+    SearchSettings,
     broken,
     finish,
     search,
@@ -158,7 +158,7 @@ class OnnxSpace:
         cand.memory_mb = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads)
 
     def remote_spec(self) -> dict[str, Any]:
-        sidecar = self.baseline.with_name(self.baseline.name + ".edgeinfer.json")
+        sidecar = sidecar_path(self.baseline)
         return {
             "kind": "onnx", "source": self.source, "baseline": self.baseline.read_bytes(),
             "sidecar": sidecar.read_bytes() if sidecar.exists() else None, "data": self.data,
@@ -170,10 +170,7 @@ class OnnxSpace:
         """FP32 measured against itself: a copy, so compare times two sessions as for any candidate."""
         copy = self.work / "fp32-copy.onnx"
         if not copy.exists():
-            shutil.copyfile(self.baseline, copy)
-            sidecar = self.baseline.with_name(self.baseline.name + ".edgeinfer.json")
-            if sidecar.exists():
-                shutil.copyfile(sidecar, copy.with_name(copy.name + ".edgeinfer.json"))
+            copy_with_sidecar(self.baseline, copy)
         return copy
 
     def feeds(self) -> Path:
@@ -230,47 +227,27 @@ def keep_float_recipes(
 
 
 def optimize_onnx(
-    source: str,
-    bundle: Path,
-    *,
-    data: str,
-    calib: str | None,
-    train_data: str | None,
-    profile,
-    budgets: Budgets,
-    objective: Objective,
-    runs: int,
-    keep_best: bool,
-    recipe: Path | None,
-    html: Path | None,
-    trust_source: bool,
-    use_cache: bool,
-    force: bool,
-    executor=None,
-    progress: Progress = QUIET,
+    source: str, bundle: Path, *, data: str, calib: str | None, train_data: str | None, settings: SearchSettings
 ) -> OptimizeReport:
+    """The ONNX search (see optimize.optimize): the FP32 baseline, the candidates, the bundle."""
     from edgeinfer.core.io import sha256_file
-    from edgeinfer.pipelines.bundle import read_recipe, write_bundle
-    from edgeinfer.pipelines.measurements import MeasurementCache, data_sha256
+    from edgeinfer.pipelines.bundle import write_bundle
+    from edgeinfer.pipelines.measurements import data_sha256
     from edgeinfer.pipelines.passes import PassContext, run_pass
 
-    device = getattr(profile, "name", "this machine")
-    replay = read_recipe(recipe, source) if recipe is not None else None
-    replay_steps = list(replay[0]) if replay else []
-    export_cfg: dict[str, Any] = {}
-    if replay_steps and replay_steps[0][0] == "export-onnx":
-        export_cfg = dict(replay_steps.pop(0)[1])
+    profile, budgets, objective, progress = settings.profile, settings.budgets, settings.objective, settings.progress
+    if train_data is not None and (Path(source).suffix.lower() == ".onnx" or Path(source).is_dir()):
+        raise ConfigError(
+            f"{option('train_data')} adds pruning candidates, which start from a PyTorch factory "
+            f"(package.module:function), not from {Path(source).name}"
+        )
+    replay, replay_steps, export_cfg = settings.replay(source, "export-onnx")
     with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
         work = Path(tmp)
         ctx = PassContext(
-            calib=calib or data, train_data=train_data, profile=profile, trust_source=trust_source, compare=False,
-            progress=progress,
+            calib=calib or data, train_data=train_data, profile=profile, trust_source=settings.trust_source,
+            compare=False, progress=progress,
         )  # fmt: skip
-        if train_data is not None and (Path(source).suffix.lower() == ".onnx" or Path(source).is_dir()):
-            raise ConfigError(
-                f"{option('train_data')} adds pruning candidates, which start from a PyTorch factory "
-                f"(package.module:function), not from {Path(source).name}"
-            )
         if Path(source).suffix.lower() == ".onnx":
             baseline = Path(source)
             load_artifact(baseline)  # a hostile or missing file fails here, as everywhere
@@ -287,32 +264,27 @@ def optimize_onnx(
             if objective is Objective.SIZE:  # small files first: a met one rules out larger ones unmeasured
                 recipes.sort(key=lambda r: _bits(r[1]))
         candidates = [Candidate(name, steps) for name, steps in recipes]
-        cache = None
-        if not replay:
-            cache = MeasurementCache(
-                {
-                    "input_sha256": sha256_file(baseline),
-                    "data_sha256": data_sha256(data),
-                    "calib_sha256": data_sha256(calib or data),
-                    "train_data_sha256": data_sha256(train_data) if train_data else None,
-                    # a pruned candidate is built from the source: its code or files are part of the key
-                    "source_sha256": data_sha256(source) if train_data else None,
-                    "runs": runs,
-                    "device": device,
-                    "providers": [p.value for p in profile.providers] if profile is not None else None,
-                    "threads": getattr(profile, "threads", None),
-                    # latency from tasks sharing a node is not this machine's alone: kept apart
-                    "executor": getattr(executor, "name", "serial"),
-                },
-                enabled=use_cache,
-            )
-        space = OnnxSpace(source, baseline, work, data, profile, ctx, runs, progress)
+        cache = settings.measurement_cache(
+            {
+                "input_sha256": sha256_file(baseline),
+                "data_sha256": data_sha256(data),
+                "calib_sha256": data_sha256(calib or data),
+                "train_data_sha256": data_sha256(train_data) if train_data else None,
+                # a pruned candidate is built from the source: its code or files are part of the key
+                "source_sha256": data_sha256(source) if train_data else None,
+                "runs": settings.runs,
+                "device": settings.device,
+                "providers": [p.value for p in profile.providers] if profile is not None else None,
+                "threads": getattr(profile, "threads", None),
+            }
+        )
+        space = OnnxSpace(source, baseline, work, data, profile, ctx, settings.runs, progress)
         if quant_recipe(profile) == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
             log.warning(
                 "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
                 "nothing; the candidate is chosen on the metric, and `verify` on the device measures latency"
             )
-        search(space, candidates, budgets, objective, cache, progress, executor)
+        search(space, candidates, budgets, objective, cache, progress, settings.executor)
         if not replay:
             derived = [
                 Candidate(name, steps)
@@ -320,20 +292,15 @@ def optimize_onnx(
                     candidates, baseline, budgets, data, calib or data, profile, progress
                 )
             ]
-            search(space, derived, budgets, objective, cache, progress, executor)
+            search(space, derived, budgets, objective, cache, progress, settings.executor)
             candidates += derived
         task = next((c.task for c in candidates if c.task), "unknown")
-        result = OptimizeReport(device, objective.value, budgets, task, candidates, kind="onnx")
-        result.cache = str(cache.root) if cache is not None else None
-        pick = finish(
-            result, space, cache, objective, keep_best=keep_best, html=html, replay=replay[1] if replay else None,
-            progress=progress,
-        )  # fmt: skip
+        result = OptimizeReport(settings.device, objective.value, budgets, task, candidates, kind="onnx")
+        pick = finish(result, space, cache, settings, replay)
         if pick is not None and pick.path is not None:
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
             write_bundle(
                 bundle, pick.path, baseline, recipe=pick.steps if from_source(pick.steps) else export_steps + pick.steps,
-                source=source, data=data,
-                profile=profile, report=result, candidate=pick, force=force,
+                source=source, data=data, profile=profile, report=result, candidate=pick, force=settings.force,
             )  # fmt: skip
     return result

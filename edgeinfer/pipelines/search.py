@@ -170,6 +170,52 @@ class OptimizeReport:
         }
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """What `optimize` takes for either kind of model beside the source and its data (see optimize()).
+
+    `executor` is a started executor (executors.RayExecutor), or None to measure in this process.
+    """
+
+    profile: Any = None
+    budgets: Budgets = Budgets()
+    objective: Objective = Objective.LATENCY
+    runs: int = 20
+    keep_best: bool = False
+    recipe: Path | None = None
+    html: Path | None = None
+    trust_source: bool = False
+    use_cache: bool = True
+    force: bool = False
+    executor: Any = None
+    progress: Progress = field(default=QUIET, compare=False)
+
+    @property
+    def device(self) -> str:
+        return getattr(self.profile, "name", "this machine")
+
+    def replay(self, source: str, export_pass: str) -> tuple[dict[str, Any] | None, list, dict[str, Any]]:
+        """With a recipe to replay: (what it recorded, its steps after the export, the export's config),
+        checked against `source`; without one: (None, [], {})."""
+        from edgeinfer.pipelines.bundle import read_recipe
+
+        if self.recipe is None:
+            return None, [], {}
+        steps, doc = read_recipe(self.recipe, source)
+        export_cfg = dict(steps.pop(0)[1]) if steps and steps[0][0] == export_pass else {}
+        return doc, steps, export_cfg
+
+    def measurement_cache(self, context: dict[str, Any]):
+        """The cache for this search (None when replaying: a replay measures afresh). Latency from
+        tasks sharing a node is not this machine's alone, so each executor has its own entries."""
+        from edgeinfer.pipelines.measurements import MeasurementCache
+
+        if self.recipe is not None:
+            return None
+        executor = getattr(self.executor, "name", "serial")
+        return MeasurementCache({**context, "executor": executor}, enabled=self.use_cache)
+
+
 class SearchSpace(Protocol):
     """How one kind of model builds and measures its candidates."""
 
@@ -354,24 +400,18 @@ REPLAY_TOLERANCE = 0.005
 
 
 def finish(
-    report: OptimizeReport,
-    space: SearchSpace,
-    cache,
-    objective: Objective,
-    *,
-    keep_best: bool,
-    html: Path | None,
-    replay: dict[str, Any] | None,
-    progress: Progress,
+    report: OptimizeReport, space: SearchSpace, cache, settings: SearchSettings, replay: dict[str, Any] | None
 ) -> Candidate | None:
     """The end of a search for either kind of model: the replay check, the choice (conclude), the
     HTML report, and the candidate to write as a bundle, built here and measured (None: no bundle)."""
+    progress = settings.progress
     if replay is not None:
         report.replay = check_replay(report.candidates[0], replay)
-    pick = conclude(report, space, cache, objective, progress)
-    if html is not None:
-        write_html(report.candidates, report, html)
-    if pick is None or not (report.chosen or keep_best):
+    report.cache = str(cache.root) if cache is not None else None
+    pick = conclude(report, space, cache, settings.objective, progress)
+    if settings.html is not None:
+        write_html(report.candidates, report, settings.html)
+    if pick is None or not (report.chosen or settings.keep_best):
         return None
     materialize(space, pick, report.budgets, cache, progress)
     if not pick.measured:  # --keep-best on a candidate ruled out before measuring

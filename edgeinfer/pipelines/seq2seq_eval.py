@@ -131,6 +131,7 @@ def quantize_seq2seq(
     """Quantize both graphs of an exported encoder-decoder into the folder `output` (atomically),
     then compare its greedy generation with the original's on the shipped sentences."""
     from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.core.artifact import SIDECAR_SUFFIX
     from edgeinfer.pipelines.bundle import bundle_dir
     from edgeinfer.pipelines.quantize import quantize
     from edgeinfer.runtime.seq2seq import GENERATION
@@ -154,7 +155,7 @@ def quantize_seq2seq(
             raise OutputExistsError(f"{output} holds files but is no exported encoder-decoder; refusing to replace it")
     with bundle_dir(output) as tmp:
         for item in sorted(folder.iterdir()):
-            if item.is_file() and item.suffix != ".onnx" and not item.name.endswith(".onnx.edgeinfer.json"):
+            if item.is_file() and item.suffix != ".onnx" and not item.name.endswith(".onnx" + SIDECAR_SUFFIX):
                 shutil.copyfile(item, tmp / item.name)
         for part in sorted(folder.glob("*.onnx")):
             progress.stage(f"quantizing {part.name} ({method})")
