@@ -120,6 +120,7 @@ class OnnxSpace:
         self.source, self.baseline, self.work, self.data, self.profile = source, baseline, work, data, profile
         self.ctx, self.runs, self.progress = ctx, runs, progress
         self._feeds: Path | None = None
+        self._batches = None  # the evaluation data, loaded once for every candidate's comparison
 
     def estimate_memory_mb(self, cand: Candidate) -> float | None:
         return None  # cheap to build; measured after
@@ -140,9 +141,15 @@ class OnnxSpace:
         assert cand.path is not None
         other = cand.path if cand.path != self.baseline else self._baseline_copy()
         self.progress.stage(f"measuring {cand.name} against FP32, interleaved")
+        if self._batches is None:  # what compare_models would load from self.data, for every candidate
+            from edgeinfer.core.data import load_batches
+            from edgeinfer.runtime.ort import OrtRunner
+
+            inputs = OrtRunner(self.baseline, profile_first_run=False).inputs
+            self._batches = load_batches(self.data, inputs, 8, load_artifact(self.baseline).meta.get("tokenizer"))
         report = compare_models(
             self.baseline, [other], self.data, task=EvalTask.AUTO, device=self.profile, runs=self.runs,
-            progress=self.progress,
+            batch_size=8, data=self._batches, progress=self.progress,
         )  # fmt: skip
         row = report.rows[1]
         cand.task = report.task
