@@ -125,7 +125,8 @@ class OrtRunner:
             if not allow_fallback:
                 raise ProviderUnavailableError(
                     f"execution provider not available on this machine: {names}; install it, choose "
-                    f"another {option('providers')}/{option('device')}, or pass {option('allow_fallback', True)} to run without it"
+                    f"another {option('providers')}/{option('device')}, or pass {option('allow_fallback', True)} to run without it",
+                    missing=names,
                 )
             fallbacks = [f"{p.value} unavailable" for p in missing]
             requested_ok = [p for p in requested if p not in missing] or [Provider.CPU]

@@ -34,7 +34,12 @@ class UnsupportedError(EdgeInferError):
 
 
 class ProviderUnavailableError(EdgeInferError):
-    """A requested execution provider is not installed or refused the model."""
+    """A requested execution provider is not installed or refused the model; `missing` names the
+    providers that are not installed, with the package of each ("" when one refused the model)."""
+
+    def __init__(self, message: str, missing: str = "") -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class BackendError(EdgeInferError):

@@ -76,7 +76,7 @@ def make_executor(how: Executor, address: str | None = None) -> RayExecutor | No
 def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str, Any]:
     """On a worker: rebuild the search space from `spec`, build the candidate, measure it."""
     from edgeinfer.core.io import sha256_file
-    from edgeinfer.pipelines.search import Candidate
+    from edgeinfer.pipelines.search import Candidate, measure_here
 
     with tempfile.TemporaryDirectory(prefix="edgeinfer-task-") as tmp:
         space = space_from_spec(spec, Path(tmp))
@@ -86,7 +86,9 @@ def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str,
         except Exception as e:  # reported like a serial build failure
             return {"error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
         cand.sha256, cand.size_bytes = sha256_file(cand.path), cand.path.stat().st_size
-        space.measure(cand)
+        why = measure_here(space, cand)
+        if why:
+            return {"unmeasurable": why}
         return {**cand.figures(), "node": socket.gethostname()}
 
 

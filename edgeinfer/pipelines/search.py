@@ -295,10 +295,25 @@ def search(
             if objective is Objective.SIZE and rival is not None:
                 cand.failed.append(f"not measured: no smaller than {rival.name}, which meets every budget")
                 continue
-            space.measure(cand)
+            why = measure_here(space, cand)
+            if why:
+                cand.failed.append(why)
+                continue
             if cache is not None:
                 cache.put(cand.steps, cand.figures())
         cand.failed += broken(cand, budgets)
+
+
+def measure_here(space: SearchSpace, cand: Candidate) -> str | None:
+    """Measure `cand`; when the device's providers are missing on this machine, say so instead
+    (a GPU profile optimized on a CPU-only machine): the candidate is listed, not measured."""
+    from edgeinfer.core.errors import ProviderUnavailableError
+
+    try:
+        space.measure(cand)
+    except ProviderUnavailableError as e:
+        return f"not measurable here: {e.missing or str(e).splitlines()[0]} missing on this machine"
+    return None
 
 
 def _over_memory(cand: Candidate, space: SearchSpace, budgets: Budgets) -> bool:
@@ -324,6 +339,9 @@ def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: B
         for cand, result in zip(pending, executor.measure(space.remote_spec(), pending, progress)):
             if "error" in result:
                 cand.failed.append(f"could not be built: {result['error']}")
+                continue
+            if "unmeasurable" in result:
+                cand.failed.append(result["unmeasurable"])
                 continue
             cand.load(result)
             cand.cached, cand.measured_on = False, f"{executor.name}:{result.get('node', '?')}"

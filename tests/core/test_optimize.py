@@ -416,3 +416,23 @@ def _verify_in_a_fresh_process(bundle, tmp_path) -> dict:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     return json.loads(proc.stdout)
+
+
+def test_a_profile_whose_providers_are_missing_here_lists_its_candidates_as_not_measurable(
+    digits_eval, tmp_path, capsys
+):
+    """jetson-orin runs TensorRT / CUDA, which this CPU-only machine lacks: every candidate is listed
+    as not measurable here, naming the package, and nothing ships."""
+    out = tmp_path / "orin"
+    code, stdout, err = run_cli(
+        capsys, "optimize", FACTORY, "--device", "jetson-orin", "--data", digits_eval, "--max-drop", "0.01",
+        "--runs", "3", "-o", out, "--json", "--no-cache",
+    )  # fmt: skip
+    assert code == 1 and not out.exists()
+    report = json.loads(stdout)
+    assert report["candidates"] and report["chosen"] is None
+    for c in report["candidates"]:
+        if c["failed"] and c["failed"][0].startswith("the same file"):
+            continue
+        assert c["p50_ms"] is None and c["failed"][0].startswith("not measurable here: TensorrtExecutionProvider")
+        assert "pip install onnxruntime-gpu" in c["failed"][0] and "--allow-fallback" not in c["failed"][0]
