@@ -25,7 +25,6 @@ from edgeinfer.core.errors import (
 )
 from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
 from edgeinfer.core.limits import check_fits_in_memory, check_threads
-from edgeinfer.core.stdio import captured_fd
 from edgeinfer.runtime import ProviderReport
 
 log = logging.getLogger(__name__)
@@ -88,10 +87,45 @@ def _model_params(use_extra_bufts: bool):
         module.llama_model_default_params = original
 
 
-def _llama_error(log: str) -> str:
-    """The most telling error line llama.cpp printed, e.g. 'error loading model vocabulary: ...'."""
-    lines = [line.strip() for line in log.splitlines() if "error" in line.lower() or "failed" in line.lower()]
-    return lines[0][:300] if lines else ""
+# ggml_log_level in the llama.cpp llama-cpp-python 0.3 bundles: NONE, DEBUG, INFO, WARN, ERROR, CONT;
+# older builds had no DEBUG, so ERROR was 3. Warnings and errors either way; _llama_error picks.
+_GGML_LOG_WARN_OR_ERROR = (3, 4)
+
+
+@contextlib.contextmanager
+def _llama_errors() -> Iterator[list[str]]:
+    """The error lines llama.cpp logs while loading ('llama_model_load: error loading model: ...').
+
+    llama-cpp-python sends llama.cpp's log to Python's stderr, which it points at /dev/null while
+    loading when not verbose; a log callback sees the lines before that. The library's own
+    callback still gets every line, and is put back afterwards."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def record(level: int, text: bytes, user_data) -> None:
+        if level in _GGML_LOG_WARN_OR_ERROR:
+            lines.append(text.decode("utf-8", "replace").strip())
+        _logger.llama_log_callback(level, text, user_data)
+
+    llama_cpp.llama_log_set(record, ctypes.c_void_p(0))
+    try:
+        yield lines
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def _llama_error(lines: list[str]) -> str:
+    """The most telling of llama.cpp's error lines: the loader's reason, without its function prefix."""
+    for line in lines:
+        if "error loading model:" in line:
+            return line.split("error loading model:", 1)[1].strip()[:300]
+    said = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    return said[0][:300] if said else ""
 
 
 def kv_cache_bytes(reader, n_ctx: int) -> int | None:
@@ -156,7 +190,7 @@ class LlamaRunner:
         # AMX CPUs (seen on an Intel Xeon host with AMX-INT8: every quantized model segfaulted).
         # Plain CPU buffers run the same kernels' reference layout; the report says so.
         extra_bufts = not _cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
-        with captured_fd(2) as llama_log, _model_params(extra_bufts):
+        with _llama_errors() as llama_log, _model_params(extra_bufts):
             try:
                 self.llm = llama_cpp.Llama(
                     model_path=str(self.path),
@@ -168,7 +202,7 @@ class LlamaRunner:
                     verbose=False,
                 )
             except (ValueError, RuntimeError) as e:
-                said = _llama_error(llama_log())
+                said = _llama_error(llama_log)
                 raise InputError(f"llama.cpp could not load {self.path.name}: {said or e}") from None
         backend = "llama.cpp GPU" if gpu_layers else "llama.cpp CPU"
         if not extra_bufts:

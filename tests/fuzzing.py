@@ -17,10 +17,11 @@ import numpy as np
 EXTREMES = [0, 1, 7, 255, 2**16, 2**31 - 1, 2**32 - 1, 2**40, 2**62, 2**63 - 1, 2**64 - 1]
 
 
-def tiny_llama_gguf(path: Path, edit_tokens=None) -> Path:
+def tiny_llama_gguf(path: Path, edit_tokens=None, tokenizer_model: str = "llama") -> Path:
     """A complete, loadable Llama GGUF with random weights: 2 layers, 64 wide, a 300-token vocabulary.
 
-    `edit_tokens(list)` may change the vocabulary first (tests of the vocabulary checks)."""
+    `edit_tokens(list)` may change the vocabulary first, `tokenizer_model` names another tokenizer
+    (tests of the vocabulary checks)."""
     import gguf
 
     rng = np.random.default_rng(0)
@@ -36,7 +37,7 @@ def tiny_llama_gguf(path: Path, edit_tokens=None) -> Path:
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(n_embd // n_head)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("llama")
+    w.add_tokenizer_model(tokenizer_model)
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + [f"\u2581t{i}" for i in range(41)]
     if edit_tokens is not None:
         edit_tokens(tokens)

@@ -4,7 +4,17 @@
 checks the file against the source model (tokenizer round-trip, logits parity) before keeping it.
 """
 
-from edgeinfer.exporters.gguf import gemma, gpt2, llama, mistral, phi3, qwen2  # noqa: F401  (registration)
+from edgeinfer.exporters.gguf import (  # noqa: F401  (registration)
+    gemma,
+    gpt2,
+    llama,
+    mamba,
+    mistral,
+    mixtral,
+    phi3,
+    qwen2,
+    qwen2_moe,
+)
 from edgeinfer.exporters.gguf.base import FAMILIES, family_for
 from edgeinfer.exporters.gguf.convert import GgufExportConfig, convert
 

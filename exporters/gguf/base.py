@@ -6,6 +6,7 @@ A family declares its GGUF architecture, writes its hyperparameters through gguf
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -44,13 +45,13 @@ def family_for(architecture: str, config: dict[str, Any] | None = None) -> type[
         experts = next((config[k] for k in _MOE_KEYS[:3] if config.get(k)), None)
         what = f" ({experts} experts)" if experts else ""
         raise UnsupportedError(
-            f"{architecture} is a mixture-of-experts model{what}: edgeinfer's GGUF exporter converts dense "
-            f"decoders only ({supported}); {elsewhere}"
+            f"{architecture} is a mixture-of-experts model{what} edgeinfer's GGUF exporter does not convert "
+            f"(it converts {supported}); {elsewhere}"
         )
     if "mamba" in architecture.lower() or any(k in config for k in _SSM_KEYS):
         raise UnsupportedError(
-            f"{architecture} is a state-space (Mamba) model, not a transformer decoder: edgeinfer's GGUF exporter "
-            f"converts {supported}; {elsewhere}"
+            f"{architecture} is a state-space model edgeinfer's GGUF exporter does not convert "
+            f"(it converts {supported}); {elsewhere}"
         )
     stem = architecture.split("For")[0]
     causal = next((name for name in FAMILIES if name.split("For")[0] == stem), None)
@@ -64,12 +65,35 @@ def family_for(architecture: str, config: dict[str, Any] | None = None) -> type[
     )
 
 
+# One expert's tensor in a checkpoint that stores experts separately: `...experts.3.w1.weight`.
+_EXPERT = re.compile(r"^(?P<head>.*\.experts)\.(?P<index>\d+)\.(?P<tail>.+)$")
+
+
+def expert_groups(names: list[str]) -> list[tuple[str, list[str]]]:
+    """The checkpoint's tensors as conversion sources, in checkpoint order: a tensor on its own, or
+    every expert's copy of one tensor under its merged name (`...experts.w1.weight`), in expert
+    order, which the converter stacks into one [experts, ...] tensor as llama.cpp stores them."""
+    groups: dict[str, dict[int, str]] = {}
+    for name in names:
+        m = _EXPERT.match(name)
+        key, index = (f"{m['head']}.{m['tail']}", int(m["index"])) if m else (name, 0)
+        groups.setdefault(key, {})[index] = name
+    for key, members in groups.items():
+        if sorted(members) != list(range(len(members))):
+            missing = sorted(set(range(max(members) + 1)) - set(members))
+            raise ConfigError(f"{key}: the checkpoint lacks expert(s) {missing}; re-download the missing shard")
+    return [(key, [members[i] for i in range(len(members))]) for key, members in groups.items()]
+
+
 class Family:
     """One model family. Subclasses set `arch` and override the hooks they need."""
 
     arch: ClassVar[Any]  # gguf.MODEL_ARCH
     # Hugging Face tensors that carry no weights llama.cpp needs (buffers, rotary caches).
     skip_suffixes: ClassVar[tuple[str, ...]] = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")
+    # GGUF tensors llama.cpp reads only as float32 whatever the file type (routers, convolutions,
+    # state-space parameters), as its own converter and quantizer keep them.
+    float32_tensors: ClassVar[tuple[str, ...]] = ("ffn_gate_inp", "ssm_conv1d", "ssm_a", "ssm_d")
 
     def __init__(self, config: dict[str, Any]) -> None:
         import gguf
@@ -128,6 +152,9 @@ class Family:
             w.add_value_length(self.head_dim)
         if (eps := self.config.get("rms_norm_eps")) is not None:
             w.add_layer_norm_rms_eps(float(eps))
+        if experts := self.hparam("num_local_experts", "num_experts", default=None):
+            w.add_expert_count(int(experts))
+            w.add_expert_used_count(int(self.hparam("num_experts_per_tok")))
         if (theta := self.rope.get("rope_theta", self.config.get("rope_theta"))) is not None:
             w.add_rope_freq_base(float(theta))
         self.write_rope_scaling(w)
@@ -171,9 +198,23 @@ class Family:
         return self.tied_embeddings and hf_name == "lm_head.weight"
 
     def tensors(self, hf_name: str, data) -> Iterator[tuple[str, Any]]:
-        """GGUF (name, torch tensor) pairs for one Hugging Face tensor. `data` may be a meta tensor,
-        so transforms only use shape-aware torch ops and both planning and writing run this code."""
+        """GGUF (name, torch tensor) pairs for one Hugging Face tensor (or one stacked expert group,
+        see `expert_groups`). `data` may be a meta tensor, so transforms only use shape-aware torch
+        ops and both planning and writing run this code."""
+        if ".experts." in hf_name and not hf_name.endswith((".weight", ".bias")):
+            # transformers 5 saves experts fused and without the .weight suffix: gate_up_proj
+            # [experts, 2 * ffn, hidden] (gate rows first) and down_proj [experts, hidden, ffn].
+            if hf_name.endswith(".gate_up_proj"):
+                head = hf_name.removesuffix(".gate_up_proj")
+                gate, up = data.chunk(2, dim=1)
+                yield self.gguf_name(f"{head}.gate_proj.weight"), gate
+                yield self.gguf_name(f"{head}.up_proj.weight"), up
+                return
+            hf_name += ".weight"
         yield self.gguf_name(hf_name), data
+
+    def float32(self, gguf_name: str) -> bool:
+        return any(f".{part}." in f"{gguf_name}." for part in self.float32_tensors)
 
 
 def permute_rope(w, n_head: int):

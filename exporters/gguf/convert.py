@@ -15,7 +15,7 @@ from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.gguf_types import EXPORT_TYPES, GgufType
 from edgeinfer.core.progress import QUIET, Progress
-from edgeinfer.exporters.gguf.base import family_for
+from edgeinfer.exporters.gguf.base import expert_groups, family_for
 from edgeinfer.exporters.gguf.checkpoint import Checkpoint, read_config
 
 
@@ -67,13 +67,13 @@ def _file_type(outtype: GgufType) -> int:
     }[outtype]
 
 
-def tensor_type(name: str, shape: tuple[int, ...], outtype: GgufType):
-    """As llama.cpp's converter does: vectors (norms, biases) stay F32, and a row that does not
-    split into Q8_0 blocks of 32 falls back to F16."""
+def tensor_type(name: str, shape: tuple[int, ...], outtype: GgufType, float32: bool = False):
+    """As llama.cpp's converter does: vectors (norms, biases) and the tensors the family reads only
+    as float32 stay F32, and a row that does not split into Q8_0 blocks of 32 falls back to F16."""
     import gguf
 
     T = gguf.GGMLQuantizationType
-    if len(shape) <= 1 or name.endswith("_norm.weight"):
+    if float32 or len(shape) <= 1 or name.endswith("_norm.weight"):
         return T.F32
     qtype = _ggml_type(outtype)
     block = gguf.GGML_QUANT_SIZES[qtype][0]
@@ -112,6 +112,7 @@ def convert(
     """Write `output` from the checkpoint in `source`; returns the conversion figures."""
     import gguf
     import numpy as np
+    import torch
 
     from edgeinfer.exporters.gguf.tokenizer import write_vocab
 
@@ -127,14 +128,18 @@ def convert(
         adapter = LoraAdapter(Path(cfg.adapter), {n: ckpt.shape(n) for n in ckpt.names()})
 
     # Plan: the same transforms on shape-only tensors give every output name, shape and type.
-    plan: list[str] = []
+    plan: list[tuple[str, list[str]]] = []
     infos: list[tuple[str, tuple[int, ...], Any]] = []
-    for hf_name in ckpt.names():
+    for hf_name, members in expert_groups(ckpt.names()):
         if family.skip(hf_name):
             continue
-        plan.append(hf_name)
-        for name, t in family.tensors(hf_name, ckpt.meta(hf_name)):
-            infos.append((name, tuple(t.shape), tensor_type(name, tuple(t.shape), cfg.outtype)))
+        plan.append((hf_name, members))
+        meta = ckpt.meta(members[0])
+        if len(members) > 1 or hf_name != members[0]:
+            meta = meta.expand(len(members), *meta.shape)
+        for name, t in family.tensors(hf_name, meta):
+            shape = tuple(t.shape)
+            infos.append((name, shape, tensor_type(name, shape, cfg.outtype, family.float32(name))))
 
     n_vocab = int(family.hparam("vocab_size"))
     writer = gguf.GGUFWriter(path=None, arch=family.arch_name)
@@ -153,10 +158,12 @@ def convert(
     types: dict[str, int] = {}
     i = 0
     try:
-        for hf_name in plan:
-            data = ckpt.load(hf_name)
+        for hf_name, members in plan:
+            parts = [ckpt.load(m) for m in members]
             if adapter is not None:
-                data = adapter.merge(hf_name, data)
+                parts = [adapter.merge(m, part) for m, part in zip(members, parts, strict=True)]
+            data = parts[0] if hf_name == members[0] else torch.stack(parts)
+            del parts
             for name, t in family.tensors(hf_name, data):
                 _, shape, qtype = infos[i]
                 if tuple(t.shape) != shape:

@@ -21,4 +21,4 @@ class Llama(Family):
             data = permute_rope(data, self.head_count)
         elif hf_name.endswith("k_proj.weight") or hf_name.endswith("k_proj.bias"):
             data = permute_rope(data, self.head_count_kv)
-        yield self.gguf_name(hf_name), data
+        yield from super().tensors(hf_name, data)

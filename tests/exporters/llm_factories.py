@@ -117,6 +117,29 @@ def _configs():
             {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 512},
         ),
         "Phi3ForCausalLM": (t.Phi3Config, t.Phi3ForCausalLM, "spm-phi3", {"pad_token_id": 0}),
+        "MixtralForCausalLM": (
+            t.MixtralConfig,
+            t.MixtralForCausalLM,
+            "spm-llama",
+            {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": None},
+        ),
+        "Qwen2MoeForCausalLM": (
+            t.Qwen2MoeConfig,
+            t.Qwen2MoeForCausalLM,
+            "bpe-qwen2",
+            {
+                "num_experts": 4,
+                "num_experts_per_tok": 2,
+                "moe_intermediate_size": 64,
+                "shared_expert_intermediate_size": 128,
+            },
+        ),
+        "MambaForCausalLM": (
+            t.MambaConfig,
+            t.MambaForCausalLM,
+            "bpe",
+            {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "state_size": 16},
+        ),
         "GPT2LMHeadModel": (
             t.GPT2Config,
             t.GPT2LMHeadModel,
@@ -143,7 +166,7 @@ def tiny_llm(architecture: str, out: Path, bpe_source: Path, seed: int = 0, **ov
         vocab = _spm(
             out, tokenizer != "spm-gemma", "GemmaTokenizer" if tokenizer == "spm-gemma" else "LlamaTokenizer", specials
         )
-    kwargs = {} if architecture == "GPT2LMHeadModel" else dict(SMALL)
+    kwargs = {} if architecture in ("GPT2LMHeadModel", "MambaForCausalLM") else dict(SMALL)
     kwargs.update(extra)
     kwargs.update(overrides)
     config = config_cls(vocab_size=vocab, bos_token_id=1, eos_token_id=2, **kwargs)

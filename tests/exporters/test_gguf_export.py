@@ -110,17 +110,66 @@ def test_unregistered_architecture_lists_supported_and_names_the_causal_lm_head(
 @pytest.mark.parametrize(
     ("changes", "said"),
     [
-        ({"architectures": ["MixtralForCausalLM"], "num_local_experts": 8}, "mixture-of-experts model \\(8 experts\\)"),
-        ({"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 4}, "mixture-of-experts model \\(4 experts\\)"),
-        ({"architectures": ["MambaForCausalLM"], "state_size": 16}, "state-space \\(Mamba\\) model"),
+        (
+            {"architectures": ["DeepseekV2ForCausalLM"], "n_routed_experts": 8},
+            "mixture-of-experts model \\(8 experts\\)",
+        ),
+        ({"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 4}, "mixture-of-experts model \\(4 experts\\)"),
+        ({"architectures": ["Mamba2ForCausalLM"], "state_size": 16}, "state-space model"),
     ],
 )
-def test_moe_and_mamba_are_refused_saying_what_they_are_without_a_misleading_hint(tiny_llms, tmp_path, changes, said):
+def test_unconverted_moe_and_ssm_are_refused_saying_what_they_are_without_a_misleading_hint(
+    tiny_llms, tmp_path, changes, said
+):
     src = _with_config(tiny_llms, tmp_path, **changes)
     with pytest.raises(UnsupportedError, match=said) as e:
         export_model(str(src), tmp_path / "x.gguf")
-    assert "convert_hf_to_gguf.py" in str(e.value) and "MistralForCausalLM converts" not in str(e.value)
+    assert "convert_hf_to_gguf.py" in str(e.value) and "converts" in str(e.value)
+    assert "Qwen2ForCausalLM converts" not in str(e.value) and "MixtralForCausalLM, " in str(e.value)
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [({"norm_topk_prob": True}, "renormalises its top-k"), ({"mlp_only_layers": [0]}, "mixes dense and sparse")],
+)
+def test_qwen2_moe_variants_llama_cpp_computes_differently_are_refused(tiny_llms, tmp_path, changes, said):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_llms["Qwen2MoeForCausalLM"], src)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, **changes}))
+    with pytest.raises(UnsupportedError, match=said):
+        export_model(str(src), tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["MixtralForCausalLM", "Qwen2MoeForCausalLM"])
+def test_experts_saved_fused_by_transformers_5_convert_like_experts_saved_one_by_one(arch, tiny_llms, tmp_path):
+    """transformers 5 holds experts as one gate_up_proj / down_proj per layer (no .weight); a folder
+    saved from that state dict converts to the same tensors as the one-tensor-per-expert layout."""
+    import gguf
+    import transformers
+    from safetensors.torch import save_file
+
+    src = tmp_path / "fused"
+    shutil.copytree(tiny_llms[arch], src)
+    model = getattr(transformers, arch).from_pretrained(str(tiny_llms[arch]))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    assert any(k.endswith("experts.gate_up_proj") for k in state)
+    (src / "model.safetensors").unlink()
+    save_file(state, str(src / "model.safetensors"), metadata={"format": "pt"})
+    fused = export_model(str(src), tmp_path / "fused.gguf", outtype="f32", check_tokens=64)
+    split = export_model(str(tiny_llms[arch]), tmp_path / "split.gguf", outtype="f32", check_tokens=64)
+    assert fused.validation["logits_parity"]["kl_mean"] < 1e-4
+
+    def tensors(path):
+        return {t.name: np.array(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+
+    a, b = tensors(fused.path), tensors(split.path)
+    assert set(a) == set(b) and any(name.endswith("ffn_gate_exps.weight") for name in a)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_directory_without_config_or_weights_is_refused(tiny_llms, tmp_path, capsys):
@@ -246,3 +295,20 @@ def test_adapter_for_another_base_is_refused(tiny_llms, llama_lora, smollm2_hf, 
     with pytest.raises(InputError, match="does not match this base model: it adapts model.layers"):
         export_model(str(tiny_llms["GPT2LMHeadModel"]), tmp_path / "x.gguf", adapter=str(llama_lora))
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.slow
+def test_routers_and_state_space_parameters_stay_float32_in_a_q8_0_export(tiny_llms, tmp_path):
+    """llama.cpp reads routers, the SSM convolution and A/D only as F32 (as its converter writes them)."""
+    import gguf
+
+    for arch, kept in [("MixtralForCausalLM", "ffn_gate_inp"), ("MambaForCausalLM", "ssm_conv1d")]:
+        art = export_model(str(tiny_llms[arch]), tmp_path / f"{arch}.gguf", outtype="q8_0", check_tokens=64)
+        assert art.validation["logits_parity"]["top1_agreement"] >= 0.9
+        types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(art.path)).tensors}
+        assert types[f"blk.0.{kept}.weight"] == "F32"
+        assert "Q8_0" in types.values()
+        if arch == "MambaForCausalLM":
+            assert types["blk.0.ssm_a"] == "F32" and types["blk.0.ssm_d"] == "F32"
+        else:
+            assert types["blk.0.ffn_gate_exps.weight"] == "Q8_0"

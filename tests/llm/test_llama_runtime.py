@@ -105,3 +105,13 @@ def test_check_for_llms_fails_on_a_tight_kl_budget(smollm2, smollm2_q8, capsys):
 def test_unknown_gguf_type_lists_valid_names(smollm2, tmp_path, capsys):
     code, _, err = run_cli(capsys, "quantize", smollm2, "-o", tmp_path / "x.gguf", "--method", "Q3_X")
     assert code == 2 and "Q4_K_M" in err and not (tmp_path / "x.gguf").exists()
+
+
+def test_llama_cpp_own_reason_reaches_the_user_when_it_cannot_load_a_file(tmp_path):
+    """A file edgeinfer's header check accepts but llama.cpp refuses (here its vocabulary, as with a
+    Phi-3 tokenizer llama.cpp cannot read): llama.cpp's own error line is the message."""
+    from tests.fuzzing import tiny_llama_gguf
+
+    path = tiny_llama_gguf(tmp_path / "odd-vocab.gguf", tokenizer_model="bogus")
+    with pytest.raises(InputError, match="error loading model vocabulary: unknown tokenizer: 'bogus'"):
+        LlamaRunner(path)
