@@ -1,6 +1,8 @@
-"""Encoder-decoder language models (T5, BART, Marian) as two ONNX graphs that generate with a KV cache.
+"""Encoder-decoders (T5, BART, Marian; Whisper for speech) as two ONNX graphs that generate with a KV cache.
 
-The encoder maps (input_ids, attention_mask) to its hidden states. The decoder is one graph for
+The encoder maps (input_ids, attention_mask) to its hidden states; Whisper's maps log-mel
+`input_features` (a fixed number of frames: 30 s for the released models) and takes no mask, so
+neither does its decoder. The decoder is one graph for
 every step: it takes the new decoder tokens, the encoder's hidden states and mask, and the
 self-attention keys and values of the steps before (`past.L.key` / `past.L.value`, length 0 at the
 first step) and returns the logits and the extended cache (`present.L.*`). The cross-attention keys
@@ -13,6 +15,7 @@ cache, the first step of every generation.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,10 @@ ENCODER, DECODER, GENERATION = "encoder.onnx", "decoder.onnx", "generation.json"
 # The generation settings the runtime applies (greedy search), read from the model's generation config.
 GENERATION_KEYS = (
     "decoder_start_token_id", "eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id",
-    "bad_words_ids", "min_length", "no_repeat_ngram_size", "max_length",
+    "bad_words_ids", "min_length", "no_repeat_ngram_size", "max_length", "suppress_tokens", "begin_suppress_tokens",
 )  # fmt: skip
+# Whisper's decoder prompt: <|startoftranscript|> <|lang|> <|task|> <|notimestamps|>.
+SPEECH_LANGUAGE, SPEECH_TASK = "en", "transcribe"
 
 
 @dataclass
@@ -35,6 +40,8 @@ class Seq2SeqParts:
     generation: dict[str, Any]
     model: Any  # the transformers model, for the end-to-end generation check
     tokenizer: Any
+    feature_extractor: Any = None  # speech models: the folder's own (log-mel settings)
+    task: str = "seq2seq-lm"
 
 
 def _layers_heads(config) -> tuple[int, int, int]:
@@ -62,16 +69,64 @@ def generation_settings(model) -> dict[str, Any]:
     return out
 
 
-def load_seq2seq(path: Path, allow_new_head: bool = False) -> Seq2SeqParts:
-    """The encoder and decoder of a seq2seq folder as export sources, with example inputs from its
-    own tokenizer."""
+def speech_prompt(model, language: str = SPEECH_LANGUAGE, task: str = SPEECH_TASK) -> list[int]:
+    """Whisper's decoder prompt from its generation config: the start token, then the language and
+    task tokens (multilingual models) and <|notimestamps|>, as transformers' `generate` builds it."""
+    gen = model.generation_config
+    prompt = [int(gen.decoder_start_token_id)]
+    if getattr(gen, "is_multilingual", False):
+        languages, tasks = getattr(gen, "lang_to_id", None) or {}, getattr(gen, "task_to_id", None) or {}
+        token = f"<|{language}|>"
+        if token not in languages or task not in tasks:
+            raise InputError(
+                f"the generation config of this multilingual model has no {token} or {task!r} "
+                "(lang_to_id / task_to_id); re-save it with a current transformers"
+            )
+        prompt += [int(languages[token]), int(tasks[task])]
+    if getattr(gen, "no_timestamps_token_id", None) is not None:
+        prompt.append(int(gen.no_timestamps_token_id))
+    return prompt
+
+
+def _speech_encoder_inputs(path: Path, model) -> tuple[Any, Any, Any]:
+    """(feature extractor, example inputs, second inputs): log-mel features of synthetic voiced clips."""
     import torch
 
-    from edgeinfer.core.hf_folder import check_tokens_are_real, load_tokenizer
+    from edgeinfer.core.hf_folder import load_feature_extractor
+    from edgeinfer.examples.audio import synthetic_clips
+
+    fe = load_feature_extractor(path)
+    expected = int(model.config.max_source_positions) * 2  # the second convolution has stride 2
+    frames = int(getattr(fe, "nb_max_frames", 0) or 0)
+    if int(getattr(fe, "feature_size", 0) or 0) != int(model.config.num_mel_bins) or frames != expected:
+        raise InputError(
+            f"{path / 'preprocessor_config.json'} gives {fe.feature_size} mel bins x {frames} frames, "
+            f"the model takes {model.config.num_mel_bins} x {expected}: it is another model's feature extractor"
+        )
+    rate = int(fe.sampling_rate)
+    seconds = frames * int(fe.hop_length) / rate
+
+    def features(clips):
+        out = fe(clips, sampling_rate=rate, return_tensors="np")
+        return {"input_features": torch.from_numpy(out["input_features"].astype("float32"))}
+
+    return fe, features(synthetic_clips(1, seconds, rate)), features(synthetic_clips(2, seconds, rate, seed=1))
+
+
+def load_seq2seq(path: Path, allow_new_head: bool = False, task: str | None = None) -> Seq2SeqParts:
+    """The encoder and decoder of a seq2seq folder as export sources, with example inputs from its
+    own tokenizer (and, for speech, its feature extractor)."""
+    import torch
+
+    from edgeinfer.core.hf_folder import check_tokens_are_real, load_tokenizer, read_config
     from edgeinfer.exporters.source import load_pretrained
+    from edgeinfer.exporters.tasks import infer_task
     from edgeinfer.exporters.tasks._inputs import SENTENCES
 
-    model, config, arch, spec, head = load_pretrained(path, "seq2seq-lm", allow_new_head)
+    if task is None:
+        task = infer_task((read_config(path).get("architectures") or [""])[0]).name
+    speech = task == "speech-seq2seq"
+    model, config, arch, spec, head = load_pretrained(path, task, allow_new_head)
     tokenizer = load_tokenizer(path)
     layers, heads, head_size = _layers_heads(model.config)
     description = {
@@ -89,25 +144,37 @@ def load_seq2seq(path: Path, allow_new_head: bool = False) -> Seq2SeqParts:
         def forward(self, input_ids, attention_mask):
             return (self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,)
 
+    class SpeechEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = model.get_encoder()
+
+        def forward(self, input_features):
+            return (self.encoder(input_features=input_features).last_hidden_state,)
+
     class Decoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, *past):
+        def forward(self, input_ids, encoder_hidden_states, *rest):
             from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+            mask, past = (None, rest) if speech else (rest[0], rest[1:])
             own = DynamicCache()
             for i in range(layers):
                 own.update(past[2 * i], past[2 * i + 1], i)
-            out = self.model(
-                encoder_outputs=(encoder_hidden_states,),
-                attention_mask=encoder_attention_mask,
-                decoder_input_ids=input_ids,
-                past_key_values=EncoderDecoderCache(own, DynamicCache()),
-                use_cache=True,
-                return_dict=True,
-            )
+            with warnings.catch_warnings():
+                # transformers 5.2x renames past_key_values (Whisper first); the old name still works.
+                warnings.filterwarnings("ignore", ".*past_key_values.*deprecated", FutureWarning)
+                out = self.model(
+                    encoder_outputs=(encoder_hidden_states,),
+                    **({} if speech else {"attention_mask": mask}),
+                    decoder_input_ids=input_ids,
+                    past_key_values=EncoderDecoderCache(own, DynamicCache()),
+                    use_cache=True,
+                    return_dict=True,
+                )
             cache = out.past_key_values.self_attention_cache
             return (out.logits, *[t for i in range(layers) for t in (cache.layers[i].keys, cache.layers[i].values)])
 
@@ -116,11 +183,19 @@ def load_seq2seq(path: Path, allow_new_head: bool = False) -> Seq2SeqParts:
         check_tokens_are_real(tokenizer, enc["input_ids"].numpy(), path)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    encoder = Encoder().eval()
-    enc_example, enc_second = encode(SENTENCES[:2]), encode(SENTENCES[2:5])
-    enc_axes = {n: {0: "batch", 1: "source"} for n in ("input_ids", "attention_mask")}
+    fe = None
+    if speech:
+        # The frame axis is fixed: Whisper's encoder takes exactly its positions' worth of frames.
+        fe, enc_example, enc_second = _speech_encoder_inputs(path, model)
+        encoder: torch.nn.Module = SpeechEncoder().eval()
+        enc_names, enc_axes = ["input_features"], {"input_features": {0: "batch"}}
+    else:
+        encoder = Encoder().eval()
+        enc_example, enc_second = encode(SENTENCES[:2]), encode(SENTENCES[2:5])
+        enc_names = ["input_ids", "attention_mask"]
+        enc_axes = {n: {0: "batch", 1: "source"} for n in enc_names}
     enc_src = SourceModel(
-        encoder, ["input_ids", "attention_mask"], ["last_hidden_state"], enc_example, enc_second, enc_axes,
+        encoder, enc_names, ["last_hidden_state"], enc_example, enc_second, enc_axes,
         {**description, "part": "encoder"}, spec.name, tokenizer_dir=str(path.resolve()),
         output_axes={"last_hidden_state": {0: "batch", 1: "source"}},
     )  # fmt: skip
@@ -134,11 +209,9 @@ def load_seq2seq(path: Path, allow_new_head: bool = False) -> Seq2SeqParts:
             hidden = encoder(**enc_inputs)[0]
         batch = hidden.shape[0]
         ids = torch.randint(4, min(int(model.config.vocab_size), 1000), (batch, new), generator=gen)
-        case = {
-            "input_ids": ids,
-            "encoder_hidden_states": hidden,
-            "encoder_attention_mask": enc_inputs["attention_mask"],
-        }
+        case = {"input_ids": ids, "encoder_hidden_states": hidden}
+        if not speech:
+            case["encoder_attention_mask"] = enc_inputs["attention_mask"]
         for name in past_names:
             case[name] = torch.randn(batch, heads, past_len, head_size, generator=gen)
         return case
@@ -146,13 +219,18 @@ def load_seq2seq(path: Path, allow_new_head: bool = False) -> Seq2SeqParts:
     dec_axes = {
         "input_ids": {0: "batch", 1: "new"},
         "encoder_hidden_states": {0: "batch", 1: "source"},
-        "encoder_attention_mask": {0: "batch", 1: "source"},
+        **({} if speech else {"encoder_attention_mask": {0: "batch", 1: "source"}}),
         **{n: {0: "batch", 2: "past"} for n in past_names},
     }
     dec_src = SourceModel(
-        Decoder().eval(), ["input_ids", "encoder_hidden_states", "encoder_attention_mask", *past_names],
+        Decoder().eval(), [*dec_axes],
         ["logits", *present_names], decoder_case(enc_example, 1, 3), decoder_case(enc_second, 2, 0), dec_axes,
         {**description, "part": "decoder"}, spec.name, tokenizer_dir=str(path.resolve()),
         output_axes={"logits": {0: "batch", 1: "new"}, **{n: {0: "batch", 2: "total"} for n in present_names}},
     )  # fmt: skip
-    return Seq2SeqParts(enc_src, dec_src, generation_settings(model), model, tokenizer)
+    generation = generation_settings(model)
+    if speech:
+        generation.update(
+            source="audio", language=SPEECH_LANGUAGE, task=SPEECH_TASK, decoder_prompt_ids=speech_prompt(model)
+        )
+    return Seq2SeqParts(enc_src, dec_src, generation, model, tokenizer, fe, spec.name)

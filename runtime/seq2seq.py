@@ -1,9 +1,12 @@
 """Greedy generation with an exported encoder-decoder (a folder: encoder.onnx, decoder.onnx,
-generation.json, the tokenizer) on ONNX Runtime, with the decoder's self-attention KV cache.
+generation.json, the tokenizer; a speech model's feature extractor settings) on ONNX Runtime, with
+the decoder's self-attention KV cache.
 
-The generation settings are the model's own (generation.json): the decoder start token, EOS, the
-forced first / last tokens, banned tokens, a minimum length and no-repeat n-grams, as transformers
-applies them in greedy search. Beam search is not done here.
+The generation settings are the model's own (generation.json): the decoder start token (Whisper:
+its prompt of start, language, task and no-timestamps tokens), EOS, the forced first / last
+tokens, banned and suppressed tokens, a minimum length and no-repeat n-grams, as transformers
+applies them in greedy search. Beam search, Whisper's language detection and timestamps are not
+done here.
 """
 
 from __future__ import annotations
@@ -64,25 +67,46 @@ class Seq2SeqRunner:
             for part in ("encoder", "decoder")
         )
         self.past_names = [i.name for i in self.decoder.inputs if i.name.startswith("past.")]
+        self.takes_mask = any(i.name == "encoder_attention_mask" for i in self.decoder.inputs)
         self.tokenizer = load_tokenizer(folder, pad_with_eos=False)
+        self.speech = self.settings.get("source") == "audio"
+        self.feature_extractor = None
+        if self.speech:
+            from edgeinfer.core.hf_folder import load_feature_extractor
+
+            self.feature_extractor = load_feature_extractor(folder)
         first = next(i for i in self.decoder.inputs if i.name.startswith("past."))
         self.heads, self.head_size = int(first.shape[1]), int(first.shape[3])
 
     def encode(self, text: str) -> dict[str, np.ndarray]:
+        if self.speech:
+            raise InputError("this is a speech model: give it audio (--audio FILE.wav), not text")
         enc = self.tokenizer([text], return_tensors="np")
         return {
             "input_ids": enc["input_ids"].astype(np.int64),
             "attention_mask": enc["attention_mask"].astype(np.int64),
         }
 
+    def encode_audio(self, wave: np.ndarray) -> dict[str, np.ndarray]:
+        """Log-mel features of one mono clip at the extractor's sampling rate (padded or cut to its chunk)."""
+        fe = self.feature_extractor
+        if fe is None:
+            raise InputError("this is a text model: give it text (--prompt), not audio")
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1 or wave.size == 0:
+            raise InputError(f"audio must be one non-empty mono channel, got shape {wave.shape}")
+        feats = fe(wave, sampling_rate=fe.sampling_rate, return_tensors="np")["input_features"]
+        return {"input_features": feats.astype(np.float32)}
+
     def generate(
         self, text: str | None = None, *, inputs: dict[str, np.ndarray] | None = None, max_new_tokens: int = 64
     ):
-        """Greedy decoding of one source; `inputs` (input_ids, attention_mask) instead of text."""
+        """Greedy decoding of one source; `inputs` (input_ids, attention_mask; or a speech model's
+        input_features) instead of text."""
         import time
 
         feeds = inputs if inputs is not None else self.encode(text or "")
-        if feeds["input_ids"].shape[0] != 1:
+        if next(iter(feeds.values())).shape[0] != 1:
             raise InputError("generate takes one source sequence at a time")
         start = time.perf_counter()
         hidden = self.encoder.session.run(None, feeds)[0]
@@ -90,20 +114,14 @@ class Seq2SeqRunner:
         eos = s.get("eos_token_id")
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         limit = max_new_tokens  # as in transformers, max_new_tokens wins over the config's max_length
-        tokens = [int(s["decoder_start_token_id"])]
+        prompt = [int(t) for t in s.get("decoder_prompt_ids") or [s["decoder_start_token_id"]]]
+        tokens = list(prompt)
         past = {n: np.zeros((1, self.heads, 0, self.head_size), np.float32) for n in self.past_names}
-        new = np.array([[tokens[0]]], dtype=np.int64)
+        new = np.array([prompt], dtype=np.int64)
         out_names = [o.name for o in self.decoder.session.get_outputs()]
+        mask = {"encoder_attention_mask": feeds["attention_mask"]} if self.takes_mask else {}
         for step in range(limit):
-            outs = self.decoder.session.run(
-                None,
-                {
-                    "input_ids": new,
-                    "encoder_hidden_states": hidden,
-                    "encoder_attention_mask": feeds["attention_mask"],
-                    **past,
-                },
-            )
+            outs = self.decoder.session.run(None, {"input_ids": new, "encoder_hidden_states": hidden, **mask, **past})
             logits = np.asarray(outs[0])[0, -1].astype(np.float64)
             self._process(logits, tokens, step, limit, eos_ids)
             nxt = int(logits.argmax())
@@ -113,7 +131,7 @@ class Seq2SeqRunner:
             if nxt in eos_ids:
                 break
         seconds = time.perf_counter() - start
-        generated = tokens[1:]
+        generated = tokens[len(prompt) :]
         text_out = self.tokenizer.decode(generated, skip_special_tokens=True)
         used = self.decoder.report.used
         return Generated(generated, text_out, seconds, len(generated), {"providers": used})
@@ -134,6 +152,11 @@ class Seq2SeqRunner:
         for banned in s.get("bad_words_ids") or []:
             if len(banned) == 1:
                 logits[banned[0]] = -np.inf
+        for suppressed in s.get("suppress_tokens") or []:
+            logits[suppressed] = -np.inf
+        if step == 0:
+            for suppressed in s.get("begin_suppress_tokens") or []:
+                logits[suppressed] = -np.inf
         n = int(s.get("no_repeat_ngram_size") or 0)
         if n and length >= n:
             prefix = tuple(tokens[length - n + 1 :])

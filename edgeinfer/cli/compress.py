@@ -330,7 +330,16 @@ def compare(
         ),
     ] = None,
     text: Annotated[
-        Optional[Path], typer.Option(help="GGUF: text to score (default: the sentences shipped with edgeinfer).")
+        Optional[Path],
+        typer.Option(
+            help="GGUF: text to score; encoder-decoder: source sentences, one a line (default: those shipped with edgeinfer)."
+        ),
+    ] = None,
+    audio: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Speech encoder-decoder (Whisper): a WAV file or a folder of them (default: synthetic voiced clips)."
+        ),
     ] = None,
     window: Annotated[
         int, typer.Option(min=4, max=1 << 20, help="GGUF: tokens per scored chunk (its second half is scored).")
@@ -365,7 +374,7 @@ def compare(
         from edgeinfer.pipelines.seq2seq_eval import compare_seq2seq
 
         with CliProgress("generating") as progress:
-            result_ = compare_seq2seq(baseline, candidates, text, limit=limit or 32, progress=progress)
+            result_ = compare_seq2seq(baseline, candidates, text, audio=audio, limit=limit or 32, progress=progress)
         _print_seq2seq(result_, as_json, "compare (encoder-decoder, greedy)")
         return
     if is_gguf(baseline):
@@ -513,13 +522,16 @@ def _print_seq2seq(result, as_json: bool, title: str) -> None:
     if as_json:
         print(json.dumps(result.to_dict()))
         return
-    table = Table(title=f"{title}: {result.sentences} sentences of {result.text}, up to {result.max_new_tokens} tokens")
-    for col in ("model", "size MiB", "tokens/s", "speedup (95% CI)", "exact match", "token agreement"):
+    sources = "sources" if result.task == "speech-seq2seq" else f"sentences of {result.text}"
+    table = Table(title=f"{title}: {result.sentences} {sources}, up to {result.max_new_tokens} tokens")
+    for col in ("model", "size MiB", "tokens/s", "speedup (95% CI)", "exact match", "token agreement", "WER"):
         table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
     for i, r in enumerate(result.rows):
         speed = "1.00x (baseline)" if i == 0 else f"{r.speedup:.2f}x ({r.speedup_ci95[0]:.2f}-{r.speedup_ci95[1]:.2f})"
         table.add_row(
             r.model, f"{r.size_bytes / 2**20:.2f}", f"{r.tokens_per_s:.1f}", speed, f"{r.exact_match:.3f}",
-            f"{r.token_agreement:.3f}",
+            f"{r.token_agreement:.3f}", f"{r.wer:.3f}",
         )  # fmt: skip
+    if result.task == "speech-seq2seq":
+        err.print(f"audio: {result.text}; WER is each model's text against the baseline's text")
     console.print(table)

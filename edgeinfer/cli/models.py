@@ -135,7 +135,7 @@ def export(
     from edgeinfer.pipelines.export_seq2seq import is_seq2seq_source
 
     if not output.suffix and is_seq2seq_source(source, task):
-        _export_encoder_decoder(source, output, opset, exporter, atol, allow_new_head, force, as_json)
+        _export_encoder_decoder(source, output, opset, exporter, atol, allow_new_head, task, force, as_json)
         return
     with CliProgress("exporting") as progress:
         art = export_model(
@@ -187,18 +187,31 @@ def export(
     console.print(table)
 
 
-def _run_seq2seq(model: Path, prompt, max_tokens: int, device, provider, threads, allow_fallback, as_json) -> None:
+def _run_seq2seq(
+    model: Path, prompt, audio, max_tokens: int, device, provider, threads, allow_fallback, as_json
+) -> None:
     from edgeinfer.runtime.seq2seq import Seq2SeqRunner
 
-    if prompt is None:
-        raise typer.BadParameter("an encoder-decoder needs --prompt (the source text)")
     profile, providers = resolve_device(device, provider)
     target_threads = threads if threads is not None else (profile.threads if profile else None)
     runner = Seq2SeqRunner(
         model, providers=providers or (list(profile.providers) if profile else None), threads=target_threads,
         allow_fallback=allow_fallback,
     )  # fmt: skip
-    out = runner.generate(prompt, max_new_tokens=max_tokens)
+    if runner.feature_extractor is not None:
+        from edgeinfer.core.io import require_file
+        from edgeinfer.examples.audio import read_wav
+
+        if audio is None or prompt is not None:
+            raise typer.BadParameter("a speech model transcribes audio: give --audio FILE.wav (and no --prompt)")
+        rate = int(runner.feature_extractor.sampling_rate)
+        out = runner.generate(
+            inputs=runner.encode_audio(read_wav(require_file(audio, "WAV file"), rate)), max_new_tokens=max_tokens
+        )
+    else:
+        if prompt is None or audio is not None:
+            raise typer.BadParameter("an encoder-decoder for text needs --prompt (the source text), not --audio")
+        out = runner.generate(prompt, max_new_tokens=max_tokens)
     if as_json:
         print(json.dumps({"text": out.text, "tokens": out.tokens, "tokens_per_s": out.tokens_per_s, **out.report}))
         return
@@ -209,13 +222,13 @@ def _run_seq2seq(model: Path, prompt, max_tokens: int, device, provider, threads
     )
 
 
-def _export_encoder_decoder(source, output: Path, opset, exporter, atol, allow_new_head, force, as_json) -> None:
+def _export_encoder_decoder(source, output: Path, opset, exporter, atol, allow_new_head, task, force, as_json) -> None:
     from edgeinfer.pipelines.export_seq2seq import export_encoder_decoder
 
     with CliProgress("exporting") as progress:
         result = export_encoder_decoder(
-            source, output, opset=opset, exporter=exporter, atol=atol, allow_new_head=allow_new_head, force=force,
-            progress=progress,
+            source, output, opset=opset, exporter=exporter, atol=atol, allow_new_head=allow_new_head, task=task,
+            force=force, progress=progress,
         )  # fmt: skip
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
@@ -229,11 +242,15 @@ def _export_encoder_decoder(source, output: Path, opset, exporter, atol, allow_n
         )
         table.add_row(part, f"{mb(art.path.stat().st_size)}, max abs diff {v['max_abs_diff']:.3g} on {cases}")
     check = result.check
+    speech = result.task == "speech-seq2seq"
+    sources = "synthetic voiced clips" if speech else "sentences"
     table.add_row(
         "greedy generation",
-        f"identical to transformers on {len(check['cases'])} sentences ({check['tokens']} tokens)",
+        f"identical to transformers on {len(check['cases'])} {sources} ({check['tokens']} tokens)",
     )
-    table.add_row("run it", f'edgeinfer run {output} --prompt "..."')
+    table.add_row(
+        "run it", f"edgeinfer run {output} --audio FILE.wav" if speech else f'edgeinfer run {output} --prompt "..."'
+    )
     console.print(table)
 
 
@@ -285,7 +302,9 @@ def _print_gguf_export(output: Path, art, as_json: bool) -> None:
 def run(
     model: Annotated[
         Path,
-        typer.Argument(help="An .onnx model; a .gguf LLM or an exported encoder-decoder folder with --prompt."),
+        typer.Argument(
+            help="An .onnx model; a .gguf LLM or an exported encoder-decoder folder with --prompt (Whisper: --audio)."
+        ),
     ],
     input: Annotated[
         Optional[Path], typer.Option("--input", "-i", help=".npz whose arrays are named like the model's inputs.")
@@ -293,6 +312,12 @@ def run(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz.")] = None,
     prompt: Annotated[
         Optional[str], typer.Option(help="GGUF: the prompt to complete; encoder-decoder: the source text.")
+    ] = None,
+    audio: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Speech encoder-decoder (Whisper): a WAV file to transcribe (resampled to the model's rate)."
+        ),
     ] = None,
     max_tokens: Annotated[
         int, typer.Option(min=1, max=1 << 20, help="GGUF / encoder-decoder: tokens to generate.")
@@ -316,7 +341,7 @@ def run(
     from edgeinfer.runtime.seq2seq import is_seq2seq_folder
 
     if is_seq2seq_folder(model):
-        _run_seq2seq(model, prompt, max_tokens, device, provider, threads, allow_fallback, as_json)
+        _run_seq2seq(model, prompt, audio, max_tokens, device, provider, threads, allow_fallback, as_json)
         return
     from edgeinfer.pipelines.run import run_onnx
 

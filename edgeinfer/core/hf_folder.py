@@ -109,3 +109,28 @@ def check_tokens_are_real(tokenizer, ids, path: Path | str) -> None:
             f"{path}: the tokenizer maps the sample text to (almost) only unknown or special tokens; "
             "it is not this model's tokenizer, or its vocabulary is empty"
         )
+
+
+FEATURE_EXTRACTOR_FILE = "preprocessor_config.json"
+
+
+def load_feature_extractor(path: Path | str):
+    """transformers' audio feature extractor for a folder (preprocessor_config.json), checked as data."""
+    path = Path(path)
+    file = path / FEATURE_EXTRACTOR_FILE
+    if not file.is_file():
+        raise InputError(
+            f"{path} has no {FEATURE_EXTRACTOR_FILE}: a speech model needs its feature extractor's settings "
+            "(mel bins, sampling rate, chunk length); copy the file from the model's repository"
+        )
+    _refuse_remote_code(read_json_object(file, "feature extractor config"), file)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        return transformers.AutoFeatureExtractor.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
+    except Exception as e:  # a config that does not fit the class fails in many ways
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{file} cannot be loaded as a feature extractor ({first[:200]})") from None

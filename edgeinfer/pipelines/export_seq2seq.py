@@ -1,7 +1,8 @@
-"""`edgeinfer export` for encoder-decoder LMs (T5, BART, Marian): a folder with encoder.onnx and
+"""`edgeinfer export` for encoder-decoders (T5, BART, Marian; Whisper): a folder with encoder.onnx and
 decoder.onnx (each validated against PyTorch on two input sets, the decoder's second one from an
-empty KV cache), generation.json and the tokenizer, then an end-to-end check: greedy generation
-on ONNX Runtime must give the tokens transformers' own greedy `generate` gives."""
+empty KV cache), generation.json, the tokenizer (and a speech model's feature extractor settings),
+then an end-to-end check: greedy generation on ONNX Runtime must give the tokens transformers' own
+greedy `generate` gives, on sentences or on synthetic voiced clips."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from edgeinfer.core.errors import ConfigError, OutputExistsError, ValidationErro
 from edgeinfer.core.progress import QUIET, Progress
 
 CHECK_SENTENCES = ("The quick brown fox jumps over the lazy dog.", "Edge devices run small models.", "Hi")
+CHECK_CLIPS = 3
 CHECK_TOKENS = 16
 
 
@@ -28,11 +30,12 @@ class Seq2SeqExport:
     decoder: Artifact
     generation: dict[str, Any]
     check: dict[str, Any] = field(default_factory=dict)
+    task: str = "seq2seq-lm"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": str(self.folder),
-            "task": "seq2seq-lm",
+            "task": self.task,
             "encoder": {"sha256": self.encoder.sha256, "validation": self.encoder.validation},
             "decoder": {"sha256": self.decoder.sha256, "validation": self.decoder.validation},
             "generation": self.generation,
@@ -41,17 +44,18 @@ class Seq2SeqExport:
 
 
 def is_seq2seq_source(source: str, task: str | None) -> bool:
-    """A Hugging Face folder whose task (given, or read off its architecture) is seq2seq-lm."""
+    """A Hugging Face folder whose task (given, or read off its architecture) writes an encoder and
+    a decoder (seq2seq-lm, speech-seq2seq)."""
     from edgeinfer.core.hf_folder import read_config
-    from edgeinfer.exporters.tasks import infer_task
+    from edgeinfer.exporters.tasks import get_task, infer_task
 
     path = Path(source)
     if task is not None:
-        return task == "seq2seq-lm"
+        return bool(get_task(task).parts)
     if not (path.is_dir() and (path / "config.json").is_file()):
         return False
     arch = (read_config(path).get("architectures") or [""])[0]
-    return infer_task(arch).name == "seq2seq-lm"
+    return bool(infer_task(arch).parts)
 
 
 def export_encoder_decoder(
@@ -62,13 +66,14 @@ def export_encoder_decoder(
     exporter: str = "auto",
     atol: float | None = None,
     allow_new_head: bool = False,
+    task: str | None = None,
     force: bool = False,
     progress: Progress = QUIET,
 ) -> Seq2SeqExport:
     """export_seq2seq from flat options, as the CLI has them."""
     from edgeinfer.exporters.onnx import DEFAULT_OPSET, OnnxExportConfig
 
-    config = OnnxExportConfig(opset or DEFAULT_OPSET, exporter, False, atol, "seq2seq-lm", allow_new_head)  # type: ignore[arg-type]
+    config = OnnxExportConfig(opset or DEFAULT_OPSET, exporter, False, atol, task, allow_new_head)  # type: ignore[arg-type]
     return export_seq2seq(source, output, config, force=force, progress=progress)
 
 
@@ -76,6 +81,7 @@ def export_seq2seq(
     source: str, output: Path, config, *, force: bool = False, progress: Progress = QUIET
 ) -> Seq2SeqExport:
     """Export the folder `source` into the folder `output` (refused when it exists, unless force)."""
+    from edgeinfer.core.hf_folder import FEATURE_EXTRACTOR_FILE
     from edgeinfer.exporters.onnx import Exporter
     from edgeinfer.exporters.seq2seq import DECODER, ENCODER, GENERATION, load_seq2seq
     from edgeinfer.pipelines.bundle import TOKENIZER_FILES, bundle_dir
@@ -97,13 +103,13 @@ def export_seq2seq(
         # empty cache: TorchScript keeps the cache length symbolic; torch.export specialises a 0.
         config = replace(config, exporter=Exporter.TORCHSCRIPT)
     progress.stage(f"loading {source} (encoder-decoder)")
-    parts = load_seq2seq(Path(source), config.allow_new_head)
+    parts = load_seq2seq(Path(source), config.allow_new_head, config.task)
     with bundle_dir(output) as tmp:
         progress.stage("exporting the encoder")
         export_source(parts.encoder, tmp / ENCODER, config, progress=progress)
         progress.stage("exporting the decoder (with its KV cache)")
         export_source(parts.decoder, tmp / DECODER, config, progress=progress)
-        for name in TOKENIZER_FILES:
+        for name in (*TOKENIZER_FILES, "added_tokens.json", FEATURE_EXTRACTOR_FILE):
             if (Path(source) / name).is_file():
                 shutil.copyfile(Path(source) / name, tmp / name)
         generation = {"files": {"encoder": ENCODER, "decoder": DECODER}, **parts.generation}
@@ -119,27 +125,45 @@ def export_seq2seq(
                     if c["onnx"] != c["transformers"]
                 ],
             )
-    return Seq2SeqExport(output, load_artifact(output / ENCODER), load_artifact(output / DECODER), generation, check)
+    return Seq2SeqExport(
+        output, load_artifact(output / ENCODER), load_artifact(output / DECODER), generation, check, parts.task
+    )
+
+
+def _transformers_tokens(parts, feeds: dict[str, Any]) -> list[int]:
+    """transformers' greedy `generate` on the same inputs, without the decoder prompt it starts from."""
+    import torch
+
+    settings = {"max_new_tokens": CHECK_TOKENS, "do_sample": False, "num_beams": 1}
+    with torch.no_grad():
+        if parts.task == "speech-seq2seq":
+            g = parts.generation
+            out = parts.model.generate(
+                torch.from_numpy(feeds["input_features"]), language=g["language"], task=g["task"], **settings
+            )[0].tolist()
+            prompt = g["decoder_prompt_ids"]
+            return out[len(prompt) :] if out[: len(prompt)] == prompt else out
+        out = parts.model.generate(
+            input_ids=torch.from_numpy(feeds["input_ids"]),
+            attention_mask=torch.from_numpy(feeds["attention_mask"]),
+            **settings,
+        )[0].tolist()
+        return out[1:]  # without the decoder start token
 
 
 def _generation_check(folder: Path, parts) -> dict[str, Any]:
-    import torch
-
+    from edgeinfer.examples.audio import synthetic_clips
     from edgeinfer.runtime.seq2seq import Seq2SeqRunner
 
     runner = Seq2SeqRunner(folder)
+    if parts.task == "speech-seq2seq":
+        sources = [(f"synthetic clip {i}", runner.encode_audio(c)) for i, c in enumerate(synthetic_clips(CHECK_CLIPS))]
+    else:
+        sources = [(text, runner.encode(text)) for text in CHECK_SENTENCES]
     cases = []
-    for text in CHECK_SENTENCES:
-        feeds = runner.encode(text)
+    for text, feeds in sources:
         ours = runner.generate(inputs=feeds, max_new_tokens=CHECK_TOKENS).tokens
-        with torch.no_grad():
-            theirs = parts.model.generate(
-                input_ids=torch.from_numpy(feeds["input_ids"]),
-                attention_mask=torch.from_numpy(feeds["attention_mask"]),
-                max_new_tokens=CHECK_TOKENS,
-                do_sample=False,
-                num_beams=1,
-            )[0].tolist()[1:]  # without the decoder start token
+        theirs = _transformers_tokens(parts, feeds)
         pad = parts.generation.get("pad_token_id")
         while theirs and theirs[-1] == pad and len(theirs) > len(ours):
             theirs.pop()  # transformers pads a sequence that stopped early

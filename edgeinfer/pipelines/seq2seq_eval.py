@@ -1,9 +1,10 @@
 """Compressing and comparing exported encoder-decoders (folders written by `export`).
 
 `quantize` applies an ONNX method (dynamic INT8, INT4 weights, FP16) to both graphs and keeps the
-generation settings and tokenizer; `compare` generates greedily from the same source sentences with
-the baseline and each candidate, interleaved, and scores the candidate's tokens against the
-baseline's: exact matches, token agreement, speed.
+generation settings and tokenizer; `compare` generates greedily from the same sources (sentences;
+for a speech model, WAV files or synthetic voiced clips) with the baseline and each candidate,
+interleaved, and scores the candidate's tokens against the baseline's: exact matches, token
+agreement, word error rate of its text against the baseline's text, speed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Seq2SeqRow:
     Args:
         exact_match: share of sentences whose tokens equal the baseline's.
         token_agreement: share of the baseline's tokens the candidate has at the same position.
+        wer: word error rate of the decoded text against the baseline's decoded text (0 = same words).
         tokens_per_s: generated tokens over generation time, all sentences.
         speedup, speedup_ci95: the baseline's time per sentence over this one's, interleaved.
     """
@@ -36,6 +38,7 @@ class Seq2SeqRow:
     tokens_per_s: float
     exact_match: float = 1.0
     token_agreement: float = 1.0
+    wer: float = 0.0
     speedup: float = 1.0
     speedup_ci95: tuple[float, float] = (1.0, 1.0)
     providers: list[str] = field(default_factory=list)
@@ -47,12 +50,13 @@ class Seq2SeqComparison:
     sentences: int
     max_new_tokens: int
     rows: list[Seq2SeqRow]
-    examples: list[dict[str, Any]] = field(default_factory=list)  # the first sentences' outputs, side by side
+    examples: list[dict[str, Any]] = field(default_factory=list)  # the first sources' outputs, side by side
+    task: str = "seq2seq-lm"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": 1,
-            "task": "seq2seq-lm",
+            "task": self.task,
             "text": self.text,
             "sentences": self.sentences,
             "max_new_tokens": self.max_new_tokens,
@@ -65,39 +69,83 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).glob("*.onnx"))
 
 
+def word_error_rate(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word edits, reference words): Levenshtein distance over whitespace-separated words."""
+    ref, hyp = reference.split(), hypothesis.split()
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1], len(ref)
+
+
+def _sources(runner, text: Path | None, audio: Path | None, limit: int) -> tuple[str, list[tuple[str, Any]]]:
+    """(what was read, [(label, encoder feeds)]): sentences for text models; WAV files (a file or a
+    folder of them) or synthetic voiced clips for speech models."""
+    from edgeinfer.core.io import require_file
+    from edgeinfer.examples import SENTENCES
+
+    if runner.speech:
+        from edgeinfer.examples.audio import read_wav, synthetic_clips
+
+        rate = int(runner.feature_extractor.sampling_rate)
+        if text is not None:
+            raise ConfigError(
+                "a speech model is compared on audio: give --audio FILE_OR_FOLDER of WAV files, not --text"
+            )
+        if audio is None:
+            clips = synthetic_clips(limit, rate=rate)
+            return f"{limit} synthetic voiced clips", [
+                (f"clip {i}", runner.encode_audio(c)) for i, c in enumerate(clips)
+            ]
+        audio = Path(audio)
+        files = sorted(audio.glob("*.wav"))[:limit] if audio.is_dir() else [require_file(audio, "WAV file")]
+        if not files:
+            raise InputError(f"{audio} holds no .wav files")
+        return str(audio), [(f.name, runner.encode_audio(read_wav(f, rate))) for f in files]
+    if audio is not None:
+        raise ConfigError("--audio is for speech models; this encoder-decoder takes text (--text FILE)")
+    path = require_file(Path(text) if text else SENTENCES, "text file")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    if not lines:
+        raise InputError(f"{path} has no sentences (one source sentence a line)")
+    return str(path), [(line, runner.encode(line)) for line in lines]
+
+
 def compare_seq2seq(
     baseline: Path,
     candidates: list[Path],
     text: Path | None = None,
     *,
+    audio: Path | None = None,
     limit: int = 32,
     max_new_tokens: int = 32,
     progress: Progress = QUIET,
 ) -> Seq2SeqComparison:
-    """Greedy generation from the first `limit` lines of `text` with each folder, interleaved per sentence."""
+    """Greedy generation from the first `limit` sources with each folder, interleaved per source."""
     import time
 
-    from edgeinfer.core.io import require_file
     from edgeinfer.core.measure import speedup_ci
-    from edgeinfer.examples import SENTENCES
     from edgeinfer.runtime.seq2seq import Seq2SeqRunner
 
     if not candidates:
         raise ConfigError("give at least one candidate folder after the baseline")
-    path = require_file(Path(text) if text else SENTENCES, "text file")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
-    if not lines:
-        raise InputError(f"{path} has no sentences (one source sentence a line)")
     runners = [Seq2SeqRunner(Path(m)) for m in [baseline, *candidates]]
+    if any(r.speech != runners[0].speech for r in runners):
+        raise InputError("the baseline and the candidates must all be speech models, or all text models")
+    read, sources = _sources(runners[0], text, audio, limit)
+    lines = [label for label, _ in sources]
     outs: list[list[list[int]]] = [[] for _ in runners]
     times: list[list[float]] = [[] for _ in runners]
-    for i, line in enumerate(lines):
-        feeds = runners[0].encode(line)
+    for i, (_, feeds) in enumerate(sources):
         for r, runner in enumerate(runners):
             start = time.perf_counter()
             outs[r].append(runner.generate(inputs=feeds, max_new_tokens=max_new_tokens).tokens)
             times[r].append(time.perf_counter() - start)
-        progress.advance(i + 1, len(lines), "sentences generated")
+        progress.advance(i + 1, len(lines), "sources generated")
+    tok = runners[0].tokenizer
+    texts = [[tok.decode(o, skip_special_tokens=True) for o in outs[r]] for r in range(len(runners))]
     rows = []
     for r, model in enumerate([baseline, *candidates]):
         n_tokens = sum(len(t) for t in outs[r])
@@ -111,18 +159,18 @@ def compare_seq2seq(
             total = sum(len(b) for b in base)
             same = sum(sum(x == y for x, y in zip(b, c)) for b, c in zip(base, outs[r]))
             row.token_agreement = same / total if total else 1.0
+            edits = [word_error_rate(ref, hyp) for ref, hyp in zip(texts[0], texts[r])]
+            words = sum(n for _, n in edits)
+            row.wer = sum(e for e, _ in edits) / words if words else float(any(e for e, _ in edits))
             point, lo, hi = speedup_ci(times[0], times[r])
             row.speedup, row.speedup_ci95 = point, (lo, hi)
         rows.append(row)
-    tok = runners[0].tokenizer
     examples = [
-        {
-            "source": lines[i],
-            **{f"model_{r}": tok.decode(outs[r][i], skip_special_tokens=True) for r in range(len(runners))},
-        }
+        {"source": lines[i], **{f"model_{r}": texts[r][i] for r in range(len(runners))}}
         for i in range(min(3, len(lines)))
     ]
-    return Seq2SeqComparison(str(path), len(lines), max_new_tokens, rows, examples)
+    task = "speech-seq2seq" if runners[0].speech else "seq2seq-lm"
+    return Seq2SeqComparison(read, len(lines), max_new_tokens, rows, examples, task)
 
 
 def quantize_seq2seq(

@@ -93,7 +93,7 @@ TASK_MODELS = {
 
 
 # Tasks that write several graphs into a folder, and the test file that exports their tiny models.
-MULTI_GRAPH_TASKS = {"seq2seq-lm": "test_seq2seq_export.py"}
+MULTI_GRAPH_TASKS = {"seq2seq-lm": "test_seq2seq_export.py", "speech-seq2seq": "test_whisper_export.py"}
 
 
 def test_every_task_file_registers_one_task_and_every_task_has_a_tiny_model():
@@ -115,6 +115,7 @@ def test_every_task_file_registers_one_task_and_every_task_has_a_tiny_model():
         ("T5ForConditionalGeneration", "seq2seq-lm"),
         ("BartForConditionalGeneration", "seq2seq-lm"),
         ("MarianMTModel", "seq2seq-lm"),
+        ("WhisperForConditionalGeneration", "speech-seq2seq"),
         ("CLIPModel", "zero-shot-image-classification"),
         ("CLIPVisionModel", "feature-extraction"),
         ("SomethingUnheardOf", "feature-extraction"),
