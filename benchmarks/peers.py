@@ -241,6 +241,8 @@ def vit_folder(out: Path) -> Path:
         )
         config.num_labels = 1000
         transformers.ViTForImageClassification(config).save_pretrained(folder, safe_serialization=True)
+    if not (folder / "preprocessor_config.json").exists():
+        transformers.ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(folder)
     return folder
 
 

@@ -40,6 +40,8 @@ class OnnxExportConfig(PassConfig):
         atol: absolute tolerance of the validation (default: by output dtype).
         task: for a Hugging Face folder, a registered export task (default: from its architecture).
         allow_new_head: export a task head the checkpoint holds no weights for (random; recorded).
+        image_size: (height, width) of the example images of an image model whose folder has no
+            image processor (preprocessor_config.json).
     """
 
     opset: int = DEFAULT_OPSET
@@ -48,6 +50,7 @@ class OnnxExportConfig(PassConfig):
     atol: float | None = None
     task: str | None = None
     allow_new_head: bool = False
+    image_size: tuple[int, int] | None = None
 
     what: ClassVar[str] = "ONNX export config"
 
@@ -56,21 +59,16 @@ class OnnxExportConfig(PassConfig):
             raise ConfigError(f"opset {self.opset} is outside the ONNX opsets 7 to 26")
         if self.atol is not None and not self.atol > 0:
             raise ConfigError(f"atol must be positive, got {self.atol}")
+        if self.image_size is not None and not all(8 <= int(n) <= 8192 for n in self.image_size):
+            raise ConfigError(f"image size {self.image_size} must be 8 to 8192 pixels a side")
         if self.task is not None:
             from edgeinfer.exporters.tasks import get_task
 
             get_task(self.task)  # an unknown task fails here, listing the registered ones
 
 
-# Hugging Face model types for which `--exporter auto` tries the TorchScript exporter first, and
-# why: measured, see docs/transformer-speed.md. Elsewhere torch.export comes first.
-TORCHSCRIPT_FIRST = {
-    "bert": (
-        "ONNX Runtime runs the TorchScript graph of BERT encoders 1.09-1.14x faster than the torch.export "
-        "graph in FP32 and 1.13-1.21x in dynamic INT8 (GELU fuses, LayerNorm stays cheap)"
-    ),
-    "vit": "ONNX Runtime runs the TorchScript graph of ViT 1.05x (batch 1) to 1.08x (batch 8) faster in FP32",
-}
+# `--exporter auto` tries TorchScript first for the architectures whose declaration says why
+# (exporters/architectures; measured, see docs/transformer-speed.md), up to this opset.
 TORCHSCRIPT_MAX_OPSET = 20
 
 
@@ -152,7 +150,10 @@ def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> ExportRe
     if cfg.exporter is Exporter.TORCHSCRIPT:
         _run(_export_torchscript, src, path, cfg, "TorchScript")
         return ExportResult(Exporter.TORCHSCRIPT, None)
-    choice = TORCHSCRIPT_FIRST.get(str(src.description.get("model_type")))
+    from edgeinfer.exporters.architectures import architectures
+
+    declared = architectures().get(str(src.description.get("model_type")))
+    choice = declared.torchscript_first if declared else ""
     if cfg.exporter is Exporter.AUTO and choice and cfg.opset <= TORCHSCRIPT_MAX_OPSET:
         try:
             _run(_export_torchscript, src, path, cfg, "TorchScript")

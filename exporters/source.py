@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.errors import ConfigError, InputError, UnsupportedError, option
+from edgeinfer.exporters.tasks import InputOptions
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
 
     from edgeinfer.core.formats import read_safetensors_header
     from edgeinfer.core.hf_folder import read_config
+    from edgeinfer.exporters.architectures import check_task
     from edgeinfer.exporters.tasks import get_task, infer_task
 
     if is_diffusers_folder(path):
@@ -118,6 +120,9 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
             f"{path} is a diffusers folder, not a transformers one: export it with `edgeinfer export`"
         )
     config = read_config(path)
+    arch = (config.get("architectures") or [""])[0]
+    spec = get_task(task) if task else infer_task(arch)
+    check_task(config, spec.name)  # a declared architecture asked for a task it lacks fails here
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
@@ -129,8 +134,6 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
         raise InputError(f"{path} has no .safetensors weights{hint}; edgeinfer does not unpickle checkpoints")
     for file in weights:
         read_safetensors_header(file)  # a truncated or hostile header fails here, before torch allocates
-    arch = (config.get("architectures") or [""])[0]
-    spec = get_task(task) if task else infer_task(arch)
 
     import transformers
 
@@ -171,13 +174,19 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
 
 
 def load_hf_dir(
-    path: Path, task: str | None, batch: tuple[int, int] = (2, 4), allow_new_head: bool = False
+    path: Path,
+    task: str | None,
+    batch: tuple[int, int] = (2, 4),
+    allow_new_head: bool = False,
+    options: InputOptions = InputOptions(),
 ) -> SourceModel:
     """A Hugging Face folder loaded with the head of `task` (load_pretrained), as an export source."""
+    from edgeinfer.exporters.architectures import architecture_for
+
     model, config, arch, spec, head = load_pretrained(path, task, allow_new_head)
     if spec.prepare is not None:
         spec.prepare(model)
-    inputs = spec.inputs(model, config, path, batch)
+    inputs = spec.inputs(model, config, path, batch, options)
     outputs = list(spec.outputs)
     description = {
         "kind": "huggingface",
@@ -185,6 +194,7 @@ def load_hf_dir(
         "architecture": arch,
         "model_type": config.get("model_type"),
         "task": spec.name,
+        "declared": architecture_for(config) is not None,
     }
     if head:
         description["new_head"] = head  # random weights, exported on request
@@ -370,7 +380,11 @@ def load_pt2(path: Path, trust_source: bool = False) -> SourceModel:
 
 
 def load_source(
-    source: str, task: str | None = None, trust_source: bool = False, allow_new_head: bool = False
+    source: str,
+    task: str | None = None,
+    trust_source: bool = False,
+    allow_new_head: bool = False,
+    options: InputOptions = InputOptions(),
 ) -> SourceModel:
     """The model behind an `export` SOURCE. A factory runs the user's code; a .pt2 holding pickled
     objects is refused unless `trust_source`; a model folder is read as data only."""
@@ -382,7 +396,7 @@ def load_source(
             raise InputError(f"source {path} does not exist")
         return load_pt2(path, trust_source)
     if path.is_dir():
-        return load_hf_dir(path, task, allow_new_head=allow_new_head)
+        return load_hf_dir(path, task, allow_new_head=allow_new_head, options=options)
     if is_factory_spec(source):
         return load_factory(source)
     if path.exists():

@@ -77,6 +77,13 @@ def export(
             min=0.0, max=1e3, help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2)."
         ),
     ] = None,
+    image_size: Annotated[
+        Optional[str],
+        typer.Option(
+            help="An image model whose folder has no preprocessor_config.json: validate on random pixels of "
+            "this size (N or HxW). With the file, its image processor sizes and normalises the example pictures."
+        ),
+    ] = None,
     outtype: Annotated[
         Optional[str],
         typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants."),
@@ -151,6 +158,7 @@ def export(
             adapter=str(adapter) if adapter else None,
             check_tokens=check_tokens,
             allow_new_head=allow_new_head,
+            image_size=image_size,
             force=force,
             trust_source=trust_source,
             profile=resolve_device(device, None)[0],

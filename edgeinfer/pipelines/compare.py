@@ -165,9 +165,12 @@ def _per_sample(task: EvalTask, outs: list[np.ndarray], data: Batches) -> np.nda
 
 
 def _pool(hidden: np.ndarray, data: Batches, index: int) -> np.ndarray:
-    """Mean-pool token embeddings over the attention mask; 2-D outputs are already pooled."""
+    """Mean-pool token embeddings over the attention mask; 2-D outputs are already pooled; a
+    convolutional feature map [batch, channels, height, width] is averaged over its spatial axes."""
     if hidden.ndim == 2:
         return hidden
+    if hidden.ndim > 3:
+        return hidden.reshape(hidden.shape[0], hidden.shape[1], -1).mean(-1)
     batch = data.batches[index]
     if data.attention_masks:
         mask = data.attention_masks[index]

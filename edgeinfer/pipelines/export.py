@@ -36,6 +36,7 @@ def export_model(
     adapter: str | None = None,
     check_tokens: int = 256,
     allow_new_head: bool = False,
+    image_size: str | None = None,
     force: bool = False,
     trust_source: bool = False,
     profile=None,
@@ -46,7 +47,8 @@ def export_model(
 
     Args:
         source, output: what to export, and where (.onnx or .gguf).
-        task, opset, exporter, static_shapes, atol, allow_new_head: ONNX options (see `edgeinfer export --help`).
+        task, opset, exporter, static_shapes, atol, allow_new_head, image_size ("224" or "224x320"):
+            ONNX options (see `edgeinfer export --help`).
         outtype, adapter, check_tokens: GGUF options.
         profile: a device profile; one with `static_shapes = true` (NPUs) fixes every input shape.
         force: overwrite an existing output; trust_source: allow a .pt2 holding pickled objects.
@@ -63,7 +65,7 @@ def export_model(
         )
     config: OnnxExportConfig | GgufExportConfig
     if fmt is ModelFormat.GGUF:
-        if task or opset or static_shapes or atol is not None or exporter != "auto" or allow_new_head:
+        if task or opset or static_shapes or atol is not None or exporter != "auto" or allow_new_head or image_size:
             raise ConfigError(
                 f"{', '.join(option(o) for o in ('task', 'opset', 'exporter', 'static_shapes'))} and "
                 f"{option('atol')} are ONNX options; a GGUF export takes {option('outtype')}, {option('adapter')} "
@@ -73,8 +75,27 @@ def export_model(
     else:
         if outtype or adapter:
             raise ConfigError(f"{option('outtype')} and {option('adapter')} are GGUF options; name the output .gguf")
-        config = OnnxExportConfig(opset or DEFAULT_OPSET, exporter, static_shapes, atol, task, allow_new_head)  # type: ignore[arg-type]
+        config = OnnxExportConfig(
+            opset or DEFAULT_OPSET,
+            exporter,  # type: ignore[arg-type]  (PassConfig coerces the string)
+            static_shapes,
+            atol,
+            task,
+            allow_new_head,
+            parse_image_size(image_size),
+        )
     return export(source, output, config, force=force, trust_source=trust_source, profile=profile, progress=progress)
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """'224' -> (224, 224); '224x320' -> (224, 320) (height x width)."""
+    if text is None:
+        return None
+    parts = str(text).lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"{option('image_size', text)}: give N or HxW in pixels, e.g. 224 or 224x320")
+    h, w = int(parts[0]), int(parts[-1])
+    return h, w
 
 
 def export(
@@ -121,7 +142,10 @@ def export(
     if Path(source).is_dir() and is_diffusers_folder(Path(source)):
         src = load_diffusers(Path(source))
     else:
-        src = load_source(source, config.task, trust_source, config.allow_new_head)
+        from edgeinfer.exporters.tasks import InputOptions
+
+        options = InputOptions(config.image_size)
+        src = load_source(source, config.task, trust_source, config.allow_new_head, options)
     return export_source(src, output, config, progress=progress, force=force)
 
 

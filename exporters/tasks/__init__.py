@@ -29,6 +29,18 @@ class TaskInputs:
 
 
 @dataclass(frozen=True)
+class InputOptions:
+    """What the user may say about example inputs the folder cannot.
+
+    Args:
+        image_size: (height, width) of the example images when the folder has no image processor
+            (preprocessor_config.json); pixels are then standard-normal, not a processed picture.
+    """
+
+    image_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
 class ExportTask:
     """How one task exports from a Hugging Face folder.
 
@@ -38,7 +50,8 @@ class ExportTask:
         architectures: architecture-name suffixes (config.json `architectures`) that mean this task;
             matched longest first, so a generic suffix such as "Model" never shadows a specific one.
         outputs: the model outputs the ONNX graph returns, in order.
-        inputs: builds the example inputs from (loaded model, config dict, folder, (batch, second batch)).
+        inputs: builds the example inputs from (loaded model, config dict, folder, (batch, second
+            batch), InputOptions).
         prepare: adjusts the loaded model before export (a causal LM drops its KV cache).
         parts: the files a multi-graph task writes into its output folder (seq2seq: encoder and
             decoder); empty for a task that is one .onnx file.
@@ -48,7 +61,7 @@ class ExportTask:
     auto_class: str
     architectures: tuple[str, ...]
     outputs: tuple[str, ...]
-    inputs: Callable[[Any, dict, Path, tuple[int, int]], TaskInputs]
+    inputs: Callable[[Any, dict, Path, tuple[int, int], InputOptions], TaskInputs]
     prepare: Callable[[Any], None] | None = field(default=None, compare=False)
     parts: tuple[str, ...] = ()
 

@@ -1,4 +1,5 @@
-"""The example inputs that tasks share: tokenized sentences for text models, random pixels for images."""
+"""The example inputs that tasks share, by modality: tokenized sentences for text models, synthetic
+pictures through the image processor for image models."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.exporters.tasks import TaskInputs
+from edgeinfer.exporters.tasks import InputOptions, TaskInputs
 
 # Sentences of different lengths, so the padded batches really pad.
 SENTENCES = [
@@ -19,7 +20,14 @@ SENTENCES = [
 ]
 
 
-def text_inputs(model: Any, config: dict, path: Path, batch: tuple[int, int], drop: tuple[str, ...] = ()) -> TaskInputs:
+def text_inputs(
+    model: Any,
+    config: dict,
+    path: Path,
+    batch: tuple[int, int],
+    options: InputOptions = InputOptions(),
+    drop: tuple[str, ...] = (),
+) -> TaskInputs:
     """The folder's own tokenizer on padded sentence batches, fed as every input the model accepts."""
     from edgeinfer.core.hf_folder import check_tokens_are_real, load_tokenizer
 
@@ -39,24 +47,65 @@ def text_inputs(model: Any, config: dict, path: Path, batch: tuple[int, int], dr
     return TaskInputs(names, example, second, axes, tokenizer_dir=str(path.resolve()))
 
 
-def image_inputs(model: Any, config: dict, path: Path, batch: tuple[int, int]) -> TaskInputs:
-    """Seeded random pixel_values at the config's image size and channel count."""
+def synthetic_images(n: int, size: int = 96, seed: int = 0):
+    """`n` different RGB pictures (PIL): smooth colour gradients with a few shapes, so a processor's
+    resize, crop and normalisation see picture-like statistics rather than noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = []
+    for _ in range(n):
+        a, b, c = rng.uniform(0, 1, (3, 3))
+        img = np.stack([a[i] * xx + b[i] * yy + c[i] * xx * yy for i in range(3)], -1)
+        for _ in range(3):
+            cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.25)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 1, 3)
+        images.append(Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)))
+    return images
+
+
+def image_inputs(
+    model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions = InputOptions()
+) -> TaskInputs:
+    """pixel_values of synthetic pictures through the folder's image processor (its size, crop and
+    normalisation); without one, standard-normal pixels at --image-size."""
     import torch
 
-    vision = config.get("vision_config") or {}  # a multimodal config nests the image settings
-    size = config.get("image_size") or vision.get("image_size") or 224
-    size = size if isinstance(size, int) else size[0]
-    channels = config.get("num_channels") or vision.get("num_channels") or 3
-    gen = torch.Generator().manual_seed(0)
-    example = {"pixel_values": torch.randn(batch[0], channels, size, size, generator=gen)}
-    second = {"pixel_values": torch.randn(batch[1], channels, size, size, generator=gen)}
+    from edgeinfer.core.hf_folder import load_image_processor
+
+    processor = load_image_processor(path, required=options.image_size is None)
+    if processor is None:
+        height, width = options.image_size or (0, 0)
+        channels = config.get("num_channels") or (config.get("vision_config") or {}).get("num_channels") or 3
+        gen = torch.Generator().manual_seed(0)
+        example = {"pixel_values": torch.randn(batch[0], channels, height, width, generator=gen)}
+        second = {"pixel_values": torch.randn(batch[1], channels, height, width, generator=gen)}
+    else:
+
+        def pixels(n: int, seed: int):
+            out = processor(images=synthetic_images(n, seed=seed), return_tensors="pt")
+            return {"pixel_values": out["pixel_values"].float()}
+
+        example, second = pixels(batch[0], 0), pixels(batch[1], 1)
     return TaskInputs(["pixel_values"], example, second, {"pixel_values": {0: "batch"}})
 
 
-def features_inputs(model: Any, config: dict, path: Path, batch: tuple[int, int]) -> TaskInputs:
-    """A base model's inputs by modality: pixel_values for a vision encoder (ViT, DINOv2, the CLIP
-    vision tower: no tokenizer needed), else the folder's tokenizer on sentences."""
-    accepted = set(inspect.signature(model.forward).parameters)
-    if "pixel_values" in accepted and "input_ids" not in accepted:
-        return image_inputs(model, config, path, batch)
-    return text_inputs(model, config, path, batch)
+def features_inputs(
+    model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions = InputOptions()
+) -> TaskInputs:
+    """A base model's inputs by modality: its declaration's (exporters/architectures), else what its
+    forward takes: pixel_values for a vision encoder (ViT, DINOv2, the CLIP vision tower: no
+    tokenizer needed), else the folder's tokenizer on sentences."""
+    from edgeinfer.exporters.architectures import Modality, architecture_for
+
+    declared = architecture_for(config)
+    if declared is not None:
+        image = declared.modality is Modality.IMAGE
+    else:
+        accepted = set(inspect.signature(model.forward).parameters)
+        image = "pixel_values" in accepted and "input_ids" not in accepted
+    if image:
+        return image_inputs(model, config, path, batch, options)
+    return text_inputs(model, config, path, batch, options)

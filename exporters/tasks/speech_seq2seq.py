@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.errors import ConfigError
-from edgeinfer.exporters.tasks import ExportTask, TaskInputs, register_task
+from edgeinfer.exporters.tasks import ExportTask, InputOptions, TaskInputs, register_task
 
 
-def _one_graph(model: Any, config: dict, path: Path, batch: tuple[int, int]) -> TaskInputs:
+def _one_graph(model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions) -> TaskInputs:
     raise ConfigError("speech-seq2seq exports two graphs (encoder and decoder) into a folder: name the output a folder")
 
 

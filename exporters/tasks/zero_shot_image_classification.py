@@ -5,13 +5,15 @@ the image-label logits and both embeddings."""
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.exporters.tasks import ExportTask, TaskInputs, register_task
+from edgeinfer.exporters.tasks import ExportTask, InputOptions, TaskInputs, register_task
 from edgeinfer.exporters.tasks._inputs import image_inputs, text_inputs
 
 
-def _texts_and_images(model: Any, config: dict, path: Path, batch: tuple[int, int]) -> TaskInputs:
-    text = text_inputs(model, config, path, batch)
-    image = image_inputs(model, config, path, (batch[0] + 1, batch[1] + 1))  # not as many images as labels
+def _texts_and_images(
+    model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions
+) -> TaskInputs:
+    text = text_inputs(model, config, path, batch, options)
+    image = image_inputs(model, config, path, (batch[0] + 1, batch[1] + 1), options)  # not as many images as labels
     axes = {**{n: {0: "labels", 1: "sequence"} for n in text.names}, "pixel_values": {0: "images"}}
     return TaskInputs(
         [*text.names, "pixel_values"],
