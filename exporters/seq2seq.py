@@ -92,8 +92,8 @@ def _speech_encoder_inputs(path: Path, model) -> tuple[Any, Any, Any]:
     """(feature extractor, example inputs, second inputs): log-mel features of synthetic voiced clips."""
     import torch
 
+    from edgeinfer.core.audio import synthetic_clips
     from edgeinfer.core.hf_folder import load_feature_extractor
-    from edgeinfer.examples.audio import synthetic_clips
 
     fe = load_feature_extractor(path)
     expected = int(model.config.max_source_positions) * 2  # the second convolution has stride 2

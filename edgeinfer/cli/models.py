@@ -207,8 +207,8 @@ def _run_seq2seq(
         allow_fallback=allow_fallback,
     )  # fmt: skip
     if runner.feature_extractor is not None:
+        from edgeinfer.core.audio import read_wav
         from edgeinfer.core.io import require_file
-        from edgeinfer.examples.audio import read_wav
 
         if audio is None or prompt is not None:
             raise typer.BadParameter("a speech model transcribes audio: give --audio FILE.wav (and no --prompt)")

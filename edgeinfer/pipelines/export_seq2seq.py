@@ -152,7 +152,7 @@ def _transformers_tokens(parts, feeds: dict[str, Any]) -> list[int]:
 
 
 def _generation_check(folder: Path, parts) -> dict[str, Any]:
-    from edgeinfer.examples.audio import synthetic_clips
+    from edgeinfer.core.audio import synthetic_clips
     from edgeinfer.runtime.seq2seq import Seq2SeqRunner
 
     runner = Seq2SeqRunner(folder)

@@ -87,7 +87,7 @@ def _sources(runner, text: Path | None, audio: Path | None, limit: int) -> tuple
     from edgeinfer.examples import SENTENCES
 
     if runner.speech:
-        from edgeinfer.examples.audio import read_wav, synthetic_clips
+        from edgeinfer.core.audio import read_wav, synthetic_clips
 
         rate = int(runner.feature_extractor.sampling_rate)
         if text is not None:

@@ -76,7 +76,7 @@ def exported(whisper_dir, tmp_path_factory):
 
 
 def _wav(path: Path, rate: int, seconds: float = 1.5) -> Path:
-    from edgeinfer.examples.audio import synthetic_clips
+    from edgeinfer.core.audio import synthetic_clips
 
     clip = (synthetic_clips(1, seconds, rate, seed=7)[0] * 32767).astype(np.int16)
     with wave.open(str(path), "wb") as w:

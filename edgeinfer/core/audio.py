@@ -1,4 +1,4 @@
-"""Synthetic speech-like audio: deterministic clips for export checks and speech-model comparisons.
+"""Audio as data: synthetic speech-like clips for export checks and comparisons, and PCM WAV reading.
 
 No speech corpus ships with edgeinfer (and none may be downloaded in tests), so these clips are
 voiced-sound imitations: a fundamental with harmonics under formant-like peaks, gliding pitch,
