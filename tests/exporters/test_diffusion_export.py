@@ -86,6 +86,14 @@ def test_a_diffusers_folder_exports_and_validates(build, inputs, output, tmp_pat
         got = ort.InferenceSession(str(half)).run(None, feeds)[0]
         cos = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
         assert cos > 0.999
+        # The comparison a user runs: both models on the same inputs, side by side.
+        np.savez(tmp_path / "feeds.npz", **feeds)
+        code, stdout, err = run_cli(
+            capsys, "compare", out, half, "--data", tmp_path / "feeds.npz", "--runs", "3", "--json"
+        )
+        assert code == 0, err
+        rows = json.loads(stdout)["rows"]
+        assert rows[1]["metrics"]["cosine_mean"] > 0.999  # (the file: mostly graph at this size; weights halve above)
 
 
 def test_what_is_not_supported_says_so(tmp_path, capsys):
