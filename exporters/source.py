@@ -249,8 +249,9 @@ def _second_inputs(example: dict[str, Any], axes: dict[str, dict[int, str]] | No
 def load_factory(spec: str) -> SourceModel:
     """Call `package.module:function`; it returns (module, inputs) or (module, inputs, dynamic_axes).
 
-    `inputs` is a dict name -> tensor; `dynamic_axes` maps an input name to {axis: dim name}.
-    Without it, axis 0 of every input is the dynamic batch axis.
+    `inputs` is a dict name -> tensor, or a tuple / list of tensors passed positionally (named after
+    forward's parameters); `dynamic_axes` maps an input name (or, for positional inputs, its index)
+    to {axis: dim name}. Without it, axis 0 of every input is the dynamic batch axis.
     """
     module, inputs, axes = call_factory(spec)
     return source_from_module(
@@ -266,10 +267,47 @@ def call_factory(spec: str):
     if not isinstance(result, tuple) or len(result) not in (2, 3):
         raise InputError(f"factory {spec} must return (module, inputs) or (module, inputs, dynamic_axes)")
     module, inputs = result[0], result[1]
-    if not isinstance(module, torch.nn.Module) or not isinstance(inputs, dict) or not inputs:
-        raise InputError(f"factory {spec} must return a torch.nn.Module and a non-empty dict of named tensors")
-    axes = result[2] if len(result) == 3 else {n: {0: "batch"} for n in inputs}
+    if not isinstance(module, torch.nn.Module) or not isinstance(inputs, (dict, tuple, list)) or not inputs:
+        raise InputError(
+            f"factory {spec} must return a torch.nn.Module and its example inputs: a dict of named tensors "
+            "or a tuple of tensors"
+        )
+    values = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
+    if not all(isinstance(t, torch.Tensor) for t in values):
+        raise InputError(f"factory {spec}: every example input must be a torch.Tensor")
+    if not isinstance(inputs, dict) or not takes_keywords(module, list(inputs)):
+        names = _positional_names(module, len(values), spec)
+        if not isinstance(inputs, dict):
+            inputs = dict(zip(names, values))
+    given = result[2] if len(result) == 3 else {n: {0: "batch"} for n in inputs}
+    keys = list(inputs)
+    axes: dict[str, dict[int, str]] = {
+        keys[k] if isinstance(k, int) and 0 <= k < len(keys) else str(k): v for k, v in dict(given).items()
+    }
     return module, inputs, axes
+
+
+def _positional_names(module, n: int, spec: str) -> list[str]:
+    """The names forward gives its first `n` positional parameters; wrong arity is refused, saying
+    what forward takes."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return [f"input_{i}" for i in range(n)]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in params if p.kind in kinds]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    varargs = next((p for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    if n < len(required) or (varargs is None and n > len(positional)):
+        takes = ", ".join(p.name for p in positional) + (f", *{varargs.name}" if varargs else "")
+        raise InputError(
+            f"factory {spec} gives {n} example input(s) but {type(module).__name__}.forward takes "
+            f"{len(required)}{'' if len(required) == len(positional) else f' to {len(positional)}'} ({takes})"
+        )
+    names = [p.name for p in positional[:n]]
+    return names + [f"{varargs.name}_{i}" for i in range(n - len(names))] if varargs else names
 
 
 def source_from_module(

@@ -103,3 +103,27 @@ def tagger():
     ids = torch.randint(0, 50, (2, 7))
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     return Tagger(), {"input_ids": ids, "attention_mask": torch.ones(2, 7)}, axes
+
+
+class MaskedMean(torch.nn.Module):
+    def forward(self, x, mask):
+        return (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+
+
+def positional_tuple():
+    """Example inputs as a tuple: they are named after forward's parameters (x, mask)."""
+    return (
+        MaskedMean(),
+        (torch.randn(2, 5, 3), torch.ones(2, 5)),
+        {0: {0: "batch", 1: "sequence"}, 1: {0: "batch", 1: "sequence"}},
+    )
+
+
+def wrong_arity():
+    """Three example inputs for a forward that takes two."""
+    return MaskedMean(), (torch.randn(2, 5, 3), torch.ones(2, 5), torch.ones(2))
+
+
+def sequential_two_named():
+    """Named inputs, but an nn.Sequential takes one: refused with what forward takes."""
+    return torch.nn.Sequential(torch.nn.Linear(4, 2)), {"a": torch.randn(2, 4), "b": torch.randn(2, 4)}

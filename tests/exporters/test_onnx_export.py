@@ -8,6 +8,7 @@ import pytest
 
 from edgeinfer.core.errors import InputError, OutputExistsError, UnsupportedError, ValidationError
 from edgeinfer.pipelines.export import export_model
+from tests.conftest import run_cli
 
 FACTORIES = Path(__file__).with_name("factories.py")
 
@@ -129,6 +130,18 @@ def test_a_sequential_gets_its_input_positionally_whatever_the_example_calls_it(
     art = export_model(f"{FACTORIES}:sequential_image", tmp_path / "seq.onnx")
     assert [i.name for i in onnx.load(str(art.path)).graph.input] == ["image"]
     assert art.validation["max_abs_diff"] < 1e-4
+
+
+def test_positional_example_inputs_are_named_after_forward_and_wrong_arity_is_refused(tmp_path, capsys):
+    art = export_model(f"{FACTORIES}:positional_tuple", tmp_path / "pos.onnx")
+    assert [i.name for i in onnx.load(str(art.path)).graph.input] == ["x", "mask"]
+    seqs = [c["inputs"]["x"][1] for c in art.validation["cases"].values()]
+    assert seqs[0] != seqs[1]  # the axes given by index reached both inputs
+    code, _, err = run_cli(capsys, "export", f"{FACTORIES}:wrong_arity", "-o", tmp_path / "bad.onnx")
+    assert code == 2 and "gives 3 example input(s) but MaskedMean.forward takes 2 (x, mask)" in err
+    code, _, err = run_cli(capsys, "export", f"{FACTORIES}:sequential_two_named", "-o", tmp_path / "bad2.onnx")
+    assert code == 2 and "gives 2 example input(s) but Sequential.forward takes 1 (input)" in err
+    assert not list(tmp_path.glob("bad*"))
 
 
 def test_an_output_named_like_an_input_is_renamed_and_the_file_is_valid(tmp_path):
