@@ -46,9 +46,9 @@ def _direct_generation(path: Path, prompt: str, n_gen: int, extra_buffers: bool)
     import llama_cpp
 
     from edgeinfer.core.stdio import captured_fd
-    from edgeinfer.runtime.llama import _model_params
+    from edgeinfer.runtime.llama import model_params
 
-    with captured_fd(2), _model_params(extra_buffers):
+    with captured_fd(2), model_params(extra_buffers):
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, seed=0)
     first: float | None = None
     n = 0
@@ -70,7 +70,7 @@ def main() -> None:
     from edgeinfer.examples.smollm2 import hf_dir
     from edgeinfer.pipelines.export import export_model
     from edgeinfer.pipelines.llm_eval import compare_llms
-    from edgeinfer.runtime.llama import GenerationStats, LlamaRunner, LlamaSettings, _cpu_has_amx
+    from edgeinfer.runtime.llama import GenerationStats, LlamaRunner, LlamaSettings, cpu_has_amx
 
     src = hf_dir()
     conv = json.loads(
@@ -170,7 +170,7 @@ def main() -> None:
     # Generation speed: edgeinfer's runner vs llama-cpp-python directly, same model and settings.
     q4 = args.out / "smollm2-Q4_K_M.gguf"
     prompt, n_gen = "The history of the printing press", 128
-    extra = not _cpu_has_amx()
+    extra = not cpu_has_amx()
     ours, direct = [], []
     for _ in range(args.runs):
         runner = LlamaRunner(q4, LlamaSettings(n_ctx=512))

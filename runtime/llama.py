@@ -60,7 +60,7 @@ class GenerationStats:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
 
 
-def _cpu_has_amx() -> bool:
+def cpu_has_amx() -> bool:
     try:
         return "amx_int8" in Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -68,7 +68,7 @@ def _cpu_has_amx() -> bool:
 
 
 @contextlib.contextmanager
-def _model_params(use_extra_bufts: bool):
+def model_params(use_extra_bufts: bool):
     """llama_cpp.Llama takes no `use_extra_bufts` argument; set it on the defaults it starts from."""
     import llama_cpp
 
@@ -151,6 +151,26 @@ def _check_kv_fits(reader, n_ctx: int, name: str) -> None:
         )
 
 
+def check_llm_file(path: Path, n_ctx: int) -> None:
+    """Everything knowable before llama.cpp loads `path`: a whole, sane GGUF (llama.cpp trusts the
+    header's sizes; it only ever sees a file this accepted) holding a language model with a
+    vocabulary, and a context whose KV cache fits in free memory."""
+    if not path.is_file():
+        raise InputError(f"model {path} does not exist")
+    if path.suffix.lower() == ".onnx":
+        raise InputError(f"{path.name} is an ONNX model; the llama.cpp runtime takes a .gguf LLM")
+    reader = open_gguf(path)
+    if not 16 <= n_ctx <= 1 << 20:
+        raise ConfigError(f"context size {n_ctx} is outside 16 ... 1048576 tokens")
+    arch = gguf_string(reader, "general.architecture")
+    if not arch or "tokenizer.ggml.tokens" not in reader.fields:
+        what = f"a {arch} model" if arch else "a GGUF without an architecture"
+        raise InputError(
+            f"{path.name} is {what} without a tokenizer vocabulary: not a language model llama.cpp can run"
+        )
+    _check_kv_fits(reader, n_ctx, path.name)
+
+
 class LlamaRunner:
     def __init__(
         self,
@@ -163,15 +183,8 @@ class LlamaRunner:
         except ImportError as e:
             raise MissingDependencyError("llama-cpp-python", "running GGUF models") from e
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"model {self.path} does not exist")
-        # llama.cpp trusts the header's sizes; it only ever sees a file this check accepted.
-        reader = open_gguf(self.path)
         check_threads(settings.threads)
-        if not 16 <= settings.n_ctx <= 1 << 20:
-            raise ConfigError(f"context size {settings.n_ctx} is outside 16 ... 1048576 tokens")
-        _check_kv_fits(reader, settings.n_ctx, self.path.name)
-        del reader
+        check_llm_file(self.path, settings.n_ctx)
         gpu_layers = settings.n_gpu_layers
         fallbacks = []
         if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
@@ -189,8 +202,8 @@ class LlamaRunner:
         # llama.cpp 0.3.x's extra CPU weight buffers (AMX tiles, repacked blocks) crash in decode on
         # AMX CPUs (seen on an Intel Xeon host with AMX-INT8: every quantized model segfaulted).
         # Plain CPU buffers run the same kernels' reference layout; the report says so.
-        extra_bufts = not _cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
-        with _llama_errors() as llama_log, _model_params(extra_bufts):
+        extra_bufts = not cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
+        with _llama_errors() as llama_log, model_params(extra_bufts):
             try:
                 self.llm = llama_cpp.Llama(
                     model_path=str(self.path),

@@ -191,3 +191,53 @@ def chat(
             err.print(f"[dim][reply cut at --max-tokens {max_tokens}][/dim]")
         messages.append({"role": "assistant", "content": stats.text})
         err.print(f"[dim]{stats.generated_tokens} tokens at {stats.generate_tps:.1f} tok/s[/dim]")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="A .gguf LLM to serve.")],
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Anything but 127.0.0.1 / localhost / ::1 needs --api-key.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    api_key: Annotated[
+        Optional[str],
+        typer.Option(help="Require this key (clients send `Authorization: Bearer KEY`; others get 401)."),
+    ] = None,
+    model_name: Annotated[
+        Optional[str], typer.Option(help="The name clients use in `model` (default: the file's stem).")
+    ] = None,
+    ctx: Annotated[
+        Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")
+    ] = None,
+    gpu_layers: Annotated[
+        Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")
+    ] = None,
+    max_request_mb: Annotated[
+        float, typer.Option(min=0.001, max=1024, help="Largest request body accepted; larger ones get 413.")
+    ] = 1.0,
+    device: Device = None,
+    threads: Threads = None,
+    allow_fallback: Fallback = False,
+) -> None:
+    """Serve a GGUF LLM over an OpenAI-compatible HTTP API (llama-cpp-python's server).
+
+    /v1/chat/completions (streaming too, with the model's chat template), /v1/completions,
+    /v1/models. Requests queue on the one model; a client that disconnects mid-stream frees it.
+    Needs `pip install 'edgeinfer[serve]'`.
+
+    Example: edgeinfer serve smollm2-q4_k_m.gguf --port 8080, then
+    OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="none")
+    """
+    from edgeinfer.pipelines.serve import serve as run_server
+
+    run_server(
+        model,
+        settings_for(device, threads, ctx, gpu_layers, allow_fallback),
+        host=host,
+        port=port,
+        api_key=api_key,
+        model_name=model_name,
+        max_request_mb=max_request_mb,
+        announce=lambda line: err.print(line, highlight=False),
+    )
