@@ -77,6 +77,15 @@ def export(
             min=0.0, max=1e3, help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2)."
         ),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="A causal LM exported to a folder (ONNX Runtime GenAI): int4 (default), int8, fp16 or fp32 weights."
+        ),
+    ] = "int4",
+    block_size: Annotated[
+        int, typer.Option(help="ONNX Runtime GenAI INT4/INT8: weights per quantization block (16 ... 256).")
+    ] = 32,
     image_size: Annotated[
         Optional[str],
         typer.Option(
@@ -144,6 +153,11 @@ def export(
     if not output.suffix and is_seq2seq_source(source, task):
         _export_encoder_decoder(source, output, opset, exporter, atol, allow_new_head, task, force, as_json)
         return
+    from edgeinfer.pipelines.export_genai import is_causal_lm_source
+
+    if not output.suffix and task in (None, "causal-lm") and is_causal_lm_source(source):
+        _export_genai(source, output, precision, block_size, check_tokens, force, as_json)
+        return
     with CliProgress("exporting") as progress:
         art = export_model(
             source,
@@ -195,6 +209,38 @@ def export(
     console.print(table)
 
 
+def _run_genai(model: Path, prompt, max_tokens: int, as_json: bool) -> None:
+    import time
+
+    from edgeinfer.runtime.genai import GenAiRunner
+
+    if not prompt:
+        raise typer.BadParameter("an LLM folder needs --prompt TEXT")
+    runner = GenAiRunner(model)
+    start, pieces = time.perf_counter(), []
+    for piece in runner.stream(prompt, max_tokens):
+        pieces.append(piece)
+        if not as_json:
+            console.print(piece, end="", highlight=False, soft_wrap=True)
+    seconds = time.perf_counter() - start
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "text": "".join(pieces),
+                    "generated_tokens": len(pieces),
+                    "seconds": seconds,
+                    "backend": runner.report["used"],
+                }
+            )
+        )
+        return
+    console.print()
+    err.print(
+        f"[dim]{len(pieces)} tokens in {seconds:.2f} s ({len(pieces) / seconds:.1f} tok/s, prompt included) on {runner.report['used'][0]}[/dim]"
+    )
+
+
 def _run_seq2seq(
     model: Path, prompt, audio, max_tokens: int, device, provider, threads, allow_fallback, as_json
 ) -> None:
@@ -228,6 +274,30 @@ def _run_seq2seq(
         f"{out.steps} tokens in {out.seconds:.2f} s ({out.tokens_per_s:.1f} tokens/s, greedy, KV cache) on "
         f"{', '.join(out.report['providers'])}"
     )
+
+
+def _export_genai(source, output: Path, precision: str, block_size: int, check_tokens: int, force, as_json) -> None:
+    from edgeinfer.pipelines.export_genai import export_genai
+
+    with CliProgress("exporting") as progress:
+        result = export_genai(
+            source, output, precision=precision, block_size=block_size, check_tokens=check_tokens, force=force,
+            progress=progress,
+        )  # fmt: skip
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+        return
+    p = result.validation["logits_parity"]
+    size = sum(f.stat().st_size for f in output.iterdir() if f.name.startswith("model.onnx"))
+    table = Table(title=f"exported {output}/ (ONNX Runtime GenAI, {precision})", show_header=False)
+    table.add_row("weights", f"{mb(size)} ({precision}, block {block_size})")
+    table.add_row(
+        "vs transformers",
+        f"KL mean {p['kl_mean']:.4f} (<= {p['tolerance']['kl_mean']}), top-1 {p['top1_agreement']:.3f} "
+        f"on {p['tokens']} tokens",
+    )
+    table.add_row("run it", f'edgeinfer run {output} --prompt "..."; compare BASE.gguf {output}')
+    console.print(table)
 
 
 def _export_encoder_decoder(source, output: Path, opset, exporter, atol, allow_new_head, task, force, as_json) -> None:
@@ -346,8 +416,12 @@ def run(
 
         run_gguf(model, prompt, max_tokens, device, threads, as_json)
         return
+    from edgeinfer.runtime.genai import is_genai_folder
     from edgeinfer.runtime.seq2seq import is_seq2seq_folder
 
+    if is_genai_folder(model):
+        _run_genai(model, prompt, max_tokens, as_json)
+        return
     if is_seq2seq_folder(model):
         _run_seq2seq(model, prompt, audio, max_tokens, device, provider, threads, allow_fallback, as_json)
         return

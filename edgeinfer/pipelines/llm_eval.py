@@ -182,11 +182,13 @@ def compare_llms(
     """Score the baseline and each candidate GGUF on the same token windows of `text`, and time them.
 
     Args:
-        baseline, candidates: GGUF files sharing one tokenizer.
+        baseline, candidates: GGUF files sharing one tokenizer; a candidate may also be an ONNX
+            Runtime GenAI folder (`export HF_DIR -o DIR`) of the same model.
         text: the text to score; window, max_tokens: the window length and the tokens used.
         logits_file: where the baseline's log-probs are kept (default: the cache), reused when it matches.
         threads, n_prompt, n_gen, reps: the llama.cpp threads and the timing run.
     """
+    from edgeinfer.runtime.genai import GenAiRunner, genai_summary, is_genai_folder
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 
     ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, progress)
@@ -195,8 +197,14 @@ def compare_llms(
     for i, model in enumerate([baseline, *candidates]):
         is_base = i == 0  # the baseline may also be listed as a candidate: it is then scored like one
         progress.stage(f"scoring {model.name}")
-        runner = LlamaRunner(
-            model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads), logits_all=not is_base
+        # An ONNX Runtime GenAI folder is scored on the baseline's token ids like any GGUF.
+        onnx_llm = i > 0 and is_genai_folder(model)
+        runner: Any = (
+            GenAiRunner(model)
+            if onnx_llm
+            else LlamaRunner(
+                model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads), logits_all=not is_base
+            )
         )
         if is_base:  # its log-probs are the reference itself
             figures = score(ref["log_probs"].astype(np.float32), ref["targets"], None)
@@ -208,7 +216,7 @@ def compare_llms(
         rows.append(
             LlmRow(
                 model=str(model),
-                **gguf_summary(model),
+                **(genai_summary(model) if onnx_llm else gguf_summary(model)),
                 **figures,
                 pp_tokens_per_s=speed["pp_tokens_per_s"],
                 tg_tokens_per_s=speed["tg_tokens_per_s"],

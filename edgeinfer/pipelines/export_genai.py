@@ -1,0 +1,105 @@
+"""`edgeinfer export HF_LLM_DIR -o OUT_DIR`: a causal LM as an ONNX Runtime GenAI folder (INT4 by
+default), kept only after its log-probs on real text agree with transformers' within the
+precision's tolerance (mean KL divergence and top-1 agreement, as the GGUF export's self-check)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.core.errors import ConfigError, OutputExistsError, ValidationError, option
+from edgeinfer.core.progress import QUIET, Progress
+
+# (max mean KL, min top-1 agreement) against transformers in float32, by weight precision. INT4
+# is lossy by design: the builder's round-to-nearest INT4 of SmolLM2-135M measures KL 1.68 / top-1
+# 0.49 on the check text (llama.cpp's Q4_K_M: 0.38 / 0.77), so its bound catches a broken
+# conversion (several nats), not rounding; FP32 must be exact (measured 6e-6 / 1.0).
+TOLERANCE = {"fp32": (1e-3, 0.98), "fp16": (1e-2, 0.95), "int8": (0.15, 0.85), "int4": (2.5, 0.4)}
+RECORD = "edgeinfer.json"
+
+
+@dataclass
+class GenAiExport:
+    folder: Path
+    precision: str
+    block_size: int
+    validation: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": str(self.folder),
+            "format": "onnx-genai",
+            "precision": self.precision,
+            "block_size": self.block_size,
+            "validation": self.validation,
+        }
+
+
+def is_causal_lm_source(source: str) -> bool:
+    """A Hugging Face folder whose architecture is a causal LM (…ForCausalLM, GPT2LMHeadModel)."""
+    from edgeinfer.core.hf_folder import read_config
+
+    path = Path(source)
+    if not (path.is_dir() and (path / "config.json").is_file()):
+        return False
+    arch = (read_config(path).get("architectures") or [""])[0]
+    return arch.endswith(("ForCausalLM", "LMHeadModel"))
+
+
+def export_genai(
+    source: str,
+    output: Path,
+    *,
+    precision: str = "int4",
+    block_size: int = 32,
+    check_tokens: int = 256,
+    force: bool = False,
+    progress: Progress = QUIET,
+) -> GenAiExport:
+    """Build the folder, score it against transformers, and move it into place only if it agrees."""
+    from edgeinfer.core.hf_folder import read_config
+    from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
+    from edgeinfer.exporters.genai import build_genai
+    from edgeinfer.exporters.gguf.reference import load_tokenizer, log_probs
+    from edgeinfer.pipelines.bundle import bundle_dir
+    from edgeinfer.pipelines.export_gguf import logits_parity
+    from edgeinfer.runtime.genai import CONFIG, GenAiRunner
+
+    src, output = Path(source), Path(output)
+    read_config(src)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not force:
+            raise OutputExistsError(f"output {output} exists; pass {option('force', True)} to replace it")
+        if not (output / CONFIG).is_file():
+            raise OutputExistsError(f"{output} holds files but is no GenAI model folder; refusing to replace it")
+    if check_tokens < 16:
+        raise ConfigError(f"{option('check_tokens', check_tokens)} must be at least 16")
+    with bundle_dir(output) as tmp:
+        progress.stage(f"building the ONNX Runtime GenAI model ({precision}, block {block_size})")
+        build_genai(src, tmp, precision, block_size)
+        progress.stage(f"checking log-probs on {check_tokens} tokens against transformers")
+        tokens = load_tokenizer(src)(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8"))["input_ids"][:check_tokens]
+        ref = log_probs(src, tokens)
+        parity = logits_parity(ref, GenAiRunner(tmp).sequence_log_probs(tokens))
+        max_kl, min_top1 = TOLERANCE[precision]
+        parity["tolerance"] = {"kl_mean": max_kl, "top1_agreement": min_top1}
+        problems = []
+        if not parity["kl_mean"] <= max_kl:
+            problems.append(f"mean KL divergence {parity['kl_mean']:.4g} > {max_kl} ({precision})")
+        if not parity["top1_agreement"] >= min_top1:
+            problems.append(f"top-1 agreement {parity['top1_agreement']:.3f} < {min_top1} ({precision})")
+        if problems:
+            raise ValidationError(
+                "the ONNX model's log-probs disagree with transformers (nothing was written)", problems
+            )
+        validation = {"logits_parity": parity, "check_tokens": len(tokens)}
+        record = {
+            "source": str(src.resolve()),
+            "precision": precision,
+            "block_size": block_size,
+            "validation": validation,
+        }
+        (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return GenAiExport(output, precision, block_size, validation)

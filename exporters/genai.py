@@ -1,0 +1,50 @@
+"""Hugging Face causal LM -> an ONNX Runtime GenAI folder (model.onnx with a KV cache and
+MatMulNBits INT4 / INT8 weights, genai_config.json, the tokenizer), written by onnxruntime-genai's
+own model builder, the tool made for this; the export pipeline then checks it against transformers.
+
+The builder runs as a subprocess: it is a command-line tool with module-level state, and a
+failure there (an architecture it does not know) becomes one error line here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edgeinfer.core.errors import ConfigError, InputError, MissingDependencyError
+
+PRECISIONS = ("int4", "int8", "fp16", "fp32")
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+
+
+def build_genai(source: Path, output: Path, precision: str = "int4", block_size: int = 32) -> None:
+    """Run the model builder from the folder `source` into `output` (which must be empty), offline."""
+    import importlib.util
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    if block_size not in BLOCK_SIZES:
+        raise ConfigError(f"block size {block_size}: choose {', '.join(map(str, BLOCK_SIZES))}")
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        raise MissingDependencyError("onnxruntime-genai", "exporting an LLM to ONNX (pip install 'edgeinfer[genai]')")
+    cache = output.parent / f".{output.name}.builder-cache"
+    cmd = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(output),
+        "-p", precision, "-e", "cpu", "-c", str(cache),
+        "--extra_options", f"block_size={block_size}", "hf_token=false",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    finally:
+        import shutil
+
+        shutil.rmtree(cache, ignore_errors=True)
+    if done.returncode != 0 or not (output / "genai_config.json").is_file():
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        said = next(
+            (line for line in reversed(lines) if "Error" in line or "error" in line), lines[-1] if lines else ""
+        )
+        raise InputError(f"onnxruntime-genai's model builder could not convert {source.name}: {said.strip()[:300]}")

@@ -1,0 +1,98 @@
+"""LLMs as ONNX: a Hugging Face causal LM exported to an ONNX Runtime GenAI folder by its model
+builder, checked against transformers before it is kept, run, and scored in the same `compare`
+table as GGUF files of the same model (the same token ids, KL, top-1, perplexity, speed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from edgeinfer.core.errors import OutputExistsError, ValidationError
+from tests.conftest import run_cli
+from tests.exporters.llm_factories import tiny_llm
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory, smollm2_hf):
+    return tiny_llm("LlamaForCausalLM", tmp_path_factory.mktemp("genai") / "llama", smollm2_hf)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_llama, tmp_path_factory):
+    from edgeinfer.pipelines.export_genai import export_genai
+
+    root = tmp_path_factory.mktemp("genai-out")
+    return {p: export_genai(str(tiny_llama), root / p, precision=p, check_tokens=128) for p in ("fp32", "int4")}
+
+
+def test_the_onnx_llm_matches_transformers_and_int4_is_smaller(exported):
+    fp32, int4 = exported["fp32"].validation["logits_parity"], exported["int4"].validation["logits_parity"]
+    assert fp32["kl_mean"] < 1e-4 and fp32["top1_agreement"] >= 0.99  # exact up to float rounding
+    assert int4["kl_mean"] > fp32["kl_mean"]  # quantization shows, within its tolerance
+
+    def size(folder):
+        return sum(f.stat().st_size for f in folder.iterdir() if f.name.startswith("model.onnx"))
+
+    # (the float32 embedding table, 49152 x 64, stays: the tiny model is mostly vocabulary)
+    assert size(exported["int4"].folder) < 0.7 * size(exported["fp32"].folder)
+    record = json.loads((exported["int4"].folder / "edgeinfer.json").read_text())
+    assert record["precision"] == "int4" and record["validation"]["logits_parity"]["tokens"] == 128
+
+
+def test_run_and_one_compare_table_across_formats(exported, tiny_llama, tmp_path, capsys):
+    code, out, err = run_cli(
+        capsys, "run", exported["int4"].folder, "--prompt", "Four score and", "--max-tokens", "6", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["generated_tokens"] == 6
+    f16 = tmp_path / "tiny-f16.gguf"
+    code, _, err = run_cli(capsys, "export", tiny_llama, "-o", f16)
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "compare", f16, exported["fp32"].folder, exported["int4"].folder, "--max-tokens", "512", "--json"
+    )
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [r["architecture"] for r in rows[1:]] == ["onnx-genai llama", "onnx-genai llama"]
+    fp32, int4 = rows[1], rows[2]
+    assert fp32["kl_mean"] < 1e-3 and fp32["top1_agreement"] > 0.98  # the same model in another runtime
+    assert int4["kl_mean"] > fp32["kl_mean"] and int4["file_size_bytes"] < fp32["file_size_bytes"]
+    assert all(r["tg_tokens_per_s"] > 0 and r["perplexity"] > 1 for r in rows)
+
+
+def test_a_broken_conversion_is_caught_and_nothing_is_written(tiny_llama, tmp_path, monkeypatch):
+    import edgeinfer.exporters.genai as genai
+    from edgeinfer.pipelines.export_genai import export_genai
+
+    real = genai.build_genai
+
+    def broken(source, output, precision, block_size):
+        import numpy as np
+
+        real(source, output, precision, block_size)
+        data = output / "model.onnx.data"  # other weights of the same layout: loads and runs, wrongly
+        n = data.stat().st_size // 4
+        data.write_bytes((np.random.default_rng(0).standard_normal(n) * 0.05).astype(np.float32).tobytes())
+
+    monkeypatch.setattr(genai, "build_genai", broken)
+    with pytest.raises(ValidationError, match="disagree with transformers"):
+        export_genai(str(tiny_llama), tmp_path / "bad", precision="fp32", check_tokens=64)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_an_existing_output_is_kept_and_an_unknown_architecture_says_so(exported, tiny_llama, tmp_path, capsys):
+    from edgeinfer.pipelines.export_genai import export_genai
+
+    with pytest.raises(OutputExistsError):
+        export_genai(str(tiny_llama), exported["int4"].folder)
+    odd = tmp_path / "odd"
+    shutil.copytree(tiny_llama, odd)
+    config = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps({**config, "architectures": ["NoSuchForCausalLM"]}))
+    code, _, err = run_cli(capsys, "export", odd, "-o", tmp_path / "odd-onnx")
+    assert code == 2 and "model builder could not convert" in err
+    assert not (tmp_path / "odd-onnx").exists()
