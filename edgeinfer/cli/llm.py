@@ -132,7 +132,19 @@ def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) 
 
 def print_llm_report(report: LlmComparisonReport) -> None:
     table = Table(title=f"LLM quality on {Path(report.text).name} ({report.tokens} tokens, window {report.window})")
-    for col in ("model", "size", "bpw", "pp tok/s", "tg tok/s", "perplexity", "KL mean", "KL p99", "top-1 agree"):
+    columns = (
+        "model",
+        "size",
+        "bpw",
+        "pp tok/s",
+        "tg tok/s",
+        "peak MiB",
+        "perplexity",
+        "KL mean",
+        "KL p99",
+        "top-1 agree",
+    )
+    for col in columns:
         table.add_column(
             col,
             justify="left" if col == "model" else "right",
@@ -146,6 +158,7 @@ def print_llm_report(report: LlmComparisonReport) -> None:
             f"{r.bits_per_weight:.2f}",
             f"{r.pp_tokens_per_s:.0f}",
             f"{r.tg_tokens_per_s:.1f}",
+            f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "-",
             f"{r.perplexity:.3f}",
             f"{r.kl_mean:.4f}" if r.kl_mean is not None else "-",
             f"{r.kl_p99:.4f}" if r.kl_p99 is not None else "-",

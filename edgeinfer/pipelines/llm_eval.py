@@ -32,6 +32,8 @@ class LlmRow:
         perplexity, scored_tokens: on the text's scored positions.
         kl_mean, kl_p99, top1_agreement: against the baseline (None for the baseline's own row).
         pp_tokens_per_s, tg_tokens_per_s: prompt processing and generation speed (llama-bench style).
+        peak_memory_mb: peak resident MiB of a fresh process that loads it and evaluates a prompt
+            of the scoring window's length (None when not measured).
     """
 
     model: str
@@ -48,13 +50,14 @@ class LlmRow:
     kl_mean: float | None = None
     kl_p99: float | None = None
     top1_agreement: float | None = None
+    peak_memory_mb: float | None = None
 
     @property
     def name(self) -> str:
         return Path(self.model).name
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None or not k.startswith(("kl_", "top1"))}
+        return {k: v for k, v in asdict(self).items() if v is not None or not k.startswith(("kl_", "top1", "peak_"))}
 
 
 @dataclass
@@ -177,6 +180,7 @@ def compare_llms(
     n_prompt: int = 128,
     n_gen: int = 32,
     reps: int = 2,
+    memory: bool = True,
     progress: Progress = QUIET,
 ) -> LlmComparisonReport:
     """Score the baseline and each candidate GGUF on the same token windows of `text`, and time them.
@@ -187,6 +191,7 @@ def compare_llms(
         text: the text to score; window, max_tokens: the window length and the tokens used.
         logits_file: where the baseline's log-probs are kept (default: the cache), reused when it matches.
         threads, n_prompt, n_gen, reps: the llama.cpp threads and the timing run.
+        memory: also measure each model's peak memory in a fresh process.
     """
     from edgeinfer.runtime.genai import GenAiRunner, genai_summary, is_genai_folder
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
@@ -213,6 +218,16 @@ def compare_llms(
             figures = score(logp, targets, ref)
         progress.stage(f"timing {model.name} (pp{n_prompt} / tg{n_gen})")
         speed = runner.bench(n_prompt, n_gen, reps)
+        del runner
+        peak = None
+        if memory:
+            from edgeinfer.pipelines.measurements import genai_peak_memory_mb, gguf_peak_memory_mb
+
+            progress.stage(f"peak memory of {model.name} (fresh process)")
+            if onnx_llm:
+                peak = genai_peak_memory_mb(model, window)
+            else:  # at the context the scoring and timing above used
+                peak = gguf_peak_memory_mb(model, max(window, n_prompt + n_gen), threads, window - 8)
         rows.append(
             LlmRow(
                 model=str(model),
@@ -220,6 +235,7 @@ def compare_llms(
                 **figures,
                 pp_tokens_per_s=speed["pp_tokens_per_s"],
                 tg_tokens_per_s=speed["tg_tokens_per_s"],
+                peak_memory_mb=peak,
             )
         )
     return LlmComparisonReport(text=str(text), window=int(ref["window"]), tokens=len(tokens), rows=rows)

@@ -124,6 +124,15 @@ runner.bench(n_prompt, 8, 1)
 print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
 
+_GENAI_PROBE = """
+import sys, json
+from edgeinfer.core.measure import peak_rss_mb
+from edgeinfer.runtime.genai import GenAiRunner
+model, n_prompt = sys.argv[1], int(sys.argv[2])
+GenAiRunner(model).bench(n_prompt, 8, 1)
+print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+"""
+
 
 def _probe(code: str, args: list[str], what: str) -> float:
     proc = subprocess.run(
@@ -145,3 +154,9 @@ def gguf_peak_memory_mb(model: Path, n_ctx: int, threads: int | None, n_prompt: 
     """Peak resident MiB of a fresh process that loads `model` with a context of `n_ctx` tokens
     (its KV cache is allocated whole) and evaluates an `n_prompt`-token prompt."""
     return _probe(_GGUF_PROBE, [str(model), str(n_ctx), json.dumps(threads), str(n_prompt)], Path(model).name)
+
+
+def genai_peak_memory_mb(folder: Path, n_prompt: int = 64) -> float:
+    """Peak resident MiB of a fresh process that loads an ONNX Runtime GenAI folder and evaluates
+    an `n_prompt`-token prompt (its KV cache grows with the sequence, up to the search's length)."""
+    return _probe(_GENAI_PROBE, [str(folder), str(n_prompt)], Path(folder).name)

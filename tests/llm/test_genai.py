@@ -61,7 +61,7 @@ def test_run_and_one_compare_table_across_formats(exported, tiny_llama, tmp_path
     fp32, int4 = rows[1], rows[2]
     assert fp32["kl_mean"] < 1e-3 and fp32["top1_agreement"] > 0.98  # the same model in another runtime
     assert int4["kl_mean"] > fp32["kl_mean"] and int4["file_size_bytes"] < fp32["file_size_bytes"]
-    assert all(r["tg_tokens_per_s"] > 0 and r["perplexity"] > 1 for r in rows)
+    assert all(r["tg_tokens_per_s"] > 0 and r["perplexity"] > 1 and r["peak_memory_mb"] > 0 for r in rows)
 
 
 def test_a_broken_conversion_is_caught_and_nothing_is_written(tiny_llama, tmp_path, monkeypatch):
