@@ -40,6 +40,13 @@ class LlamaSettings:
     # llama.cpp's extra CPU weight buffers (AMX, repacked blocks); None: off on AMX CPUs, where
     # this llama.cpp crashes with them, on elsewhere.
     extra_buffers: bool | None = None
+    # The KV cache's element type: f16 (llama.cpp's default), q8_0 or q4_0 (less memory, some
+    # quality; a quantized V cache needs flash attention, which is then switched on).
+    kv_type: str = "f16"
+
+
+# GGML type ids and bytes per element of the KV-cache types offered.
+KV_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
 
 
 @dataclass
@@ -128,8 +135,8 @@ def _llama_error(lines: list[str]) -> str:
     return said[0][:300] if said else ""
 
 
-def kv_cache_bytes(reader, n_ctx: int) -> int | None:
-    """Bytes of llama.cpp's f16 KV cache for `n_ctx` tokens, from the GGUF header (None if unknown)."""
+def kv_cache_bytes(reader, n_ctx: int, kv_type: str = "f16") -> int | None:
+    """Bytes of llama.cpp's KV cache for `n_ctx` tokens, from the GGUF header (None if unknown)."""
     arch = gguf_string(reader, "general.architecture")
     layers = gguf_int(reader, f"{arch}.block_count")
     embd = gguf_int(reader, f"{arch}.embedding_length")
@@ -137,12 +144,35 @@ def kv_cache_bytes(reader, n_ctx: int) -> int | None:
     kv_heads = gguf_int(reader, f"{arch}.attention.head_count_kv") or heads
     if not (layers and embd and heads and kv_heads):
         return None
-    return 2 * 2 * n_ctx * layers * embd * kv_heads // heads
+    return int(2 * KV_TYPES[kv_type][1] * n_ctx * layers * embd * kv_heads // heads)
 
 
-def _check_kv_fits(reader, n_ctx: int, name: str) -> None:
+def memory_estimate(path: Path, n_ctx: int, kv_type: str = "f16", n_batch: int = 512) -> dict[str, int]:
+    """What loading `path` at a context of `n_ctx` allocates, in bytes, read off the GGUF header
+    before anything loads: the weights (mapped, and all touched by one evaluation), the KV cache,
+    llama.cpp's compute buffer (its output logits for a batch, and the batch's activations) and
+    llama-cpp-python's own copy of a batch of logits. The Python runtime is not included."""
+    if kv_type not in KV_TYPES:
+        raise ConfigError(f"KV-cache type {kv_type!r}: choose {', '.join(KV_TYPES)}")
+    reader = open_gguf(path)
+    arch = gguf_string(reader, "general.architecture")
+    vocab = len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0
+    embd = gguf_int(reader, f"{arch}.embedding_length") or 0
+    ff = gguf_int(reader, f"{arch}.feed_forward_length") or 4 * embd
+    batch = min(n_batch, n_ctx)
+    logits = batch * vocab * 4
+    return {
+        "weights": sum(int(t.n_bytes) for t in reader.tensors),
+        "kv_cache": kv_cache_bytes(reader, n_ctx, kv_type) or 0,
+        "compute": logits + batch * (4 * embd + 3 * ff) * 4,
+        "python_logits": logits,
+        "header": int(reader.data_offset),  # the vocabulary and metadata, parsed into memory
+    }
+
+
+def _check_kv_fits(reader, n_ctx: int, name: str, kv_type: str = "f16") -> None:
     """Refuse a context whose KV cache cannot fit in this machine's free memory, before allocating it."""
-    need = kv_cache_bytes(reader, n_ctx)
+    need = kv_cache_bytes(reader, n_ctx, kv_type)
     if need is not None:
         check_fits_in_memory(
             need,
@@ -151,7 +181,7 @@ def _check_kv_fits(reader, n_ctx: int, name: str) -> None:
         )
 
 
-def check_llm_file(path: Path, n_ctx: int) -> None:
+def check_llm_file(path: Path, n_ctx: int, kv_type: str = "f16") -> None:
     """Everything knowable before llama.cpp loads `path`: a whole, sane GGUF (llama.cpp trusts the
     header's sizes; it only ever sees a file this accepted) holding a language model with a
     vocabulary, and a context whose KV cache fits in free memory."""
@@ -168,7 +198,17 @@ def check_llm_file(path: Path, n_ctx: int) -> None:
         raise InputError(
             f"{path.name} is {what} without a tokenizer vocabulary: not a language model llama.cpp can run"
         )
-    _check_kv_fits(reader, n_ctx, path.name)
+    if kv_type not in KV_TYPES:
+        raise ConfigError(f"KV-cache type {kv_type!r}: choose {', '.join(KV_TYPES)}")
+    _check_kv_fits(reader, n_ctx, path.name, kv_type)
+
+
+def kv_params(kv_type: str) -> dict[str, Any]:
+    """llama_cpp.Llama keyword arguments for a KV-cache type (none for the default f16)."""
+    if kv_type == "f16":
+        return {}
+    ggml_type = KV_TYPES[kv_type][0]
+    return {"type_k": ggml_type, "type_v": ggml_type, "flash_attn": True}
 
 
 class LlamaRunner:
@@ -184,7 +224,7 @@ class LlamaRunner:
             raise MissingDependencyError("llama-cpp-python", "running GGUF models") from e
         self.path = Path(path)
         check_threads(settings.threads)
-        check_llm_file(self.path, settings.n_ctx)
+        check_llm_file(self.path, settings.n_ctx, settings.kv_type)
         gpu_layers = settings.n_gpu_layers
         fallbacks = []
         if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
@@ -213,6 +253,7 @@ class LlamaRunner:
                     logits_all=logits_all,
                     seed=settings.seed,
                     verbose=False,
+                    **kv_params(settings.kv_type),
                 )
             except (ValueError, RuntimeError) as e:
                 said = _llama_error(llama_log)

@@ -341,6 +341,10 @@ def compare(
             help="Speech encoder-decoder (Whisper): a WAV file or a folder of them (default: synthetic voiced clips)."
         ),
     ] = None,
+    kv_type: Annotated[
+        str,
+        typer.Option(help="GGUF: the candidates' KV-cache type, f16, q8_0 or q4_0 (the baseline keeps f16)."),
+    ] = "f16",
     window: Annotated[
         int, typer.Option(min=4, max=1 << 20, help="GGUF: tokens per scored chunk (its second half is scored).")
     ] = 256,
@@ -383,8 +387,9 @@ def compare(
 
         with CliProgress("scoring") as progress:
             report_ = compare_gguf(
-                baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits, progress=progress
-            )
+                baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits, kv_type=kv_type,
+                progress=progress,
+            )  # fmt: skip
         if as_json:
             print(json.dumps(report_.to_dict()))
         else:

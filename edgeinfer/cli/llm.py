@@ -22,12 +22,23 @@ def settings_for(
     n_ctx: int | None = None,
     gpu_layers: int | None = None,
     allow_fallback: bool = False,
+    kv_type: str | None = None,
 ):
     """llama.cpp settings from --device and the flags."""
     from edgeinfer.pipelines.llm import llama_settings
 
     profile, _ = resolve_device(device, None)
-    return llama_settings(profile, threads=threads, n_ctx=n_ctx, gpu_layers=gpu_layers, allow_fallback=allow_fallback)
+    return llama_settings(
+        profile, threads=threads, n_ctx=n_ctx, gpu_layers=gpu_layers, allow_fallback=allow_fallback, kv_type=kv_type
+    )
+
+
+KvType = Annotated[
+    Optional[str],
+    typer.Option(
+        help="KV-cache type: f16 (default), q8_0 or q4_0 (less memory; `compare --kv-type` measures the quality cost)."
+    ),
+]
 
 
 def _stream_to_console(stream, as_json: bool):
@@ -229,6 +240,7 @@ def serve(
     max_request_mb: Annotated[
         float, typer.Option(min=0.001, max=1024, help="Largest request body accepted; larger ones get 413.")
     ] = 1.0,
+    kv_type: KvType = None,
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
@@ -246,7 +258,7 @@ def serve(
 
     run_server(
         model,
-        settings_for(device, threads, ctx, gpu_layers, allow_fallback),
+        settings_for(device, threads, ctx, gpu_layers, allow_fallback, kv_type),
         host=host,
         port=port,
         api_key=api_key,
@@ -254,3 +266,49 @@ def serve(
         max_request_mb=max_request_mb,
         announce=lambda line: err.print(line, highlight=False),
     )
+
+
+@app.command()
+def fit(
+    model: Annotated[Path, typer.Argument(help="A .gguf LLM.")],
+    ctx: Annotated[
+        Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")
+    ] = None,
+    kv_type: KvType = None,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Also load it in a fresh process and report the real peak.")
+    ] = False,
+    device: Device = None,
+    threads: Threads = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Will this LLM fit? Its memory at a context, before loading: weights, KV cache, compute.
+
+    Read off the GGUF header: the weights, the KV cache at --ctx for --kv-type, llama.cpp's compute
+    buffer and llama-cpp-python's logits, plus the Python runtime (a fresh interpreter, measured).
+    Compared with the --device profile's memory_mb, else this machine's free memory; exit 1 when
+    it does not fit. Example: edgeinfer fit smollm2-q4_k_m.gguf --ctx 4096 --device raspberry-pi-5
+    """
+    from edgeinfer.pipelines.llm import fit_gguf
+
+    profile, _ = resolve_device(device, None)
+    with err.status("estimating" + (" and measuring" if measure else "")):
+        result = fit_gguf(model, settings_for(device, threads, ctx, None, False, kv_type), profile, measure=measure)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        table = Table(title=f"{model.name} at a context of {result['n_ctx']:,} tokens ({result['kv_type']} KV cache)")
+        table.add_column("part")
+        table.add_column("MiB", justify="right")
+        for part, value in result["parts_mb"].items():
+            table.add_row(part.replace("_", " "), f"{value:.1f}")
+        table.add_row("estimate", f"{result['estimate_mb']:.1f}")
+        if "measured_peak_mb" in result:
+            table.add_row(
+                "measured peak", f"{result['measured_peak_mb']:.1f} (estimate {result['estimate_error']:+.1%})"
+            )
+        console.print(table)
+        verdict = "fits" if result["fits"] else "does NOT fit"
+        console.print(f"{verdict} in {result['budget_mb']:.0f} MiB ({result['budget_from']})")
+    if not result["fits"]:
+        raise typer.Exit(1)

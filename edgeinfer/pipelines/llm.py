@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeinfer.core.artifact import Artifact, Step, load_artifact
-from edgeinfer.core.errors import ConfigError, parse_choice
+from edgeinfer.core.errors import ConfigError, option, parse_choice
 from edgeinfer.core.io import atomic_path, check_output
 from edgeinfer.core.progress import QUIET, Progress
 
@@ -27,17 +27,55 @@ def llama_settings(
     n_ctx: int | None = None,
     gpu_layers: int | None = None,
     allow_fallback: bool = False,
+    kv_type: str | None = None,
 ):
     """LlamaSettings from explicit values, else the profile's `[llm]` table and threads, else defaults."""
-    from edgeinfer.runtime.llama import LlamaSettings
+    from edgeinfer.runtime.llama import KV_TYPES, LlamaSettings
 
     llm = profile.llm if profile else {}
+    kv = kv_type or llm.get("kv_type", "f16")
+    if kv not in KV_TYPES:
+        raise ConfigError(f"{option('kv_type', kv)}: choose {', '.join(KV_TYPES)}")
     return LlamaSettings(
         n_ctx=n_ctx or llm.get("n_ctx", 2048),
         threads=threads or (profile.threads if profile else None),
         n_gpu_layers=gpu_layers if gpu_layers is not None else llm.get("n_gpu_layers", 0),
         allow_fallback=allow_fallback,
+        kv_type=kv,
     )
+
+
+def fit_gguf(model: Path, settings, profile=None, *, measure: bool = False) -> dict[str, Any]:
+    """Will `model` fit at `settings.n_ctx`? Memory read off the GGUF header before loading
+    (runtime.llama.memory_estimate), plus the Python runtime as a fresh interpreter measures it,
+    against the profile's `memory_mb` (else this machine's free memory). With `measure`, the
+    real peak of a fresh process that loads it and evaluates a prompt, and the estimate's error."""
+    import psutil
+
+    from edgeinfer.pipelines.measurements import gguf_peak_memory_mb, interpreter_memory_mb
+    from edgeinfer.runtime.llama import check_llm_file, memory_estimate
+
+    check_llm_file(Path(model), settings.n_ctx, settings.kv_type)
+    parts = {k: v / 2**20 for k, v in memory_estimate(Path(model), settings.n_ctx, settings.kv_type).items()}
+    parts["runtime"] = interpreter_memory_mb()
+    total = sum(parts.values())
+    budget = float(profile.memory_mb) if profile and profile.memory_mb else psutil.virtual_memory().available / 2**20
+    out: dict[str, Any] = {
+        "model": str(model),
+        "n_ctx": settings.n_ctx,
+        "kv_type": settings.kv_type,
+        "parts_mb": {k: round(v, 1) for k, v in parts.items()},
+        "estimate_mb": round(total, 1),
+        "budget_mb": round(budget, 1),
+        "budget_from": f"{profile.name} memory_mb" if profile and profile.memory_mb else "free memory now",
+        "fits": total <= budget,
+    }
+    if measure:
+        n_prompt = min(settings.n_ctx, 512) - 8
+        peak = gguf_peak_memory_mb(Path(model), settings.n_ctx, settings.threads, n_prompt, settings.kv_type)
+        out["measured_peak_mb"] = round(peak, 1)
+        out["estimate_error"] = round(total / peak - 1, 4)
+    return out
 
 
 def generate(
@@ -163,6 +201,7 @@ def compare_gguf(
     max_tokens: int = 1024,
     logits: Path | None = None,
     threads: int | None = None,
+    kv_type: str = "f16",
     progress: Progress = QUIET,
 ) -> LlmComparisonReport:
     """Perplexity, KL divergence and top-1 agreement against the baseline, bits per weight, pp/tg speed."""
@@ -179,5 +218,6 @@ def compare_gguf(
         max_tokens=max_tokens,
         logits_file=logits,
         threads=threads,
+        kv_type=kv_type,
         progress=progress,
     )

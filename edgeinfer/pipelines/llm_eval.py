@@ -181,6 +181,7 @@ def compare_llms(
     n_gen: int = 32,
     reps: int = 2,
     memory: bool = True,
+    kv_type: str = "f16",
     progress: Progress = QUIET,
 ) -> LlmComparisonReport:
     """Score the baseline and each candidate GGUF on the same token windows of `text`, and time them.
@@ -192,6 +193,8 @@ def compare_llms(
         logits_file: where the baseline's log-probs are kept (default: the cache), reused when it matches.
         threads, n_prompt, n_gen, reps: the llama.cpp threads and the timing run.
         memory: also measure each model's peak memory in a fresh process.
+        kv_type: the candidates' KV-cache type (the baseline's log-probs come from an f16 cache),
+            so `compare M.gguf M.gguf --kv-type q4_0` measures what a quantized cache costs.
     """
     from edgeinfer.runtime.genai import GenAiRunner, genai_summary, is_genai_folder
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
@@ -208,7 +211,11 @@ def compare_llms(
             GenAiRunner(model)
             if onnx_llm
             else LlamaRunner(
-                model, LlamaSettings(n_ctx=max(window, n_prompt + n_gen), threads=threads), logits_all=not is_base
+                model,
+                LlamaSettings(
+                    n_ctx=max(window, n_prompt + n_gen), threads=threads, kv_type="f16" if is_base else kv_type
+                ),
+                logits_all=not is_base,
             )
         )
         if is_base:  # its log-probs are the reference itself
@@ -227,7 +234,8 @@ def compare_llms(
             if onnx_llm:
                 peak = genai_peak_memory_mb(model, window)
             else:  # at the context the scoring and timing above used
-                peak = gguf_peak_memory_mb(model, max(window, n_prompt + n_gen), threads, window - 8)
+                kv = "f16" if is_base else kv_type
+                peak = gguf_peak_memory_mb(model, max(window, n_prompt + n_gen), threads, window - 8, kv)
         rows.append(
             LlmRow(
                 model=str(model),

@@ -119,7 +119,8 @@ import sys, json
 from edgeinfer.core.measure import peak_rss_mb
 from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 model, n_ctx, threads, n_prompt = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
-runner = LlamaRunner(model, LlamaSettings(n_ctx=n_ctx, threads=threads))
+kv_type = sys.argv[5] if len(sys.argv) > 5 else "f16"
+runner = LlamaRunner(model, LlamaSettings(n_ctx=n_ctx, threads=threads, kv_type=kv_type))
 runner.bench(n_prompt, 8, 1)
 print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
@@ -150,10 +151,28 @@ def onnx_peak_memory_mb(model: Path, feeds: Path, providers: list[str], threads:
     return _probe(_ONNX_PROBE, [str(model), str(feeds), json.dumps(providers), json.dumps(threads)], Path(model).name)
 
 
-def gguf_peak_memory_mb(model: Path, n_ctx: int, threads: int | None, n_prompt: int = 64) -> float:
+def gguf_peak_memory_mb(
+    model: Path, n_ctx: int, threads: int | None, n_prompt: int = 64, kv_type: str = "f16"
+) -> float:
     """Peak resident MiB of a fresh process that loads `model` with a context of `n_ctx` tokens
     (its KV cache is allocated whole) and evaluates an `n_prompt`-token prompt."""
-    return _probe(_GGUF_PROBE, [str(model), str(n_ctx), json.dumps(threads), str(n_prompt)], Path(model).name)
+    args = [str(model), str(n_ctx), json.dumps(threads), str(n_prompt), kv_type]
+    return _probe(_GGUF_PROBE, args, Path(model).name)
+
+
+_INTERPRETER_PROBE = """
+import json
+import llama_cpp, numpy
+from edgeinfer.core.measure import peak_rss_mb
+from edgeinfer.runtime.llama import LlamaRunner
+print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+"""
+
+
+def interpreter_memory_mb() -> float:
+    """Resident MiB of a fresh interpreter with llama-cpp-python and edgeinfer's runner imported:
+    what a process holds before it loads any model (measured, since it varies by machine)."""
+    return _probe(_INTERPRETER_PROBE, [], "the Python runtime")
 
 
 def genai_peak_memory_mb(folder: Path, n_prompt: int = 64) -> float:
