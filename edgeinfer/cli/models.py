@@ -241,6 +241,23 @@ def _run_genai(model: Path, prompt, max_tokens: int, as_json: bool) -> None:
     )
 
 
+def _bench_genai(model: Path, n_prompt: int, n_gen: int, reps: int, as_json: bool) -> None:
+    from edgeinfer.runtime.genai import GenAiRunner, genai_summary
+
+    with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
+        result = {**genai_summary(model), **GenAiRunner(model).bench(n_prompt, n_gen, reps)}
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"bench {model.name} ({result['architecture']}, {result['bits_per_weight']:.2f} bpw)")
+    for col in ("test", "tokens/s (median)", "runs"):
+        table.add_column(col)
+    table.add_row(f"pp{n_prompt}", f"{result['pp_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["pp_runs"]))
+    table.add_row(f"tg{n_gen}", f"{result['tg_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["tg_runs"]))
+    console.print(table)
+    console.print(f"weights {mb(result['file_size_bytes'])}, backend onnxruntime-genai CPU")
+
+
 def _run_seq2seq(
     model: Path, prompt, audio, max_tokens: int, device, provider, threads, allow_fallback, as_json
 ) -> None:
@@ -485,8 +502,8 @@ def bench(
     provider: ProviderOpt = None,
     allow_fallback: Fallback = False,
     threads: Threads = None,
-    n_prompt: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF: prompt tokens (pp).")] = 512,
-    n_gen: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF: generated tokens (tg).")] = 128,
+    n_prompt: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF / GenAI folder: prompt tokens (pp).")] = 512,
+    n_gen: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF / GenAI folder: generated tokens (tg).")] = 128,
     as_json: Json = False,
 ) -> None:
     """Benchmark latency (p50/p90/p99), throughput, peak memory and the providers really used.
@@ -499,6 +516,11 @@ def bench(
         from edgeinfer.cli.llm import bench_gguf
 
         bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json)
+        return
+    from edgeinfer.runtime.genai import is_genai_folder
+
+    if is_genai_folder(model):
+        _bench_genai(model, n_prompt, n_gen, runs or 3, as_json)
         return
 
     from edgeinfer.core.io import require_file

@@ -210,6 +210,13 @@ def compare_gguf(
 
     if not candidates:
         raise ConfigError("give at least one candidate model after the baseline")
+    from edgeinfer.core.io import require_file
+    from edgeinfer.runtime.genai import is_genai_folder
+
+    require_file(Path(baseline), "baseline model")
+    for candidate in candidates:
+        if not is_genai_folder(candidate):
+            require_file(Path(candidate), "candidate model")
     return compare_llms(
         baseline,
         candidates,

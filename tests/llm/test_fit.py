@@ -49,3 +49,10 @@ def test_a_model_over_the_profile_budget_does_not_fit(smollm2, capsys):
     result = json.loads(out)
     assert result["budget_from"] == "raspberry-pi-5 memory_mb" and result["budget_mb"] > result["estimate_mb"]
     assert code == 0 and result["fits"]
+
+
+def test_missing_models_are_named_not_a_traceback(smollm2, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "compare", tmp_path / "nope.gguf", smollm2)
+    assert code == 2 and "baseline model" in err and "does not exist" in err and "internal error" not in err
+    code, _, err = run_cli(capsys, "fit", tmp_path / "nope.gguf")
+    assert code == 2 and "does not exist" in err

@@ -49,6 +49,10 @@ def test_run_and_one_compare_table_across_formats(exported, tiny_llama, tmp_path
     )
     assert code == 0, err
     assert json.loads(out)["generated_tokens"] == 6
+    code, out, err = run_cli(capsys, "bench", exported["int4"].folder, "--n-prompt", "32", "--n-gen", "8", "--json")
+    assert code == 0, err
+    speed = json.loads(out)
+    assert speed["pp_tokens_per_s"] > 0 and speed["tg_tokens_per_s"] > 0 and speed["tensor_types"]["int4"] > 0
     f16 = tmp_path / "tiny-f16.gguf"
     code, _, err = run_cli(capsys, "export", tiny_llama, "-o", f16)
     assert code == 0, err
