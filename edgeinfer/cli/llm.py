@@ -33,6 +33,12 @@ def settings_for(
     )
 
 
+Ctx = Annotated[
+    Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")
+]
+GpuLayers = Annotated[
+    Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")
+]
 KvType = Annotated[
     Optional[str],
     typer.Option(
@@ -183,12 +189,8 @@ def chat(
     model: Annotated[Path, typer.Argument(help="A .gguf chat model.")],
     system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, max=1 << 20, help="Tokens per reply.")] = 256,
-    ctx: Annotated[
-        Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")
-    ] = None,
-    gpu_layers: Annotated[
-        Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")
-    ] = None,
+    ctx: Ctx = None,
+    gpu_layers: GpuLayers = None,
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
@@ -231,12 +233,8 @@ def serve(
     model_name: Annotated[
         Optional[str], typer.Option(help="The name clients use in `model` (default: the file's stem).")
     ] = None,
-    ctx: Annotated[
-        Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")
-    ] = None,
-    gpu_layers: Annotated[
-        Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")
-    ] = None,
+    ctx: Ctx = None,
+    gpu_layers: GpuLayers = None,
     max_request_mb: Annotated[
         float, typer.Option(min=0.001, max=1024, help="Largest request body accepted; larger ones get 413.")
     ] = 1.0,
@@ -271,9 +269,7 @@ def serve(
 @app.command()
 def fit(
     model: Annotated[Path, typer.Argument(help="A .gguf LLM.")],
-    ctx: Annotated[
-        Optional[int], typer.Option(min=16, max=1 << 20, help="Context size (default: the device's, else 2048).")
-    ] = None,
+    ctx: Ctx = None,
     kv_type: KvType = None,
     measure: Annotated[
         bool, typer.Option("--measure", help="Also load it in a fresh process and report the real peak.")

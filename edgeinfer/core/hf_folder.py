@@ -114,49 +114,46 @@ def check_tokens_are_real(tokenizer, ids, path: Path | str) -> None:
 FEATURE_EXTRACTOR_FILE = "preprocessor_config.json"
 
 
-def load_feature_extractor(path: Path | str):
-    """transformers' audio feature extractor for a folder (preprocessor_config.json), checked as data."""
-    path = Path(path)
+def _load_preprocessor(path: Path, auto_class: str, what: str, missing: str, required: bool = True) -> Any:
+    """transformers' `auto_class` loaded from a folder's preprocessor_config.json, checked as data."""
     file = path / FEATURE_EXTRACTOR_FILE
     if not file.is_file():
-        raise InputError(
-            f"{path} has no {FEATURE_EXTRACTOR_FILE}: a speech model needs its feature extractor's settings "
-            "(mel bins, sampling rate, chunk length); copy the file from the model's repository"
-        )
-    _refuse_remote_code(read_json_object(file, "feature extractor config"), file)
+        if not required:
+            return None
+        raise InputError(f"{path} has no {FEATURE_EXTRACTOR_FILE}: {missing}")
+    _refuse_remote_code(read_json_object(file, f"{what} config"), file)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     try:
-        return transformers.AutoFeatureExtractor.from_pretrained(
+        return getattr(transformers, auto_class).from_pretrained(
             str(path), local_files_only=True, trust_remote_code=False
         )
     except Exception as e:  # a config that does not fit the class fails in many ways
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{file} cannot be loaded as a feature extractor ({first[:200]})") from None
+        raise InputError(f"{file} cannot be loaded as {what} ({first[:200]})") from None
+
+
+def load_feature_extractor(path: Path | str) -> Any:
+    """transformers' audio feature extractor for a folder (preprocessor_config.json), checked as data."""
+    return _load_preprocessor(
+        Path(path),
+        "AutoFeatureExtractor",
+        "a feature extractor",
+        "a speech model needs its feature extractor's settings (mel bins, sampling rate, chunk length); "
+        "copy the file from the model's repository",
+    )
 
 
 def load_image_processor(path: Path | str, *, required: bool = True):
     """transformers' image processor for a folder (preprocessor_config.json), checked as data; None
     when the folder has none and it is not `required`."""
-    path = Path(path)
-    file = path / FEATURE_EXTRACTOR_FILE
-    if not file.is_file():
-        if not required:
-            return None
-        raise InputError(
-            f"{path} has no {FEATURE_EXTRACTOR_FILE}: an image model's example pictures are sized and normalised "
-            "by its image processor; copy the file from the model's repository, or pass --image-size HxW "
-            "(e.g. 224x224) to validate on random pixels of that size"
-        )
-    _refuse_remote_code(read_json_object(file, "image processor config"), file)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    try:
-        return transformers.AutoImageProcessor.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=False
-        )
-    except Exception as e:  # a config that does not fit the class fails in many ways
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{file} cannot be loaded as an image processor ({first[:200]})") from None
+    return _load_preprocessor(
+        Path(path),
+        "AutoImageProcessor",
+        "an image processor",
+        "an image model's example pictures are sized and normalised by its image processor; copy the file "
+        "from the model's repository, or pass --image-size HxW (e.g. 224x224) to validate on random pixels of "
+        "that size",
+        required,
+    )
