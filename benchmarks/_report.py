@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: no busy-waiting OpenMP threads in interleaved timings (see edgeinfer.cli.main).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads: only a short OpenMP spin in interleaved timings (edgeinfer.cli.app.openmp_wait_env).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ.update(OMP_WAIT_POLICY="PASSIVE", GOMP_SPINCOUNT="3000")
 
 import datetime as dt  # noqa: E402
 import re

@@ -30,7 +30,7 @@ _KEYS = {"name", "description", "providers", "threads", "memory_mb", "precisions
 # The keys of the [quant] and [llm] tables, with the type each value must have.
 _SECTION_TYPES = {
     "quant": {"activation_type": str, "weight_type": str, "reduce_range": bool, "per_channel": bool, "recipe": str},
-    "llm": {"n_gpu_layers": int, "n_ctx": int, "kquant": str},
+    "llm": {"n_gpu_layers": int, "n_ctx": int, "kquant": str, "kv_type": str, "repack": bool},
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,8 +38,9 @@ class LlamaSettings:
     n_gpu_layers: int = 0
     allow_fallback: bool = False
     seed: int = 0
-    # llama.cpp's extra CPU weight buffers (AMX, repacked blocks); None: off on AMX CPUs, where
-    # this llama.cpp crashes with them, on elsewhere.
+    # llama.cpp's extra CPU weight buffers ("repack": weights rearranged at load into the blocks its
+    # AVX2 / AVX-512 / AMX kernels read fastest); None: off on AMX CPUs, where this llama.cpp crashes
+    # with them (see use_extra_buffers), on elsewhere.
     extra_buffers: bool | None = None
     # The KV cache's element type: f16 (llama.cpp's default), q8_0 or q4_0 (less memory, some
     # quality; a quantized V cache needs flash attention, which is then switched on).
@@ -74,6 +76,30 @@ def cpu_has_amx() -> bool:
         return False
 
 
+def generation_threads(settings: LlamaSettings) -> int:
+    """Threads for generation: the settings', else the physical cores, as llama.cpp itself chooses.
+    llama-cpp-python's own default is half the logical CPUs, which assumes two per core; on a
+    2-core machine without SMT it left a core idle (SmolLM2 Q8_0: 2 threads ~1.2x of 1)."""
+    import os
+
+    import psutil
+
+    return settings.threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def use_extra_buffers(settings: LlamaSettings) -> bool:
+    """Whether llama.cpp may put weights in its extra CPU buffers (AMX tiles, repacked blocks).
+
+    On AMX CPUs the bundled llama.cpp segfaults in decode with them (every quantized model, on an
+    Intel Xeon with AMX-INT8; not reproducible on the AVX-512 AMD hosts without AMX). An open upstream
+    fix names a cause that fits: worker threads running AMX tile instructions without the per-thread
+    XTILEDATA permission Linux requires, and a tile config the compiler drops (ggml-org/llama.cpp#26954;
+    the crash itself is #20824). The AMX buffer is at fault, not repacking as such, but llama.cpp has
+    one switch for both. So they are off on AMX CPUs and on elsewhere, unless the settings say otherwise.
+    `benchmarks/llm_repack.py` measures what repacking gains, and reproduces the crash on AMX hosts."""
+    return not cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
+
+
 @contextlib.contextmanager
 def model_params(use_extra_bufts: bool):
     """llama_cpp.Llama takes no `use_extra_bufts` argument; set it on the defaults it starts from."""
@@ -97,11 +123,14 @@ def model_params(use_extra_bufts: bool):
 # ggml_log_level in the llama.cpp llama-cpp-python 0.3 bundles: NONE, DEBUG, INFO, WARN, ERROR, CONT;
 # older builds had no DEBUG, so ERROR was 3. Warnings and errors either way; _llama_error picks.
 _GGML_LOG_WARN_OR_ERROR = (3, 4)
+# "load_tensors:   CPU_REPACK model buffer size =    60.00 MiB": where the loader put the weights.
+_WEIGHT_BUFFER = re.compile(r"(\S+) model buffer size =\s*([0-9.]+) MiB")
 
 
 @contextlib.contextmanager
-def _llama_errors() -> Iterator[list[str]]:
-    """The error lines llama.cpp logs while loading ('llama_model_load: error loading model: ...').
+def _llama_log() -> Iterator[list[str]]:
+    """The error lines llama.cpp logs while loading ('llama_model_load: error loading model: ...'),
+    and its weight-buffer lines ('CPU_REPACK model buffer size = ...').
 
     llama-cpp-python sends llama.cpp's log to Python's stderr, which it points at /dev/null while
     loading when not verbose; a log callback sees the lines before that. The library's own
@@ -115,8 +144,9 @@ def _llama_errors() -> Iterator[list[str]]:
 
     @llama_cpp.llama_log_callback
     def record(level: int, text: bytes, user_data) -> None:
-        if level in _GGML_LOG_WARN_OR_ERROR:
-            lines.append(text.decode("utf-8", "replace").strip())
+        line = text.decode("utf-8", "replace")
+        if level in _GGML_LOG_WARN_OR_ERROR or "model buffer size" in line:
+            lines.append(line.strip())
         _logger.llama_log_callback(level, text, user_data)
 
     llama_cpp.llama_log_set(record, ctypes.c_void_p(0))
@@ -124,6 +154,16 @@ def _llama_errors() -> Iterator[list[str]]:
         yield lines
     finally:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def weight_buffers(lines: list[str]) -> dict[str, float]:
+    """MiB of weights per llama.cpp buffer type (CPU_Mapped, CPU_REPACK, AMX, CUDA0, ...) from its load log."""
+    buffers: dict[str, float] = {}
+    for line in lines:
+        m = _WEIGHT_BUFFER.search(line)
+        if m:
+            buffers[m.group(1)] = buffers.get(m.group(1), 0.0) + float(m.group(2))
+    return buffers
 
 
 def _llama_error(lines: list[str]) -> str:
@@ -239,16 +279,14 @@ class LlamaRunner:
             gpu_layers = 0
         self.settings = settings
         self.logits_all = logits_all
-        # llama.cpp 0.3.x's extra CPU weight buffers (AMX tiles, repacked blocks) crash in decode on
-        # AMX CPUs (seen on an Intel Xeon host with AMX-INT8: every quantized model segfaulted).
-        # Plain CPU buffers run the same kernels' reference layout; the report says so.
-        extra_bufts = not cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
-        with _llama_errors() as llama_log, model_params(extra_bufts):
+        extra_bufts = use_extra_buffers(settings)
+        with _llama_log() as llama_log, model_params(extra_bufts):
             try:
                 self.llm = llama_cpp.Llama(
                     model_path=str(self.path),
                     n_ctx=settings.n_ctx,
-                    n_threads=settings.threads,
+                    n_threads=generation_threads(settings),
+                    n_threads_batch=settings.threads,
                     n_gpu_layers=gpu_layers,
                     logits_all=logits_all,
                     seed=settings.seed,
@@ -258,9 +296,14 @@ class LlamaRunner:
             except (ValueError, RuntimeError) as e:
                 said = _llama_error(llama_log)
                 raise InputError(f"llama.cpp could not load {self.path.name}: {said or e}") from None
+        # Where the weights went says which kernels run: CPU_REPACK / AMX buffers take llama.cpp's
+        # repacked-block kernels, CPU / CPU_Mapped its plain ones, CUDA0 / Metal the GPU's.
+        self.weight_buffers = weight_buffers(llama_log)
         backend = "llama.cpp GPU" if gpu_layers else "llama.cpp CPU"
         if not extra_bufts:
             backend += " (no AMX/repacked weight buffers)"
+        if self.weight_buffers:
+            backend += " [weights: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in self.weight_buffers.items()) + "]"
         # llama.cpp has no per-node placement to report; what ran is the backend and its offload.
         self.report = ProviderReport(
             requested=[f"llama.cpp n_gpu_layers={settings.n_gpu_layers}"], used=[backend], fallbacks=fallbacks

@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.errors import MissingDependencyError
-from edgeinfer.runtime.llama import LlamaSettings, check_llm_file, cpu_has_amx, model_params
+from edgeinfer.runtime.llama import (
+    LlamaSettings,
+    check_llm_file,
+    generation_threads,
+    model_params,
+    use_extra_buffers,
+)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # 1 MiB of JSON: far above any context this runs, far below abuse
@@ -165,14 +171,13 @@ def build_app(
         model=str(model),
         model_alias=model_name,
         n_ctx=settings.n_ctx,
-        n_threads=settings.threads or ModelSettings.model_fields["n_threads"].default,
+        n_threads=generation_threads(settings),
         n_threads_batch=settings.threads or ModelSettings.model_fields["n_threads_batch"].default,
         n_gpu_layers=settings.n_gpu_layers,
         seed=settings.seed,
         verbose=False,
     )
-    extra_bufts = not cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
-    with model_params(extra_bufts):
+    with model_params(use_extra_buffers(settings)):
         app = create_app(server_settings=server, model_settings=[model_settings])
 
     return RequestGuard(app, model_name, max_request_bytes, api_key)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgeinfer.cli.app import Device, Fallback, Threads, app, console, err, mb, resolve_device
+from edgeinfer.cli.app import Device, Fallback, Repack, Threads, app, console, err, mb, resolve_device
 
 if TYPE_CHECKING:
     from edgeinfer.pipelines.llm_eval import LlmComparisonReport
@@ -23,13 +23,20 @@ def settings_for(
     gpu_layers: int | None = None,
     allow_fallback: bool = False,
     kv_type: str | None = None,
+    repack: bool | None = None,
 ):
     """llama.cpp settings from --device and the flags."""
     from edgeinfer.pipelines.llm import llama_settings
 
     profile, _ = resolve_device(device, None)
     return llama_settings(
-        profile, threads=threads, n_ctx=n_ctx, gpu_layers=gpu_layers, allow_fallback=allow_fallback, kv_type=kv_type
+        profile,
+        threads=threads,
+        n_ctx=n_ctx,
+        gpu_layers=gpu_layers,
+        allow_fallback=allow_fallback,
+        kv_type=kv_type,
+        repack=repack,
     )
 
 
@@ -62,7 +69,13 @@ def _stream_to_console(stream, as_json: bool):
 
 
 def run_gguf(
-    model: Path, prompt: str | None, max_tokens: int, device: str | None, threads: int | None, as_json: bool
+    model: Path,
+    prompt: str | None,
+    max_tokens: int,
+    device: str | None,
+    threads: int | None,
+    as_json: bool,
+    repack: bool | None = None,
 ) -> None:
     """`edgeinfer run MODEL.gguf --prompt ...`: stream the completion, then the speeds."""
     from edgeinfer.core.errors import ConfigError
@@ -70,7 +83,8 @@ def run_gguf(
 
     if not prompt:
         raise ConfigError("GGUF models need --prompt TEXT (or use `edgeinfer chat`)")
-    runner, stream = generate(model, settings_for(device, threads), prompt=prompt, max_tokens=max_tokens)
+    settings = settings_for(device, threads, repack=repack)
+    runner, stream = generate(model, settings, prompt=prompt, max_tokens=max_tokens)
     stats = _stream_to_console(stream, as_json)
     if as_json:
         print(
@@ -96,7 +110,14 @@ def run_gguf(
 
 
 def bench_gguf(
-    model: Path, n_prompt: int, n_gen: int, reps: int, device: str | None, threads: int | None, as_json: bool
+    model: Path,
+    n_prompt: int,
+    n_gen: int,
+    reps: int,
+    device: str | None,
+    threads: int | None,
+    as_json: bool,
+    repack: bool | None = None,
 ) -> None:
     """`edgeinfer bench MODEL.gguf`: pp and tg tokens per second."""
     from edgeinfer.pipelines.llm import bench_gguf as bench
@@ -104,7 +125,7 @@ def bench_gguf(
     with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
         result = bench(
             model,
-            settings_for(device, threads),
+            settings_for(device, threads, repack=repack),
             n_prompt=n_prompt,
             n_gen=n_gen,
             reps=reps,
@@ -127,7 +148,7 @@ def bench_gguf(
         f"backend {', '.join(result['backend'])}"
     )
     console.print(
-        f"memory-bandwidth bound: {result['read_bandwidth_gb_s']:.1f} GB/s read / "
+        f"memory-bandwidth bound on {result['threads']} thread(s): {result['read_bandwidth_gb_s']:.1f} GB/s read / "
         f"{result['bytes_per_token'] / 2**20:.1f} MiB per token = {result['bandwidth_bound_tokens_per_s']:.0f} tokens/s; "
         f"generation reaches {result['share_of_bound']:.0%} of it",
         highlight=False,
@@ -191,6 +212,7 @@ def chat(
     max_tokens: Annotated[int, typer.Option(min=1, max=1 << 20, help="Tokens per reply.")] = 256,
     ctx: Ctx = None,
     gpu_layers: GpuLayers = None,
+    repack: Repack = None,
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
@@ -201,7 +223,7 @@ def chat(
     """
     from edgeinfer.runtime.llama import LlamaRunner
 
-    runner = LlamaRunner(model, settings_for(device, threads, ctx, gpu_layers, allow_fallback))
+    runner = LlamaRunner(model, settings_for(device, threads, ctx, gpu_layers, allow_fallback, repack=repack))
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         try:
@@ -239,6 +261,7 @@ def serve(
         float, typer.Option(min=0.001, max=1024, help="Largest request body accepted; larger ones get 413.")
     ] = 1.0,
     kv_type: KvType = None,
+    repack: Repack = None,
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
@@ -256,7 +279,7 @@ def serve(
 
     run_server(
         model,
-        settings_for(device, threads, ctx, gpu_layers, allow_fallback, kv_type),
+        settings_for(device, threads, ctx, gpu_layers, allow_fallback, kv_type, repack),
         host=host,
         port=port,
         api_key=api_key,

@@ -16,6 +16,7 @@ from edgeinfer.cli.app import (
     Force,
     Json,
     ProviderOpt,
+    Repack,
     Threads,
     TrustSource,
     app,
@@ -417,6 +418,7 @@ def run(
     max_tokens: Annotated[
         int, typer.Option(min=1, max=1 << 20, help="GGUF / encoder-decoder: tokens to generate.")
     ] = 128,
+    repack: Repack = None,
     device: Device = None,
     provider: ProviderOpt = None,
     allow_fallback: Fallback = False,
@@ -431,7 +433,7 @@ def run(
     if is_gguf(model):
         from edgeinfer.cli.llm import run_gguf
 
-        run_gguf(model, prompt, max_tokens, device, threads, as_json)
+        run_gguf(model, prompt, max_tokens, device, threads, as_json, repack)
         return
     from edgeinfer.runtime.genai import is_genai_folder
     from edgeinfer.runtime.seq2seq import is_seq2seq_folder
@@ -504,6 +506,7 @@ def bench(
     threads: Threads = None,
     n_prompt: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF / GenAI folder: prompt tokens (pp).")] = 512,
     n_gen: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF / GenAI folder: generated tokens (tg).")] = 128,
+    repack: Repack = None,
     as_json: Json = False,
 ) -> None:
     """Benchmark latency (p50/p90/p99), throughput, peak memory and the providers really used.
@@ -515,7 +518,7 @@ def bench(
     if is_gguf(model):
         from edgeinfer.cli.llm import bench_gguf
 
-        bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json)
+        bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json, repack)
         return
     from edgeinfer.runtime.genai import is_genai_folder
 

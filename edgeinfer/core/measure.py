@@ -1,8 +1,8 @@
 """Timing that holds up on a noisy shared machine: warm-up, interleaved runs, medians and tails.
 
 Candidates are timed round-robin in the same loop, so a burst of load hits all of them alike.
-No runtime may busy-wait between calls: ONNX Runtime sessions disable spinning, and the CLI sets
-OMP_WAIT_POLICY=PASSIVE for PyTorch before it loads.
+No runtime may busy-wait between calls: ONNX Runtime sessions disable spinning, and the CLI lets
+OpenMP (PyTorch's, llama.cpp's) spin only briefly before it sleeps (cli.app.openmp_wait_env).
 """
 
 from __future__ import annotations

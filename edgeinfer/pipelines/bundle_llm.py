@@ -79,6 +79,8 @@ def write_llm_bundle(
                 "runtime": "llama.cpp",
                 "n_ctx": n_ctx,
                 "n_gpu_layers": int(llm.get("n_gpu_layers", 0)),
+                # llama.cpp's repacked weights: the profile's choice, else None (off on AMX CPUs).
+                "repack": llm.get("repack"),
                 "threads": threads,
                 "budgets": report.to_dict()["budgets"],
                 "tolerance": tolerance,
@@ -120,9 +122,28 @@ import argparse
 import json
 from pathlib import Path
 
+import llama_cpp
 from llama_cpp import Llama
 
 HERE = Path(__file__).resolve().parent
+
+
+def repack_weights(repack):
+    """llama.cpp's repacked CPU weights (AMX tiles, interleaved blocks): the manifest's choice, else off
+    on AMX CPUs, where llama.cpp 0.3.x segfaults in decode with them, and on elsewhere."""
+    if repack is None:
+        try:
+            repack = "amx_int8" not in Path("/proc/cpuinfo").read_text()
+        except OSError:
+            repack = True
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params():
+        p = defaults()
+        p.use_extra_bufts = repack
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
 
 
 def main():
@@ -132,6 +153,7 @@ def main():
     parser.add_argument("--chat", action="store_true", help="apply the model's chat template")
     args = parser.parse_args()
     manifest = json.loads((HERE / "manifest.json").read_text())
+    repack_weights(manifest.get("repack"))
     llm = Llama(model_path=str(HERE / manifest["model"]), n_ctx=manifest["n_ctx"], n_threads=manifest["threads"],
                 n_gpu_layers=manifest["n_gpu_layers"], verbose=False)
     if args.chat:

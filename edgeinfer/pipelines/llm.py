@@ -28,6 +28,7 @@ def llama_settings(
     gpu_layers: int | None = None,
     allow_fallback: bool = False,
     kv_type: str | None = None,
+    repack: bool | None = None,
 ):
     """LlamaSettings from explicit values, else the profile's `[llm]` table and threads, else defaults."""
     from edgeinfer.runtime.llama import KV_TYPES, LlamaSettings
@@ -42,6 +43,7 @@ def llama_settings(
         n_gpu_layers=gpu_layers if gpu_layers is not None else llm.get("n_gpu_layers", 0),
         allow_fallback=allow_fallback,
         kv_type=kv,
+        extra_buffers=repack if repack is not None else llm.get("repack"),
     )
 
 
@@ -101,8 +103,12 @@ def bench_gguf(
 
     runner = LlamaRunner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)))
     result = runner.bench(n_prompt, n_gen, reps)
-    result.update(gguf_summary(model), model=str(model), peak_rss_mb=peak_rss_mb(), backend=runner.report.used)
-    result.update(bandwidth_bound(model, result["tg_tokens_per_s"], settings.threads))
+    threads = runner.llm.n_threads
+    result.update(
+        gguf_summary(model), model=str(model), peak_rss_mb=peak_rss_mb(), backend=runner.report.used, threads=threads
+    )
+    # The bound at the threads generation ran on: one thread streams less than the whole machine.
+    result.update(bandwidth_bound(model, result["tg_tokens_per_s"], threads))
     from edgeinfer.pipelines.bench import check_memory
 
     check_memory(result["peak_rss_mb"], profile)

@@ -106,6 +106,8 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise InputError(f"{path} is not a schema-{SCHEMA} edgeinfer manifest")
     for name in [*manifest["files"], manifest.get("model", ""), manifest.get("golden", "")]:
         inside(bundle, str(name))
+    if manifest.get("repack") not in (None, True, False):
+        raise InputError(f"{path}: 'repack' is {manifest['repack']!r}; it must be true, false or absent")
     return manifest
 
 
@@ -242,6 +244,7 @@ def _verify_gguf(
         threads=manifest.get("threads"),
         n_gpu_layers=int(manifest.get("n_gpu_layers", 0)),
         allow_fallback=allow_fallback,
+        extra_buffers=manifest.get("repack"),
     )
     try:
         runner = LlamaRunner(model, settings, logits_all=True)

@@ -120,3 +120,19 @@ def test_devices_lists_profiles_and_installed_providers(capsys):
 def test_verbose_shows_traceback(capsys, tmp_path):
     code, _, stderr = run_cli(capsys, "--verbose", "run", tmp_path / "none.onnx", "-i", tmp_path / "x.npz")
     assert code == 2 and "Traceback" in stderr
+
+
+def test_openmp_spins_briefly_unless_the_user_chose(monkeypatch):
+    """PASSIVE alone made llama.cpp's 2-thread generation 3x slower (an OpenMP barrier per node);
+    the CLI asks for a short spin instead, and leaves a user's own OpenMP settings alone."""
+    from edgeinfer.cli.app import openmp_wait_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    chosen = openmp_wait_env()
+    assert chosen["OMP_WAIT_POLICY"] == "PASSIVE" and 0 < int(chosen["GOMP_SPINCOUNT"]) < 300_000
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert openmp_wait_env() == {}
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert openmp_wait_env() == {}

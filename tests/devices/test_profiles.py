@@ -45,6 +45,10 @@ def test_profile_with_bad_value_types_fails(tmp_path):
     bad.write_text('name = "board"\nproviders = ["cpu"]\nprecisions = ["int3"]\n')
     with pytest.raises(ConfigError, match="'precisions'.*int3"):
         load_profile_file(bad)
+    # A quoted "false" where llama.cpp's repack switch wants a boolean.
+    bad.write_text('name = "board"\nproviders = ["cpu"]\n[llm]\nrepack = "false"\n')
+    with pytest.raises(ConfigError, match="repack"):
+        load_profile_file(bad)
 
 
 def test_unknown_device_name_lists_builtin_profiles():

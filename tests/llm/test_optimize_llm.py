@@ -91,6 +91,18 @@ def test_the_llm_bundle_verifies_in_a_fresh_process_and_a_changed_byte_fails(opt
     assert code == 1 and "FAIL checksums: model.gguf does not match its sha256" in out
 
 
+def test_verify_refuses_a_manifest_whose_repack_is_not_a_boolean(optimized, tmp_path, capsys):
+    path, _, _, _, _ = optimized
+    copy = tmp_path / "b"
+    shutil.copytree(path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert "repack" in manifest  # what the device profile chose; None: llama.cpp's default, off on AMX
+    manifest["repack"] = "yes"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(capsys, "verify", copy)
+    assert code == 2 and "'repack' is 'yes'" in err
+
+
 def test_run_py_needs_only_llama_cpp(optimized, tmp_path):
     path, _, _, _, _ = optimized
     blocker = (
