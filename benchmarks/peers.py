@@ -38,6 +38,11 @@ VENV = Path.home() / ".cache" / "edgeinfer" / "peers-venv"
 OPTIMUM_RECIPE = r"""
 import sys
 from pathlib import Path
+
+# The peer venv sees this machine's packages (torch, onnxruntime); its diffusers, built for a newer
+# huggingface_hub than Optimum's, fails on import, and Optimum imports it when it is there. A text
+# or image model does not need it: hidden.
+sys.modules["diffusers"] = None
 import onnx
 from onnxruntime.quantization import onnx_quantizer
 
