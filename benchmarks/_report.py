@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: only a short OpenMP spin in interleaved timings (edgeinfer.cli.app.openmp_wait_env).
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ.update(OMP_WAIT_POLICY="PASSIVE", GOMP_SPINCOUNT="3000")
+# Before torch loads: the CLI's short OpenMP spin, for interleaved timings as the CLI takes them.
+from edgeinfer.cli.app import openmp_wait_env  # noqa: E402
+
+os.environ.update(openmp_wait_env())
 
 import datetime as dt  # noqa: E402
 import re

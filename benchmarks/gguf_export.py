@@ -41,7 +41,7 @@ print(json.dumps({"seconds": seconds, "rss_before_mib": base[0] / 2**20, "peak_g
 """
 
 
-def _direct_generation(path: Path, prompt: str, n_gen: int, extra_buffers: bool) -> float:
+def _direct_generation(path: Path, prompt: str, n_gen: int, extra_buffers: bool, threads: int) -> float:
     """Tokens/s of llama-cpp-python's own streaming completion, timed as edgeinfer times it."""
     import llama_cpp
 
@@ -49,7 +49,7 @@ def _direct_generation(path: Path, prompt: str, n_gen: int, extra_buffers: bool)
     from edgeinfer.runtime.llama import model_params
 
     with captured_fd(2), model_params(extra_buffers):
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, seed=0)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=threads, verbose=False, seed=0)
     first: float | None = None
     n = 0
     for _ in llm.create_completion(prompt, max_tokens=n_gen, temperature=0.0, stream=True):
@@ -70,7 +70,13 @@ def main() -> None:
     from edgeinfer.examples.smollm2 import hf_dir
     from edgeinfer.pipelines.export import export_model
     from edgeinfer.pipelines.llm_eval import compare_llms
-    from edgeinfer.runtime.llama import GenerationStats, LlamaRunner, LlamaSettings, cpu_has_amx
+    from edgeinfer.runtime.llama import (
+        GenerationStats,
+        LlamaRunner,
+        LlamaSettings,
+        generation_threads,
+        use_extra_buffers,
+    )
 
     src = hf_dir()
     conv = json.loads(
@@ -170,14 +176,16 @@ def main() -> None:
     # Generation speed: edgeinfer's runner vs llama-cpp-python directly, same model and settings.
     q4 = args.out / "smollm2-Q4_K_M.gguf"
     prompt, n_gen = "The history of the printing press", 128
-    extra = not cpu_has_amx()
+    settings = LlamaSettings(n_ctx=512)
+    # The same threads and weight buffers the runner chooses, so only the calling code differs.
+    extra, threads = use_extra_buffers(settings), generation_threads(settings)
     ours, direct = [], []
     for _ in range(args.runs):
-        runner = LlamaRunner(q4, LlamaSettings(n_ctx=512))
+        runner = LlamaRunner(q4, settings)
         stats = [p for p in runner.stream(prompt, max_tokens=n_gen) if isinstance(p, GenerationStats)][-1]
         ours.append(stats.generate_tps)
         del runner
-        direct.append(_direct_generation(q4, prompt, n_gen, extra))
+        direct.append(_direct_generation(q4, prompt, n_gen, extra, threads))
     ratios = [a / b for a, b in zip(ours, direct)]
     print("generation", ours, direct, flush=True)
     write_section(

@@ -54,14 +54,7 @@ def main() -> None:
                 Path(r.model).name,
                 "llama.cpp" if r.model.endswith(".gguf") else "ONNX Runtime GenAI",
                 f"{r.file_size_bytes / 2**20:.1f}",
-                f"{r.bits_per_weight:.2f}",
-                f"{r.pp_tokens_per_s:.0f}",
-                f"{r.tg_tokens_per_s:.1f}",
-                f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "-",
-                f"{r.perplexity:.3f}",
-                f"{r.kl_mean:.4f}" if r.kl_mean is not None else "-",
-                f"{r.kl_p99:.4f}" if r.kl_p99 is not None else "-",
-                f"{r.top1_agreement:.3f}" if r.top1_agreement is not None else "-",
+                *r.figures(),
             ]
         )
         print(rows[-1], flush=True)

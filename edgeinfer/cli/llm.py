@@ -190,18 +190,7 @@ def print_llm_report(report: LlmComparisonReport) -> None:
             min_width=10 if col == "model" else None,
         )
     for r in report.rows:
-        table.add_row(
-            r.name,
-            mb(r.file_size_bytes),
-            f"{r.bits_per_weight:.2f}",
-            f"{r.pp_tokens_per_s:.0f}",
-            f"{r.tg_tokens_per_s:.1f}",
-            f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "-",
-            f"{r.perplexity:.3f}",
-            f"{r.kl_mean:.4f}" if r.kl_mean is not None else "-",
-            f"{r.kl_p99:.4f}" if r.kl_p99 is not None else "-",
-            f"{r.top1_agreement:.3f}" if r.top1_agreement is not None else "-",
-        )
+        table.add_row(r.name, mb(r.file_size_bytes), *r.figures())
     console.print(table)
 
 

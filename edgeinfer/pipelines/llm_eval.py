@@ -59,6 +59,23 @@ class LlmRow:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None or not k.startswith(("kl_", "top1", "peak_"))}
 
+    def figures(self) -> list[str]:
+        """bpw, pp and tg tokens/s, peak MiB, perplexity, KL mean and p99, top-1, as tables print them."""
+
+        def maybe(value: float | None, spec: str) -> str:
+            return format(value, spec) if value is not None else "-"
+
+        return [
+            f"{self.bits_per_weight:.2f}",
+            f"{self.pp_tokens_per_s:.0f}",
+            f"{self.tg_tokens_per_s:.1f}",
+            maybe(self.peak_memory_mb, ".0f"),
+            f"{self.perplexity:.3f}",
+            maybe(self.kl_mean, ".4f"),
+            maybe(self.kl_p99, ".4f"),
+            maybe(self.top1_agreement, ".3f"),
+        ]
+
 
 @dataclass
 class LlmComparisonReport:
