@@ -11,11 +11,11 @@ context overflow into OpenAI's 400 `context_length_exceeded`. Around it, this mo
 - requests queue instead of interrupting each other (its `interrupt_requests` is turned off);
 - a streamed reply is generated a few tokens ahead of the sending, in a thread of its own
   (_RunAhead), instead of one threadpool round trip per token with nothing overlapping;
-- a cap on the request body (a 10 MB prompt gets 413 before anything is tokenised);
-- an unknown `model` name gets 400 `model_not_found` (the library falls back to its default);
-- malformed parameters get 400 `invalid_request_error` naming them, checked against the library's
-  own request models before its handler sees them (it would answer 500 with the validation
-  dump); a missing API key gets OpenAI's 401 `invalid_api_key` JSON.
+- every request checked before the library sees it (runtime/llama_guard.py): grammars compiled
+  by llama.cpp in a throwaway process, token ids against the vocabulary, bounded JSON bodies,
+  parameters and model names, the API key on every route in constant time; 400/401/413/415 in
+  OpenAI's error format instead of a crashed process or a 500;
+- no CORS unless an origin is named (the library lets any web page call it, with credentials).
 The server keeps module-level state (settings, locks, the loaded model): one per process.
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from edgeinfer.core.errors import MissingDependencyError
+from edgeinfer.core.formats import open_gguf
 from edgeinfer.runtime.llama import (
     LlamaSettings,
     check_llm_file,
@@ -33,121 +34,10 @@ from edgeinfer.runtime.llama import (
     model_params,
     use_extra_buffers,
 )
+from edgeinfer.runtime.llama_guard import GrammarCheck, RequestGuard, grammar_errors_are_400, guard_samplers
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20  # 1 MiB of JSON: far above any context this runs, far below abuse
-
-
-def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None):
-    """An OpenAI-style error object, as the openai client parses it."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def _request_models() -> dict[str, Any]:
-    """The library's pydantic models of the request bodies, by the end of their paths."""
-    from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest, CreateEmbeddingRequest
-
-    return {
-        "/chat/completions": CreateChatCompletionRequest,
-        "/completions": CreateCompletionRequest,
-        "/embeddings": CreateEmbeddingRequest,
-    }
-
-
-def _validation_message(error) -> str:
-    parts = []
-    for e in error.errors()[:5]:
-        where = ".".join(str(p) for p in e.get("loc", ())) or "body"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
-    return "bad request parameters: " + "; ".join(parts)
-
-
-class RequestGuard:
-    """ASGI middleware in front of the library's app: the API key, bounded request bodies, valid
-    parameters and known model names, each refused with an OpenAI-style JSON error."""
-
-    def __init__(self, app, model_name: str, max_bytes: int, api_key: str | None = None) -> None:
-        self.app, self.model_name, self.max_bytes, self.api_key = app, model_name, max_bytes, api_key
-        self.bodies = _request_models()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        if self.api_key is not None and scope["path"].startswith(("/v1", "/extras")):
-            if headers.get(b"authorization", b"").decode("latin-1") != f"Bearer {self.api_key}":
-                return await self._refuse(
-                    send,
-                    401,
-                    error_body("a valid API key is required (Authorization: Bearer KEY)", code="invalid_api_key"),
-                )
-        if scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send, 413, self._too_large(int(declared)))
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                return await self._refuse(send, 413, self._too_large(len(body)))
-        if body:
-            try:
-                data = json.loads(body)
-            except ValueError:
-                return await self._refuse(send, 400, error_body("the request body is not valid JSON"))
-            if not isinstance(data, dict):
-                return await self._refuse(send, 400, error_body("the request body must be a JSON object"))
-            kind = next((m for end, m in self.bodies.items() if scope["path"].endswith(end)), None)
-            if kind is not None:
-                from pydantic import ValidationError
-
-                try:
-                    kind.model_validate(data)
-                except ValidationError as e:
-                    return await self._refuse(send, 400, error_body(_validation_message(e)))
-            model = data.get("model")
-            if model in (None, ""):
-                data["model"] = self.model_name  # responses then name the model, not its file path
-                body = json.dumps(data).encode()
-            elif model != self.model_name:
-                return await self._refuse(
-                    send,
-                    400,
-                    error_body(
-                        f"The model {model!r} does not exist on this server; it serves {self.model_name!r}",
-                        param="model",
-                        code="model_not_found",
-                    ),
-                )
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
-
-    def _too_large(self, n: int):
-        return error_body(
-            f"the request body is {n / 2**20:.1f} MiB, over this server's limit of {self.max_bytes / 2**20:.1f} MiB "
-            "(edgeinfer serve --max-request-mb)",
-            code="request_too_large",
-        )
-
-    @staticmethod
-    async def _refuse(send, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
 
 
 class _RunAhead:
@@ -248,8 +138,10 @@ def build_app(
     model_name: str,
     api_key: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    cors_origins: tuple[str, ...] = (),
 ):
-    """The ASGI app serving `model` under `model_name` (loads the model now)."""
+    """The ASGI app serving `model` under `model_name` (loads the model now). `cors_origins`: the
+    web origins (scheme://host:port) whose pages may call it from a browser; none by default."""
     try:
         from llama_cpp.server import app as server_app
         from llama_cpp.server.app import create_app
@@ -275,5 +167,30 @@ def build_app(
         app = create_app(server_settings=server, model_settings=[model_settings])
     # The routes look the publisher up by name when a streaming request arrives.
     server_app.get_event_publisher = _publish_run_ahead
+    _set_cors(app, cors_origins)
+    grammars = GrammarCheck(Path(model))
+    guard_samplers(grammars)
+    grammar_errors_are_400()
+    reader = open_gguf(Path(model))
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    return RequestGuard(app, model_name, max_request_bytes, api_key, n_vocab=n_vocab, grammars=grammars)
 
-    return RequestGuard(app, model_name, max_request_bytes, api_key)
+
+def _set_cors(app, origins: tuple[str, ...]) -> None:
+    """Replace the library's CORS policy (any origin, with credentials: any web page the user
+    opens could drive the server) with none, or the named origins without credentials."""
+    from fastapi.middleware.cors import CORSMiddleware
+    from starlette.middleware import Middleware
+
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not CORSMiddleware]
+    if origins:
+        app.user_middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,  # pyright: ignore[reportArgumentType]
+                allow_origins=list(origins),
+                allow_credentials=False,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            ),
+        )

@@ -254,11 +254,21 @@ def serve(
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
+    cors: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="A web origin (e.g. http://localhost:3000) whose pages may call the server from a browser; "
+            "repeat for more. None by default: a web page you open cannot drive the server."
+        ),
+    ] = None,
 ) -> None:
     """Serve a GGUF LLM over an OpenAI-compatible HTTP API (llama-cpp-python's server).
 
     /v1/chat/completions (streaming too, with the model's chat template), /v1/completions,
     /v1/models. Requests queue on the one model; a client that disconnects mid-stream frees it.
+    Every request is checked first: grammars are compiled by llama.cpp in a throwaway process
+    (a bad one is a 400, not a crashed server), token ids against the vocabulary, bodies must
+    be JSON of at most --max-request-mb. With --api-key every route needs the key.
     Needs `pip install 'edgeinfer[serve]'`.
 
     Example: edgeinfer serve smollm2-q4_k_m.gguf --port 8080, then
@@ -274,6 +284,7 @@ def serve(
         api_key=api_key,
         model_name=model_name,
         max_request_mb=max_request_mb,
+        cors=tuple(cors or ()),
         announce=lambda line: err.print(line, highlight=False),
     )
 

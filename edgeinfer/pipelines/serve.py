@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,9 +30,11 @@ def serve(
     api_key: str | None = None,
     model_name: str | None = None,
     max_request_mb: float = 1.0,
+    cors: tuple[str, ...] = (),
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Load `model` and serve it until interrupted (Ctrl-C stops it cleanly)."""
+    """Load `model` and serve it until interrupted (Ctrl-C stops it cleanly). `cors`: web origins
+    whose pages may call the server from a browser (none by default)."""
     import uvicorn
 
     from edgeinfer.runtime.llama_server import build_app
@@ -38,14 +42,61 @@ def serve(
     check_exposure(host, api_key)
     if not 0 < max_request_mb <= 1024:
         raise ConfigError(f"{option('max_request_mb', max_request_mb)} must be above 0 and at most 1024")
+    for origin in cors:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+            raise ConfigError(
+                f"{option('cors', origin)} must be a web origin, e.g. http://localhost:3000 (no path, no *)"
+            )
+    sock = bind_port(host, port)
     name = model_name or Path(model).stem
     announce(f"loading {model} (context {settings.n_ctx}, threads {settings.threads or 'auto'})")
-    app = build_app(
-        Path(model), settings, model_name=name, api_key=api_key, max_request_bytes=int(max_request_mb * 2**20)
-    )
+    try:
+        app = build_app(
+            Path(model),
+            settings,
+            model_name=name,
+            api_key=api_key,
+            max_request_bytes=int(max_request_mb * 2**20),
+            cors_origins=tuple(cors),
+        )
+    except BaseException:
+        sock.close()
+        raise
     shown = f"[{host}]" if ":" in host else host
     announce(
         f"serving {name!r} on http://{shown}:{port}/v1 (OpenAI API: /v1/chat/completions, /v1/completions, "
         f"/v1/models){'; API key required' if api_key else ''}. Ctrl-C stops it."
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # uvicorn serves on the socket bound before loading: a port in use was refused (exit 2) before
+    # the model loaded and before "serving ... on" was printed, and nothing can take it meanwhile.
+    config = uvicorn.Config(app, log_level="warning")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; that is a clean stop
+        pass
+
+
+def bind_port(host: str, port: int):
+    """A listening socket on host:port, or one line saying why not (in use, not an address here)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"{option('port', port)} must be 1 ... 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"{option('host', host)} is not an address of this machine ({e.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use by another program; choose another with {option('port', 'N')}"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return sock

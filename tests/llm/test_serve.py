@@ -162,6 +162,15 @@ def test_an_exposed_server_needs_its_api_key(smollm2, capsys):
         with pytest.raises(openai.AuthenticationError):
             _chat(s.client("wrong"), "hi", max_tokens=2)
         assert _chat(s.client("s3cret"), "hi", max_tokens=2)
+        for path in ("/docs", "/openapi.json", "/redoc", "/v1/models"):  # nothing is open without the key
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{s.port}{path}", timeout=30)
+            assert e.value.code == 401
+        keyed = urllib.request.Request(
+            f"http://127.0.0.1:{s.port}/openapi.json", headers={"Authorization": "Bearer s3cret"}
+        )
+        with urllib.request.urlopen(keyed, timeout=30) as r:
+            assert r.status == 200
     finally:
         assert s.stop() == 0
 
@@ -173,3 +182,127 @@ def test_serve_refuses_what_is_not_a_gguf_llm(tmp_path, capsys, smollm2):
     assert code == 2 and "ONNX model" in err
     code, _, err = run_cli(capsys, "serve", smollm2, "--ctx", "1048576")
     assert code == 2 and ("KV cache" in err or "context" in err)
+
+
+def _post(port: int, path: str, body: bytes | str, content_type: str = "application/json", headers=None):
+    """(status, parsed JSON or text) of one raw request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    data = body.encode() if isinstance(body, str) else body
+    conn.request("POST", path, data, {"Content-Type": content_type, **(headers or {})})
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw.decode("utf-8", "replace")
+
+
+def _models_answer(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
+        return [m["id"] for m in json.loads(r.read())["data"]] == [NAME]
+
+
+HOSTILE = [
+    # llama.cpp's grammar parser: NULL sampler (SIGSEGV) or stack overflow before the guard
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 4, "grammar": "root ::= ("}, 400, "invalid grammar"),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 4, "grammar": "root ::= a\na ::= a"}, 400, "left recursion"),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 4, "grammar": "root ::= foo"}, 400, "invalid grammar"),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 4, "grammar": "root ::= " + "(" * 20000 + '"a"' + ")" * 20000},
+     400, "invalid grammar"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "grammar": "root ::= ("},
+     400, "invalid grammar"),
+    # std::out_of_range in llama.cpp (exit 134) before the guard
+    ("/extras/detokenize", {"tokens": [-1]}, 400, "outside this model's vocabulary"),
+    ("/extras/detokenize", {"tokens": [999999999]}, 400, "outside this model's vocabulary"),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 2, "logit_bias": {"99999999": 5}}, 400, "logit_bias"),
+    # 500s before the guard
+    ("/v1/completions", {"prompt": "", "max_tokens": 2}, 400, "prompt is empty"),
+    ("/v1/chat/completions", {"messages": [], "max_tokens": 2}, 400, "messages is empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path,body,status,says", HOSTILE, ids=[f"{p}-{i}" for i, (p, *_) in enumerate(HOSTILE)])
+def test_a_hostile_request_gets_a_4xx_and_the_server_keeps_serving(server, path, body, status, says):
+    code, answer = _post(server.port, path, json.dumps(body))
+    assert code == status and says in answer["error"]["message"], answer
+    assert server.proc.poll() is None and _models_answer(server.port)
+
+
+def test_a_good_grammar_still_constrains_the_reply(server):
+    body = {"prompt": "Is the sky blue?", "max_tokens": 4, "temperature": 0, "grammar": 'root ::= "yes" | "no"'}
+    code, answer = _post(server.port, "/v1/completions", json.dumps(body))
+    assert code == 200 and answer["choices"][0]["text"] in ("yes", "no")
+
+
+def test_bodies_that_are_not_a_json_object_get_415_or_400_without_internals(server):
+    code, answer = _post(server.port, "/v1/completions", '{"prompt": "Hi"}', content_type="text/plain")
+    assert code == 415 and "application/json" in answer["error"]["message"]
+    code, answer = _post(server.port, "/v1/completions", b"")
+    assert code == 400 and "empty" in answer["error"]["message"]
+    code, answer = _post(server.port, "/v1/completions", "[1, 2]")
+    assert code == 400 and "JSON object" in answer["error"]["message"]
+    for text in (json.dumps(answer),):
+        assert "site-packages" not in text and "Traceback" not in text
+
+
+def test_no_web_page_may_call_the_server_unless_its_origin_is_named(server):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/v1/models", headers={"Origin": "http://evil.example"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.headers.get("access-control-allow-origin") is None
+        assert r.headers.get("access-control-allow-credentials") is None
+
+
+def test_a_port_in_use_is_refused_before_loading(smollm2, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        code, _, err = run_cli(capsys, "serve", smollm2, "--port", str(taken.getsockname()[1]))
+    assert code == 2 and "in use" in err and "serving" not in err
+    code, _, err = run_cli(capsys, "serve", smollm2, "--cors", "*")
+    assert code == 2 and "web origin" in err
+
+
+def test_fuzzed_requests_never_end_the_server(server):
+    """A bounded fuzz of the HTTP API: random JSON bodies and grammars on every route; each answer
+    is a 2xx or a 4xx with OpenAI's error object, and /v1/models answers after every one."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=10)  # fmt: skip
+    grammar_text = st.text(alphabet='root:= |()*+?"ab[]-\\\n{}0123456789', max_size=40).map(lambda s: "root ::= " + s)
+    fields = {
+        "prompt": st.text(max_size=30) | st.lists(st.integers(-5, 60000), max_size=4) | values,
+        "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "x"]), "content": st.text(max_size=20) | values}), max_size=2) | values,
+        "max_tokens": st.integers(-3, 3) | values,
+        "temperature": st.floats(-1, 3) | values,
+        "grammar": grammar_text | values,
+        "logit_bias": st.dictionaries(st.integers(-10, 10**9).map(str), st.floats(-100, 100), max_size=2) | values,
+        "tokens": st.lists(st.integers(-(2**40), 2**40), max_size=4) | values,
+        "input": st.text(max_size=20) | values,
+        "stop": values,
+        "top_k": values,
+        "n": values,
+        "model": st.sampled_from([NAME, "", "other"]) | values,
+    }  # fmt: skip
+    paths = ["/v1/completions", "/v1/chat/completions", "/extras/tokenize", "/extras/detokenize", "/v1/embeddings"]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.sampled_from(paths), st.fixed_dictionaries({}, optional=fields))
+    def one(path, body):
+        if body.get("max_tokens") is None or isinstance(body["max_tokens"], (int, float)):
+            body["max_tokens"] = 2  # 0, negative and None mean "until the context is full" to the library
+        try:
+            payload = json.dumps(body)
+        except ValueError:
+            payload = json.dumps({"prompt": "x", "max_tokens": 1})
+        code, answer = _post(server.port, path, payload)
+        assert code < 500, (path, body, code, answer)
+        if code >= 400:
+            assert isinstance(answer, dict) and ("error" in answer or "detail" in answer), answer
+        assert server.proc.poll() is None and _models_answer(server.port)
+
+    one()
