@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,6 +18,7 @@ from typing import Any, Callable, ClassVar
 
 from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import BackendError, ConfigError, InputError, option
+from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.registry import Registry
 from edgeinfer.core.stdio import quiet_native
 
@@ -211,7 +211,7 @@ def quantize_onnx(model_path: Path, output: Path, cfg: OnnxQuantConfig, calib_ba
     onnxruntime.quantization writes work files (`<model>-inferred.onnx`, augmented models) beside
     the model it is given, so it is given a private copy: the user's folder is never written.
     """
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-quant-") as work, _quiet_quantizer(), quiet_native():
+    with scratch_dir("quant") as work, _quiet_quantizer(), quiet_native():
         private = Path(work) / "model.onnx"
         model = _private_copy(model_path, private)
         check_not_quantized(model)

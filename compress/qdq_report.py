@@ -6,8 +6,9 @@ Built on onnxruntime.quantization.qdq_loss_debug; lower SQNR (dB) means more qua
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
+
+from edgeinfer.core.io import scratch_dir
 
 
 def activation_sqnr(float_model: Path, qdq_model: Path, batches, max_batches: int = 4) -> list[dict]:
@@ -23,7 +24,7 @@ def activation_sqnr(float_model: Path, qdq_model: Path, batches, max_batches: in
     from edgeinfer.compress.calibration import BatchReader
 
     sample = list(batches)[:max_batches]
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-sqnr-") as tmp:
+    with scratch_dir("sqnr") as tmp:
         f_aug, q_aug = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         modify_model_output_intermediate_tensors(str(float_model), str(f_aug))
         modify_model_output_intermediate_tensors(str(qdq_model), str(q_aug))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+from edgeinfer.core.child import isolated_python
 from edgeinfer.core.errors import ConfigError, InputError, MissingDependencyError
 
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
@@ -31,7 +31,7 @@ def build_genai(source: Path, output: Path, precision: str = "int4", block_size:
         raise MissingDependencyError("onnxruntime-genai", "exporting an LLM to ONNX (pip install 'edgeinfer[genai]')")
     cache = output.parent / f".{output.name}.builder-cache"
     cmd = [
-        sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(output),
+        *isolated_python("-m", "onnxruntime_genai.models.builder"), "-i", str(source), "-o", str(output),
         "-p", precision, "-e", "cpu", "-c", str(cache),
         "--extra_options", f"block_size={block_size}", "hf_token=false",
     ]  # fmt: skip

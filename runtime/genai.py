@@ -59,6 +59,46 @@ def genai_summary(folder: Path) -> dict[str, Any]:
     }
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def check_genai_folder(folder: Path) -> None:
+    """genai_config.json checked as data before the library reads it: a bounded JSON object whose
+    file names stay inside the folder, beside a tokenizer.json (the library raises plain
+    RuntimeErrors, or worse, for what this refuses in one line)."""
+    from edgeinfer.core.formats import read_json_object
+
+    path = folder / CONFIG
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise InputError(f"{path} is {path.stat().st_size} bytes; a GenAI config is at most {MAX_CONFIG_BYTES}")
+    config = read_json_object(path, "GenAI config", "export the model again")
+    model = config.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("decoder"), dict):
+        raise InputError(f"{path} has no model.decoder section; export the model again")
+    root = folder.resolve()
+
+    def names(value: Any) -> Iterator[str]:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k == "filename" or k.endswith("_filename"):
+                    if not isinstance(v, str):
+                        raise InputError(f"{path}: {k} is {v!r}; expected a file name")
+                    yield v
+                else:
+                    yield from names(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from names(v)
+
+    for name in names(config):
+        if not name or Path(name).is_absolute() or not (root / name).resolve().is_relative_to(root):
+            raise InputError(f"{path} names {name!r}, a path outside {folder}; refusing it")
+        if not (folder / name).is_file():
+            raise InputError(f"{path} names {name!r}, which is not in {folder}; export the model again")
+    if not (folder / "tokenizer.json").is_file():
+        raise InputError(f"{folder} has no tokenizer.json; export the model again (it writes the tokenizer)")
+
+
 class GenAiRunner:
     """One GenAI model folder on ONNX Runtime (CPU)."""
 
@@ -73,14 +113,20 @@ class GenAiRunner:
         # A compiled extension without type stubs: its classes are looked up at run time.
         og: Any = onnxruntime_genai
         self.og = og
-        config = og.Config(str(self.folder))
+        check_genai_folder(self.folder)
         try:
+            config = og.Config(str(self.folder))
             self.model = og.Model(config)
         except Exception as e:  # the library raises plain Exceptions on bad folders
             raise InputError(
                 f"ONNX Runtime GenAI could not load {self.folder}: {str(e).splitlines()[0][:300]}"
             ) from None
-        self.tokenizer = og.Tokenizer(self.model)
+        try:
+            self.tokenizer = og.Tokenizer(self.model)
+        except Exception as e:
+            raise InputError(
+                f"{self.folder}: the tokenizer cannot be loaded ({str(e).splitlines()[0][:200]})"
+            ) from None
         self.report = {"used": ["onnxruntime-genai CPU"]}
 
     def tokenize(self, text: str) -> list[int]:

@@ -11,13 +11,15 @@ done here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgeinfer.core.errors import InputError
+from edgeinfer.core.schema import Record
 from edgeinfer.runtime.ort import OrtRunner
 
 GENERATION = "generation.json"
@@ -25,6 +27,49 @@ GENERATION = "generation.json"
 
 def is_seq2seq_folder(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / GENERATION).is_file()
+
+
+@dataclass(frozen=True)
+class GenerationSettings(Record):
+    """generation.json as the exporter writes it (the model's own generation config), checked as
+    data: every token id is an integer inside the decoder's vocabulary, lengths are bounded."""
+
+    open_keys: ClassVar[bool] = True
+
+    decoder_start_token_id: int
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
+    bad_words_ids: list[list[int]] | None = None
+    suppress_tokens: list[int] | None = None
+    begin_suppress_tokens: list[int] | None = None
+    decoder_prompt_ids: list[int] | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    no_repeat_ngram_size: int | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
+
+    def check(self, where: str) -> None:
+        for name in ("min_length", "max_length", "no_repeat_ngram_size"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1 << 20:
+                raise InputError(f"{where}: {name} is {value}; it must be 0 ... {1 << 20}")
+
+    def check_tokens(self, n_vocab: int, where: str) -> None:
+        ids: list[Any] = [self.decoder_start_token_id, self.pad_token_id, self.forced_bos_token_id]
+        for value in (self.eos_token_id, self.forced_eos_token_id):
+            ids += value if isinstance(value, list) else [value]
+        for group in (self.suppress_tokens, self.begin_suppress_tokens, self.decoder_prompt_ids):
+            ids += group or []
+        for words in self.bad_words_ids or []:
+            ids += words
+        wrong = [i for i in ids if i is not None and not 0 <= i < n_vocab]
+        if wrong:
+            raise InputError(
+                f"{where} names token id {wrong[0]}, outside the decoder's vocabulary of {n_vocab}; re-export the model"
+            )
 
 
 @dataclass
@@ -50,7 +95,8 @@ class Seq2SeqRunner:
         folder = Path(folder)
         if not is_seq2seq_folder(folder):
             raise InputError(f"{folder} is not an exported encoder-decoder (no {GENERATION})")
-        self.settings = read_json_object(folder / GENERATION, "generation settings")
+        settings = GenerationSettings.parse(read_json_object(folder / GENERATION, "generation settings"), GENERATION)
+        self.settings = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
         files = self.settings.get("files", {})
         for part in ("encoder", "decoder"):
             name = str(files.get(part, f"{part}.onnx"))
@@ -75,6 +121,8 @@ class Seq2SeqRunner:
             from edgeinfer.core.hf_folder import load_feature_extractor
 
             self.feature_extractor = load_feature_extractor(folder)
+        vocab = self.decoder.session.get_outputs()[0].shape[-1]
+        settings.check_tokens(vocab if isinstance(vocab, int) else len(self.tokenizer), GENERATION)
         first = next(i for i in self.decoder.inputs if i.name.startswith("past."))
         self.heads, self.head_size = int(first.shape[1]), int(first.shape[3])
 

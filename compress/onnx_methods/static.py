@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from edgeinfer.compress.onnx_quant import (
     register_method,
 )
 from edgeinfer.core.errors import InputError, option
+from edgeinfer.core.io import scratch_dir
 
 
 def _entropy_ranges(model_path: Path, reader, window: int, symmetric: bool) -> Path:
@@ -65,7 +65,7 @@ def static(job: QuantJob) -> dict[str, Any]:
             qnn_preprocess_model,
         )
 
-        with tempfile.TemporaryDirectory(prefix="edgeinfer-qnn-") as tmp:
+        with scratch_dir("qnn") as tmp:
             pre = Path(tmp) / "pre.onnx"
             source = pre if qnn_preprocess_model(str(model_path), str(pre)) else model_path
             qcfg = get_qnn_qdq_config(

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeinfer.core.errors import InputError
 from edgeinfer.core.factory import is_factory_spec
-from edgeinfer.core.formats import load_npz
+from edgeinfer.core.formats import load_npz, read_text_file
 
 LABEL_KEYS = ("labels", "label", "y")
 
@@ -73,6 +73,12 @@ def load_batches(
         )
     labels = next((merged[k] for k in LABEL_KEYS if k in merged), None)
     feeds = {n: merged[n] for n in names}
+    for name, arr in feeds.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InputError(
+                f"data {spec}: {name} holds {int((~np.isfinite(arr)).sum())} NaN or infinite values; "
+                "a comparison on them means nothing (clean the data)"
+            )
     counts = {v.shape[0] for v in feeds.values()} | ({labels.shape[0]} if labels is not None else set())
     if len(counts) != 1:
         raise InputError(f"data {spec}: arrays disagree on the number of samples ({sorted(counts)})")
@@ -105,7 +111,7 @@ def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: 
             f"{path} is text, but the model's sidecar names no tokenizer; pass an .npz of token ids "
             "or export the model from its Hugging Face folder"
         )
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
     if limit:
         lines = lines[:limit]
     if not lines:

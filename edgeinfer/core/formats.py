@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.core.errors import InputError, UnsupportedError
+from edgeinfer.core.errors import ConfigError, InputError, UnsupportedError
 from edgeinfer.core.io import require_file
 
 # safetensors dtype names -> bytes per element (the sub-byte and fp8 types are not read here).
@@ -59,11 +59,28 @@ def read_json_object(path: Path, what: str, hint: str = "replace it") -> dict[st
         raise InputError(f"{what} {path} cannot be read: {e.strerror or e}") from e
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or an integer of 5,000 digits
         raise InputError(f"{what} {path} is not valid JSON ({_first_line(e)}); {hint}") from None
     if not isinstance(data, dict):
         raise InputError(f"{what} {path} must hold a JSON object, not a {type(data).__name__}; {hint}")
     return data
+
+
+MAX_TEXT_BYTES = 64 << 20  # a text to score or calibrate on: a book is a few MB
+
+
+def read_text_file(path: Path, what: str = "text file", max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A UTF-8 text file of bounded size, or one line saying why not (binary, another encoding)."""
+    path = require_file(path, what)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"{what} {path} is {size / 2**20:,.0f} MiB; at most {max_bytes >> 20} MiB are read")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t UTF-8") from None
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be read: {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------------------------- safetensors
@@ -454,15 +471,77 @@ def load_onnx(path: Path, *, load_external_data: bool = False):
 # ---------------------------------------------------------------------------------- npz
 
 
-def load_npz(path: Path, what: str = "data file") -> dict[str, Any]:
-    """Every array of an .npz, read without unpickling; one line when the file is anything else."""
+# What one .npz may unpack to unless a caller gives its own budget: far above any batch of
+# evaluation data or golden outputs, far below what a small hostile file can otherwise demand.
+MAX_NPZ_BYTES = 1 << 30
+
+
+def npz_declared_bytes(path: Path, what: str = "data file") -> dict[str, int]:
+    """Bytes each array of an .npz will take once loaded, read from the .npy headers alone (a few
+    hundred bytes each): numpy allocates the declared shape x dtype before reading the data, so a
+    1 MB file of compressed zeros can ask for 24 GB. Not an .npy member, a pickled dtype or an
+    impossible shape is refused."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    sizes: dict[str, int] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+            if len(members) > 10_000:
+                raise InputError(f"{what} {path} holds {len(members)} arrays; at most 10000")
+            for info in members:
+                if not info.filename.endswith(".npy"):
+                    raise InputError(
+                        f"{what} {path} holds {info.filename!r}, not an .npy array; write it with numpy.savez"
+                    )
+                with z.open(info) as fh:
+                    major, _ = npy.read_magic(fh)
+                    read = {1: npy.read_array_header_1_0, 2: npy.read_array_header_2_0}.get(major)
+                    if read is None:
+                        raise ValueError(f"unsupported .npy format version {major}")
+                    shape, _, dtype = read(fh, max_header_size=10_000)
+                if dtype.hasobject:
+                    raise InputError(
+                        f"{what} {path} holds Python objects, not numeric arrays; edgeinfer never unpickles "
+                        "data (save plain numeric arrays)"
+                    )
+                n = 1
+                for d in shape:
+                    n *= int(d)
+                    if n > MAX_ELEMENTS:
+                        raise InputError(f"{what} {path}: {info.filename} declares an impossible shape {shape}")
+                sizes[info.filename[: -len(".npy")]] = n * max(dtype.itemsize, 1)
+    except InputError:
+        raise
+    except Exception as e:  # BadZipFile, a truncated member, a malformed header
+        raise InputError(f"{what} {path} is a corrupt .npz ({_first_line(e)})") from None
+    return sizes
+
+
+def load_npz(path: Path, what: str = "data file", max_bytes: int = MAX_NPZ_BYTES) -> dict[str, Any]:
+    """Every array of an .npz, read without unpickling and only when the arrays its headers declare
+    fit `max_bytes` and this machine's free memory; one line when the file is anything else."""
     import zipfile
 
     import numpy as np
 
+    from edgeinfer.core.limits import check_fits_in_memory
+
     path = require_file(path, what)
     if not zipfile.is_zipfile(path):
         raise InputError(f"{what} {path} is not an .npz (not a zip archive of arrays); write it with numpy.savez")
+    total = sum(npz_declared_bytes(path, what).values())
+    if total > max_bytes:
+        raise InputError(
+            f"{what} {path} declares {total / 2**20:,.0f} MiB of arrays; at most {max_bytes / 2**20:,.0f} MiB "
+            "are read from such a file (pass smaller batches)"
+        )
+    try:
+        check_fits_in_memory(total, f"{what} {path}", "Pass smaller batches.")
+    except ConfigError as e:
+        raise InputError(str(e)) from None
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

@@ -114,6 +114,48 @@ def check_tokens_are_real(tokenizer, ids, path: Path | str) -> None:
 FEATURE_EXTRACTOR_FILE = "preprocessor_config.json"
 
 
+# What a preprocessor's numbers may be: each sizes an allocation per clip or picture (Whisper pads
+# every clip to chunk_length x sampling_rate samples; its mel filters are feature_size x n_fft), so
+# a 100000-second chunk in a 1 KB file is refused here rather than found by the kernel at 23 GB.
+_PREPROCESSOR_RANGES = {
+    "sampling_rate": (1_000, 768_000),
+    "chunk_length": (1, 600),
+    "n_samples": (1, 600 * 48_000),
+    "nb_max_frames": (1, 600 * 1_000),
+    "feature_size": (1, 1_024),
+    "num_mel_bins": (1, 1_024),
+    "n_fft": (16, 65_536),
+    "hop_length": (1, 65_536),
+    "max_length": (1, 1 << 20),
+    "shortest_edge": (1, 8_192),
+    "longest_edge": (1, 8_192),
+    "height": (1, 8_192),
+    "width": (1, 8_192),
+}
+
+
+def _check_preprocessor_sizes(config: dict[str, Any], file: Path) -> None:
+    def check(key: str, value: Any) -> None:
+        low, high = _PREPROCESSOR_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise InputError(f"{file}: {key} is {value!r}; it must be a number from {low} to {high}")
+
+    for key, value in config.items():
+        if key in _PREPROCESSOR_RANGES and value is not None:
+            check(key, value)
+        elif key in ("size", "crop_size") and isinstance(value, dict):
+            for k, v in value.items():
+                if k in _PREPROCESSOR_RANGES and v is not None:
+                    check(k, v)
+        elif key in ("size", "crop_size") and value is not None and not isinstance(value, (dict, list)):
+            check("height", value)
+    rate, chunk = config.get("sampling_rate"), config.get("chunk_length")
+    if isinstance(rate, (int, float)) and isinstance(chunk, (int, float)) and rate * chunk > 600 * 48_000:
+        raise InputError(
+            f"{file}: chunk_length x sampling_rate is {rate * chunk:,.0f} samples per clip; at most {600 * 48_000:,}"
+        )
+
+
 def _load_preprocessor(path: Path, auto_class: str, what: str, missing: str, required: bool = True) -> Any:
     """transformers' `auto_class` loaded from a folder's preprocessor_config.json, checked as data."""
     file = path / FEATURE_EXTRACTOR_FILE
@@ -121,7 +163,9 @@ def _load_preprocessor(path: Path, auto_class: str, what: str, missing: str, req
         if not required:
             return None
         raise InputError(f"{path} has no {FEATURE_EXTRACTOR_FILE}: {missing}")
-    _refuse_remote_code(read_json_object(file, f"{what} config"), file)
+    config = read_json_object(file, f"{what} config")
+    _refuse_remote_code(config, file)
+    _check_preprocessor_sizes(config, file)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

@@ -88,7 +88,7 @@ def _make_parents(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _output_lock(final: Path) -> Iterator[None]:
+def output_lock(final: Path) -> Iterator[None]:
     """An exclusive lock per output path, so two runs never write one file (released on any exit).
 
     The lock file is removed afterwards; a run that locked a file just removed (its inode no
@@ -137,7 +137,7 @@ def atomic_path(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
     committed = False
     try:
         clean_stale_temporaries(final.parent)
-        with _output_lock(final):
+        with output_lock(final):
             tmpdir = final.parent / f".{final.name}.tmp-{os.getpid()}"
             tmpdir.mkdir(exist_ok=True)
             try:
@@ -173,3 +173,27 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+SCRATCH_PREFIX = "edgeinfer-"
+_SCRATCH_PATTERN = re.compile(r"^edgeinfer-[a-z-]+?-(\d+)-")
+
+
+@contextlib.contextmanager
+def scratch_dir(kind: str) -> Iterator[Path]:
+    """A private temporary folder for intermediate files (`edgeinfer-KIND-PID-...` in the system's
+    temporary folder), removed afterwards. Folders of this kind whose process is gone (SIGKILL, a
+    power loss: hundreds of MB for an LLM search) are removed first, so they never pile up."""
+    import tempfile
+
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            m = _SCRATCH_PATTERN.match(entry.name)
+            if m and entry.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-{os.getpid()}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

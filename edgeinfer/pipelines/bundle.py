@@ -64,8 +64,11 @@ def check_bundle_output(bundle: Path, force: bool) -> None:
 @contextlib.contextmanager
 def bundle_dir(bundle: Path) -> Iterator[Path]:
     """A sibling temporary folder that replaces `bundle` whole once the block succeeds."""
+    from edgeinfer.core.io import clean_stale_temporaries
+
     bundle = Path(bundle)
     bundle.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(bundle.parent)  # what a killed run left
     tmp = bundle.parent / f".{bundle.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

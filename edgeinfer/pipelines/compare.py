@@ -203,6 +203,13 @@ def retrieval_agreement(base: np.ndarray, cand: np.ndarray, k: int = 10) -> floa
 def metrics(task: EvalTask, base, out, data: Batches) -> dict[str, float]:
     """Task metric of `out` (per-sample rows from _per_sample) against labels and the baseline's rows."""
     if task is EvalTask.CLASSIFICATION:
+        labels, classes = np.asarray(data.labels), out.shape[-1]
+        wrong = ~np.isin(labels, np.arange(classes))  # NaN, 2.5, -1 or 10 for a 10-class model
+        if wrong.any():
+            raise InputError(
+                f"the data's labels must be class indices 0 ... {classes - 1} (the model has {classes} classes); "
+                f"found {labels[wrong].ravel()[0]!r}"
+            )
         return {
             "accuracy": float((out.argmax(-1) == data.labels).mean()),
             "agreement_with_baseline": float((out.argmax(-1) == base.argmax(-1)).mean()),
@@ -326,9 +333,14 @@ def check_budget(report: ComparisonReport | LlmComparisonReport, budget: Budget)
     problems = []
     if isinstance(report, LlmComparisonReport):
         for row in report.candidates:
-            if budget.max_kld is not None and row.kl_mean is not None and row.kl_mean > budget.max_kld:
+            # Written as "not within", so a NaN figure (a model that outputs NaN) fails instead of passing.
+            if budget.max_kld is not None and row.kl_mean is not None and not row.kl_mean <= budget.max_kld:
                 problems.append(f"{row.name}: mean KL divergence {row.kl_mean:.4f} above {budget.max_kld}")
-            if budget.min_top1 is not None and row.top1_agreement is not None and row.top1_agreement < budget.min_top1:
+            if (
+                budget.min_top1 is not None
+                and row.top1_agreement is not None
+                and not row.top1_agreement >= budget.min_top1
+            ):
                 problems.append(f"{row.name}: top-1 agreement {row.top1_agreement:.3f} below {budget.min_top1}")
             problems += _size_problems(row.name, row.file_size_bytes, budget)
         return problems
@@ -343,9 +355,10 @@ def check_budget(report: ComparisonReport | LlmComparisonReport, budget: Budget)
     for row in rows:
         name, m = row.name, row.metrics
         lo, hi = row.speedup_ci95
-        if budget.max_drop is not None and row.delta is not None and -row.delta > budget.max_drop + 1e-12:
+        # "not within" rather than "beyond": NaN accuracy or cosine (NaN outputs, NaN data) fails.
+        if budget.max_drop is not None and row.delta is not None and not -row.delta <= budget.max_drop + 1e-12:
             problems.append(f"{name}: accuracy dropped {-row.delta:.4f} (budget {budget.max_drop:.4f})")
-        if budget.min_cosine is not None and "cosine_mean" in m and m["cosine_mean"] < budget.min_cosine:
+        if budget.min_cosine is not None and "cosine_mean" in m and not m["cosine_mean"] >= budget.min_cosine:
             problems.append(f"{name}: mean cosine {m['cosine_mean']:.4f} below {budget.min_cosine:.4f}")
         if budget.max_slowdown is not None and 1.0 / hi > budget.max_slowdown:
             problems.append(

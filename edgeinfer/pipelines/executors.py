@@ -11,13 +11,14 @@ candidate it chooses again on its own machine before it ships it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.errors import MissingDependencyError
+from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class RayExecutor:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
+            if address is None:
+                loopback_only(ray)
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
     def measure(self, spec: dict[str, Any], candidates: list, progress: Progress = QUIET) -> list[dict[str, Any]]:
@@ -62,6 +65,18 @@ class RayExecutor:
             self.ray.shutdown()
 
 
+def loopback_only(ray) -> None:
+    """Make the local Ray instance that `ray.init()` starts listen on 127.0.0.1 only. By default its
+    GCS, raylets and workers listen on every interface and advertise the machine's network
+    address: on a laptop, reachable from its network for the length of the search. Ray keeps
+    single-node clusters on the loopback address when multi-node clusters are off
+    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is imported, hence the constant too)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def make_executor(how: Executor, address: str | None = None) -> RayExecutor | None:
     """None for the serial executor (the search measures in-process)."""
     if how is Executor.SERIAL:
@@ -78,7 +93,7 @@ def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str,
     from edgeinfer.core.io import sha256_file
     from edgeinfer.pipelines.search import Candidate, measure_here
 
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-task-") as tmp:
+    with scratch_dir("task") as tmp:
         space = space_from_spec(spec, Path(tmp))
         cand = Candidate(name, [(p, dict(c)) for p, c in steps])
         try:

@@ -103,7 +103,9 @@ class LlmComparisonReport:
 
 
 def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
-    tokens = runner.tokenize(text.read_text(encoding="utf-8"))
+    from edgeinfer.core.formats import read_text_file
+
+    tokens = runner.tokenize(read_text_file(text))
     return tokens[:max_tokens]
 
 

@@ -12,17 +12,21 @@ batch, or a prompt for an LLM), so one candidate's allocations cannot hide in an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import subprocess
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeinfer.core.child import isolated_python
 from edgeinfer.core.errors import InputError
+from edgeinfer.core.schema import Record
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,36 @@ def data_sha256(spec: str) -> str:
     return sourcesha256_file(spec) or hashlib.sha256(spec.encode()).hexdigest()
 
 
+MAX_ENTRY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class CachedFigures(Record):
+    """What one cache entry may hold (search.Candidate.FIGURES). A hit is a hint for the search:
+    the candidate that ships is built and measured again before its figures reach a bundle."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    drop: float | None = None
+    p50_ms: float | None = None
+    speedup: float | None = None
+    speedup_ci95: tuple[float, float] | None = None
+    size_bytes: int | None = None
+    memory_mb: float | None = None
+    sha256: str | None = None
+    task: str | None = None
+    measured_on: str | None = None
+
+    def check(self, where: str) -> None:
+        positive = {"p50_ms": self.p50_ms, "speedup": self.speedup}
+        for name, value in positive.items():
+            if value is not None and value <= 0:
+                raise InputError(f"{where}.{name} is {value}; it must be above 0")
+        if (self.size_bytes is not None and self.size_bytes < 0) or (self.memory_mb is not None and self.memory_mb < 0):
+            raise InputError(f"{where}: sizes are at least 0")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise InputError(f"{where}.sha256 is not a sha256")
+
+
 class MeasurementCache:
     """Candidate figures by (input sha256, recipe, data, settings, profile, machine).
 
@@ -84,11 +118,20 @@ class MeasurementCache:
         if not path.is_file():
             return None
         try:
+            if path.stat().st_size > MAX_ENTRY_BYTES:
+                raise ValueError(f"{path.stat().st_size} bytes")
             entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             log.warning(f"measurement cache entry {path} is unreadable; measuring again")
             return None
-        return entry if isinstance(entry, dict) and entry.get("schema") == CACHE_SCHEMA else None
+        if not isinstance(entry, dict) or entry.get("schema") != CACHE_SCHEMA:
+            return None
+        try:
+            figures = CachedFigures.parse({k: v for k, v in entry.items() if k not in ("schema", "steps")}, path.name)
+        except InputError as e:
+            log.warning(f"measurement cache entry {path} does not fit its schema ({e}); measuring again")
+            return None
+        return dataclasses.asdict(figures)
 
     def put(self, steps: list[tuple[str, dict[str, Any]]], figures: dict[str, Any]) -> None:
         from edgeinfer.core.io import write_text_atomic
@@ -137,7 +180,7 @@ print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 def _probe(code: str, args: list[str], what: str) -> float:
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=1800, env=os.environ.copy()
+        isolated_python("-c", code, *args), capture_output=True, text=True, timeout=1800, env=os.environ.copy()
     )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

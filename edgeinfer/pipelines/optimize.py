@@ -76,6 +76,7 @@ def optimize(
     from dataclasses import replace
 
     from edgeinfer.core.errors import parse_choice
+    from edgeinfer.core.io import output_lock
     from edgeinfer.pipelines.bundle import check_bundle_output
     from edgeinfer.pipelines.executors import Executor, make_executor
 
@@ -90,22 +91,27 @@ def optimize(
         raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
     if kind == "onnx" and data is None:
         raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
-    runner = make_executor(how, ray_address)
-    settings = SearchSettings(
-        profile, budgets, objective, runs, keep_best, recipe, html, trust_source, use_cache, force, runner, progress
-    )
-    try:
-        if kind == "gguf":
-            from edgeinfer.pipelines.optimize_llm import optimize_llm
+    # The bundle path is locked for the whole search: a second run started with the same -o is
+    # refused at once (exit 2) instead of measuring for minutes and then replacing the first's bundle.
+    Path(bundle).parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(Path(bundle)):
+        check_bundle_output(Path(bundle), force)
+        runner = make_executor(how, ray_address)
+        settings = SearchSettings(
+            profile, budgets, objective, runs, keep_best, recipe, html, trust_source, use_cache, force, runner, progress
+        )
+        try:
+            if kind == "gguf":
+                from edgeinfer.pipelines.optimize_llm import optimize_llm
 
-            return optimize_llm(source, Path(bundle), text=data, settings=settings)
-        from edgeinfer.pipelines.optimize_onnx import optimize_onnx
+                return optimize_llm(source, Path(bundle), text=data, settings=settings)
+            from edgeinfer.pipelines.optimize_onnx import optimize_onnx
 
-        assert data is not None
-        return optimize_onnx(source, Path(bundle), data=data, calib=calib, train_data=train_data, settings=settings)
-    finally:
-        if runner is not None:
-            runner.close()
+            assert data is not None
+            return optimize_onnx(source, Path(bundle), data=data, calib=calib, train_data=train_data, settings=settings)
+        finally:
+            if runner is not None:
+                runner.close()
 
 
 def source_kind(source: str) -> str:

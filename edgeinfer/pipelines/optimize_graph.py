@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 from edgeinfer.compress.graph_opt import Fusions, GraphOptConfig, fuse, ort_model_type
 from edgeinfer.core.artifact import Artifact, Step, load_artifact
 from edgeinfer.core.errors import InputError, ValidationError
-from edgeinfer.core.io import atomic_path, check_output
+from edgeinfer.core.io import atomic_path, check_output, scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ def optimize_graph(
         hidden = hidden or int(hf.get("hidden_size", 0))
     wanted = [Fusions.NONE, Fusions.NO_ATTENTION, Fusions.ALL] if config.fusions is Fusions.AUTO else [config.fusions]
     report = GraphOptReport(chosen=Fusions.NONE.value)
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-fuse-") as tmp:
+    with scratch_dir("fuse") as tmp:
         variants: dict[str, Path] = {}
         fused: dict[str, dict[str, int]] = {}
         for v in wanted:

@@ -9,7 +9,6 @@ The baseline is the F16 GGUF exported from a Hugging Face causal LM folder, or t
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.gguf_types import GgufType
+from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import Progress
 from edgeinfer.pipelines.search import (
     Candidate,
@@ -169,7 +169,7 @@ def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: Searc
     if text_path.suffix.lower() != ".txt":
         raise ConfigError(f"an LLM is scored on text: give a .txt file, not {text_path.name}")
     replay, replay_steps, export_cfg = settings.replay(source, "export-gguf")
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
+    with scratch_dir("optimize") as tmp:
         work = Path(tmp)
         ctx = PassContext(profile=profile, trust_source=settings.trust_source, compare=False, progress=progress)
         if Path(source).suffix.lower() == ".gguf":

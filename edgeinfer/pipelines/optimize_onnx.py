@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgeinfer.core.artifact import copy_with_sidecar, load_artifact, sidecar_path
 from edgeinfer.core.errors import ConfigError, option
+from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import Progress
 from edgeinfer.pipelines.search import (
     Budgets,
@@ -218,7 +218,7 @@ def keep_float_recipes(
         if step.get("method") != "static" or broken(c, replace(budgets, max_drop=None)):
             continue  # not QDQ, or another budget fails too: float nodes would not mend that
         progress.stage(f"{c.name} misses {option('max_drop')}: finding the nodes to keep in float")
-        with tempfile.TemporaryDirectory(prefix="edgeinfer-keep-float-") as tmp:
+        with scratch_dir("keep-float") as tmp:
             try:
                 art, _ = quantize(
                     baseline, Path(tmp) / "search.onnx", OnnxQuantConfig.from_dict(step), calib=calib,
@@ -249,7 +249,7 @@ def optimize_onnx(
             f"(package.module:function), not from {Path(source).name}"
         )
     replay, replay_steps, export_cfg = settings.replay(source, "export-onnx")
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-optimize-") as tmp:
+    with scratch_dir("optimize") as tmp:
         work = Path(tmp)
         ctx = PassContext(
             calib=calib or data, train_data=train_data, profile=profile, trust_source=settings.trust_source,

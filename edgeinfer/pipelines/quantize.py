@@ -8,7 +8,6 @@ until the metric is within budget.
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, load_artifact
 from edgeinfer.core.errors import ConfigError, InputError, option, parse_choice
 from edgeinfer.core.formats import load_onnx
-from edgeinfer.core.io import atomic_path, check_output
+from edgeinfer.core.io import atomic_path, check_output, scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.devices import host_isa
 
@@ -323,7 +322,7 @@ def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop
     best = (steps[0]["drop"], cfg)
     candidates = [r["node"] for r in sqnr if r["node"]]
     seen: list[str] = list(cfg.exclude_nodes)
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-search-") as tmp:
+    with scratch_dir("search") as tmp:
         trial = Path(tmp) / "trial.onnx"
         for node in candidates:
             if best[0] <= max_drop or len(steps) > 12:

@@ -202,6 +202,12 @@ class SearchSettings:
         if self.recipe is None:
             return None, [], {}
         steps, doc = read_recipe(self.recipe, source)
+        code = [f"{name}: {ref}" for name, cfg in steps for ref in code_references(cfg)]
+        if code and not self.trust_source:
+            raise ConfigError(
+                f"recipe {Path(self.recipe).name} names Python code to run ({'; '.join(code)[:200]}); a recipe is "
+                f"data and runs no code unless you pass {option('trust_source', True)} (only for a recipe you wrote)"
+            )
         export_cfg = dict(steps.pop(0)[1]) if steps and steps[0][0] == export_pass else {}
         return doc, steps, export_cfg
 
@@ -214,6 +220,19 @@ class SearchSettings:
             return None
         executor = getattr(self.executor, "name", "serial")
         return MeasurementCache({**context, "executor": executor}, enabled=self.use_cache)
+
+
+def code_references(value: Any) -> list[str]:
+    """The `package.module:function` / `file.py:function` specs in a config: code that would run."""
+    from edgeinfer.core.factory import is_factory_spec
+
+    if isinstance(value, str):
+        return [value] if is_factory_spec(value) else []
+    if isinstance(value, dict):
+        return [ref for v in value.values() for ref in code_references(v)]
+    if isinstance(value, (list, tuple)):
+        return [ref for v in value for ref in code_references(v)]
+    return []
 
 
 class SearchSpace(Protocol):
@@ -370,15 +389,15 @@ def choose(candidates: list[Candidate], objective: Objective) -> Candidate | Non
 
 
 def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, progress: Progress) -> None:
-    """Build here a candidate measured in an earlier run or by a Ray task. Bytes that differ from
-    the ones measured (a pass that is not deterministic) are measured again, and so is a candidate
-    whose latency was measured on a node it shared with other tasks: what ships is measured here."""
+    """Build here a candidate measured in an earlier run or by a Ray task, and measure it again: a
+    cache entry is a hint that ordered the search, never a figure that ships (an edited entry could
+    claim any speed), and a Ray task's latency was a shared node's. What ships is measured here."""
     if cand.path is not None:
         return
     progress.stage(f"building {cand.name} here (measured {'by a task' if cand.measured_on else 'in an earlier run'})")
     cand.path = space.build(cand)
     digest = sha256_file(cand.path)
-    if digest != cand.sha256 or cand.measured_on:
+    if digest != cand.sha256 or cand.measured_on or cand.cached:
         if digest != cand.sha256:
             log.warning(f"{cand.name} rebuilt to other bytes than the ones measured earlier; measuring it again")
         else:

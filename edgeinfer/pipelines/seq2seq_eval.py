@@ -107,7 +107,9 @@ def _sources(runner, text: Path | None, audio: Path | None, limit: int) -> tuple
     if audio is not None:
         raise ConfigError("--audio is for speech models; this encoder-decoder takes text (--text FILE)")
     path = require_file(Path(text) if text else SENTENCES, "text file")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    from edgeinfer.core.formats import read_text_file
+
+    lines = [line.strip() for line in read_text_file(path).splitlines() if line.strip()][:limit]
     if not lines:
         raise InputError(f"{path} has no sentences (one source sentence a line)")
     return str(path), [(line, runner.encode(line)) for line in lines]

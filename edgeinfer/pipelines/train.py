@@ -31,16 +31,17 @@ def load_data(spec: str, batch: int = 64, seed: int = 0):
     from torch.utils.data import DataLoader, TensorDataset
 
     from edgeinfer.compress.training import Loaders
+    from edgeinfer.core.formats import load_npz
     from edgeinfer.exporters.source import import_factory
 
     if spec.endswith(".npz"):
         path = Path(spec)
         if not path.is_file():
             raise InputError(f"data file {path} does not exist")
-        with np.load(path, allow_pickle=False) as d:
-            if "input" not in d.files or "labels" not in d.files:
-                raise InputError(f"{path} needs arrays named `input` and `labels`; it has {', '.join(d.files)}")
-            x, y = torch.from_numpy(d["input"]), torch.from_numpy(d["labels"]).long()
+        d = load_npz(path, "training data")
+        if "input" not in d or "labels" not in d:
+            raise InputError(f"{path} needs arrays named `input` and `labels`; it has {', '.join(d)}")
+        x, y = torch.from_numpy(d["input"]), torch.from_numpy(d["labels"]).long()
         if len(x) != len(y) or len(x) < 10:
             raise InputError(f"{path}: {len(x)} inputs and {len(y)} labels; need as many of each, at least 10")
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))

@@ -20,6 +20,9 @@ from edgeinfer.core.errors import InputError, option
 from edgeinfer.core.formats import read_json_object
 from edgeinfer.core.io import sha256_file
 from edgeinfer.pipelines.bundle import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA
+from edgeinfer.pipelines.manifest import LlmTolerance, Manifest, OnnxTolerance
+
+MAX_GOLDEN_BYTES = 512 << 20  # a few samples and their outputs, or a few hundred tokens' log-probs
 
 
 @dataclass
@@ -62,7 +65,8 @@ def opened(bundle: Path) -> Iterator[Path]:
     """A bundle folder as is, or a .tar.gz unpacked into a temporary folder, checked as untrusted:
     only regular files and folders, no absolute or escaping paths, a bounded unpacked size."""
     import tarfile
-    import tempfile
+
+    from edgeinfer.core.io import scratch_dir
 
     bundle = Path(bundle)
     if bundle.is_dir() or not bundle.name.endswith((".tar.gz", ".tgz")):
@@ -70,13 +74,21 @@ def opened(bundle: Path) -> Iterator[Path]:
         return
     if not bundle.is_file():
         raise InputError(f"bundle {bundle} does not exist")
+    import shutil
+    import zlib
+
+    unreadable = (tarfile.TarError, OSError, EOFError, zlib.error)
     try:
         tar = tarfile.open(bundle, "r:gz")
-    except (tarfile.TarError, OSError) as e:
-        raise InputError(f"{bundle} is not a readable .tar.gz: {e}") from None
-    with tar, tempfile.TemporaryDirectory(prefix="edgeinfer-bundle-") as tmp:
+    except unreadable as e:
+        raise InputError(f"{bundle} is not a readable .tar.gz: {e or type(e).__name__}") from None
+    with tar, scratch_dir("bundle") as tmp:
         total = 0
-        for m in tar.getmembers():
+        try:
+            members = tar.getmembers()
+        except unreadable as e:  # a truncated archive: EOFError, which click would call an interrupt
+            raise InputError(f"{bundle} is a damaged .tar.gz ({e or type(e).__name__}); copy it again") from None
+        for m in members:
             name = Path(m.name)
             if name.is_absolute() or ".." in name.parts:
                 raise InputError(f"{bundle.name} holds {m.name!r}, a path outside the bundle; refusing it")
@@ -85,30 +97,52 @@ def opened(bundle: Path) -> Iterator[Path]:
             total += m.size
             if total > MAX_ARCHIVE_BYTES:
                 raise InputError(f"{bundle.name} unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB; refusing it")
-        tar.extractall(tmp, filter="data")
+        free = shutil.disk_usage(tmp).free
+        if total > 0.9 * free:
+            raise InputError(
+                f"{bundle.name} unpacks to {total / 2**20:,.0f} MiB; the temporary folder {tmp.parent} has "
+                f"{free / 2**20:,.0f} MiB free (set TMPDIR to a larger disk, or unpack it yourself and verify the folder)"
+            )
+        try:
+            tar.extractall(tmp, filter="data")
+        except unreadable as e:
+            raise InputError(
+                f"{bundle} could not be unpacked ({e or type(e).__name__}); copy it again or free space"
+            ) from None
         roots = [p for p in Path(tmp).iterdir()]
         yield roots[0] if len(roots) == 1 and roots[0].is_dir() else Path(tmp)
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    """The manifest, checked as untrusted input: a JSON object of bounded size with safe paths."""
+def read_manifest(bundle: Path) -> Manifest:
+    """The manifest, checked as untrusted input: a regular file of bounded size inside the bundle,
+    JSON that fits the Manifest schema, with paths that stay in the bundle."""
     path = Path(bundle) / MANIFEST
-    if not Path(bundle).is_dir() or not path.is_file():
+    if not Path(bundle).is_dir() or not (path.is_file() or path.is_symlink()):
         raise InputError(f"{bundle} is not an edgeinfer bundle (no {MANIFEST}); make one with `edgeinfer optimize`")
+    if path.is_symlink() or not path.is_file():
+        raise InputError(f"{path} is a link; a bundle's files are regular files. Refusing the bundle")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise InputError(f"{path} is {path.stat().st_size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
-    manifest = read_json_object(path, "manifest", "the bundle is damaged; make it again with `edgeinfer optimize`")
-    if (
-        not isinstance(manifest, dict)
-        or manifest.get("schema") != SCHEMA
-        or not isinstance(manifest.get("files"), dict)
-    ):
+    data = read_json_object(path, "manifest", "the bundle is damaged; make it again with `edgeinfer optimize`")
+    if data.get("schema") != SCHEMA:
         raise InputError(f"{path} is not a schema-{SCHEMA} edgeinfer manifest")
-    for name in [*manifest["files"], manifest.get("model", ""), manifest.get("golden", "")]:
-        inside(bundle, str(name))
-    if manifest.get("repack") not in (None, True, False):
-        raise InputError(f"{path}: 'repack' is {manifest['repack']!r}; it must be true, false or absent")
+    manifest = Manifest.parse(data, MANIFEST)
+    for name in [*manifest.files, manifest.model, manifest.golden]:
+        inside(bundle, name)
     return manifest
+
+
+def unlisted_files(bundle: Path, manifest: Manifest) -> list[str]:
+    """Files in the bundle the manifest does not hash, and links or special files (refused)."""
+    root = Path(bundle)
+    extra = []
+    for entry in sorted(root.rglob("*")):
+        rel = entry.relative_to(root).as_posix()
+        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            raise InputError(f"the bundle holds {rel!r}, a link or special file; refusing the bundle")
+        if entry.is_file() and rel != MANIFEST and rel not in manifest.files:
+            extra.append(rel)
+    return extra
 
 
 def inside(bundle: Path, name: str) -> Path:
@@ -149,27 +183,27 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
 
     manifest = read_manifest(bundle)
     report = VerifyReport(str(bundle))
-    bad = []
-    for name, spec in manifest["files"].items():
+    bad = [f"{name} is not listed in the manifest" for name in unlisted_files(bundle, manifest)]
+    for name, spec in manifest.files.items():
         path = inside(bundle, name)
         if not path.is_file():
             bad.append(f"{name} is missing")
-        elif path.stat().st_size != spec.get("size"):
-            bad.append(f"{name} is {path.stat().st_size} bytes, the manifest says {spec.get('size')}")
-        elif sha256_file(path) != spec.get("sha256"):
+        elif path.stat().st_size != spec.size:
+            bad.append(f"{name} is {path.stat().st_size} bytes, the manifest says {spec.size}")
+        elif sha256_file(path) != spec.sha256:
             bad.append(f"{name} does not match its sha256")
-    report.checks.append(Check("checksums", not bad, "; ".join(bad) or f"{len(manifest['files'])} files match"))
+    report.checks.append(Check("checksums", not bad, "; ".join(bad) or f"{len(manifest.files)} files match"))
     if bad:
         return report
-    if manifest.get("format") == "gguf":
+    if manifest.format == "gguf":
         return _verify_gguf(bundle, manifest, report, allow_fallback, enforce_latency, runs)
     try:
-        providers = [Provider.parse(p) for p in manifest.get("providers", ["cpu"])]
+        providers = [Provider.parse(p) for p in manifest.providers]
         runner = OrtRunner(
-            inside(bundle, manifest["model"]),
+            inside(bundle, manifest.model),
             providers=providers,
             allow_fallback=allow_fallback,
-            threads=manifest.get("threads"),
+            threads=manifest.threads,
             profile_first_run=False,
         )
     except ProviderUnavailableError as e:
@@ -177,44 +211,56 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
         return report
     report.providers = runner.report.used
     report.checks.append(Check("providers", True, ", ".join(runner.report.used)))
-    golden = load_npz(inside(bundle, manifest["golden"]))
-    feeds = {k: v for k, v in golden.items() if not k.startswith("expected:")}
+    golden = load_npz(inside(bundle, manifest.golden), "golden file", max_bytes=MAX_GOLDEN_BYTES)
+    feeds = golden_feeds(golden, runner, manifest.golden)
     got = runner.run(feeds)
-    tol = manifest["tolerance"]
-    problems = []
+    tol = manifest.tolerance
+    assert isinstance(tol, OnnxTolerance)  # Manifest.check pairs the tolerance with the format
+    problems, compared = [], 0
     for key, ref in golden.items():
         if not key.startswith("expected:"):
             continue
         out = key.split(":", 1)[1]
+        if out not in got:
+            raise InputError(
+                f"{manifest.golden} expects an output {out!r} the model does not have; the bundle is damaged"
+            )
+        if np.asarray(ref).shape != np.asarray(got[out]).shape:
+            problems.append(f"{out}: shape {np.asarray(got[out]).shape}, golden {np.asarray(ref).shape}")
+            continue
         figures = compare_arrays(ref, np.asarray(got[out]))
         cos, diff = figures["cosine"], figures["max_abs_diff"]
-        if cos < tol["min_cosine"] or diff > tol["max_abs_diff"]:
+        compared += 1
+        if not (cos >= tol.min_cosine and diff <= tol.max_abs_diff):  # NaN fails too
             problems.append(
-                f"{out}: cosine {cos:.6f} (at least {tol['min_cosine']:.6f}), max abs diff {diff:.3g} "
-                f"(at most {tol['max_abs_diff']:.3g})"
+                f"{out}: cosine {cos:.6f} (at least {tol.min_cosine:.6f}), max abs diff {diff:.3g} "
+                f"(at most {tol.max_abs_diff:.3g})"
             )
-    report.checks.append(Check("golden outputs", not problems, "; ".join(problems) or "within tolerance"))
+    if not compared and not problems:
+        problems.append(f"{manifest.golden} holds no expected outputs: nothing was compared")
+    report.checks.append(
+        Check("golden outputs", not problems, "; ".join(problems) or f"{compared} outputs within tolerance")
+    )
     times = interleaved({"model": lambda: runner.session.run(None, feeds)}, runs=runs, warmup=3)
     report.latency_ms = percentiles(times["model"])
     _check_budgets(report, manifest, enforce_latency, "")
     report.peak_memory_mb = onnx_peak_memory_mb(
-        inside(bundle, manifest["model"]), inside(bundle, manifest["golden"]), manifest.get("providers", ["cpu"]),
-        manifest.get("threads"),
-    )  # fmt: skip
+        inside(bundle, manifest.model), inside(bundle, manifest.golden), manifest.providers, manifest.threads
+    )
     _check_memory(report, manifest, enforce_latency)
     return report
 
 
-def _check_budgets(report: VerifyReport, manifest: dict[str, Any], enforce: bool, unit: str) -> None:
-    budget = manifest.get("budgets", {}).get("max_latency_ms")
+def _check_budgets(report: VerifyReport, manifest: Manifest, enforce: bool, unit: str) -> None:
+    budget = manifest.budgets.max_latency_ms
     if budget is not None:
         ok = report.latency_ms["p50"] <= budget
         detail = f"p50 {report.latency_ms['p50']:.3f} ms{unit}, budget {budget} ms"
         report.checks.append(Check("latency", ok or not enforce, detail + ("" if ok else " (over budget)")))
 
 
-def _check_memory(report: VerifyReport, manifest: dict[str, Any], enforce: bool) -> None:
-    budget = manifest.get("budgets", {}).get("max_memory_mb")
+def _check_memory(report: VerifyReport, manifest: Manifest, enforce: bool) -> None:
+    budget = manifest.budgets.max_memory_mb
     if budget is not None and report.peak_memory_mb is not None:
         ok = report.peak_memory_mb <= budget
         detail = f"peak {report.peak_memory_mb:.0f} MiB in a fresh process, budget {budget} MiB"
@@ -222,7 +268,7 @@ def _check_memory(report: VerifyReport, manifest: dict[str, Any], enforce: bool)
 
 
 def _verify_gguf(
-    bundle: Path, manifest: dict[str, Any], report: VerifyReport, allow_fallback: bool, enforce: bool, runs: int
+    bundle: Path, manifest: Manifest, report: VerifyReport, allow_fallback: bool, enforce: bool, runs: int
 ) -> VerifyReport:
     """The LLM half: llama.cpp loads the model as the manifest says, its log-probs on the golden
     tokens stay within the recorded KL and top-1 tolerance of the baseline's, speed and memory."""
@@ -233,32 +279,43 @@ def _verify_gguf(
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 
     report.kind = "gguf"
-    model = inside(bundle, manifest["model"])
-    golden = load_npz(inside(bundle, manifest["golden"]))
-    tokens = [int(t) for t in np.asarray(golden.get("tokens", []), dtype=np.int64)]
+    model = inside(bundle, manifest.model)
+    golden = load_npz(inside(bundle, manifest.golden), "golden file", max_bytes=MAX_GOLDEN_BYTES)
+    raw = np.asarray(golden.get("tokens", []))
     expected = golden.get("expected_log_probs")
-    if len(tokens) < 2 or expected is None or np.asarray(expected).shape[0] != len(tokens) - 1:
-        raise InputError(f"{manifest['golden']} holds no golden tokens with their log-probs; the bundle is damaged")
+    if raw.ndim != 1 or raw.dtype.kind not in "iu" or len(raw) < 2 or len(raw) > 1 << 16:
+        raise InputError(f"{manifest.golden} holds no golden tokens (2 to 65536 integers); the bundle is damaged")
+    tokens = [int(t) for t in raw]
+    if expected is None or np.asarray(expected).ndim != 2 or np.asarray(expected).shape[0] != len(tokens) - 1:
+        raise InputError(f"{manifest.golden} holds no log-probs for its golden tokens; the bundle is damaged")
+    tol = manifest.tolerance
+    assert isinstance(tol, LlmTolerance)  # Manifest.check pairs the tolerance with the format
     settings = LlamaSettings(
         n_ctx=max(64, len(tokens)),
-        threads=manifest.get("threads"),
-        n_gpu_layers=int(manifest.get("n_gpu_layers", 0)),
+        threads=manifest.threads,
+        n_gpu_layers=manifest.n_gpu_layers,
         allow_fallback=allow_fallback,
-        extra_buffers=manifest.get("repack"),
+        extra_buffers=manifest.repack,
     )
     try:
         runner = LlamaRunner(model, settings, logits_all=True)
     except ProviderUnavailableError as e:
         report.checks.append(Check("providers", False, str(e)))
         return report
+    vocab = runner.llm.n_vocab()
+    if min(tokens) < 0 or max(tokens) >= vocab or np.asarray(expected).shape[1] != vocab:
+        runner.close()
+        raise InputError(
+            f"{manifest.golden} holds token ids or log-probs outside the model's vocabulary of {vocab}; "
+            "the bundle is damaged"
+        )
     report.providers = runner.report.used
     report.checks.append(Check("providers", True, ", ".join(runner.report.used)))
     got = golden_agreement(np.asarray(expected), runner.sequence_log_probs(tokens)[:-1])
-    tol = manifest["tolerance"]
-    ok = got["kl_mean"] <= tol["max_kld"] and got["top1_agreement"] >= tol["min_top1"]
+    ok = got["kl_mean"] <= tol.max_kld and got["top1_agreement"] >= tol.min_top1
     detail = (
-        f"KL {got['kl_mean']:.4f} (at most {tol['max_kld']:.4f}), top-1 {got['top1_agreement']:.3f} "
-        f"(at least {tol['min_top1']:.3f}) on {len(tokens)} golden tokens"
+        f"KL {got['kl_mean']:.4f} (at most {tol.max_kld:.4f}), top-1 {got['top1_agreement']:.3f} "
+        f"(at least {tol.min_top1:.3f}) on {len(tokens)} golden tokens"
     )
     report.checks.append(Check("golden outputs", ok, detail if not ok else "within tolerance: " + detail))
     speed = runner.bench(32, 16, max(1, min(runs, 5)))
@@ -266,6 +323,19 @@ def _verify_gguf(
     report.latency_ms = {"p50": float(np.median(ms)), "min": float(min(ms))}
     _check_budgets(report, manifest, enforce, " per generated token")
     runner.close()
-    report.peak_memory_mb = gguf_peak_memory_mb(model, int(manifest.get("n_ctx", 2048)), manifest.get("threads"))
+    report.peak_memory_mb = gguf_peak_memory_mb(model, manifest.n_ctx, manifest.threads)
     _check_memory(report, manifest, enforce)
     return report
+
+
+def golden_feeds(golden: dict[str, Any], runner, name: str) -> dict[str, Any]:
+    """The golden inputs, checked against the model's inputs (names, dtypes, ranks and fixed sizes,
+    by the runner) and for a non-empty batch: one line, exit 2, when the bundle is damaged."""
+    feeds = {k: v for k, v in golden.items() if not k.startswith("expected:")}
+    empty = [k for k, v in feeds.items() if np.asarray(v).size == 0]
+    if not feeds or empty:
+        raise InputError(f"{name} holds no golden inputs ({', '.join(empty) or 'none'} empty); the bundle is damaged")
+    try:
+        return runner.check_inputs(feeds)
+    except InputError as e:
+        raise InputError(f"{name}: {e}; the bundle is damaged") from None

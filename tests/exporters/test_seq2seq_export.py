@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -135,12 +136,18 @@ def test_an_encoder_decoder_needs_a_folder_output_and_keeps_an_existing_one(expo
     assert code == 2 and "no exported encoder-decoder" in err and (mine / "notes.txt").read_text() == "keep"
 
 
-def test_a_quantized_encoder_decoder_is_compared_on_generated_tokens(exported, capsys):
+@pytest.fixture(scope="module")
+def base_export(exported) -> Path:
     from edgeinfer.pipelines.export_seq2seq import export_encoder_decoder
 
     _, _, folder, root = exported
-    base = root / "base"
-    export_encoder_decoder(str(folder), base, force=True)
+    export_encoder_decoder(str(folder), root / "base", force=True)
+    return root / "base"
+
+
+def test_a_quantized_encoder_decoder_is_compared_on_generated_tokens(exported, base_export, capsys):
+    _, _, folder, root = exported
+    base = base_export
     q = root / "int8"
     code, stdout, err = run_cli(capsys, "quantize", base, "-o", q, "--method", "dynamic", "--json")
     assert code == 0, err
@@ -161,3 +168,23 @@ def test_a_quantized_encoder_decoder_is_compared_on_generated_tokens(exported, c
     assert code == 2 and "static INT8 would need calibration data" in err and not (root / "s").exists()
     code, _, err = run_cli(capsys, "quantize", base, "-o", base, "--force")
     assert code == 2 and "the input is never modified" in err
+
+
+@pytest.mark.parametrize(
+    "edit,says",
+    [
+        ({"eos_token_id": 10**9}, "outside the decoder's vocabulary"),
+        ({"suppress_tokens": [-7]}, "outside the decoder's vocabulary"),
+        ({"min_length": float("nan")}, "min_length is nan"),
+        ({"decoder_start_token_id": "zero"}, "decoder_start_token_id is 'zero'"),
+        ({"bad_words_ids": [[1, "x"]]}, "bad_words_ids[0][1]"),
+        ({"files": {"encoder": "../../etc/passwd"}}, "a path outside"),
+    ],
+)
+def test_a_hostile_generation_json_is_refused_with_exit_2(base_export, capsys, tmp_path, edit, says):
+    copy = tmp_path / "m"
+    shutil.copytree(base_export, copy)
+    settings = json.loads((copy / "generation.json").read_text())
+    (copy / "generation.json").write_text(json.dumps({**settings, **edit}))
+    code, _, err = run_cli(capsys, "run", copy, "--prompt", "hello", "--max-tokens", "2")
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err

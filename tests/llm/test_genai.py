@@ -100,3 +100,29 @@ def test_an_existing_output_is_kept_and_an_unknown_architecture_says_so(exported
     code, _, err = run_cli(capsys, "export", odd, "-o", tmp_path / "odd-onnx")
     assert code == 2 and "model builder could not convert" in err
     assert not (tmp_path / "odd-onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,says",
+    [
+        (lambda f: _edit_config(f, lambda c: c["model"]["decoder"].update(filename="../../etc/passwd")), "outside"),
+        (lambda f: _edit_config(f, lambda c: c["model"]["decoder"].update(filename="gone.onnx")), "not in"),
+        (lambda f: _edit_config(f, lambda c: c.update(model=[])), "no model.decoder"),
+        (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer.json"),
+        (lambda f: (f / "genai_config.json").write_text("{" * 50_000), "not valid JSON"),
+    ],
+)
+def test_a_hostile_genai_folder_is_refused_with_exit_2(exported, tmp_path, capsys, edit, says):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(exported["int4"].folder, copy)
+    edit(copy)
+    code, _, err = run_cli(capsys, "run", copy, "--prompt", "Hi", "--max-tokens", "2")
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def _edit_config(folder, change) -> None:
+    config = json.loads((folder / "genai_config.json").read_text())
+    change(config)
+    (folder / "genai_config.json").write_text(json.dumps(config))

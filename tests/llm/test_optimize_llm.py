@@ -125,10 +125,14 @@ def test_a_repeated_run_reuses_every_measurement(optimized, tmp_path):
     proc = subprocess.run([*args, "-o", str(tmp_path / "again")], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
+    assert again["chosen"] == first["chosen"]
     for before, now in zip(first["candidates"], again["candidates"]):
+        if now["name"] == again["chosen"]:
+            # A cache hit orders the search; what ships is built and measured again, never taken on trust.
+            assert not now["cached"] and now["p50_ms"] is not None
+            continue
         assert now["cached"] == (before["p50_ms"] is not None)  # measured once, never again
         assert (now["p50_ms"], now["drop"], now["memory_mb"]) == (before["p50_ms"], before["drop"], before["memory_mb"])
-    assert again["chosen"] == first["chosen"]
     recorded = json.loads((tmp_path / "again" / "manifest.json").read_text())["files"]["model.gguf"]["sha256"]
     assert recorded == next(c["sha256"] for c in again["candidates"] if c["name"] == again["chosen"])
 

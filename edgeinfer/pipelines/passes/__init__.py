@@ -9,7 +9,6 @@ sidecars record each step's config under "pass") can be replayed. `edgeinfer pas
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from edgeinfer.core.artifact import Artifact, ModelFormat
 from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.core.registry import Registry
 
@@ -127,7 +127,7 @@ def run_recipe(
         raise ConfigError("a recipe needs at least one pass")
     configs = [(get_pass(name), make_config(name, cfg)) for name, cfg in steps]  # all checked before any runs
     current = str(source)
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-recipe-") as tmp:
+    with scratch_dir("recipe") as tmp:
         for i, (p, cfg) in enumerate(configs):
             last = i == len(configs) - 1
             out = Path(output) if last else Path(tmp) / f"step{i}-{p.name}.{p.gives.value}"
