@@ -38,12 +38,17 @@ def conform(value: Any, hint: Any, where: str) -> Any:
             return None
         if len(options) == 1:
             return conform(value, options[0], where)
+        errors = []
         for option in options:
             try:
                 return conform(value, option, where)
-            except InputError:
-                continue
-        raise InputError(f"{where} is {_shown(value)}; expected {_name(hint)}")
+            except InputError as e:
+                errors.append((option, e))
+        for option, e in errors:  # an object with a record's keys: that record's own complaint
+            if isinstance(value, dict) and isinstance(option, type) and issubclass(option, Record):
+                if set(value) <= {f.name for f in dataclasses.fields(option)}:
+                    raise e
+        raise InputError(f"{where} is {_shown(value)}; expected {' or '.join(_name(o) for o in options)}")
     if origin is typing.Literal:
         if value in args and type(value) in {type(a) for a in args}:
             return value

@@ -47,6 +47,7 @@ def serve(
             raise ConfigError(
                 f"{option('cors', origin)} must be a web origin, e.g. http://localhost:3000 (no path, no *)"
             )
+    _stop_on_signals()
     sock = bind_port(host, port)
     name = model_name or Path(model).stem
     announce(f"loading {model} (context {settings.n_ctx}, threads {settings.threads or 'auto'})")
@@ -74,6 +75,20 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; that is a clean stop
         pass
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the server cleanly (exit 0 once serving), also while the
+    model loads: a server started with `&` by a script inherits SIGINT ignored, which would make
+    `kill -INT $SERVER` wait forever; and uvicorn re-raises the signal it shut down on, which for
+    SIGTERM would end the process with 143 after a clean shutdown."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def bind_port(host: str, port: int):

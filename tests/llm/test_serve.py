@@ -306,3 +306,17 @@ def test_fuzzed_requests_never_end_the_server(server):
         assert server.proc.poll() is None and _models_answer(server.port)
 
     one()
+
+
+def test_a_server_started_in_the_background_stops_on_sigint_while_loading_and_on_sigterm(smollm2):
+    """A script's `serve &` inherits SIGINT ignored: Ctrl-C's signal must still stop it, even before
+    it listens; SIGTERM (what `kill` sends) is a clean stop, exit 0, like Ctrl-C."""
+    cmd = [sys.executable, "-m", "edgeinfer", "serve", str(smollm2), "--port", str(_free_port())]
+    ignoring = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(1.5)  # importing and loading: not listening yet
+    ignoring.send_signal(signal.SIGINT)
+    assert ignoring.wait(timeout=60) in (0, 130)
+    s = Server(smollm2, "--ctx", "256")
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=30) == 0
