@@ -4,7 +4,7 @@
 the app when imported here.
 """
 
-from edgeinfer.cli import compress, deploy, llm, models, train  # noqa: F401  (registers the commands)
+from edgeinfer.cli import cache, compress, deploy, llm, models, train  # noqa: F401  (registers the commands)
 from edgeinfer.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -60,12 +60,27 @@ FLAGS_NAMED_OTHERWISE = {
 class CliProgress(Progress):
     """Renders a pipeline's progress on stderr: the current stage beside a spinner, a bar while a
     counted step runs (timing runs, tensors written), and every finished training epoch as a line
-    that stays (on stdout, or on stderr when stdout carries --json). Use it as a context manager."""
+    that stays (on stdout, or on stderr when stdout carries --json). Use it as a context manager.
+
+    When stderr is not a terminal (a log file, CI), there are no bars: plain lines instead, one per
+    stage, a counted step's done/total at most every few seconds, and a line saying what is still
+    running when nothing was printed for a while, each with the time elapsed."""
+
+    PLAIN_EVERY_S = 5.0  # a counted step's line at most this often
+    HEARTBEAT_S = 15.0  # "still ..." after this long without a line
 
     def __init__(self, label: str, epochs: str = "", as_json: bool = False) -> None:
+        import threading
+        import time
+
         from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
+        self._plain = not err.is_terminal
+        self._start = self._last = time.monotonic()
+        self._stage, self._label = label, label
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._bar = Bar(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -75,21 +90,49 @@ class CliProgress(Progress):
             TimeElapsedColumn(),
             console=err,
             transient=True,
+            disable=self._plain,
         )
         self._task = self._bar.add_task(label, total=None, what="")
         self._epochs, self._lines = epochs, err if as_json else console
 
     def __enter__(self) -> CliProgress:
+        import threading
+
         self._bar.start()
+        if self._plain:
+            self._line(self._label)
+            threading.Thread(target=self._heartbeat, name="edgeinfer-progress", daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
         self._bar.stop()
 
+    def _line(self, text: str) -> None:
+        import time
+
+        with self._lock:
+            self._last = time.monotonic()
+            err.print(f"[{self._last - self._start:7.1f}s] {text}", highlight=False, markup=False, soft_wrap=True)
+
+    def _heartbeat(self) -> None:
+        import time
+
+        while not self._stop.wait(1.0):
+            if time.monotonic() - self._last >= self.HEARTBEAT_S:
+                self._line(f"still {self._stage}")
+
     def stage(self, text: str) -> None:
+        self._stage = text
+        if self._plain:
+            self._line(text)
         self._bar.update(self._task, description=text, total=None, completed=0, what="")
 
     def advance(self, done: int, total: int, what: str = "") -> None:
+        import time
+
+        if self._plain and (done >= total or time.monotonic() - self._last >= self.PLAIN_EVERY_S):
+            self._line(f"{self._stage}: {done}/{total}" + (f" {what}" if what else ""))
         self._bar.update(self._task, total=total, completed=done, what=what)
 
     def epoch(self, row) -> None:

@@ -25,7 +25,7 @@ def hf_dir(root: Path | None = None) -> Path:
     import torch
     import transformers
 
-    from edgeinfer.core.cache import cache_dir
+    from edgeinfer.core.cache import cache_dir, enforce_cap
     from edgeinfer.core.io import atomic_path
 
     src = gguf_path()
@@ -48,4 +48,6 @@ def hf_dir(root: Path | None = None) -> Path:
     with atomic_path(out, overwrite=True) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+    if root is None:
+        enforce_cap(keep=out)
     return out

@@ -126,12 +126,15 @@ def baseline_logits(
     require_file(text, "text file")
     model_sha = sha256_file(baseline)
     text_sha = hashlib.sha256(text.read_bytes()).hexdigest()
+    from edgeinfer.core.cache import enforce_cap, touch
+
     path = logits_file or cache_dir() / "logits" / f"{model_sha[:16]}-{text_sha[:16]}-w{window}-n{max_tokens}.npz"
     if path.exists():
         ref = load_npz(path, "logits file")
         keys = {"tokens", "window", "targets", "log_probs", "model_sha256", "text_sha256"}
         if keys <= set(ref) and str(ref["model_sha256"]) == model_sha and str(ref["text_sha256"]) == text_sha:
             log.info(f"baseline log-probs reused from {path}")
+            touch(path)
             return ref
         if logits_file:
             raise InputError(
@@ -159,6 +162,8 @@ def baseline_logits(
         f"baseline log-probs kept in {path} ({path.stat().st_size / 2**20:.1f} MiB; reused by later compares, "
         "--logits chooses the file)"
     )
+    if logits_file is None:
+        enforce_cap(keep=path)
     return ref
 
 
