@@ -323,3 +323,32 @@ def main() -> None:
         interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def compact_table(title: str, columns: list[str], *, left: tuple[str, ...] = ("model",)):
+    """A results table that fits 80 columns: no vertical rules, no edge padding, numbers never
+    broken over lines (a name column folds instead)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True, title_justify="left"
+    )
+    for col in columns:
+        name = col in left
+        table.add_column(col, justify="left" if name else "right", overflow="fold", no_wrap=not name)
+    return table
+
+
+def short_names(names: list[str]) -> tuple[str, list[str]]:
+    """(the prefix all `names` share, each name without it): a table shows what tells rows apart,
+    `SmolLM2-135M-Instruct.Q4_K_M.gguf` and `...Q8_0.gguf` as `Q4_K_M.gguf` and `Q8_0.gguf`."""
+    import os
+
+    if len(names) < 2:
+        return "", names
+    prefix = os.path.commonprefix(names)
+    cut = max(prefix.rfind(c) for c in "-./ ") + 1  # at a separator (not "_": Q4_K_M), so tails read as names
+    if cut < 4 or any(len(n) - cut < 3 for n in names):
+        return "", names
+    return names[0][:cut], [n[cut:] for n in names]

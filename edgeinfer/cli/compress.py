@@ -17,11 +17,13 @@ from edgeinfer.cli.app import (
     Json,
     ProviderOpt,
     app,
+    compact_table,
     console,
     err,
     is_gguf,
     mb,
     resolve_device,
+    short_names,
     warn,
 )
 
@@ -194,19 +196,28 @@ def quantize(
             )
 
 
+# Metric names as column headers short enough for an 80-column table.
+_METRIC_HEADERS = {
+    "agreement_with_baseline": "agree",
+    "cosine_mean": "cos mean",
+    "cosine_min": "cos min",
+    "retrieval_top10": "top-10 nbrs",
+    "max_abs_diff": "max diff",
+}
+
+
 def print_comparison(report: ComparisonReport, title: str) -> None:
     rows = report.rows
     keys = list(rows[0].metrics)
-    table = Table(title=f"{title}  ({report.task}, {report.samples} samples, batch {report.batch_shape})")
-    for col in ("model", "size", "p50 ms", "speedup (95% CI)", *keys, "providers"):
-        # Names wrap rather than being cut: at 80 columns 'smol-…' cannot tell two models apart.
-        table.add_column(
-            col,
-            justify="left" if col in ("model", "providers") else "right",
-            overflow="fold",
-            min_width=8 if col == "model" else None,
-        )
-    for i, r in enumerate(rows):
+    prefix, names = short_names([r.name for r in rows])
+    headers = [_METRIC_HEADERS.get(k, k.replace("_", " ")) for k in keys]
+    table = compact_table(
+        f"{title} ({report.task}, {report.samples} samples, batch {report.batch_shape})"
+        + (f"; models {prefix}*" if prefix else ""),
+        ["model", "MiB", "p50 ms", "speedup (95% CI)", *headers, "providers"],
+        left=("model", "providers"),
+    )
+    for i, (name, r) in enumerate(zip(names, rows)):
         lo, hi = r.speedup_ci95
         speed = "1.00x" if i == 0 else f"{r.speedup:.2f}x ({lo:.2f}-{hi:.2f})"
         if i and r.slower:  # slower only when the whole interval says so
@@ -218,8 +229,8 @@ def print_comparison(report: ComparisonReport, title: str) -> None:
                 cell += f" ({r.delta:+.4f})"
             cells.append(cell)
         table.add_row(
-            r.name,
-            mb(r.file_size_bytes),
+            name,
+            f"{r.file_size_bytes / 2**20:.2f}",
             f"{r.latency_ms['p50']:.3f}",
             speed,
             *cells,

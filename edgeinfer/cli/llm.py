@@ -10,7 +10,19 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgeinfer.cli.app import Device, Fallback, Repack, Threads, app, console, err, mb, resolve_device
+from edgeinfer.cli.app import (
+    Device,
+    Fallback,
+    Repack,
+    Threads,
+    app,
+    compact_table,
+    console,
+    err,
+    mb,
+    resolve_device,
+    short_names,
+)
 
 if TYPE_CHECKING:
     from edgeinfer.pipelines.llm_eval import LlmComparisonReport
@@ -169,28 +181,13 @@ def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) 
 
 
 def print_llm_report(report: LlmComparisonReport) -> None:
-    table = Table(title=f"LLM quality on {Path(report.text).name} ({report.tokens} tokens, window {report.window})")
-    columns = (
-        "model",
-        "size",
-        "bpw",
-        "pp tok/s",
-        "tg tok/s",
-        "peak MiB",
-        "perplexity",
-        "KL mean",
-        "KL p99",
-        "top-1 agree",
-    )
-    for col in columns:
-        table.add_column(
-            col,
-            justify="left" if col == "model" else "right",
-            overflow="fold",
-            min_width=10 if col == "model" else None,
-        )
-    for r in report.rows:
-        table.add_row(r.name, mb(r.file_size_bytes), *r.figures())
+    prefix, names = short_names([r.name for r in report.rows])
+    title = f"LLM quality on {Path(report.text).name} ({report.tokens} tokens, window {report.window})"
+    # Two-line headers: at 80 columns every figure keeps its column and no number breaks.
+    columns = ["model", "MiB", "bpw", "pp\nt/s", "tg\nt/s", "peak\nMiB", "ppl", "KL\nmean", "KL\np99", "top-1"]
+    table = compact_table(title + (f"; models {prefix}*" if prefix else ""), columns)
+    for name, r in zip(names, report.rows):
+        table.add_row(name, f"{r.file_size_bytes / 2**20:.1f}", *r.figures())
     console.print(table)
 
 

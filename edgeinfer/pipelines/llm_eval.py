@@ -71,7 +71,7 @@ class LlmRow:
             f"{self.tg_tokens_per_s:.1f}",
             maybe(self.peak_memory_mb, ".0f"),
             f"{self.perplexity:.3f}",
-            maybe(self.kl_mean, ".4f"),
+            maybe(None if self.kl_mean is None else max(self.kl_mean, 0.0), ".4f"),  # fp16 rounding: never "-0.0000"
             maybe(self.kl_p99, ".4f"),
             maybe(self.top1_agreement, ".3f"),
         ]

@@ -136,3 +136,47 @@ def test_openmp_spins_briefly_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setenv("GOMP_SPINCOUNT", "0")
     assert openmp_wait_env() == {}
+
+
+def test_progress_goes_to_a_log_as_plain_lines_when_stderr_is_not_a_terminal(lenet_onnx):
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeinfer", "bench", str(lenet_onnx), "--runs", "30"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and all(re.match(r"\[\s*\d+\.\ds\] ", line) for line in lines), proc.stderr
+    assert any(line.endswith("30/30 timing") for line in lines)  # a counted step's last state
+
+
+def test_the_gguf_comparison_table_fits_80_columns_with_every_column_and_unbroken_numbers(monkeypatch, capsys):
+    """The GGUF comparison table as a user's 80-column terminal shows it."""
+    from rich.console import Console
+
+    from edgeinfer.cli import llm
+    from edgeinfer.pipelines.llm_eval import LlmComparisonReport, LlmRow
+
+    narrow = Console(width=80, force_terminal=False, color_system=None)
+    monkeypatch.setattr(llm, "console", narrow)
+    names = ["SmolLM2-135M-Instruct.F16.gguf", "SmolLM2-135M-Instruct.Q4_K_M.gguf", "SmolLM2-135M-Instruct.Q8_0.gguf"]
+    rows = [
+        LlmRow(model=f"/models/{n}", architecture="llama", parameters=134_515_008, bits_per_weight=16.0 - 5 * i,
+               context_length=8192, tensor_types={}, file_size_bytes=270_000_000 - i * 80_000_000,
+               perplexity=16.2412, scored_tokens=1023, pp_tokens_per_s=1234.5, tg_tokens_per_s=123.45,
+               kl_mean=None if i == 0 else 0.05123, kl_p99=None if i == 0 else 1.2345,
+               top1_agreement=None if i == 0 else 0.887, peak_memory_mb=1234.0)
+        for i, n in enumerate(names)
+    ]  # fmt: skip
+    llm.print_llm_report(LlmComparisonReport("held-out.txt", 512, 1024, rows))
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 80, out
+    header = " ".join(lines[:8])
+    for col in ("MiB", "bpw", "pp", "tg", "peak", "ppl", "KL", "p99", "top-1"):
+        assert col in header, (col, out)
+    for figure in ("16.241", "0.0512", "1.2345", "0.887", "1234", "F16.gguf", "Q4_K_M.gguf", "Q8_0.gguf"):
+        assert figure in out, (figure, out)
