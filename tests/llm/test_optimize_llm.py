@@ -100,7 +100,31 @@ def test_verify_refuses_a_manifest_whose_repack_is_not_a_boolean(optimized, tmp_
     manifest["repack"] = "yes"
     (copy / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = run_cli(capsys, "verify", copy)
-    assert code == 2 and "'repack' is 'yes'" in err
+    assert code == 2 and "repack is 'yes'; expected true or false" in err
+
+
+@pytest.mark.parametrize("token", [10**9, -7])
+def test_golden_tokens_outside_the_vocabulary_are_refused_before_llama_cpp_sees_them(
+    optimized, tmp_path, capsys, token
+):
+    import hashlib
+
+    import numpy as np
+
+    path, _, _, _, _ = optimized
+    copy = tmp_path / "b"
+    shutil.copytree(path, copy)
+    with np.load(copy / "golden.npz") as g:
+        golden = {k: g[k] for k in g.files}
+    golden["tokens"] = golden["tokens"].copy()
+    golden["tokens"][3] = token
+    np.savez(copy / "golden.npz", **golden)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    data = (copy / "golden.npz").read_bytes()
+    manifest["files"]["golden.npz"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(capsys, "verify", copy)
+    assert code == 2 and "outside the model's vocabulary" in err
 
 
 def test_run_py_needs_only_llama_cpp(optimized, tmp_path):
