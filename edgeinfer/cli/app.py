@@ -54,6 +54,7 @@ FLAGS_NAMED_OTHERWISE = {
     "max_size_mb": "--max-size",
     "shapes": "--shape",
     "providers": "--provider",
+    "eval_data": "--data",
 }
 
 
@@ -352,3 +353,14 @@ def short_names(names: list[str]) -> tuple[str, list[str]]:
     if cut < 4 or any(len(n) - cut < 3 for n in names):
         return "", names
     return names[0][:cut], [n[cut:] for n in names]
+
+
+def refuse_options(given: dict[str, object], applies_to: str, this: str) -> None:
+    """Options a user gave that would do nothing for this input are refused (exit 2), naming what
+    they apply to, instead of being ignored with exit 0."""
+    from edgeinfer.core.errors import ConfigError, option
+
+    names = [option(k) for k, v in given.items() if v not in (None, False, [], ())]
+    if names:
+        verb = "applies" if len(names) == 1 else "apply"
+        raise ConfigError(f"{', '.join(names)} {verb} to {applies_to}, not to {this}")

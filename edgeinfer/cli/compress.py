@@ -22,6 +22,7 @@ from edgeinfer.cli.app import (
     err,
     is_gguf,
     mb,
+    refuse_options,
     resolve_device,
     short_names,
     warn,
@@ -84,7 +85,11 @@ def quantize(
     block_size: Annotated[int, typer.Option(min=16, max=4096, help="int4: weights per quantization block.")] = 128,
     eval_data: Annotated[
         Optional[str],
-        typer.Option(help="Data (with labels for classification) on which the result is compared with its parent."),
+        typer.Option(
+            "--data",
+            "--eval-data",
+            help="Data (with labels for classification) on which the result is compared with its parent.",
+        ),
     ] = None,
     report: Annotated[
         bool,
@@ -95,7 +100,7 @@ def quantize(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="Keep the noisiest nodes in float until the metric drops by at most this much on --eval-data (0.01 = 1 accuracy point).",
+            help="Keep the noisiest nodes in float until the metric drops by at most this much on --data (0.01 = 1 accuracy point).",
         ),
     ] = None,
     imatrix: Annotated[
@@ -110,16 +115,23 @@ def quantize(
 
     Examples:
 
-      edgeinfer quantize minilm.onnx -o minilm-int8.onnx --method dynamic --eval-data sentences.txt
+      edgeinfer quantize minilm.onnx -o minilm-int8.onnx --method dynamic --data sentences.txt
 
-      edgeinfer quantize lenet.onnx -o lenet-int8.onnx --method static --calib calib.npz --eval-data test.npz --report
+      edgeinfer quantize lenet.onnx -o lenet-int8.onnx --method static --calib calib.npz --data test.npz --report
 
       edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
     """
     from edgeinfer.runtime.seq2seq import is_seq2seq_folder
 
+    onnx_only = dict(
+        calib=calib, calib_samples=calib_samples, activation_type=activation_type, weight_type=weight_type,
+        per_channel=per_channel, reduce_range=reduce_range, exclude=exclude, eval_data=eval_data, report=report,
+        max_drop=max_drop, symmetric=symmetric,
+    )  # fmt: skip
     if is_seq2seq_folder(model):
         from edgeinfer.pipelines.seq2seq_eval import quantize_seq2seq
+
+        refuse_options({**onnx_only, "imatrix": imatrix}, "single ONNX models", "an encoder-decoder folder")
 
         with CliProgress("quantizing") as progress:
             result = quantize_seq2seq(model, output, method or "dynamic", force=force, progress=progress)
@@ -129,6 +141,8 @@ def quantize(
         from edgeinfer.cli.llm import print_gguf_quantize
         from edgeinfer.pipelines.llm import quantize_gguf_model
 
+        refuse_options(onnx_only, "ONNX models", "a GGUF LLM (llama.cpp's k-quants take --method and --imatrix)")
+
         profile, _ = resolve_device(device, None)
         with err.status("llama.cpp quantizing"):
             _, result = quantize_gguf_model(model, output, method, profile=profile, imatrix=imatrix, force=force)
@@ -136,6 +150,7 @@ def quantize(
         return
     from edgeinfer.pipelines.quantize import quantize_model
 
+    refuse_options({"imatrix": imatrix}, "GGUF LLMs", "an ONNX model")
     profile, _ = resolve_device(device, None)
     with CliProgress("quantizing") as progress:
         art, result = quantize_model(
@@ -170,7 +185,7 @@ def quantize(
         print_comparison(comparison, title=f"{model.name} -> {output.name}")
     else:
         console.print(
-            f"wrote {output} ({mb(output.stat().st_size)}); pass --eval-data or --calib to compare it with its parent"
+            f"wrote {output} ({mb(output.stat().st_size)}); pass --data or --calib to compare it with its parent"
         )
     if result.get("sqnr"):
         table = Table(title="noisiest quantized tensors (lowest SQNR first)")

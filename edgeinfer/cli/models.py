@@ -24,6 +24,7 @@ from edgeinfer.cli.app import (
     err,
     is_gguf,
     mb,
+    refuse_options,
     resolve_device,
 )
 from edgeinfer.exporters.tasks import tasks as export_tasks
@@ -515,16 +516,20 @@ def bench(
     {p50,p90,p99,mean,min}, throughput_per_s, peak_rss_mb, providers {requested, used, fallbacks,
     placement}, and with --baseline: baseline {latency_ms, speedup, speedup_ci95}.
     """
+    onnx_only = dict(shape=shape, baseline=baseline, provider=provider, trust_source=trust_source)
     if is_gguf(model):
         from edgeinfer.cli.llm import bench_gguf
 
+        refuse_options(onnx_only, "ONNX models", "a GGUF LLM (it takes --n-prompt and --n-gen)")
         bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json, repack)
         return
     from edgeinfer.runtime.genai import is_genai_folder
 
     if is_genai_folder(model):
+        refuse_options({**onnx_only, "repack": repack}, "ONNX models and GGUF LLMs", "a GenAI folder")
         _bench_genai(model, n_prompt, n_gen, runs or 3, as_json)
         return
+    refuse_options({"repack": repack}, "GGUF LLMs", "an ONNX model")
 
     from edgeinfer.core.io import require_file
     from edgeinfer.pipelines.bench import bench_model, parse_shapes

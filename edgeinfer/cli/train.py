@@ -20,7 +20,8 @@ Data = Annotated[
 ]
 Epochs = Annotated[int, typer.Option(min=0, max=100000, help="Training epochs.")]
 Lr = Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")]
-Batch = Annotated[int, typer.Option(min=1, max=65536, help="Batch size for .npz data.")]
+# --batch-size as in quantize and compare; --batch, the older spelling, still works.
+Batch = Annotated[int, typer.Option("--batch-size", "--batch", min=1, max=65536, help="Batch size for .npz data.")]
 Seed = Annotated[int, typer.Option(help="Seed: the same seed gives the same model.")]
 Runs = Annotated[int, typer.Option(min=1, max=100000, help="Interleaved ONNX Runtime timing runs for the comparison.")]
 Out = Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.")]

@@ -180,3 +180,16 @@ def test_the_gguf_comparison_table_fits_80_columns_with_every_column_and_unbroke
         assert col in header, (col, out)
     for figure in ("16.241", "0.0512", "1.2345", "0.887", "1234", "F16.gguf", "Q4_K_M.gguf", "Q8_0.gguf"):
         assert figure in out, (figure, out)
+
+
+def test_options_that_do_nothing_for_the_input_format_are_refused(capsys, smollm2, lenet_onnx, tmp_path):
+    code, _, err = run_cli(capsys, "bench", smollm2, "--shape", "batch=2")
+    assert code == 2 and "--shape applies to ONNX models, not to a GGUF LLM" in err
+    text = tmp_path / "t.txt"
+    text.write_text("calibration text " * 20)
+    code, _, err = run_cli(capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--method", "Q4_K_M", "--calib", text)
+    assert code == 2 and "--calib applies to ONNX models" in err and not (tmp_path / "q.gguf").exists()
+    code, _, err = run_cli(capsys, "bench", lenet_onnx, "--repack")
+    assert code == 2 and "--repack applies to GGUF LLMs" in err
+    code, _, err = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "q.onnx", "--imatrix", text)
+    assert code == 2 and "--imatrix applies to GGUF LLMs" in err and not (tmp_path / "q.onnx").exists()
