@@ -22,6 +22,7 @@ from edgeinfer.cli.app import (
     mb,
     resolve_device,
     short_names,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -326,5 +327,7 @@ def fit(
         console.print(table)
         verdict = "fits" if result["fits"] else "does NOT fit"
         console.print(f"{verdict} in {result['budget_mb']:.0f} MiB ({result['budget_from']})")
+        if "warning" in result:
+            warn(result["warning"])
     if not result["fits"]:
         raise typer.Exit(1)

@@ -71,13 +71,29 @@ def fit_gguf(model: Path, settings, profile=None, *, measure: bool = False) -> d
         "budget_mb": round(budget, 1),
         "budget_from": f"{profile.name} memory_mb" if profile and profile.memory_mb else "free memory now",
         "fits": total <= budget,
+        "trained_context": trained_context(Path(model)),
     }
+    trained = out["trained_context"]
+    if trained and settings.n_ctx > trained:
+        out["warning"] = (
+            f"the model was trained for a context of {trained:,} tokens; past that its output degrades "
+            "(memory fitting is not quality)"
+        )
     if measure:
         n_prompt = min(settings.n_ctx, 512) - 8
         peak = gguf_peak_memory_mb(Path(model), settings.n_ctx, settings.threads, n_prompt, settings.kv_type)
         out["measured_peak_mb"] = round(peak, 1)
         out["estimate_error"] = round(total / peak - 1, 4)
     return out
+
+
+def trained_context(model: Path) -> int | None:
+    """The context length a GGUF records that its model was trained for (`ARCH.context_length`)."""
+    from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
+
+    reader = open_gguf(model)
+    arch = gguf_string(reader, "general.architecture")
+    return gguf_int(reader, f"{arch}.context_length") if arch else None
 
 
 def generate(

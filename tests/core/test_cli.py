@@ -187,7 +187,9 @@ def test_options_that_do_nothing_for_the_input_format_are_refused(capsys, smollm
     assert code == 2 and "--shape applies to ONNX models, not to a GGUF LLM" in err
     text = tmp_path / "t.txt"
     text.write_text("calibration text " * 20)
-    code, _, err = run_cli(capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--method", "Q4_K_M", "--calib", text)
+    code, _, err = run_cli(
+        capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--method", "Q4_K_M", "--calib", text
+    )
     assert code == 2 and "--calib applies to ONNX models" in err and not (tmp_path / "q.gguf").exists()
     code, _, err = run_cli(capsys, "bench", lenet_onnx, "--repack")
     assert code == 2 and "--repack applies to GGUF LLMs" in err

@@ -56,3 +56,11 @@ def test_missing_models_are_named_not_a_traceback(smollm2, tmp_path, capsys):
     assert code == 2 and "baseline model" in err and "does not exist" in err and "internal error" not in err
     code, _, err = run_cli(capsys, "fit", tmp_path / "nope.gguf")
     assert code == 2 and "does not exist" in err
+
+
+def test_a_context_past_the_trained_one_is_flagged_though_it_fits(smollm2, capsys):
+    code, out, _ = run_cli(capsys, "fit", smollm2, "--ctx", "16384", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["trained_context"] == 8192 and "trained for a context of 8,192" in result["warning"]
+    code, out, _ = run_cli(capsys, "fit", smollm2, "--ctx", "4096", "--json")
+    assert "warning" not in json.loads(out)
