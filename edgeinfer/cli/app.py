@@ -7,6 +7,7 @@ Heavy libraries load inside commands, so --help stays fast.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -65,8 +66,10 @@ class CliProgress(Progress):
 
     When stderr is not a terminal (a log file, CI), there are no bars: plain lines instead, one per
     stage, a counted step's done/total at most every few seconds, and a line saying what is still
-    running when nothing was printed for a while, each with the time elapsed."""
+    running when nothing was printed for a while, each with the time elapsed. They start once the
+    command has run PLAIN_AFTER_S, so a quick command (or a quick refusal) stays one line."""
 
+    PLAIN_AFTER_S = float(os.environ.get("EDGEINFER_PROGRESS_AFTER_S", "2"))
     PLAIN_EVERY_S = 5.0  # a counted step's line at most this often
     HEARTBEAT_S = 15.0  # "still ..." after this long without a line
 
@@ -101,7 +104,6 @@ class CliProgress(Progress):
 
         self._bar.start()
         if self._plain:
-            self._line(self._label)
             threading.Thread(target=self._heartbeat, name="edgeinfer-progress", daemon=True).start()
         return self
 
@@ -113,14 +115,22 @@ class CliProgress(Progress):
         import time
 
         with self._lock:
-            self._last = time.monotonic()
-            err.print(f"[{self._last - self._start:7.1f}s] {text}", highlight=False, markup=False, soft_wrap=True)
+            now = time.monotonic()
+            if now - self._start < self.PLAIN_AFTER_S:
+                return
+            self._last = now
+            err.print(f"[{now - self._start:7.1f}s] {text}", highlight=False, markup=False, soft_wrap=True)
 
     def _heartbeat(self) -> None:
         import time
 
-        while not self._stop.wait(1.0):
-            if time.monotonic() - self._last >= self.HEARTBEAT_S:
+        announced = False
+        while not self._stop.wait(min(0.25, self.PLAIN_AFTER_S or 0.25)):
+            elapsed = time.monotonic() - self._start
+            if not announced and elapsed >= self.PLAIN_AFTER_S:
+                announced = True
+                self._line(self._stage)  # what has been running since before lines started
+            elif time.monotonic() - self._last >= self.HEARTBEAT_S:
                 self._line(f"still {self._stage}")
 
     def stage(self, text: str) -> None:

@@ -139,14 +139,18 @@ def test_openmp_spins_briefly_unless_the_user_chose(monkeypatch):
 
 
 def test_progress_goes_to_a_log_as_plain_lines_when_stderr_is_not_a_terminal(lenet_onnx):
+    import os
     import re
     import subprocess
     import sys
 
     proc = subprocess.run(
         [sys.executable, "-m", "edgeinfer", "bench", str(lenet_onnx), "--runs", "30"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "EDGEINFER_PROGRESS_AFTER_S": "0"},
+    )  # fmt: skip (lines start at once, not after the 2 s a quick command never reaches)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines and all(re.match(r"\[\s*\d+\.\ds\] ", line) for line in lines), proc.stderr
