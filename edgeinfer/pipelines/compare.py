@@ -380,36 +380,65 @@ def _size_problems(name: str, size_bytes: int, budget: Budget) -> list[str]:
     return []
 
 
-def write_html(report: ComparisonReport, path: Path) -> None:
+def write_html(
+    report: ComparisonReport,
+    path: Path,
+    *,
+    title: str = "edgeinfer compare",
+    summary: str | None = None,
+    pareto: tuple[str, ...] = (),
+) -> None:
+    """The report as one HTML page: a numbered table and the metric-against-latency plot, where
+    each model is its number (names overlap where models sit close), the Pareto front outlined."""
     from edgeinfer.core.io import write_text_atomic
 
     esc = html.escape
     keys = sorted({k for r in report.rows for k in r.metrics})
-    head = "".join(f"<th>{h}</th>" for h in ["model", "size MiB", "p50 ms", "speedup (95% CI)", *keys])
+    head = "".join(f"<th>{h}</th>" for h in ["#", "model", "size MiB", "p50 ms", "speedup (95% CI)", *keys])
     body = ""
     for i, r in enumerate(report.rows):
         lo, hi = r.speedup_ci95
-        speed = "1.00x (baseline)" if i == 0 else f"{r.speedup:.2f}x ({lo:.2f}-{hi:.2f})"
+        speed = "1.00x (baseline)" if i == 0 else f"{r.speedup:.2f}x" + (f" ({lo:.2f}-{hi:.2f})" if lo < hi else "")
         if i and r.slower:
             speed += ' <b style="color:#c00">SLOWER</b>'
         cells = [
-            esc(r.name),
+            str(i + 1),
+            esc(r.name) + (" <i>(Pareto front)</i>" if r.name in pareto else ""),
             f"{r.file_size_bytes / 2**20:.2f}",
             f"{r.latency_ms['p50']:.3f}",
             speed,
         ] + [f"{r.metrics.get(k, float('nan')):.4f}" for k in keys]
         body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
+    if summary is None:
+        summary = (
+            f"task {report.task}, data {report.data} ({report.samples} samples), {report.runs} interleaved runs "
+            f"on batch {report.batch_shape}"
+        )
     write_text_atomic(
         path,
-        f"""<!doctype html><meta charset="utf-8"><title>edgeinfer compare</title>
-<style>body{{font-family:sans-serif}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
-<h1>edgeinfer compare</h1><p>task {esc(report.task)}, data {esc(report.data)} ({report.samples}
-samples), {report.runs} interleaved runs on batch {esc(str(report.batch_shape))}</p>
+        f"""<!doctype html><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font-family:sans-serif}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}
+td:nth-child(2),th:nth-child(2){{text-align:left}}</style>
+<h1>{esc(title)}</h1><p>{esc(summary)}</p>
 <table><tr>{head}</tr>
 {body}</table>
-{_svg_plot(report)}
+{_svg_plot(report, pareto)}
 """,
     )
+
+
+def _free_spot(x: float, y: float, placed: list[tuple[float, float]]) -> tuple[float, float]:
+    """Where a marker's number goes: on the marker, or the nearest nearby spot no number holds yet
+    (models that measured alike sit on top of each other), recorded in `placed`."""
+    w, h = 22.0, 15.0  # a label of up to two digits, with a margin
+    for dx, dy in [(0, 0), (0, -h), (0, h), (w, 0), (-w, 0), (w, -h), (-w, -h), (w, h), (-w, h),
+                   (0, -2 * h), (0, 2 * h), (2 * w, 0), (-2 * w, 0)]:  # fmt: skip
+        spot = (x + dx, y + dy)
+        if all(abs(spot[0] - px) >= w or abs(spot[1] - py) >= h for px, py in placed):
+            placed.append(spot)
+            return spot
+    placed.append((x, y))
+    return x, y
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -421,9 +450,10 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _svg_plot(report: ComparisonReport) -> str:
-    """Task metric against p50 latency, one marker per model (area: file size), the latency's 95%
-    interval as a bar, ticks on both axes, and SLOWER where the whole interval is slower than the baseline."""
+def _svg_plot(report: ComparisonReport, pareto: tuple[str, ...] = ()) -> str:
+    """Task metric against p50 latency, one numbered marker per model (area: file size), the
+    latency's 95% interval as a bar where one was measured, ticks on both axes, SLOWER where the
+    whole interval is slower than the baseline, and the Pareto front outlined and joined."""
     metric = next((k for k in ("accuracy", "cosine_mean", "top1_agreement") if k in report.rows[0].metrics), None)
     if metric is None:
         return ""
@@ -460,20 +490,43 @@ def _svg_plot(report: ComparisonReport) -> str:
             f'<line x1="{pad - 5}" y1="{ty:.1f}" x2="{pad}" y2="{ty:.1f}" stroke="black"/>'
             f'<text x="{pad - 8}" y="{ty + 4:.1f}" font-size="11" text-anchor="end">{t:.3g}</text>'
         )
+    front = sorted((x, y) for r, x, y in zip(rows, xs, ys) if r.name in pareto)
+    if len(front) > 1:
+        points = " ".join(f"{px(x, y)[0]:.1f},{px(x, y)[1]:.1f}" for x, y in front)
+        parts.append(f'<polyline points="{points}" fill="none" stroke="#222" stroke-dasharray="5,4"/>')
+    placed: list[tuple[float, float]] = []
     for i, (r, x, y, size, (lo, hi)) in enumerate(zip(rows, xs, ys, sizes, cis)):
         cx, cy = px(x, y)
+        lx, ly = _free_spot(cx, cy, placed)
         (ax, _), (bx, _) = px(lo, y), px(hi, y)
         radius = 4 + 22 * (size / max(sizes)) ** 0.5  # area proportional to size
         slower = i > 0 and r.slower
-        label = html.escape(r.name) + (" SLOWER" if slower else "")
         color, text_color = ("#d83b3b", "#c00") if slower else ("#3b7dd8", "#000")
+        outline = ' stroke="#000" stroke-width="2.5"' if r.name in pareto else ""
+        if hi > lo:  # a measured interval; none for a model timed without one
+            parts.append(
+                f'<line x1="{ax:.1f}" y1="{cy:.1f}" x2="{bx:.1f}" y2="{cy:.1f}" stroke="#333" stroke-width="2"/>'
+            )
         parts.append(
-            f'<line x1="{ax:.1f}" y1="{cy:.1f}" x2="{bx:.1f}" y2="{cy:.1f}" stroke="#333" stroke-width="2"/>'
-            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius:.1f}" fill="{color}" fill-opacity="0.4"/>'
-            f'<text x="{cx + radius + 3:.1f}" y="{cy - 4:.1f}" font-size="12" fill="{text_color}">{label}</text>'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius:.1f}" fill="{color}" fill-opacity="0.4"{outline}>'
+            f"<title>{html.escape(r.name)}</title></circle>"
+            + (
+                f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{lx:.1f}" y2="{ly:.1f}" stroke="#999"/>'
+                if (lx, ly) != (cx, cy)
+                else ""
+            )
+            + f'<text class="label" x="{lx:.1f}" y="{ly + 4:.1f}" font-size="12" font-weight="bold" '
+            f'text-anchor="middle" fill="{text_color}">{i + 1}</text>'
         )
     return (
-        f"<h2>{metric} against p50 latency (bar: 95% interval; marker area: file size)</h2>"
+        f"<h2>{metric} against p50 latency</h2><p>Each marker is the model of that number in the table; "
+        "its area is the file size, its bar the 95% interval of the latency where one was measured"
+        + (
+            "; outlined and joined: the Pareto front (no other model is better on metric, latency and size at once)"
+            if pareto
+            else ""
+        )
+        + ".</p>"
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">{"".join(parts)}'
         f'<text x="{w / 2}" y="{h - 15}" font-size="12" text-anchor="middle">p50 latency, ms</text>'
         f'<text x="14" y="{h / 2}" font-size="12" transform="rotate(-90 14 {h / 2})" text-anchor="middle">'

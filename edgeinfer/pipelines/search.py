@@ -496,7 +496,7 @@ def write_html(candidates: list[Candidate], result: OptimizeReport, path: Path) 
             file_size_bytes=c.size_bytes or 0,
             latency_ms={"p50": c.p50_ms or 0.0},
             speedup=c.speedup or 1.0,
-            speedup_ci95=c.speedup_ci95 or (1.0, 1.0),
+            speedup_ci95=c.speedup_ci95 or (c.speedup or 1.0, c.speedup or 1.0),  # none measured: no bar
             metrics=c.metrics,
             providers=[],
         )
@@ -505,8 +505,14 @@ def write_html(candidates: list[Candidate], result: OptimizeReport, path: Path) 
     ]
     if not rows:
         return
-    data = f"device {result.device}; chosen {result.chosen}; Pareto front {', '.join(result.pareto)}"
-    write_compare_html(ComparisonReport(result.task, data, 0, {}, 0, rows[0].model, rows), path)
+    summary = (
+        f"{len(rows)} candidates measured for {result.device} (objective: {result.objective}); "
+        + (f"chosen: {result.chosen}" if result.chosen else "none met the budgets")
+        + f"; Pareto front: {', '.join(result.pareto) or 'none'}"
+    )
+    pareto = tuple(n + (" (chosen)" if n == result.chosen else "") for n in result.pareto)
+    report = ComparisonReport(result.task, "", 0, {}, 0, rows[0].model, rows)
+    write_compare_html(report, path, title="edgeinfer optimize", summary=summary, pareto=pareto)
 
 
 def broken(cand: Candidate, budgets: Budgets) -> list[str]:
