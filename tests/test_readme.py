@@ -62,3 +62,80 @@ def test_every_readme_block_runs_as_written(tmp_path):
             f"--- stderr ---\n{proc.stderr[-3000:]}"
         )
         assert "Traceback" not in proc.stderr, f"README.md block at line {line + 1}:\n{proc.stderr[-3000:]}"
+
+
+def _installed_by(command: str) -> list[tuple[str, set[str], bool]]:
+    """(distribution, extras, with its dependencies) for each package a `pip install` line names."""
+    import shlex
+
+    out = []
+    for part in command.split("&&"):
+        words = shlex.split(part.split("#")[0])
+        if words[:2] != ["pip", "install"]:
+            continue
+        deps = "--no-deps" not in words
+        for word in words[2:]:
+            if word.startswith("-"):
+                continue
+            name, _, extras = word.partition("[")
+            name = "edgeinfer" if name in (".", "") else re.split(r"[=<>~!]", name)[0]
+            out.append((name, {e.strip() for e in extras.rstrip("]").split(",") if e.strip()}, deps))
+    return out
+
+
+def _closure(roots: list[tuple[str, set[str], bool]]) -> set[str]:
+    """Every distribution the roots bring, their dependencies (markers evaluated) included."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name, extras, deps = todo.pop()
+        key = norm(name) + "[" + ",".join(sorted(extras)) + "]"
+        if key in seen:
+            continue
+        seen.add(key)
+        if not deps:
+            continue
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            wanted = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""})
+            if wanted:
+                todo.append((req.name, set(req.extras), True))
+    return {k.split("[")[0] for k in seen}
+
+
+def test_every_module_a_readme_block_imports_comes_with_what_the_readme_installed_before_it():
+    """A new user installs what the README's install blocks say, not the dev extra CI uses: each
+    module a block's Python imports must come with those (the serve example once used openai,
+    which only the dev extra brought)."""
+    from importlib import metadata
+
+    providers = metadata.packages_distributions()
+    installed: set[str] = set()
+    for line, body, skip in readme_blocks():
+        if skip is not None and "this is the test command" in (skip or ""):
+            continue  # the dev extra of the test suite, not a user's install
+        installs = _installed_by(body)
+        if installs:
+            installed |= _closure(installs)
+        python = "\n".join(
+            re.findall(r"python[^\n]*<<'PY'\n(.*?)\nPY", body, re.S) + re.findall(r'python -c "([^"]*)"', body)
+        )
+        for module in set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", python, re.M)):
+            if module in sys.stdlib_module_names:
+                continue
+            dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])}
+            assert dists & installed, (
+                f"README.md block at line {line + 1} imports {module} ({', '.join(dists) or 'not installed'}), "
+                "which no install block before it brings"
+            )
