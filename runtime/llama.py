@@ -388,6 +388,8 @@ class LlamaRunner:
         if memory is not None:
             llama_cpp.llama_memory_clear(memory, True)
 
+    NOISY_SPREAD = 0.2
+
     def bench(self, n_prompt: int = 512, n_gen: int = 128, reps: int = 3) -> dict:
         """Prompt processing (pp) and generation (tg) tokens per second, like llama-bench's pp512/tg128."""
         self._check_fits(n_prompt, n_gen)
@@ -411,6 +413,10 @@ class LlamaRunner:
             "tg_tokens_per_s": float(np.median(tg)),
             "pp_runs": pp,
             "tg_runs": tg,
+            # max / min - 1 of the repetitions: above NOISY_SPREAD, the machine was busy and the
+            # median is a guess (three runs of one model gave 10.7, 9.3 and 18.8 tok/s).
+            "pp_spread": float(max(pp) / min(pp) - 1),
+            "tg_spread": float(max(tg) / min(tg) - 1),
             "n_prompt": n_prompt,
             "n_gen": n_gen,
             "reps": reps,

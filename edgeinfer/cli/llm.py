@@ -156,6 +156,13 @@ def bench_gguf(
     table.add_row(f"pp{n_prompt}", f"{result['pp_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["pp_runs"]))
     table.add_row(f"tg{n_gen}", f"{result['tg_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["tg_runs"]))
     console.print(table)
+    for test in ("pp", "tg"):
+        spread = result.get(f"{test}_spread", 0.0)
+        if spread > 0.2:
+            warn(
+                f"the {test} runs disagree by {spread:.0%} (slowest to fastest): the machine was busy, so the "
+                f"median is uncertain; rerun when it is quiet, or with more --runs"
+            )
     console.print(
         f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
         f"backend {', '.join(result['backend'])}"

@@ -34,6 +34,10 @@ def test_bench_reports_prompt_and_generation_speed(smollm2, capsys):
     result = json.loads(out)
     assert code == 0 and result["pp_tokens_per_s"] > result["tg_tokens_per_s"] > 1
     assert result["architecture"] == "llama" and 4 < result["bits_per_weight"] < 8
+    # The spread of the repetitions is reported, so a busy machine's median is flagged, not trusted.
+    for test in ("pp", "tg"):
+        runs = result[f"{test}_runs"]
+        assert result[f"{test}_spread"] == pytest.approx(max(runs) / min(runs) - 1) and result[f"{test}_spread"] >= 0
     # Generation runs on the physical cores (llama-cpp-python's own default is half the logical CPUs).
     assert result["threads"] == (psutil.cpu_count(logical=False) or os.cpu_count())
     # The bound: this machine's read bandwidth over the weight bytes a token reads (SmolLM2 ties its
