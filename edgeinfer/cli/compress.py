@@ -237,6 +237,8 @@ def print_comparison(report: ComparisonReport, title: str) -> None:
         speed = "1.00x" if i == 0 else f"{r.speedup:.2f}x ({lo:.2f}-{hi:.2f})"
         if i and r.slower:  # slower only when the whole interval says so
             speed = f"[bold red]{speed} SLOWER[/bold red]"
+        elif i and r.simulated:
+            speed += " (simulator)"
         cells = []
         for k in keys:
             cell = f"{r.metrics[k]:.4f}"
@@ -252,6 +254,12 @@ def print_comparison(report: ComparisonReport, title: str) -> None:
             ",".join(p.removesuffix("ExecutionProvider") for p in r.providers),
         )
     console.print(table)
+    if any(r.simulated for r in rows):
+        err.print(
+            "models on QNN ran on its x86 simulator of the NPU: their latency is the simulator's, not the "
+            "device's (quality figures hold); time them on the device with `edgeinfer verify`",
+            highlight=False,
+        )
 
 
 def _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit):
