@@ -270,7 +270,8 @@ def quantize(
     if comparison is not None and comparison.rows[1].slower:
         log.warning(
             f"SLOWER: {output.name} runs {1 / comparison.rows[1].speedup:.2f}x the latency of its float parent "
-            "on this machine (p50, interleaved). On this CPU the float model is the faster choice."
+            f"on this machine at batch {comparison.batch_shape} (p50, interleaved). At that batch, on this CPU, "
+            "the float model is the faster choice; other batch sizes can differ (edgeinfer bench --shape batch=N)."
         )
     return art, {"comparison": comparison, **extra}
 
