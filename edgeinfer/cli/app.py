@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -365,7 +366,7 @@ def short_names(names: list[str]) -> tuple[str, list[str]]:
     return names[0][:cut], [n[cut:] for n in names]
 
 
-def refuse_options(given: dict[str, object], applies_to: str, this: str) -> None:
+def refuse_options(given: Mapping[str, object], applies_to: str, this: str) -> None:
     """Options a user gave that would do nothing for this input are refused (exit 2), naming what
     they apply to, instead of being ignored with exit 0."""
     from edgeinfer.core.errors import ConfigError, option
