@@ -28,6 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+COMPLETION_PATHS = ("/v1/completions", "/v1/engines/copilot-codex/completions")
 MAX_GRAMMAR_BYTES = 64 << 10  # the JSON grammar llama.cpp ships is 1 KB; a schema's is a few KB
 GRAMMAR_CHECK_SECONDS = 30
 
@@ -310,11 +311,20 @@ class RequestGuard:
                 except (TypeError, ValueError):
                     raise _bad(f"logit_bias key {token!r} is not a token id", param="logit_bias") from None
                 self._check_tokens([tid], "logit_bias")
-        prompt = data.get("prompt", "")  # the library's default is the empty prompt, which it fails on
-        if path.endswith("/completions") and "messages" not in data and prompt in ("", [], [""]):
+        # The library's default is the empty prompt, on which it fails or generates without end.
+        prompt = data.get("prompt", "")
+        if path in COMPLETION_PATHS and prompt in ("", [], [""]):
             raise _bad("prompt is empty; give at least one character", param="prompt")
         if "messages" in data and data["messages"] == []:
             raise _bad("messages is empty; give at least one message", param="messages")
+        for i, message in enumerate(data.get("messages") or [] if path == "/v1/chat/completions" else []):
+            content = message.get("content") if isinstance(message, dict) else None
+            parts_ok = isinstance(content, list) and all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+            )
+            if not isinstance(content, str) and not parts_ok and message.get("role") != "assistant":
+                # The chat template renders text; anything else fails inside it (a 500 before the guard).
+                raise _bad(f"messages[{i}].content must be text (a string, or text parts)", param="messages")
         grammar = data.get("grammar")
         if isinstance(grammar, str) and self.grammars is not None:
             why = self.grammars.problem(grammar)

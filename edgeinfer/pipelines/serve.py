@@ -70,7 +70,8 @@ def serve(
     )
     # uvicorn serves on the socket bound before loading: a port in use was refused (exit 2) before
     # the model loaded and before "serving ... on" was printed, and nothing can take it meanwhile.
-    config = uvicorn.Config(app, log_level="warning")
+    # A stop waits up to 10 s for requests in flight, then ends them: a stuck client never holds it.
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; that is a clean stop

@@ -185,8 +185,8 @@ def test_serve_refuses_what_is_not_a_gguf_llm(tmp_path, capsys, smollm2):
 
 
 def _post(port: int, path: str, body: bytes | str, content_type: str = "application/json", headers=None):
-    """(status, parsed JSON or text) of one raw request."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    """(status, parsed JSON or text) of one raw request (a few tokens at most: 60 s is a hang)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     data = body.encode() if isinstance(body, str) else body
     conn.request("POST", path, data, {"Content-Type": content_type, **(headers or {})})
     response = conn.getresponse()
@@ -218,6 +218,7 @@ HOSTILE = [
     ("/v1/completions", {"prompt": "Hi", "max_tokens": 2, "logit_bias": {"99999999": 5}}, 400, "logit_bias"),
     # 500s before the guard
     ("/v1/completions", {"prompt": "", "max_tokens": 2}, 400, "prompt is empty"),
+    ("/v1/completions", {"messages": [{"role": "user", "content": ""}], "max_tokens": 2}, 400, "prompt is empty"),
     ("/v1/chat/completions", {"messages": [], "max_tokens": 2}, 400, "messages is empty"),
 ]  # fmt: skip
 
