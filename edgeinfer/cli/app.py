@@ -6,6 +6,7 @@ Heavy libraries load inside commands, so --help stays fast.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -279,6 +280,11 @@ def openmp_wait_env() -> dict[str, str]:
     return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
 
+# What the machine, not edgeinfer, is out of or forbids: a full disk or quota, a read-only or
+# forbidden folder. Exit 2 with one line, like bad input.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 def main() -> None:
     """The console entry point: exit 0 on success, 1 for a `check` regression, 2 on bad input or
     usage, 130 when interrupted; never a traceback unless --verbose."""
@@ -292,6 +298,19 @@ def main() -> None:
     def interrupted() -> None:
         err.print("interrupted; nothing written")
         sys.exit(130)
+
+    def internal(e: Exception) -> None:
+        # A bug, not bad input: exit 3, so `check`'s 1 (regression) and 2 (bad input) stay truthful.
+        if _state["verbose"]:
+            err.print_exception()
+        else:
+            err.print(
+                f"[red]internal error:[/red] {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''} "
+                "(a bug in edgeinfer; rerun with `edgeinfer -v ...` and report the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        sys.exit(3)
 
     try:
         # Typer catches Ctrl-C itself and, outside standalone mode, returns 130 instead of raising.
@@ -319,18 +338,18 @@ def main() -> None:
         interrupted()
     except BrokenPipeError:
         sys.exit(0)  # `edgeinfer info m.onnx | head`: the reader left, nothing is wrong
-    except Exception as e:
-        # A bug, not bad input: exit 3, so `check`'s 1 (regression) and 2 (bad input) stay truthful.
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            internal(e)
+        # A full disk, a read-only or forbidden folder: the machine's state, not a bug. Outputs are
+        # written to a temporary name and renamed, so nothing half-written is left behind.
         if _state["verbose"]:
             err.print_exception()
-        else:
-            err.print(
-                f"[red]internal error:[/red] {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''} "
-                "(a bug in edgeinfer; rerun with `edgeinfer -v ...` and report the traceback)",
-                highlight=False,
-                soft_wrap=True,
-            )
-        sys.exit(3)
+        where = f" ({e.filename})" if e.filename else ""
+        err.print(f"[red]error:[/red] {e.strerror}{where}; nothing was written", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as e:
+        internal(e)
     if code == 130:
         interrupted()
     if isinstance(code, int) and code:

@@ -507,3 +507,19 @@ def test_gguf_vocabularies_that_abort_llama_cpp_are_refused_first(capsys, tmp_pa
     model = tiny_llama_gguf(tmp_path / "vocab.gguf", edit)
     code, _, stderr = run_cli(capsys, "run", model, "--prompt", "t1 t2", "--max-tokens", "2")
     assert_refused(code, stderr, contains=contains)
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS", "EACCES"])
+def test_a_full_disk_or_read_only_folder_is_one_line_and_exit_2(capsys, lenet_onnx, tmp_path, monkeypatch, errno_name):
+    import errno
+    import os
+
+    import edgeinfer.core.io
+
+    def refuse(*args, **kwargs):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), str(tmp_path / "q.onnx"))
+
+    monkeypatch.setattr(edgeinfer.core.io.os, "replace", refuse)  # where an output is put in place
+    code, _, stderr = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "q.onnx", "--method", "dynamic")
+    assert_refused(code, stderr, contains=os.strerror(getattr(errno, errno_name)))
+    assert "nothing was written" in stderr and not (tmp_path / "q.onnx").exists()
