@@ -51,13 +51,19 @@ class LlmRow:
     kl_p99: float | None = None
     top1_agreement: float | None = None
     peak_memory_mb: float | None = None
+    kv_type: str | None = None  # a candidate's KV-cache type when not f16: part of its name
 
     @property
     def name(self) -> str:
-        return Path(self.model).name
+        """The file's name; with its KV-cache type when that is not f16, so `compare a.gguf a.gguf
+        --kv-type q4_0` shows two rows that say which is which."""
+        name = Path(self.model).name
+        return f"{name} (KV {self.kv_type})" if self.kv_type not in (None, "f16") else name
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None or not k.startswith(("kl_", "top1", "peak_"))}
+        return {
+            k: v for k, v in asdict(self).items() if v is not None or not k.startswith(("kl_", "top1", "peak_", "kv_"))
+        }
 
     def figures(self) -> list[str]:
         """bpw, pp and tg tokens/s, peak MiB, perplexity, KL mean and p99, top-1, as tables print them."""
@@ -268,6 +274,7 @@ def compare_llms(
                 pp_tokens_per_s=speed["pp_tokens_per_s"],
                 tg_tokens_per_s=speed["tg_tokens_per_s"],
                 peak_memory_mb=peak,
+                kv_type=None if is_base or onnx_llm else kv_type,
             )
         )
     return LlmComparisonReport(text=str(text), window=int(ref["window"]), tokens=len(tokens), rows=rows)

@@ -35,6 +35,7 @@ def test_a_quantized_kv_cache_is_smaller_and_its_quality_cost_is_measured(smollm
     assert code == 0, err
     cand = json.loads(out)["rows"][1]
     assert 0 < cand["kl_mean"] < 0.5 and cand["top1_agreement"] > 0.8  # the same weights: only the cache differs
+    assert cand["kv_type"] == "q4_0" and "kv_type" not in json.loads(out)["rows"][0]  # rows say which is which
     code, _, err = run_cli(capsys, "fit", smollm2, "--kv-type", "q3_k")
     assert code == 2 and "q8_0" in err
 
