@@ -159,6 +159,12 @@ class CliProgress(Progress):
 
 _state = {"verbose": False}
 
+KvType = Annotated[
+    Optional[str],
+    typer.Option(
+        help="KV-cache type: f16 (default), q8_0 or q4_0 (less memory; `compare --kv-type` measures the quality cost)."
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (stable keys, for CI).")]
 Device = Annotated[

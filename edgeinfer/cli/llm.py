@@ -13,6 +13,7 @@ from rich.table import Table
 from edgeinfer.cli.app import (
     Device,
     Fallback,
+    KvType,
     Repack,
     Threads,
     app,
@@ -59,12 +60,6 @@ Ctx = Annotated[
 GpuLayers = Annotated[
     Optional[int], typer.Option(min=0, max=100000, help="Layers to offload to a GPU (default: the device's).")
 ]
-KvType = Annotated[
-    Optional[str],
-    typer.Option(
-        help="KV-cache type: f16 (default), q8_0 or q4_0 (less memory; `compare --kv-type` measures the quality cost)."
-    ),
-]
 
 
 def _stream_to_console(stream, as_json: bool):
@@ -89,6 +84,7 @@ def run_gguf(
     threads: int | None,
     as_json: bool,
     repack: bool | None = None,
+    kv_type: str | None = None,
 ) -> None:
     """`edgeinfer run MODEL.gguf --prompt ...`: stream the completion, then the speeds."""
     from edgeinfer.core.errors import ConfigError
@@ -96,7 +92,7 @@ def run_gguf(
 
     if not prompt:
         raise ConfigError("GGUF models need --prompt TEXT (or use `edgeinfer chat`)")
-    settings = settings_for(device, threads, repack=repack)
+    settings = settings_for(device, threads, kv_type=kv_type, repack=repack)
     runner, stream = generate(model, settings, prompt=prompt, max_tokens=max_tokens)
     stats = _stream_to_console(stream, as_json)
     if as_json:
@@ -131,6 +127,7 @@ def bench_gguf(
     threads: int | None,
     as_json: bool,
     repack: bool | None = None,
+    kv_type: str | None = None,
 ) -> None:
     """`edgeinfer bench MODEL.gguf`: pp and tg tokens per second."""
     from edgeinfer.pipelines.llm import bench_gguf as bench
@@ -138,7 +135,7 @@ def bench_gguf(
     with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
         result = bench(
             model,
-            settings_for(device, threads, repack=repack),
+            settings_for(device, threads, kv_type=kv_type, repack=repack),
             n_prompt=n_prompt,
             n_gen=n_gen,
             reps=reps,
@@ -207,6 +204,7 @@ def chat(
     ctx: Ctx = None,
     gpu_layers: GpuLayers = None,
     repack: Repack = None,
+    kv_type: KvType = None,
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
@@ -217,7 +215,7 @@ def chat(
     """
     from edgeinfer.runtime.llama import LlamaRunner
 
-    runner = LlamaRunner(model, settings_for(device, threads, ctx, gpu_layers, allow_fallback, repack=repack))
+    runner = LlamaRunner(model, settings_for(device, threads, ctx, gpu_layers, allow_fallback, kv_type, repack))
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         try:

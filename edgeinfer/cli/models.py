@@ -15,6 +15,7 @@ from edgeinfer.cli.app import (
     Fallback,
     Force,
     Json,
+    KvType,
     ProviderOpt,
     Repack,
     Threads,
@@ -420,6 +421,7 @@ def run(
         int, typer.Option(min=1, max=1 << 20, help="GGUF / encoder-decoder: tokens to generate.")
     ] = 128,
     repack: Repack = None,
+    kv_type: KvType = None,
     device: Device = None,
     provider: ProviderOpt = None,
     allow_fallback: Fallback = False,
@@ -434,14 +436,17 @@ def run(
     if is_gguf(model):
         from edgeinfer.cli.llm import run_gguf
 
-        run_gguf(model, prompt, max_tokens, device, threads, as_json, repack)
+        run_gguf(model, prompt, max_tokens, device, threads, as_json, repack, kv_type)
         return
     from edgeinfer.runtime.genai import is_genai_folder
     from edgeinfer.runtime.seq2seq import is_seq2seq_folder
 
+    llama_only = {"repack": repack, "kv_type": kv_type}
     if is_genai_folder(model):
+        refuse_options(llama_only, "GGUF LLMs", "a GenAI folder")
         _run_genai(model, prompt, max_tokens, as_json)
         return
+    refuse_options(llama_only, "GGUF LLMs", "an ONNX model")
     if is_seq2seq_folder(model):
         _run_seq2seq(model, prompt, audio, max_tokens, device, provider, threads, allow_fallback, as_json)
         return
@@ -508,6 +513,7 @@ def bench(
     n_prompt: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF / GenAI folder: prompt tokens (pp).")] = 512,
     n_gen: Annotated[int, typer.Option(min=1, max=1 << 20, help="GGUF / GenAI folder: generated tokens (tg).")] = 128,
     repack: Repack = None,
+    kv_type: KvType = None,
     as_json: Json = False,
 ) -> None:
     """Benchmark latency (p50/p90/p99), throughput, peak memory and the providers really used.
@@ -521,15 +527,17 @@ def bench(
         from edgeinfer.cli.llm import bench_gguf
 
         refuse_options(onnx_only, "ONNX models", "a GGUF LLM (it takes --n-prompt and --n-gen)")
-        bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json, repack)
+        bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json, repack, kv_type)
         return
     from edgeinfer.runtime.genai import is_genai_folder
 
     if is_genai_folder(model):
-        refuse_options({**onnx_only, "repack": repack}, "ONNX models and GGUF LLMs", "a GenAI folder")
+        refuse_options(
+            {**onnx_only, "repack": repack, "kv_type": kv_type}, "ONNX models and GGUF LLMs", "a GenAI folder"
+        )
         _bench_genai(model, n_prompt, n_gen, runs or 3, as_json)
         return
-    refuse_options({"repack": repack}, "GGUF LLMs", "an ONNX model")
+    refuse_options({"repack": repack, "kv_type": kv_type}, "GGUF LLMs", "an ONNX model")
 
     from edgeinfer.core.io import require_file
     from edgeinfer.pipelines.bench import bench_model, parse_shapes

@@ -199,3 +199,18 @@ def test_options_that_do_nothing_for_the_input_format_are_refused(capsys, smollm
     assert code == 2 and "--repack applies to GGUF LLMs" in err
     code, _, err = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "q.onnx", "--imatrix", text)
     assert code == 2 and "--imatrix applies to GGUF LLMs" in err and not (tmp_path / "q.onnx").exists()
+
+
+def test_run_and_bench_take_the_kv_cache_type_like_fit_serve_and_compare(capsys, smollm2, lenet_onnx):
+    code, out, err = run_cli(
+        capsys, "bench", smollm2, "--kv-type", "q8_0", "--n-prompt", "32", "--n-gen", "8", "--runs", "1", "--json"
+    )
+    assert code == 0 and json.loads(out)["tg_tokens_per_s"] > 0, err
+    code, out, err = run_cli(
+        capsys, "run", smollm2, "--prompt", "Hi", "--max-tokens", "3", "--kv-type", "q4_0", "--json"
+    )
+    assert code == 0 and json.loads(out)["generated_tokens"] >= 1, err
+    code, _, err = run_cli(capsys, "run", smollm2, "--prompt", "Hi", "--kv-type", "q3_k")
+    assert code == 2 and "q8_0" in err
+    code, _, err = run_cli(capsys, "bench", lenet_onnx, "--kv-type", "q4_0")
+    assert code == 2 and "--kv-type applies to GGUF LLMs" in err
