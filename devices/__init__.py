@@ -35,6 +35,19 @@ _SECTION_TYPES = {
 
 
 @dataclass(frozen=True)
+class QuantDefaults:
+    """A profile's [quant] table, and the one place its defaults live: what `quantize --device P`
+    and `optimize --device P` both start from (pipelines.quantize.device_quant_config merges it
+    with the user's options and this machine)."""
+
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = True
+    reduce_range: bool | None = None  # None: 7-bit weights only where the CPU lacks VNNI
+    recipe: str = "generic"
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     description: str
@@ -44,7 +57,7 @@ class DeviceProfile:
     precisions: tuple[Precision, ...] = (Precision.FP32,)
     static_shapes: bool = False
     # Quantization defaults that matter on this hardware (see compress/).
-    quant: dict[str, Any] = field(default_factory=dict)
+    quant: QuantDefaults = QuantDefaults()
     # llama.cpp defaults: GPU layers, context size, the k-quant that suits the memory.
     llm: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -120,7 +133,7 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
         memory_mb=memory,
         precisions=tuple(precisions),
         static_shapes=static_shapes,
-        quant=dict(data.get("quant", {})),
+        quant=QuantDefaults(**data.get("quant", {})),
         llm=dict(data.get("llm", {})),
         path=Path(path),
     )

@@ -44,19 +44,16 @@ def candidate_recipes(
     graph fusions for transformers, static INT8 only with calibration data, structured pruning with
     fine-tuning when there is training data and a PyTorch source."""
     from edgeinfer.compress.graph_opt import ORT_MODEL_TYPES
+    from edgeinfer.pipelines.quantize import device_quant_config
 
-    quant = dict(getattr(profile, "quant", None) or {})
+    def quant(method: str, **overrides) -> tuple[str, dict]:
+        """A quantize-onnx step as `quantize --device P` would configure it (one source of defaults)."""
+        return ("quantize-onnx", device_quant_config(method, profile, **overrides).to_dict())
+
     if quant_recipe(profile) == "qnn":
         # The Hexagon HTP runs QDQ graphs in onnxruntime's QNN configuration and nothing else whole
         # (dynamic INT8 and FP16 would fall back to the CPU): one candidate, with the device's types.
-        static = {
-            "method": "static",
-            "recipe": "qnn",
-            "per_channel": bool(quant.get("per_channel", False)),
-            "activation_type": quant.get("activation_type", "uint8"),
-            "weight_type": quant.get("weight_type", "uint8"),
-        }
-        return [("int8-static-qnn", [("quantize-onnx", static)])]
+        return [("int8-static-qnn", [quant("static")])]
     precisions = {p.value for p in profile.precisions} if profile is not None else {"fp32", "int8"}
     transformer = model_type in ORT_MODEL_TYPES
     recipes: list[tuple[str, list]] = []
@@ -72,21 +69,14 @@ def candidate_recipes(
         if "int8" in precisions:
             for pc in (True, False):
                 tag = "" if pc else "-per-tensor"
-                recipes.append(
-                    (f"{prefix}int8-dynamic{tag}", [*head, ("quantize-onnx", {"method": "dynamic", "per_channel": pc})])
-                )
+                recipes.append((f"{prefix}int8-dynamic{tag}", [*head, quant("dynamic", per_channel=pc)]))
                 if has_calib and not transformer:
-                    recipes.append(
-                        (
-                            f"{prefix}int8-static{tag}",
-                            [*head, ("quantize-onnx", {"method": "static", "per_channel": pc})],
-                        )
-                    )
+                    recipes.append((f"{prefix}int8-static{tag}", [*head, quant("static", per_channel=pc)]))
         if "int4" in precisions:
             # Weight-only: MatMul weights in 4-bit blocks; the graph keeps float activations.
-            recipes.append((f"{prefix}int4-weight-only", [*head, ("quantize-onnx", {"method": "int4"})]))
+            recipes.append((f"{prefix}int4-weight-only", [*head, quant("int4")]))
         if "fp16" in precisions and not prefix:
-            recipes.append(("fp16", [("quantize-onnx", {"method": "fp16"})]))
+            recipes.append(("fp16", [quant("fp16")]))
     if can_prune and "fp32" in precisions:
         for ratio in PRUNE_RATIOS:
             cfg = {"prune": {"method": "structured", "ratio": ratio}, "finetune": {"epochs": PRUNE_EPOCHS}}
@@ -103,7 +93,7 @@ def from_source(steps: list[tuple[str, dict[str, Any]]]) -> bool:
 
 def quant_recipe(profile) -> str:
     """The quantization recipe a device profile names (generic, or qnn for Hexagon NPUs)."""
-    return str((getattr(profile, "quant", None) or {}).get("recipe", "generic"))
+    return profile.quant.recipe if profile is not None else "generic"
 
 
 def _bits(steps: list[tuple[str, dict[str, Any]]]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, load_artifact
-from edgeinfer.core.errors import ConfigError, InputError, option, parse_choice
+from edgeinfer.core.errors import ConfigError, InputError, option
 from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.io import atomic_path, check_output, scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
@@ -23,6 +23,23 @@ if TYPE_CHECKING:
     from edgeinfer.pipelines.compare import ComparisonReport
 
 log = logging.getLogger(__name__)
+
+
+def device_quant_config(method: str, profile=None, **overrides: Any):
+    """The OnnxQuantConfig for `method` on the device `profile` (its [quant] table, else the
+    defaults in devices.QuantDefaults) and this machine (7-bit weights where the CPU lacks VNNI,
+    unless the profile says), with `overrides` (the user's options; None keeps the device's)
+    on top. `quantize` and `optimize` both build their configs here, so one profile means one thing."""
+    from dataclasses import asdict
+
+    from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.devices import QuantDefaults, host_has_vnni
+
+    device = asdict(profile.quant if profile is not None else QuantDefaults())
+    if device["reduce_range"] is None:
+        device["reduce_range"] = not host_has_vnni()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return OnnxQuantConfig.from_dict({"method": method.lower(), **device, **given})
 
 
 def build_config(
@@ -38,30 +55,18 @@ def build_config(
     exclude: tuple[tuple, tuple],
     block_size: int,
 ):
-    from edgeinfer.compress.onnx_quant import (
-        CalibMethod,
-        OnnxQuantConfig,
-        QType,
-        Recipe,
-    )
-    from edgeinfer.devices import host_has_vnni
-
-    dev = profile.quant if profile else {}
-    recipe = parse_choice(Recipe, dev.get("recipe", "generic"), "quantization recipe")
-    if reduce_range is None:
-        reduce_range = dev.get("reduce_range", not host_has_vnni())
-    return OnnxQuantConfig(
-        method=method.lower(),
-        calibration=parse_choice(CalibMethod, calib_method, "calibration method"),
-        activation_type=parse_choice(QType, activation_type or dev.get("activation_type", "uint8"), "activation type"),
-        weight_type=parse_choice(QType, weight_type or dev.get("weight_type", "int8"), "weight type"),
-        per_channel=per_channel if per_channel is not None else dev.get("per_channel", True),
+    return device_quant_config(
+        method,
+        profile,
+        calibration=calib_method,
+        activation_type=activation_type,
+        weight_type=weight_type,
+        per_channel=per_channel,
         symmetric=symmetric,
-        reduce_range=bool(reduce_range),
+        reduce_range=reduce_range,
         exclude_nodes=exclude[0],
         exclude_op_types=exclude[1],
         block_size=block_size,
-        recipe=recipe,
     )
 
 

@@ -142,3 +142,32 @@ def test_the_isa_is_read_from_x86_flags_and_arm_features():
     arm = "processor : 0\nFeatures : fp asimd asimddp i8mm\n"
     assert host_isa(arm) == ["arm_dotprod", "arm_i8mm"]
     assert host_isa("flags : sse4_2 avx\n") == []  # a CPU without these: reduce_range matters there
+
+
+def test_quantize_and_optimize_build_the_same_quantization_config_for_every_shipped_profile():
+    """One profile means one thing: the config `quantize --device P --method M` builds equals the
+    one `optimize --device P` measures for M (the profile's [quant] table, one set of defaults)."""
+    from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.devices import builtin_profiles, get_profile
+    from edgeinfer.pipelines.optimize_onnx import candidate_recipes
+    from edgeinfer.pipelines.quantize import build_config
+
+    checked = 0
+    for profile in builtin_profiles().values():
+        for name, steps in candidate_recipes(profile, None, has_calib=True):
+            for pass_name, cfg in steps:
+                if pass_name != "quantize-onnx":
+                    continue
+                searched = OnnxQuantConfig.from_dict(cfg)
+                per_channel = None if name.endswith("-qnn") else searched.per_channel  # the variant's one choice
+                built = build_config(searched.method, get_profile(profile.name), calib_method="minmax",
+                                     activation_type=None, weight_type=None, per_channel=per_channel,
+                                     symmetric=False, reduce_range=None, exclude=((), ()),
+                                     block_size=searched.block_size)  # fmt: skip
+                assert built == searched, (profile.name, name)
+                checked += 1
+    assert checked >= 10
+    jetson = get_profile("jetson-orin")
+    assert build_config("static", jetson, calib_method="minmax", activation_type=None, weight_type=None,
+                        per_channel=None, symmetric=False, reduce_range=None, exclude=((), ()),
+                        block_size=128).activation_type == "int8"  # fmt: skip
