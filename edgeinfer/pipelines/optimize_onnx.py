@@ -47,8 +47,13 @@ def candidate_recipes(
     from edgeinfer.pipelines.quantize import device_quant_config
 
     def quant(method: str, **overrides) -> tuple[str, dict]:
-        """A quantize-onnx step as `quantize --device P` would configure it (one source of defaults)."""
-        return ("quantize-onnx", device_quant_config(method, profile, **overrides).to_dict())
+        """A quantize-onnx step as `quantize --device P` would configure it (one source of defaults),
+        written as what differs from the config's own defaults, so recipes stay short to read."""
+        from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+
+        full = device_quant_config(method, profile, **overrides).to_dict()
+        plain = OnnxQuantConfig(method=full["method"]).to_dict()
+        return ("quantize-onnx", {k: v for k, v in full.items() if k == "method" or v != plain[k]})
 
     if quant_recipe(profile) == "qnn":
         # The Hexagon HTP runs QDQ graphs in onnxruntime's QNN configuration and nothing else whole

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, load_artifact
-from edgeinfer.core.errors import ConfigError, InputError, option
+from edgeinfer.core.errors import ConfigError, InputError, option, parse_choice
 from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.io import atomic_path, check_output, scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
@@ -55,12 +55,17 @@ def build_config(
     exclude: tuple[tuple, tuple],
     block_size: int,
 ):
+    from edgeinfer.compress.onnx_quant import CalibMethod, QType
+
+    def choice(enum, value, what):  # errors say what the user typed: "calibration method", not a field
+        return None if value is None else parse_choice(enum, value, what)
+
     return device_quant_config(
         method,
         profile,
-        calibration=calib_method,
-        activation_type=activation_type,
-        weight_type=weight_type,
+        calibration=choice(CalibMethod, calib_method, "calibration method"),
+        activation_type=choice(QType, activation_type, "activation type"),
+        weight_type=choice(QType, weight_type, "weight type"),
         per_channel=per_channel,
         symmetric=symmetric,
         reduce_range=reduce_range,

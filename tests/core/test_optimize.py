@@ -215,8 +215,19 @@ def test_a_truncated_bundle_archive_is_exit_2_not_an_interrupt(bundle, tmp_path,
 def test_a_budget_no_candidate_meets_exits_1_names_the_closest_and_writes_nothing(digits_eval, tmp_path, capsys):
     out = tmp_path / "none"
     code, _, err = run_cli(
-        capsys, "optimize", FACTORY, "--data", digits_eval, "--max-size", "0.01", "--runs", "3", "-o", out
-    )
+        capsys,
+        "optimize",
+        FACTORY,
+        "--data",
+        digits_eval,
+        "--max-size",
+        "0.01",
+        "--runs",
+        "3",
+        "-o",
+        out,
+        "--no-cache",
+    )  # fmt: skip (no cache: an fp32 measured by an earlier run would be the closest known)
     assert code == 1 and "no candidate met the budgets" in err and "closest: int8" in err
     assert not out.exists()
     code, _, err = run_cli(
@@ -550,7 +561,12 @@ def test_candidates_follow_the_profiles_precisions_and_the_model():
     assert "graph+int8-dynamic" in bert and not any("static" in n for n in bert)  # no QDQ for transformers here
     wide = replace(vnni, precisions=(Precision.FP32, Precision.INT8, Precision.INT4, Precision.FP16))
     names = dict(candidate_recipes(wide, "bert", has_calib=True))
-    assert names["int4-weight-only"] == [("quantize-onnx", {"method": "int4"})]
+    from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.pipelines.quantize import device_quant_config
+
+    ((step, cfg),) = names["int4-weight-only"]  # what `quantize --device` would build, written short
+    assert step == "quantize-onnx" and OnnxQuantConfig.from_dict(cfg) == device_quant_config("int4", wide)
+    assert set(cfg) <= {"method", "reduce_range"}  # nothing else differs from the defaults on x86
     assert names["graph+int4-weight-only"][0][0] == "optimize-graph" and names["fp16"]
     npu = dict(candidate_recipes(get_profile("snapdragon-npu"), None, has_calib=True))
     assert list(npu) == ["int8-static-qnn"] and npu["int8-static-qnn"][0][1]["recipe"] == "qnn"
