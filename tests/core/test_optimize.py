@@ -409,10 +409,12 @@ def test_an_interrupted_search_leaves_no_bundle_and_resumes_from_its_measurement
     assert again.returncode == 0, again.stderr[-2000:]
     report = json.loads(again.stdout)
     cached = [c["name"] for c in report["candidates"] if c["cached"]]
-    # Every entry the first run stored is reused, but the chosen candidate, which is measured again
-    # before it ships (a cache entry is a hint, never a figure in a manifest).
-    assert len(cached) in (done, done - 1) and report["chosen"] not in cached
-    assert report["candidates"][0]["cached"] or report["chosen"] == "fp32"  # fp32 was measured first
+    # Every entry the first run stored is reused, but by the contenders for the choice, which are
+    # measured again (at most once each) before one ships: a cache entry is a hint, never a figure
+    # in a manifest.
+    remeasured = [c["name"] for c in report["candidates"] if c["met"] and not c["cached"]]
+    assert report["chosen"] not in cached and len(cached) + len(remeasured) >= done
+    assert "fp32" in cached + remeasured  # fp32 was measured first
     assert (out / "manifest.json").exists()
     # An edited entry that fits the schema (a candidate claiming 50x) orders the search, but the
     # figure never ships: the candidate it promotes is measured again before its bundle is written.
