@@ -149,7 +149,8 @@ def test_a_repeated_run_reuses_every_measurement(optimized, tmp_path):
     proc = subprocess.run([*args, "-o", str(tmp_path / "again")], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
-    assert again["chosen"] == first["chosen"]
+    # The contenders are measured again, so two close ones may trade places on a busy machine.
+    assert again["chosen"] in {c["name"] for c in first["candidates"] if c["met"]}
     chosen = next(c for c in again["candidates"] if c["name"] == again["chosen"])
     # A cache hit orders the search; what ships is built and measured again, never taken on trust.
     assert not chosen["cached"] and chosen["p50_ms"] is not None
