@@ -317,8 +317,9 @@ class RequestGuard:
             raise _bad("prompt is empty; give at least one character", param="prompt")
         if "messages" in data and data["messages"] == []:
             raise _bad("messages is empty; give at least one message", param="messages")
-        for i, message in enumerate(data.get("messages") or [] if path == "/v1/chat/completions" else []):
-            content = message.get("content") if isinstance(message, dict) else None
+        messages = data.get("messages") if path == "/v1/chat/completions" else None
+        for i, message in enumerate(messages or []):  # dicts: the request model refused anything else
+            content = message.get("content")
             parts_ok = isinstance(content, list) and all(
                 isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
             )

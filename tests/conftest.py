@@ -25,6 +25,24 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def forge_manifest(bundle: Path, edit=None, text=lambda t: t) -> Path:
+    """Re-hash every file a bundle's manifest lists, as a forger would, so `verify`'s checksums
+    pass and the check under test is reached; `edit(manifest)` changes it first and `text` the
+    JSON written (for values json cannot write, such as a 5,000-digit integer)."""
+    import hashlib
+    import json
+
+    path = Path(bundle) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for name in manifest["files"]:
+        data = (Path(bundle) / name).read_bytes()
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if edit is not None:
+        edit(manifest)
+    path.write_text(text(json.dumps(manifest)))
+    return Path(bundle)
+
+
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifacts")

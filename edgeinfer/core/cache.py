@@ -114,30 +114,34 @@ def _drop_empty_folders(folder: Path) -> None:
         pass
 
 
+# Folders of many independent files (one per model and text, one per candidate): evicted file by
+# file. Anything else at the top level (a rebuilt model folder) goes as a whole: half of one is useless.
+_FILE_BY_FILE = ("logits", "measurements")
+
+
+def _eviction_units(root: Path) -> list[tuple[float, int, Path]]:
+    """(last used, bytes, path) of everything eviction removes as one."""
+    units = []
+    for item in root.iterdir():
+        split = item.is_dir() and not item.is_symlink() and item.name in _FILE_BY_FILE
+        for unit in _files(item) if split else [item]:
+            stats = [f.lstat() for f in _files(unit)]
+            units.append((max((st.st_mtime for st in stats), default=0.0), sum(st.st_size for st in stats), unit))
+    return units
+
+
 def enforce_cap(keep: Path | None = None, root: Path | None = None) -> int:
     """Evict the least recently used files until the cache fits max_bytes(); `keep` (the file
-    or folder just written) is never evicted. Returns the bytes freed. A model folder (a rebuilt
-    checkpoint) goes as a whole, since half of one is useless."""
+    or folder just written) is never evicted. Returns the bytes freed."""
     root = root or cache_dir()
     cap = max_bytes()
-    units: list[tuple[float, int, Path]] = []
-    for item in root.iterdir():
-        if keep is not None and (item == keep or keep.is_relative_to(item) and item.is_file()):
-            continue
-        if item.is_dir() and item.name in ("logits", "measurements"):
-            for f in _files(item):
-                if keep is None or f != keep:
-                    st = f.lstat()
-                    units.append((st.st_mtime, st.st_size, f))
-        elif not (keep is not None and keep.is_relative_to(item)):
-            files = _files(item)
-            stats = [f.lstat() for f in files]
-            units.append((max((s.st_mtime for s in stats), default=0.0), sum(s.st_size for s in stats), item))
-    total = sum(e.bytes for e in entries(root))
-    freed = 0
+    units = _eviction_units(root)
+    total, freed = sum(size for _, size, _ in units), 0
     for _, size, path in sorted(units):
         if total - freed <= cap:
             break
+        if keep is not None and keep.is_relative_to(path):
+            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

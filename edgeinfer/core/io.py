@@ -61,15 +61,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the hidden `.NAME.tmp-PID` folders that killed runs (SIGKILL, power loss) left behind."""
+def clean_stale_temporaries(folder: Path, pattern: re.Pattern[str] = _TMP_PATTERN) -> list[Path]:
+    """Remove the folders named like `pattern` (by default the hidden `.NAME.tmp-PID` ones; its
+    group 1 is the PID) that killed runs (SIGKILL, power loss) left behind."""
     removed = []
     try:
         entries = list(folder.iterdir())
     except OSError:
         return removed
     for entry in entries:
-        m = _TMP_PATTERN.match(entry.name)
+        m = pattern.match(entry.name)
         if m and entry.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
@@ -186,12 +187,7 @@ def scratch_dir(kind: str) -> Iterator[Path]:
     power loss: hundreds of MB for an LLM search) are removed first, so they never pile up."""
     import tempfile
 
-    root = Path(tempfile.gettempdir())
-    with contextlib.suppress(OSError):
-        for entry in root.iterdir():
-            m = _SCRATCH_PATTERN.match(entry.name)
-            if m and entry.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-                shutil.rmtree(entry, ignore_errors=True)
+    clean_stale_temporaries(Path(tempfile.gettempdir()), _SCRATCH_PATTERN)
     folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-{os.getpid()}-"))
     try:
         yield folder

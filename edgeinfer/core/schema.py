@@ -14,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from typing import Any, ClassVar, Self
 
-from edgeinfer.core.errors import InputError
+from edgeinfer.core.errors import ConfigError, InputError
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # a sha256 as edgeinfer writes it
 
 # Integers in a file are counts, sizes, token ids or thread numbers: far below this.
 MAX_INT = 1 << 53
@@ -128,7 +131,10 @@ class Record:
                     raise InputError(f"{where} has no {name!r}")
                 continue
             values[name] = conform(data[name], hints[name], f"{where}.{name}")
-        record = cls(**values)
+        try:
+            record = cls(**values)
+        except ConfigError as e:  # a record that validates itself (search.Budgets): the file is bad input
+            raise InputError(f"{where}: {e}") from None
         record.check(where)
         return record
 

@@ -108,10 +108,8 @@ class LlmComparisonReport:
         }
 
 
-def _text_tokens(runner, text: Path, max_tokens: int) -> list[int]:
-    from edgeinfer.core.formats import read_text_file
-
-    tokens = runner.tokenize(read_text_file(text))
+def _text_tokens(runner, text: str, max_tokens: int) -> list[int]:
+    tokens = runner.tokenize(text)
     return tokens[:max_tokens]
 
 
@@ -125,11 +123,11 @@ def baseline_logits(
     progress: Progress = QUIET,
 ) -> dict[str, Any]:
     from edgeinfer.core.cache import cache_dir
-    from edgeinfer.core.formats import load_npz
-    from edgeinfer.core.io import atomic_path, require_file, sha256_file
+    from edgeinfer.core.formats import load_npz, read_text_file
+    from edgeinfer.core.io import atomic_path, sha256_file
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 
-    require_file(text, "text file")
+    content = read_text_file(text)  # a text that is not UTF-8 is refused before any model loads
     model_sha = sha256_file(baseline)
     text_sha = hashlib.sha256(text.read_bytes()).hexdigest()
     from edgeinfer.core.cache import enforce_cap, touch
@@ -149,7 +147,7 @@ def baseline_logits(
             )
     progress.stage(f"computing the baseline's log-probs once ({baseline.name})")
     runner = LlamaRunner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
-    tokens = _text_tokens(runner, text, max_tokens)
+    tokens = _text_tokens(runner, content, max_tokens)
     logp, targets = runner.log_probs(tokens, window)
     ref = {
         "schema": np.int64(LOGITS_SCHEMA),

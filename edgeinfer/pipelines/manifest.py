@@ -7,14 +7,12 @@ refused with one line (exit 2) before anything in the bundle is loaded.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edgeinfer.core.errors import InputError
-from edgeinfer.core.schema import Record
-
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+from edgeinfer.core.schema import SHA256_HEX, Record
+from edgeinfer.pipelines.search import Budgets
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,7 @@ class FileEntry(Record):
     def check(self, where: str) -> None:
         if self.size < 0:
             raise InputError(f"{where}.size is {self.size}; a file size is at least 0")
-        if not SHA256.match(self.sha256):
+        if not SHA256_HEX.fullmatch(self.sha256):
             raise InputError(f"{where}.sha256 is not a sha256 (64 lowercase hex digits)")
 
 
@@ -50,22 +48,6 @@ class LlmTolerance(Record):
 
 
 @dataclass(frozen=True)
-class ManifestBudgets(Record):
-    max_drop: float | None = None
-    max_latency_ms: float | None = None
-    max_size_mb: float | None = None
-    max_memory_mb: float | None = None
-    max_kld: float | None = None
-    min_top1: float | None = None
-
-    def check(self, where: str) -> None:
-        for name in ("max_drop", "max_latency_ms", "max_size_mb", "max_memory_mb", "max_kld", "min_top1"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InputError(f"{where}.{name} is {value}; a budget is at least 0")
-
-
-@dataclass(frozen=True)
 class Manifest(Record):
     """manifest.json of a bundle (schema 1), as `write_bundle` and `write_llm_bundle` write it."""
 
@@ -80,7 +62,7 @@ class Manifest(Record):
     threads: int | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
-    budgets: ManifestBudgets = ManifestBudgets()
+    budgets: Budgets = Budgets()  # what optimize held the bundle to, checked as optimize checks it
     measured: dict[str, Any] = field(default_factory=dict)
     candidate: str = ""
     edgeinfer_version: str = ""

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 from edgeinfer.core.child import isolated_python
 from edgeinfer.core.errors import InputError
-from edgeinfer.core.schema import Record
+from edgeinfer.core.schema import SHA256_HEX, Record
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class CachedFigures(Record):
                 raise InputError(f"{where}.{name} is {value}; it must be above 0")
         if (self.size_bytes is not None and self.size_bytes < 0) or (self.memory_mb is not None and self.memory_mb < 0):
             raise InputError(f"{where}: sizes are at least 0")
-        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+        if self.sha256 is not None and not SHA256_HEX.fullmatch(self.sha256):
             raise InputError(f"{where}.sha256 is not a sha256")
 
 

@@ -80,7 +80,7 @@ def optimize(
     from edgeinfer.pipelines.bundle import check_bundle_output
     from edgeinfer.pipelines.executors import Executor, make_executor
 
-    check_bundle_output(Path(bundle), force)
+    check_bundle_output(Path(bundle), force)  # early, before any work; again under the lock below
     memory_mb = getattr(profile, "memory_mb", None)
     if budgets.max_memory_mb is None and memory_mb:
         budgets = replace(budgets, max_memory_mb=float(memory_mb))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.io import sha256_file
 from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.core.schema import Record
+from edgeinfer.pipelines.measurements import CachedFigures
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ class Objective(StrEnum):
 
 
 @dataclass(frozen=True)
-class Budgets:
+class Budgets(Record):
     """What the chosen model must meet; None: not checked.
 
     Args:
@@ -102,10 +104,8 @@ class Candidate:
     def met(self) -> bool:
         return self.measured and not self.failed
 
-    FIGURES = (
-        "metrics", "drop", "p50_ms", "speedup", "speedup_ci95", "size_bytes", "memory_mb", "sha256", "task",
-        "measured_on",
-    )  # fmt: skip
+    # What the measurement cache keeps: the fields of its schema, so the two cannot drift apart.
+    FIGURES = tuple(f.name for f in fields(CachedFigures))
 
     def figures(self) -> dict[str, Any]:
         """What the measurement cache keeps."""

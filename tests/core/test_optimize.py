@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import forge_manifest, run_cli
 
 pytestmark = pytest.mark.slow
 FACTORY = "edgeinfer.examples.digits:lenet"
@@ -110,26 +110,16 @@ def test_a_manifest_path_outside_the_bundle_is_refused(bundle, tmp_path, capsys)
     assert code == 2 and "is not an edgeinfer bundle" in err
 
 
-def _tampered(bundle, tmp_path, edit_manifest=None, golden=None, rehash=True):
+def _tampered(bundle, tmp_path, edit_manifest=None, golden=None):
     """A copy of the bundle with its manifest edited and/or its golden arrays replaced, re-hashed
     as a forger would (so the checksums pass and the check under test is reached)."""
-    import hashlib
-
     import numpy as np
 
     copy = tmp_path / "b"
     shutil.copytree(bundle[0], copy)
     if golden is not None:
         np.savez(copy / "golden.npz", **golden)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    if rehash:
-        for name in manifest["files"]:
-            data = (copy / name).read_bytes()
-            manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    if edit_manifest is not None:
-        edit_manifest(manifest)
-    (copy / "manifest.json").write_text(json.dumps(manifest).replace('"BIG"', "9" * 5000))
-    return copy
+    return forge_manifest(copy, edit_manifest, lambda text: text.replace('"BIG"', "9" * 5000))
 
 
 def _golden(bundle):
@@ -167,17 +157,11 @@ def test_goldens_that_compare_nothing_or_do_not_fit_never_pass(bundle, tmp_path,
     renamed = {("bogus" if not k.startswith("expected:") else k): v for k, v in golden.items()}
     code, _, err = run_cli(capsys, "verify", _tampered(bundle, tmp_path / "c", golden=renamed))
     assert code == 2 and "unknown input(s) bogus" in err
-    import hashlib
-
     from tests.core.test_safety_layer import npz_bomb
 
     copy = _tampered(bundle, tmp_path / "d")
     npz_bomb(copy / "golden.npz")  # 1.2 GB declared in a few hundred bytes, re-hashed by the forger
-    manifest = json.loads((copy / "manifest.json").read_text())
-    data = (copy / "golden.npz").read_bytes()
-    manifest["files"]["golden.npz"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    code, _, err = run_cli(capsys, "verify", copy)
+    code, _, err = run_cli(capsys, "verify", forge_manifest(copy))
     assert code == 2 and "declares 1,172 MiB of arrays" in err
 
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import forge_manifest, run_cli
 
 pytestmark = pytest.mark.slow
 MAX_KLD = 0.1
@@ -107,8 +107,6 @@ def test_verify_refuses_a_manifest_whose_repack_is_not_a_boolean(optimized, tmp_
 def test_golden_tokens_outside_the_vocabulary_are_refused_before_llama_cpp_sees_them(
     optimized, tmp_path, capsys, token
 ):
-    import hashlib
-
     import numpy as np
 
     path, _, _, _, _ = optimized
@@ -119,11 +117,7 @@ def test_golden_tokens_outside_the_vocabulary_are_refused_before_llama_cpp_sees_
     golden["tokens"] = golden["tokens"].copy()
     golden["tokens"][3] = token
     np.savez(copy / "golden.npz", **golden)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    data = (copy / "golden.npz").read_bytes()
-    manifest["files"]["golden.npz"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    code, _, err = run_cli(capsys, "verify", copy)
+    code, _, err = run_cli(capsys, "verify", forge_manifest(copy))
     assert code == 2 and "outside the model's vocabulary" in err
 
 
