@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-
-# Before torch loads: the CLI's short OpenMP spin, for interleaved timings as the CLI takes them.
-from edgeinfer.cli.app import openmp_wait_env  # noqa: E402
-
-os.environ.update(openmp_wait_env())
-
-import datetime as dt  # noqa: E402
 import re
 from pathlib import Path
+
+# Before torch loads: the CLI's short OpenMP spin, for interleaved timings as the CLI takes them.
+from edgeinfer.core.measure import apply_measurement_env
+
+apply_measurement_env()
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"

@@ -6,7 +6,7 @@ libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it loads, and PyTorc
 share one copy in a process. Each setting runs in fresh processes, the settings interleaved round
 by round: eager LeNet-5 (batch 8) and its ONNX Runtime session taking turns in one loop, as an
 interleaved `compare` does, and SmolLM2-135M Q8_0 on llama.cpp with 2 threads (tg64 / pp64).
-The setting the CLI uses (edgeinfer.cli.app.openmp_wait_env) is the one marked "CLI".
+The setting the CLI uses (edgeinfer.core.measure.measurement_env) is the one marked "CLI".
 """
 
 from __future__ import annotations

@@ -269,23 +269,6 @@ def _usage_error(e) -> None:
     err.print(f"[red]error:[/red] {e.format_message()} (see `{where}`)", highlight=False, soft_wrap=True)
 
 
-def openmp_wait_env() -> dict[str, str]:
-    """How long idle OpenMP threads spin before they sleep, unless the user already chose.
-
-    PyTorch's workers spin for a long time between calls by default (libgomp: 300,000 rounds); with
-    ONNX Runtime sessions taking turns in an interleaved benchmark they oversubscribe the cores and
-    distort every figure (seen here: eager LeNet at 35 ms instead of 0.8 ms). Not spinning at all
-    (PASSIVE alone) is worse for the waits inside one computation: llama.cpp meets an OpenMP barrier
-    at every node, and SmolLM2 generated 3.1x slower on 2 threads (41 instead of 126 tokens/s); eager
-    LeNet ran 2.7x slower. A short spin (3,000 rounds, microseconds) catches those and still sleeps
-    between calls (benchmarks/openmp_wait.py, "OpenMP waiting" in BENCHMARKS.md)."""
-    import os
-
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        return {}
-    return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
-
-
 # What the machine, not edgeinfer, is out of or forbids: a full disk or quota, a read-only or
 # forbidden folder. Exit 2 with one line, like bad input.
 _ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -294,12 +277,13 @@ _ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.
 def main() -> None:
     """The console entry point: exit 0 on success, 1 for a `check` regression, 2 on bad input or
     usage, 130 when interrupted; never a traceback unless --verbose."""
-    import os
 
     from typer.exceptions import Abort, Exit, TyperException
 
     # OpenMP (PyTorch's, and llama.cpp's, which shares it) is read once, when it loads.
-    os.environ.update(openmp_wait_env())
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()
 
     def interrupted() -> None:
         err.print("interrupted; nothing written")

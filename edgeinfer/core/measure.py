@@ -1,19 +1,75 @@
 """Timing that holds up on a noisy shared machine: warm-up, interleaved runs, medians and tails.
 
 Candidates are timed round-robin in the same loop, so a burst of load hits all of them alike.
-No runtime may busy-wait between calls: ONNX Runtime sessions disable spinning, and the CLI lets
-OpenMP (PyTorch's, llama.cpp's) spin only briefly before it sleeps (cli.app.openmp_wait_env).
+No runtime may busy-wait between calls: ONNX Runtime sessions disable spinning, and OpenMP
+(PyTorch's, llama.cpp's) spins only briefly before it sleeps (`measurement_env`). Every entry point
+that measures applies that setting the same way (`apply_measurement_env`): the CLI, the Python
+functions that time (optimize, compare, bench) and Ray workers (through their runtime environment).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from edgeinfer.core.progress import QUIET, Progress
+
+log = logging.getLogger(__name__)
+
+# Libraries that load libgomp: once one is imported, OpenMP has read its settings for good.
+_OPENMP_USERS = ("torch", "llama_cpp")
+
+
+def measurement_env() -> dict[str, str]:
+    """How long idle OpenMP threads spin before they sleep, unless the user already chose.
+
+    PyTorch's workers spin for a long time between calls by default (libgomp: 300,000 rounds); with
+    ONNX Runtime sessions taking turns in an interleaved benchmark they oversubscribe the cores and
+    distort every figure (seen here: eager LeNet at 35 ms instead of 0.8 ms). Not spinning at all
+    (PASSIVE alone) is worse for the waits inside one computation: llama.cpp meets an OpenMP barrier
+    at every node, and SmolLM2 generated 3.1x slower on 2 threads (41 instead of 126 tokens/s); eager
+    LeNet ran 2.7x slower. A short spin (3,000 rounds, microseconds) catches those and still sleeps
+    between calls (benchmarks/openmp_wait.py, "OpenMP waiting" in BENCHMARKS.md).
+
+    Returns the variables to set; {} when the user set either one (theirs wins)."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return {}
+    return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
+
+
+def openmp_setting() -> dict[str, str]:
+    """The OpenMP wait setting measurements run under in this process (after apply_measurement_env):
+    what a Ray worker's runtime environment must carry to time alike."""
+    return {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+
+
+def apply_measurement_env() -> dict[str, str]:
+    """Set `measurement_env()` in this process; every entry point that times calls this first.
+
+    OpenMP reads the variables once, when PyTorch or llama.cpp first loads: a caller that imported
+    one of them before edgeinfer set them times under OpenMP's defaults, which is said once.
+    Returns the setting now in effect (openmp_setting())."""
+    global _warned
+    chosen = measurement_env()
+    if chosen:
+        late = [m for m in _OPENMP_USERS if m in sys.modules]
+        os.environ.update(chosen)
+        if late and not _warned:
+            _warned = True
+            log.warning(
+                f"{late[0]} was imported before edgeinfer set OpenMP's wait policy; timings here may differ "
+                "from the CLI's (set OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=3000 before starting Python)"
+            )
+    return openmp_setting()
+
+
+_warned = False
 
 
 def percentiles(times_s: list[float]) -> dict[str, float]:
@@ -60,8 +116,6 @@ def peak_rss_mb() -> float:
     Linux: VmHWM, the high-water mark of this address space. Not ru_maxrss, which a child started
     with fork + exec inherits from its parent, so a probe process would report its parent's peak.
     Elsewhere ru_maxrss (macOS reports bytes, the rest KiB)."""
-    import sys
-
     try:
         for line in open("/proc/self/status", encoding="ascii"):
             if line.startswith("VmHWM:"):
@@ -76,7 +130,6 @@ def read_bandwidth_gb_s(mib: int = 512, threads: int | None = None, passes: int 
     """This machine's streaming-read bandwidth, GB/s: `threads` workers (default: every core) each
     sum their slice of a `mib` MiB array (numpy releases the GIL while it reduces); the best of
     `passes`. An array far larger than the caches, so it measures memory, not cache."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     n = max(1, threads or os.cpu_count() or 1)

@@ -165,6 +165,9 @@ def bench_model(
             trust_source allows a factory named by the sidecar to run.
         tick: called after each timed run (progress).
     """
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.pipelines.target import ort_target
     from edgeinfer.runtime.ort import OrtRunner

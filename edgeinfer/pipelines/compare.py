@@ -264,6 +264,9 @@ def compare_models(
 
     Returns the ComparisonReport (one row a model, the baseline first).
     """
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
     from edgeinfer.pipelines.target import ort_target

@@ -5,7 +5,9 @@ A Ray task gets a picklable description of the search space (the baseline's byte
 the profile), builds its candidate with the same passes and measures it with the same code as the
 serial path, and returns the figures. Quality figures are the same as the serial executor's; the
 latency of a task that shared its node with other tasks is labelled so, and `optimize` measures the
-candidate it chooses again on its own machine before it ships it.
+candidate it chooses again on its own machine before it ships it. Tasks run under the OpenMP
+setting this process measures with (core.measure), carried in their runtime environment, and each
+result says which setting its worker had.
 """
 
 from __future__ import annotations
@@ -49,8 +51,11 @@ class RayExecutor:
 
     def measure(self, spec: dict[str, Any], candidates: list, progress: Progress = QUIET) -> list[dict[str, Any]]:
         """Build and measure each candidate as a task; one result (figures, or an error) per candidate."""
+        from edgeinfer.core.measure import openmp_setting
+
         ray = self.ray
-        task = ray.remote(num_cpus=1)(measure_candidate)
+        # A worker (of a cluster started by someone else, too) times as this process does.
+        task = ray.remote(num_cpus=1, runtime_env={"env_vars": openmp_setting()})(measure_candidate)
         shared = ray.put(spec)
         refs = [task.remote(shared, c.name, c.steps) for c in candidates]
         pending, done = list(refs), 0
@@ -91,6 +96,7 @@ def make_executor(how: Executor, address: str | None = None) -> RayExecutor | No
 def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str, Any]:
     """On a worker: rebuild the search space from `spec`, build the candidate, measure it."""
     from edgeinfer.core.io import sha256_file
+    from edgeinfer.core.measure import openmp_setting
     from edgeinfer.pipelines.search import Candidate, measure_here
 
     with scratch_dir("task") as tmp:
@@ -104,7 +110,7 @@ def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str,
         why = measure_here(space, cand)
         if why:
             return {"unmeasurable": why}
-        return {**cand.figures(), "node": socket.gethostname()}
+        return {**cand.figures(), "node": socket.gethostname(), "openmp": openmp_setting()}
 
 
 def space_from_spec(spec: dict[str, Any], work: Path):

@@ -112,6 +112,9 @@ def bench_gguf(
     model: Path, settings, *, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, profile=None
 ) -> dict[str, Any]:
     """Prompt processing and generation tokens per second (like llama-bench), with the file's summary."""
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from dataclasses import replace
 
     from edgeinfer.core.measure import peak_rss_mb
@@ -227,6 +230,9 @@ def compare_gguf(
     progress: Progress = QUIET,
 ) -> LlmComparisonReport:
     """Perplexity, KL divergence and top-1 agreement against the baseline, bits per weight, pp/tg speed."""
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.examples import SENTENCES
     from edgeinfer.pipelines.llm_eval import compare_llms
 

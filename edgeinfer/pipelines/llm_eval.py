@@ -224,6 +224,9 @@ def compare_llms(
         kv_type: the candidates' KV-cache type (the baseline's log-probs come from an f16 cache),
             so `compare M.gguf M.gguf --kv-type q4_0` measures what a quantized cache costs.
     """
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.runtime.genai import GenAiRunner, genai_summary, is_genai_folder
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 

@@ -73,6 +73,9 @@ def optimize(
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
     """
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from dataclasses import replace
 
     from edgeinfer.core.errors import parse_choice

@@ -346,6 +346,8 @@ def _over_memory(cand: Candidate, space: SearchSpace, budgets: Budgets) -> bool:
 
 
 def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: Budgets, cache, progress, executor):
+    from edgeinfer.core.measure import openmp_setting
+
     pending = []
     for cand in candidates:
         hit = cache.get(cand.steps) if cache is not None else None
@@ -361,6 +363,9 @@ def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: B
                 continue
             if "unmeasurable" in result:
                 cand.failed.append(result["unmeasurable"])
+                continue
+            if result.get("openmp") != openmp_setting():  # its latency is not comparable with ours
+                cand.failed.append(f"measured under another OpenMP setting ({result.get('openmp')})")
                 continue
             cand.load(result)
             cand.cached, cand.measured_on = False, f"{executor.name}:{result.get('node', '?')}"

@@ -126,6 +126,9 @@ def compare_seq2seq(
     progress: Progress = QUIET,
 ) -> Seq2SeqComparison:
     """Greedy generation from the first `limit` sources with each folder, interleaved per source."""
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     import time
 
     from edgeinfer.core.measure import speedup_ci

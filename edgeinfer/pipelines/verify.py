@@ -166,6 +166,9 @@ def verify(
         enforce_latency: fail when the p50 latency or the peak memory is above the bundle's budget.
         runs: timed runs of the golden batch.
     """
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     with opened(Path(bundle)) as folder:
         report = _verify(folder, allow_fallback, enforce_latency, runs)
     report.bundle = str(bundle)

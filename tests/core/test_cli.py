@@ -1,6 +1,7 @@
 """The command line as a user meets it: one clear line, a non-zero code, nothing lost."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -124,18 +125,46 @@ def test_verbose_shows_traceback(capsys, tmp_path):
 
 def test_openmp_spins_briefly_unless_the_user_chose(monkeypatch):
     """PASSIVE alone made llama.cpp's 2-thread generation 3x slower (an OpenMP barrier per node);
-    the CLI asks for a short spin instead, and leaves a user's own OpenMP settings alone."""
-    from edgeinfer.cli.app import openmp_wait_env
+    measurements ask for a short spin instead, and leave a user's own OpenMP settings alone."""
+    from edgeinfer.core.measure import measurement_env
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    chosen = openmp_wait_env()
+    chosen = measurement_env()
     assert chosen["OMP_WAIT_POLICY"] == "PASSIVE" and 0 < int(chosen["GOMP_SPINCOUNT"]) < 300_000
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert openmp_wait_env() == {}
+    assert measurement_env() == {}
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setenv("GOMP_SPINCOUNT", "0")
-    assert openmp_wait_env() == {}
+    assert measurement_env() == {}
+
+
+@pytest.mark.parametrize("entry", ["cli", "optimize", "compare_models", "bench_model", "verify"])
+def test_every_entry_point_that_times_sets_openmp_as_the_cli_does(entry, tmp_path):
+    """A Python caller of optimize(), compare or bench times under the same OpenMP setting as the
+    CLI: set before torch or llama.cpp loads (OpenMP reads it once), even when the call then fails."""
+    import subprocess
+    import sys
+
+    calls = {
+        "cli": "from edgeinfer.cli import main\nsys.argv = ['edgeinfer', 'run', 'missing.onnx', '-i', 'x.npz']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass",
+        "optimize": "from edgeinfer.pipelines.optimize import optimize\n"
+        "try:\n    optimize('missing.onnx', Path('b'), data='x.npz')\nexcept Exception:\n    pass",
+        "compare_models": "from edgeinfer.pipelines.compare import compare_models\n"
+        "try:\n    compare_models(Path('a.onnx'), [Path('b.onnx')], 'x.npz')\nexcept Exception:\n    pass",
+        "bench_model": "from edgeinfer.pipelines.bench import bench_model\n"
+        "try:\n    bench_model(Path('a.onnx'))\nexcept Exception:\n    pass",
+        "verify": "from edgeinfer.pipelines.verify import verify\n"
+        "try:\n    verify(Path('missing-bundle'))\nexcept Exception:\n    pass",
+    }
+    script = (
+        "import os, sys\nfrom pathlib import Path\n" + calls[entry] + "\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.stdout.split()[-3:] == ["PASSIVE", "3000", "False"], out.stdout + out.stderr[-2000:]
 
 
 def test_progress_goes_to_a_log_as_plain_lines_when_stderr_is_not_a_terminal(lenet_onnx):

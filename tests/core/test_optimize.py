@@ -530,6 +530,8 @@ def test_ray_tasks_give_the_serial_executors_choice_and_figures(digits_eval, tmp
             assert b.measured_on is None  # re-measured on this machine, alone
         elif b.steps:
             assert b.measured_on and b.measured_on.startswith("ray:")
+        # Workers time under this process's OpenMP setting (a mismatch fails the candidate).
+        assert not any("OpenMP" in why for why in b.failed), b.failed
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["measured"]["drop"] == next(c.drop for c in serial.candidates if c.name == serial.chosen)
 
