@@ -6,16 +6,26 @@ Profiles are data (`devices/*.toml`, one device a file); this module loads and c
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.core.errors import ConfigError
+from edgeinfer.core.errors import ConfigError, parse_choice
+from edgeinfer.core.gguf_types import GgufType, KvType
 from edgeinfer.core.providers import Provider
 
-__all__ = ["DeviceProfile", "Precision", "Provider", "builtin_profiles", "get_profile", "load_profile_file"]
+__all__ = [
+    "DeviceProfile",
+    "LlmDefaults",
+    "Precision",
+    "QuantDefaults",
+    "Provider",
+    "builtin_profiles",
+    "get_profile",
+    "load_profile_file",
+]
 
 
 class Precision(StrEnum):
@@ -48,6 +58,33 @@ class QuantDefaults:
 
 
 @dataclass(frozen=True)
+class LlmDefaults:
+    """A profile's [llm] table, and the one place its defaults live: what `run`, `bench`, `chat`,
+    `serve`, `fit`, `quantize` and `optimize` of a GGUF all start from with `--device P`
+    (pipelines.llm.llama_settings merges it with the user's options)."""
+
+    n_gpu_layers: int = 0  # layers offloaded to the GPU (999: all); refused where llama.cpp has no GPU
+    n_ctx: int = 2048
+    kquant: GgufType = GgufType.Q4_K_M  # the llama.cpp type `quantize` makes by default
+    kv_type: KvType = KvType.F16
+    repack: bool | None = None  # llama.cpp's repacked weight buffers; None: its own choice per CPU
+
+    @classmethod
+    def parse(cls, table: dict[str, Any], path: Path | str) -> LlmDefaults:
+        values = dict(table)
+        for key, kind, what in (("kquant", GgufType, "llama.cpp type"), ("kv_type", KvType, "KV-cache type")):
+            if key in values:
+                try:
+                    values[key] = parse_choice(kind, str(values[key]), what)
+                except ConfigError as e:
+                    raise _fail(path, f"llm.{key}", str(e)) from None
+        n_ctx = values.get("n_ctx", cls.n_ctx)
+        if not 16 <= n_ctx <= 1 << 20:
+            raise _fail(path, "llm.n_ctx", f"{n_ctx} is outside 16 ... 1048576 tokens")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     description: str
@@ -59,7 +96,7 @@ class DeviceProfile:
     # Quantization defaults that matter on this hardware (see compress/).
     quant: QuantDefaults = QuantDefaults()
     # llama.cpp defaults: GPU layers, context size, the k-quant that suits the memory.
-    llm: dict[str, Any] = field(default_factory=dict)
+    llm: LlmDefaults = LlmDefaults()
     path: Path | None = None
 
 
@@ -118,9 +155,6 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
                 raise _fail(path, f"{section}.{key}", f"{value!r} is not a non-negative integer")
             if kind is str and not isinstance(value, str):
                 raise _fail(path, f"{section}.{key}", f"{value!r} is not a string")
-    llm_ctx = data.get("llm", {}).get("n_ctx")
-    if llm_ctx is not None and not 16 <= llm_ctx <= 1 << 20:
-        raise _fail(path, "llm.n_ctx", f"{llm_ctx} is outside 16 ... 1048576 tokens")
     if not isinstance(data["name"], str) or not data["name"]:
         raise _fail(path, "name", "must be a non-empty string")
     if not isinstance(data.get("description", ""), str):
@@ -134,7 +168,7 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
         precisions=tuple(precisions),
         static_shapes=static_shapes,
         quant=QuantDefaults(**data.get("quant", {})),
-        llm=dict(data.get("llm", {})),
+        llm=LlmDefaults.parse(data.get("llm", {}), path),
         path=Path(path),
     )
 

@@ -25,6 +25,7 @@ from edgeinfer.core.errors import (
     option,
 )
 from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
+from edgeinfer.core.gguf_types import KvType
 from edgeinfer.core.limits import check_fits_in_memory, check_threads
 from edgeinfer.runtime import ProviderReport
 
@@ -44,11 +45,11 @@ class LlamaSettings:
     extra_buffers: bool | None = None
     # The KV cache's element type: f16 (llama.cpp's default), q8_0 or q4_0 (less memory, some
     # quality; a quantized V cache needs flash attention, which is then switched on).
-    kv_type: str = "f16"
+    kv_type: KvType = KvType.F16
 
 
 # GGML type ids and bytes per element of the KV-cache types offered.
-KV_TYPES = {"f16": (1, 2.0), "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
+KV_TYPES = {KvType.F16: (1, 2.0), KvType.Q8_0: (8, 34 / 32), KvType.Q4_0: (2, 18 / 32)}
 
 
 @dataclass
@@ -184,7 +185,7 @@ def kv_cache_bytes(reader, n_ctx: int, kv_type: str = "f16") -> int | None:
     kv_heads = gguf_int(reader, f"{arch}.attention.head_count_kv") or heads
     if not (layers and embd and heads and kv_heads):
         return None
-    return int(2 * KV_TYPES[kv_type][1] * n_ctx * layers * embd * kv_heads // heads)
+    return int(2 * KV_TYPES[KvType(kv_type)][1] * n_ctx * layers * embd * kv_heads // heads)
 
 
 def memory_estimate(path: Path, n_ctx: int, kv_type: str = "f16", n_batch: int = 512) -> dict[str, int]:
@@ -247,7 +248,7 @@ def kv_params(kv_type: str) -> dict[str, Any]:
     """llama_cpp.Llama keyword arguments for a KV-cache type (none for the default f16)."""
     if kv_type == "f16":
         return {}
-    ggml_type = KV_TYPES[kv_type][0]
+    ggml_type = KV_TYPES[KvType(kv_type)][0]
     return {"type_k": ggml_type, "type_v": ggml_type, "flash_attn": True}
 
 

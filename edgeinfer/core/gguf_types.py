@@ -35,3 +35,12 @@ class GgufType(StrEnum):
 
 # What the exporter writes from a Hugging Face checkpoint; the rest come from llama.cpp's quantizer.
 EXPORT_TYPES = (GgufType.F32, GgufType.F16, GgufType.BF16, GgufType.Q8_0)
+
+
+class KvType(StrEnum):
+    """The element type of llama.cpp's KV cache: f16 (its default), q8_0 or q4_0 (less memory, some
+    quality; a quantized V cache needs flash attention)."""
+
+    F16 = "f16"
+    Q8_0 = "q8_0"
+    Q4_0 = "q4_0"

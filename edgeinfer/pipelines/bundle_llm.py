@@ -32,21 +32,24 @@ def write_llm_bundle(
     recipe: list[tuple[str, dict[str, Any]]],
     source: str,
     text: str,
-    profile,
-    n_ctx: int,
+    target,
     report,
     candidate,
     force: bool = False,
 ) -> None:
     """Write the bundle folder atomically. The golden tokens are the first of the scored text; the
     expected log-probs are the baseline's, and the tolerance is the chosen model's own distance from
-    them on this machine with headroom for another CPU's kernels: a broken runtime lands far outside."""
+    them on this machine with headroom for another CPU's kernels: a broken runtime lands far outside.
+    `target` is the LlamaSettings the device runs with (pipelines.llm.llama_settings of its profile):
+    the manifest records its context, GPU layers, repack and threads."""
+    from dataclasses import replace
+
     from edgeinfer import __version__
-    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+    from edgeinfer.runtime.llama import LlamaRunner
 
     tokens = [int(t) for t in ref["tokens"][:GOLDEN_TOKENS]]
-    threads = getattr(profile, "threads", None) or None
-    settings = LlamaSettings(n_ctx=max(64, len(tokens)), threads=threads)
+    n_ctx, threads = target.n_ctx, target.threads
+    settings = replace(target, n_ctx=max(64, len(tokens)))
     outputs = []
     for path in (baseline, model):
         runner = LlamaRunner(path, settings, logits_all=True)
@@ -67,7 +70,6 @@ def write_llm_bundle(
         recipe_doc = write_recipe(out, source, recipe, model, report, candidate)
         (out / "run.py").write_text(RUN_GGUF_PY)
         (out / "README.md").write_text(_readme(report, candidate, n_ctx))
-        llm = getattr(profile, "llm", None) or {}
         write_manifest(
             out,
             {
@@ -78,9 +80,9 @@ def write_llm_bundle(
                 "device": report.device,
                 "runtime": "llama.cpp",
                 "n_ctx": n_ctx,
-                "n_gpu_layers": int(llm.get("n_gpu_layers", 0)),
+                "n_gpu_layers": target.n_gpu_layers,
                 # llama.cpp's repacked weights: the profile's choice, else None (off on AMX CPUs).
-                "repack": llm.get("repack"),
+                "repack": target.extra_buffers,
                 "threads": threads,
                 "budgets": report.to_dict()["budgets"],
                 "tolerance": tolerance,

@@ -30,20 +30,22 @@ def llama_settings(
     kv_type: str | None = None,
     repack: bool | None = None,
 ):
-    """LlamaSettings from explicit values, else the profile's `[llm]` table and threads, else defaults."""
-    from edgeinfer.runtime.llama import KV_TYPES, LlamaSettings
+    """LlamaSettings from explicit values, else the profile's `[llm]` table (devices.LlmDefaults,
+    where the defaults live) and threads. The one way a profile and a user's options merge for
+    llama.cpp: every command that loads a GGUF and optimize's LLM search go through it."""
+    from edgeinfer.core.gguf_types import KvType
+    from edgeinfer.devices import LlmDefaults
+    from edgeinfer.runtime.llama import LlamaSettings
 
-    llm = profile.llm if profile else {}
-    kv = kv_type or llm.get("kv_type", "f16")
-    if kv not in KV_TYPES:
-        raise ConfigError(f"{option('kv_type', kv)}: choose {', '.join(KV_TYPES)}")
+    llm: LlmDefaults = profile.llm if profile else LlmDefaults()
+    kv = parse_choice(KvType, kv_type, option("kv_type")) if kv_type else llm.kv_type
     return LlamaSettings(
-        n_ctx=n_ctx or llm.get("n_ctx", 2048),
+        n_ctx=n_ctx or llm.n_ctx,
         threads=threads or (profile.threads if profile else None),
-        n_gpu_layers=gpu_layers if gpu_layers is not None else llm.get("n_gpu_layers", 0),
+        n_gpu_layers=gpu_layers if gpu_layers is not None else llm.n_gpu_layers,
         allow_fallback=allow_fallback,
         kv_type=kv,
-        extra_buffers=repack if repack is not None else llm.get("repack"),
+        extra_buffers=repack if repack is not None else llm.repack,
     )
 
 
@@ -81,7 +83,7 @@ def fit_gguf(model: Path, settings, profile=None, *, measure: bool = False) -> d
         )
     if measure:
         n_prompt = min(settings.n_ctx, 512) - 8
-        peak = gguf_peak_memory_mb(Path(model), settings.n_ctx, settings.threads, n_prompt, settings.kv_type)
+        peak = gguf_peak_memory_mb(Path(model), settings, n_prompt)
         out["measured_peak_mb"] = round(peak, 1)
         out["estimate_error"] = round(total / peak - 1, 4)
     return out
@@ -165,8 +167,13 @@ def quantize_gguf_model(
             "imatrix: llama-cpp-python's quantize binding takes no importance-matrix file; use "
             "llama.cpp's llama-quantize --imatrix for that"
         )
-    method = method or (profile.llm.get("kquant") if profile else None) or "Q4_K_M"
-    cfg = GgufQuantConfig(parse_choice(GgufType, method.upper(), "llama.cpp type"))
+    if method is None:
+        from edgeinfer.devices import LlmDefaults
+
+        kquant = (profile.llm if profile else LlmDefaults()).kquant
+    else:
+        kquant = parse_choice(GgufType, method.upper(), "llama.cpp type")
+    cfg = GgufQuantConfig(kquant)
     return kquantize(model, output, cfg, force=force)
 
 

@@ -227,6 +227,7 @@ def compare_llms(
     from edgeinfer.core.measure import apply_measurement_env
 
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
+    from edgeinfer.core.gguf_types import KvType
     from edgeinfer.runtime.genai import GenAiRunner, genai_summary, is_genai_folder
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
 
@@ -238,17 +239,10 @@ def compare_llms(
         progress.stage(f"scoring {model.name}")
         # An ONNX Runtime GenAI folder is scored on the baseline's token ids like any GGUF.
         onnx_llm = i > 0 and is_genai_folder(model)
-        runner: Any = (
-            GenAiRunner(model)
-            if onnx_llm
-            else LlamaRunner(
-                model,
-                LlamaSettings(
-                    n_ctx=max(window, n_prompt + n_gen), threads=threads, kv_type="f16" if is_base else kv_type
-                ),
-                logits_all=not is_base,
-            )
+        settings = LlamaSettings(
+            n_ctx=max(window, n_prompt + n_gen), threads=threads, kv_type=KvType.F16 if is_base else KvType(kv_type)
         )
+        runner: Any = GenAiRunner(model) if onnx_llm else LlamaRunner(model, settings, logits_all=not is_base)
         if is_base:  # its log-probs are the reference itself
             figures = score(ref["log_probs"].astype(np.float32), ref["targets"], None)
         else:
@@ -265,8 +259,7 @@ def compare_llms(
             if onnx_llm:
                 peak = genai_peak_memory_mb(model, window)
             else:  # at the context the scoring and timing above used
-                kv = "f16" if is_base else kv_type
-                peak = gguf_peak_memory_mb(model, max(window, n_prompt + n_gen), threads, window - 8, kv)
+                peak = gguf_peak_memory_mb(model, settings, window - 8)
         rows.append(
             LlmRow(
                 model=str(model),

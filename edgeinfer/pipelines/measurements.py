@@ -160,9 +160,8 @@ _GGUF_PROBE = """
 import sys, json
 from edgeinfer.core.measure import peak_rss_mb
 from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
-model, n_ctx, threads, n_prompt = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
-kv_type = sys.argv[5] if len(sys.argv) > 5 else "f16"
-runner = LlamaRunner(model, LlamaSettings(n_ctx=n_ctx, threads=threads, kv_type=kv_type))
+model, settings, n_prompt = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+runner = LlamaRunner(model, LlamaSettings(**settings))
 runner.bench(n_prompt, 8, 1)
 print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
@@ -193,13 +192,13 @@ def onnx_peak_memory_mb(model: Path, feeds: Path, providers: list[str], threads:
     return _probe(_ONNX_PROBE, [str(model), str(feeds), json.dumps(providers), json.dumps(threads)], Path(model).name)
 
 
-def gguf_peak_memory_mb(
-    model: Path, n_ctx: int, threads: int | None, n_prompt: int = 64, kv_type: str = "f16"
-) -> float:
-    """Peak resident MiB of a fresh process that loads `model` with a context of `n_ctx` tokens
-    (its KV cache is allocated whole) and evaluates an `n_prompt`-token prompt."""
-    args = [str(model), str(n_ctx), json.dumps(threads), str(n_prompt), kv_type]
-    return _probe(_GGUF_PROBE, args, Path(model).name)
+def gguf_peak_memory_mb(model: Path, settings, n_prompt: int = 64) -> float:
+    """Peak resident MiB of a fresh process that loads `model` with these LlamaSettings (context,
+    threads, KV type, GPU layers, repack: its KV cache is allocated whole at `settings.n_ctx` tokens)
+    and evaluates an `n_prompt`-token prompt."""
+    from dataclasses import asdict
+
+    return _probe(_GGUF_PROBE, [str(model), json.dumps(asdict(settings)), str(n_prompt)], Path(model).name)
 
 
 _INTERPRETER_PROBE = """

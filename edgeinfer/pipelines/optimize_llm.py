@@ -49,13 +49,8 @@ WINDOW, MAX_TOKENS, N_PROMPT, N_GEN = 256, 1024, 64, 32
 def candidate_types(profile, baseline_bits: float) -> list[GgufType]:
     """The types below the baseline's bits per weight, and the profile's own `llm.kquant`."""
     types: list[GgufType] = list(CANDIDATE_TYPES)
-    kquant = (getattr(profile, "llm", None) or {}).get("kquant")
-    if kquant:
-        from edgeinfer.core.errors import parse_choice
-
-        t = parse_choice(GgufType, str(kquant).upper(), "llama.cpp type")
-        if t not in types:
-            types.append(t)
+    if profile is not None and profile.llm.kquant not in types:
+        types.append(profile.llm.kquant)
     return [t for t in types if NOMINAL_BITS.get(t, 8.0) < baseline_bits - 0.5]
 
 
@@ -63,21 +58,27 @@ class GgufSpace:
     """Builds candidates with quantize-gguf and measures each against the baseline's log-probs."""
 
     def __init__(self, baseline: Path, work: Path, text: Path, profile, ctx, runs: int, progress: Progress) -> None:
+        from dataclasses import replace
+
+        from edgeinfer.pipelines.llm import llama_settings
         from edgeinfer.pipelines.llm_eval import baseline_logits
-        from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings, gguf_summary
+        from edgeinfer.runtime.llama import LlamaRunner, gguf_summary
 
         self.baseline, self.work, self.profile, self.ctx, self.progress = baseline, work, profile, ctx, progress
         self.text, self.runs = text, runs
-        self.threads = getattr(profile, "threads", None) or None
-        self.n_ctx = int((getattr(profile, "llm", None) or {}).get("n_ctx", 2048))
+        # What the device runs with (its [llm] table: GPU layers, context, KV type, repack; threads):
+        # candidates are timed and their memory measured so. A profile asking for GPU layers where
+        # this llama.cpp has no GPU is refused here, as `bench --device` refuses it.
+        self.target = llama_settings(profile)
+        self.threads, self.n_ctx = self.target.threads, self.target.n_ctx
         self.reps = max(3, min(runs, 9))  # generation rounds are long: a few, interleaved
         summary = gguf_summary(baseline)
         self.params, self.bits = summary["parameters"], summary["bits_per_weight"]
         self.base_weight_bytes = self.params * self.bits / 8
         self.base_peak_mb: float | None = None
+        self.settings = replace(self.target, n_ctx=max(WINDOW, N_PROMPT + N_GEN))  # scoring and timing
+        self.base_runner = LlamaRunner(baseline, self.settings)  # first: a target it cannot run is refused at once
         self.ref = baseline_logits(baseline, text, WINDOW, MAX_TOKENS, None, self.threads, progress)
-        self.settings = LlamaSettings(n_ctx=max(WINDOW, N_PROMPT + N_GEN), threads=self.threads)
-        self.base_runner = LlamaRunner(baseline, self.settings)
 
     def remote_spec(self) -> dict[str, Any]:
         return {
@@ -97,7 +98,7 @@ class GgufSpace:
             return None
         if self.base_peak_mb is None:
             self.progress.stage(f"peak memory of the baseline at a context of {self.n_ctx} tokens (a fresh process)")
-            self.base_peak_mb = gguf_peak_memory_mb(self.baseline, self.n_ctx, self.threads)
+            self.base_peak_mb = gguf_peak_memory_mb(self.baseline, self.target)
         weights = self.params * bits / 8
         return self.base_peak_mb + (weights - self.base_weight_bytes) / 2**20
 
@@ -150,7 +151,7 @@ class GgufSpace:
             cand.memory_mb = self.base_peak_mb
         else:
             self.progress.stage(f"peak memory of {cand.name} at a context of {self.n_ctx} tokens (a fresh process)")
-            cand.memory_mb = gguf_peak_memory_mb(cand.path, self.n_ctx, self.threads)
+            cand.memory_mb = gguf_peak_memory_mb(cand.path, self.target)
             if cand.path == self.baseline:
                 self.base_peak_mb = cand.memory_mb
 
@@ -198,6 +199,9 @@ def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: Searc
                 "scoring": [WINDOW, MAX_TOKENS, N_PROMPT, N_GEN, space.reps],
                 "n_ctx": space.n_ctx,
                 "threads": space.threads,
+                "n_gpu_layers": space.target.n_gpu_layers,
+                "kv_type": space.target.kv_type.value,
+                "repack": space.target.extra_buffers,
             }
         )
         search(space, candidates, settings.budgets, objective, cache, progress, settings.executor)
@@ -207,7 +211,7 @@ def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: Searc
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
             write_llm_bundle(
                 bundle, pick.path, baseline, space.ref, recipe=export_steps + pick.steps, source=source,
-                text=str(text_path), profile=profile, n_ctx=space.n_ctx, report=result, candidate=pick,
+                text=str(text_path), target=space.target, report=result, candidate=pick,
                 force=settings.force,
             )  # fmt: skip
     return result

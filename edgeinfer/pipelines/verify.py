@@ -275,6 +275,8 @@ def _verify_gguf(
 ) -> VerifyReport:
     """The LLM half: llama.cpp loads the model as the manifest says, its log-probs on the golden
     tokens stay within the recorded KL and top-1 tolerance of the baseline's, speed and memory."""
+    from dataclasses import replace
+
     from edgeinfer.core.errors import ProviderUnavailableError
     from edgeinfer.core.formats import load_npz
     from edgeinfer.pipelines.bundle_llm import golden_agreement
@@ -326,7 +328,7 @@ def _verify_gguf(
     report.latency_ms = {"p50": float(np.median(ms)), "min": float(min(ms))}
     _check_budgets(report, manifest, enforce, " per generated token")
     runner.close()
-    report.peak_memory_mb = gguf_peak_memory_mb(model, manifest.n_ctx, manifest.threads)
+    report.peak_memory_mb = gguf_peak_memory_mb(model, replace(settings, n_ctx=manifest.n_ctx))
     _check_memory(report, manifest, enforce)
     return report
 

@@ -21,6 +21,7 @@ MAX_KLD = 0.1
 @pytest.fixture(scope="module")
 def optimized(tmp_path_factory, smollm2_hf):
     from edgeinfer.devices import get_profile
+    from edgeinfer.pipelines.llm import llama_settings
     from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
     from edgeinfer.runtime.llama import gguf_summary
 
@@ -29,9 +30,8 @@ def optimized(tmp_path_factory, smollm2_hf):
     code = subprocess.run([sys.executable, "-m", "edgeinfer", "export", str(smollm2_hf), "-o", str(f16)]).returncode
     assert code == 0
     # A memory budget between Q8_0's estimate and Q6_K's: Q8_0 is ruled out before it is built.
-    n_ctx = get_profile("x86-avx512-vnni").llm["n_ctx"]
     summary = gguf_summary(f16)
-    base_peak = gguf_peak_memory_mb(f16, n_ctx, None)
+    base_peak = gguf_peak_memory_mb(f16, llama_settings(get_profile("x86-avx512-vnni")))
     base_weights = summary["parameters"] * summary["bits_per_weight"] / 8
     budget = base_peak + (summary["parameters"] * (8.5 + 6.56) / 2 / 8 - base_weights) / 2**20
     env = {**os.environ, "EDGEINFER_CACHE": str(root / "cache")}
@@ -162,3 +162,35 @@ def test_onnx_budgets_are_refused_for_an_llm(smollm2, tmp_path, capsys):
     assert code == 2 and "--max-drop do not apply to GGUF models; use --max-kld / --min-top1" in err
     code, _, err = run_cli(capsys, "optimize", smollm2, "--text", tmp_path / "missing.txt", "-o", tmp_path / "b")
     assert code == 2 and "missing.txt" in err and not (tmp_path / "b").exists()
+
+
+def test_the_llm_search_runs_as_the_profile_says_and_refuses_gpu_layers_it_cannot_offload(smollm2, tmp_path, capsys):
+    """The profile's [llm] table is what the search measures with: a board asking for GPU layers is
+    refused where llama.cpp has no GPU offload (as `bench --device` refuses it), before any scoring,
+    instead of timing every candidate on the CPU and shipping a manifest that asks for the GPU."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp offloads to a GPU: the refusal is for builds without one")
+    board = tmp_path / "board.toml"
+    board.write_text('name = "board"\nproviders = ["cpu"]\n[llm]\nn_gpu_layers = 99\nn_ctx = 512\nkv_type = "q8_0"\n')
+    code, _, err = run_cli(capsys, "optimize", smollm2, "--device", board, "-o", tmp_path / "b")
+    assert code == 2 and "99 GPU layers requested" in err and not (tmp_path / "b").exists()
+
+
+def test_every_profiles_llm_table_reaches_llama_cpps_settings_and_options_win():
+    from edgeinfer.devices import builtin_profiles
+    from edgeinfer.pipelines.llm import llama_settings
+
+    for name, profile in builtin_profiles().items():
+        s = llama_settings(profile)
+        assert (s.n_ctx, s.n_gpu_layers, s.kv_type, s.extra_buffers, s.threads) == (
+            profile.llm.n_ctx, profile.llm.n_gpu_layers, profile.llm.kv_type, profile.llm.repack, profile.threads,
+        ), name  # fmt: skip
+        mine = llama_settings(profile, n_ctx=64, gpu_layers=0, kv_type="q4_0", repack=False, threads=1)
+        assert (mine.n_ctx, mine.n_gpu_layers, mine.kv_type, mine.extra_buffers, mine.threads) == (
+            64,
+            0,
+            "q4_0",
+            False,
+            1,
+        )
