@@ -98,12 +98,42 @@ class QuantJob:
     excluded: list[str]
 
 
+# Bits per weight of what each precision makes: optimize's size objective measures small ones first.
+PRECISION_BITS = {"int4": 4, "int8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
+
+
+@dataclass(frozen=True)
+class SearchVariant:
+    """One candidate a method offers `optimize`: its name in the search and the config fields it
+    sets (over the device's quantization defaults), e.g. ("int8-dynamic-per-tensor", per_channel=False)."""
+
+    name: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
 @dataclass(frozen=True)
 class QuantMethod:
+    """A registered method and what `optimize` needs to search it.
+
+    Args:
+        precision: what it produces (int8, int4, fp16): searched only on a profile that lists it.
+        needs_calibration: it takes calibration data (static QDQ).
+        search: the candidates it offers optimize (none: quantize only).
+        after_graph: also searched after the graph-fusion pass on transformers.
+        transformers: suits transformer encoders (ONNX Runtime's fused attention graphs).
+    """
+
     name: str
     run: Callable[[QuantJob], dict[str, Any]]
-    precision: str  # what the method produces: int8, int4, fp16
+    precision: str
     needs_calibration: bool
+    search: tuple[SearchVariant, ...] = ()
+    after_graph: bool = True
+    transformers: bool = True
+
+    @property
+    def bits(self) -> int:
+        return PRECISION_BITS.get(self.precision, 32)
 
 
 _METHODS: Registry[QuantMethod] = Registry(
@@ -111,11 +141,24 @@ _METHODS: Registry[QuantMethod] = Registry(
 )
 
 
-def register_method(name: str, *, precision: str, needs_calibration: bool = False):
-    """Register `fn(job) -> facts` as the quantization method `name` (facts go into the sidecar)."""
+def register_method(
+    name: str,
+    *,
+    precision: str,
+    needs_calibration: bool = False,
+    search: tuple[tuple[str, dict[str, Any]], ...] = (),
+    after_graph: bool = True,
+    transformers: bool = True,
+):
+    """Register `fn(job) -> facts` as the quantization method `name` (facts go into the sidecar).
+
+    `search` lists the candidates `optimize` builds with it, as (name, config overrides); with the
+    other keywords that is all optimize needs, so a new method file is searched with no other edit.
+    """
 
     def register(fn: Callable[[QuantJob], dict[str, Any]]):
-        _METHODS.add(name, QuantMethod(name, fn, precision, needs_calibration))
+        variants = tuple(SearchVariant(n, tuple(sorted(o.items()))) for n, o in search)
+        _METHODS.add(name, QuantMethod(name, fn, precision, needs_calibration, variants, after_graph, transformers))
         return fn
 
     return register

@@ -7,7 +7,11 @@ from typing import Any
 from edgeinfer.compress.onnx_quant import QuantJob, ort_qtype, register_method
 
 
-@register_method("dynamic", precision="int8")
+@register_method(
+    "dynamic",
+    precision="int8",
+    search=(("int8-dynamic", {"per_channel": True}), ("int8-dynamic-per-tensor", {"per_channel": False})),
+)
 def dynamic(job: QuantJob) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import quantize_dynamic

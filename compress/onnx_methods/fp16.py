@@ -7,7 +7,7 @@ from typing import Any
 from edgeinfer.compress.onnx_quant import QuantJob, register_method
 
 
-@register_method("fp16", precision="fp16")
+@register_method("fp16", precision="fp16", search=(("fp16", {}),), after_graph=False)
 def fp16(job: QuantJob) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16

@@ -8,7 +8,8 @@ from edgeinfer.compress.onnx_quant import QuantJob, register_method
 from edgeinfer.core.errors import InputError, option
 
 
-@register_method("int4", precision="int4")
+# Weight-only: MatMul weights in 4-bit blocks; the graph keeps float activations.
+@register_method("int4", precision="int4", search=(("int4-weight-only", {}),))
 def int4(job: QuantJob) -> dict[str, Any]:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 

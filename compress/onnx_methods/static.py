@@ -43,7 +43,13 @@ def _entropy_ranges(model_path: Path, reader, window: int, symmetric: bool) -> P
     return cache
 
 
-@register_method("static", precision="int8", needs_calibration=True)
+@register_method(
+    "static",
+    precision="int8",
+    needs_calibration=True,
+    search=(("int8-static", {"per_channel": True}), ("int8-static-per-tensor", {"per_channel": False})),
+    transformers=False,  # QDQ attention loses accuracy and speed where dynamic INT8 does not
+)
 def static(job: QuantJob) -> dict[str, Any]:
     """QDQ with calibrated activation ranges (minmax, entropy or percentile); the QNN recipe for Hexagon."""
     model_path, output, cfg, batches, excluded = job.model_path, job.output, job.config, job.calib_batches, job.excluded

@@ -1,6 +1,7 @@
 """The ONNX path of `optimize`: FP32 (exported from the source, or the .onnx given), the graph
-pass, INT8 dynamic / static per channel and per tensor, FP16 and INT4 where the profile has them,
-one QNN QDQ candidate for a Hexagon NPU; each measured against FP32 on the evaluation data."""
+pass, and every registered quantization method's candidates (compress/onnx_methods/: INT8 dynamic /
+static per channel and per tensor, FP16, INT4) whose precision the profile has, one QNN QDQ
+candidate for a Hexagon NPU; each measured against FP32 on the evaluation data."""
 
 from __future__ import annotations
 
@@ -26,10 +27,6 @@ from edgeinfer.pipelines.search import (
 
 log = logging.getLogger(__name__)
 
-# Bits per weight of what a recipe's last step makes: the size objective measures small ones first.
-_BITS = {"int4": 4, "dynamic": 8, "static": 8, "fp16": 16}
-
-
 # Structured pruning (channels removed: really faster) at these ratios, fine-tuned this many epochs.
 PRUNE_RATIOS = (0.25, 0.5)
 PRUNE_EPOCHS = 3
@@ -40,10 +37,13 @@ KEEP_FLOAT_MAX = 12
 def candidate_recipes(
     profile, model_type: str | None, has_calib: bool, can_prune: bool = False
 ) -> list[tuple[str, list]]:
-    """The recipes worth measuring for this device and model: what the profile's precisions allow,
-    graph fusions for transformers, static INT8 only with calibration data, structured pruning with
-    fine-tuning when there is training data and a PyTorch source."""
+    """The recipes worth measuring for this device and model: graph fusions for transformers; each
+    registered quantization method's search variants whose precision the profile lists (a method
+    declares them, and whether it suits transformers, follows the graph pass or needs calibration
+    data: compress.onnx_quant.register_method); structured pruning with fine-tuning when there is
+    training data and a PyTorch source."""
     from edgeinfer.compress.graph_opt import ORT_MODEL_TYPES
+    from edgeinfer.compress.onnx_quant import methods
     from edgeinfer.pipelines.quantize import device_quant_config
 
     def quant(method: str, **overrides) -> tuple[str, dict]:
@@ -71,17 +71,13 @@ def candidate_recipes(
         if "fp32" in precisions:
             recipes.append(("graph", [graph]))
     for prefix, head in prefixes:
-        if "int8" in precisions:
-            for pc in (True, False):
-                tag = "" if pc else "-per-tensor"
-                recipes.append((f"{prefix}int8-dynamic{tag}", [*head, quant("dynamic", per_channel=pc)]))
-                if has_calib and not transformer:
-                    recipes.append((f"{prefix}int8-static{tag}", [*head, quant("static", per_channel=pc)]))
-        if "int4" in precisions:
-            # Weight-only: MatMul weights in 4-bit blocks; the graph keeps float activations.
-            recipes.append((f"{prefix}int4-weight-only", [*head, quant("int4")]))
-        if "fp16" in precisions and not prefix:
-            recipes.append(("fp16", [quant("fp16")]))
+        for method in methods().values():
+            if method.precision not in precisions or (method.needs_calibration and not has_calib):
+                continue
+            if (transformer and not method.transformers) or (head and not method.after_graph):
+                continue
+            for variant in method.search:
+                recipes.append((f"{prefix}{variant.name}", [*head, quant(method.name, **dict(variant.overrides))]))
     if can_prune and "fp32" in precisions:
         for ratio in PRUNE_RATIOS:
             cfg = {"prune": {"method": "structured", "ratio": ratio}, "finetune": {"epochs": PRUNE_EPOCHS}}
@@ -102,8 +98,12 @@ def quant_recipe(profile) -> str:
 
 
 def _bits(steps: list[tuple[str, dict[str, Any]]]) -> int:
+    """Bits per weight of what a recipe's last step makes (its method's precision; 32: float)."""
+    from edgeinfer.compress.onnx_quant import methods
+
     last = steps[-1][1].get("method") if steps and steps[-1][0] == "quantize-onnx" else None
-    return _BITS.get(str(last), 32)
+    method = methods().get(str(last))
+    return method.bits if method is not None else 32
 
 
 class OnnxSpace:

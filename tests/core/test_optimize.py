@@ -590,3 +590,37 @@ def test_a_profile_whose_providers_are_missing_here_lists_its_candidates_as_not_
             continue
         assert c["p50_ms"] is None and c["failed"][0].startswith("not measurable here: TensorrtExecutionProvider")
         assert "pip install onnxruntime-gpu" in c["failed"][0] and "--allow-fallback" not in c["failed"][0]
+
+
+def test_a_new_quantization_method_is_searched_with_no_other_edit(lenet_onnx, digits_eval, tmp_path, monkeypatch):
+    """What one new file in compress/onnx_methods/ does on import: register a method with its
+    precision and the candidates it offers. optimize then builds and measures it beside the others."""
+    from dataclasses import replace
+
+    from edgeinfer.compress import onnx_quant
+    from edgeinfer.compress.onnx_methods.dynamic import dynamic
+    from edgeinfer.devices import load_profile_file
+    from edgeinfer.pipelines.optimize import optimize
+
+    def seven_bit(job):  # a real method: dynamic INT8 with 7-bit weights, so its bytes are its own
+        return dynamic(replace(job, config=replace(job.config, reduce_range=True)))
+
+    monkeypatch.setenv("EDGEINFER_CACHE", str(tmp_path / "cache"))
+    onnx_quant.register_method("seven-bit", precision="int8", search=(("int8-seven-bit", {"per_channel": False}),))(
+        seven_bit
+    )
+    try:
+        board = tmp_path / "board.toml"
+        board.write_text('name = "board"\nproviders = ["cpu"]\nprecisions = ["int8"]\n')
+        report = optimize(
+            str(lenet_onnx), tmp_path / "bundle", data=str(digits_eval), profile=load_profile_file(board), runs=3,
+            use_cache=False,
+        )  # fmt: skip
+    finally:
+        onnx_quant._METHODS._entries.pop("seven-bit", None)
+    by_name = {c.name: c for c in report.candidates}
+    assert {"int8-dynamic", "int8-static", "int8-seven-bit"} <= set(by_name)
+    new = by_name["int8-seven-bit"]
+    assert new.steps == [("quantize-onnx", {"method": "seven-bit", "per_channel": False})]
+    assert new.measured and new.p50_ms and new.p50_ms > 0 and new.sha256 != by_name["int8-dynamic"].sha256
+    assert new.metrics.get("accuracy", 0) > 0.8  # built by the method and scored on the digits

@@ -49,7 +49,11 @@ def test_profile_with_bad_value_types_fails(tmp_path):
     bad.write_text('name = "board"\nproviders = ["cpu"]\n[llm]\nrepack = "false"\n')
     with pytest.raises(ConfigError, match="repack"):
         load_profile_file(bad)
-    for body, key in (('kv_type = "q9"', "llm.kv_type"), ('kquant = "Q4_K_X"', "llm.kquant"), ("n_ctx = 8", "llm.n_ctx")):
+    for body, key in (
+        ('kv_type = "q9"', "llm.kv_type"),
+        ('kquant = "Q4_K_X"', "llm.kquant"),
+        ("n_ctx = 8", "llm.n_ctx"),
+    ):
         bad.write_text(f'name = "board"\nproviders = ["cpu"]\n[llm]\n{body}\n')
         with pytest.raises(ConfigError, match=f"'{key}'"):
             load_profile_file(bad)
