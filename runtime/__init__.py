@@ -1,12 +1,23 @@
-"""Runners: one per backend (ONNX Runtime, llama.cpp), each reporting what really ran the work.
+"""Runners: one per backend (ONNX Runtime, llama.cpp, ONNX Runtime GenAI, encoder-decoder folders),
+each reporting what really ran the work, behind one entry point: `load(path, target) -> Runner`.
 
 A requested provider that is unavailable is an error, or an explicit, printed and recorded
-fallback when the caller allows it; never a silent one.
+fallback when the caller allows it; never a silent one. Each backend is one file here that
+registers itself (`register_backend`): adding a runtime is that file and its test.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from edgeinfer.core.errors import ConfigError, option
+from edgeinfer.core.gguf_types import KvType
+from edgeinfer.core.model_kind import ModelKind, model_kind
+from edgeinfer.core.providers import Provider
+from edgeinfer.core.registry import Registry
 
 
 @dataclass
@@ -30,3 +41,123 @@ class ProviderReport:
             what = f"{fused} compiled partition(s)" if fused == p["nodes"] else f"{p['nodes']} node(s)"
             parts.append(f"{ep.removesuffix('ExecutionProvider')} {what} ({100 * p['nodes'] / total:.0f}%)")
         return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------- one interface
+
+
+@dataclass
+class GenerationStats:
+    """The last item of every runner's `stream`: what was generated, how fast, and what ran it."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    text: str = ""
+    report: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # a backend's own figures (an encoder-decoder's token ids)
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0
+
+    @property
+    def generate_tps(self) -> float:
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how a model runs, as plain values (pipelines.target builds it from a device profile
+    and the user's options). None: the backend's default. A backend reads only the fields it
+    `takes`; one given for a backend that does not take it is refused by `load`.
+
+    Args:
+        providers: ONNX Runtime execution providers in order of preference; threads: intra-op threads.
+        allow_fallback: run on the CPU (said and recorded) when a requested provider or GPU is missing.
+        n_ctx, gpu_layers, kv_type, repack: llama.cpp's context, GPU layers, KV-cache type, repacked weights.
+        backend: a registered backend by name; None: the one registered for the model's kind.
+    """
+
+    providers: tuple[Provider, ...] | None = None
+    threads: int | None = None
+    allow_fallback: bool = False
+    n_ctx: int | None = None
+    gpu_layers: int | None = None
+    kv_type: KvType | None = None
+    repack: bool | None = None
+    backend: str | None = None
+
+    def given(self) -> set[str]:
+        """The fields set to something other than 'the default'."""
+        return {f.name for f in fields(self) if f.name != "backend" and getattr(self, f.name) not in (None, False)}
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What `load` returns. Every runner says what really ran (`report`) and is closed after use;
+    a tensor model also has `inputs` and `run(feeds) -> outputs`, a text generator `stream(prompt,
+    max_tokens)` yielding text pieces and then one GenerationStats, and `bench(n_prompt, n_gen, reps)`."""
+
+    report: Any
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered runtime: its name, the model kinds it loads, the Target fields it reads, and
+    `load(path, target) -> Runner`. One file in runtime/ registers one (register_backend)."""
+
+    name: str
+    kinds: tuple[ModelKind, ...]
+    takes: frozenset[str]
+    load: Callable[[Path, Target], Runner]
+    generates: bool = False  # a text generator (stream / bench) rather than a tensor model (run)
+    rank: int = 0  # among backends of one kind, the lowest loads it unless Target.backend names another
+
+
+_BACKENDS: Registry[Backend] = Registry("runtime backend", __name__, lambda a, b: a.load is b.load)
+
+
+def register_backend(backend: Backend) -> Backend:
+    _BACKENDS.add(backend.name, backend)
+    return backend
+
+
+def backend_for(kind: ModelKind, name: str | None = None) -> Backend:
+    """The backend called `name`, else the first registered for `kind`."""
+    known = _BACKENDS.all()
+    if name is not None:
+        if name not in known:
+            raise ConfigError(f"unknown runtime {name!r}; registered: {', '.join(sorted(known))}")
+        if kind not in known[name].kinds:
+            raise ConfigError(f"the {name} runtime does not load {kind.many}")
+        return known[name]
+    fits = sorted((b for b in known.values() if kind in b.kinds), key=lambda b: b.rank)
+    if not fits:
+        raise ConfigError(f"no runtime is registered for {kind.many}")
+    return fits[0]
+
+
+def check_target(kind: ModelKind, target: Target) -> Backend:
+    """The backend for `kind`, after refusing Target fields it would ignore (exit 2), each named
+    as the option that sets it and with the kinds of model it applies to."""
+    backend = backend_for(kind, target.backend)
+    unused = sorted(target.given() - backend.takes)
+    if unused:
+        known = _BACKENDS.all().values()
+        takers = {k: None for b in known if unused[0] in b.takes for k in b.kinds}
+        names = [option(u) for u in unused]
+        verb = "applies" if len(names) == 1 else "apply"
+        raise ConfigError(f"{', '.join(names)} {verb} to {' and '.join(k.many for k in takers)}, not to {kind.one}")
+    return backend
+
+
+def load(path: Path | str, target: Target = Target()) -> Runner:
+    """Load any model edgeinfer runs (an .onnx file, a .gguf LLM, a GenAI or encoder-decoder folder)
+    on the backend for its kind (core.model_kind), or on `target.backend`."""
+    path = Path(path)
+    kind = model_kind(path)
+    return check_target(kind, target).load(path, target)

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.core.errors import InputError, MissingDependencyError
-
-CONFIG = "genai_config.json"
+from edgeinfer.core.model_kind import GENAI_CONFIG as CONFIG
+from edgeinfer.core.model_kind import ModelKind
+from edgeinfer.runtime import Backend, GenerationStats, ProviderReport, Target, register_backend
 
 
 def is_genai_folder(path: Path) -> bool:
@@ -127,7 +128,7 @@ class GenAiRunner:
             raise InputError(
                 f"{self.folder}: the tokenizer cannot be loaded ({str(e).splitlines()[0][:200]})"
             ) from None
-        self.report = {"used": ["onnxruntime-genai CPU"]}
+        self.report = ProviderReport(["onnxruntime-genai CPU"], ["onnxruntime-genai CPU"])
 
     def tokenize(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(text)]
@@ -185,14 +186,34 @@ class GenAiRunner:
             "tg_runs": tg,
         }
 
-    def stream(self, prompt: str, max_tokens: int = 128) -> Iterator[str]:
-        """Greedy completion of `prompt`, piece by piece."""
+    def stream(self, prompt: str, max_tokens: int = 128) -> Iterator[str | GenerationStats]:
+        """Greedy completion of `prompt`, piece by piece, then the GenerationStats (the prompt's
+        time is counted with the generation's: the library evaluates it inside the first step)."""
+        start = time.perf_counter()
         ids = self.tokenize(prompt)
         generator = self._generator(len(ids) + max_tokens)
         generator.append_tokens(np.asarray(ids, dtype=np.int32))
         decoder = self.tokenizer.create_stream()
+        pieces: list[str] = []
         for _ in range(max_tokens):
             if generator.is_done():
                 break
             generator.generate_next_token()
-            yield decoder.decode(int(generator.get_next_tokens()[0]))
+            pieces.append(decoder.decode(int(generator.get_next_tokens()[0])))
+            yield pieces[-1]
+        seconds = time.perf_counter() - start
+        yield GenerationStats(
+            prompt_tokens=len(ids), generated_tokens=len(pieces), generate_seconds=seconds, text="".join(pieces),
+            report={"used": self.report.used}, extra={"seconds": seconds},
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Free the model now rather than when collected."""
+        self.model = None
+
+
+def _load(path: Path, target: Target) -> GenAiRunner:
+    return GenAiRunner(path)
+
+
+register_backend(Backend("onnxruntime-genai", (ModelKind.GENAI,), frozenset(), _load, generates=True))

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from edgeinfer.core.errors import (
 from edgeinfer.core.formats import gguf_int, gguf_string, open_gguf
 from edgeinfer.core.gguf_types import KvType
 from edgeinfer.core.limits import check_fits_in_memory, check_threads
-from edgeinfer.runtime import ProviderReport
+from edgeinfer.core.model_kind import ModelKind
+from edgeinfer.runtime import Backend, GenerationStats, ProviderReport, Target, register_backend
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +51,6 @@ class LlamaSettings:
 
 # GGML type ids and bytes per element of the KV-cache types offered.
 KV_TYPES = {KvType.F16: (1, 2.0), KvType.Q8_0: (8, 34 / 32), KvType.Q4_0: (2, 18 / 32)}
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    prompt_seconds: float = 0.0
-    generate_seconds: float = 0.0
-    text: str = ""
-    report: dict = field(default_factory=dict)
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0
-
-    @property
-    def generate_tps(self) -> float:
-        return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
 
 
 def cpu_has_amx() -> bool:
@@ -259,13 +242,13 @@ class LlamaRunner:
         settings: LlamaSettings = LlamaSettings(),
         logits_all: bool = False,
     ) -> None:
+        self.path = Path(path)
+        check_threads(settings.threads)
+        check_llm_file(self.path, settings.n_ctx, settings.kv_type)  # before llama.cpp loads: a quick refusal
         try:
             import llama_cpp
         except ImportError as e:
             raise MissingDependencyError("llama-cpp-python", "running GGUF models") from e
-        self.path = Path(path)
-        check_threads(settings.threads)
-        check_llm_file(self.path, settings.n_ctx, settings.kv_type)
         gpu_layers = settings.n_gpu_layers
         fallbacks = []
         if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
@@ -487,3 +470,31 @@ def gguf_summary(path: Path) -> dict:
         "tensor_types": types,
         "file_size_bytes": Path(path).stat().st_size,
     }
+
+
+def settings_from_target(target: Target) -> LlamaSettings:
+    """LlamaSettings for a runtime Target (its unset fields take llama.cpp's defaults here)."""
+    defaults = LlamaSettings()
+    return LlamaSettings(
+        n_ctx=target.n_ctx or defaults.n_ctx,
+        threads=target.threads,
+        n_gpu_layers=target.gpu_layers or 0,
+        allow_fallback=target.allow_fallback,
+        extra_buffers=target.repack,
+        kv_type=target.kv_type or defaults.kv_type,
+    )
+
+
+def _load(path: Path, target: Target) -> LlamaRunner:
+    return LlamaRunner(path, settings_from_target(target))
+
+
+register_backend(
+    Backend(
+        "llama.cpp",
+        (ModelKind.GGUF,),
+        frozenset({"threads", "allow_fallback", "n_ctx", "gpu_layers", "kv_type", "repack"}),
+        _load,
+        generates=True,
+    )
+)

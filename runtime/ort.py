@@ -20,9 +20,10 @@ import numpy as np
 
 from edgeinfer.core.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError, option
 from edgeinfer.core.limits import check_threads
+from edgeinfer.core.model_kind import ModelKind
 from edgeinfer.core.providers import Provider
 from edgeinfer.core.stdio import quiet_native
-from edgeinfer.runtime import ProviderReport
+from edgeinfer.runtime import Backend, ProviderReport, Target, register_backend
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,10 @@ class OrtRunner:
 
     # -- running --------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Free the session now rather than when collected."""
+        self.__dict__.pop("session", None)
+
     def run(self, feeds: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
         if check:
             feeds = self.check_inputs(feeds)
@@ -326,3 +331,17 @@ def compile_ep_context(
             f"{', '.join(runner.report.used)} wrote no EP-context model; this provider cannot precompile here"
         )
     return runner.report
+
+
+def _load(path: Path, target: Target) -> OrtRunner:
+    return OrtRunner(
+        path,
+        providers=list(target.providers) if target.providers else None,
+        threads=target.threads,
+        allow_fallback=target.allow_fallback,
+    )
+
+
+register_backend(
+    Backend("onnxruntime", (ModelKind.ONNX,), frozenset({"providers", "threads", "allow_fallback"}), _load)
+)

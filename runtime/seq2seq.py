@@ -12,6 +12,7 @@ done here.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,10 +20,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgeinfer.core.errors import InputError
+from edgeinfer.core.model_kind import GENERATION, ModelKind
 from edgeinfer.core.schema import Record
+from edgeinfer.runtime import Backend, GenerationStats, Target, register_backend
 from edgeinfer.runtime.ort import OrtRunner
-
-GENERATION = "generation.json"
 
 
 def is_seq2seq_folder(path: Path) -> bool:
@@ -184,6 +185,27 @@ class Seq2SeqRunner:
         used = self.decoder.report.used
         return Generated(generated, text_out, seconds, len(generated), {"providers": used})
 
+    @property
+    def report(self):
+        """What ran the decoder (the encoder runs on the same providers)."""
+        return self.decoder.report
+
+    def stream(self, prompt: str | np.ndarray, max_tokens: int = 64) -> Iterator[str | GenerationStats]:
+        """The Runner interface: the greedy generation of one source (text, or a speech model's mono
+        waveform at its feature extractor's rate) as one piece, then its GenerationStats."""
+        if isinstance(prompt, str):
+            out = self.generate(prompt, max_new_tokens=max_tokens)
+        else:
+            out = self.generate(inputs=self.encode_audio(prompt), max_new_tokens=max_tokens)
+        yield out.text
+        yield GenerationStats(
+            generated_tokens=out.steps, generate_seconds=out.seconds, text=out.text, report=out.report,
+            extra={"tokens": out.tokens, "tokens_per_s": out.tokens_per_s, **out.report},
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Nothing to free early: the sessions go with the runner."""
+
     def _process(self, logits: np.ndarray, tokens: list[int], step: int, limit: int, eos_ids: set[int]) -> None:
         """transformers' greedy logits processors, in place: the forced first and last tokens, banned
         tokens, the minimum length, no repeated n-grams."""
@@ -216,3 +238,19 @@ class Seq2SeqRunner:
         if step == limit - 1 and s.get("forced_eos_token_id") is not None:
             fe = s["forced_eos_token_id"]
             force(int(fe[0] if isinstance(fe, list) else fe))
+
+
+def _load(path: Path, target: Target) -> Seq2SeqRunner:
+    providers = list(target.providers) if target.providers else None
+    return Seq2SeqRunner(path, providers=providers, threads=target.threads, allow_fallback=target.allow_fallback)
+
+
+register_backend(
+    Backend(
+        "onnxruntime-seq2seq",
+        (ModelKind.SEQ2SEQ,),
+        frozenset({"providers", "threads", "allow_fallback"}),
+        _load,
+        generates=True,
+    )
+)

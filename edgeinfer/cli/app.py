@@ -10,8 +10,6 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -58,6 +56,7 @@ FLAGS_NAMED_OTHERWISE = {
     "shapes": "--shape",
     "providers": "--provider",
     "eval_data": "--data",
+    "inputs": "--input",
 }
 
 
@@ -75,7 +74,7 @@ class CliProgress(Progress):
     PLAIN_EVERY_S = 5.0  # a counted step's line at most this often
     HEARTBEAT_S = 15.0  # "still ..." after this long without a line
 
-    def __init__(self, label: str, epochs: str = "", as_json: bool = False) -> None:
+    def __init__(self, label: str, epochs: str = "", as_json: bool = False, announce: bool = True) -> None:
         import threading
         import time
 
@@ -100,6 +99,9 @@ class CliProgress(Progress):
         )
         self._task = self._bar.add_task(label, total=None, what="")
         self._epochs, self._lines = epochs, err if as_json else console
+        # False: no line for the label itself (a command whose checks read a large file first, so
+        # a refusal after them stays one line); its stages, counts and "still ..." lines come as usual.
+        self._announce = announce
 
     def __enter__(self) -> CliProgress:
         import threading
@@ -129,7 +131,7 @@ class CliProgress(Progress):
         announced = False
         while not self._stop.wait(min(0.25, self.PLAIN_AFTER_S or 0.25)):
             elapsed = time.monotonic() - self._start
-            if not announced and elapsed >= self.PLAIN_AFTER_S:
+            if not announced and elapsed >= self.PLAIN_AFTER_S and (self._announce or self._stage != self._label):
                 announced = True
                 self._line(self._stage)  # what has been running since before lines started
             elif time.monotonic() - self._last >= self.HEARTBEAT_S:
@@ -252,9 +254,31 @@ def resolve_device(device: str | None, provider: list[str] | None):
     return profile, providers
 
 
-def is_gguf(path: Path) -> bool:
-    """The one place the CLI tells the two model families apart: GGUF LLMs go to llama.cpp."""
-    return Path(path).suffix.lower() == ".gguf"
+def runtime_target(
+    providers=None,
+    threads: int | None = None,
+    allow_fallback: bool = False,
+    *,
+    n_ctx: int | None = None,
+    gpu_layers: int | None = None,
+    kv_type: str | None = None,
+    repack: bool | None = None,
+):
+    """The runtime options a user typed, as an edgeinfer.runtime.Target (the profile fills the rest
+    in pipelines.target.resolve_target, which refuses the ones the model's runtime would ignore)."""
+    from edgeinfer.core.errors import parse_choice
+    from edgeinfer.core.gguf_types import KvType as Kv
+    from edgeinfer.runtime import Target
+
+    return Target(
+        providers=tuple(providers) if providers else None,
+        threads=threads,
+        allow_fallback=allow_fallback,
+        n_ctx=n_ctx,
+        gpu_layers=gpu_layers,
+        kv_type=parse_choice(Kv, kv_type, "KV-cache type") if kv_type else None,
+        repack=repack,
+    )
 
 
 def mb(n_bytes: int) -> str:
@@ -373,14 +397,3 @@ def short_names(names: list[str]) -> tuple[str, list[str]]:
     if cut < 4 or any(len(n) - cut < 3 for n in names):
         return "", names
     return names[0][:cut], [n[cut:] for n in names]
-
-
-def refuse_options(given: Mapping[str, object], applies_to: str, this: str) -> None:
-    """Options a user gave that would do nothing for this input are refused (exit 2), naming what
-    they apply to, instead of being ignored with exit 0."""
-    from edgeinfer.core.errors import ConfigError, option
-
-    names = [option(k) for k, v in given.items() if v not in (None, False, [], ())]
-    if names:
-        verb = "applies" if len(names) == 1 else "apply"
-        raise ConfigError(f"{', '.join(names)} {verb} to {applies_to}, not to {this}")

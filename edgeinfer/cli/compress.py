@@ -20,13 +20,13 @@ from edgeinfer.cli.app import (
     compact_table,
     console,
     err,
-    is_gguf,
     mb,
-    refuse_options,
     resolve_device,
     short_names,
     warn,
 )
+from edgeinfer.core.errors import refuse_options
+from edgeinfer.core.model_kind import ModelKind, model_kind
 
 if TYPE_CHECKING:
     from edgeinfer.pipelines.compare import ComparisonReport
@@ -137,7 +137,7 @@ def quantize(
             result = quantize_seq2seq(model, output, method or "dynamic", force=force, progress=progress)
         _print_seq2seq(result, as_json, f"quantized {model} -> {output}/ ({method or 'dynamic'})")
         return
-    if is_gguf(model):
+    if model_kind(model) is ModelKind.GGUF:
         from edgeinfer.cli.llm import print_gguf_quantize
         from edgeinfer.pipelines.llm import quantize_gguf_model
 
@@ -415,7 +415,7 @@ def compare(
             result_ = compare_seq2seq(baseline, candidates, text, audio=audio, limit=limit or 32, progress=progress)
         _print_seq2seq(result_, as_json, "compare (encoder-decoder, greedy)")
         return
-    if is_gguf(baseline):
+    if model_kind(baseline) is ModelKind.GGUF:
         from edgeinfer.cli.llm import print_llm_report
         from edgeinfer.pipelines.llm import compare_gguf
 
@@ -502,7 +502,7 @@ def check(
             "give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup, "
             "--max-size, or for GGUF --max-kld / --min-top1"
         )
-    if is_gguf(baseline):
+    if model_kind(baseline) is ModelKind.GGUF:
         from edgeinfer.cli.llm import print_llm_report
         from edgeinfer.pipelines.llm import compare_gguf
 

@@ -63,7 +63,7 @@ GpuLayers = Annotated[
 
 
 def _stream_to_console(stream, as_json: bool):
-    from edgeinfer.runtime.llama import GenerationStats
+    from edgeinfer.runtime import GenerationStats
 
     stats = None
     for piece in stream:
@@ -76,78 +76,12 @@ def _stream_to_console(stream, as_json: bool):
     return stats
 
 
-def run_gguf(
-    model: Path,
-    prompt: str | None,
-    max_tokens: int,
-    device: str | None,
-    threads: int | None,
-    as_json: bool,
-    repack: bool | None = None,
-    kv_type: str | None = None,
-) -> None:
-    """`edgeinfer run MODEL.gguf --prompt ...`: stream the completion, then the speeds."""
-    from edgeinfer.core.errors import ConfigError
-    from edgeinfer.pipelines.llm import generate
-
-    if not prompt:
-        raise ConfigError("GGUF models need --prompt TEXT (or use `edgeinfer chat`)")
-    settings = settings_for(device, threads, kv_type=kv_type, repack=repack)
-    runner, stream = generate(model, settings, prompt=prompt, max_tokens=max_tokens)
-    stats = _stream_to_console(stream, as_json)
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "text": stats.text,
-                    "prompt_tokens": stats.prompt_tokens,
-                    "generated_tokens": stats.generated_tokens,
-                    "prompt_tokens_per_s": stats.prompt_tps,
-                    "generation_tokens_per_s": stats.generate_tps,
-                    "backend": runner.report.used,
-                }
-            )
-        )
-        return
-    console.print()
-    if stats.generated_tokens + 1 >= max_tokens:
-        err.print(f"[dim][cut at --max-tokens {max_tokens}][/dim]")
-    err.print(
-        f"[dim]{stats.prompt_tokens} prompt tokens at {stats.prompt_tps:.1f} tok/s, {stats.generated_tokens} "
-        f"generated at {stats.generate_tps:.1f} tok/s on {', '.join(runner.report.used)}[/dim]"
-    )
-
-
-def bench_gguf(
-    model: Path,
-    n_prompt: int,
-    n_gen: int,
-    reps: int,
-    device: str | None,
-    threads: int | None,
-    as_json: bool,
-    repack: bool | None = None,
-    kv_type: str | None = None,
-) -> None:
-    """`edgeinfer bench MODEL.gguf`: pp and tg tokens per second."""
-    from edgeinfer.pipelines.llm import bench_gguf as bench
-
-    with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
-        result = bench(
-            model,
-            settings_for(device, threads, kv_type=kv_type, repack=repack),
-            n_prompt=n_prompt,
-            n_gen=n_gen,
-            reps=reps,
-            profile=resolve_device(device, None)[0],
-        )
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table(
-        title=f"bench {model.name} ({result['architecture']}, {result['parameters'] / 1e6:.0f}M params, "
-        f"{result['bits_per_weight']:.2f} bpw)"
-    )
+def print_llm_bench(model: Path, report) -> None:
+    """`edgeinfer bench` of an LLM (pipelines.bench.LlmBenchReport): pp and tg tokens per second,
+    and for llama.cpp the peak memory and how close generation comes to the memory-bandwidth bound."""
+    result, n_prompt, n_gen = report.figures, report.n_prompt, report.n_gen
+    params = f"{result['parameters'] / 1e6:.0f}M params, " if result.get("parameters") else ""
+    table = Table(title=f"bench {model.name} ({result['architecture']}, {params}{result['bits_per_weight']:.2f} bpw)")
     for col in ("test", "tokens/s (median)", "runs"):
         table.add_column(col)
     table.add_row(f"pp{n_prompt}", f"{result['pp_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["pp_runs"]))
@@ -160,16 +94,15 @@ def bench_gguf(
                 f"the {test} runs disagree by {spread:.0%} (slowest to fastest): the machine was busy, so the "
                 f"median is uncertain; rerun when it is quiet, or with more --runs"
             )
-    console.print(
-        f"file {mb(result['file_size_bytes'])}, peak RSS {result['peak_rss_mb']:.0f} MiB, "
-        f"backend {', '.join(result['backend'])}"
-    )
-    console.print(
-        f"memory-bandwidth bound on {result['threads']} thread(s): {result['read_bandwidth_gb_s']:.1f} GB/s read / "
-        f"{result['bytes_per_token'] / 2**20:.1f} MiB per token = {result['bandwidth_bound_tokens_per_s']:.0f} tokens/s; "
-        f"generation reaches {result['share_of_bound']:.0%} of it",
-        highlight=False,
-    )
+    peak = f", peak RSS {result['peak_rss_mb']:.0f} MiB" if "peak_rss_mb" in result else ""
+    console.print(f"file {mb(result['file_size_bytes'])}{peak}, backend {', '.join(result['backend'])}")
+    if "bandwidth_bound_tokens_per_s" in result:
+        console.print(
+            f"memory-bandwidth bound on {result['threads']} thread(s): {result['read_bandwidth_gb_s']:.1f} GB/s read / "
+            f"{result['bytes_per_token'] / 2**20:.1f} MiB per token = {result['bandwidth_bound_tokens_per_s']:.0f} tokens/s; "
+            f"generation reaches {result['share_of_bound']:.0%} of it",
+            highlight=False,
+        )
 
 
 def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) -> None:

@@ -23,10 +23,9 @@ from edgeinfer.cli.app import (
     app,
     console,
     err,
-    is_gguf,
     mb,
-    refuse_options,
     resolve_device,
+    runtime_target,
 )
 from edgeinfer.exporters.tasks import tasks as export_tasks
 
@@ -181,7 +180,7 @@ def export(
             profile=resolve_device(device, None)[0],
             progress=progress,
         )
-    if is_gguf(output):
+    if art.format == "gguf":
         _print_gguf_export(output, art, as_json)
         return
     if as_json:
@@ -210,90 +209,6 @@ def export(
         )
     table.add_row("sidecar", str(art.sidecar))
     console.print(table)
-
-
-def _run_genai(model: Path, prompt, max_tokens: int, as_json: bool) -> None:
-    import time
-
-    from edgeinfer.runtime.genai import GenAiRunner
-
-    if not prompt:
-        raise typer.BadParameter("an LLM folder needs --prompt TEXT")
-    runner = GenAiRunner(model)
-    start, pieces = time.perf_counter(), []
-    for piece in runner.stream(prompt, max_tokens):
-        pieces.append(piece)
-        if not as_json:
-            console.print(piece, end="", highlight=False, soft_wrap=True)
-    seconds = time.perf_counter() - start
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "text": "".join(pieces),
-                    "generated_tokens": len(pieces),
-                    "seconds": seconds,
-                    "backend": runner.report["used"],
-                }
-            )
-        )
-        return
-    console.print()
-    err.print(
-        f"[dim]{len(pieces)} tokens in {seconds:.2f} s ({len(pieces) / seconds:.1f} tok/s, prompt included) on {runner.report['used'][0]}[/dim]"
-    )
-
-
-def _bench_genai(model: Path, n_prompt: int, n_gen: int, reps: int, as_json: bool) -> None:
-    from edgeinfer.runtime.genai import GenAiRunner, genai_summary
-
-    with err.status(f"pp{n_prompt} / tg{n_gen}, {reps} repetitions"):
-        result = {**genai_summary(model), **GenAiRunner(model).bench(n_prompt, n_gen, reps)}
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table(title=f"bench {model.name} ({result['architecture']}, {result['bits_per_weight']:.2f} bpw)")
-    for col in ("test", "tokens/s (median)", "runs"):
-        table.add_column(col)
-    table.add_row(f"pp{n_prompt}", f"{result['pp_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["pp_runs"]))
-    table.add_row(f"tg{n_gen}", f"{result['tg_tokens_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in result["tg_runs"]))
-    console.print(table)
-    console.print(f"weights {mb(result['file_size_bytes'])}, backend onnxruntime-genai CPU")
-
-
-def _run_seq2seq(
-    model: Path, prompt, audio, max_tokens: int, device, provider, threads, allow_fallback, as_json
-) -> None:
-    from edgeinfer.runtime.seq2seq import Seq2SeqRunner
-
-    profile, providers = resolve_device(device, provider)
-    target_threads = threads if threads is not None else (profile.threads if profile else None)
-    runner = Seq2SeqRunner(
-        model, providers=providers or (list(profile.providers) if profile else None), threads=target_threads,
-        allow_fallback=allow_fallback,
-    )  # fmt: skip
-    if runner.feature_extractor is not None:
-        from edgeinfer.core.audio import read_wav
-        from edgeinfer.core.io import require_file
-
-        if audio is None or prompt is not None:
-            raise typer.BadParameter("a speech model transcribes audio: give --audio FILE.wav (and no --prompt)")
-        rate = int(runner.feature_extractor.sampling_rate)
-        out = runner.generate(
-            inputs=runner.encode_audio(read_wav(require_file(audio, "WAV file"), rate)), max_new_tokens=max_tokens
-        )
-    else:
-        if prompt is None or audio is not None:
-            raise typer.BadParameter("an encoder-decoder for text needs --prompt (the source text), not --audio")
-        out = runner.generate(prompt, max_new_tokens=max_tokens)
-    if as_json:
-        print(json.dumps({"text": out.text, "tokens": out.tokens, "tokens_per_s": out.tokens_per_s, **out.report}))
-        return
-    console.print(out.text, highlight=False)
-    err.print(
-        f"{out.steps} tokens in {out.seconds:.2f} s ({out.tokens_per_s:.1f} tokens/s, greedy, KV cache) on "
-        f"{', '.join(out.report['providers'])}"
-    )
 
 
 def _export_genai(source, output: Path, precision: str, block_size: int, check_tokens: int, force, as_json) -> None:
@@ -433,49 +348,54 @@ def run(
 
     Example: edgeinfer run lenet.onnx -i digits.npz -o logits.npz --device x86-avx512-vnni
     """
-    if is_gguf(model):
-        from edgeinfer.cli.llm import run_gguf
+    from edgeinfer.pipelines.run import Generation, run_model
 
-        run_gguf(model, prompt, max_tokens, device, threads, as_json, repack, kv_type)
-        return
-    from edgeinfer.runtime.genai import is_genai_folder
-    from edgeinfer.runtime.seq2seq import is_seq2seq_folder
-
-    llama_only = {"repack": repack, "kv_type": kv_type}
-    if is_genai_folder(model):
-        refuse_options(llama_only, "GGUF LLMs", "a GenAI folder")
-        _run_genai(model, prompt, max_tokens, as_json)
-        return
-    refuse_options(llama_only, "GGUF LLMs", "an ONNX model")
-    if is_seq2seq_folder(model):
-        _run_seq2seq(model, prompt, audio, max_tokens, device, provider, threads, allow_fallback, as_json)
-        return
-    from edgeinfer.pipelines.run import run_onnx
-
-    if input is None:
-        raise typer.BadParameter("--input is required for ONNX models (an .npz of named arrays)")
     profile, providers = resolve_device(device, provider)
-    result = run_onnx(
-        model,
-        input,
-        output,
-        profile=profile,
-        providers=providers,
-        threads=threads,
-        allow_fallback=allow_fallback,
-        force=force,
-    )
+    target = runtime_target(providers, threads, allow_fallback, kv_type=kv_type, repack=repack)
+
+    def show(piece: str) -> None:
+        if not as_json:
+            console.print(piece, end="", highlight=False, soft_wrap=True)
+
+    result = run_model(
+        model, target, profile=profile, inputs=input, output=output, prompt=prompt, audio=audio,
+        max_tokens=max_tokens, force=force, on_text=show,
+    )  # fmt: skip
     if as_json:
         print(json.dumps(result.to_dict()))
-        return
+    elif isinstance(result, Generation):
+        print_generation(result)
+    else:
+        for name, value in result.outputs.items():
+            console.print(f"{name}: shape {list(value.shape)} dtype {value.dtype}")
+        console.print(f"providers: {placement_summary(result.providers)}")
+        if output:
+            console.print(f"wrote {output}")
+
+
+def print_generation(result) -> None:
+    """After the streamed text: where it was cut, how fast, on what."""
+    s = result.stats
+    console.print()
+    if result.cut:
+        err.print(f"[dim][cut at --max-tokens {result.max_tokens}][/dim]")
+    on = ", ".join(result.backend)
+    if s.prompt_seconds:
+        err.print(
+            f"[dim]{s.prompt_tokens} prompt tokens at {s.prompt_tps:.1f} tok/s, {s.generated_tokens} "
+            f"generated at {s.generate_tps:.1f} tok/s on {on}[/dim]"
+        )
+    else:  # the backend evaluates the prompt (or the encoder) inside the generation's time
+        err.print(
+            f"[dim]{s.generated_tokens} tokens in {s.generate_seconds:.2f} s ({s.generate_tps:.1f} tok/s, "
+            f"prompt included) on {on}[/dim]"
+        )
+
+
+def placement_summary(p: dict) -> str:
     from edgeinfer.runtime import ProviderReport
 
-    for name, value in result.outputs.items():
-        console.print(f"{name}: shape {list(value.shape)} dtype {value.dtype}")
-    p = result.providers
-    console.print(f"providers: {ProviderReport(p['requested'], p['used'], p['fallbacks'], p['placement']).summary()}")
-    if output:
-        console.print(f"wrote {output}")
+    return ProviderReport(p["requested"], p["used"], p["fallbacks"], p["placement"]).summary()
 
 
 # ---------------------------------------------------------------------------------- bench
@@ -522,46 +442,26 @@ def bench(
     {p50,p90,p99,mean,min}, throughput_per_s, peak_rss_mb, providers {requested, used, fallbacks,
     placement}, and with --baseline: baseline {latency_ms, speedup, speedup_ci95}.
     """
-    onnx_only = dict(shape=shape, baseline=baseline, provider=provider, trust_source=trust_source)
-    if is_gguf(model):
-        from edgeinfer.cli.llm import bench_gguf
+    from edgeinfer.pipelines.bench import LlmBenchReport, bench, parse_shapes
 
-        refuse_options(onnx_only, "ONNX models", "a GGUF LLM (it takes --n-prompt and --n-gen)")
-        bench_gguf(model, n_prompt, n_gen, runs or 3, device, threads, as_json, repack, kv_type)
-        return
-    from edgeinfer.runtime.genai import is_genai_folder
-
-    if is_genai_folder(model):
-        refuse_options(
-            {**onnx_only, "repack": repack, "kv_type": kv_type}, "ONNX models and GGUF LLMs", "a GenAI folder"
-        )
-        _bench_genai(model, n_prompt, n_gen, runs or 3, as_json)
-        return
-    refuse_options({"repack": repack, "kv_type": kv_type}, "GGUF LLMs", "an ONNX model")
-
-    from edgeinfer.core.io import require_file
-    from edgeinfer.pipelines.bench import bench_model, parse_shapes
-
-    require_file(model, "model")
-    runs = runs or 50
     profile, providers = resolve_device(device, provider)
-    with CliProgress("timing") as progress:
-        result = bench_model(
-            model,
-            providers=providers,
-            device=profile,
-            allow_fallback=allow_fallback,
-            threads=threads,
-            shapes=parse_shapes(shape or []),
-            runs=runs,
-            warmup=warmup,
-            baseline=baseline,
-            trust_source=trust_source,
-            progress=progress,
-        )
+    target = runtime_target(providers, threads, allow_fallback, kv_type=kv_type, repack=repack)
+    with CliProgress("timing", announce=False) as progress:
+        result = bench(
+            model, target, profile=profile, shapes=parse_shapes(shape or []) or None, runs=runs, warmup=warmup,
+            baseline=baseline, trust_source=trust_source, n_prompt=n_prompt, n_gen=n_gen, progress=progress,
+        )  # fmt: skip
     if as_json:
         print(json.dumps(result.to_dict()))
-        return
+    elif isinstance(result, LlmBenchReport):
+        from edgeinfer.cli.llm import print_llm_bench
+
+        print_llm_bench(model, result)
+    else:
+        _print_bench(model, result)
+
+
+def _print_bench(model: Path, result) -> None:
     lat = result.latency_ms
     table = Table(title=f"bench {model.name}  inputs {result.inputs}")
     for col in ("runtime", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "speedup vs PyTorch"):
@@ -601,11 +501,7 @@ def bench(
         f"file {mb(result.file_size_bytes)}, peak RSS {result.peak_rss_mb:.0f} MiB, "
         f"providers used: {', '.join(p['used'])}"
     )
-    from edgeinfer.runtime import ProviderReport
-
-    console.print(
-        f"node placement: {ProviderReport(p['requested'], p['used'], p['fallbacks'], p['placement']).summary()}"
-    )
+    console.print(f"node placement: {placement_summary(p)}")
 
 
 # ---------------------------------------------------------------------------------- devices

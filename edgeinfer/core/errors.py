@@ -8,7 +8,7 @@ Library code names an option with `option("allow_fallback")`: a Python caller re
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
@@ -86,6 +86,15 @@ def option(name: str, value: object = None) -> str:
         return name if value is None else f"{name}={value!r}"
     flag = _cli_names.get(name, "--" + name.replace("_", "-"))
     return flag if value is None or value is True else f"{flag} {value}"
+
+
+def refuse_options(given: Mapping[str, object], applies_to: str, this: str) -> None:
+    """Options a user gave that would do nothing for this input are refused (exit 2), naming what
+    they apply to, instead of being ignored with exit 0."""
+    names = [option(k) for k, v in given.items() if v not in (None, False, [], ())]
+    if names:
+        verb = "applies" if len(names) == 1 else "apply"
+        raise ConfigError(f"{', '.join(names)} {verb} to {applies_to}, not to {this}")
 
 
 E = TypeVar("E", bound=StrEnum)

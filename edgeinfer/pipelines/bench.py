@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeinfer.core.errors import ConfigError, InputError, option
+from edgeinfer.core.errors import ConfigError, InputError, option, refuse_options
 from edgeinfer.core.limits import check_fits_in_memory
 from edgeinfer.core.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
 from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.runtime import Target
 
 # Symbolic dimension name -> default size for synthetic inputs.
 DEFAULT_DIMS = {"batch": 1, "sequence": 128}
@@ -206,6 +207,72 @@ def bench_model(
         point, lo, hi = speedup_ci(times["pytorch"], times["onnxruntime"])
         result.baseline = BaselineTiming(baseline, percentiles(times["pytorch"]), point, (lo, hi))
     return result
+
+
+@dataclass
+class LlmBenchReport:
+    """What `edgeinfer bench` measured on an LLM (llama.cpp or ONNX Runtime GenAI): prompt (pp) and
+    generation (tg) tokens per second with each run, the file's summary, and for llama.cpp the peak
+    memory and the memory-bandwidth bound; to_dict() is its --json."""
+
+    n_prompt: int
+    n_gen: int
+    figures: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.figures
+
+
+def bench(
+    model: Path,
+    target: Target = Target(),
+    *,
+    profile=None,
+    shapes: dict[str, list[int]] | None = None,
+    runs: int | None = None,
+    warmup: int = 5,
+    baseline: str | None = None,
+    trust_source: bool = False,
+    n_prompt: int = 512,
+    n_gen: int = 128,
+    progress: Progress = QUIET,
+) -> BenchReport | LlmBenchReport:
+    """Benchmark any model edgeinfer runs: an ONNX model's latency (bench_model; `runs` default 50),
+    or an LLM's pp / tg tokens per second (`runs` repetitions, default 3). `target` holds the
+    user's options and `profile` the device's; options the model's runtime would ignore are refused."""
+    from edgeinfer.core.model_kind import ModelKind, model_kind
+    from edgeinfer.pipelines.target import resolve_target
+    from edgeinfer.runtime import backend_for
+
+    kind = model_kind(model)
+    target = resolve_target(model, profile, target)
+    if not backend_for(kind, target.backend).generates:
+        return bench_model(
+            model, providers=list(target.providers) if target.providers else None, device=profile,
+            allow_fallback=target.allow_fallback, threads=target.threads, shapes=shapes, runs=runs or 50,
+            warmup=warmup, baseline=baseline, trust_source=trust_source, progress=progress,
+        )  # fmt: skip
+    refuse_options(
+        {"shape": shapes, "baseline": baseline, "trust_source": trust_source},
+        "ONNX models",
+        f"{kind.one} (it takes {option('n_prompt')} and {option('n_gen')})",
+    )
+    reps = runs or 3
+    if kind is ModelKind.GGUF:
+        from edgeinfer.pipelines.llm import bench_gguf
+        from edgeinfer.runtime.llama import settings_from_target
+
+        figures = bench_gguf(
+            model, settings_from_target(target), n_prompt=n_prompt, n_gen=n_gen, reps=reps, profile=profile
+        )
+    elif kind is ModelKind.GENAI:
+        from edgeinfer.runtime.genai import GenAiRunner, genai_summary
+
+        runner = GenAiRunner(model)
+        figures = {**genai_summary(model), **runner.bench(n_prompt, n_gen, reps), "backend": runner.report.used}
+    else:
+        raise ConfigError(f"bench times ONNX models and LLMs; for {kind.one} use `edgeinfer compare`")
+    return LlmBenchReport(n_prompt, n_gen, figures)
 
 
 def check_memory(peak_rss_mb: float, profile) -> None:

@@ -1,14 +1,18 @@
-"""Where a model runs: a device profile, or explicit providers and threads, resolved once.
+"""Where a model runs: a device profile and the user's options, resolved once into a runtime
+Target for the backend that loads the model.
 
-The runtime takes plain providers and threads; the profile (devices) is read here, so the two
-subsystems never import each other.
+The runtime takes plain values (edgeinfer.runtime.Target); the profile (devices) is read here, so
+the two subsystems never import each other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from edgeinfer.core.model_kind import model_kind
 from edgeinfer.core.providers import Provider
+from edgeinfer.runtime import Target, check_target
 
 
 @dataclass(frozen=True)
@@ -23,3 +27,28 @@ def ort_target(profile=None, providers: list[Provider] | None = None, threads: i
     """Explicit providers and threads win over the profile's; None means the runtime's default."""
     chosen = list(providers) if providers else (list(profile.providers) if profile else None)
     return OrtTarget(chosen, threads if threads is not None else (profile.threads if profile else None))
+
+
+def resolve_target(model: Path | str, profile=None, given: Target = Target()) -> Target:
+    """The Target `model` runs with: the user's options (`given`; one its backend would ignore is
+    refused, exit 2), then the device profile's values for the fields that backend reads (its
+    providers and threads; for llama.cpp its [llm] table), then the backend's defaults."""
+    backend = check_target(model_kind(model), given)
+    if profile is None:
+        return given
+    takes = backend.takes
+    out = given
+    if "providers" in takes and not given.providers:
+        out = replace(out, providers=tuple(profile.providers))
+    if "threads" in takes and given.threads is None:
+        out = replace(out, threads=profile.threads)
+    if "n_ctx" in takes:  # llama.cpp: the profile's [llm] table (devices.LlmDefaults)
+        llm = profile.llm
+        out = replace(
+            out,
+            n_ctx=given.n_ctx or llm.n_ctx,
+            gpu_layers=given.gpu_layers if given.gpu_layers is not None else llm.n_gpu_layers,
+            kv_type=given.kv_type or llm.kv_type,
+            repack=given.repack if given.repack is not None else llm.repack,
+        )
+    return out
