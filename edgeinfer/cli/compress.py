@@ -25,8 +25,6 @@ from edgeinfer.cli.app import (
     short_names,
     warn,
 )
-from edgeinfer.core.errors import refuse_options
-from edgeinfer.core.model_kind import ModelKind, model_kind
 
 if TYPE_CHECKING:
     from edgeinfer.pipelines.compare import ComparisonReport
@@ -121,61 +119,28 @@ def quantize(
 
       edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
     """
-    from edgeinfer.runtime.seq2seq import is_seq2seq_folder
+    from edgeinfer.pipelines.commands import Quantized, QuantizeRequest, quantize_any
 
-    onnx_only = dict(
-        calib=calib, calib_samples=calib_samples, activation_type=activation_type, weight_type=weight_type,
-        per_channel=per_channel, reduce_range=reduce_range, exclude=exclude, eval_data=eval_data, report=report,
-        max_drop=max_drop, symmetric=symmetric,
+    request = QuantizeRequest(
+        method=method, calib=calib, calib_method=calib_method, calib_samples=calib_samples, batch_size=batch_size,
+        activation_type=activation_type, weight_type=weight_type, per_channel=per_channel, symmetric=symmetric,
+        reduce_range=reduce_range, exclude=tuple(exclude or ()), block_size=block_size, eval_data=eval_data,
+        report=report, max_drop=max_drop, imatrix=imatrix, runs=runs, force=force,
     )  # fmt: skip
-    if is_seq2seq_folder(model):
-        from edgeinfer.pipelines.seq2seq_eval import quantize_seq2seq
-
-        refuse_options({**onnx_only, "imatrix": imatrix}, "single ONNX models", "an encoder-decoder folder")
-
-        with CliProgress("quantizing") as progress:
-            result = quantize_seq2seq(model, output, method or "dynamic", force=force, progress=progress)
-        _print_seq2seq(result, as_json, f"quantized {model} -> {output}/ ({method or 'dynamic'})")
-        return
-    if model_kind(model) is ModelKind.GGUF:
-        from edgeinfer.cli.llm import print_gguf_quantize
-        from edgeinfer.pipelines.llm import quantize_gguf_model
-
-        refuse_options(onnx_only, "ONNX models", "a GGUF LLM (llama.cpp's k-quants take --method and --imatrix)")
-
-        profile, _ = resolve_device(device, None)
-        with err.status("llama.cpp quantizing"):
-            _, result = quantize_gguf_model(model, output, method, profile=profile, imatrix=imatrix, force=force)
-        print_gguf_quantize(model, output, result, as_json)
-        return
-    from edgeinfer.pipelines.quantize import quantize_model
-
-    refuse_options({"imatrix": imatrix}, "GGUF LLMs", "an ONNX model")
     profile, _ = resolve_device(device, None)
     with CliProgress("quantizing") as progress:
-        art, result = quantize_model(
-            model,
-            output,
-            method=method or "dynamic",
-            calib=calib,
-            calib_method=calib_method,
-            calib_samples=calib_samples,
-            batch_size=batch_size,
-            activation_type=activation_type,
-            weight_type=weight_type,
-            per_channel=per_channel,
-            symmetric=symmetric,
-            reduce_range=reduce_range,
-            exclude=exclude,
-            block_size=block_size,
-            profile=profile,
-            eval_data=eval_data,
-            report=report or max_drop is not None,
-            max_drop=max_drop,
-            runs=runs,
-            force=force,
-            progress=progress,
-        )
+        done = quantize_any(model, output, request, profile=profile, progress=progress)
+    if not isinstance(done, Quantized):  # an encoder-decoder folder: both parts, compared token for token
+        _print_seq2seq(done, as_json, f"quantized {model} -> {output}/ ({method or 'dynamic'})")
+    elif done.kind == "gguf":
+        from edgeinfer.cli.llm import print_gguf_quantize
+
+        print_gguf_quantize(model, output, done.figures, as_json)
+    else:
+        _print_onnx_quantize(model, output, done.artifact, done.figures, as_json)
+
+
+def _print_onnx_quantize(model: Path, output: Path, art, result: dict, as_json: bool) -> None:
     comparison = result["comparison"]
     if as_json:
         shown = {**result, "comparison": comparison.to_dict() if comparison is not None else None}
@@ -259,27 +224,6 @@ def print_comparison(report: ComparisonReport, title: str) -> None:
             "models on QNN ran on its x86 simulator of the NPU: their latency is the simulator's, not the "
             "device's (quality figures hold); time them on the device with `edgeinfer verify`",
             highlight=False,
-        )
-
-
-def _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit):
-    from edgeinfer.core.errors import parse_choice
-    from edgeinfer.pipelines.compare import EvalTask, compare_models
-
-    profile, providers = resolve_device(device, provider)
-    with CliProgress("running and timing") as progress:
-        return compare_models(
-            baseline,
-            candidates,
-            data,
-            task=parse_choice(EvalTask, task, "task"),
-            device=profile,
-            providers=providers,
-            allow_fallback=allow_fallback,
-            runs=runs,
-            batch_size=batch_size,
-            limit=limit,
-            progress=progress,
         )
 
 
@@ -406,34 +350,29 @@ def compare(
     the baseline's log-probs (computed once, kept in a logits file), bits per weight, pp and tg
     tokens per second.
     """
-    from edgeinfer.runtime.seq2seq import is_seq2seq_folder
+    from edgeinfer.pipelines.commands import CompareRequest, compare_any
+    from edgeinfer.pipelines.compare import ComparisonReport
+    from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 
-    if is_seq2seq_folder(baseline):
-        from edgeinfer.pipelines.seq2seq_eval import compare_seq2seq
-
-        with CliProgress("generating") as progress:
-            result_ = compare_seq2seq(baseline, candidates, text, audio=audio, limit=limit or 32, progress=progress)
-        _print_seq2seq(result_, as_json, "compare (encoder-decoder, greedy)")
-        return
-    if model_kind(baseline) is ModelKind.GGUF:
+    profile, providers = resolve_device(device, provider)
+    request = CompareRequest(
+        data=data, text=text, audio=audio, task=task, providers=tuple(providers or ()) or None,
+        allow_fallback=allow_fallback, runs=runs, batch_size=batch_size, limit=limit, kv_type=kv_type,
+        window=window, max_tokens=max_tokens, logits=logits,
+    )  # fmt: skip
+    with CliProgress("comparing") as progress:
+        result = compare_any(baseline, candidates, request, profile=profile, progress=progress)
+    if isinstance(result, LlmComparisonReport):
         from edgeinfer.cli.llm import print_llm_report
-        from edgeinfer.pipelines.llm import compare_gguf
 
-        with CliProgress("scoring") as progress:
-            report_ = compare_gguf(
-                baseline, candidates, text, window=window, max_tokens=max_tokens, logits=logits, kv_type=kv_type,
-                progress=progress,
-            )  # fmt: skip
         if as_json:
-            print(json.dumps(report_.to_dict()))
+            print(json.dumps(result.to_dict()))
         else:
-            print_llm_report(report_)
+            print_llm_report(result)
         return
-    if not data:
-        from edgeinfer.core.errors import ConfigError
-
-        raise ConfigError("compare needs --data for ONNX models")
-    result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit)
+    if not isinstance(result, ComparisonReport):  # an encoder-decoder folder, by greedy generation
+        _print_seq2seq(result, as_json, "compare (encoder-decoder, greedy)")
+        return
     if report:
         from edgeinfer.pipelines.compare import write_html
 
@@ -502,16 +441,20 @@ def check(
             "give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup, "
             "--max-size, or for GGUF --max-kld / --min-top1"
         )
-    if model_kind(baseline) is ModelKind.GGUF:
-        from edgeinfer.cli.llm import print_llm_report
-        from edgeinfer.pipelines.llm import compare_gguf
+    from edgeinfer.pipelines.commands import CompareRequest, compare_any
+    from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 
-        with CliProgress("scoring") as progress:
-            result = compare_gguf(baseline, candidates, text, progress=progress)
-    else:
-        if not data:
-            raise ConfigError("check needs --data for ONNX models")
-        result = _compare(baseline, candidates, data, task, device, provider, allow_fallback, runs, batch_size, limit)
+    profile, providers = resolve_device(device, provider)
+    request = CompareRequest(
+        data=data, text=text, task=task, providers=tuple(providers or ()) or None, allow_fallback=allow_fallback,
+        runs=runs, batch_size=batch_size, limit=limit,
+    )  # fmt: skip
+    with CliProgress("comparing") as progress:
+        result = compare_any(baseline, candidates, request, profile=profile, progress=progress)
+    if not isinstance(result, (ComparisonReport, LlmComparisonReport)):
+        raise ConfigError(
+            "check's budgets cover ONNX models and GGUF LLMs; compare encoder-decoder folders with compare"
+        )
     problems = check_budget(result, budget)
     if as_json:
         print(
@@ -521,6 +464,8 @@ def check(
         if isinstance(result, ComparisonReport):
             print_comparison(result, "check")
         else:
+            from edgeinfer.cli.llm import print_llm_report
+
             print_llm_report(result)
         for p in problems:
             err.print(f"[red]REGRESSION[/red] {p}")

@@ -149,37 +149,24 @@ def export(
 
       edgeinfer export path/to/llama -o tuned.gguf --adapter path/to/lora --outtype q8_0
     """
-    from edgeinfer.pipelines.export import export_model
-    from edgeinfer.pipelines.export_seq2seq import is_seq2seq_source
+    from edgeinfer.pipelines.commands import ExportRequest, export_any
+    from edgeinfer.pipelines.export_genai import GenAiExport
+    from edgeinfer.pipelines.export_seq2seq import Seq2SeqExport
 
-    if not output.suffix and is_seq2seq_source(source, task):
-        _export_encoder_decoder(source, output, opset, exporter, atol, allow_new_head, task, force, as_json)
-        return
-    from edgeinfer.pipelines.export_genai import is_causal_lm_source
-
-    if not output.suffix and task in (None, "causal-lm") and is_causal_lm_source(source):
-        _export_genai(source, output, precision, block_size, check_tokens, force, as_json)
-        return
+    request = ExportRequest(
+        task=task, opset=opset, exporter=exporter, static_shapes=static_shapes, atol=atol, format=format,
+        outtype=outtype, adapter=str(adapter) if adapter else None, check_tokens=check_tokens,
+        allow_new_head=allow_new_head, image_size=image_size, precision=precision, block_size=block_size,
+        force=force, trust_source=trust_source,
+    )  # fmt: skip
     with CliProgress("exporting") as progress:
-        art = export_model(
-            source,
-            output,
-            task=task,
-            opset=opset,
-            exporter=exporter,
-            static_shapes=static_shapes,
-            atol=atol,
-            format=format,
-            outtype=outtype,
-            adapter=str(adapter) if adapter else None,
-            check_tokens=check_tokens,
-            allow_new_head=allow_new_head,
-            image_size=image_size,
-            force=force,
-            trust_source=trust_source,
-            profile=resolve_device(device, None)[0],
-            progress=progress,
-        )
+        art = export_any(source, output, request, profile=resolve_device(device, None)[0], progress=progress)
+    if isinstance(art, Seq2SeqExport):
+        _print_encoder_decoder(output, art, as_json)
+        return
+    if isinstance(art, GenAiExport):
+        _print_genai(output, art, precision, block_size, as_json)
+        return
     if art.format == "gguf":
         _print_gguf_export(output, art, as_json)
         return
@@ -211,14 +198,7 @@ def export(
     console.print(table)
 
 
-def _export_genai(source, output: Path, precision: str, block_size: int, check_tokens: int, force, as_json) -> None:
-    from edgeinfer.pipelines.export_genai import export_genai
-
-    with CliProgress("exporting") as progress:
-        result = export_genai(
-            source, output, precision=precision, block_size=block_size, check_tokens=check_tokens, force=force,
-            progress=progress,
-        )  # fmt: skip
+def _print_genai(output: Path, result, precision: str, block_size: int, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
         return
@@ -235,14 +215,7 @@ def _export_genai(source, output: Path, precision: str, block_size: int, check_t
     console.print(table)
 
 
-def _export_encoder_decoder(source, output: Path, opset, exporter, atol, allow_new_head, task, force, as_json) -> None:
-    from edgeinfer.pipelines.export_seq2seq import export_encoder_decoder
-
-    with CliProgress("exporting") as progress:
-        result = export_encoder_decoder(
-            source, output, opset=opset, exporter=exporter, atol=atol, allow_new_head=allow_new_head, task=task,
-            force=force, progress=progress,
-        )  # fmt: skip
+def _print_encoder_decoder(output: Path, result, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
         return
