@@ -30,80 +30,91 @@ if TYPE_CHECKING:
     from edgeinfer.pipelines.compare import ComparisonReport
 
 
+_QuantizeMethod = Annotated[
+    Optional[str],
+    typer.Option(
+        help="ONNX: dynamic (the default; transformers), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M or Q8_0 (default: the device's llm.kquant, else Q4_K_M)."
+    ),
+]
+_QuantizeCalib = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts."
+    ),
+]
+_QuantizeCalibSamples = Annotated[Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")]
+_QuantizeBatchSize = Annotated[
+    int,
+    typer.Option(
+        min=1, max=65536, help="Batch size for calibration and evaluation (a fixed-shape model's own batch wins)."
+    ),
+]
+_QuantizeActivationType = Annotated[
+    Optional[str], typer.Option(help="uint8, int8, uint16 or int16 (default: the device's, else uint8).")
+]
+_QuantizeWeightType = Annotated[
+    Optional[str], typer.Option(help="int8, uint8, int16 or uint16 (default: the device's, else int8).")
+]
+_QuantizePerChannel = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--per-channel/--per-tensor",
+        help="Weight scales per output channel (default: the device's, else per channel).",
+    ),
+]
+_QuantizeReduceRange = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--reduce-range/--full-range",
+        help="7-bit weights for x86 CPUs without VNNI (default: on exactly when this CPU lacks VNNI, or the device's setting).",
+    ),
+]
+_QuantizeExclude = Annotated[
+    Optional[list[str]], typer.Option(help="Node name or op type to keep in float. Repeatable.")
+]
+_QuantizeEvalData = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        "--eval-data",
+        help="Data (with labels for classification) on which the result is compared with its parent.",
+    ),
+]
+_QuantizeReport = Annotated[
+    bool,
+    typer.Option("--report", help="Print the quantized tensors with the most quantization noise (lowest SQNR)."),
+]
+_QuantizeMaxDrop = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Keep the noisiest nodes in float until the metric drops by at most this much on --data (0.01 = 1 accuracy point).",
+    ),
+]
+_QuantizeImatrix = Annotated[Optional[Path], typer.Option(help="GGUF: an importance matrix file (llama.cpp imatrix).")]
+
+
 @app.command()
 def quantize(
     model: Annotated[Path, typer.Argument(help="A float .onnx model (or a .gguf for llama.cpp k-quants).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
-    method: Annotated[
-        Optional[str],
-        typer.Option(
-            help="ONNX: dynamic (the default; transformers), static (QDQ, needs --calib), int4 (MatMulNBits), fp16. GGUF: a llama.cpp type such as Q4_K_M or Q8_0 (default: the device's llm.kquant, else Q4_K_M)."
-        ),
-    ] = None,
-    calib: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts."
-        ),
-    ] = None,
+    method: _QuantizeMethod = None,
+    calib: _QuantizeCalib = None,
     calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "minmax",
-    calib_samples: Annotated[
-        Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")
-    ] = None,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            min=1, max=65536, help="Batch size for calibration and evaluation (a fixed-shape model's own batch wins)."
-        ),
-    ] = 8,
-    activation_type: Annotated[
-        Optional[str], typer.Option(help="uint8, int8, uint16 or int16 (default: the device's, else uint8).")
-    ] = None,
-    weight_type: Annotated[
-        Optional[str], typer.Option(help="int8, uint8, int16 or uint16 (default: the device's, else int8).")
-    ] = None,
-    per_channel: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--per-channel/--per-tensor",
-            help="Weight scales per output channel (default: the device's, else per channel).",
-        ),
-    ] = None,
+    calib_samples: _QuantizeCalibSamples = None,
+    batch_size: _QuantizeBatchSize = 8,
+    activation_type: _QuantizeActivationType = None,
+    weight_type: _QuantizeWeightType = None,
+    per_channel: _QuantizePerChannel = None,
     symmetric: Annotated[bool, typer.Option("--symmetric", help="Symmetric activation ranges.")] = False,
-    reduce_range: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--reduce-range/--full-range",
-            help="7-bit weights for x86 CPUs without VNNI (default: on exactly when this CPU lacks VNNI, or the device's setting).",
-        ),
-    ] = None,
-    exclude: Annotated[
-        Optional[list[str]], typer.Option(help="Node name or op type to keep in float. Repeatable.")
-    ] = None,
+    reduce_range: _QuantizeReduceRange = None,
+    exclude: _QuantizeExclude = None,
     block_size: Annotated[int, typer.Option(min=16, max=4096, help="int4: weights per quantization block.")] = 128,
-    eval_data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            "--eval-data",
-            help="Data (with labels for classification) on which the result is compared with its parent.",
-        ),
-    ] = None,
-    report: Annotated[
-        bool,
-        typer.Option("--report", help="Print the quantized tensors with the most quantization noise (lowest SQNR)."),
-    ] = False,
-    max_drop: Annotated[
-        Optional[float],
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Keep the noisiest nodes in float until the metric drops by at most this much on --data (0.01 = 1 accuracy point).",
-        ),
-    ] = None,
-    imatrix: Annotated[
-        Optional[Path], typer.Option(help="GGUF: an importance matrix file (llama.cpp imatrix).")
-    ] = None,
+    eval_data: _QuantizeEvalData = None,
+    report: _QuantizeReport = False,
+    max_drop: _QuantizeMaxDrop = None,
+    imatrix: _QuantizeImatrix = None,
     runs: Annotated[int, typer.Option(min=1, max=100000, help="Interleaved timing runs for the comparison.")] = 30,
     device: Device = None,
     force: Force = False,
@@ -296,41 +307,49 @@ Batch = Annotated[int, typer.Option(min=1, max=65536, help="Batch size (a fixed-
 Limit = Annotated[Optional[int], typer.Option(min=1, help="Use at most this many samples.")]
 
 
+_CompareData = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="ONNX: .npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.",
+    ),
+]
+_CompareText = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="GGUF: text to score; encoder-decoder: source sentences, one a line (default: those shipped with edgeinfer)."
+    ),
+]
+_CompareAudio = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Speech encoder-decoder (Whisper): a WAV file or a folder of them (default: synthetic voiced clips)."
+    ),
+]
+_CompareKvType = Annotated[
+    str,
+    typer.Option(help="GGUF: the candidates' KV-cache type, f16, q8_0 or q4_0 (the baseline keeps f16)."),
+]
+_CompareWindow = Annotated[
+    int, typer.Option(min=4, max=1 << 20, help="GGUF: tokens per scored chunk (its second half is scored).")
+]
+_CompareLogits = Annotated[
+    Optional[Path],
+    typer.Option(help="GGUF: where to keep the baseline's log-probs (default: a cache keyed by model and text)."),
+]
+
+
 @app.command()
 def compare(
     baseline: Annotated[Path, typer.Argument(help="The reference model (runs on the CPU).")],
     candidates: Annotated[list[Path], typer.Argument(help="Compressed models to compare with it.")],
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            help="ONNX: .npz (with `labels` for classification), a folder of .npz, a .txt of sentences, or package.module:function.",
-        ),
-    ] = None,
-    text: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="GGUF: text to score; encoder-decoder: source sentences, one a line (default: those shipped with edgeinfer)."
-        ),
-    ] = None,
-    audio: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Speech encoder-decoder (Whisper): a WAV file or a folder of them (default: synthetic voiced clips)."
-        ),
-    ] = None,
-    kv_type: Annotated[
-        str,
-        typer.Option(help="GGUF: the candidates' KV-cache type, f16, q8_0 or q4_0 (the baseline keeps f16)."),
-    ] = "f16",
-    window: Annotated[
-        int, typer.Option(min=4, max=1 << 20, help="GGUF: tokens per scored chunk (its second half is scored).")
-    ] = 256,
+    data: _CompareData = None,
+    text: _CompareText = None,
+    audio: _CompareAudio = None,
+    kv_type: _CompareKvType = "f16",
+    window: _CompareWindow = 256,
     max_tokens: Annotated[int, typer.Option(min=4, max=1 << 22, help="GGUF: tokens of the text to use.")] = 1024,
-    logits: Annotated[
-        Optional[Path],
-        typer.Option(help="GGUF: where to keep the baseline's log-probs (default: a cache keyed by model and text)."),
-    ] = None,
+    logits: _CompareLogits = None,
     task: Task = "auto",
     report: Annotated[Optional[Path], typer.Option(help="Also write an HTML report here.")] = None,
     device: Device = None,
@@ -384,6 +403,23 @@ def compare(
     print_comparison(result, "compare")
 
 
+_CheckMinCosine = Annotated[
+    Optional[float], typer.Option(help="Smallest allowed mean cosine to the baseline (embeddings, raw outputs).")
+]
+_CheckMaxSlowdown = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Largest allowed latency ratio candidate/baseline (1.1 = 10% slower); broken only when the whole 95% interval is beyond it."
+    ),
+]
+_CheckMinSpeedup = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Smallest allowed speedup over the baseline; broken only when the whole 95% interval is below it."
+    ),
+]
+
+
 @app.command()
 def check(
     baseline: Annotated[Path, typer.Argument(help="The reference model (.onnx, or .gguf with --text).")],
@@ -392,21 +428,9 @@ def check(
     text: Annotated[Optional[Path], typer.Option(help="GGUF: a text file to score.")] = None,
     task: Task = "auto",
     max_drop: Annotated[Optional[float], typer.Option(help="Largest allowed accuracy drop (0.01 = 1 point).")] = None,
-    min_cosine: Annotated[
-        Optional[float], typer.Option(help="Smallest allowed mean cosine to the baseline (embeddings, raw outputs).")
-    ] = None,
-    max_slowdown: Annotated[
-        Optional[float],
-        typer.Option(
-            help="Largest allowed latency ratio candidate/baseline (1.1 = 10% slower); broken only when the whole 95% interval is beyond it."
-        ),
-    ] = None,
-    min_speedup: Annotated[
-        Optional[float],
-        typer.Option(
-            help="Smallest allowed speedup over the baseline; broken only when the whole 95% interval is below it."
-        ),
-    ] = None,
+    min_cosine: _CheckMinCosine = None,
+    max_slowdown: _CheckMaxSlowdown = None,
+    min_speedup: _CheckMinSpeedup = None,
     max_size: Annotated[Optional[float], typer.Option(help="Largest allowed candidate file size, MiB.")] = None,
     max_kld: Annotated[Optional[float], typer.Option(help="GGUF: largest allowed mean KL divergence.")] = None,
     min_top1: Annotated[Optional[float], typer.Option(help="GGUF: smallest allowed top-1 token agreement.")] = None,

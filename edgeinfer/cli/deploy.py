@@ -12,98 +12,115 @@ from rich.table import Table
 
 from edgeinfer.cli.app import CliProgress, Device, Fallback, Force, Json, TrustSource, app, console, err, resolve_device
 
+_OptimizeSource = Annotated[
+    str,
+    typer.Argument(
+        help="What `export` takes (Hugging Face folder, factory, .pt2), an .onnx, or for LLMs a .gguf "
+        "or a Hugging Face causal LM folder."
+    ),
+]
+_OptimizeData = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data", help="Evaluation data, as for compare (.npz with labels, .txt of sentences, ...); ONNX models."
+    ),
+]
+_OptimizeText = Annotated[
+    Optional[Path],
+    typer.Option(help="LLMs: the .txt scored against the baseline (default: edgeinfer's own sentences)."),
+]
+_OptimizeMaxDrop = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.0, help="ONNX: largest metric drop against FP32 (accuracy points; 1 - mean cosine for embeddings)."
+    ),
+]
+_OptimizeMaxKld = Annotated[
+    Optional[float], typer.Option(min=0.0, help="LLMs: largest mean KL divergence from the baseline.")
+]
+_OptimizeMinTop1 = Annotated[
+    Optional[float],
+    typer.Option(min=0.0, max=1.0, help="LLMs: smallest top-1 agreement with the baseline (0-1)."),
+]
+_OptimizeMaxLatencyMs = Annotated[
+    Optional[float], typer.Option(min=0.0, help="Largest p50 latency, ms (LLMs: per generated token).")
+]
+_OptimizeMaxSizeMb = Annotated[Optional[float], typer.Option("--max-size", min=0.0, help="Largest model file, MiB.")]
+_OptimizeMaxMemoryMb = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.0, help="Largest peak memory of a process running the model, MiB (default: the profile's memory_mb)."
+    ),
+]
+_OptimizeCalib = Annotated[
+    Optional[str], typer.Option(help="Calibration data for static INT8 (default: the evaluation data).")
+]
+_OptimizeTrainData = Annotated[
+    Optional[str],
+    typer.Option(
+        help="package.module:function giving (train, eval) DataLoaders, or an .npz: adds structured "
+        "pruning + fine-tuning candidates (the source must be a factory)."
+    ),
+]
+_OptimizeKeepBest = Annotated[
+    bool, typer.Option("--keep-best", help="Write the closest candidate's bundle when none meets the budgets.")
+]
+_OptimizeReportHtml = Annotated[
+    Optional[Path],
+    typer.Option("--report", help="Also write an HTML report: every candidate, metric against latency."),
+]
+_OptimizeArchive = Annotated[
+    bool, typer.Option("--archive", help="Also write BUNDLE.tar.gz beside the folder (verify takes either).")
+]
+_OptimizeRecipe = Annotated[
+    Optional[Path],
+    typer.Option(help="A bundle's recipe.toml: replay it on SOURCE instead of searching, and check the result."),
+]
+_OptimizeExecutor = Annotated[
+    str,
+    typer.Option(
+        help="serial (measure here, one after another) or ray (candidates as Ray tasks; pip install "
+        "'edgeinfer[ray]'): the chosen one is measured again here before it ships."
+    ),
+]
+_OptimizeRayAddress = Annotated[
+    Optional[str],
+    typer.Option(help="With --executor ray: the cluster to join (host:port, or auto); default: a local Ray."),
+]
+_OptimizeNoCache = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Measure every candidate afresh (by default a repeated or interrupted run reuses the "
+        "measurements cached by input sha256, recipe, data and machine).",
+    ),
+]
+
 
 @app.command()
 def optimize(
-    source: Annotated[
-        str,
-        typer.Argument(
-            help="What `export` takes (Hugging Face folder, factory, .pt2), an .onnx, or for LLMs a .gguf "
-            "or a Hugging Face causal LM folder."
-        ),
-    ],
+    source: _OptimizeSource,
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle folder to write.")],
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data", help="Evaluation data, as for compare (.npz with labels, .txt of sentences, ...); ONNX models."
-        ),
-    ] = None,
-    text: Annotated[
-        Optional[Path],
-        typer.Option(help="LLMs: the .txt scored against the baseline (default: edgeinfer's own sentences)."),
-    ] = None,
+    data: _OptimizeData = None,
+    text: _OptimizeText = None,
     device: Device = None,
-    max_drop: Annotated[
-        Optional[float],
-        typer.Option(
-            min=0.0, help="ONNX: largest metric drop against FP32 (accuracy points; 1 - mean cosine for embeddings)."
-        ),
-    ] = None,
-    max_kld: Annotated[
-        Optional[float], typer.Option(min=0.0, help="LLMs: largest mean KL divergence from the baseline.")
-    ] = None,
-    min_top1: Annotated[
-        Optional[float],
-        typer.Option(min=0.0, max=1.0, help="LLMs: smallest top-1 agreement with the baseline (0-1)."),
-    ] = None,
-    max_latency_ms: Annotated[
-        Optional[float], typer.Option(min=0.0, help="Largest p50 latency, ms (LLMs: per generated token).")
-    ] = None,
-    max_size_mb: Annotated[
-        Optional[float], typer.Option("--max-size", min=0.0, help="Largest model file, MiB.")
-    ] = None,
-    max_memory_mb: Annotated[
-        Optional[float],
-        typer.Option(
-            min=0.0, help="Largest peak memory of a process running the model, MiB (default: the profile's memory_mb)."
-        ),
-    ] = None,
+    max_drop: _OptimizeMaxDrop = None,
+    max_kld: _OptimizeMaxKld = None,
+    min_top1: _OptimizeMinTop1 = None,
+    max_latency_ms: _OptimizeMaxLatencyMs = None,
+    max_size_mb: _OptimizeMaxSizeMb = None,
+    max_memory_mb: _OptimizeMaxMemoryMb = None,
     objective: Annotated[str, typer.Option(help="latency or size: what to minimise within the budgets.")] = "latency",
-    calib: Annotated[
-        Optional[str], typer.Option(help="Calibration data for static INT8 (default: the evaluation data).")
-    ] = None,
-    train_data: Annotated[
-        Optional[str],
-        typer.Option(
-            help="package.module:function giving (train, eval) DataLoaders, or an .npz: adds structured "
-            "pruning + fine-tuning candidates (the source must be a factory)."
-        ),
-    ] = None,
+    calib: _OptimizeCalib = None,
+    train_data: _OptimizeTrainData = None,
     runs: Annotated[int, typer.Option(min=3, max=100000, help="Interleaved timing runs.")] = 20,
-    keep_best: Annotated[
-        bool, typer.Option("--keep-best", help="Write the closest candidate's bundle when none meets the budgets.")
-    ] = False,
-    report_html: Annotated[
-        Optional[Path],
-        typer.Option("--report", help="Also write an HTML report: every candidate, metric against latency."),
-    ] = None,
-    archive: Annotated[
-        bool, typer.Option("--archive", help="Also write BUNDLE.tar.gz beside the folder (verify takes either).")
-    ] = False,
-    recipe: Annotated[
-        Optional[Path],
-        typer.Option(help="A bundle's recipe.toml: replay it on SOURCE instead of searching, and check the result."),
-    ] = None,
-    executor: Annotated[
-        str,
-        typer.Option(
-            help="serial (measure here, one after another) or ray (candidates as Ray tasks; pip install "
-            "'edgeinfer[ray]'): the chosen one is measured again here before it ships."
-        ),
-    ] = "serial",
-    ray_address: Annotated[
-        Optional[str],
-        typer.Option(help="With --executor ray: the cluster to join (host:port, or auto); default: a local Ray."),
-    ] = None,
-    no_cache: Annotated[
-        bool,
-        typer.Option(
-            "--no-cache",
-            help="Measure every candidate afresh (by default a repeated or interrupted run reuses the "
-            "measurements cached by input sha256, recipe, data and machine).",
-        ),
-    ] = False,
+    keep_best: _OptimizeKeepBest = False,
+    report_html: _OptimizeReportHtml = None,
+    archive: _OptimizeArchive = False,
+    recipe: _OptimizeRecipe = None,
+    executor: _OptimizeExecutor = "serial",
+    ray_address: _OptimizeRayAddress = None,
+    no_cache: _OptimizeNoCache = False,
     trust_source: TrustSource = False,
     force: Force = False,
     as_json: Json = False,
@@ -159,32 +176,7 @@ def optimize(
     if as_json:
         print(json.dumps(report.to_dict()))
     else:
-        llm = report.kind == "gguf"
-        table = Table(title=f"optimize for {report.device} ({report.task}; objective: {report.objective})")
-        cols = ["candidate", "ms/token" if llm else "p50 ms", f"speedup vs {'baseline' if llm else 'FP32'} (95% CI)"]
-        cols += ["KL" if llm else "drop", "size MiB", "peak MiB", "budgets"]
-        for col in cols:
-            table.add_column(col, justify="left" if col in ("candidate", "budgets") else "right", overflow="fold")
-        for c in report.candidates:
-            mark = " [green]<- chosen[/green]" if c.name == report.chosen else ""
-            mark += " [dim](Pareto)[/dim]" if c.name in report.pareto else ""
-            mark += " [dim](cached)[/dim]" if c.cached else ""
-            mark += f" [dim](on {c.measured_on}: shared node)[/dim]" if c.measured_on else ""
-            speed = (
-                f"{c.speedup:.2f}x ({c.speedup_ci95[0]:.2f}-{c.speedup_ci95[1]:.2f})"
-                if c.speedup is not None and c.speedup_ci95
-                else "-"
-            )
-            table.add_row(
-                c.name + mark,
-                f"{c.p50_ms:.3f}" if c.p50_ms is not None else "-",
-                speed,
-                f"{c.drop:.4f}" if c.drop is not None else "-",
-                f"{c.size_bytes / 2**20:.2f}" if c.size_bytes else "-",
-                f"{c.memory_mb:.0f}" if c.memory_mb is not None else "-",
-                "met" if c.met else "[red]" + "; ".join(c.failed) + "[/red]",
-            )
-        console.print(table)
+        _print_candidates(report)
     if report.replay is not None:
         same = "identical bytes" if report.replay["identical_bytes"] else "different bytes (checked on the metric)"
         err.print(f"replayed {recipe}: {same}")
@@ -200,6 +192,36 @@ def optimize(
         from edgeinfer.pipelines.bundle import write_archive
 
         err.print(f"wrote {write_archive(output, force)}")
+
+
+def _print_candidates(report) -> None:
+    """Every candidate's figures and why it missed the budgets, the chosen one marked."""
+    llm = report.kind == "gguf"
+    table = Table(title=f"optimize for {report.device} ({report.task}; objective: {report.objective})")
+    cols = ["candidate", "ms/token" if llm else "p50 ms", f"speedup vs {'baseline' if llm else 'FP32'} (95% CI)"]
+    cols += ["KL" if llm else "drop", "size MiB", "peak MiB", "budgets"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("candidate", "budgets") else "right", overflow="fold")
+    for c in report.candidates:
+        mark = " [green]<- chosen[/green]" if c.name == report.chosen else ""
+        mark += " [dim](Pareto)[/dim]" if c.name in report.pareto else ""
+        mark += " [dim](cached)[/dim]" if c.cached else ""
+        mark += f" [dim](on {c.measured_on}: shared node)[/dim]" if c.measured_on else ""
+        speed = (
+            f"{c.speedup:.2f}x ({c.speedup_ci95[0]:.2f}-{c.speedup_ci95[1]:.2f})"
+            if c.speedup is not None and c.speedup_ci95
+            else "-"
+        )
+        table.add_row(
+            c.name + mark,
+            f"{c.p50_ms:.3f}" if c.p50_ms is not None else "-",
+            speed,
+            f"{c.drop:.4f}" if c.drop is not None else "-",
+            f"{c.size_bytes / 2**20:.2f}" if c.size_bytes else "-",
+            f"{c.memory_mb:.0f}" if c.memory_mb is not None else "-",
+            "met" if c.met else "[red]" + "; ".join(c.failed) + "[/red]",
+        )
+    console.print(table)
 
 
 @app.command()

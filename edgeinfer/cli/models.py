@@ -32,92 +32,109 @@ from edgeinfer.exporters.tasks import tasks as export_tasks
 # ---------------------------------------------------------------------------------- export
 
 
+_ExportSource = Annotated[
+    str,
+    typer.Argument(
+        help="Hugging Face model directory (an encoder-decoder exports into a folder), a diffusers model folder, a torch.export .pt2 file, or package.module:function (or file.py:function) returning (module, inputs); a factory RUNS that Python code."
+    ),
+]
+_ExportOutput = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output .onnx or .gguf file (the suffix picks the format); a folder for an encoder-decoder.",
+    ),
+]
+_ExportFormat = Annotated[
+    Optional[str], typer.Option("--format", help="onnx or gguf; must agree with the output's suffix.")
+]
+_ExportTask = Annotated[
+    Optional[str],
+    typer.Option(
+        help=f"For a Hugging Face folder: {', '.join(sorted(export_tasks()))} (default: from config.json's "
+        "architecture name)."
+    ),
+]
+_ExportExporter = Annotated[
+    str, typer.Option(help="auto (torch.export, then TorchScript if it fails, reported), dynamo or torchscript.")
+]
+_ExportStaticShapes = Annotated[
+    bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")
+]
+_ExportAllowNewHead = Annotated[
+    bool,
+    typer.Option(
+        "--allow-new-head",
+        help="Export a --task head the checkpoint has no weights for, initialised at random (recorded in "
+        "the sidecar); without it such an export is refused.",
+    ),
+]
+_ExportAtol = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.0, max=1e3, help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2)."
+    ),
+]
+_ExportPrecision = Annotated[
+    str,
+    typer.Option(
+        help="A causal LM exported to a folder (ONNX Runtime GenAI): int4 (default), int8, fp16 or fp32 weights."
+    ),
+]
+_ExportBlockSize = Annotated[
+    int, typer.Option(help="ONNX Runtime GenAI INT4/INT8: weights per quantization block (16 ... 256).")
+]
+_ExportImageSize = Annotated[
+    Optional[str],
+    typer.Option(
+        help="An image model whose folder has no preprocessor_config.json: validate on random pixels of "
+        "this size (N or HxW). With the file, its image processor sizes and normalises the example pictures."
+    ),
+]
+_ExportOuttype = Annotated[
+    Optional[str],
+    typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants."),
+]
+_ExportAdapter = Annotated[
+    Optional[Path], typer.Option(help="GGUF: a PEFT LoRA adapter directory merged into the weights first.")
+]
+_ExportCheckTokens = Annotated[
+    int,
+    typer.Option(
+        min=16,
+        max=4096,
+        help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.",
+    ),
+]
+_ExportDevice = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device",
+        "-d",
+        help="Device profile: one that needs static shapes (NPUs) fixes them, as --static-shapes does.",
+    ),
+]
+
+
 @app.command()
 def export(
-    source: Annotated[
-        str,
-        typer.Argument(
-            help="Hugging Face model directory (an encoder-decoder exports into a folder), a diffusers model folder, a torch.export .pt2 file, or package.module:function (or file.py:function) returning (module, inputs); a factory RUNS that Python code."
-        ),
-    ],
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Output .onnx or .gguf file (the suffix picks the format); a folder for an encoder-decoder.",
-        ),
-    ],
-    format: Annotated[
-        Optional[str], typer.Option("--format", help="onnx or gguf; must agree with the output's suffix.")
-    ] = None,
-    task: Annotated[
-        Optional[str],
-        typer.Option(
-            help=f"For a Hugging Face folder: {', '.join(sorted(export_tasks()))} (default: from config.json's "
-            "architecture name)."
-        ),
-    ] = None,
+    source: _ExportSource,
+    output: _ExportOutput,
+    format: _ExportFormat = None,
+    task: _ExportTask = None,
     opset: Annotated[Optional[int], typer.Option(min=7, max=26, help="ONNX opset (default 18).")] = None,
-    exporter: Annotated[
-        str, typer.Option(help="auto (torch.export, then TorchScript if it fails, reported), dynamo or torchscript.")
-    ] = "auto",
-    static_shapes: Annotated[
-        bool, typer.Option("--static-shapes", help="Fix every input shape to the example's (NPUs need it).")
-    ] = False,
-    allow_new_head: Annotated[
-        bool,
-        typer.Option(
-            "--allow-new-head",
-            help="Export a --task head the checkpoint has no weights for, initialised at random (recorded in "
-            "the sidecar); without it such an export is refused.",
-        ),
-    ] = False,
-    atol: Annotated[
-        Optional[float],
-        typer.Option(
-            min=0.0, max=1e3, help="Absolute tolerance of the parity check (default by dtype: fp32 1e-4, fp16 1e-2)."
-        ),
-    ] = None,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="A causal LM exported to a folder (ONNX Runtime GenAI): int4 (default), int8, fp16 or fp32 weights."
-        ),
-    ] = "int4",
-    block_size: Annotated[
-        int, typer.Option(help="ONNX Runtime GenAI INT4/INT8: weights per quantization block (16 ... 256).")
-    ] = 32,
-    image_size: Annotated[
-        Optional[str],
-        typer.Option(
-            help="An image model whose folder has no preprocessor_config.json: validate on random pixels of "
-            "this size (N or HxW). With the file, its image processor sizes and normalises the example pictures."
-        ),
-    ] = None,
-    outtype: Annotated[
-        Optional[str],
-        typer.Option(help="GGUF: f32, f16 (default), bf16 or q8_0. Norms stay f32; use `quantize` for k-quants."),
-    ] = None,
-    adapter: Annotated[
-        Optional[Path], typer.Option(help="GGUF: a PEFT LoRA adapter directory merged into the weights first.")
-    ] = None,
-    check_tokens: Annotated[
-        int,
-        typer.Option(
-            min=16,
-            max=4096,
-            help="GGUF: tokens of the shipped text on which llama.cpp's log-probs are compared with transformers'.",
-        ),
-    ] = 256,
-    device: Annotated[
-        Optional[str],
-        typer.Option(
-            "--device",
-            "-d",
-            help="Device profile: one that needs static shapes (NPUs) fixes them, as --static-shapes does.",
-        ),
-    ] = None,
+    exporter: _ExportExporter = "auto",
+    static_shapes: _ExportStaticShapes = False,
+    allow_new_head: _ExportAllowNewHead = False,
+    atol: _ExportAtol = None,
+    precision: _ExportPrecision = "int4",
+    block_size: _ExportBlockSize = 32,
+    image_size: _ExportImageSize = None,
+    outtype: _ExportOuttype = None,
+    adapter: _ExportAdapter = None,
+    check_tokens: _ExportCheckTokens = 256,
+    device: _ExportDevice = None,
     force: Force = False,
     trust_source: TrustSource = False,
     as_json: Json = False,
@@ -169,7 +186,11 @@ def export(
         return
     if art.format == "gguf":
         _print_gguf_export(output, art, as_json)
-        return
+    else:
+        _print_onnx_export(output, art, as_json)
+
+
+def _print_onnx_export(output: Path, art, as_json: bool) -> None:
     if as_json:
         print(
             json.dumps(

@@ -65,43 +65,51 @@ def _comparison(title: str, result: dict, extra: list[tuple[str, str]], as_json:
     console.print(f"wrote {art.path} (sidecar {art.sidecar})")
 
 
+_PruneMethod = Annotated[
+    str,
+    typer.Option(
+        help="structured (channels removed: really faster), unstructured or 2:4 (zeros: smaller when compressed, not faster on CPUs)."
+    ),
+]
+_PruneRatio = Annotated[
+    float, typer.Option(help="Fraction of channels (structured) or weights (unstructured) to remove, in (0, 1).")
+]
+_PruneImportance = Annotated[
+    str, typer.Option(help="Structured: l1, l2 (weight norms) or taylor (first-order, from gradients).")
+]
+_PruneGlobalRanking = Annotated[
+    bool,
+    typer.Option("--global/--uniform", help="Rank channels across all layers, or prune every layer by the same ratio."),
+]
+_PruneIgnore = Annotated[
+    Optional[list[str]], typer.Option(help="Module name to keep whole (the output layer always is). Repeatable.")
+]
+_PruneSteps = Annotated[
+    int,
+    typer.Option(min=1, max=1000, help="Iterative pruning: reach --ratio in this many prune + fine-tune rounds."),
+]
+_PruneFinetuneEpochs = Annotated[
+    int, typer.Option(min=0, max=100000, help="Fine-tuning epochs after each pruning step.")
+]
+_PruneDistill = Annotated[
+    bool, typer.Option("--distill", help="Fine-tune against the unpruned model's outputs (knowledge distillation).")
+]
+
+
 @app.command()
 def prune(
     model: Annotated[str, typer.Argument(help="package.module:function returning (module, {name: example input}).")],
     output: Out,
     data: Data,
-    method: Annotated[
-        str,
-        typer.Option(
-            help="structured (channels removed: really faster), unstructured or 2:4 (zeros: smaller when compressed, not faster on CPUs)."
-        ),
-    ] = "structured",
-    ratio: Annotated[
-        float, typer.Option(help="Fraction of channels (structured) or weights (unstructured) to remove, in (0, 1).")
-    ] = 0.5,
-    importance: Annotated[
-        str, typer.Option(help="Structured: l1, l2 (weight norms) or taylor (first-order, from gradients).")
-    ] = "l2",
-    global_ranking: Annotated[
-        bool,
-        typer.Option(
-            "--global/--uniform", help="Rank channels across all layers, or prune every layer by the same ratio."
-        ),
-    ] = False,
-    ignore: Annotated[
-        Optional[list[str]], typer.Option(help="Module name to keep whole (the output layer always is). Repeatable.")
-    ] = None,
-    steps: Annotated[
-        int,
-        typer.Option(min=1, max=1000, help="Iterative pruning: reach --ratio in this many prune + fine-tune rounds."),
-    ] = 1,
-    finetune_epochs: Annotated[
-        int, typer.Option(min=0, max=100000, help="Fine-tuning epochs after each pruning step.")
-    ] = 3,
+    method: _PruneMethod = "structured",
+    ratio: _PruneRatio = 0.5,
+    importance: _PruneImportance = "l2",
+    global_ranking: _PruneGlobalRanking = False,
+    ignore: _PruneIgnore = None,
+    steps: _PruneSteps = 1,
+    finetune_epochs: _PruneFinetuneEpochs = 3,
     lr: Lr = 1e-3,
-    distill: Annotated[
-        bool, typer.Option("--distill", help="Fine-tune against the unpruned model's outputs (knowledge distillation).")
-    ] = False,
+    distill: _PruneDistill = False,
     batch: Batch = 64,
     seed: Seed = 0,
     runs: Runs = 20,
