@@ -189,7 +189,7 @@ def optimize(
         sys.exit(1)
     err.print(f"wrote {output}/ ({report.chosen}); check it on the device: edgeinfer verify {output}")
     if archive:
-        from edgeinfer.pipelines.bundle import write_archive
+        from edgeinfer.pipelines.deploy.bundle import write_archive
 
         err.print(f"wrote {write_archive(output, force)}")
 
@@ -238,7 +238,7 @@ def verify(
     """The acceptance test on the device: every checksum, the providers, the golden outputs within
     tolerance (an LLM: KL and top-1 on the golden tokens), latency and peak memory against the
     budgets. Exit 0 when all pass, 1 when a check fails, 2 on bad input."""
-    from edgeinfer.pipelines.verify import verify as run
+    from edgeinfer.pipelines.deploy.verify import verify as run
 
     report = run(bundle, allow_fallback=allow_fallback, enforce_latency=enforce_latency, runs=runs)
     if as_json:

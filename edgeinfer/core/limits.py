@@ -6,9 +6,12 @@ process that grows until the kernel kills it.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from edgeinfer.core.errors import ConfigError, option
+
+log = logging.getLogger(__name__)
 
 
 def check_threads(threads: int | None) -> int | None:
@@ -31,4 +34,13 @@ def check_fits_in_memory(n_bytes: int, what: str, hint: str) -> None:
     if n_bytes > 0.8 * free:
         raise ConfigError(
             f"{what} needs {n_bytes / 2**30:.1f} GiB; this machine has {free / 2**30:.1f} GiB free. {hint}"
+        )
+
+
+def check_memory(peak_rss_mb: float, profile) -> None:
+    """Warn when the measured peak memory would not fit the device profile's `memory_mb`."""
+    if profile is not None and profile.memory_mb and peak_rss_mb > profile.memory_mb:
+        log.warning(
+            f"peak memory {peak_rss_mb:.0f} MiB exceeds device {profile.name}'s memory_mb of "
+            f"{profile.memory_mb} MiB (measured on this machine, with edgeinfer's own overhead)"
         )

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeinfer.core.errors import ConfigError, InputError, option, refuse_options
-from edgeinfer.core.limits import check_fits_in_memory
+from edgeinfer.core.limits import check_fits_in_memory, check_memory
 from edgeinfer.core.measure import interleaved, peak_rss_mb, percentiles, speedup_ci
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.runtime import Target
@@ -273,15 +273,6 @@ def bench(
     else:
         raise ConfigError(f"bench times ONNX models and LLMs; for {kind.one} use `edgeinfer compare`")
     return LlmBenchReport(n_prompt, n_gen, figures)
-
-
-def check_memory(peak_rss_mb: float, profile) -> None:
-    """Warn when the measured peak memory would not fit the device profile's `memory_mb`."""
-    if profile is not None and profile.memory_mb and peak_rss_mb > profile.memory_mb:
-        log.warning(
-            f"peak memory {peak_rss_mb:.0f} MiB exceeds device {profile.name}'s memory_mb of "
-            f"{profile.memory_mb} MiB (measured on this machine, with edgeinfer's own overhead)"
-        )
 
 
 def _torch_fn(baseline: str, art, feeds, trust_source: bool):

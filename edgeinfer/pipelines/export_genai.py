@@ -63,7 +63,7 @@ def export_genai(
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
     from edgeinfer.exporters.genai import build_genai
     from edgeinfer.exporters.gguf.reference import load_tokenizer, log_probs
-    from edgeinfer.pipelines.bundle import bundle_dir
+    from edgeinfer.pipelines.deploy.bundle import bundle_dir
     from edgeinfer.pipelines.export_gguf import logits_parity
     from edgeinfer.runtime.genai import CONFIG, GenAiRunner
 

@@ -84,7 +84,7 @@ def export_seq2seq(
     from edgeinfer.core.hf_folder import FEATURE_EXTRACTOR_FILE
     from edgeinfer.exporters.onnx import Exporter
     from edgeinfer.exporters.seq2seq import DECODER, ENCODER, GENERATION, load_seq2seq
-    from edgeinfer.pipelines.bundle import TOKENIZER_FILES, bundle_dir
+    from edgeinfer.pipelines.deploy.bundle import TOKENIZER_FILES, bundle_dir
     from edgeinfer.pipelines.export import export_source
 
     output = Path(output)

@@ -56,7 +56,7 @@ def fit_gguf(model: Path, settings, profile=None, *, measure: bool = False) -> d
     real peak of a fresh process that loads it and evaluates a prompt, and the estimate's error."""
     import psutil
 
-    from edgeinfer.pipelines.measurements import gguf_peak_memory_mb, interpreter_memory_mb
+    from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb, interpreter_memory_mb
     from edgeinfer.runtime.llama import check_llm_file, memory_estimate
 
     check_llm_file(Path(model), settings.n_ctx, settings.kv_type)
@@ -130,7 +130,7 @@ def bench_gguf(
     )
     # The bound at the threads generation ran on: one thread streams less than the whole machine.
     result.update(bandwidth_bound(model, result["tg_tokens_per_s"], threads))
-    from edgeinfer.pipelines.bench import check_memory
+    from edgeinfer.core.limits import check_memory
 
     check_memory(result["peak_rss_mb"], profile)
     return result

@@ -253,7 +253,7 @@ def compare_llms(
         del runner
         peak = None
         if memory:
-            from edgeinfer.pipelines.measurements import genai_peak_memory_mb, gguf_peak_memory_mb
+            from edgeinfer.pipelines.optimize.measurements import genai_peak_memory_mb, gguf_peak_memory_mb
 
             progress.stage(f"peak memory of {model.name} (fresh process)")
             if onnx_llm:

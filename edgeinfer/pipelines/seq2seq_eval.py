@@ -185,7 +185,7 @@ def quantize_seq2seq(
     then compare its greedy generation with the original's on the shipped sentences."""
     from edgeinfer.compress.onnx_quant import OnnxQuantConfig
     from edgeinfer.core.artifact import SIDECAR_SUFFIX
-    from edgeinfer.pipelines.bundle import bundle_dir
+    from edgeinfer.pipelines.deploy.bundle import bundle_dir
     from edgeinfer.pipelines.quantize import quantize
     from edgeinfer.runtime.seq2seq import GENERATION
 

@@ -98,7 +98,7 @@ def test_a_preprocessor_config_that_sizes_a_huge_allocation_is_refused(tmp_path,
 
 
 def test_the_schema_layer_refuses_wrong_types_with_the_field_named():
-    from edgeinfer.pipelines.manifest import Manifest
+    from edgeinfer.pipelines.deploy.manifest import Manifest
 
     good = {"schema": 1, "model": "m.onnx", "golden": "g.npz", "tolerance": {"min_cosine": 0.99, "max_abs_diff": 0.1},
             "files": {"m.onnx": {"size": 1, "sha256": "a" * 64}, "g.npz": {"size": 1, "sha256": "b" * 64}}}  # fmt: skip
@@ -121,7 +121,7 @@ def test_the_schema_layer_refuses_wrong_types_with_the_field_named():
 
 
 def test_an_edited_measurement_cache_entry_is_ignored_with_a_warning(tmp_path, caplog):
-    from edgeinfer.pipelines.measurements import MeasurementCache
+    from edgeinfer.pipelines.optimize.measurements import MeasurementCache
 
     cache = MeasurementCache({"x": 1}, root=tmp_path)
     steps = [("quantize-onnx", {"method": "dynamic"})]
@@ -179,7 +179,7 @@ def test_scratch_folders_of_killed_runs_are_removed(tmp_path, monkeypatch):
 
 
 def test_child_processes_never_import_from_the_working_folder(lenet_onnx, tmp_path, monkeypatch):
-    from edgeinfer.pipelines.measurements import onnx_peak_memory_mb
+    from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
 
     marker = tmp_path / "PWNED"
     (tmp_path / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(0)\n")

@@ -157,7 +157,7 @@ def test_quantize_and_optimize_build_the_same_quantization_config_for_every_ship
     one `optimize --device P` measures for M (the profile's [quant] table, one set of defaults)."""
     from edgeinfer.compress.onnx_quant import OnnxQuantConfig
     from edgeinfer.devices import builtin_profiles, get_profile
-    from edgeinfer.pipelines.optimize_onnx import candidate_recipes
+    from edgeinfer.pipelines.optimize.onnx import candidate_recipes
     from edgeinfer.pipelines.quantize import build_config
 
     checked = 0

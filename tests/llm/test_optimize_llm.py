@@ -22,7 +22,7 @@ MAX_KLD = 0.1
 def optimized(tmp_path_factory, smollm2_hf):
     from edgeinfer.devices import get_profile
     from edgeinfer.pipelines.llm import llama_settings
-    from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+    from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
     from edgeinfer.runtime.llama import gguf_summary
 
     root = tmp_path_factory.mktemp("optimize-llm")

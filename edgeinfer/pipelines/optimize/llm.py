@@ -18,7 +18,7 @@ from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.gguf_types import GgufType
 from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import Progress
-from edgeinfer.pipelines.search import (
+from edgeinfer.pipelines.optimize.search import (
     Candidate,
     Objective,
     OptimizeReport,
@@ -89,7 +89,7 @@ class GgufSpace:
     def estimate_memory_mb(self, cand: Candidate) -> float | None:
         """The baseline's measured peak with its weights swapped for the candidate's nominal size:
         the KV cache, compute buffers and the process stay; only the weights shrink."""
-        from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+        from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
 
         if not cand.steps:
             return None
@@ -112,7 +112,7 @@ class GgufSpace:
     def measure(self, cand: Candidate) -> None:
         from edgeinfer.core.measure import speedup_ci
         from edgeinfer.pipelines.llm_eval import score
-        from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+        from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
         from edgeinfer.runtime.llama import LlamaRunner
 
         assert cand.path is not None
@@ -160,8 +160,8 @@ def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: Searc
     """The LLM search (see optimize.optimize): the baseline GGUF, its candidate types, the bundle."""
     from edgeinfer.core.io import require_file, sha256_file
     from edgeinfer.examples import SENTENCES
-    from edgeinfer.pipelines.bundle_llm import write_llm_bundle
-    from edgeinfer.pipelines.measurements import data_sha256
+    from edgeinfer.pipelines.deploy.bundle_llm import write_llm_bundle
+    from edgeinfer.pipelines.optimize.measurements import data_sha256
     from edgeinfer.pipelines.passes import PassContext, run_pass
 
     profile, objective, progress = settings.profile, settings.objective, settings.progress

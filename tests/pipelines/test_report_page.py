@@ -56,7 +56,7 @@ def _overlap(a, b) -> bool:
 
 
 def test_the_optimize_report_reads_right_in_a_browser(tmp_path):
-    from edgeinfer.pipelines.search import Budgets, Candidate, OptimizeReport, write_html
+    from edgeinfer.pipelines.optimize.search import Budgets, Candidate, OptimizeReport, write_html
 
     # Five candidates, four of them measured within a hair of each other: their markers coincide.
     def cand(name, p50, acc, size, ci=None):

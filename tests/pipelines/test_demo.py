@@ -14,6 +14,6 @@ def test_demo_trains_exports_quantizes_and_times_everything(tmp_path):
     assert set(summary["latency_ms"]) == {"torch", "fp32", "int8", "pruned", "qat"}
     assert all(v > 0 for lat in summary["latency_ms"].values() for v in lat.values())
     assert (tmp_path / "demo" / "lenet-int8.onnx.edgeinfer.json").exists()
-    from edgeinfer.pipelines.verify import verify
+    from edgeinfer.pipelines.deploy.verify import verify
 
     assert summary["chosen"] and verify(tmp_path / "demo" / "lenet-bundle").passed  # the demo ends deployable

@@ -3,7 +3,7 @@ the user's data against the baseline (task metric, interleaved latency with a 95
 peak memory), the fastest (or smallest) within the budgets chosen, and written as a deploy bundle.
 
 Two kinds of model share the search (search.py): ONNX (sources that `export` takes, or an .onnx
-file; optimize_onnx.py) and GGUF LLMs (a .gguf or a Hugging Face causal LM; optimize_llm.py). Each
+file; onnx.py) and GGUF LLMs (a .gguf or a Hugging Face causal LM; llm.py). Each
 candidate is a recipe, a list of registered passes with their configs, so the chosen one is
 replayable (`recipe.toml`). Measurements are cached by (input sha256, recipe, data, machine):
 an interrupted or repeated run resumes where it stopped.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.progress import QUIET, Progress
-from edgeinfer.pipelines.search import (
+from edgeinfer.pipelines.optimize.search import (
     REPLAY_TOLERANCE,
     Budgets,
     Candidate,
@@ -80,8 +80,8 @@ def optimize(
 
     from edgeinfer.core.errors import parse_choice
     from edgeinfer.core.io import output_lock
-    from edgeinfer.pipelines.bundle import check_bundle_output
-    from edgeinfer.pipelines.executors import Executor, make_executor
+    from edgeinfer.pipelines.deploy.bundle import check_bundle_output
+    from edgeinfer.pipelines.optimize.executors import Executor, make_executor
 
     check_bundle_output(Path(bundle), force)  # early, before any work; again under the lock below
     memory_mb = getattr(profile, "memory_mb", None)
@@ -105,10 +105,10 @@ def optimize(
         )
         try:
             if kind == "gguf":
-                from edgeinfer.pipelines.optimize_llm import optimize_llm
+                from edgeinfer.pipelines.optimize.llm import optimize_llm
 
                 return optimize_llm(source, Path(bundle), text=data, settings=settings)
-            from edgeinfer.pipelines.optimize_onnx import optimize_onnx
+            from edgeinfer.pipelines.optimize.onnx import optimize_onnx
 
             assert data is not None
             return optimize_onnx(source, Path(bundle), data=data, calib=calib, train_data=train_data, settings=settings)

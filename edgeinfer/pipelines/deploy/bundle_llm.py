@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.core.artifact import copy_with_sidecar
-from edgeinfer.pipelines.bundle import SCHEMA, bundle_dir, check_bundle_output, write_manifest, write_recipe
+from edgeinfer.pipelines.deploy.bundle import SCHEMA, bundle_dir, check_bundle_output, write_manifest, write_recipe
 
 GOLDEN_TOKENS = 48
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from edgeinfer.core.errors import InputError
 from edgeinfer.core.schema import SHA256_HEX, Record
-from edgeinfer.pipelines.search import Budgets
+from edgeinfer.pipelines.optimize.search import Budgets
 
 
 @dataclass(frozen=True)

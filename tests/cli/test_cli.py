@@ -155,7 +155,7 @@ def test_every_entry_point_that_times_sets_openmp_as_the_cli_does(entry, tmp_pat
         "try:\n    compare_models(Path('a.onnx'), [Path('b.onnx')], 'x.npz')\nexcept Exception:\n    pass",
         "bench_model": "from edgeinfer.pipelines.bench import bench_model\n"
         "try:\n    bench_model(Path('a.onnx'))\nexcept Exception:\n    pass",
-        "verify": "from edgeinfer.pipelines.verify import verify\n"
+        "verify": "from edgeinfer.pipelines.deploy.verify import verify\n"
         "try:\n    verify(Path('missing-bundle'))\nexcept Exception:\n    pass",
     }
     script = (

@@ -55,7 +55,7 @@ def machine_fingerprint() -> dict[str, Any]:
 
 def data_sha256(spec: str) -> str:
     """sha256 of evaluation data named by a file or a folder; a factory spec stands for itself."""
-    from edgeinfer.pipelines.bundle import sourcesha256_file
+    from edgeinfer.pipelines.deploy.bundle import sourcesha256_file
 
     return sourcesha256_file(spec) or hashlib.sha256(spec.encode()).hexdigest()
 

@@ -185,7 +185,7 @@ def test_files_the_manifest_does_not_list_and_links_fail_verify(bundle, tmp_path
 
 
 def test_a_truncated_bundle_archive_is_exit_2_not_an_interrupt(bundle, tmp_path, capsys):
-    from edgeinfer.pipelines.bundle import write_archive
+    from edgeinfer.pipelines.deploy.bundle import write_archive
 
     copy = tmp_path / "lenet-bundle"
     shutil.copytree(bundle[0], copy)
@@ -299,7 +299,7 @@ def test_an_archive_verifies_and_one_with_an_escaping_member_is_refused(bundle, 
     import io
     import tarfile
 
-    from edgeinfer.pipelines.bundle import write_archive
+    from edgeinfer.pipelines.deploy.bundle import write_archive
 
     copy = tmp_path / "lenet-bundle"
     shutil.copytree(bundle[0], copy)
@@ -485,7 +485,7 @@ def test_a_local_ray_instance_listens_on_the_loopback_address_only():
     pytest.importorskip("ray", reason="pip install 'edgeinfer[ray]' (in the dev extra)")
     import psutil
 
-    from edgeinfer.pipelines.executors import RayExecutor
+    from edgeinfer.pipelines.optimize.executors import RayExecutor
 
     executor = RayExecutor()
     try:
@@ -540,7 +540,7 @@ def test_candidates_follow_the_profiles_precisions_and_the_model():
     from dataclasses import replace
 
     from edgeinfer.devices import Precision, get_profile
-    from edgeinfer.pipelines.optimize_onnx import candidate_recipes
+    from edgeinfer.pipelines.optimize.onnx import candidate_recipes
 
     vnni = get_profile("x86-avx512-vnni")
     cnn = dict(candidate_recipes(vnni, None, has_calib=True, can_prune=True))

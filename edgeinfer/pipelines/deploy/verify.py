@@ -19,8 +19,8 @@ import numpy as np
 from edgeinfer.core.errors import InputError, option
 from edgeinfer.core.formats import read_json_object
 from edgeinfer.core.io import sha256_file
-from edgeinfer.pipelines.bundle import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA
-from edgeinfer.pipelines.manifest import LlmTolerance, Manifest, OnnxTolerance
+from edgeinfer.pipelines.deploy.bundle import MANIFEST, MAX_MANIFEST_BYTES, SCHEMA
+from edgeinfer.pipelines.deploy.manifest import LlmTolerance, Manifest, OnnxTolerance
 
 MAX_GOLDEN_BYTES = 512 << 20  # a few samples and their outputs, or a few hundred tokens' log-probs
 
@@ -181,7 +181,7 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     from edgeinfer.core.measure import interleaved, percentiles
     from edgeinfer.core.providers import Provider
     from edgeinfer.exporters.validate import compare_arrays
-    from edgeinfer.pipelines.measurements import onnx_peak_memory_mb
+    from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
     from edgeinfer.runtime.ort import OrtRunner
 
     manifest = read_manifest(bundle)
@@ -279,8 +279,8 @@ def _verify_gguf(
 
     from edgeinfer.core.errors import ProviderUnavailableError
     from edgeinfer.core.formats import load_npz
-    from edgeinfer.pipelines.bundle_llm import golden_agreement
-    from edgeinfer.pipelines.measurements import gguf_peak_memory_mb
+    from edgeinfer.pipelines.deploy.bundle_llm import golden_agreement
+    from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
     from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
 
     report.kind = "gguf"

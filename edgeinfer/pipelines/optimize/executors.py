@@ -97,7 +97,7 @@ def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str,
     """On a worker: rebuild the search space from `spec`, build the candidate, measure it."""
     from edgeinfer.core.io import sha256_file
     from edgeinfer.core.measure import openmp_setting
-    from edgeinfer.pipelines.search import Candidate, measure_here
+    from edgeinfer.pipelines.optimize.search import Candidate, measure_here
 
     with scratch_dir("task") as tmp:
         space = space_from_spec(spec, Path(tmp))
@@ -128,9 +128,9 @@ def space_from_spec(spec: dict[str, Any], work: Path):
         trust_source=spec.get("trust_source", False), compare=False,
     )  # fmt: skip
     if spec["kind"] == "onnx":
-        from edgeinfer.pipelines.optimize_onnx import OnnxSpace
+        from edgeinfer.pipelines.optimize.onnx import OnnxSpace
 
         return OnnxSpace(spec["source"], baseline, work, spec["data"], spec["profile"], ctx, spec["runs"], QUIET)
-    from edgeinfer.pipelines.optimize_llm import GgufSpace
+    from edgeinfer.pipelines.optimize.llm import GgufSpace
 
     return GgufSpace(baseline, work, Path(spec["data"]), spec["profile"], ctx, spec["runs"], QUIET)

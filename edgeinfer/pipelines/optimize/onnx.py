@@ -14,7 +14,7 @@ from edgeinfer.core.artifact import copy_with_sidecar, load_artifact, sidecar_pa
 from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import Progress
-from edgeinfer.pipelines.search import (
+from edgeinfer.pipelines.optimize.search import (
     Budgets,
     Candidate,
     Objective,
@@ -130,7 +130,7 @@ class OnnxSpace:
 
     def measure(self, cand: Candidate) -> None:
         from edgeinfer.pipelines.compare import EvalTask, compare_models
-        from edgeinfer.pipelines.measurements import onnx_peak_memory_mb
+        from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
         from edgeinfer.pipelines.target import ort_target
 
         assert cand.path is not None
@@ -233,8 +233,8 @@ def optimize_onnx(
 ) -> OptimizeReport:
     """The ONNX search (see optimize.optimize): the FP32 baseline, the candidates, the bundle."""
     from edgeinfer.core.io import sha256_file
-    from edgeinfer.pipelines.bundle import write_bundle
-    from edgeinfer.pipelines.measurements import data_sha256
+    from edgeinfer.pipelines.deploy.bundle import write_bundle
+    from edgeinfer.pipelines.optimize.measurements import data_sha256
     from edgeinfer.pipelines.passes import PassContext, run_pass
 
     profile, budgets, objective, progress = settings.profile, settings.budgets, settings.objective, settings.progress

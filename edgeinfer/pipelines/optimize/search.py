@@ -19,7 +19,7 @@ from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.io import sha256_file
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.core.schema import Record
-from edgeinfer.pipelines.measurements import CachedFigures
+from edgeinfer.pipelines.optimize.measurements import CachedFigures
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class SearchSettings:
     def replay(self, source: str, export_pass: str) -> tuple[dict[str, Any] | None, list, dict[str, Any]]:
         """With a recipe to replay: (what it recorded, its steps after the export, the export's config),
         checked against `source`; without one: (None, [], {})."""
-        from edgeinfer.pipelines.bundle import read_recipe
+        from edgeinfer.pipelines.deploy.bundle import read_recipe
 
         if self.recipe is None:
             return None, [], {}
@@ -214,7 +214,7 @@ class SearchSettings:
     def measurement_cache(self, context: dict[str, Any]):
         """The cache for this search (None when replaying: a replay measures afresh). Latency from
         tasks sharing a node is not this machine's alone, so each executor has its own entries."""
-        from edgeinfer.pipelines.measurements import MeasurementCache
+        from edgeinfer.pipelines.optimize.measurements import MeasurementCache
 
         if self.recipe is not None:
             return None
