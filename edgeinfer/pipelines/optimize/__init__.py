@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeinfer.core.errors import ConfigError, option
+from edgeinfer.core.model_kind import ModelKind, model_kind
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.pipelines.optimize.search import (
     REPLAY_TOLERANCE,
@@ -90,9 +91,9 @@ def optimize(
     kind = source_kind(source)
     budgets.for_kind(kind)
     how = parse_choice(Executor, executor, "executor")
-    if kind == "gguf" and (train_data is not None or calib is not None):
+    if kind is ModelKind.GGUF and (train_data is not None or calib is not None):
         raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
-    if kind == "onnx" and data is None:
+    if kind is ModelKind.ONNX and data is None:
         raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
     # The bundle path is locked for the whole search: a second run started with the same -o is
     # refused at once (exit 2) instead of measuring for minutes and then replacing the first's bundle.
@@ -104,7 +105,7 @@ def optimize(
             profile, budgets, objective, runs, keep_best, recipe, html, trust_source, use_cache, force, runner, progress
         )
         try:
-            if kind == "gguf":
+            if kind is ModelKind.GGUF:
                 from edgeinfer.pipelines.optimize.llm import optimize_llm
 
                 return optimize_llm(source, Path(bundle), text=data, settings=settings)
@@ -117,15 +118,16 @@ def optimize(
                 runner.close()
 
 
-def source_kind(source: str) -> str:
-    """gguf for a .gguf file or a Hugging Face causal LM folder, else onnx."""
+def source_kind(source: str) -> ModelKind:
+    """What the search produces from `source`: GGUF for a .gguf file or a Hugging Face causal LM
+    folder, else ONNX."""
     path = Path(source)
-    if path.suffix.lower() == ".gguf":
-        return "gguf"
+    if model_kind(path) is ModelKind.GGUF:
+        return ModelKind.GGUF
     if path.is_dir() and (path / "config.json").is_file():
         from edgeinfer.core.hf_folder import read_config
 
         archs = read_config(path).get("architectures") or []
         if any(a.endswith("ForCausalLM") for a in archs):
-            return "gguf"
-    return "onnx"
+            return ModelKind.GGUF
+    return ModelKind.ONNX

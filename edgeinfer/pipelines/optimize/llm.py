@@ -20,6 +20,7 @@ from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import Progress
 from edgeinfer.pipelines.optimize.search import (
     Candidate,
+    Measurement,
     Objective,
     OptimizeReport,
     SearchSettings,
@@ -109,7 +110,7 @@ class GgufSpace:
             return self.baseline
         return run_recipe(self.baseline, self.work / f"{cand.name}.gguf", cand.steps, self.ctx).path
 
-    def measure(self, cand: Candidate) -> None:
+    def measure(self, cand: Candidate) -> Measurement:
         from edgeinfer.core.measure import speedup_ci
         from edgeinfer.pipelines.llm_eval import score
         from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
@@ -138,22 +139,18 @@ class GgufSpace:
         if runner is not self.base_runner:
             runner.close()
         speedup, lo, hi = speedup_ci(base_s, cand_s)
-        cand.task = "llm"
-        cand.metrics = {
-            k: float(figures[k]) for k in ("kl_mean", "kl_p99", "top1_agreement", "perplexity") if k in figures
-        }
-        cand.metrics["tg_tokens_per_s"] = float(1.0 / np.median(cand_s))
-        cand.metrics["pp_tokens_per_s"] = float(np.median(pp))
-        cand.drop = max(float(figures.get("kl_mean", 0.0)), 0.0)
-        cand.p50_ms = float(np.median(cand_s) * 1000.0)
-        cand.speedup, cand.speedup_ci95 = speedup, (lo, hi)
+        metrics = {k: float(figures[k]) for k in ("kl_mean", "kl_p99", "top1_agreement", "perplexity") if k in figures}
+        metrics["tg_tokens_per_s"] = float(1.0 / np.median(cand_s))
+        metrics["pp_tokens_per_s"] = float(np.median(pp))
         if cand.path == self.baseline and self.base_peak_mb is not None:
-            cand.memory_mb = self.base_peak_mb
+            memory = self.base_peak_mb
         else:
             self.progress.stage(f"peak memory of {cand.name} at a context of {self.n_ctx} tokens (a fresh process)")
-            cand.memory_mb = gguf_peak_memory_mb(cand.path, self.target)
+            memory = gguf_peak_memory_mb(cand.path, self.target)
             if cand.path == self.baseline:
-                self.base_peak_mb = cand.memory_mb
+                self.base_peak_mb = memory
+        drop = max(float(figures.get("kl_mean", 0.0)), 0.0)
+        return Measurement("llm", metrics, drop, float(np.median(cand_s) * 1000.0), speedup, (lo, hi), memory)
 
 
 def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: SearchSettings) -> OptimizeReport:

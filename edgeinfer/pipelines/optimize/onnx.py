@@ -17,6 +17,7 @@ from edgeinfer.core.progress import Progress
 from edgeinfer.pipelines.optimize.search import (
     Budgets,
     Candidate,
+    Measurement,
     Objective,
     OptimizeReport,
     SearchSettings,
@@ -87,9 +88,9 @@ def candidate_recipes(
 
 def from_source(steps: list[tuple[str, dict[str, Any]]]) -> bool:
     """A recipe whose first pass takes the PyTorch source (pruning), not the exported baseline."""
-    from edgeinfer.pipelines.passes import get_pass
+    from edgeinfer.pipelines.passes import Takes, get_pass
 
-    return bool(steps) and get_pass(steps[0][0]).takes in ("source", "factory")
+    return bool(steps) and get_pass(steps[0][0]).takes in (Takes.SOURCE, Takes.FACTORY)
 
 
 def quant_recipe(profile) -> str:
@@ -128,7 +129,7 @@ class OnnxSpace:
         start = self.source if from_source(cand.steps) else self.baseline
         return run_recipe(start, self.work / f"{cand.name}.onnx", cand.steps, self.ctx).path
 
-    def measure(self, cand: Candidate) -> None:
+    def measure(self, cand: Candidate) -> Measurement:
         from edgeinfer.pipelines.compare import EvalTask, compare_models
         from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
         from edgeinfer.pipelines.target import ort_target
@@ -147,17 +148,16 @@ class OnnxSpace:
             batch_size=8, data=self._batches, progress=self.progress,
         )  # fmt: skip
         row = report.rows[1]
-        cand.task = report.task
-        cand.metrics = dict(row.metrics)
         if row.delta is not None:
-            cand.drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
+            drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
         else:  # 1 - mean cosine, which float rounding can push a hair below 0
-            cand.drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
-        cand.p50_ms = row.latency_ms["p50"]
-        cand.speedup, cand.speedup_ci95 = row.speedup, row.speedup_ci95
+            drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
         target = ort_target(self.profile)
         providers = [p.value for p in target.providers] if target.providers else ["cpu"]
-        cand.memory_mb = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads)
+        return Measurement(
+            report.task, dict(row.metrics), drop, row.latency_ms["p50"], row.speedup, row.speedup_ci95,
+            onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads),
+        )  # fmt: skip
 
     def remote_spec(self) -> dict[str, Any]:
         sidecar = sidecar_path(self.baseline)

@@ -13,13 +13,17 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgeinfer.core.errors import ConfigError, option
 from edgeinfer.core.io import sha256_file
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.core.schema import Record
 from edgeinfer.pipelines.optimize.measurements import CachedFigures
+
+if TYPE_CHECKING:
+    from edgeinfer.devices import DeviceProfile
+    from edgeinfer.pipelines.optimize.executors import RayExecutor
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,19 @@ class Budgets(Record):
             raise ConfigError(f"{', '.join(given)} do not apply to {kind.upper()} models; use {use}")
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """What a search space measured of one built candidate (see Candidate for the meanings)."""
+
+    task: str
+    metrics: dict[str, float]
+    drop: float
+    p50_ms: float
+    speedup: float | None
+    speedup_ci95: tuple[float, float] | None
+    memory_mb: float | None
+
+
 @dataclass
 class Candidate:
     """One recipe and what it measured.
@@ -110,6 +127,11 @@ class Candidate:
     def figures(self) -> dict[str, Any]:
         """What the measurement cache keeps."""
         return {k: getattr(self, k) for k in self.FIGURES}
+
+    def record(self, m: Measurement) -> None:
+        """Take the figures a space measured (SearchSpace.measure)."""
+        self.task, self.metrics, self.drop, self.p50_ms = m.task, dict(m.metrics), m.drop, m.p50_ms
+        self.speedup, self.speedup_ci95, self.memory_mb = m.speedup, m.speedup_ci95, m.memory_mb
 
     def load(self, entry: dict[str, Any]) -> None:
         for k in self.FIGURES:
@@ -177,7 +199,7 @@ class SearchSettings:
     `executor` is a started executor (executors.RayExecutor), or None to measure in this process.
     """
 
-    profile: Any = None
+    profile: DeviceProfile | None = None
     budgets: Budgets = Budgets()
     objective: Objective = Objective.LATENCY
     runs: int = 20
@@ -187,7 +209,7 @@ class SearchSettings:
     trust_source: bool = False
     use_cache: bool = True
     force: bool = False
-    executor: Any = None
+    executor: RayExecutor | None = None
     progress: Progress = field(default=QUIET, compare=False)
 
     @property
@@ -248,8 +270,9 @@ class SearchSpace(Protocol):
         """Run the candidate's recipe on the baseline (the baseline itself for an empty recipe)."""
         ...
 
-    def measure(self, cand: Candidate) -> None:
-        """Fill in metrics, drop, p50_ms, speedup (interleaved with the baseline), memory_mb, task."""
+    def measure(self, cand: Candidate) -> Measurement:
+        """The built candidate's figures: task metric and drop, p50 and speedup (interleaved with
+        the baseline), peak memory."""
         ...
 
     def remote_spec(self) -> dict[str, Any]:
@@ -329,7 +352,7 @@ def measure_here(space: SearchSpace, cand: Candidate) -> str | None:
     from edgeinfer.core.errors import ProviderUnavailableError
 
     try:
-        space.measure(cand)
+        cand.record(space.measure(cand))
     except ProviderUnavailableError as e:
         return f"not measurable here: {e.missing or str(e).splitlines()[0]} missing on this machine"
     return None
@@ -408,7 +431,7 @@ def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, pr
         else:
             progress.stage(f"measuring {cand.name} again on this machine, alone")
         cand.sha256, cand.size_bytes, cand.cached, cand.measured_on = digest, cand.path.stat().st_size, False, None
-        space.measure(cand)
+        cand.record(space.measure(cand))
         cand.failed = broken(cand, budgets)
         if cache is not None:
             cache.put(cand.steps, cand.figures())
@@ -457,7 +480,7 @@ def finish(
         return None
     materialize(space, pick, report.budgets, cache, progress)
     if not pick.measured:  # --keep-best on a candidate ruled out before measuring
-        space.measure(pick)
+        pick.record(space.measure(pick))
         pick.failed = [f for f in pick.failed if "not measured" not in f] + broken(pick, report.budgets)
     return pick
 

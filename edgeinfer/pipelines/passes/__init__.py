@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,20 @@ from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.core.registry import Registry
+
+
+class Takes(StrEnum):
+    """What a pass starts from."""
+
+    SOURCE = "source"  # what `export` takes: a Hugging Face folder, a factory, a .pt2
+    FACTORY = "factory"  # a PyTorch factory, `package.module:function` (training passes)
+    HF_CAUSAL_LM = "hf-causal-lm"  # a Hugging Face causal LM folder
+    ONNX = "onnx"
+    GGUF = "gguf"
+
+    @property
+    def pytorch(self) -> bool:
+        return self in (Takes.SOURCE, Takes.FACTORY, Takes.HF_CAUSAL_LM)
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,7 @@ class Pass:
 
     name: str
     config: type[PassConfig]
-    takes: str
+    takes: Takes
     gives: ModelFormat
     run: Callable[[str, Path, Any, PassContext], Artifact]
     summary: str
@@ -140,8 +155,8 @@ def run_recipe(
 
 def _check_input(p: Pass, source: str) -> None:
     suffix = Path(source).suffix.lower()
-    wanted = {"onnx": ".onnx", "gguf": ".gguf"}.get(p.takes)
+    wanted = {Takes.ONNX: ".onnx", Takes.GGUF: ".gguf"}.get(p.takes)
     if wanted and suffix != wanted:
         raise ConfigError(f"pass {p.name} takes a {wanted} model, not {Path(source).name}")
-    if p.takes in ("source", "factory", "hf-causal-lm") and suffix in (".onnx", ".gguf"):
+    if p.takes.pytorch and suffix in (".onnx", ".gguf"):
         raise ConfigError(f"pass {p.name} takes a PyTorch source, not the exported {Path(source).name}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeinfer.core.artifact import Artifact, ModelFormat
 from edgeinfer.core.errors import ConfigError
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 from edgeinfer.pipelines.train import DistillTraining
 
 
@@ -20,4 +20,4 @@ def _run(source: str, output: Path, cfg: DistillTraining, ctx: PassContext) -> A
     ]
 
 
-register_pass(Pass("distill", DistillTraining, "factory", ModelFormat.ONNX, _run, "knowledge distillation -> ONNX"))
+register_pass(Pass("distill", DistillTraining, Takes.FACTORY, ModelFormat.ONNX, _run, "knowledge distillation -> ONNX"))

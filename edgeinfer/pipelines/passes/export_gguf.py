@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeinfer.core.artifact import Artifact, ModelFormat
 from edgeinfer.exporters.gguf import GgufExportConfig
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 
 
 def _run(source: str, output: Path, cfg: GgufExportConfig, ctx: PassContext) -> Artifact:
@@ -19,7 +19,7 @@ register_pass(
     Pass(
         "export-gguf",
         GgufExportConfig,
-        "hf-causal-lm",
+        Takes.HF_CAUSAL_LM,
         ModelFormat.GGUF,
         _run,
         "Hugging Face causal LM -> GGUF, parity-checked against transformers",

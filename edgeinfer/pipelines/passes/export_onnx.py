@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeinfer.core.artifact import Artifact, ModelFormat
 from edgeinfer.exporters.onnx import OnnxExportConfig
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 
 
 def _run(source: str, output: Path, cfg: OnnxExportConfig, ctx: PassContext) -> Artifact:
@@ -18,5 +18,12 @@ def _run(source: str, output: Path, cfg: OnnxExportConfig, ctx: PassContext) -> 
 
 
 register_pass(
-    Pass("export-onnx", OnnxExportConfig, "source", ModelFormat.ONNX, _run, "PyTorch / Hugging Face -> validated ONNX")
+    Pass(
+        "export-onnx",
+        OnnxExportConfig,
+        Takes.SOURCE,
+        ModelFormat.ONNX,
+        _run,
+        "PyTorch / Hugging Face -> validated ONNX",
+    )
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeinfer.compress.graph_opt import GraphOptConfig
 from edgeinfer.core.artifact import Artifact, ModelFormat
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 
 
 def _run(source: str, output: Path, cfg: GraphOptConfig, ctx: PassContext) -> Artifact:
@@ -19,7 +19,7 @@ register_pass(
     Pass(
         "optimize-graph",
         GraphOptConfig,
-        "onnx",
+        Takes.ONNX,
         ModelFormat.ONNX,
         _run,
         "transformer fusions (Attention, SkipLayerNorm, BiasGelu), kept where measured faster",

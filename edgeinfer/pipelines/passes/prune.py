@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgeinfer.core.artifact import Artifact, ModelFormat
 from edgeinfer.core.errors import ConfigError
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 from edgeinfer.pipelines.train import PruneTraining
 
 
@@ -19,4 +19,4 @@ def _run(source: str, output: Path, cfg: PruneTraining, ctx: PassContext) -> Art
     return prune(source, output, ctx.train_data, cfg, runs=ctx.runs, force=ctx.force, progress=ctx.progress)["artifact"]
 
 
-register_pass(Pass("prune", PruneTraining, "factory", ModelFormat.ONNX, _run, "pruning + fine-tuning -> ONNX"))
+register_pass(Pass("prune", PruneTraining, Takes.FACTORY, ModelFormat.ONNX, _run, "pruning + fine-tuning -> ONNX"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeinfer.core.artifact import Artifact, ModelFormat
 from edgeinfer.core.errors import ConfigError
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 from edgeinfer.pipelines.train import QatTraining
 
 
@@ -18,4 +18,6 @@ def _run(source: str, output: Path, cfg: QatTraining, ctx: PassContext) -> Artif
     return qat(source, output, ctx.train_data, cfg, runs=ctx.runs, force=ctx.force, progress=ctx.progress)["artifact"]
 
 
-register_pass(Pass("qat", QatTraining, "factory", ModelFormat.ONNX, _run, "quantization-aware training -> INT8 ONNX"))
+register_pass(
+    Pass("qat", QatTraining, Takes.FACTORY, ModelFormat.ONNX, _run, "quantization-aware training -> INT8 ONNX")
+)

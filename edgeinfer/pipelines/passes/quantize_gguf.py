@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeinfer.compress.gguf_quant import GgufQuantConfig
 from edgeinfer.core.artifact import Artifact, ModelFormat
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 
 
 def _run(source: str, output: Path, cfg: GgufQuantConfig, ctx: PassContext) -> Artifact:
@@ -16,5 +16,5 @@ def _run(source: str, output: Path, cfg: GgufQuantConfig, ctx: PassContext) -> A
 
 
 register_pass(
-    Pass("quantize-gguf", GgufQuantConfig, "gguf", ModelFormat.GGUF, _run, "llama.cpp quantization of a GGUF")
+    Pass("quantize-gguf", GgufQuantConfig, Takes.GGUF, ModelFormat.GGUF, _run, "llama.cpp quantization of a GGUF")
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeinfer.compress.onnx_quant import OnnxQuantConfig
 from edgeinfer.core.artifact import Artifact, ModelFormat
-from edgeinfer.pipelines.passes import Pass, PassContext, register_pass
+from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 
 
 def _run(source: str, output: Path, cfg: OnnxQuantConfig, ctx: PassContext) -> Artifact:
@@ -31,7 +31,7 @@ register_pass(
     Pass(
         "quantize-onnx",
         OnnxQuantConfig,
-        "onnx",
+        Takes.ONNX,
         ModelFormat.ONNX,
         _run,
         "ONNX Runtime PTQ: dynamic / static INT8, int4 weights, fp16",
