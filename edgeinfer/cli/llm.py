@@ -22,6 +22,7 @@ from edgeinfer.cli.app import (
     err,
     mb,
     resolve_device,
+    runtime_target,
     short_names,
     warn,
 )
@@ -146,9 +147,12 @@ def chat(
 
     Type a message and press Enter; an empty line or Ctrl-D ends the chat.
     """
-    from edgeinfer.runtime.llama import LlamaRunner
+    from edgeinfer.pipelines.llm import open_chat
 
-    runner = LlamaRunner(model, settings_for(device, threads, ctx, gpu_layers, allow_fallback, kv_type, repack))
+    target = runtime_target(
+        None, threads, allow_fallback, n_ctx=ctx, gpu_layers=gpu_layers, kv_type=kv_type, repack=repack
+    )
+    runner = open_chat(model, target, profile=resolve_device(device, None)[0])
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         try:

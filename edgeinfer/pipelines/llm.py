@@ -98,6 +98,19 @@ def trained_context(model: Path) -> int | None:
     return gguf_int(reader, f"{arch}.context_length") if arch else None
 
 
+def open_chat(model: Path, target, profile=None) -> Any:
+    """The runner `edgeinfer chat` talks to: a GGUF LLM (chat needs the model's own chat template),
+    loaded through edgeinfer.runtime.load with the profile's [llm] table under the user's options."""
+    from edgeinfer.core.model_kind import ModelKind, model_kind
+    from edgeinfer.pipelines.target import resolve_target
+    from edgeinfer.runtime import load
+
+    kind = model_kind(model)
+    if kind is not ModelKind.GGUF:
+        raise ConfigError(f"chat takes a GGUF LLM (it applies the model's chat template), not {kind.one}")
+    return load(model, resolve_target(model, profile, target))
+
+
 def generate(
     model: Path, settings, *, prompt: str | None = None, messages: list[dict] | None = None, max_tokens: int = 128
 ) -> tuple[Any, Iterator]:

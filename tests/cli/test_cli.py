@@ -243,3 +243,33 @@ def test_run_and_bench_take_the_kv_cache_type_like_fit_serve_and_compare(capsys,
     assert code == 2 and "q8_0" in err
     code, _, err = run_cli(capsys, "bench", lenet_onnx, "--kv-type", "q4_0")
     assert code == 2 and "--kv-type applies to GGUF LLMs" in err
+
+
+def test_chat_replies_with_the_profiles_settings_and_refuses_a_model_that_is_not_a_gguf(smollm2, lenet_onnx):
+    """`edgeinfer chat` loads through the runtime interface: a GGUF answers each line and says its
+    speed; any other model is refused in one line (exit 2) before anything loads."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeinfer",
+        "chat",
+        str(smollm2),
+        "--max-tokens",
+        "4",
+        "--ctx",
+        "256",
+        "--threads",
+        "2",
+    ]
+    done = subprocess.run(cmd, input="Say hi\n\n", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "tok/s" in done.stderr and done.stdout.strip().startswith(">"), done.stdout + done.stderr
+    refused = subprocess.run(
+        [sys.executable, "-m", "edgeinfer", "chat", str(lenet_onnx)], input="", capture_output=True, text=True
+    )
+    assert (
+        refused.returncode == 2 and "chat takes a GGUF LLM" in refused.stderr and "not an ONNX model" in refused.stderr
+    )
