@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -55,7 +55,8 @@ class OnnxQuantConfig(PassConfig):
         block_size: int4 weights per quantization block (a power of two, 16 ... 4096).
         calib_window: calibration batches fed to ONNX Runtime's collectors at a time.
         recipe: generic, or qnn (onnxruntime's QNN-compatible QDQ configuration).
-        extra: onnxruntime extra_options passed through unchanged (static).
+        extra: onnxruntime extra_options passed through unchanged (static), as (name, value) pairs
+            (a dict is taken too); kept as a sorted tuple, so the config stays hashable.
     """
 
     method: str
@@ -71,11 +72,16 @@ class OnnxQuantConfig(PassConfig):
     block_size: int = 128
     calib_window: int = 16
     recipe: Recipe = Recipe.GENERIC
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: tuple[tuple[str, Any], ...] = ()
 
     what: ClassVar[str] = "quantization config"
 
     def check(self) -> None:
+        extra: Any = self.extra
+        if isinstance(extra, dict):  # a dict as written by hand, or an older sidecar's {}
+            object.__setattr__(self, "extra", tuple(sorted(extra.items())))
+        elif not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in extra):
+            raise ConfigError("extra must be onnxruntime extra_options as {name: value} or (name, value) pairs")
         known = methods()
         if self.method not in known:
             raise ConfigError(f"unknown quantization method {self.method!r}; valid: {', '.join(sorted(known))}")

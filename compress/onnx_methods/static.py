@@ -105,7 +105,7 @@ def static(job: QuantJob) -> dict[str, Any]:
             "CalibStridedMinMax": window,
             "ActivationSymmetric": cfg.symmetric,
             "WeightSymmetric": True if cfg.weight_type in (QType.INT8, QType.INT16) else cfg.symmetric,
-            **cfg.extra,
+            **dict(cfg.extra),
         },
     )
     return {"calibration_batches": len(reader), "calibration_window": window}

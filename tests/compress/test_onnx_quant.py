@@ -214,3 +214,18 @@ def test_config_first_api_quantizes_with_the_config_given(lenet_onnx, digits_cal
     assert "QuantizeLinear" in {n.op_type for n in graph.node}
     floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     assert all(n.input[1] in floats for n in graph.node if n.op_type == "Gemm")
+
+
+def test_the_quantization_config_is_hashable_and_round_trips_its_extra_options():
+    """A frozen config is a value: it hashes (so it can key a cache or a set of candidates), and
+    onnxruntime's extra_options survive to_dict / from_dict (sidecars, recipes) as given."""
+    from edgeinfer.compress.onnx_quant import OnnxQuantConfig
+    from edgeinfer.core.errors import ConfigError
+
+    cfg = OnnxQuantConfig("static", extra={"WeightSymmetric": True, "CalibMovingAverage": False})
+    assert hash(cfg) == hash(OnnxQuantConfig.from_dict(cfg.to_dict()))
+    assert OnnxQuantConfig.from_dict(cfg.to_dict()) == cfg
+    assert dict(cfg.extra) == {"WeightSymmetric": True, "CalibMovingAverage": False}
+    assert OnnxQuantConfig.from_dict({"method": "dynamic", "extra": {}}).extra == ()  # an older sidecar's {}
+    with pytest.raises(ConfigError, match="extra"):
+        OnnxQuantConfig("static", extra=(("WeightSymmetric",),))  # type: ignore[arg-type]

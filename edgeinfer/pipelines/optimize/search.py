@@ -23,7 +23,6 @@ from edgeinfer.pipelines.optimize.measurements import CachedFigures
 
 if TYPE_CHECKING:
     from edgeinfer.devices import DeviceProfile
-    from edgeinfer.pipelines.optimize.executors import RayExecutor
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +191,17 @@ class OptimizeReport:
         }
 
 
+class CandidateExecutor(Protocol):
+    """Where candidates are measured when not in this process (executors.RayExecutor): one result
+    per candidate, its figures or why it has none."""
+
+    name: str
+
+    def measure(self, spec: dict[str, Any], candidates: list, progress: Progress = QUIET) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """What `optimize` takes for either kind of model beside the source and its data (see optimize()).
@@ -209,7 +219,7 @@ class SearchSettings:
     trust_source: bool = False
     use_cache: bool = True
     force: bool = False
-    executor: RayExecutor | None = None
+    executor: CandidateExecutor | None = None
     progress: Progress = field(default=QUIET, compare=False)
 
     @property
