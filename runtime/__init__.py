@@ -78,6 +78,8 @@ class Target:
         allow_fallback: run on the CPU (said and recorded) when a requested provider or GPU is missing.
         n_ctx, gpu_layers, kv_type, repack: llama.cpp's context, GPU layers, KV-cache type, repacked weights.
         backend: a registered backend by name; None: the one registered for the model's kind.
+        options: a backend's own switches as (name, value) pairs, each one it declares
+            (onnxruntime: profile_first_run, optimization; llama.cpp: logits_all).
     """
 
     providers: tuple[Provider, ...] | None = None
@@ -88,10 +90,18 @@ class Target:
     kv_type: KvType | None = None
     repack: bool | None = None
     backend: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
     def given(self) -> set[str]:
         """The fields set to something other than 'the default'."""
-        return {f.name for f in fields(self) if f.name != "backend" and getattr(self, f.name) not in (None, False)}
+        skip = ("backend", "options")
+        return {f.name for f in fields(self) if f.name not in skip and getattr(self, f.name) not in (None, False, ())}
+
+    def with_options(self, **options: Any) -> Target:
+        """This target with backend switches added (e.g. profile_first_run=False)."""
+        from dataclasses import replace
+
+        return replace(self, options=tuple(sorted({**dict(self.options), **options}.items())))
 
 
 @runtime_checkable
@@ -115,6 +125,7 @@ class Backend:
     takes: frozenset[str]
     load: Callable[[Path, Target], Runner]
     generates: bool = False  # a text generator (stream / bench) rather than a tensor model (run)
+    options: frozenset[str] = frozenset()  # the backend's own switches Target.options may set
     rank: int = 0  # among backends of one kind, the lowest loads it unless Target.backend names another
 
 
@@ -152,12 +163,22 @@ def check_target(kind: ModelKind, target: Target) -> Backend:
         names = [option(u) for u in unused]
         verb = "applies" if len(names) == 1 else "apply"
         raise ConfigError(f"{', '.join(names)} {verb} to {' and '.join(k.many for k in takers)}, not to {kind.one}")
+    unknown = sorted(set(dict(target.options)) - backend.options)
+    if unknown:  # a caller's mistake, not a user's: the names come from code
+        raise ConfigError(
+            f"the {backend.name} runtime has no option {unknown[0]!r} (it has: {', '.join(sorted(backend.options))})"
+        )
     return backend
 
 
-def load(path: Path | str, target: Target = Target()) -> Runner:
+def load(path: Path | str, target: Target = Target(), *, expect: ModelKind | None = None) -> Runner:
     """Load any model edgeinfer runs (an .onnx file, a .gguf LLM, a GenAI or encoder-decoder folder)
-    on the backend for its kind (core.model_kind), or on `target.backend`."""
+    on the backend for its kind (core.model_kind), or on `target.backend`. With `expect`, a model of
+    another kind is refused (a .gguf given where ONNX models are compared)."""
+    from edgeinfer.core.errors import InputError
+
     path = Path(path)
     kind = model_kind(path)
+    if expect is not None and kind is not expect:
+        raise InputError(f"{path.name} is {kind.one}; this takes {expect.many}")
     return check_target(kind, target).load(path, target)

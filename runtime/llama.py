@@ -486,7 +486,15 @@ def settings_from_target(target: Target) -> LlamaSettings:
 
 
 def _load(path: Path, target: Target) -> LlamaRunner:
-    return LlamaRunner(path, settings_from_target(target))
+    return LlamaRunner(path, settings_from_target(target), **dict(target.options))
+
+
+def target_from_settings(settings: LlamaSettings) -> Target:
+    """The runtime Target of LlamaSettings (what load() takes; settings_from_target's inverse)."""
+    return Target(
+        threads=settings.threads, allow_fallback=settings.allow_fallback, n_ctx=settings.n_ctx,
+        gpu_layers=settings.n_gpu_layers, kv_type=KvType(settings.kv_type), repack=settings.extra_buffers,
+    )  # fmt: skip
 
 
 register_backend(
@@ -496,5 +504,6 @@ register_backend(
         frozenset({"threads", "allow_fallback", "n_ctx", "gpu_layers", "kv_type", "repack"}),
         _load,
         generates=True,
+        options=frozenset({"logits_all"}),
     )
 )

@@ -339,9 +339,16 @@ def _load(path: Path, target: Target) -> OrtRunner:
         providers=list(target.providers) if target.providers else None,
         threads=target.threads,
         allow_fallback=target.allow_fallback,
+        **dict(target.options),
     )
 
 
 register_backend(
-    Backend("onnxruntime", (ModelKind.ONNX,), frozenset({"providers", "threads", "allow_fallback"}), _load)
+    Backend(
+        "onnxruntime",
+        (ModelKind.ONNX,),
+        frozenset({"providers", "threads", "allow_fallback"}),
+        _load,
+        options=frozenset({"profile_first_run", "optimization", "session_config"}),
+    )
 )

@@ -170,12 +170,14 @@ def bench_model(
 
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.artifact import load_artifact
+    from edgeinfer.core.model_kind import ModelKind
     from edgeinfer.pipelines.target import ort_target
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.runtime import load
 
     art = load_artifact(model)
     target = ort_target(device, providers, threads)
-    runner = OrtRunner(model, providers=target.providers, threads=target.threads, allow_fallback=allow_fallback)
+    chosen = tuple(target.providers) if target.providers else None
+    runner: Any = load(model, Target(chosen, target.threads, allow_fallback), expect=ModelKind.ONNX)
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement
@@ -266,9 +268,10 @@ def bench(
             model, settings_from_target(target), n_prompt=n_prompt, n_gen=n_gen, reps=reps, profile=profile
         )
     elif kind is ModelKind.GENAI:
-        from edgeinfer.runtime.genai import GenAiRunner, genai_summary
+        from edgeinfer.runtime import load
+        from edgeinfer.runtime.genai import genai_summary
 
-        runner = GenAiRunner(model)
+        runner: Any = load(model, target, expect=ModelKind.GENAI)
         figures = {**genai_summary(model), **runner.bench(n_prompt, n_gen, reps), "backend": runner.report.used}
     else:
         raise ConfigError(f"bench times ONNX models and LLMs; for {kind.one} use `edgeinfer compare`")

@@ -33,8 +33,8 @@ def run_demo(out: Path, runs: int, console: Console) -> dict:
     from edgeinfer.examples import digits
     from edgeinfer.pipelines.export import export_model
     from edgeinfer.pipelines.quantize import quantize_model
+    from edgeinfer.pipelines.target import onnx_runner
     from edgeinfer.pipelines.train import prune_model, qat_model
-    from edgeinfer.runtime.ort import OrtRunner
 
     out.mkdir(parents=True, exist_ok=True)
     _, x_test, _, y_test = digits.load_split()
@@ -88,7 +88,7 @@ def run_demo(out: Path, runs: int, console: Console) -> dict:
         qat_model(factory, qat_path, data, epochs=1, runs=5, force=True, progress=_StatusLine(status))
 
     paths = {"fp32": onnx_path, "int8": int8_path, "pruned": pruned_path, "qat": qat_path}
-    runners = {name: OrtRunner(path) for name, path in paths.items()}
+    runners = {name: onnx_runner(path) for name, path in paths.items()}
     accuracy = {}
     for name, runner in runners.items():
         logits = runner.run({"input": x_test})[runner.output_names[0]]

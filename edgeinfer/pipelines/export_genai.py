@@ -60,12 +60,14 @@ def export_genai(
 ) -> GenAiExport:
     """Build the folder, score it against transformers, and move it into place only if it agrees."""
     from edgeinfer.core.hf_folder import read_config
+    from edgeinfer.core.model_kind import ModelKind
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
     from edgeinfer.exporters.genai import build_genai
     from edgeinfer.exporters.gguf.reference import load_tokenizer, log_probs
     from edgeinfer.pipelines.deploy.bundle import bundle_dir
     from edgeinfer.pipelines.export_gguf import logits_parity
-    from edgeinfer.runtime.genai import CONFIG, GenAiRunner
+    from edgeinfer.runtime import load
+    from edgeinfer.runtime.genai import CONFIG
 
     src, output = Path(source), Path(output)
     read_config(src)
@@ -82,7 +84,8 @@ def export_genai(
         progress.stage(f"checking log-probs on {check_tokens} tokens against transformers")
         tokens = load_tokenizer(src)(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8"))["input_ids"][:check_tokens]
         ref = log_probs(src, tokens)
-        parity = logits_parity(ref, GenAiRunner(tmp).sequence_log_probs(tokens))
+        runner: Any = load(tmp, expect=ModelKind.GENAI)
+        parity = logits_parity(ref, runner.sequence_log_probs(tokens))
         max_kl, min_top1 = TOLERANCE[precision]
         parity["tolerance"] = {"kl_mean": max_kl, "top1_agreement": min_top1}
         problems = []

@@ -68,7 +68,8 @@ def export_gguf(
     round-trip, log-prob parity with transformers on cfg.check_tokens tokens) before it appears."""
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
     from edgeinfer.exporters.gguf import convert, reference
-    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+    from edgeinfer.pipelines.target import gguf_runner
+    from edgeinfer.runtime.llama import LlamaSettings
 
     src = Path(source)
     output = Path(output)
@@ -79,7 +80,7 @@ def export_gguf(
         progress.stage(f"converting {src.name} to GGUF {cfg.outtype.value}")
         figures = convert(src, tmp, cfg, progress)
         progress.stage("self-check: loading the GGUF in llama.cpp")
-        runner = LlamaRunner(tmp, LlamaSettings(n_ctx=max(check_tokens, 512)), logits_all=True)
+        runner = gguf_runner(tmp, LlamaSettings(n_ctx=max(check_tokens, 512)), logits_all=True)
         progress.stage("self-check: tokenizer round-trip")
         text = PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")
         tokenizer = reference.load_tokenizer(src)

@@ -153,9 +153,10 @@ def _transformers_tokens(parts, feeds: dict[str, Any]) -> list[int]:
 
 def _generation_check(folder: Path, parts) -> dict[str, Any]:
     from edgeinfer.core.audio import synthetic_clips
-    from edgeinfer.runtime.seq2seq import Seq2SeqRunner
+    from edgeinfer.core.model_kind import ModelKind
+    from edgeinfer.runtime import load
 
-    runner = Seq2SeqRunner(folder)
+    runner: Any = load(folder, expect=ModelKind.SEQ2SEQ)
     if parts.task == "speech-seq2seq":
         sources = [(f"synthetic clip {i}", runner.encode_audio(c)) for i, c in enumerate(synthetic_clips(CHECK_CLIPS))]
     else:

@@ -115,11 +115,13 @@ def generate(
     model: Path, settings, *, prompt: str | None = None, messages: list[dict] | None = None, max_tokens: int = 128
 ) -> tuple[Any, Iterator]:
     """(runner, stream): text pieces as llama.cpp produces them, then a GenerationStats."""
-    from edgeinfer.runtime.llama import LlamaRunner
+    from edgeinfer.core.model_kind import ModelKind
+    from edgeinfer.runtime import load
+    from edgeinfer.runtime.llama import target_from_settings
 
     if prompt is None and messages is None:
         raise ConfigError("GGUF models need a prompt (or use `edgeinfer chat`)")
-    runner = LlamaRunner(model, settings)
+    runner: Any = load(model, target_from_settings(settings), expect=ModelKind.GGUF)
     return runner, runner.stream(prompt=prompt, messages=messages, max_tokens=max_tokens)
 
 
@@ -133,9 +135,12 @@ def bench_gguf(
     from dataclasses import replace
 
     from edgeinfer.core.measure import peak_rss_mb
-    from edgeinfer.runtime.llama import LlamaRunner, gguf_summary
+    from edgeinfer.core.model_kind import ModelKind
+    from edgeinfer.runtime import load
+    from edgeinfer.runtime.llama import gguf_summary, target_from_settings
 
-    runner = LlamaRunner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)))
+    fitted = replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8))
+    runner: Any = load(model, target_from_settings(fitted), expect=ModelKind.GGUF)
     result = runner.bench(n_prompt, n_gen, reps)
     threads = runner.llm.n_threads
     result.update(

@@ -140,9 +140,9 @@ def _feeds(runner, batch: int, sequence: int, seed: int) -> dict[str, np.ndarray
 
 def _check_parity(model: Path, variants: dict[str, Path], config: GraphOptConfig) -> dict[str, dict[str, float]]:
     from edgeinfer.exporters.validate import compare_arrays
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.pipelines.target import onnx_runner
 
-    base = OrtRunner(model, profile_first_run=False)
+    base = onnx_runner(model, profile_first_run=False)
     shapes = [(config.batch, config.sequence), (config.batch + 1, max(config.sequence // 2, 1))]
     cases = [_feeds(base, b, s, seed=i) for i, (b, s) in enumerate(shapes)]
     refs = [base.run(f) for f in cases]
@@ -150,7 +150,7 @@ def _check_parity(model: Path, variants: dict[str, Path], config: GraphOptConfig
     for name, path in variants.items():
         if path == model:
             continue
-        runner = OrtRunner(path, profile_first_run=False)
+        runner = onnx_runner(path, profile_first_run=False)
         worst_abs, worst_cos, scale, problems = 0.0, 1.0, 1.0, []
         for feeds, ref in zip(cases, refs):
             got = runner.run(feeds)
@@ -168,14 +168,10 @@ def _check_parity(model: Path, variants: dict[str, Path], config: GraphOptConfig
 
 def _fastest(variants: dict[str, Path], config: GraphOptConfig, profile, progress: Progress):
     from edgeinfer.core.measure import interleaved, speedup_ci
-    from edgeinfer.pipelines.target import ort_target
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.pipelines.target import onnx_runner, ort_target
 
     target = ort_target(profile)
-    runners = {
-        name: OrtRunner(path, providers=target.providers, threads=target.threads, profile_first_run=False)
-        for name, path in variants.items()
-    }
+    runners = {name: onnx_runner(path, target, profile_first_run=False) for name, path in variants.items()}
     feeds = _feeds(next(iter(runners.values())), config.batch, config.sequence, seed=0)
     times = interleaved(
         {name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()},

@@ -198,7 +198,7 @@ def quantize(
     )
     from edgeinfer.core.data import load_batches
     from edgeinfer.pipelines.compare import compare_models
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.pipelines.target import onnx_runner
 
     model, output = Path(model), Path(output)
     _check_paths(model, output, force)
@@ -222,7 +222,7 @@ def quantize(
                 f"{getattr(profile, 'name', 'the QNN recipe')} needs fixed shapes, but input(s) {', '.join(dynamic)} are dynamic; "
                 f"re-export with {option('static_shapes', True)}"
             )
-    inputs = OrtRunner(model, profile_first_run=False).inputs
+    inputs = onnx_runner(model, profile_first_run=False).inputs
     batches = None
     if methods()[cfg.method].needs_calibration:
         if not calib:

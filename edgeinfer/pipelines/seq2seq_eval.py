@@ -132,11 +132,12 @@ def compare_seq2seq(
     import time
 
     from edgeinfer.core.measure import speedup_ci
-    from edgeinfer.runtime.seq2seq import Seq2SeqRunner
+    from edgeinfer.core.model_kind import ModelKind
+    from edgeinfer.runtime import load
 
     if not candidates:
         raise ConfigError("give at least one candidate folder after the baseline")
-    runners = [Seq2SeqRunner(Path(m)) for m in [baseline, *candidates]]
+    runners: list[Any] = [load(Path(m), expect=ModelKind.SEQ2SEQ) for m in [baseline, *candidates]]
     if any(r.speech != runners[0].speech for r in runners):
         raise InputError("the baseline and the candidates must all be speech models, or all text models")
     read, sources = _sources(runners[0], text, audio, limit)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from edgeinfer.core.model_kind import model_kind
+from edgeinfer.core.model_kind import ModelKind, model_kind
 from edgeinfer.core.providers import Provider
 from edgeinfer.runtime import Target, check_target
 
@@ -52,3 +53,23 @@ def resolve_target(model: Path | str, profile=None, given: Target = Target()) ->
             repack=given.repack if given.repack is not None else llm.repack,
         )
     return out
+
+
+def onnx_runner(path: Path, where: OrtTarget | None = None, *, allow_fallback: bool = False, **options: Any) -> Any:
+    """An ONNX model loaded through edgeinfer.runtime.load on `where`'s providers and threads
+    (None: the CPU), with the backend's own switches (profile_first_run=False, ...); a model of
+    another kind is refused."""
+    from edgeinfer.runtime import load
+
+    where = where or OrtTarget()
+    chosen = tuple(where.providers) if where.providers else None
+    return load(path, Target(chosen, where.threads, allow_fallback).with_options(**options), expect=ModelKind.ONNX)
+
+
+def gguf_runner(path: Path, settings: Any, **options: Any) -> Any:
+    """A GGUF LLM loaded through edgeinfer.runtime.load with these LlamaSettings and the backend's
+    own switches (logits_all=True for scoring)."""
+    from edgeinfer.runtime import load
+    from edgeinfer.runtime.llama import target_from_settings
+
+    return load(path, target_from_settings(settings).with_options(**options), expect=ModelKind.GGUF)

@@ -101,14 +101,12 @@ def write_bundle(
     from edgeinfer.core.artifact import copy_with_sidecar, load_artifact
     from edgeinfer.core.data import load_batches
     from edgeinfer.exporters.validate import compare_arrays
-    from edgeinfer.pipelines.target import ort_target
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.pipelines.target import onnx_runner, ort_target
 
     art = load_artifact(model)
-    base = OrtRunner(baseline, profile_first_run=False)
+    base = onnx_runner(baseline, profile_first_run=False)
     # The chosen model on the device's providers, as verify will run it (an NPU rounds differently).
-    target = ort_target(profile)
-    cand = OrtRunner(model, providers=target.providers, threads=target.threads, profile_first_run=False)
+    cand = onnx_runner(model, ort_target(profile), profile_first_run=False)
     first = base.inputs[0].shape[0] if base.inputs and base.inputs[0].shape else None
     samples = max(GOLDEN_SAMPLES, first if isinstance(first, int) else 0)  # a fixed batch is the minimum
     batches = load_batches(data, base.inputs, samples, art.meta.get("tokenizer"), samples)

@@ -45,14 +45,14 @@ def write_llm_bundle(
     from dataclasses import replace
 
     from edgeinfer import __version__
-    from edgeinfer.runtime.llama import LlamaRunner
+    from edgeinfer.pipelines.target import gguf_runner
 
     tokens = [int(t) for t in ref["tokens"][:GOLDEN_TOKENS]]
     n_ctx, threads = target.n_ctx, target.threads
     settings = replace(target, n_ctx=max(64, len(tokens)))
     outputs = []
     for path in (baseline, model):
-        runner = LlamaRunner(path, settings, logits_all=True)
+        runner = gguf_runner(path, settings, logits_all=True)
         outputs.append(runner.sequence_log_probs(tokens)[:-1])
         runner.close()
     expected, got = outputs

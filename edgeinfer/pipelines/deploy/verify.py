@@ -179,10 +179,11 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     from edgeinfer.core.errors import ProviderUnavailableError
     from edgeinfer.core.formats import load_npz
     from edgeinfer.core.measure import interleaved, percentiles
+    from edgeinfer.core.model_kind import ModelKind
     from edgeinfer.core.providers import Provider
     from edgeinfer.exporters.validate import compare_arrays
     from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
-    from edgeinfer.runtime.ort import OrtRunner
+    from edgeinfer.runtime import Target, load
 
     manifest = read_manifest(bundle)
     report = VerifyReport(str(bundle))
@@ -201,14 +202,9 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     if manifest.format == "gguf":
         return _verify_gguf(bundle, manifest, report, allow_fallback, enforce_latency, runs)
     try:
-        providers = [Provider.parse(p) for p in manifest.providers]
-        runner = OrtRunner(
-            inside(bundle, manifest.model),
-            providers=providers,
-            allow_fallback=allow_fallback,
-            threads=manifest.threads,
-            profile_first_run=False,
-        )
+        providers = tuple(Provider.parse(p) for p in manifest.providers)
+        target = Target(providers, manifest.threads, allow_fallback).with_options(profile_first_run=False)
+        runner: Any = load(inside(bundle, manifest.model), target, expect=ModelKind.ONNX)
     except ProviderUnavailableError as e:
         report.checks.append(Check("providers", False, f"{e} (or pass {option('allow_fallback', True)})"))
         return report
@@ -279,9 +275,11 @@ def _verify_gguf(
 
     from edgeinfer.core.errors import ProviderUnavailableError
     from edgeinfer.core.formats import load_npz
+    from edgeinfer.core.model_kind import ModelKind
     from edgeinfer.pipelines.deploy.bundle_llm import golden_agreement
     from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
-    from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+    from edgeinfer.runtime import load
+    from edgeinfer.runtime.llama import LlamaSettings, target_from_settings
 
     report.kind = "gguf"
     model = inside(bundle, manifest.model)
@@ -303,7 +301,8 @@ def _verify_gguf(
         extra_buffers=manifest.repack,
     )
     try:
-        runner = LlamaRunner(model, settings, logits_all=True)
+        target = target_from_settings(settings).with_options(logits_all=True)
+        runner: Any = load(model, target, expect=ModelKind.GGUF)
     except ProviderUnavailableError as e:
         report.checks.append(Check("providers", False, str(e)))
         return report

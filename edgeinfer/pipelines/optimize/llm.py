@@ -63,7 +63,8 @@ class GgufSpace:
 
         from edgeinfer.pipelines.llm import llama_settings
         from edgeinfer.pipelines.llm_eval import baseline_logits
-        from edgeinfer.runtime.llama import LlamaRunner, gguf_summary
+        from edgeinfer.pipelines.target import gguf_runner
+        from edgeinfer.runtime.llama import gguf_summary
 
         self.baseline, self.work, self.profile, self.ctx, self.progress = baseline, work, profile, ctx, progress
         self.text, self.runs = text, runs
@@ -78,7 +79,7 @@ class GgufSpace:
         self.base_weight_bytes = self.params * self.bits / 8
         self.base_peak_mb: float | None = None
         self.settings = replace(self.target, n_ctx=max(WINDOW, N_PROMPT + N_GEN))  # scoring and timing
-        self.base_runner = LlamaRunner(baseline, self.settings)  # first: a target it cannot run is refused at once
+        self.base_runner = gguf_runner(baseline, self.settings)  # first: a target it cannot run is refused at once
         self.ref = baseline_logits(baseline, text, WINDOW, MAX_TOKENS, None, self.threads, progress)
 
     def remote_spec(self) -> dict[str, Any]:
@@ -114,7 +115,7 @@ class GgufSpace:
         from edgeinfer.core.measure import speedup_ci
         from edgeinfer.pipelines.llm_eval import score
         from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
-        from edgeinfer.runtime.llama import LlamaRunner
+        from edgeinfer.pipelines.target import gguf_runner
 
         assert cand.path is not None
         self.progress.stage(f"scoring {cand.name} against the baseline's log-probs")
@@ -122,12 +123,12 @@ class GgufSpace:
         if cand.path == self.baseline:
             figures = score(self.ref["log_probs"].astype(np.float32), self.ref["targets"], self.ref)
         else:
-            scorer = LlamaRunner(cand.path, self.settings, logits_all=True)
+            scorer = gguf_runner(cand.path, self.settings, logits_all=True)
             logp, targets = scorer.log_probs(tokens, int(self.ref["window"]))
             scorer.close()
             figures = score(logp, targets, self.ref)
         self.progress.stage(f"timing {cand.name} against the baseline, interleaved (tg{N_GEN} x {self.reps})")
-        runner = LlamaRunner(cand.path, self.settings) if cand.path != self.baseline else self.base_runner
+        runner = gguf_runner(cand.path, self.settings) if cand.path != self.baseline else self.base_runner
         base_s, cand_s, pp = [], [], []
         for i in range(self.reps + 1):  # the first round warms both up and is not counted
             b = self.base_runner.bench(N_PROMPT, N_GEN, 1)

@@ -145,11 +145,12 @@ _ONNX_PROBE = """
 import sys, json
 import numpy as np
 from edgeinfer.core.measure import peak_rss_mb
+from edgeinfer.core.model_kind import ModelKind
 from edgeinfer.core.providers import Provider
-from edgeinfer.runtime.ort import OrtRunner
+from edgeinfer.runtime import Target, load
 model, feeds, providers, threads = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-runner = OrtRunner(model, providers=[Provider.parse(p) for p in providers], threads=threads,
-                   allow_fallback=True, profile_first_run=False)
+target = Target(tuple(Provider.parse(p) for p in providers), threads, True, options=(("profile_first_run", False),))
+runner = load(model, target, expect=ModelKind.ONNX)
 names = {i.name for i in runner.inputs}
 with np.load(feeds, allow_pickle=False) as data:
     runner.run({k: data[k] for k in data.files if k in names})
@@ -159,9 +160,11 @@ print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 _GGUF_PROBE = """
 import sys, json
 from edgeinfer.core.measure import peak_rss_mb
-from edgeinfer.runtime.llama import LlamaRunner, LlamaSettings
+from edgeinfer.core.model_kind import ModelKind
+from edgeinfer.runtime import load
+from edgeinfer.runtime.llama import LlamaSettings, target_from_settings
 model, settings, n_prompt = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-runner = LlamaRunner(model, LlamaSettings(**settings))
+runner = load(model, target_from_settings(LlamaSettings(**settings)), expect=ModelKind.GGUF)
 runner.bench(n_prompt, 8, 1)
 print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
@@ -169,9 +172,10 @@ print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 _GENAI_PROBE = """
 import sys, json
 from edgeinfer.core.measure import peak_rss_mb
-from edgeinfer.runtime.genai import GenAiRunner
+from edgeinfer.core.model_kind import ModelKind
+from edgeinfer.runtime import load
 model, n_prompt = sys.argv[1], int(sys.argv[2])
-GenAiRunner(model).bench(n_prompt, 8, 1)
+load(model, expect=ModelKind.GENAI).bench(n_prompt, 8, 1)
 print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
 

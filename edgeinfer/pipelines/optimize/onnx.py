@@ -139,9 +139,9 @@ class OnnxSpace:
         self.progress.stage(f"measuring {cand.name} against FP32, interleaved")
         if self._batches is None:  # what compare_models would load from self.data, for every candidate
             from edgeinfer.core.data import load_batches
-            from edgeinfer.runtime.ort import OrtRunner
+            from edgeinfer.pipelines.target import onnx_runner
 
-            inputs = OrtRunner(self.baseline, profile_first_run=False).inputs
+            inputs = onnx_runner(self.baseline, profile_first_run=False).inputs
             self._batches = load_batches(self.data, inputs, 8, load_artifact(self.baseline).meta.get("tokenizer"))
         report = compare_models(
             self.baseline, [other], self.data, task=EvalTask.AUTO, device=self.profile, runs=self.runs,
@@ -180,10 +180,10 @@ class OnnxSpace:
         import numpy as np
 
         from edgeinfer.core.data import load_batches
-        from edgeinfer.runtime.ort import OrtRunner
+        from edgeinfer.pipelines.target import onnx_runner
 
         if self._feeds is None:
-            runner = OrtRunner(self.baseline, profile_first_run=False)
+            runner = onnx_runner(self.baseline, profile_first_run=False)
             tokenizer = load_artifact(self.baseline).meta.get("tokenizer")
             batches = load_batches(self.data, runner.inputs, 8, tokenizer, 8)
             names = {i.name for i in runner.inputs}
