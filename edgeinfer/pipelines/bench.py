@@ -170,14 +170,10 @@ def bench_model(
 
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.artifact import load_artifact
-    from edgeinfer.core.model_kind import ModelKind
-    from edgeinfer.pipelines.target import ort_target
-    from edgeinfer.runtime import load
+    from edgeinfer.pipelines.target import onnx_runner, ort_target
 
     art = load_artifact(model)
-    target = ort_target(device, providers, threads)
-    chosen = tuple(target.providers) if target.providers else None
-    runner: Any = load(model, Target(chosen, target.threads, allow_fallback), expect=ModelKind.ONNX)
+    runner = onnx_runner(model, ort_target(device, providers, threads), allow_fallback=allow_fallback)
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement

@@ -269,22 +269,15 @@ def compare_models(
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
-    from edgeinfer.core.model_kind import ModelKind
-    from edgeinfer.pipelines.target import ort_target
-    from edgeinfer.runtime import Target, load
+    from edgeinfer.pipelines.target import onnx_runner, ort_target
 
     if not candidates:
         raise ConfigError("give at least one candidate model after the baseline")
     base_art = load_artifact(baseline)
     base_target, target = ort_target(baseline_device), ort_target(device, providers)
-
-    def runner(path: Path, where, fallback: bool = False) -> Any:
-        chosen = tuple(where.providers) if where.providers else None
-        return load(path, Target(chosen, where.threads, fallback), expect=ModelKind.ONNX)
-
-    runners = {str(baseline): runner(baseline, base_target)}
+    runners = {str(baseline): onnx_runner(baseline, base_target)}
     for cand in candidates:
-        runners[str(cand)] = runner(cand, target, allow_fallback)
+        runners[str(cand)] = onnx_runner(cand, target, allow_fallback=allow_fallback)
     base_runner = runners[str(baseline)]
     if data is None:
         data = load_batches(data_spec, base_runner.inputs, batch_size, base_art.meta.get("tokenizer"), limit)

@@ -31,22 +31,23 @@ def llama_settings(
     repack: bool | None = None,
 ):
     """LlamaSettings from explicit values, else the profile's `[llm]` table (devices.LlmDefaults,
-    where the defaults live) and threads. The one way a profile and a user's options merge for
-    llama.cpp: every command that loads a GGUF and optimize's LLM search go through it."""
+    where the defaults live) and threads, merged by pipelines.target.with_profile as for every
+    other runtime; every command that loads a GGUF and optimize's LLM search go through it."""
     from edgeinfer.core.gguf_types import KvType
-    from edgeinfer.devices import LlmDefaults
-    from edgeinfer.runtime.llama import LlamaSettings
+    from edgeinfer.core.model_kind import ModelKind
+    from edgeinfer.pipelines.target import with_profile
+    from edgeinfer.runtime import Target, backend_for
+    from edgeinfer.runtime.llama import settings_from_target
 
-    llm: LlmDefaults = profile.llm if profile else LlmDefaults()
-    kv = parse_choice(KvType, kv_type, option("kv_type")) if kv_type else llm.kv_type
-    return LlamaSettings(
-        n_ctx=n_ctx or llm.n_ctx,
-        threads=threads or (profile.threads if profile else None),
-        n_gpu_layers=gpu_layers if gpu_layers is not None else llm.n_gpu_layers,
+    given = Target(
+        threads=threads or None,
         allow_fallback=allow_fallback,
-        kv_type=kv,
-        extra_buffers=repack if repack is not None else llm.repack,
+        n_ctx=n_ctx or None,
+        gpu_layers=gpu_layers,
+        kv_type=parse_choice(KvType, kv_type, option("kv_type")) if kv_type else None,
+        repack=repack,
     )
+    return settings_from_target(with_profile(given, profile, backend_for(ModelKind.GGUF).takes))
 
 
 def fit_gguf(model: Path, settings, profile=None, *, measure: bool = False) -> dict[str, Any]:
@@ -115,13 +116,11 @@ def generate(
     model: Path, settings, *, prompt: str | None = None, messages: list[dict] | None = None, max_tokens: int = 128
 ) -> tuple[Any, Iterator]:
     """(runner, stream): text pieces as llama.cpp produces them, then a GenerationStats."""
-    from edgeinfer.core.model_kind import ModelKind
-    from edgeinfer.runtime import load
-    from edgeinfer.runtime.llama import target_from_settings
+    from edgeinfer.pipelines.target import gguf_runner
 
     if prompt is None and messages is None:
         raise ConfigError("GGUF models need a prompt (or use `edgeinfer chat`)")
-    runner: Any = load(model, target_from_settings(settings), expect=ModelKind.GGUF)
+    runner = gguf_runner(model, settings)
     return runner, runner.stream(prompt=prompt, messages=messages, max_tokens=max_tokens)
 
 
@@ -135,12 +134,10 @@ def bench_gguf(
     from dataclasses import replace
 
     from edgeinfer.core.measure import peak_rss_mb
-    from edgeinfer.core.model_kind import ModelKind
-    from edgeinfer.runtime import load
-    from edgeinfer.runtime.llama import gguf_summary, target_from_settings
+    from edgeinfer.pipelines.target import gguf_runner
+    from edgeinfer.runtime.llama import gguf_summary
 
-    fitted = replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8))
-    runner: Any = load(model, target_from_settings(fitted), expect=ModelKind.GGUF)
+    runner = gguf_runner(model, replace(settings, n_ctx=max(settings.n_ctx, n_prompt + n_gen + 8)))
     result = runner.bench(n_prompt, n_gen, reps)
     threads = runner.llm.n_threads
     result.update(

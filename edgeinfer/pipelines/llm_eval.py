@@ -125,8 +125,8 @@ def baseline_logits(
     from edgeinfer.core.cache import cache_dir
     from edgeinfer.core.formats import load_npz, read_text_file
     from edgeinfer.core.io import atomic_path, sha256_file
-    from edgeinfer.core.model_kind import ModelKind
-    from edgeinfer.runtime import Target, load
+    from edgeinfer.pipelines.target import gguf_runner
+    from edgeinfer.runtime.llama import LlamaSettings
 
     content = read_text_file(text)  # a text that is not UTF-8 is refused before any model loads
     model_sha = sha256_file(baseline)
@@ -147,8 +147,7 @@ def baseline_logits(
                 "delete it or choose another"
             )
     progress.stage(f"computing the baseline's log-probs once ({baseline.name})")
-    target = Target(threads=threads, n_ctx=window).with_options(logits_all=True)
-    runner: Any = load(baseline, target, expect=ModelKind.GGUF)
+    runner = gguf_runner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
     tokens = _text_tokens(runner, content, max_tokens)
     logp, targets = runner.log_probs(tokens, window)
     ref = {
@@ -231,9 +230,10 @@ def compare_llms(
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.gguf_types import KvType
     from edgeinfer.core.model_kind import ModelKind
+    from edgeinfer.pipelines.target import gguf_runner
     from edgeinfer.runtime import load
     from edgeinfer.runtime.genai import genai_summary, is_genai_folder
-    from edgeinfer.runtime.llama import LlamaSettings, gguf_summary, target_from_settings
+    from edgeinfer.runtime.llama import LlamaSettings, gguf_summary
 
     ref = baseline_logits(baseline, text, window, max_tokens, logits_file, threads, progress)
     tokens = [int(t) for t in ref["tokens"]]
@@ -246,8 +246,9 @@ def compare_llms(
         settings = LlamaSettings(
             n_ctx=max(window, n_prompt + n_gen), threads=threads, kv_type=KvType.F16 if is_base else KvType(kv_type)
         )
-        target = target_from_settings(settings).with_options(logits_all=not is_base)
-        runner: Any = load(model) if onnx_llm else load(model, target, expect=ModelKind.GGUF)
+        runner: Any = (
+            load(model, expect=ModelKind.GENAI) if onnx_llm else gguf_runner(model, settings, logits_all=not is_base)
+        )
         if is_base:  # its log-probs are the reference itself
             figures = score(ref["log_probs"].astype(np.float32), ref["targets"], None)
         else:

@@ -25,19 +25,24 @@ class OrtTarget:
 
 
 def ort_target(profile=None, providers: list[Provider] | None = None, threads: int | None = None) -> OrtTarget:
-    """Explicit providers and threads win over the profile's; None means the runtime's default."""
-    chosen = list(providers) if providers else (list(profile.providers) if profile else None)
-    return OrtTarget(chosen, threads if threads is not None else (profile.threads if profile else None))
+    """Explicit providers and threads win over the profile's (with_profile); None means the runtime's default."""
+    given = Target(tuple(providers) if providers else None, threads)
+    merged = with_profile(given, profile, frozenset({"providers", "threads"}))
+    return OrtTarget(list(merged.providers) if merged.providers else None, merged.threads)
 
 
 def resolve_target(model: Path | str, profile=None, given: Target = Target()) -> Target:
     """The Target `model` runs with: the user's options (`given`; one its backend would ignore is
     refused, exit 2), then the device profile's values for the fields that backend reads (its
     providers and threads; for llama.cpp its [llm] table), then the backend's defaults."""
-    backend = check_target(model_kind(model), given)
+    return with_profile(given, profile, check_target(model_kind(model), given).takes)
+
+
+def with_profile(given: Target, profile, takes: frozenset[str]) -> Target:
+    """`given` with the profile's values for the Target fields in `takes` that the user left unset:
+    the one place a device profile and a user's options merge (llama_settings goes through it too)."""
     if profile is None:
         return given
-    takes = backend.takes
     out = given
     if "providers" in takes and not given.providers:
         out = replace(out, providers=tuple(profile.providers))

@@ -179,11 +179,10 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     from edgeinfer.core.errors import ProviderUnavailableError
     from edgeinfer.core.formats import load_npz
     from edgeinfer.core.measure import interleaved, percentiles
-    from edgeinfer.core.model_kind import ModelKind
     from edgeinfer.core.providers import Provider
     from edgeinfer.exporters.validate import compare_arrays
     from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
-    from edgeinfer.runtime import Target, load
+    from edgeinfer.pipelines.target import OrtTarget, onnx_runner
 
     manifest = read_manifest(bundle)
     report = VerifyReport(str(bundle))
@@ -202,9 +201,9 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     if manifest.format == "gguf":
         return _verify_gguf(bundle, manifest, report, allow_fallback, enforce_latency, runs)
     try:
-        providers = tuple(Provider.parse(p) for p in manifest.providers)
-        target = Target(providers, manifest.threads, allow_fallback).with_options(profile_first_run=False)
-        runner: Any = load(inside(bundle, manifest.model), target, expect=ModelKind.ONNX)
+        where = OrtTarget([Provider.parse(p) for p in manifest.providers], manifest.threads)
+        model = inside(bundle, manifest.model)
+        runner = onnx_runner(model, where, allow_fallback=allow_fallback, profile_first_run=False)
     except ProviderUnavailableError as e:
         report.checks.append(Check("providers", False, f"{e} (or pass {option('allow_fallback', True)})"))
         return report
@@ -275,11 +274,10 @@ def _verify_gguf(
 
     from edgeinfer.core.errors import ProviderUnavailableError
     from edgeinfer.core.formats import load_npz
-    from edgeinfer.core.model_kind import ModelKind
     from edgeinfer.pipelines.deploy.bundle_llm import golden_agreement
     from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
-    from edgeinfer.runtime import load
-    from edgeinfer.runtime.llama import LlamaSettings, target_from_settings
+    from edgeinfer.pipelines.target import gguf_runner
+    from edgeinfer.runtime.llama import LlamaSettings
 
     report.kind = "gguf"
     model = inside(bundle, manifest.model)
@@ -301,8 +299,7 @@ def _verify_gguf(
         extra_buffers=manifest.repack,
     )
     try:
-        target = target_from_settings(settings).with_options(logits_all=True)
-        runner: Any = load(model, target, expect=ModelKind.GGUF)
+        runner = gguf_runner(model, settings, logits_all=True)
     except ProviderUnavailableError as e:
         report.checks.append(Check("providers", False, str(e)))
         return report
