@@ -127,6 +127,10 @@ class Backend:
     generates: bool = False  # a text generator (stream / bench) rather than a tensor model (run)
     options: frozenset[str] = frozenset()  # the backend's own switches Target.options may set
     rank: int = 0  # among backends of one kind, the lowest loads it unless Target.backend names another
+    # An ASGI app serving the model over the OpenAI HTTP API: serve(path, target, *, model_name,
+    # api_key, max_request_bytes, cors_origins) -> app (loads the model). None: not servable.
+    # Given here, or by the server's own file through register_server.
+    serve: Callable[..., Any] | None = None
 
 
 _BACKENDS: Registry[Backend] = Registry("runtime backend", __name__, lambda a, b: a.load is b.load)
@@ -135,6 +139,14 @@ _BACKENDS: Registry[Backend] = Registry("runtime backend", __name__, lambda a, b
 def register_backend(backend: Backend) -> Backend:
     _BACKENDS.add(backend.name, backend)
     return backend
+
+
+def register_server(backend: str, serve: Callable[..., Any]) -> None:
+    """Give the registered backend named `backend` its HTTP server (Backend.serve), from a file of
+    its own that imports the backend's (runtime/llama_server.py for llama.cpp)."""
+    from dataclasses import replace
+
+    _BACKENDS.add(backend, replace(_BACKENDS.entry(backend), serve=serve))
 
 
 def backend_for(kind: ModelKind, name: str | None = None) -> Backend:
@@ -182,3 +194,19 @@ def load(path: Path | str, target: Target = Target(), *, expect: ModelKind | Non
     if expect is not None and kind is not expect:
         raise InputError(f"{path.name} is {kind.one}; this takes {expect.many}")
     return check_target(kind, target).load(path, target)
+
+
+def serving_app(path: Path | str, target: Target = Target(), **server: Any) -> Any:
+    """The HTTP app that serves `path` (loaded now) on its backend, which is checked like `load`'s;
+    `server`: the backend's serve options (model_name, api_key, max_request_bytes, cors_origins).
+    A model whose backend cannot serve is refused in one line naming what can be served."""
+    from edgeinfer.core.errors import InputError
+
+    path = Path(path)
+    kind = model_kind(path)
+    servable = sorted({k.many for b in _BACKENDS.all().values() if b.serve is not None for k in b.kinds})
+    backend = backend_for(kind, target.backend)
+    if backend.serve is None:
+        raise InputError(f"{path.name} is {kind.one}; serve runs {' and '.join(servable) or 'nothing here'}")
+    check_target(kind, target)
+    return backend.serve(path, target, **server)

@@ -235,6 +235,24 @@ def kv_params(kv_type: str) -> dict[str, Any]:
     return {"type_k": ggml_type, "type_v": ggml_type, "flash_attn": True}
 
 
+def offloaded_layers(settings: LlamaSettings) -> tuple[int, list[str]]:
+    """The GPU layers this llama.cpp build can really take for `settings`, and the fallbacks taken:
+    GPU layers on a build without offload are refused, or with allow_fallback said, recorded and
+    run on the CPU; never silently ignored as llama.cpp itself would."""
+    import llama_cpp
+
+    if not settings.n_gpu_layers or llama_cpp.llama_supports_gpu_offload():
+        return settings.n_gpu_layers, []
+    if not settings.allow_fallback:
+        raise ProviderUnavailableError(
+            f"{settings.n_gpu_layers} GPU layers requested, but this llama-cpp-python build has no GPU offload "
+            "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass "
+            + option("allow_fallback", True)
+        )
+    log.warning("fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
+    return 0, ["gpu offload unavailable"]
+
+
 class LlamaRunner:
     def __init__(
         self,
@@ -249,18 +267,7 @@ class LlamaRunner:
             import llama_cpp
         except ImportError as e:
             raise MissingDependencyError("llama-cpp-python", "running GGUF models") from e
-        gpu_layers = settings.n_gpu_layers
-        fallbacks = []
-        if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
-            if not settings.allow_fallback:
-                raise ProviderUnavailableError(
-                    f"{gpu_layers} GPU layers requested, but this llama-cpp-python build has no GPU offload "
-                    "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on), or pass "
-                    + option("allow_fallback", True)
-                )
-            log.warning("fallback: no GPU offload in this llama.cpp build; running all layers on the CPU")
-            fallbacks.append("gpu offload unavailable")
-            gpu_layers = 0
+        gpu_layers, fallbacks = offloaded_layers(settings)
         self.settings = settings
         self.logits_all = logits_all
         extra_bufts = use_extra_buffers(settings)

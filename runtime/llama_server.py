@@ -27,11 +27,15 @@ from typing import Any, cast
 
 from edgeinfer.core.errors import MissingDependencyError
 from edgeinfer.core.formats import open_gguf
+from edgeinfer.runtime import Target, register_server
 from edgeinfer.runtime.llama import (
     LlamaSettings,
     check_llm_file,
     generation_threads,
+    kv_params,
     model_params,
+    offloaded_layers,
+    settings_from_target,
     use_extra_buffers,
 )
 from edgeinfer.runtime.llama_guard import GrammarCheck, RequestGuard, grammar_errors_are_400, guard_samplers
@@ -151,7 +155,8 @@ def build_app(
             "llama-cpp-python[server]", "edgeinfer serve (pip install 'edgeinfer[serve]')"
         ) from e
 
-    check_llm_file(Path(model), settings.n_ctx)
+    check_llm_file(Path(model), settings.n_ctx, settings.kv_type)
+    gpu_layers, _ = offloaded_layers(settings)  # GPU layers without offload: refused, or said and run on the CPU
     server = ServerSettings(api_key=api_key, interrupt_requests=False)
     model_settings = ModelSettings(
         model=str(model),
@@ -159,9 +164,10 @@ def build_app(
         n_ctx=settings.n_ctx,
         n_threads=generation_threads(settings),
         n_threads_batch=settings.threads or ModelSettings.model_fields["n_threads_batch"].default,
-        n_gpu_layers=settings.n_gpu_layers,
+        n_gpu_layers=gpu_layers,
         seed=settings.seed,
         verbose=False,
+        **kv_params(settings.kv_type),  # the KV-cache type, as every other llama.cpp load takes it
     )
     with model_params(use_extra_buffers(settings)):
         app = create_app(server_settings=server, model_settings=[model_settings])
@@ -194,3 +200,10 @@ def _set_cors(app, origins: tuple[str, ...]) -> None:
                 allow_headers=["Authorization", "Content-Type"],
             ),
         )
+
+
+def _serve(model: Path, target: Target, **server: Any):
+    return build_app(model, settings_from_target(target), **server)
+
+
+register_server("llama.cpp", _serve)

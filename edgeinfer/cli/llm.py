@@ -218,7 +218,8 @@ def serve(
 
     run_server(
         model,
-        settings_for(device, threads, ctx, gpu_layers, allow_fallback, kv_type, repack),
+        runtime_target(None, threads, allow_fallback, n_ctx=ctx, gpu_layers=gpu_layers, kv_type=kv_type, repack=repack),
+        resolve_device(device, None)[0],
         host=host,
         port=port,
         api_key=api_key,

@@ -26,6 +26,11 @@ class Registry(Generic[T]):
             raise RuntimeError(f"two {self.what}s are named {name!r}")
         self._entries[name] = entry
 
+    def entry(self, name: str) -> T:
+        """The entry registered as `name` so far, without importing the package (for a module that
+        extends an entry another module it imports has registered)."""
+        return self._entries[name]
+
     def all(self) -> dict[str, T]:
         """Every entry, after importing each module of the package (they register themselves)."""
         package = importlib.import_module(self.package)

@@ -171,6 +171,7 @@ def export_source(
     exported graph before validation, so what is validated is what ships."""
     from edgeinfer.exporters.onnx import export_onnx
     from edgeinfer.exporters.validate import validate_onnx
+    from edgeinfer.pipelines.target import onnx_runner
 
     static_shapes, atol = cfg.static_shapes, cfg.atol
     cases = {"example": src.example}
@@ -193,7 +194,11 @@ def export_source(
             + " and ".join(", ".join(f"{n}{list(t.shape)}" for n, t in c.items()) for c in cases.values())
         )
         # A graph that exports but computes different numbers is refused, never shipped.
-        figures = validate_onnx(src.module, tmp, cases, src.output_names, atol).to_dict()
+        runner = onnx_runner(tmp, profile_first_run=False)  # the CPU, through the runtime interface
+        try:
+            figures = validate_onnx(src.module, runner, cases, src.output_names, atol).to_dict()
+        finally:
+            runner.close()
     params = sum(p.numel() for p in src.module.parameters())
     config: dict[str, Any] = {**cfg.to_dict(), "exporter_used": result.exporter.value}
     if result.choice:

@@ -1,4 +1,5 @@
-"""`edgeinfer serve`: a GGUF LLM behind an OpenAI-compatible HTTP server (runtime/llama_server.py)."""
+"""`edgeinfer serve`: a model behind an OpenAI-compatible HTTP server, made by its runtime backend
+(edgeinfer.runtime.serving_app; today llama.cpp's, runtime/llama_server.py, for GGUF LLMs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeinfer.core.errors import ConfigError, option
+from edgeinfer.runtime import Target
 
 
 def check_exposure(host: str, api_key: str | None) -> None:
@@ -23,7 +25,8 @@ def check_exposure(host: str, api_key: str | None) -> None:
 
 def serve(
     model: Path,
-    settings,
+    given: Target = Target(),
+    profile=None,
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -33,11 +36,13 @@ def serve(
     cors: tuple[str, ...] = (),
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Load `model` and serve it until interrupted (Ctrl-C stops it cleanly). `cors`: web origins
-    whose pages may call the server from a browser (none by default)."""
+    """Load `model` on the runtime its kind takes (the user's options in `given`, the device
+    profile's for the rest) and serve it until interrupted (Ctrl-C stops it cleanly). `cors`: web
+    origins whose pages may call the server from a browser (none by default)."""
     import uvicorn
 
-    from edgeinfer.runtime.llama_server import build_app
+    from edgeinfer.pipelines.target import describe_target, resolve_target
+    from edgeinfer.runtime import serving_app
 
     check_exposure(host, api_key)
     if not 0 < max_request_mb <= 1024:
@@ -47,14 +52,15 @@ def serve(
             raise ConfigError(
                 f"{option('cors', origin)} must be a web origin, e.g. http://localhost:3000 (no path, no *)"
             )
+    target = resolve_target(model, profile, given)  # options this runtime would ignore: exit 2, nothing bound
     _stop_on_signals()
     sock = bind_port(host, port)
     name = model_name or Path(model).stem
-    announce(f"loading {model} (context {settings.n_ctx}, threads {settings.threads or 'auto'})")
+    announce(f"loading {model} ({describe_target(target)})")
     try:
-        app = build_app(
+        app = serving_app(
             Path(model),
-            settings,
+            target,
             model_name=name,
             api_key=api_key,
             max_request_bytes=int(max_request_mb * 2**20),

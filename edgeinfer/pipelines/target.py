@@ -60,6 +60,26 @@ def with_profile(given: Target, profile, takes: frozenset[str]) -> Target:
     return out
 
 
+def describe_target(target: Target) -> str:
+    """The options a model is loaded with, in words ("context 1024, threads 2, GPU layers 0");
+    what is not set is the runtime's default."""
+    labels = {"providers": "providers", "threads": "threads", "n_ctx": "context", "gpu_layers": "GPU layers",
+              "kv_type": "KV cache", "repack": "repacked weights"}  # fmt: skip
+    parts = []
+    for name, label in labels.items():
+        value = getattr(target, name)
+        if value is None or value == ():
+            continue
+        if name == "providers":
+            value = ", ".join(str(p) for p in value)
+        elif name == "repack":
+            value = "on" if value else "off"
+        parts.append(f"{label} {value}")
+    if target.allow_fallback:
+        parts.append("CPU fallback allowed")
+    return ", ".join(parts) or "the runtime's defaults"
+
+
 def onnx_runner(path: Path, where: OrtTarget | None = None, *, allow_fallback: bool = False, **options: Any) -> Any:
     """An ONNX model loaded through edgeinfer.runtime.load on `where`'s providers and threads
     (None: the CPU), with the backend's own switches (profile_first_run=False, ...); a model of

@@ -60,9 +60,13 @@ def test_tampered_graph_fails_validation_listing_every_mismatch(lenet_onnx, tmp_
     biggest.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), biggest.name))
     tampered = tmp_path / "tampered.onnx"
     onnx.save(model, str(tampered))
+    from edgeinfer.runtime import load
+
     src = load_source("edgeinfer.examples.digits:lenet")
     with pytest.raises(ValidationError) as e:
-        validate_onnx(src.module, tampered, {"example": src.example, "second_shape": src.second}, src.output_names)
+        validate_onnx(
+            src.module, load(tampered), {"example": src.example, "second_shape": src.second}, src.output_names
+        )
     assert len(e.value.mismatches) == 2
     assert "max abs diff" in e.value.mismatches[0]
 

@@ -321,3 +321,37 @@ def test_a_server_started_in_the_background_stops_on_sigint_while_loading_and_on
     s = Server(smollm2, "--ctx", "256")
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=30) == 0
+
+
+def test_serve_goes_through_the_runtime_interface_with_every_option(smollm2, tmp_path):
+    """serve builds its app through edgeinfer.runtime.serving_app, on the backend load() would pick,
+    and the llama.cpp server gets the options every other load gets: context and KV-cache type
+    (the server used to drop --kv-type); a model no backend can serve is refused naming what can."""
+    import llama_cpp.server.app as server_app
+
+    from edgeinfer.core.errors import InputError
+    from edgeinfer.core.gguf_types import KvType
+    from edgeinfer.runtime import Target, serving_app
+
+    try:
+        serving_app(smollm2, Target(n_ctx=256, kv_type=KvType.Q8_0), model_name="x")
+        llm = server_app._llama_proxy._current_model
+        assert llm.n_ctx() == 256
+        assert llm.context_params.type_k == llm.context_params.type_v == 8  # GGML_TYPE_Q8_0
+    finally:
+        server_app._llama_proxy = None
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"\x08\x07")
+    with pytest.raises(InputError, match="m.onnx is an ONNX model; serve runs GGUF LLMs"):
+        serving_app(onnx_file)
+
+
+def test_serve_never_ignores_gpu_layers_it_cannot_offload(smollm2, capsys):
+    """A GPU profile's layers on a llama.cpp without GPU offload: refused in one line naming
+    --allow-fallback before serving (the server used to pass them to llama.cpp, which ignores them)."""
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python offloads to a GPU: the refusal is for builds that cannot")
+    code, _, err = run_cli(capsys, "serve", smollm2, "--device", "jetson-orin", "--port", str(_free_port()))
+    assert code == 2 and "GPU offload" in err and "--allow-fallback" in err and "serving" not in err
