@@ -71,17 +71,32 @@ def generation_threads(settings: LlamaSettings) -> int:
     return settings.threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
+def gpu_offload_build() -> bool:
+    """Whether this llama-cpp-python was built with a GPU backend (CUDA, Metal, Vulkan, ...)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 def use_extra_buffers(settings: LlamaSettings) -> bool:
     """Whether llama.cpp may put weights in its extra CPU buffers (AMX tiles, repacked blocks).
 
-    On AMX CPUs the bundled llama.cpp segfaults in decode with them (every quantized model, on an
-    Intel Xeon with AMX-INT8; not reproducible on the AVX-512 AMD hosts without AMX). An open upstream
-    fix names a cause that fits: worker threads running AMX tile instructions without the per-thread
-    XTILEDATA permission Linux requires, and a tile config the compiler drops (ggml-org/llama.cpp#26954;
-    the crash itself is #20824). The AMX buffer is at fault, not repacking as such, but llama.cpp has
-    one switch for both. So they are off on AMX CPUs and on elsewhere, unless the settings say otherwise.
-    `benchmarks/llm_repack.py` measures what repacking gains, and reproduces the crash on AMX hosts."""
-    return not cpu_has_amx() if settings.extra_buffers is None else settings.extra_buffers
+    On AMX CPUs the CPU-only llama.cpp that pip builds segfaults in decode with them (every quantized
+    model, on an Intel Xeon with AMX-INT8; not reproducible on the AVX-512 AMD hosts without AMX). An
+    open upstream fix names a cause that fits: worker threads running AMX tile instructions without
+    the per-thread XTILEDATA permission Linux requires, and a tile config the compiler drops
+    (ggml-org/llama.cpp#26954; the crash itself is #20824). So they are off there.
+
+    Not on a GPU build: on an H200 host (Xeon with AMX) the CUDA build of the same llama-cpp-python
+    ran with them, on the GPU and on the CPU alike, and segfaulted in llama_model_load_from_file on
+    every load made with them off (../shared/notes/gpu-check.md): the one load setting all those
+    crashed loads shared and the working direct loads did not. So they stay at llama.cpp's default
+    (on) wherever the build offloads, and elsewhere on non-AMX CPUs, unless the settings say otherwise.
+    `benchmarks/llm_repack.py` measures what repacking gains and reproduces the AMX crash;
+    `benchmarks/gpu_check.sh` checks a GPU host, load setting by load setting."""
+    if settings.extra_buffers is not None:
+        return settings.extra_buffers
+    return gpu_offload_build() or not cpu_has_amx()
 
 
 @contextlib.contextmanager
@@ -91,6 +106,9 @@ def model_params(use_extra_bufts: bool):
 
     module = llama_cpp.llama_cpp
     original = module.llama_model_default_params
+    if original().use_extra_bufts == use_extra_bufts:  # llama.cpp's own default: load exactly as it would
+        yield
+        return
 
     def params():
         p = original()
@@ -239,9 +257,7 @@ def offloaded_layers(settings: LlamaSettings) -> tuple[int, list[str]]:
     """The GPU layers this llama.cpp build can really take for `settings`, and the fallbacks taken:
     GPU layers on a build without offload are refused, or with allow_fallback said, recorded and
     run on the CPU; never silently ignored as llama.cpp itself would."""
-    import llama_cpp
-
-    if not settings.n_gpu_layers or llama_cpp.llama_supports_gpu_offload():
+    if not settings.n_gpu_layers or gpu_offload_build():
         return settings.n_gpu_layers, []
     if not settings.allow_fallback:
         raise ProviderUnavailableError(

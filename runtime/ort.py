@@ -122,10 +122,10 @@ class OrtRunner:
         missing = [p for p in requested if p.value not in available]
         fallbacks = []
         if missing:
-            names = ", ".join(f"{p.value} (pip install {p.package})" for p in missing)
+            names = ", ".join(f"{p.value} ({p.how_to_get()})" for p in dict.fromkeys(missing))
             if not allow_fallback:
                 raise ProviderUnavailableError(
-                    f"execution provider not available on this machine: {names}; install it, choose "
+                    f"execution provider not available on this machine: {names}; choose "
                     f"another {option('providers')}/{option('device')}, or pass {option('allow_fallback', True)} to run without it",
                     missing=names,
                 )

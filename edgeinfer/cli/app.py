@@ -337,7 +337,7 @@ def main() -> None:
         if _state["verbose"]:
             err.print_exception()
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except TyperException as e:  # typer >= 0.29 bundles click; its usage errors derive from this
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `edgeinfer`: the help is the answer
             print(getattr(e, "ctx").get_help())

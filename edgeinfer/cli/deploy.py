@@ -212,9 +212,13 @@ def _print_candidates(report) -> None:
             if c.speedup is not None and c.speedup_ci95
             else "-"
         )
+        if c.p50_ms is not None:
+            latency = f"{c.p50_ms:.3f}"
+        else:
+            latency = "no target" if c.measured and report.stand_in else "-"
         table.add_row(
             c.name + mark,
-            f"{c.p50_ms:.3f}" if c.p50_ms is not None else "-",
+            latency,
             speed,
             f"{c.drop:.4f}" if c.drop is not None else "-",
             f"{c.size_bytes / 2**20:.2f}" if c.size_bytes else "-",
@@ -222,6 +226,8 @@ def _print_candidates(report) -> None:
             "met" if c.met else "[red]" + "; ".join(c.failed) + "[/red]",
         )
     console.print(table)
+    if report.stand_in:
+        err.print(f"[yellow]{report.stand_in}[/yellow]", highlight=False)
 
 
 @app.command()

@@ -14,7 +14,9 @@ from typing import TypeVar
 
 
 class EdgeInferError(Exception):
-    """Base of every error edgeinfer raises on purpose."""
+    """Base of every error edgeinfer raises on purpose; the CLI exits with its `exit_code`."""
+
+    exit_code = 2
 
 
 class ConfigError(EdgeInferError):
@@ -40,6 +42,13 @@ class ProviderUnavailableError(EdgeInferError):
     def __init__(self, message: str, missing: str = "") -> None:
         super().__init__(message)
         self.missing = missing
+
+
+class NoTargetError(EdgeInferError):
+    """What was asked needs the device, and the device is not here (latency of a board not on the
+    desk): nothing can be chosen, as when no candidate meets the budgets (exit 1)."""
+
+    exit_code = 1
 
 
 class BackendError(EdgeInferError):

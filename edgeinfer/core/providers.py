@@ -25,7 +25,21 @@ class Provider(StrEnum):
 
     @property
     def package(self) -> str:
-        return _PROVIDER_PACKAGES[self]
+        """The PyPI distribution that ships this provider."""
+        return _PROVIDER_PACKAGES[self][0]
+
+    def how_to_get(self) -> str:
+        """What to do to have this provider: `pip install` its package when that is not installed;
+        when it is, that this build of it lacks the provider, and what does have it. Never a pip
+        command for a package that is already here."""
+        from importlib import metadata
+
+        package, note = _PROVIDER_PACKAGES[self]
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return f"pip install {package}" + (f"; {note}" if note else "")
+        return f"{package} {version} is installed but does not offer it" + (f": {note}" if note else "")
 
     @classmethod
     def parse(cls, name: str) -> Provider:
@@ -41,13 +55,17 @@ class Provider(StrEnum):
         return self.value.removesuffix("ExecutionProvider").lower()
 
 
+# The distribution that ships each provider, and what else it takes.
 _PROVIDER_PACKAGES = {
-    Provider.CPU: "onnxruntime",
-    Provider.CUDA: "onnxruntime-gpu",
-    Provider.TENSORRT: "onnxruntime-gpu (and TensorRT)",
-    Provider.QNN: "onnxruntime-qnn",
-    Provider.COREML: "onnxruntime (macOS build)",
-    Provider.OPENVINO: "onnxruntime-openvino",
-    Provider.DIRECTML: "onnxruntime-directml",
-    Provider.XNNPACK: "onnxruntime (a build with XNNPACK)",
+    Provider.CPU: ("onnxruntime", ""),
+    Provider.CUDA: ("onnxruntime-gpu", "it needs the CUDA and cuDNN libraries of its version"),
+    Provider.TENSORRT: ("onnxruntime-gpu", "it needs TensorRT's libraries"),
+    Provider.QNN: ("onnxruntime-qnn", ""),
+    Provider.COREML: ("onnxruntime", "CoreML is in its macOS builds only"),
+    Provider.OPENVINO: ("onnxruntime-openvino", ""),
+    Provider.DIRECTML: ("onnxruntime-directml", "Windows only"),
+    Provider.XNNPACK: (
+        "onnxruntime",
+        "XNNPACK is in its mobile packages and source builds (--use_xnnpack) only",
+    ),
 }

@@ -60,6 +60,18 @@ def with_profile(given: Target, profile, takes: frozenset[str]) -> Target:
     return out
 
 
+def absent_accelerators(profile) -> list[Provider]:
+    """The profile's execution providers, other than the CPU, that this machine does not have: a
+    device that is not here (a board not on the desk, a GPU profile on a CPU machine). Empty when
+    the device's providers are all here, or for no profile (this machine)."""
+    from edgeinfer.runtime.ort import available_providers
+
+    if profile is None:
+        return []
+    here = set(available_providers())
+    return [p for p in dict.fromkeys(profile.providers) if p is not Provider.CPU and p.value not in here]
+
+
 def describe_target(target: Target) -> str:
     """The options a model is loaded with, in words ("context 1024, threads 2, GPU layers 0");
     what is not set is the runtime's default."""

@@ -167,3 +167,35 @@ def test_repack_switch_and_the_report_of_where_the_weights_went(artifacts, smoll
         runner.close()
     p, q = log_probs[False], log_probs[True]
     assert (np.exp(p) * (p - q)).sum(1).mean() < 0.1 and (p.argmax(1) == q.argmax(1)).mean() > 0.8
+
+
+def test_the_load_a_gpu_host_makes_is_llama_cpps_own(smollm2, monkeypatch):
+    """The path an AMX host with a CUDA build takes (the H200 host of ../shared/notes/gpu-check.md),
+    run here with this CPU-only build told it is one: AMX detected and GPU offload reported. The
+    load must reach llama.cpp with its own default model parameters (extra buffers on, as the direct
+    llama_cpp.Llama loads that worked there) and the GPU layers asked for; edgeinfer's CPU-only AMX
+    workaround (extra buffers off, the one load setting every crashed load shared) must not apply.
+    On an AMX CPU-only build it still does."""
+    import llama_cpp
+
+    from edgeinfer.runtime import llama as rt
+
+    seen: list[tuple[bool, int]] = []
+    load = llama_cpp.llama_cpp.llama_model_load_from_file
+
+    def spy(path, params):
+        seen.append((bool(params.use_extra_bufts), int(params.n_gpu_layers)))
+        return load(path, params)
+
+    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_model_load_from_file", spy)
+    monkeypatch.setattr(rt, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    runner = rt.LlamaRunner(smollm2, rt.LlamaSettings(n_ctx=64, n_gpu_layers=999))
+    assert seen == [(True, 999)]
+    assert runner.report.used[0].startswith("llama.cpp GPU") and "no AMX" not in runner.report.used[0]
+    runner.close()
+
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    runner = rt.LlamaRunner(smollm2, rt.LlamaSettings(n_ctx=64))
+    assert seen[-1] == (False, 0) and "no AMX/repacked weight buffers" in runner.report.used[0]
+    runner.close()

@@ -572,24 +572,55 @@ def _verify_in_a_fresh_process(bundle, tmp_path) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_a_profile_whose_providers_are_missing_here_lists_its_candidates_as_not_measurable(
-    digits_eval, tmp_path, capsys
-):
-    """jetson-orin runs TensorRT / CUDA, which this CPU-only machine lacks: every candidate is listed
-    as not measurable here, naming the package, and nothing ships."""
+def test_a_device_that_is_not_here_is_never_timed_here(digits_eval, lenet_onnx, tmp_path, capsys):
+    """jetson-orin runs TensorRT / CUDA, which this CPU-only machine lacks: the latency objective
+    cannot choose, so optimize exits 1 before measuring, naming --objective size and each missing
+    provider once, with the package to install; a latency budget for it is refused (exit 2)."""
     out = tmp_path / "orin"
     code, stdout, err = run_cli(
-        capsys, "optimize", FACTORY, "--device", "jetson-orin", "--data", digits_eval, "--max-drop", "0.01",
+        capsys, "optimize", lenet_onnx, "--device", "jetson-orin", "--data", digits_eval, "--max-drop", "0.01",
         "--runs", "3", "-o", out, "--json", "--no-cache",
     )  # fmt: skip
-    assert code == 1 and not out.exists()
+    assert code == 1 and not out.exists() and stdout == ""
+    line = " ".join(err.split())
+    assert "jetson-orin is not here" in line and "--objective size" in line
+    assert line.count("TensorrtExecutionProvider") == 1 and line.count("CUDAExecutionProvider") == 1
+    assert "pip install onnxruntime-gpu" in line and "candidate" in line
+    code, _, err = run_cli(
+        capsys, "optimize", lenet_onnx, "--device", "jetson-orin", "--data", digits_eval, "--objective", "size",
+        "--max-latency-ms", "5", "-o", out,
+    )  # fmt: skip
+    assert code == 2 and "--max-latency-ms needs latency measured on jetson-orin" in " ".join(err.split())
+
+
+def test_a_board_not_on_the_desk_gets_a_size_ranked_bundle_measured_here(digits_eval, lenet_onnx, tmp_path, capsys):
+    """raspberry-pi-5 (XNNPACK, then the CPU) with --objective size: quality, size and memory are
+    measured here on the CPU standing in for the board, latency is not (no target), the smallest
+    candidate within --max-drop ships, and its bundle says so; verify there needs XNNPACK (named
+    without a pip command for the onnxruntime that is installed), or --allow-fallback."""
+    out = tmp_path / "pi"
+    code, stdout, err = run_cli(
+        capsys, "optimize", lenet_onnx, "--device", "raspberry-pi-5", "--data", digits_eval, "--max-drop", "0.02",
+        "--objective", "size", "-o", out, "--json", "--no-cache",
+    )  # fmt: skip
+    assert code == 0, err
     report = json.loads(stdout)
-    assert report["candidates"] and report["chosen"] is None
-    for c in report["candidates"]:
-        if c["failed"] and c["failed"][0].startswith("the same file"):
-            continue
-        assert c["p50_ms"] is None and c["failed"][0].startswith("not measurable here: TensorrtExecutionProvider")
-        assert "pip install onnxruntime-gpu" in c["failed"][0] and "--allow-fallback" not in c["failed"][0]
+    assert "stands in for raspberry-pi-5" in report["stand_in"] and "latency not measured" in report["stand_in"]
+    measured = [c for c in report["candidates"] if c["drop"] is not None]
+    assert measured and all(c["p50_ms"] is None and c["speedup_vs_fp32"] is None for c in measured)
+    chosen = next(c for c in report["candidates"] if c["name"] == report["chosen"])
+    assert chosen["met"] and chosen["drop"] <= 0.02 and chosen["memory_mb"] > 0
+    assert chosen["size_bytes"] == min(c["size_bytes"] for c in report["candidates"] if c["met"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["providers"][0] == "XnnpackExecutionProvider" and manifest["measured"]["p50_ms"] is None
+    assert "stands in for raspberry-pi-5" in manifest["measured"]["measured_on"]
+    assert "not timed" in (out / "README.md").read_text()
+    code, said, err = run_cli(capsys, "verify", out)
+    line = " ".join((said + err).split())
+    assert code == 1 and "XnnpackExecutionProvider" in line and "pip install onnxruntime " not in line + " "
+    assert line.count("--allow-fallback") == 1
+    code, stdout, _ = run_cli(capsys, "verify", out, "--allow-fallback", "--json")
+    assert code == 0 and json.loads(stdout)["passed"]
 
 
 def test_a_new_quantization_method_is_searched_with_no_other_edit(lenet_onnx, digits_eval, tmp_path, monkeypatch):

@@ -95,8 +95,10 @@ def write_bundle(
     report,
     candidate,
     force: bool = False,
+    golden_on_cpu: bool = False,
 ) -> None:
-    """Write the bundle folder atomically (it appears whole, or not at all)."""
+    """Write the bundle folder atomically (it appears whole, or not at all). `golden_on_cpu`: the
+    device's providers are not here, so the expected outputs' tolerance is taken on the CPU."""
     from edgeinfer import __version__
     from edgeinfer.core.artifact import copy_with_sidecar, load_artifact
     from edgeinfer.core.data import load_batches
@@ -106,7 +108,7 @@ def write_bundle(
     art = load_artifact(model)
     base = onnx_runner(baseline, profile_first_run=False)
     # The chosen model on the device's providers, as verify will run it (an NPU rounds differently).
-    cand = onnx_runner(model, ort_target(profile), profile_first_run=False)
+    cand = onnx_runner(model, ort_target(None if golden_on_cpu else profile), profile_first_run=False)
     first = base.inputs[0].shape[0] if base.inputs and base.inputs[0].shape else None
     samples = max(GOLDEN_SAMPLES, first if isinstance(first, int) else 0)  # a fixed batch is the minimum
     batches = load_batches(data, base.inputs, samples, art.meta.get("tokenizer"), samples)
@@ -166,7 +168,8 @@ def write_recipe(out: Path, source: str, recipe, model: Path, report, candidate)
             k: v
             for k, v in candidate.to_dict().items()
             if k in ("metrics", "drop", "p50_ms", "size_bytes", "memory_mb")
-        },
+        }
+        | {"measured_on": report.stand_in or candidate.to_dict()["measured_on"]},
         "device": report.device,
         "result": {"sha256": sha256_file(model)},
     }
@@ -230,11 +233,17 @@ def _toml_safe(value):
 
 
 def _readme(report, candidate) -> str:
+    figures = f"a metric drop of {candidate.drop:.4f} against FP32, and {candidate.size_bytes / 2**20:.2f} MiB"
+    if candidate.p50_ms is not None:
+        measured = f"it measured p50 {candidate.p50_ms:.3f} ms on the eval batch, {figures}."
+    else:  # the device was not where optimize ran
+        measured = (
+            f"it measured {figures}; it was not timed: {report.stand_in}. `edgeinfer verify .` on the device times it."
+        )
     return f"""# edgeinfer bundle for {report.device}
 
 `model.onnx` is the `{candidate.name}` candidate, chosen by `edgeinfer optimize` (objective:
-{report.objective}); it measured p50 {candidate.p50_ms:.3f} ms on the eval batch, a metric drop of
-{candidate.drop:.4f} against FP32, and {candidate.size_bytes / 2**20:.2f} MiB.
+{report.objective}); {measured}
 
 On the device:
 

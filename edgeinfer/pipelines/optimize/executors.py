@@ -130,7 +130,10 @@ def space_from_spec(spec: dict[str, Any], work: Path):
     if spec["kind"] == "onnx":
         from edgeinfer.pipelines.optimize.onnx import OnnxSpace
 
-        return OnnxSpace(spec["source"], baseline, work, spec["data"], spec["profile"], ctx, spec["runs"], QUIET)
+        return OnnxSpace(
+            spec["source"], baseline, work, spec["data"], spec["profile"], ctx, spec["runs"], QUIET,
+            stand_in=spec.get("stand_in", False),
+        )  # fmt: skip
     from edgeinfer.pipelines.optimize.llm import GgufSpace
 
     return GgufSpace(baseline, work, Path(spec["data"]), spec["profile"], ctx, spec["runs"], QUIET)

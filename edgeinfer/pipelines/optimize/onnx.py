@@ -111,10 +111,19 @@ class OnnxSpace:
     """Builds candidates with the passes and measures each with `compare` against FP32."""
 
     def __init__(
-        self, source: str, baseline: Path, work: Path, data: str, profile, ctx, runs: int, progress: Progress
+        self,
+        source: str,
+        baseline: Path,
+        work: Path,
+        data: str,
+        profile,
+        ctx,
+        runs: int,
+        progress: Progress,
+        stand_in: bool = False,
     ) -> None:
         self.source, self.baseline, self.work, self.data, self.profile = source, baseline, work, data, profile
-        self.ctx, self.runs, self.progress = ctx, runs, progress
+        self.ctx, self.runs, self.progress, self.stand_in = ctx, runs, progress, stand_in
         self._feeds: Path | None = None
         self._batches = None  # the evaluation data, loaded once for every candidate's comparison
 
@@ -143,21 +152,26 @@ class OnnxSpace:
 
             inputs = onnx_runner(self.baseline, profile_first_run=False).inputs
             self._batches = load_batches(self.data, inputs, 8, load_artifact(self.baseline).meta.get("tokenizer"))
+        # A device that is not here: this machine's CPU stands in for its kernels; the quality and
+        # size figures hold, a latency would not be the device's and is not taken.
+        device = None if self.stand_in else self.profile
         report = compare_models(
-            self.baseline, [other], self.data, task=EvalTask.AUTO, device=self.profile, runs=self.runs,
-            batch_size=8, data=self._batches, progress=self.progress,
+            self.baseline, [other], self.data, task=EvalTask.AUTO, device=device,
+            runs=3 if self.stand_in else self.runs, batch_size=8, data=self._batches, progress=self.progress,
         )  # fmt: skip
         row = report.rows[1]
         if row.delta is not None:
             drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
         else:  # 1 - mean cosine, which float rounding can push a hair below 0
             drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
-        target = ort_target(self.profile)
+        target = ort_target(device)
         providers = [p.value for p in target.providers] if target.providers else ["cpu"]
+        memory = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads)
+        if self.stand_in:
+            return Measurement(report.task, dict(row.metrics), drop, None, None, None, memory)
         return Measurement(
-            report.task, dict(row.metrics), drop, row.latency_ms["p50"], row.speedup, row.speedup_ci95,
-            onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads),
-        )  # fmt: skip
+            report.task, dict(row.metrics), drop, row.latency_ms["p50"], row.speedup, row.speedup_ci95, memory
+        )
 
     def remote_spec(self) -> dict[str, Any]:
         sidecar = sidecar_path(self.baseline)
@@ -165,7 +179,7 @@ class OnnxSpace:
             "kind": "onnx", "source": self.source, "baseline": self.baseline.read_bytes(),
             "sidecar": sidecar.read_bytes() if sidecar.exists() else None, "data": self.data,
             "calib": self.ctx.calib, "train_data": self.ctx.train_data, "profile": self.profile, "runs": self.runs,
-            "trust_source": self.ctx.trust_source,
+            "trust_source": self.ctx.trust_source, "stand_in": self.stand_in,
         }  # fmt: skip
 
     def _baseline_copy(self) -> Path:
@@ -244,6 +258,7 @@ def optimize_onnx(
             f"(package.module:function), not from {Path(source).name}"
         )
     replay, replay_steps, export_cfg = settings.replay(source, "export-onnx")
+    stand_in = no_target(settings, searching=replay is None)
     with scratch_dir("optimize") as tmp:
         work = Path(tmp)
         ctx = PassContext(
@@ -278,9 +293,10 @@ def optimize_onnx(
                 "device": settings.device,
                 "providers": [p.value for p in profile.providers] if profile is not None else None,
                 "threads": getattr(profile, "threads", None),
+                "stand_in": stand_in is not None,  # quality on this CPU only: another entry
             }
         )
-        space = OnnxSpace(source, baseline, work, data, profile, ctx, settings.runs, progress)
+        space = OnnxSpace(source, baseline, work, data, profile, ctx, settings.runs, progress, stand_in is not None)
         if quant_recipe(profile) == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
             log.warning(
                 "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
@@ -298,11 +314,45 @@ def optimize_onnx(
             candidates += derived
         task = next((c.task for c in candidates if c.task), "unknown")
         result = OptimizeReport(settings.device, objective.value, budgets, task, candidates, kind="onnx")
+        result.stand_in = stand_in
         pick = finish(result, space, cache, settings, replay)
         if pick is not None and pick.path is not None:
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
             write_bundle(
                 bundle, pick.path, baseline, recipe=pick.steps if from_source(pick.steps) else export_steps + pick.steps,
                 source=source, data=data, profile=profile, report=result, candidate=pick, force=settings.force,
+                golden_on_cpu=stand_in is not None,
             )  # fmt: skip
     return result
+
+
+def no_target(settings: SearchSettings, *, searching: bool) -> str | None:
+    """None when the device's providers are here (or no device was named); else what stands in for
+    the device and why, after refusing what needs the device itself: a latency budget (exit 2), and
+    the latency objective for a search (exit 1: nothing could be chosen), naming what to do instead."""
+    import platform
+
+    from edgeinfer.core.errors import NoTargetError
+    from edgeinfer.pipelines.target import absent_accelerators
+
+    absent = absent_accelerators(settings.profile)
+    if not absent:
+        return None
+    device = settings.device
+    why = "; ".join(f"{p.value} ({p.how_to_get()})" for p in absent)
+    if settings.budgets.max_latency_ms is not None:
+        raise ConfigError(
+            f"{option('max_latency_ms')} needs latency measured on {device}, and its providers are not here: {why}; "
+            f"run optimize on the device, or drop the latency budget and pass {option('objective', 'size')}"
+        )
+    if searching and settings.objective is Objective.LATENCY:
+        raise NoTargetError(
+            f"{device} is not here ({why}), so its latency cannot be measured and the latency objective "
+            f"cannot choose; run optimize on the device itself, or pass {option('objective', 'size')} to choose "
+            "the smallest candidate within the quality budgets, measured here on the CPU"
+        )
+    machine = platform.machine() or "this CPU"
+    return (
+        f"this machine's CPU ({machine}) stands in for {device}: quality, size and memory measured here, "
+        f"latency not measured (no target: {', '.join(p.short for p in absent)} not here)"
+    )

@@ -114,7 +114,8 @@ class Candidate:
 
     @property
     def measured(self) -> bool:
-        return self.p50_ms is not None
+        """Its quality was measured (and its latency, unless the device is not here: OptimizeReport.stand_in)."""
+        return self.drop is not None
 
     @property
     def met(self) -> bool:
@@ -174,6 +175,8 @@ class OptimizeReport:
     replay: dict[str, Any] | None = None  # with --recipe: identical bytes, recorded and measured drop
     pareto: list[str] = field(default_factory=list)  # not beaten on drop, latency and size at once
     cache: str | None = None  # where the measurements are kept (None: not cached, as in a replay)
+    # The device is not here: what stood in for it (this machine's CPU), and that latency was not measured.
+    stand_in: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -187,6 +190,7 @@ class OptimizeReport:
             "chosen": self.chosen,
             "closest": self.closest,
             "cache": self.cache,
+            "stand_in": self.stand_in,
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -539,7 +543,7 @@ def write_html(candidates: list[Candidate], result: OptimizeReport, path: Path) 
             providers=[],
         )
         for c in candidates
-        if c.measured
+        if c.measured and c.p50_ms is not None  # a device not here: no latency to plot
     ]
     if not rows:
         return
