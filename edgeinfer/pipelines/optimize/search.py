@@ -80,7 +80,7 @@ class Measurement:
     task: str
     metrics: dict[str, float]
     drop: float
-    p50_ms: float
+    p50_ms: float | None  # None: the device is not here (OptimizeReport.stand_in)
     speedup: float | None
     speedup_ci95: tuple[float, float] | None
     memory_mb: float | None
