@@ -79,13 +79,18 @@ _OptimizeRecipe = Annotated[
 _OptimizeExecutor = Annotated[
     str,
     typer.Option(
-        help="serial (measure here, one after another) or ray (candidates as Ray tasks; pip install "
-        "'edgeinfer[ray]'): the chosen one is measured again here before it ships."
+        help="serial (measure here, one after another); ray (candidates as Ray tasks; pip install "
+        "'edgeinfer[ray]'): the chosen one is measured again here before it ships; or ssh://[USER@]HOST[:PORT]: "
+        "ONNX candidates built here and measured on that device (it needs Python with onnxruntime and numpy; "
+        "your ssh config, keys and agent; EDGEINFER_SSH_CONFIG names another ssh_config)."
     ),
 ]
 _OptimizeRayAddress = Annotated[
     Optional[str],
     typer.Option(help="With --executor ray: the cluster to join (host:port, or auto); default: a local Ray."),
+]
+_OptimizeRemotePython = Annotated[
+    str, typer.Option(help="With --executor ssh://HOST: the Python on the device that has onnxruntime and numpy.")
 ]
 _OptimizeNoCache = Annotated[
     bool,
@@ -120,6 +125,7 @@ def optimize(
     recipe: _OptimizeRecipe = None,
     executor: _OptimizeExecutor = "serial",
     ray_address: _OptimizeRayAddress = None,
+    remote_python: _OptimizeRemotePython = "python3",
     no_cache: _OptimizeNoCache = False,
     trust_source: TrustSource = False,
     force: Force = False,
@@ -170,6 +176,7 @@ def optimize(
             use_cache=not no_cache,
             executor=executor,
             ray_address=ray_address,
+            remote_python=remote_python,
             force=force,
             progress=progress,
         )
@@ -206,7 +213,8 @@ def _print_candidates(report) -> None:
         mark = " [green]<- chosen[/green]" if c.name == report.chosen else ""
         mark += " [dim](Pareto)[/dim]" if c.name in report.pareto else ""
         mark += " [dim](cached)[/dim]" if c.cached else ""
-        mark += f" [dim](on {c.measured_on}: shared node)[/dim]" if c.measured_on else ""
+        shared = c.measured_on is not None and c.measured_on.startswith("ray:")
+        mark += f" [dim](on {c.measured_on}: shared node)[/dim]" if shared else ""
         speed = (
             f"{c.speedup:.2f}x ({c.speedup_ci95[0]:.2f}-{c.speedup_ci95[1]:.2f})"
             if c.speedup is not None and c.speedup_ci95
@@ -228,6 +236,8 @@ def _print_candidates(report) -> None:
     console.print(table)
     if report.stand_in:
         err.print(f"[yellow]{report.stand_in}[/yellow]", highlight=False)
+    if report.remote:
+        err.print(f"measured on the device: {report.remote}", highlight=False)
 
 
 @app.command()

@@ -235,6 +235,17 @@ def metrics(task: EvalTask, base, out, data: Batches) -> dict[str, float]:
     }
 
 
+def score(task: EvalTask, base_outs: list[np.ndarray], cand_outs: list[np.ndarray], data: Batches):
+    """The candidate's task metrics from both models' first output on every batch of `data` (as
+    compare_models computes them, wherever the outputs were produced), and its accuracy change
+    against the baseline (None unless classification)."""
+    base, cand = _per_sample(task, base_outs, data), _per_sample(task, cand_outs, data)
+    m = metrics(task, base, cand, data)
+    if task is not EvalTask.CLASSIFICATION:
+        return m, None
+    return m, m["accuracy"] - metrics(task, base, base, data)["accuracy"]
+
+
 def compare_models(
     baseline: Path,
     candidates: list[Path],

@@ -46,6 +46,7 @@ def optimize(
     use_cache: bool = True,
     executor: str = "serial",
     ray_address: str | None = None,
+    remote_python: str = "python3",
     force: bool = False,
     progress: Progress = QUIET,
 ) -> OptimizeReport:
@@ -69,7 +70,9 @@ def optimize(
         html: also write an HTML report: every candidate's row and the metric-against-latency plot.
         use_cache: reuse measurements from earlier runs (they are stored either way).
         executor, ray_address: "serial" (in this process), or "ray": candidates as Ray tasks on a
-            local instance or the cluster at ray_address; the chosen one is measured again here.
+            local instance or the cluster at ray_address; the chosen one is measured again here; or
+            "ssh://[USER@]HOST[:PORT]": ONNX candidates built here and measured on that device, with
+            `remote_python` there (onnxruntime and numpy), the figures final (remote.SshDevice).
         trust_source, force, progress: as elsewhere.
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
@@ -90,6 +93,21 @@ def optimize(
         budgets = replace(budgets, max_memory_mb=float(memory_mb))
     kind = source_kind(source)
     budgets.for_kind(kind)
+    device_host = None
+    if executor.startswith("ssh://"):
+        from edgeinfer.pipelines.optimize.remote import SshDevice
+
+        device_host = SshDevice.parse(executor, remote_python)
+        if kind is ModelKind.GGUF:
+            raise ConfigError(
+                f"{option('executor', executor)} measures ONNX candidates on the device; GGUF LLMs are measured "
+                "here (llama-cpp-python builds from source on a board: run optimize there)"
+            )
+        if ray_address:
+            raise ConfigError(f"{option('ray_address')} needs {option('executor', 'ray')}")
+        executor = "serial"
+    elif remote_python != "python3":
+        raise ConfigError(f"{option('remote_python')} needs {option('executor', 'ssh://HOST')}")
     how = parse_choice(Executor, executor, "executor")
     if kind is ModelKind.GGUF and (train_data is not None or calib is not None):
         raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
@@ -101,9 +119,13 @@ def optimize(
     with output_lock(Path(bundle)):
         check_bundle_output(Path(bundle), force)
         runner = make_executor(how, ray_address)
+        if device_host is not None:
+            progress.stage(f"reaching {device_host.destination} over ssh")
+            device_host.probe()
         settings = SearchSettings(
-            profile, budgets, objective, runs, keep_best, recipe, html, trust_source, use_cache, force, runner, progress
-        )
+            profile, budgets, objective, runs, keep_best, recipe, html, trust_source, use_cache, force, runner, progress,
+            device_host=device_host,
+        )  # fmt: skip
         try:
             if kind is ModelKind.GGUF:
                 from edgeinfer.pipelines.optimize.llm import optimize_llm

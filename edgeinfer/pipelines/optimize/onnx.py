@@ -121,9 +121,11 @@ class OnnxSpace:
         runs: int,
         progress: Progress,
         stand_in: bool = False,
+        remote=None,
     ) -> None:
         self.source, self.baseline, self.work, self.data, self.profile = source, baseline, work, data, profile
         self.ctx, self.runs, self.progress, self.stand_in = ctx, runs, progress, stand_in
+        self.remote = remote  # a probed remote.SshDevice: candidates are measured there
         self._feeds: Path | None = None
         self._batches = None  # the evaluation data, loaded once for every candidate's comparison
 
@@ -145,13 +147,15 @@ class OnnxSpace:
 
         assert cand.path is not None
         other = cand.path if cand.path != self.baseline else self._baseline_copy()
-        self.progress.stage(f"measuring {cand.name} against FP32, interleaved")
         if self._batches is None:  # what compare_models would load from self.data, for every candidate
             from edgeinfer.core.data import load_batches
             from edgeinfer.pipelines.target import onnx_runner
 
             inputs = onnx_runner(self.baseline, profile_first_run=False).inputs
             self._batches = load_batches(self.data, inputs, 8, load_artifact(self.baseline).meta.get("tokenizer"))
+        if self.remote is not None:
+            return self._measure_on_device(cand)
+        self.progress.stage(f"measuring {cand.name} against FP32, interleaved")
         # A device that is not here: this machine's CPU stands in for its kernels; the quality and
         # size figures hold, a latency would not be the device's and is not taken.
         device = None if self.stand_in else self.profile
@@ -172,6 +176,40 @@ class OnnxSpace:
         return Measurement(
             report.task, dict(row.metrics), drop, row.latency_ms["p50"], row.speedup, row.speedup_ci95, memory
         )
+
+    def _measure_on_device(self, cand: Candidate) -> Measurement:
+        """Ship the candidate with the baseline and the eval inputs to the device; score the outputs
+        that come back here, take its latency (interleaved there) and peak memory as measured there."""
+        import numpy as np
+
+        from edgeinfer.core.errors import ProviderUnavailableError
+        from edgeinfer.core.measure import speedup_ci
+        from edgeinfer.pipelines.compare import EvalTask, resolve_task, score
+
+        assert cand.path is not None and self._batches is not None and self.remote is not None
+        wanted = [p.value for p in self.profile.providers] if self.profile is not None else ["CPUExecutionProvider"]
+        providers = self.remote.providers_for(wanted)
+        threads = getattr(self.profile, "threads", None)
+        self.progress.stage(f"measuring {cand.name} against FP32 on {self.remote.destination}, interleaved there")
+        job = {"providers": providers, "threads": threads, "runs": self.runs}
+        result, outputs = self.remote.measure(self.baseline, cand.path, self._batches.batches, job)
+        dropped = [p for p in providers if p not in result.providers]
+        if dropped:  # onnxruntime there dropped a provider it could not create for this model
+            raise ProviderUnavailableError(
+                f"{self.remote.destination} ran {cand.name} without {', '.join(dropped)}", missing=", ".join(dropped)
+            )
+        task = resolve_task(EvalTask.AUTO, self._batches, load_artifact(self.baseline).meta)
+        metrics, delta = score(task, outputs["base"], outputs["cand"], self._batches)
+        if delta is not None:
+            drop = -delta + 0.0
+        else:
+            drop = max(1.0 - metrics.get("cosine_mean", 1.0), 0.0)
+        base_s, cand_s = result.times_s["base"], result.times_s["cand"]
+        speedup, lo, hi = speedup_ci(base_s, cand_s)
+        return Measurement(
+            task.value, metrics, drop, float(np.median(cand_s) * 1000.0), speedup, (lo, hi), result.memory_mb,
+            where=f"ssh://{self.remote.describe()}",
+        )  # fmt: skip
 
     def remote_spec(self) -> dict[str, Any]:
         sidecar = sidecar_path(self.baseline)
@@ -250,6 +288,7 @@ def optimize_onnx(
     from edgeinfer.pipelines.deploy.bundle import write_bundle
     from edgeinfer.pipelines.optimize.measurements import data_sha256
     from edgeinfer.pipelines.passes import PassContext, run_pass
+    from edgeinfer.pipelines.target import absent_accelerators
 
     profile, budgets, objective, progress = settings.profile, settings.budgets, settings.objective, settings.progress
     if train_data is not None and (Path(source).suffix.lower() == ".onnx" or Path(source).is_dir()):
@@ -258,7 +297,8 @@ def optimize_onnx(
             f"(package.module:function), not from {Path(source).name}"
         )
     replay, replay_steps, export_cfg = settings.replay(source, "export-onnx")
-    stand_in = no_target(settings, searching=replay is None)
+    # The device reached over ssh is the target; else one whose providers are not here has none.
+    stand_in = None if settings.device_host is not None else no_target(settings, searching=replay is None)
     with scratch_dir("optimize") as tmp:
         work = Path(tmp)
         ctx = PassContext(
@@ -296,7 +336,10 @@ def optimize_onnx(
                 "stand_in": stand_in is not None,  # quality on this CPU only: another entry
             }
         )
-        space = OnnxSpace(source, baseline, work, data, profile, ctx, settings.runs, progress, stand_in is not None)
+        space = OnnxSpace(
+            source, baseline, work, data, profile, ctx, settings.runs, progress, stand_in is not None,
+            remote=settings.device_host,
+        )  # fmt: skip
         if quant_recipe(profile) == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
             log.warning(
                 "latency here is the QNN HTP simulator's on this x86 CPU, not a Hexagon NPU's: it ranks "
@@ -315,13 +358,15 @@ def optimize_onnx(
         task = next((c.task for c in candidates if c.task), "unknown")
         result = OptimizeReport(settings.device, objective.value, budgets, task, candidates, kind="onnx")
         result.stand_in = stand_in
+        if settings.device_host is not None:
+            result.remote = settings.device_host.describe()
         pick = finish(result, space, cache, settings, replay)
         if pick is not None and pick.path is not None:
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")
             write_bundle(
                 bundle, pick.path, baseline, recipe=pick.steps if from_source(pick.steps) else export_steps + pick.steps,
                 source=source, data=data, profile=profile, report=result, candidate=pick, force=settings.force,
-                golden_on_cpu=stand_in is not None,
+                golden_on_cpu=bool(absent_accelerators(profile)),
             )  # fmt: skip
     return result
 

@@ -84,6 +84,7 @@ class Measurement:
     speedup: float | None
     speedup_ci95: tuple[float, float] | None
     memory_mb: float | None
+    where: str | None = None  # None: this machine; else the device the figures were measured on
 
 
 @dataclass
@@ -109,7 +110,9 @@ class Candidate:
     sha256: str | None = None
     task: str | None = None
     cached: bool = False  # its figures came from an earlier run's measurement
-    measured_on: str | None = None  # None: this machine, alone; "ray:NODE": a task sharing that node
+    # None: this machine, alone; "ray:NODE": a task sharing that node (measured again before it
+    # ships); "ssh://...": the device itself, over ssh (final)
+    measured_on: str | None = None
     failed: list[str] = field(default_factory=list)  # the budgets it breaks, or why it was not measured
 
     @property
@@ -132,6 +135,7 @@ class Candidate:
         """Take the figures a space measured (SearchSpace.measure)."""
         self.task, self.metrics, self.drop, self.p50_ms = m.task, dict(m.metrics), m.drop, m.p50_ms
         self.speedup, self.speedup_ci95, self.memory_mb = m.speedup, m.speedup_ci95, m.memory_mb
+        self.measured_on = m.where
 
     def load(self, entry: dict[str, Any]) -> None:
         for k in self.FIGURES:
@@ -177,6 +181,7 @@ class OptimizeReport:
     cache: str | None = None  # where the measurements are kept (None: not cached, as in a replay)
     # The device is not here: what stood in for it (this machine's CPU), and that latency was not measured.
     stand_in: str | None = None
+    remote: str | None = None  # the device every candidate was measured on (--executor ssh://HOST)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -191,6 +196,7 @@ class OptimizeReport:
             "closest": self.closest,
             "cache": self.cache,
             "stand_in": self.stand_in,
+            "remote": self.remote,
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -225,6 +231,7 @@ class SearchSettings:
     force: bool = False
     executor: CandidateExecutor | None = None
     progress: Progress = field(default=QUIET, compare=False)
+    device_host: Any = None  # a remote.SshDevice, probed: where candidates are measured
 
     @property
     def device(self) -> str:
@@ -255,6 +262,8 @@ class SearchSettings:
         if self.recipe is not None:
             return None
         executor = getattr(self.executor, "name", "serial")
+        if self.device_host is not None:
+            executor = f"ssh:{self.device_host.describe()}"
         return MeasurementCache({**context, "executor": executor}, enabled=self.use_cache)
 
 
@@ -439,11 +448,14 @@ def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, pr
     progress.stage(f"building {cand.name} here (measured {'by a task' if cand.measured_on else 'in an earlier run'})")
     cand.path = space.build(cand)
     digest = sha256_file(cand.path)
-    if digest != cand.sha256 or cand.measured_on or cand.cached:
+    shared = cand.measured_on is not None and cand.measured_on.startswith("ray:")
+    if digest != cand.sha256 or shared or cand.cached:
         if digest != cand.sha256:
             log.warning(f"{cand.name} rebuilt to other bytes than the ones measured earlier; measuring it again")
         else:
-            progress.stage(f"measuring {cand.name} again on this machine, alone")
+            progress.stage(
+                f"measuring {cand.name} again {'on ' + cand.measured_on if cand.cached and cand.measured_on else 'on this machine, alone'}"
+            )
         cand.sha256, cand.size_bytes, cand.cached, cand.measured_on = digest, cand.path.stat().st_size, False, None
         cand.record(space.measure(cand))
         cand.failed = broken(cand, budgets)
