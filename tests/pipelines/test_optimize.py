@@ -583,7 +583,7 @@ def test_a_device_that_is_not_here_is_never_timed_here(digits_eval, lenet_onnx, 
     )  # fmt: skip
     assert code == 1 and not out.exists() and stdout == ""
     line = " ".join(err.split())
-    assert "jetson-orin is not here" in line and "--objective size" in line
+    assert "jetson-orin is not here" in line and "--objective size" in line and "--executor ssh://HOST" in line
     assert line.count("TensorrtExecutionProvider") == 1 and line.count("CUDAExecutionProvider") == 1
     assert "pip install onnxruntime-gpu" in line and "candidate" in line
     code, _, err = run_cli(

@@ -388,13 +388,15 @@ def no_target(settings: SearchSettings, *, searching: bool) -> str | None:
     if settings.budgets.max_latency_ms is not None:
         raise ConfigError(
             f"{option('max_latency_ms')} needs latency measured on {device}, and its providers are not here: {why}; "
-            f"run optimize on the device, or drop the latency budget and pass {option('objective', 'size')}"
+            f"measure on the device with {option('executor', 'ssh://HOST')}, or drop the latency budget and pass "
+            f"{option('objective', 'size')}"
         )
     if searching and settings.objective is Objective.LATENCY:
         raise NoTargetError(
             f"{device} is not here ({why}), so its latency cannot be measured and the latency objective "
-            f"cannot choose; run optimize on the device itself, or pass {option('objective', 'size')} to choose "
-            "the smallest candidate within the quality budgets, measured here on the CPU"
+            f"cannot choose; measure on the device with {option('executor', 'ssh://HOST')}, or pass "
+            f"{option('objective', 'size')} to choose the smallest candidate within the quality budgets, "
+            "measured here on the CPU"
         )
     machine = platform.machine() or "this CPU"
     return (
