@@ -89,6 +89,13 @@ _OptimizeRayAddress = Annotated[
     Optional[str],
     typer.Option(help="With --executor ray: the cluster to join (host:port, or auto); default: a local Ray."),
 ]
+_OptimizeRayResource = Annotated[
+    Optional[str],
+    typer.Option(
+        help="With --executor ray: a custom resource only the device's node declares (`ray start --resources "
+        "'{\"NAME\": 1}'` there): every candidate is measured on that node, one at a time, and its figures ship."
+    ),
+]
 _OptimizeRemotePython = Annotated[
     str, typer.Option(help="With --executor ssh://HOST: the Python on the device that has onnxruntime and numpy.")
 ]
@@ -125,6 +132,7 @@ def optimize(
     recipe: _OptimizeRecipe = None,
     executor: _OptimizeExecutor = "serial",
     ray_address: _OptimizeRayAddress = None,
+    ray_resource: _OptimizeRayResource = None,
     remote_python: _OptimizeRemotePython = "python3",
     no_cache: _OptimizeNoCache = False,
     trust_source: TrustSource = False,
@@ -177,6 +185,7 @@ def optimize(
             executor=executor,
             ray_address=ray_address,
             remote_python=remote_python,
+            ray_resource=ray_resource,
             force=force,
             progress=progress,
         )

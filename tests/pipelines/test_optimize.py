@@ -536,6 +536,37 @@ def test_ray_tasks_give_the_serial_executors_choice_and_figures(digits_eval, tmp
     assert manifest["measured"]["drop"] == next(c.drop for c in serial.candidates if c.name == serial.chosen)
 
 
+def test_a_ray_node_that_is_the_device_gives_the_final_figures(lenet_onnx, digits_eval, tmp_path):
+    """--ray-resource NAME: every task runs on the node declaring NAME (here a local one-node Ray,
+    on 127.0.0.1 only, declaring "board"), one at a time; its figures ship as measured there, the
+    chosen one is not timed again here, and the bundle says where. A resource no node declares is
+    refused before anything is built."""
+    ray = pytest.importorskip("ray", reason="pip install 'edgeinfer[ray]' (in the dev extra)")
+    from edgeinfer.core.errors import ConfigError
+    from edgeinfer.pipelines.optimize import Budgets, optimize
+    from edgeinfer.pipelines.optimize.executors import loopback_only
+
+    loopback_only(ray)
+    ray.init(resources={"board": 1}, include_dashboard=False, log_to_driver=False, num_cpus=2)
+    try:
+        report = optimize(
+            str(lenet_onnx), tmp_path / "b", data=str(digits_eval), budgets=Budgets(max_drop=0.02), runs=5,
+            use_cache=False, executor="ray", ray_resource="board",
+        )  # fmt: skip
+        assert report.chosen is not None and report.remote and "'board'" in report.remote
+        measured = [c for c in report.candidates if c.measured]
+        assert measured and all(c.measured_on and c.measured_on.startswith("board (ray node") for c in measured)
+        chosen = next(c for c in report.candidates if c.name == report.chosen)
+        assert chosen.measured_on and "alone" in chosen.measured_on  # not re-timed on this machine
+        manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+        assert manifest["measured"]["measured_on"] == chosen.measured_on
+        with pytest.raises(ConfigError, match="declares the resource 'phone'"):
+            optimize(str(lenet_onnx), tmp_path / "c", data=str(digits_eval), executor="ray", ray_resource="phone")
+        assert not (tmp_path / "c").exists()
+    finally:
+        ray.shutdown()
+
+
 def test_candidates_follow_the_profiles_precisions_and_the_model():
     from dataclasses import replace
 

@@ -47,6 +47,7 @@ def optimize(
     executor: str = "serial",
     ray_address: str | None = None,
     remote_python: str = "python3",
+    ray_resource: str | None = None,
     force: bool = False,
     progress: Progress = QUIET,
 ) -> OptimizeReport:
@@ -73,6 +74,8 @@ def optimize(
             local instance or the cluster at ray_address; the chosen one is measured again here; or
             "ssh://[USER@]HOST[:PORT]": ONNX candidates built here and measured on that device, with
             `remote_python` there (onnxruntime and numpy), the figures final (remote.SshDevice).
+        ray_resource: with "ray", a custom resource only the device's node declares: every task runs
+            there, one at a time, and its figures are final (not measured again here).
         trust_source, force, progress: as elsewhere.
 
     Returns the OptimizeReport; the bundle exists only when a candidate met the budgets (or keep_best).
@@ -103,8 +106,10 @@ def optimize(
                 f"{option('executor', executor)} measures ONNX candidates on the device; GGUF LLMs are measured "
                 "here (llama-cpp-python builds from source on a board: run optimize there)"
             )
-        if ray_address:
-            raise ConfigError(f"{option('ray_address')} needs {option('executor', 'ray')}")
+        if ray_address or ray_resource:
+            raise ConfigError(
+                f"{option('ray_address' if ray_address else 'ray_resource')} needs {option('executor', 'ray')}"
+            )
         executor = "serial"
     elif remote_python != "python3":
         raise ConfigError(f"{option('remote_python')} needs {option('executor', 'ssh://HOST')}")
@@ -118,7 +123,7 @@ def optimize(
     Path(bundle).parent.mkdir(parents=True, exist_ok=True)
     with output_lock(Path(bundle)):
         check_bundle_output(Path(bundle), force)
-        runner = make_executor(how, ray_address)
+        runner = make_executor(how, ray_address, ray_resource)
         if device_host is not None:
             progress.stage(f"reaching {device_host.destination} over ssh")
             device_host.probe()

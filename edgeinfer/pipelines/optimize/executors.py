@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.core.errors import MissingDependencyError
+from edgeinfer.core.errors import ConfigError, MissingDependencyError, option
 from edgeinfer.core.io import scratch_dir
 from edgeinfer.core.progress import QUIET, Progress
 
@@ -37,17 +38,33 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, resource: str | None = None) -> None:
         try:
             import ray
         except ImportError as e:
             raise MissingDependencyError("ray", "--executor ray (pip install 'edgeinfer[ray]')") from e
         self.ray = ray
+        # A custom resource that only the device's node declares (`ray start --resources '{"NAME": 1}'`
+        # there): every task runs on that node, one at a time, so its figures are the device's own.
+        self.resource = resource
         self.started = not ray.is_initialized()
         if self.started:
             if address is None:
                 loopback_only(ray)
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        if resource is not None:
+            nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(resource)]
+            if not nodes:
+                self.close()
+                raise ConfigError(
+                    f"no node of the Ray cluster declares the resource {resource!r}: start the device's node with "
+                    f"`ray start --address HEAD --resources '{{\"{resource}\": 1}}'`"
+                )
+
+    @property
+    def final(self) -> bool:
+        """Whether a task's figures are the device's own (its node, alone), not a shared node's."""
+        return self.resource is not None
 
     def measure(self, spec: dict[str, Any], candidates: list, progress: Progress = QUIET) -> list[dict[str, Any]]:
         """Build and measure each candidate as a task; one result (figures, or an error) per candidate."""
@@ -55,7 +72,10 @@ class RayExecutor:
 
         ray = self.ray
         # A worker (of a cluster started by someone else, too) times as this process does.
-        task = ray.remote(num_cpus=1, runtime_env={"env_vars": openmp_setting()})(measure_candidate)
+        options: dict[str, Any] = {"num_cpus": 1, "runtime_env": {"env_vars": openmp_setting()}}
+        if self.resource is not None:  # the whole of the resource: one task at a time, on that node
+            options["resources"] = {self.resource: self.ray.cluster_resources().get(self.resource, 1)}
+        task = ray.remote(**options)(measure_candidate)
         shared = ray.put(spec)
         refs = [task.remote(shared, c.name, c.steps) for c in candidates]
         pending, done = list(refs), 0
@@ -82,15 +102,16 @@ def loopback_only(ray) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def make_executor(how: Executor, address: str | None = None) -> RayExecutor | None:
+def make_executor(how: Executor, address: str | None = None, resource: str | None = None) -> RayExecutor | None:
     """None for the serial executor (the search measures in-process)."""
     if how is Executor.SERIAL:
-        if address:
-            from edgeinfer.core.errors import ConfigError, option
-
-            raise ConfigError(f"{option('ray_address')} needs {option('executor', 'ray')}")
+        if address or resource:
+            name = "ray_address" if address else "ray_resource"
+            raise ConfigError(f"{option(name)} needs {option('executor', 'ray')}")
         return None
-    return RayExecutor(address)
+    if resource is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", resource):
+        raise ConfigError(f"{option('ray_resource', resource)} is not a Ray resource name (letters, digits, _ . -)")
+    return RayExecutor(address, resource)
 
 
 def measure_candidate(spec: dict[str, Any], name: str, steps: list) -> dict[str, Any]:

@@ -298,7 +298,8 @@ def optimize_onnx(
         )
     replay, replay_steps, export_cfg = settings.replay(source, "export-onnx")
     # The device reached over ssh is the target; else one whose providers are not here has none.
-    stand_in = None if settings.device_host is not None else no_target(settings, searching=replay is None)
+    reached = settings.device_host is not None or getattr(settings.executor, "final", False)
+    stand_in = None if reached else no_target(settings, searching=replay is None)
     with scratch_dir("optimize") as tmp:
         work = Path(tmp)
         ctx = PassContext(
@@ -360,6 +361,10 @@ def optimize_onnx(
         result.stand_in = stand_in
         if settings.device_host is not None:
             result.remote = settings.device_host.describe()
+        elif reached:
+            result.remote = (
+                f"the Ray node(s) declaring {getattr(settings.executor, 'resource', '')!r}, one task at a time"
+            )
         pick = finish(result, space, cache, settings, replay)
         if pick is not None and pick.path is not None:
             progress.stage(f"writing the bundle {bundle.name} ({pick.name})")

@@ -264,6 +264,8 @@ class SearchSettings:
         executor = getattr(self.executor, "name", "serial")
         if self.device_host is not None:
             executor = f"ssh:{self.device_host.describe()}"
+        elif getattr(self.executor, "final", False):
+            executor = f"ray:{getattr(self.executor, 'resource', '')}"
         return MeasurementCache({**context, "executor": executor}, enabled=self.use_cache)
 
 
@@ -414,7 +416,11 @@ def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: B
                 cand.failed.append(f"measured under another OpenMP setting ({result.get('openmp')})")
                 continue
             cand.load(result)
-            cand.cached, cand.measured_on = False, f"{executor.name}:{result.get('node', '?')}"
+            node = result.get("node", "?")
+            if getattr(executor, "final", False):  # the device's own node, one task at a time
+                cand.cached, cand.measured_on = False, f"{executor.resource} ({executor.name} node {node}, alone)"
+            else:
+                cand.cached, cand.measured_on = False, f"{executor.name}:{node}"
             if cache is not None:
                 cache.put(cand.steps, cand.figures())
     seen: dict[str, str] = {}
@@ -439,7 +445,9 @@ def choose(candidates: list[Candidate], objective: Objective) -> Candidate | Non
     return max(met, key=lambda c: (c.speedup or 0.0, -(c.size_bytes or 0)))
 
 
-def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, progress: Progress) -> None:
+def materialize(
+    space: SearchSpace, cand: Candidate, budgets: Budgets, cache, progress: Progress, executor=None
+) -> None:
     """Build here a candidate measured in an earlier run or by a Ray task, and measure it again: a
     cache entry is a hint that ordered the search, never a figure that ships (an edited entry could
     claim any speed), and a Ray task's latency was a shared node's. What ships is measured here."""
@@ -457,13 +465,31 @@ def materialize(space: SearchSpace, cand: Candidate, budgets: Budgets, cache, pr
                 f"measuring {cand.name} again {'on ' + cand.measured_on if cand.cached and cand.measured_on else 'on this machine, alone'}"
             )
         cand.sha256, cand.size_bytes, cand.cached, cand.measured_on = digest, cand.path.stat().st_size, False, None
-        cand.record(space.measure(cand))
+        if getattr(executor, "final", False):  # the device is a Ray node: measured there again, not here
+            _measure_by(executor, space, cand, progress)
+        else:
+            cand.record(space.measure(cand))
         cand.failed = broken(cand, budgets)
         if cache is not None:
             cache.put(cand.steps, cand.figures())
 
 
-def conclude(report: OptimizeReport, space: SearchSpace, cache, objective: Objective, progress: Progress):
+def _measure_by(executor, space: SearchSpace, cand: Candidate, progress: Progress) -> None:
+    """Measure one candidate as a task of `executor` (its figures replace the candidate's)."""
+    from edgeinfer.core.errors import BackendError
+
+    result = executor.measure(space.remote_spec(), [cand], progress)[0]
+    if "error" in result or "unmeasurable" in result:
+        raise BackendError(f"{cand.name} could not be measured again: {result.get('error') or result['unmeasurable']}")
+    path, failed = cand.path, cand.failed
+    cand.load(result)
+    cand.path, cand.failed, cand.cached = path, failed, False
+    cand.measured_on = f"{executor.resource} ({executor.name} node {result.get('node', '?')}, alone)"
+
+
+def conclude(
+    report: OptimizeReport, space: SearchSpace, cache, objective: Objective, progress: Progress, executor=None
+):
     """Choose (rebuilding a cached choice, re-choosing if its rebuilt bytes no longer meet the
     budgets), the Pareto front, and the closest candidate when none meets."""
     report.pareto = pareto_front(report.candidates)
@@ -471,7 +497,7 @@ def conclude(report: OptimizeReport, space: SearchSpace, cache, objective: Objec
     # its latency was a shared node's, measured again here; if it no longer leads, the new leader
     # gets the same treatment. Each candidate is re-measured at most once, so this ends.
     while (best := choose(report.candidates, objective)) is not None:
-        materialize(space, best, report.budgets, cache, progress)
+        materialize(space, best, report.budgets, cache, progress, executor)
         if best.met and choose(report.candidates, objective) is best:
             report.chosen = best.name
             report.pareto = pareto_front(report.candidates)
@@ -499,12 +525,12 @@ def finish(
     if replay is not None:
         report.replay = check_replay(report.candidates[0], replay)
     report.cache = str(cache.root) if cache is not None else None
-    pick = conclude(report, space, cache, settings.objective, progress)
+    pick = conclude(report, space, cache, settings.objective, progress, settings.executor)
     if settings.html is not None:
         write_html(report.candidates, report, settings.html)
     if pick is None or not (report.chosen or settings.keep_best):
         return None
-    materialize(space, pick, report.budgets, cache, progress)
+    materialize(space, pick, report.budgets, cache, progress, settings.executor)
     if not pick.measured:  # --keep-best on a candidate ruled out before measuring
         pick.record(space.measure(pick))
         pick.failed = [f for f in pick.failed if "not measured" not in f] + broken(pick, report.budgets)
