@@ -1,6 +1,9 @@
+import pytest
+
 from edgeinfer.pipelines.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_trains_exports_quantizes_and_times_everything(tmp_path):
     from rich.console import Console
 
@@ -17,3 +20,8 @@ def test_demo_trains_exports_quantizes_and_times_everything(tmp_path):
     from edgeinfer.pipelines.deploy.verify import verify
 
     assert summary["chosen"] and verify(tmp_path / "demo" / "lenet-bundle").passed  # the demo ends deployable
+    # ... and proven on ARM64 without a board: an emulated aarch64 CPU runs its goldens.
+    arm = verify(tmp_path / "demo" / "lenet-bundle", arch="arm64", runs=3)
+    assert arm.passed and arm.machine and arm.machine.startswith("aarch64, emulated (QEMU")
+    assert [c.name for c in arm.checks] == ["checksums", "providers", "golden outputs"]
+    assert arm.latency_ms["p50"] > 0 and any("not comparable" in n for n in arm.notes)

@@ -40,6 +40,8 @@ class VerifyReport:
     providers: list[str] = field(default_factory=list)
     peak_memory_mb: float | None = None
     kind: str = "onnx"  # or "gguf": latency is then per generated token
+    machine: str | None = None  # set when the run was not on this machine's own CPU (an emulated aarch64)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
 
     @property
     def passed(self) -> bool:
@@ -54,6 +56,8 @@ class VerifyReport:
             "providers": self.providers,
             "peak_memory_mb": self.peak_memory_mb,
             "kind": self.kind,
+            "machine": self.machine,
+            "notes": self.notes,
         }
 
 
@@ -155,7 +159,13 @@ def inside(bundle: Path, name: str) -> Path:
 
 
 def verify(
-    bundle: Path, *, allow_fallback: bool = False, enforce_latency: bool = False, runs: int = 20
+    bundle: Path,
+    *,
+    allow_fallback: bool = False,
+    enforce_latency: bool = False,
+    runs: int = 20,
+    arch: str = "native",
+    progress=None,
 ) -> VerifyReport:
     """The acceptance test of a bundle on this machine: checksums, providers, golden outputs, latency
     and peak memory (ONNX models, or GGUF LLMs on llama.cpp).
@@ -165,17 +175,23 @@ def verify(
         allow_fallback: accept running on the CPU when a provider the manifest prefers is missing.
         enforce_latency: fail when the p50 latency or the peak memory is above the bundle's budget.
         runs: timed runs of the golden batch.
+        arch: "native" (this machine), or "arm64": the golden outputs on an emulated ARM64 CPU
+            (deploy/emulate.py: QEMU user mode, fetched once into the cache); latency is the emulator's.
     """
     from edgeinfer.core.measure import apply_measurement_env
+    from edgeinfer.pipelines.deploy.emulate import check_arch
 
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
+    check_arch(arch)
     with opened(Path(bundle)) as folder:
-        report = _verify(folder, allow_fallback, enforce_latency, runs)
+        report = _verify(folder, allow_fallback, enforce_latency, runs, arch, progress)
     report.bundle = str(bundle)
     return report
 
 
-def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int) -> VerifyReport:
+def _verify(
+    bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int, arch: str = "native", progress=None
+) -> VerifyReport:
     from edgeinfer.core.errors import ProviderUnavailableError
     from edgeinfer.core.formats import load_npz
     from edgeinfer.core.measure import interleaved, percentiles
@@ -198,6 +214,8 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     report.checks.append(Check("checksums", not bad, "; ".join(bad) or f"{len(manifest.files)} files match"))
     if bad:
         return report
+    if arch == "arm64":
+        return _verify_emulated(bundle, manifest, report, runs, progress)
     if manifest.format == "gguf":
         return _verify_gguf(bundle, manifest, report, allow_fallback, enforce_latency, runs)
     try:
@@ -248,6 +266,51 @@ def _verify(bundle: Path, allow_fallback: bool, enforce_latency: bool, runs: int
     )
     _check_memory(report, manifest, enforce_latency)
     return report
+
+
+def _verify_emulated(bundle: Path, manifest: Manifest, report: VerifyReport, runs: int, progress) -> VerifyReport:
+    """The golden check on an emulated ARM64 CPU, with the onnxruntime version the bundle was made with."""
+    import onnxruntime
+
+    from edgeinfer.pipelines.deploy import emulate
+
+    if manifest.format == "gguf":
+        report.notes.append(
+            "not run on an emulated ARM64 CPU: a GGUF bundle runs on llama-cpp-python, which has no aarch64 "
+            "wheel; on the board, `pip install llama-cpp-python` builds it from source (a C++ compiler and "
+            "cmake; minutes), then `edgeinfer verify` there runs this check"
+        )
+        return report
+    version = _recorded_onnxruntime(bundle, manifest) or onnxruntime.__version__
+    kit = emulate.kit(version, progress)
+    if progress is not None:
+        progress.stage(f"running the goldens on an emulated aarch64 CPU ({kit.describe})")
+    result = emulate.run_emulated(kit, bundle, manifest, runs)
+    report.machine = f"{result.get('machine', '?')}, emulated ({kit.describe})"
+    report.providers = [str(p) for p in result.get("providers", [])]
+    wanted = ", ".join(manifest.providers)
+    report.checks.append(Check("providers", True, f"{', '.join(report.providers)} (emulated; the device: {wanted})"))
+    report.checks.append(Check("golden outputs", bool(result["passed"]), str(result.get("detail", ""))[:500]))
+    report.latency_ms = {k: float(v) for k, v in dict(result.get("latency_ms", {})).items()}
+    report.notes.append("latency is the emulator's: emulated, not comparable with a board's; peak memory not measured")
+    return report
+
+
+def _recorded_onnxruntime(bundle: Path, manifest: Manifest) -> str | None:
+    """The onnxruntime version recipe.toml records (a checksummed file of the bundle), if any."""
+    import re
+    import tomllib
+
+    if "recipe.toml" not in manifest.files:
+        return None
+    path = inside(bundle, "recipe.toml")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        return None
+    try:
+        version = tomllib.loads(path.read_text(encoding="utf-8")).get("versions", {}).get("onnxruntime")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return version if isinstance(version, str) and re.fullmatch(r"[0-9]+(\.[0-9]+){1,3}", version) else None
 
 
 def _check_budgets(report: VerifyReport, manifest: Manifest, enforce: bool, unit: str) -> None:
