@@ -56,13 +56,17 @@ def machine() -> str:
     )
 
 
-def write_section(name: str, command: str, header: list[str], rows: list[list[str]], notes: str = "") -> None:
+def write_section(
+    name: str, command: str, header: list[str], rows: list[list[str]], notes: str = "", machine_line: str | None = None
+) -> None:
+    """Replace (or add) the section `name` of BENCHMARKS.md; `machine_line`: where the figures were
+    measured when that was not this machine (a GPU host whose results were carried back)."""
     today = dt.date.today().isoformat()
     lines = [
         f"<!-- {name} -->",
         f"## {name}",
         "",
-        f"Machine: {machine()}  ",
+        f"Machine: {machine_line or machine()}  ",
         f"Command: `{command}`  ",
         f"Date: {today}",
         "",
