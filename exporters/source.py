@@ -161,12 +161,16 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
             f"{', ...' if len(body) > 4 else ''}): they would be random; the checkpoint is incomplete"
         )
     if head and not allow_new_head:
-        own = infer_task(arch).name
+        from edgeinfer.exporters.tasks import head_of
+
+        try:
+            trained = f"export the task the checkpoint was trained for ({option('task', infer_task(arch).name)})"
+        except UnsupportedError:  # a head no task exports: say which
+            trained = f"the checkpoint was trained for {head_of(arch)}, which edgeinfer does not export yet"
         raise InputError(
             f"{path} has no weights for the {spec.name} head ({', '.join(head[:4])}{', ...' if len(head) > 4 else ''}): "
-            f"it would be initialised at random and validation could not tell. Export the task the checkpoint "
-            f"was trained for ({option('task', own)}), or pass {option('allow_new_head', True)} for a random head "
-            "to fine-tune elsewhere"
+            f"it would be initialised at random and validation could not tell; {trained}, or pass "
+            f"{option('allow_new_head', True)} for a random head to fine-tune elsewhere"
         )
     if head:
         log.warning(f"the {spec.name} head of {path.name} is initialised at random ({', '.join(head[:4])})")

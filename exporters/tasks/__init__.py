@@ -89,8 +89,38 @@ def get_task(name: str) -> ExportTask:
 
 
 def infer_task(architecture: str, default: str = "feature-extraction") -> ExportTask:
-    """The task an architecture name means (`BertForSequenceClassification` -> text-classification)."""
+    """The task an architecture name means (`BertForSequenceClassification` -> text-classification).
+
+    A name with a task head no registered task exports (`RobertaForTokenClassification`,
+    `DetrForObjectDetection`, `...LMHeadModel`) is refused naming the head: exported as
+    `default` it would lose the head without a word. A bare model (`BertModel`) is `default`."""
     by_suffix = sorted(
         ((suffix, task) for task in tasks().values() for suffix in task.architectures), key=lambda st: -len(st[0])
     )
-    return next((task for suffix, task in by_suffix if architecture.endswith(suffix)), get_task(default))
+    found = next((task for suffix, task in by_suffix if architecture.endswith(suffix)), None)
+    if found is not None:
+        return found
+    head = head_of(architecture)
+    if head:
+        from edgeinfer.core.errors import UnsupportedError, option
+
+        raise UnsupportedError(
+            f"{architecture} has a task head ({head}) that edgeinfer does not export yet (its tasks: "
+            f"{', '.join(sorted(tasks()))}); exporting it as {default} would drop the head. Pass "
+            f"{option('task', default)} to export the model without its head, on purpose"
+        )
+    return get_task(default)
+
+
+def head_of(architecture: str) -> str | None:
+    """The task head an architecture name carries, in words ("token classification"), or None."""
+    import re
+
+    if "For" in architecture:
+        name = architecture.split("For", 1)[1]
+    elif architecture.endswith(("LMHeadModel", "WithLMHead")):
+        name = "LMHead"
+    else:
+        return None
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*", name)
+    return " ".join(w if w.isupper() else w.lower() for w in words) or None

@@ -52,6 +52,37 @@ def test_the_architecture_name_picks_the_task(architecture, task):
     assert infer_task(architecture).name == task
 
 
+@pytest.mark.parametrize(
+    "architecture, head",
+    [
+        ("RobertaForTokenClassification", "token classification"),
+        ("DistilBertForTokenClassification", "token classification"),
+        ("RobertaForQuestionAnswering", "question answering"),
+        ("DetrForObjectDetection", "object detection"),
+        ("SegformerForSemanticSegmentation", "semantic segmentation"),
+        ("DeiTForImageClassificationWithTeacher", "image classification with teacher"),
+        ("Wav2Vec2ForCTC", "CTC"),
+        ("BertForMaskedLM", "masked LM"),
+    ],
+)
+def test_a_head_no_task_exports_is_refused_never_dropped(architecture, head, tmp_path, capsys):
+    """A checkpoint whose head edgeinfer cannot export is refused naming the head (exit 2, nothing
+    written), not exported as feature-extraction with the head gone; --task feature-extraction
+    is named as the way to export the body on purpose."""
+    from edgeinfer.core.errors import UnsupportedError
+    from tests.conftest import run_cli
+
+    with pytest.raises(UnsupportedError, match=f"task head \\({head}\\)"):
+        infer_task(architecture)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(f'{{"architectures": ["{architecture}"], "model_type": "roberta"}}')
+    code, _, err = run_cli(capsys, "export", folder, "-o", tmp_path / "m.onnx")
+    line = " ".join(err.split())
+    assert code == 2 and f"({head})" in line and "--task feature-extraction" in line
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_an_unknown_task_is_refused_listing_the_registered_ones(tmp_path, minilm_dir):
     with pytest.raises(ConfigError, match="unknown export task 'summarize' \\(valid: causal-lm, feature-extraction"):
         export_model(str(minilm_dir), tmp_path / "m.onnx", task="summarize")
