@@ -378,7 +378,10 @@ def test_an_interrupted_search_leaves_no_bundle_and_resumes_from_its_measurement
     out = tmp_path / "bundle"
     args = [sys.executable, "-m", "edgeinfer", "optimize", FACTORY, "--device", "x86-avx512-vnni", "--data",
             str(digits_eval), "--max-drop", "0.01", "--runs", "5", "-o", str(out), "--json"]  # fmt: skip
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (Ctrl-C as at a terminal)
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     measured = tmp_path / "cache" / "measurements"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(measured.glob("*.json"))) < 2 and proc.poll() is None:
