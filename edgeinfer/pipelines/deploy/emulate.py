@@ -182,7 +182,7 @@ def _wheels(site: Path, onnxruntime_version: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", tmp,
+            sys.executable, "-I", "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", tmp,
             "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_27_aarch64",
             "--platform", "manylinux2014_aarch64", "--python-version", "3.11", "--implementation", "cp",
             f"onnxruntime=={onnxruntime_version}", "numpy<2.5",

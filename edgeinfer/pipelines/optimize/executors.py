@@ -61,6 +61,10 @@ class RayExecutor:
                     f"`ray start --address HEAD --resources '{{\"{resource}\": 1}}'`"
                 )
 
+    def where(self, node: str) -> str:
+        """What a candidate's measured_on says of a task run on `node`."""
+        return f"{self.resource} ({self.name} node {node}, alone)" if self.final else f"{self.name}:{node}"
+
     @property
     def final(self) -> bool:
         """Whether a task's figures are the device's own (its node, alone), not a shared node's."""

@@ -75,8 +75,6 @@ class SshDevice:
     port: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
-    name = "ssh"
-
     @classmethod
     def parse(cls, url: str, python: str = "python3") -> SshDevice:
         m = _URL.fullmatch(url)
@@ -219,6 +217,3 @@ class SshDevice:
         except (KeyError, ValueError, OSError) as e:
             raise BackendError(f"{self.url}: the device's outputs are not what was asked for ({e})") from None
         return result, outputs
-
-    def close(self) -> None:
-        pass

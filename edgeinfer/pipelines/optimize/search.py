@@ -209,6 +209,8 @@ class CandidateExecutor(Protocol):
 
     def measure(self, spec: dict[str, Any], candidates: list, progress: Progress = QUIET) -> list[dict[str, Any]]: ...
 
+    def where(self, node: str) -> str: ...
+
     def close(self) -> None: ...
 
 
@@ -416,11 +418,8 @@ def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: B
                 cand.failed.append(f"measured under another OpenMP setting ({result.get('openmp')})")
                 continue
             cand.load(result)
-            node = result.get("node", "?")
-            if getattr(executor, "final", False):  # the device's own node, one task at a time
-                cand.cached, cand.measured_on = False, f"{executor.resource} ({executor.name} node {node}, alone)"
-            else:
-                cand.cached, cand.measured_on = False, f"{executor.name}:{node}"
+            # "ray:NODE", a shared node; or the device's own node, one task at a time (final)
+            cand.cached, cand.measured_on = False, executor.where(result.get("node", "?"))
             if cache is not None:
                 cache.put(cand.steps, cand.figures())
     seen: dict[str, str] = {}
@@ -484,7 +483,7 @@ def _measure_by(executor, space: SearchSpace, cand: Candidate, progress: Progres
     path, failed = cand.path, cand.failed
     cand.load(result)
     cand.path, cand.failed, cand.cached = path, failed, False
-    cand.measured_on = f"{executor.resource} ({executor.name} node {result.get('node', '?')}, alone)"
+    cand.measured_on = executor.where(result.get("node", "?"))
 
 
 def conclude(
