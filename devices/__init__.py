@@ -5,6 +5,7 @@ Profiles are data (`devices/*.toml`, one device a file); this module loads and c
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +25,7 @@ __all__ = [
     "Provider",
     "builtin_profiles",
     "get_profile",
+    "host_profile",
     "load_profile_file",
 ]
 
@@ -36,12 +38,17 @@ class Precision(StrEnum):
     INT4 = "int4"
 
 
-_KEYS = {"name", "description", "providers", "threads", "memory_mb", "precisions", "static_shapes", "quant", "llm"}
+_KEYS = {
+    "name", "description", "providers", "threads", "memory_mb", "precisions", "static_shapes", "quant", "llm",
+    "openvino",
+}  # fmt: skip
 # The keys of the [quant] and [llm] tables, with the type each value must have.
 _SECTION_TYPES = {
     "quant": {"activation_type": str, "weight_type": str, "reduce_range": bool, "per_channel": bool, "recipe": str},
     "llm": {"n_gpu_layers": int, "n_ctx": int, "kquant": str, "kv_type": str, "repack": bool},
+    "openvino": {"device": str},
 }
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU")
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,9 @@ class DeviceProfile:
     # llama.cpp defaults: GPU layers, context size, the k-quant that suits the memory.
     llm: LlmDefaults = LlmDefaults()
     path: Path | None = None
+    # The OpenVINO device the hardware has ("CPU", "GPU", "NPU"): `optimize` then also measures the
+    # model compiled by OpenVINO there, in the profile's precisions. None: ONNX Runtime only.
+    openvino_device: str | None = None
 
 
 def _fail(path: Path | str, key: str, message: str) -> ConfigError:
@@ -155,6 +165,9 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
                 raise _fail(path, f"{section}.{key}", f"{value!r} is not a non-negative integer")
             if kind is str and not isinstance(value, str):
                 raise _fail(path, f"{section}.{key}", f"{value!r} is not a string")
+    ov_device = data.get("openvino", {}).get("device")
+    if ov_device is not None and ov_device not in OPENVINO_DEVICES:
+        raise _fail(path, "openvino.device", f"{ov_device!r} is not one of {', '.join(OPENVINO_DEVICES)}")
     if not isinstance(data["name"], str) or not data["name"]:
         raise _fail(path, "name", "must be a non-empty string")
     if not isinstance(data.get("description", ""), str):
@@ -170,6 +183,7 @@ def parse_profile(data: dict[str, Any], path: Path | str) -> DeviceProfile:
         quant=QuantDefaults(**data.get("quant", {})),
         llm=LlmDefaults.parse(data.get("llm", {}), path),
         path=Path(path),
+        openvino_device=ov_device,
     )
 
 
@@ -195,7 +209,9 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
 
 
 def get_profile(name_or_path: str) -> DeviceProfile:
-    """A built-in profile by name, or a user's TOML file by path."""
+    """A built-in profile by name, `host` (this machine, host_profile), or a user's TOML file by path."""
+    if name_or_path == HOST:
+        return host_profile()
     if name_or_path.endswith(".toml"):
         path = Path(name_or_path)
         if not path.is_file():
@@ -204,7 +220,7 @@ def get_profile(name_or_path: str) -> DeviceProfile:
     profiles = builtin_profiles()
     if name_or_path not in profiles:
         raise ConfigError(
-            f"unknown device {name_or_path!r}; built-in profiles: {', '.join(profiles)} "
+            f"unknown device {name_or_path!r}; built-in profiles: {', '.join([*profiles, HOST])} "
             "(or pass a path to your own .toml)"
         )
     return profiles[name_or_path]
@@ -261,3 +277,75 @@ def host_has_vnni() -> bool:
         return True
     isa = host_isa()
     return "avx512_vnni" in isa or "avx_vnni" in isa
+
+
+HOST = "host"
+
+
+def physical_cores(cpuinfo: str | None = None) -> int:
+    """Cores, not hardware threads (SMT siblings share one core's units), from /proc/cpuinfo;
+    the logical CPU count where it does not say."""
+    try:
+        text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores, physical = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            physical = value.strip()
+        elif key == "core id":
+            cores.add((physical, value.strip()))
+    return len(cores) or os.cpu_count() or 1
+
+
+def memory_mb() -> int | None:
+    """This machine's memory (MemTotal), MiB."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def host_profile(cpuinfo: str | None = None, openvino: bool | None = None) -> DeviceProfile:
+    """The profile of this machine (`--device host`): its CPU's ISA decides the precisions (BF16
+    where it has AVX512-BF16, AMX-BF16 or ARM's BF16; INT8 everywhere, full-range where VNNI or
+    ARM's dot products are), threads are its physical cores, memory its RAM; OpenVINO's CPU is
+    one of its runtimes when the package is installed (`openvino`: None, look)."""
+    import importlib.util
+    import platform
+
+    isa = host_isa(cpuinfo)
+    flags = set()
+    try:
+        text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        pass
+    precisions = [Precision.FP32, Precision.INT8]
+    if {"avx512_bf16", "amx_bf16", "bf16"} & (flags | set(isa)):
+        precisions.insert(1, Precision.BF16)
+    if openvino is None:
+        openvino = importlib.util.find_spec("openvino") is not None
+    arm = platform.machine().lower() in ("aarch64", "arm64") or "asimd" in flags
+    full_range = arm or bool({"avx512_vnni", "avx_vnni"} & set(isa))
+    cores = physical_cores(cpuinfo)
+    shown = ", ".join(isa) or "no AVX2"
+    return DeviceProfile(
+        name=HOST,
+        description=f"this machine: {cpu_model()}, {cores} cores, {shown}",
+        providers=(Provider.CPU,),
+        threads=cores,
+        memory_mb=memory_mb(),
+        precisions=tuple(precisions),
+        quant=QuantDefaults(reduce_range=not full_range),
+        llm=LlmDefaults(n_ctx=4096),
+        openvino_device="CPU" if openvino else None,
+    )

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,19 +25,10 @@ from edgeinfer.core.model_kind import ModelKind
 from edgeinfer.core.providers import Provider
 from edgeinfer.core.stdio import quiet_native
 from edgeinfer.runtime import Backend, ProviderReport, Target, register_backend
+from edgeinfer.runtime.feeds import check_feeds, describe
 
 log = logging.getLogger(__name__)
 
-ORT_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
 
 # Providers that ship as separate packages and load as plugin libraries: module name.
 _PLUGINS = {Provider.QNN: "onnxruntime_qnn"}
@@ -93,9 +85,7 @@ def _plugin_options(provider: Provider) -> dict[str, str]:
 
 
 def describe_inputs(session) -> str:
-    return ", ".join(
-        f"{i.name} {i.type.removeprefix('tensor(').rstrip(')')} {list(i.shape)}" for i in session.get_inputs()
-    )
+    return describe(session.get_inputs())
 
 
 class OrtRunner:
@@ -225,40 +215,13 @@ class OrtRunner:
         return [o.name for o in self.session.get_outputs()]
 
     def check_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = {i.name: i for i in self.inputs}
-        problems = []
-        missing = [n for n in expected if n not in feeds]
-        extra = [n for n in feeds if n not in expected]
-        if missing:
-            problems.append(f"missing input(s) {', '.join(missing)}")
-        if extra:
-            problems.append(f"unknown input(s) {', '.join(extra)}")
-        out = {}
-        for name, spec in expected.items():
-            if name not in feeds:
-                continue
-            arr = np.asarray(feeds[name])
-            want = ORT_DTYPES.get(spec.type)
-            if want is not None and arr.dtype != want:
-                problems.append(f"{name} has dtype {arr.dtype}, expected {np.dtype(want).name}")
-            if len(arr.shape) != len(spec.shape):
-                problems.append(
-                    f"{name} has shape {list(arr.shape)}, expected rank {len(spec.shape)} {list(spec.shape)}"
-                )
-            else:
-                for axis, (got, dim) in enumerate(zip(arr.shape, spec.shape)):
-                    if isinstance(dim, int) and dim != got:
-                        problems.append(
-                            f"{name} has shape {list(arr.shape)}, expected {list(spec.shape)} (axis {axis})"
-                        )
-                        break
-            out[name] = arr
-        if problems:
-            raise InputError(
-                f"inputs do not fit {self.path.name}: {'; '.join(problems)}. "
-                f"The model expects: {describe_inputs(self.session)}"
-            )
-        return out
+        return check_feeds(self.inputs, feeds, self.path.name)
+
+    def timer(self, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+        """The cheapest call that runs `feeds` (checked once), for timing."""
+        feeds = self.check_inputs(feeds)
+        session = self.session
+        return lambda: session.run(None, feeds)
 
     # -- running --------------------------------------------------------------------------
 

@@ -503,17 +503,27 @@ def _print_bench(model: Path, result) -> None:
 
 @app.command()
 def devices(as_json: Json = False) -> None:
-    """List the device profiles and which of their execution providers this machine has."""
-    from edgeinfer.devices import builtin_profiles
+    """List the device profiles and which of their execution providers this machine has.
+
+    `host` is this machine, built from its CPU (ISA: VNNI, AVX512-BF16, AMX, ARM dot products),
+    cores, memory and the runtimes installed: `optimize MODEL --device host` searches for it.
+    """
+    from edgeinfer.devices import builtin_profiles, host_isa, host_profile
+    from edgeinfer.runtime.openvino import device_capabilities, openvino_version
     from edgeinfer.runtime.ort import available_providers
 
     avail = set(available_providers())
-    profiles = builtin_profiles()
+    profiles = {**builtin_profiles(), "host": host_profile()}
+    ov = openvino_version()
+    runtimes = {"onnxruntime": __import__("onnxruntime").__version__, "openvino": ov}
     if as_json:
         print(
             json.dumps(
                 {
                     "available_providers": sorted(avail),
+                    "runtimes": runtimes,
+                    "openvino_cpu_capabilities": device_capabilities("CPU") if ov else [],
+                    "isa": host_isa(),
                     "profiles": {
                         n: {
                             "description": p.description,
@@ -523,6 +533,7 @@ def devices(as_json: Json = False) -> None:
                             "memory_mb": p.memory_mb,
                             "precisions": [x.value for x in p.precisions],
                             "static_shapes": p.static_shapes,
+                            "openvino_device": p.openvino_device,
                         }
                         for n, p in profiles.items()
                     },
@@ -537,9 +548,16 @@ def devices(as_json: Json = False) -> None:
         provs = " > ".join(
             f"[green]{x.short}[/green]" if x.value in avail else f"[dim]{x.short} (missing)[/dim]" for x in p.providers
         )
+        if p.openvino_device:
+            provs += f"; OpenVINO {p.openvino_device}" + ("" if ov else " [dim](openvino missing)[/dim]")
         table.add_row(name, provs, ",".join(p.precisions), f"{p.memory_mb or '-'} MB", p.description)
     console.print(table)
     console.print(f"providers installed here: {', '.join(sorted(avail))}")
+    console.print(
+        f"runtimes: onnxruntime {runtimes['onnxruntime']}, "
+        + (f"openvino {ov} (CPU: {', '.join(device_capabilities('CPU'))})" if ov else "openvino not installed")
+        + f"; this CPU: {', '.join(host_isa()) or 'no AVX2'}"
+    )
 
 
 @app.command()

@@ -42,7 +42,7 @@ def parse_shapes(items: list[str]) -> dict[str, list[int]]:
 
 def synthetic_inputs(inputs, shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs built from the graph's specs: symbolic dims from `shapes` or the defaults."""
-    from edgeinfer.runtime.ort import ORT_DTYPES
+    from edgeinfer.runtime.feeds import DTYPES as ORT_DTYPES
 
     rng = np.random.default_rng(seed)
     names = {spec.name for spec in inputs}
@@ -170,10 +170,10 @@ def bench_model(
 
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.artifact import load_artifact
-    from edgeinfer.pipelines.target import onnx_runner, ort_target
+    from edgeinfer.pipelines.target import onnx_runner, onnx_target
 
     art = load_artifact(model)
-    runner = onnx_runner(model, ort_target(device, providers, threads), allow_fallback=allow_fallback)
+    runner = onnx_runner(model, onnx_target(device, providers, threads), allow_fallback=allow_fallback)
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement

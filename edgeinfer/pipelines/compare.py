@@ -19,6 +19,7 @@ from edgeinfer.core.errors import ConfigError, InputError
 from edgeinfer.core.measure import interleaved, percentiles, speedup_ci
 from edgeinfer.core.progress import QUIET, Progress
 from edgeinfer.pipelines.llm_eval import LlmComparisonReport
+from edgeinfer.pipelines.target import OnnxTarget
 
 REPORT_SCHEMA = 1
 
@@ -261,6 +262,7 @@ def compare_models(
     limit: int | None = None,
     data: Batches | None = None,
     progress: Progress = QUIET,
+    where: OnnxTarget | None = None,
 ) -> ComparisonReport:
     """Run a baseline and candidates on the same data: size, interleaved latency with a bootstrap 95% CI,
     and the task metric (accuracy, embedding cosine and retrieval, or raw-output agreement).
@@ -272,6 +274,8 @@ def compare_models(
         task: auto, classification, embedding or raw.
         runs, batch_size, limit: timing runs, batch size, at most this many samples.
         data: already loaded Batches (skips data_spec).
+        where: the candidates' runtime in full (OpenVINO, its device and precision), instead of
+            `device` / `providers`.
 
     Returns the ComparisonReport (one row a model, the baseline first).
     """
@@ -280,12 +284,12 @@ def compare_models(
     apply_measurement_env()  # before torch or llama.cpp loads: OpenMP reads it once
     from edgeinfer.core.artifact import load_artifact
     from edgeinfer.core.data import load_batches
-    from edgeinfer.pipelines.target import onnx_runner, ort_target
+    from edgeinfer.pipelines.target import onnx_runner, onnx_target
 
     if not candidates:
         raise ConfigError("give at least one candidate model after the baseline")
     base_art = load_artifact(baseline)
-    base_target, target = ort_target(baseline_device), ort_target(device, providers)
+    base_target, target = onnx_target(baseline_device), where or onnx_target(device, providers)
     runners = {str(baseline): onnx_runner(baseline, base_target)}
     for cand in candidates:
         runners[str(cand)] = onnx_runner(cand, target, allow_fallback=allow_fallback)
@@ -296,7 +300,7 @@ def compare_models(
     outputs = {name: _per_sample(task, _outputs(r, data), data) for name, r in runners.items()}
     feeds = data.batches[0]
     times = interleaved(
-        {name: (lambda r=r: r.session.run(None, feeds)) for name, r in runners.items()},
+        {name: r.timer(feeds) for name, r in runners.items()},
         runs=runs,
         warmup=3,
         progress=progress,

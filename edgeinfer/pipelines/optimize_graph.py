@@ -168,9 +168,9 @@ def _check_parity(model: Path, variants: dict[str, Path], config: GraphOptConfig
 
 def _fastest(variants: dict[str, Path], config: GraphOptConfig, profile, progress: Progress):
     from edgeinfer.core.measure import interleaved, speedup_ci
-    from edgeinfer.pipelines.target import onnx_runner, ort_target
+    from edgeinfer.pipelines.target import onnx_runner, onnx_target
 
-    target = ort_target(profile)
+    target = onnx_target(profile)
     runners = {name: onnx_runner(path, target, profile_first_run=False) for name, path in variants.items()}
     feeds = _feeds(next(iter(runners.values())), config.batch, config.sequence, seed=0)
     times = interleaved(

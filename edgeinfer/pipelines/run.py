@@ -176,14 +176,14 @@ def run_onnx(
 
 def compile_model(model: Path, output: Path, profile, *, force: bool = False) -> Artifact:
     """Precompile `model` for the profile's first provider into an EP-context model (`*_ctx.onnx`)."""
-    from edgeinfer.pipelines.target import ort_target
+    from edgeinfer.pipelines.target import onnx_target
     from edgeinfer.runtime.ort import compile_ep_context
 
     if profile is None:
         raise ConfigError("compiling needs a device profile whose provider compiles the model")
     check_output(output, [model], force)
     parent = load_artifact(model)
-    target = ort_target(profile)
+    target = onnx_target(profile)
     with atomic_path(output, overwrite=force) as tmp:
         report = compile_ep_context(model, tmp, target.providers or [], target.threads)
     art = parent.derive(output, Step("compile", {"device": profile.name, "providers": report.used}))

@@ -17,18 +17,51 @@ from edgeinfer.runtime import Target, check_target
 
 
 @dataclass(frozen=True)
-class OrtTarget:
-    """Execution providers in order of preference (None: the CPU) and intra-op threads."""
+class OnnxTarget:
+    """Where an ONNX model runs: ONNX Runtime's execution providers in order of preference (None:
+    the CPU) and intra-op threads; or, with runtime "openvino", OpenVINO's device and inference
+    precision (None: OpenVINO's own choice, BF16 on a BF16 CPU) with those threads."""
 
     providers: list[Provider] | None = None
     threads: int | None = None
+    runtime: str = "onnxruntime"
+    ov_device: str = "CPU"
+    precision: str | None = None
+
+    @property
+    def openvino(self) -> bool:
+        return self.runtime == "openvino"
+
+    def openvino_options(self) -> dict[str, str] | None:
+        """OpenVINO's load options (device, precision), or None on ONNX Runtime."""
+        if not self.openvino:
+            return None
+        return {"device": self.ov_device, **({"precision": self.precision} if self.precision else {})}
+
+    def describe(self) -> str:
+        if self.openvino:
+            return f"OpenVINO {self.ov_device} {self.precision or '(its default precision)'}"
+        return ", ".join(p.short for p in self.providers) if self.providers else "cpu"
 
 
-def ort_target(profile=None, providers: list[Provider] | None = None, threads: int | None = None) -> OrtTarget:
+# The pass that puts a model on OpenVINO in a recipe (pipelines/passes/use_openvino.py).
+USE_OPENVINO = "use-openvino"
+
+
+def engine_of(steps: list[tuple[str, dict[str, Any]]], where: OnnxTarget) -> OnnxTarget:
+    """`where` moved onto OpenVINO when the recipe's last step says so (use-openvino: its device
+    and precision, the threads kept), else `where` as it is: ONNX Runtime."""
+    if not steps or steps[-1][0] != USE_OPENVINO:
+        return where
+    cfg = steps[-1][1]
+    return OnnxTarget(None, where.threads, "openvino", str(cfg.get("device") or "CPU"), cfg.get("precision") or None)
+
+
+def onnx_target(profile=None, providers: list[Provider] | None = None, threads: int | None = None) -> OnnxTarget:
     """Explicit providers and threads win over the profile's (with_profile); None means the runtime's default."""
     given = Target(tuple(providers) if providers else None, threads)
     merged = with_profile(given, profile, frozenset({"providers", "threads"}))
-    return OrtTarget(list(merged.providers) if merged.providers else None, merged.threads)
+    return OnnxTarget(list(merged.providers) if merged.providers else None, merged.threads)
 
 
 def resolve_target(model: Path | str, profile=None, given: Target = Target()) -> Target:
@@ -92,13 +125,17 @@ def describe_target(target: Target) -> str:
     return ", ".join(parts) or "the runtime's defaults"
 
 
-def onnx_runner(path: Path, where: OrtTarget | None = None, *, allow_fallback: bool = False, **options: Any) -> Any:
+def onnx_runner(path: Path, where: OnnxTarget | None = None, *, allow_fallback: bool = False, **options: Any) -> Any:
     """An ONNX model loaded through edgeinfer.runtime.load on `where`'s providers and threads
     (None: the CPU), with the backend's own switches (profile_first_run=False, ...); a model of
     another kind is refused."""
     from edgeinfer.runtime import load
 
-    where = where or OrtTarget()
+    where = where or OnnxTarget()
+    if where.openvino:  # ONNX Runtime's own switches (profile_first_run, ...) do not apply
+        ov = where.openvino_options() or {}
+        target = Target(None, where.threads, allow_fallback, backend="openvino").with_options(**ov)
+        return load(path, target, expect=ModelKind.ONNX)
     chosen = tuple(where.providers) if where.providers else None
     return load(path, Target(chosen, where.threads, allow_fallback).with_options(**options), expect=ModelKind.ONNX)
 

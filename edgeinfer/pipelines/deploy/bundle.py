@@ -103,12 +103,14 @@ def write_bundle(
     from edgeinfer.core.artifact import copy_with_sidecar, load_artifact
     from edgeinfer.core.data import load_batches
     from edgeinfer.exporters.validate import compare_arrays
-    from edgeinfer.pipelines.target import onnx_runner, ort_target
+    from edgeinfer.pipelines.target import engine_of, onnx_runner, onnx_target
 
     art = load_artifact(model)
     base = onnx_runner(baseline, profile_first_run=False)
-    # The chosen model on the device's providers, as verify will run it (an NPU rounds differently).
-    cand = onnx_runner(model, ort_target(None if golden_on_cpu else profile), profile_first_run=False)
+    # The chosen model on the device's providers (or OpenVINO's device), as verify will run it (an
+    # NPU rounds differently); on this CPU when the device is not here.
+    where = engine_of(candidate.steps, onnx_target(profile))
+    cand = onnx_runner(model, stand_in_for(where) if golden_on_cpu else where, profile_first_run=False)
     first = base.inputs[0].shape[0] if base.inputs and base.inputs[0].shape else None
     samples = max(GOLDEN_SAMPLES, first if isinstance(first, int) else 0)  # a fixed batch is the minimum
     batches = load_batches(data, base.inputs, samples, art.meta.get("tokenizer"), samples)
@@ -134,8 +136,8 @@ def write_bundle(
         arrays = {**golden_in, **{f"expected:{k}": v for k, v in expected.items()}}
         np.savez(out / "golden.npz", **arrays)  # pyright: ignore[reportArgumentType]  # names are keys, not options
         recipe_doc = write_recipe(out, source, recipe, model, report, candidate)
-        (out / "run.py").write_text(RUN_PY)
-        (out / "README.md").write_text(_readme(report, candidate))
+        (out / "run.py").write_text(RUN_OPENVINO_PY if where.openvino else RUN_PY)
+        (out / "README.md").write_text(_readme(report, candidate, where))
         manifest = {
             "schema": SCHEMA,
             "model": "model.onnx",
@@ -150,8 +152,27 @@ def write_bundle(
             "measured": recipe_doc["measured"],
             "candidate": candidate.name,
             "edgeinfer_version": __version__,
+            "runtime": where.runtime,
         }
+        if where.openvino:
+            manifest["openvino"] = {"device": where.ov_device, "precision": where.precision}
         write_manifest(out, manifest)
+
+
+def stand_in_for(where):
+    """What runs a model here when its device is not: ONNX Runtime's CPU, or OpenVINO's CPU in
+    the same precision where this CPU has it (else FP32, said)."""
+    from dataclasses import replace
+
+    from edgeinfer.pipelines.target import OnnxTarget
+    from edgeinfer.runtime.openvino import PRECISIONS, device_capabilities
+
+    if not where.openvino:
+        return OnnxTarget()
+    precision = where.precision
+    if precision is not None and PRECISIONS[precision] not in device_capabilities("CPU"):
+        precision = "f32"
+    return replace(where, threads=None, ov_device="CPU", precision=precision)
 
 
 def write_recipe(out: Path, source: str, recipe, model: Path, report, candidate) -> dict[str, Any]:
@@ -215,9 +236,9 @@ def read_recipe(path: Path, source: str) -> tuple[list[tuple[str, dict[str, Any]
 
 def _versions(edgeinfer_version: str) -> dict[str, str]:
     out = {"edgeinfer": edgeinfer_version}
-    for mod in ("onnxruntime", "torch", "onnx", "llama_cpp"):
+    for mod in ("onnxruntime", "torch", "onnx", "llama_cpp", "openvino"):
         try:
-            out[mod] = __import__(mod).__version__
+            out[mod] = __import__(mod).__version__.split("-")[0]
         except ImportError:
             pass
     return out
@@ -232,7 +253,7 @@ def _toml_safe(value):
     return value
 
 
-def _readme(report, candidate) -> str:
+def _readme(report, candidate, where) -> str:
     figures = f"a metric drop of {candidate.drop:.4f} against FP32, and {candidate.size_bytes / 2**20:.2f} MiB"
     if candidate.p50_ms is not None:
         measured = f"it measured p50 {candidate.p50_ms:.3f} ms on the eval batch, {figures}."
@@ -240,15 +261,17 @@ def _readme(report, candidate) -> str:
         measured = (
             f"it measured {figures}; it was not timed: {report.stand_in}. `edgeinfer verify .` on the device times it."
         )
+    runtime = "openvino" if where.openvino else "onnxruntime"
+    runs_on = f" It runs on {where.describe()}." if where.openvino else ""
     return f"""# edgeinfer bundle for {report.device}
 
 `model.onnx` is the `{candidate.name}` candidate, chosen by `edgeinfer optimize` (objective:
-{report.objective}); {measured}
+{report.objective}); {measured}{runs_on}
 
 On the device:
 
     edgeinfer verify .          # checksums, providers, golden outputs, latency: exit 0 / 1 / 2
-    python run.py inputs.npz    # needs only onnxruntime and numpy
+    python run.py inputs.npz    # needs only {runtime} and numpy
 
 `manifest.json` lists every file with its sha256, the providers in preference order, the inputs
 and outputs, the budgets and the tolerances; `recipe.toml` the passes that made the model.
@@ -297,6 +320,56 @@ def main():
         print(f"{name}: shape {list(value.shape)}, first values {np.asarray(value).ravel()[:5].tolist()}")
     if args.out:
         np.savez(args.out, **dict(zip(out_names, outputs)))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+RUN_OPENVINO_PY = '''"""Run this bundle's model on OpenVINO, on an .npz of inputs (named like the model's inputs);
+needs only openvino and numpy.
+
+    python run.py inputs.npz [--out outputs.npz]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+HERE = Path(__file__).resolve().parent
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    where = manifest["openvino"]
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if where.get("precision"):
+        config["INFERENCE_PRECISION_HINT"] = where["precision"]
+    if manifest.get("threads") and where["device"] == "CPU":
+        config["INFERENCE_NUM_THREADS"] = manifest["threads"]
+    compiled = ov.Core().compile_model(str(HERE / manifest["model"]), where["device"], config)
+    names = {port.get_any_name() for port in compiled.inputs}
+    with np.load(args.inputs, allow_pickle=False) as data:
+        feeds = {k: data[k] for k in data.files if k in names}
+    missing = sorted(names - set(feeds))
+    if missing:
+        raise SystemExit(f"{args.inputs} lacks the input(s) {', '.join(missing)}")
+    result = compiled.create_infer_request().infer(feeds)
+    outputs = {port.get_any_name(): np.array(result[i]) for i, port in enumerate(compiled.outputs)}
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    print(f"runtime: OpenVINO {ov.__version__.split('-')[0]}, {where['device']}, {precision}")
+    for name, value in outputs.items():
+        print(f"{name}: shape {list(value.shape)}, first values {value.ravel()[:5].tolist()}")
+    if args.out:
+        np.savez(args.out, **outputs)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ class LlmTolerance(Record):
 
 
 @dataclass(frozen=True)
+class OpenVinoEntry(Record):
+    """Where OpenVINO runs a bundle's model: its device and the inference precision chosen."""
+
+    device: Literal["CPU", "GPU", "NPU"] = "CPU"
+    precision: Literal["f32", "bf16", "f16"] | None = None
+
+
+@dataclass(frozen=True)
 class Manifest(Record):
     """manifest.json of a bundle (schema 1), as `write_bundle` and `write_llm_bundle` write it."""
 
@@ -66,7 +74,8 @@ class Manifest(Record):
     measured: dict[str, Any] = field(default_factory=dict)
     candidate: str = ""
     edgeinfer_version: str = ""
-    runtime: str | None = None
+    runtime: Literal["onnxruntime", "openvino", "llama.cpp"] | None = None  # None: onnxruntime (older bundles)
+    openvino: OpenVinoEntry | None = None  # with runtime "openvino"
     n_ctx: int = 2048
     n_gpu_layers: int = 0
     repack: bool | None = None
@@ -86,6 +95,15 @@ class Manifest(Record):
             raise InputError(f"{where}.n_ctx is {self.n_ctx}; a context is 16 ... {1 << 20} tokens")
         if not 0 <= self.n_gpu_layers <= 100_000:
             raise InputError(f"{where}.n_gpu_layers is {self.n_gpu_layers}; choose 0 ... 100000")
+        if (self.runtime == "openvino") != (self.openvino is not None):
+            raise InputError(f'{where}: runtime "openvino" and an openvino entry (device, precision) go together')
+        if (
+            self.runtime == "llama.cpp"
+            and self.format != "gguf"
+            or self.runtime == "openvino"
+            and self.format != "onnx"
+        ):
+            raise InputError(f"{where}.runtime {self.runtime!r} does not run a {self.format.upper()} model")
         wanted = LlmTolerance if self.format == "gguf" else OnnxTolerance
         if not isinstance(self.tolerance, wanted):
             keys = "max_kld and min_top1" if self.format == "gguf" else "min_cosine and max_abs_diff"

@@ -198,7 +198,7 @@ def _verify(
     from edgeinfer.core.providers import Provider
     from edgeinfer.exporters.validate import compare_arrays
     from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
-    from edgeinfer.pipelines.target import OrtTarget, onnx_runner
+    from edgeinfer.pipelines.target import OnnxTarget, onnx_runner
 
     manifest = read_manifest(bundle)
     report = VerifyReport(str(bundle))
@@ -219,7 +219,11 @@ def _verify(
     if manifest.format == "gguf":
         return _verify_gguf(bundle, manifest, report, allow_fallback, enforce_latency, runs)
     try:
-        where = OrtTarget([Provider.parse(p) for p in manifest.providers], manifest.threads)
+        if manifest.openvino is not None:
+            ov = manifest.openvino
+            where = OnnxTarget(None, manifest.threads, "openvino", ov.device, ov.precision)
+        else:
+            where = OnnxTarget([Provider.parse(p) for p in manifest.providers], manifest.threads)
         model = inside(bundle, manifest.model)
         runner = onnx_runner(model, where, allow_fallback=allow_fallback, profile_first_run=False)
     except ProviderUnavailableError as e:
@@ -258,12 +262,13 @@ def _verify(
     report.checks.append(
         Check("golden outputs", not problems, "; ".join(problems) or f"{compared} outputs within tolerance")
     )
-    times = interleaved({"model": lambda: runner.session.run(None, feeds)}, runs=runs, warmup=3)
+    times = interleaved({"model": runner.timer(feeds)}, runs=runs, warmup=3)
     report.latency_ms = percentiles(times["model"])
     _check_budgets(report, manifest, enforce_latency, "")
     report.peak_memory_mb = onnx_peak_memory_mb(
-        inside(bundle, manifest.model), inside(bundle, manifest.golden), manifest.providers, manifest.threads
-    )
+        inside(bundle, manifest.model), inside(bundle, manifest.golden), manifest.providers, manifest.threads,
+        where.openvino_options(),
+    )  # fmt: skip
     _check_memory(report, manifest, enforce_latency)
     return report
 
@@ -279,6 +284,12 @@ def _verify_emulated(bundle: Path, manifest: Manifest, report: VerifyReport, run
             "not run on an emulated ARM64 CPU: a GGUF bundle runs on llama-cpp-python, which has no aarch64 "
             "wheel; on the board, `pip install llama-cpp-python` builds it from source (a C++ compiler and "
             "cmake; minutes), then `edgeinfer verify` there runs this check"
+        )
+        return report
+    if manifest.runtime == "openvino":
+        report.notes.append(
+            "not run on an emulated ARM64 CPU: the emulation kit carries onnxruntime, and this bundle runs on "
+            "OpenVINO (which has aarch64 wheels: `pip install openvino` on the board, then `edgeinfer verify` there)"
         )
         return report
     version = _recorded_onnxruntime(bundle, manifest) or onnxruntime.__version__

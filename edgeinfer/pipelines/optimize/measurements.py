@@ -149,7 +149,11 @@ from edgeinfer.core.model_kind import ModelKind
 from edgeinfer.core.providers import Provider
 from edgeinfer.runtime import Target, load
 model, feeds, providers, threads = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-target = Target(tuple(Provider.parse(p) for p in providers), threads, True, options=(("profile_first_run", False),))
+openvino = json.loads(sys.argv[5])
+if openvino is not None:
+    target = Target(None, threads, True, backend="openvino", options=tuple(sorted(openvino.items())))
+else:
+    target = Target(tuple(Provider.parse(p) for p in providers), threads, True, options=(("profile_first_run", False),))
 runner = load(model, target, expect=ModelKind.ONNX)
 names = {i.name for i in runner.inputs}
 with np.load(feeds, allow_pickle=False) as data:
@@ -191,9 +195,13 @@ def _probe(code: str, args: list[str], what: str) -> float:
     return float(json.loads(lines[-1])["peak_rss_mb"])
 
 
-def onnx_peak_memory_mb(model: Path, feeds: Path, providers: list[str], threads: int | None) -> float:
-    """Peak resident MiB of a fresh process that loads `model` on `providers` and runs `feeds` once."""
-    return _probe(_ONNX_PROBE, [str(model), str(feeds), json.dumps(providers), json.dumps(threads)], Path(model).name)
+def onnx_peak_memory_mb(
+    model: Path, feeds: Path, providers: list[str], threads: int | None, openvino: dict[str, str] | None = None
+) -> float:
+    """Peak resident MiB of a fresh process that loads `model` on `providers` (or on OpenVINO with
+    these options: device, precision) and runs `feeds` once."""
+    args = [str(model), str(feeds), json.dumps(providers), json.dumps(threads), json.dumps(openvino)]
+    return _probe(_ONNX_PROBE, args, Path(model).name)
 
 
 def gguf_peak_memory_mb(model: Path, settings, n_prompt: int = 64) -> float:

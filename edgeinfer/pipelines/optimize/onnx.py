@@ -79,11 +79,36 @@ def candidate_recipes(
                 continue
             for variant in method.search:
                 recipes.append((f"{prefix}{variant.name}", [*head, quant(method.name, **dict(variant.overrides))]))
+    recipes += openvino_recipes(profile, precisions)
     if can_prune and "fp32" in precisions:
         for ratio in PRUNE_RATIOS:
             cfg = {"prune": {"method": "structured", "ratio": ratio}, "finetune": {"epochs": PRUNE_EPOCHS}}
             recipes.append((f"pruned-{round(ratio * 100)}", [("prune", cfg)]))
     return recipes
+
+
+def openvino_recipes(profile, precisions: set[str]) -> list[tuple[str, list]]:
+    """The model compiled by OpenVINO on the profile's OpenVINO device (a profile with an
+    [openvino] table, OpenVINO installed): FP32; BF16 where the profile lists it and the device
+    has it; INT8 by NNCF (its float remainder in BF16 where that is allowed, else FP32)."""
+    from edgeinfer.pipelines.target import USE_OPENVINO
+    from edgeinfer.runtime.openvino import device_capabilities, openvino_version
+
+    device = getattr(profile, "openvino_device", None)
+    if device is None or openvino_version() is None:
+        return []
+    caps = device_capabilities(device)
+    bf16 = "bf16" in precisions and "BF16" in caps
+    float_precision = "bf16" if bf16 else "f32"
+    out: list[tuple[str, list]] = []
+    if "fp32" in precisions:
+        out.append(("openvino-fp32", [(USE_OPENVINO, {"device": device, "precision": "f32"})]))
+    if bf16:
+        out.append(("openvino-bf16", [(USE_OPENVINO, {"device": device, "precision": "bf16"})]))
+    if "int8" in precisions:
+        run = (USE_OPENVINO, {"device": device, "precision": float_precision})
+        out.append((f"openvino-int8{'-bf16' if bf16 else ''}", [("quantize-nncf", {}), run]))
+    return out
 
 
 def from_source(steps: list[tuple[str, dict[str, Any]]]) -> bool:
@@ -102,8 +127,10 @@ def _bits(steps: list[tuple[str, dict[str, Any]]]) -> int:
     """Bits per weight of what a recipe's last step makes (its method's precision; 32: float)."""
     from edgeinfer.compress.onnx_quant import methods
 
-    last = steps[-1][1].get("method") if steps and steps[-1][0] == "quantize-onnx" else None
-    method = methods().get(str(last))
+    quant = [c for p, c in steps if p in ("quantize-onnx", "quantize-nncf")]
+    if any(p == "quantize-nncf" for p, _ in steps):
+        return 8
+    method = methods().get(str(quant[-1].get("method"))) if quant else None
     return method.bits if method is not None else 32
 
 
@@ -143,7 +170,7 @@ class OnnxSpace:
     def measure(self, cand: Candidate) -> Measurement:
         from edgeinfer.pipelines.compare import EvalTask, compare_models
         from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
-        from edgeinfer.pipelines.target import ort_target
+        from edgeinfer.pipelines.target import engine_of, onnx_target
 
         assert cand.path is not None
         other = cand.path if cand.path != self.baseline else self._baseline_copy()
@@ -158,9 +185,13 @@ class OnnxSpace:
         self.progress.stage(f"measuring {cand.name} against FP32, interleaved")
         # A device that is not here: this machine's CPU stands in for its kernels; the quality and
         # size figures hold, a latency would not be the device's and is not taken.
-        device = None if self.stand_in else self.profile
+        target = engine_of(cand.steps, onnx_target(self.profile))  # OpenVINO when the recipe ends on it
+        if self.stand_in:
+            from edgeinfer.pipelines.deploy.bundle import stand_in_for
+
+            target = stand_in_for(target)
         report = compare_models(
-            self.baseline, [other], self.data, task=EvalTask.AUTO, device=device,
+            self.baseline, [other], self.data, task=EvalTask.AUTO, where=target,
             runs=3 if self.stand_in else self.runs, batch_size=8, data=self._batches, progress=self.progress,
         )  # fmt: skip
         row = report.rows[1]
@@ -168,9 +199,8 @@ class OnnxSpace:
             drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
         else:  # 1 - mean cosine, which float rounding can push a hair below 0
             drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
-        target = ort_target(device)
         providers = [p.value for p in target.providers] if target.providers else ["cpu"]
-        memory = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads)
+        memory = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads, target.openvino_options())
         if self.stand_in:
             return Measurement(report.task, dict(row.metrics), drop, None, None, None, memory)
         return Measurement(
@@ -288,7 +318,7 @@ def optimize_onnx(
     from edgeinfer.pipelines.deploy.bundle import write_bundle
     from edgeinfer.pipelines.optimize.measurements import data_sha256
     from edgeinfer.pipelines.passes import PassContext, run_pass
-    from edgeinfer.pipelines.target import absent_accelerators
+    from edgeinfer.pipelines.target import USE_OPENVINO, absent_accelerators
 
     profile, budgets, objective, progress = settings.profile, settings.budgets, settings.objective, settings.progress
     if train_data is not None and (Path(source).suffix.lower() == ".onnx" or Path(source).is_dir()):
@@ -321,6 +351,8 @@ def optimize_onnx(
             recipes = candidate_recipes(profile, model_type, has_calib=True, can_prune=train_data is not None)
             if objective is Objective.SIZE:  # small files first: a met one rules out larger ones unmeasured
                 recipes.sort(key=lambda r: _bits(r[1]))
+        if settings.device_host is not None:  # the device's measuring script runs onnxruntime
+            recipes = [(n, s) for n, s in recipes if not (s and s[-1][0] == USE_OPENVINO)]
         candidates = [Candidate(name, steps) for name, steps in recipes]
         cache = settings.measurement_cache(
             {

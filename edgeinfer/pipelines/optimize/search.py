@@ -8,6 +8,7 @@ builds a candidate's recipe and measures the result against the baseline.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -123,6 +124,15 @@ class Candidate:
     @property
     def met(self) -> bool:
         return self.measured and not self.failed
+
+    @property
+    def identity(self) -> str:
+        """What decides its figures once built: the file, and the runtime when the recipe puts it on
+        OpenVINO (one file compiled by OpenVINO and run by ONNX Runtime are two candidates)."""
+        from edgeinfer.pipelines.target import USE_OPENVINO
+
+        runtime = self.steps[-1] if self.steps and self.steps[-1][0] == USE_OPENVINO else None
+        return f"{self.sha256} {json.dumps(runtime, sort_keys=True)}" if runtime else str(self.sha256)
 
     # What the measurement cache keeps: the fields of its schema, so the two cannot drift apart.
     FIGURES = tuple(f.name for f in fields(CachedFigures))
@@ -347,11 +357,11 @@ def search(
             cand.sha256, cand.size_bytes = sha256_file(cand.path), cand.path.stat().st_size
         # A pass may keep its input as is (optimize-graph when no fusion is faster here): a file
         # already among the candidates is not measured twice.
-        if cand.sha256 in seen:
-            cand.failed.append(f"the same file as {seen[cand.sha256]}")
+        if cand.identity in seen:
+            cand.failed.append(f"the same file as {seen[cand.identity]}")
             cand.path = None
             continue
-        seen[str(cand.sha256)] = cand.name
+        seen[cand.identity] = cand.name
         if not cand.measured:
             size = (cand.size_bytes or 0) / 2**20
             if budgets.max_size_mb is not None and size > budgets.max_size_mb:
@@ -426,10 +436,10 @@ def _search_parallel(space: SearchSpace, candidates: list[Candidate], budgets: B
     for cand in candidates:
         if cand.sha256 is None:
             continue
-        if cand.sha256 in seen:
-            cand.failed.append(f"the same file as {seen[cand.sha256]}")
+        if cand.identity in seen:
+            cand.failed.append(f"the same file as {seen[cand.identity]}")
             continue
-        seen[cand.sha256] = cand.name
+        seen[cand.identity] = cand.name
         cand.failed += broken(cand, budgets)
 
 
