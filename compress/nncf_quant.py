@@ -9,6 +9,8 @@ NNCF would send usage telemetry when imported; edgeinfer turns it off before the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -111,7 +113,9 @@ def quantize_nncf(
     if cfg.exclude_nodes:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.exclude_nodes))
     try:
-        with quiet_native():
+        # NNCF draws its own progress bars on stdout (`--json` must stay JSON); edgeinfer's progress
+        # says what runs.
+        with quiet_native(), contextlib.redirect_stdout(io.StringIO()):
             quantized = nncf.quantize(graph, nncf.Dataset(samples), **kwargs)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

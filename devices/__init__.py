@@ -267,6 +267,11 @@ def host_isa(cpuinfo: str | None = None) -> list[str]:
     return [name for name, flag in ISA_FLAGS.items() if flag in flags]
 
 
+def host_has_bf16() -> bool:
+    """The CPU has BF16 dot products (AVX512-BF16, AMX-BF16): PyTorch's autocast and OpenVINO use them."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(host_isa()))
+
+
 def host_has_vnni() -> bool:
     """x86 CPUs with AVX-512 VNNI or AVX-VNNI run u8s8 dot products without saturating."""
     import platform

@@ -3,6 +3,7 @@ inputs, all problems in one line that says what the model expects."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,12 @@ DTYPES = {
 }
 
 
-def describe(specs: list[Any]) -> str:
+def describe(specs: Sequence[Any]) -> str:
     """Inputs as `name type [dims]`, comma-separated."""
     return ", ".join(f"{i.name} {i.type.removeprefix('tensor(').rstrip(')')} {list(i.shape)}" for i in specs)
 
 
-def check_feeds(specs: list[Any], feeds: dict[str, np.ndarray], model: str) -> dict[str, np.ndarray]:
+def check_feeds(specs: Sequence[Any], feeds: dict[str, np.ndarray], model: str) -> dict[str, np.ndarray]:
     """`feeds` as arrays when they fit the inputs `specs` (objects with name, type, shape), else
     InputError listing every problem and the inputs `model` expects."""
     expected = {i.name: i for i in specs}

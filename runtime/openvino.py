@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.core.errors import BackendError, InputError, MissingDependencyError, ProviderUnavailableError, option
+from edgeinfer.core.formats import load_onnx
 from edgeinfer.core.limits import check_threads
 from edgeinfer.core.model_kind import ModelKind
+from edgeinfer.core.stdio import quiet_native
 from edgeinfer.runtime import Backend, ProviderReport, Target, register_backend
 from edgeinfer.runtime.feeds import check_feeds
 
@@ -122,13 +124,16 @@ class OpenVinoRunner:
                 fallbacks.append(f"{precision} unavailable")
                 precision = "f32"
             config["INFERENCE_PRECISION_HINT"] = precision
+        # OpenVINO tries every frontend it has on a file (TensorFlow's prints to C stderr): a file
+        # that is not ONNX is refused here first, in one line, as ONNX Runtime's loader does.
+        load_onnx(self.path)
         try:
-            self.compiled = core.compile_model(str(self.path), device, config)
+            with quiet_native():
+                graph = core.read_model(str(self.path))
+                self.compiled = core.compile_model(graph, device, config)
         except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if "ONNX" in msg and ("parse" in msg.lower() or "protobuf" in msg.lower()):
-                raise InputError(f"{self.path} is not a valid ONNX model ({msg[:200]})") from e
-            raise BackendError(f"OpenVINO could not compile {self.path.name} for {device}: {msg[:300]}") from e
+            msg = " ".join(str(e).split())[-300:] or type(e).__name__
+            raise BackendError(f"OpenVINO could not compile {self.path.name} for {device}: {msg}") from e
         self.device = device
         # What OpenVINO chose, read back: bf16 on a BF16 CPU unless f32 was asked for.
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()

@@ -434,7 +434,9 @@ def bench(
 
     JSON keys (schema 1): model, file_size_bytes, inputs, batch, runs, warmup, latency_ms
     {p50,p90,p99,mean,min}, throughput_per_s, peak_rss_mb, providers {requested, used, fallbacks,
-    placement}, and with --baseline: baseline {latency_ms, speedup, speedup_ci95}.
+    placement}, and with --baseline: baseline {latency_ms, speedup, speedup_ci95}, eager PyTorch
+    FP32; on a CPU with BF16 (AVX512-BF16, AMX) also baseline_bf16, eager PyTorch under
+    torch.autocast(bfloat16), what a PyTorch user of that CPU would run.
     """
     from edgeinfer.pipelines.bench import LlmBenchReport, bench, parse_shapes
 
@@ -483,6 +485,18 @@ def _print_bench(model: Path, result) -> None:
             f"{bl['p99']:.3f}",
             f"{result.batch * 1000 / bl['p50']:.1f}",
             "1.00x",
+        )
+    if result.baseline_bf16 is not None:
+        b16 = result.baseline_bf16
+        ratio = result.baseline.latency_ms["p50"] / b16.latency_ms["p50"] if result.baseline else 0.0
+        lo, hi = b16.speedup_ci95
+        table.add_row(
+            "pytorch (eager, bf16 autocast)",
+            f"{b16.latency_ms['p50']:.3f}",
+            f"{b16.latency_ms['p90']:.3f}",
+            f"{b16.latency_ms['p99']:.3f}",
+            f"{result.batch * 1000 / b16.latency_ms['p50']:.1f}",
+            f"{ratio:.2f}x; ONNX Runtime vs it: {b16.speedup:.2f}x ({lo:.2f}-{hi:.2f})",
         )
     console.print(table)
     if result.baseline is not None and result.baseline.slower:

@@ -133,12 +133,16 @@ class BenchReport:
     peak_rss_mb: float
     providers: dict[str, Any]
     baseline: BaselineTiming | None = None
+    # Eager PyTorch under torch.autocast("cpu", bfloat16), where the CPU has BF16 (AVX512-BF16,
+    # AMX): what a PyTorch user of that CPU would run instead of FP32.
+    baseline_bf16: BaselineTiming | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema": JSON_SCHEMA}
-        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "baseline"})
-        if self.baseline is not None:
-            out["baseline"] = self.baseline.to_dict()
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("baseline")})
+        for name in ("baseline", "baseline_bf16"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name).to_dict()
         return out
 
 
@@ -177,9 +181,11 @@ def bench_model(
     feeds = synthetic_inputs(runner.inputs, shapes or {})
     runner.check_inputs(feeds)
     runner.run(feeds)  # profiled run: placement
-    fns: dict[str, Callable[[], object]] = {"onnxruntime": lambda: runner.session.run(None, feeds)}
+    fns: dict[str, Callable[[], object]] = {"onnxruntime": runner.timer(feeds)}
     if baseline:
-        fns["pytorch"] = _torch_fn(baseline, art, feeds, trust_source)
+        fns["pytorch"], bf16 = _torch_fns(baseline, art, feeds, trust_source)
+        if bf16 is not None:
+            fns["pytorch-bf16"] = bf16
     times = interleaved(fns, runs=runs, warmup=warmup, progress=progress)
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
     lat = percentiles(times["onnxruntime"])
@@ -204,6 +210,11 @@ def bench_model(
     if baseline:
         point, lo, hi = speedup_ci(times["pytorch"], times["onnxruntime"])
         result.baseline = BaselineTiming(baseline, percentiles(times["pytorch"]), point, (lo, hi))
+    if "pytorch-bf16" in times:
+        point, lo, hi = speedup_ci(times["pytorch-bf16"], times["onnxruntime"])
+        result.baseline_bf16 = BaselineTiming(
+            str(baseline), percentiles(times["pytorch-bf16"]), point, (lo, hi), "pytorch-eager-bf16-autocast"
+        )
     return result
 
 
@@ -274,10 +285,12 @@ def bench(
     return LlmBenchReport(n_prompt, n_gen, figures)
 
 
-def _torch_fn(baseline: str, art, feeds, trust_source: bool):
+def _torch_fns(baseline: str, art, feeds, trust_source: bool):
+    """Eager PyTorch on `feeds`: FP32, and BF16 autocast where this CPU has BF16 (else None)."""
     import torch
 
     from edgeinfer.core.factory import require_trust
+    from edgeinfer.devices import host_has_bf16
     from edgeinfer.exporters.source import load_source
     from edgeinfer.exporters.tasks import tasks
 
@@ -301,4 +314,8 @@ def _torch_fn(baseline: str, art, feeds, trust_source: bool):
         with torch.inference_mode():
             src.module(*args)
 
-    return run
+    def run_bf16():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            src.module(*args)
+
+    return run, (run_bf16 if host_has_bf16() else None)

@@ -44,7 +44,7 @@ def test_unavailable_provider_from_cli_names_package(capsys, lenet_onnx, digits_
 
 
 def test_bench_json_has_stable_keys_and_baseline_speedup(capsys, lenet_onnx):
-    code, stdout, _ = run_cli(
+    code, stdout, stderr = run_cli(
         capsys,
         "bench",
         lenet_onnx,
@@ -59,12 +59,19 @@ def test_bench_json_has_stable_keys_and_baseline_speedup(capsys, lenet_onnx):
         "--trust-source",
         "--json",
     )
-    assert code == 0
+    assert code == 0, stderr
     result = json.loads(stdout)
     assert result["inputs"] == {"input": [4, 1, 32, 32]}
     assert {"p50", "p90", "p99"} <= set(result["latency_ms"])
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
     assert result["baseline"]["speedup"] > 0 and result["providers"]["used"] == ["CPUExecutionProvider"]
+    # Where the CPU has BF16, eager PyTorch under bf16 autocast is timed too: what its users would run.
+    from edgeinfer.devices import host_has_bf16
+
+    assert ("baseline_bf16" in result) == host_has_bf16()
+    if host_has_bf16():
+        bf16 = result["baseline_bf16"]
+        assert bf16["runtime"] == "pytorch-eager-bf16-autocast" and bf16["latency_ms"]["p50"] > 0
 
 
 def test_bench_says_slower_when_pytorch_beats_onnx_runtime(capsys, lenet_onnx, monkeypatch):

@@ -64,7 +64,7 @@ def test_pt2_with_pickled_code_is_refused_and_never_runs(capsys, tmp_path):
             zout.writestr(name, buf.getvalue() if name == target else zin.read(name))
     code, _, stderr = run_cli(capsys, "export", hostile, "-o", tmp_path / "out.onnx")
     assert not marker.exists(), "the .pt2's pickle ran"
-    assert code == 2 and "--trust-source" in stderr and "Traceback" not in stderr
+    assert code == 2 and "--trust-source" in stderr and "Traceback" not in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.onnx").exists()
 
@@ -80,7 +80,7 @@ def test_sidecar_naming_a_factory_does_not_run_it_without_trust(capsys, lenet_on
     Path(str(model) + ".edgeinfer.json").write_text(json.dumps(sidecar))
     code, _, stderr = run_cli(capsys, "bench", model, "--runs", "2", "--warmup", "1", "--baseline", "auto")
     assert not marker.exists(), "code named by the sidecar ran"
-    assert code == 2 and "--trust-source" in stderr and "Traceback" not in stderr
+    assert code == 2 and "--trust-source" in stderr and "Traceback" not in stderr, stderr
 
 
 def _folder_with_remote_tokenizer(minilm_dir: Path, folder: Path, marker: Path) -> Path:

@@ -179,3 +179,42 @@ def test_quantize_and_optimize_build_the_same_quantization_config_for_every_ship
     assert build_config("static", jetson, calib_method="minmax", activation_type=None, weight_type=None,
                         per_channel=None, symmetric=False, reduce_range=None, exclude=((), ()),
                         block_size=128).activation_type == "int8"  # fmt: skip
+
+
+AMX_XEON = "".join(
+    f"processor : {i}\nphysical id : 0\ncore id : {i // 2}\nmodel name : Intel(R) Xeon(R)\n"
+    "flags : fpu avx2 avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16\n\n"
+    for i in range(4)
+)  # 2 cores with 2 hardware threads each
+AVX2_LAPTOP = "processor : 0\ncore id : 0\nflags : fpu avx2\n\nprocessor : 1\ncore id : 1\nflags : fpu avx2\n"
+ARM_BOARD = "processor : 0\nFeatures : fp asimd asimddp i8mm bf16\n\nprocessor : 1\nFeatures : fp asimd asimddp\n"
+
+
+def test_the_host_profile_follows_this_cpus_isa_cores_and_runtimes():
+    from edgeinfer.devices import Precision, host_profile, physical_cores
+
+    xeon = host_profile(AMX_XEON, openvino=True)
+    assert xeon.name == "host" and xeon.threads == 2 == physical_cores(AMX_XEON)  # cores, not SMT threads
+    assert xeon.precisions == (Precision.FP32, Precision.BF16, Precision.INT8)
+    assert xeon.quant.reduce_range is False and xeon.openvino_device == "CPU"
+    assert "amx_bf16" in xeon.description and "2 cores" in xeon.description
+    laptop = host_profile(AVX2_LAPTOP, openvino=False)
+    assert Precision.BF16 not in laptop.precisions and laptop.quant.reduce_range is True  # no VNNI: 7-bit weights
+    assert laptop.openvino_device is None and laptop.threads == 2
+    board = host_profile(ARM_BOARD, openvino=True)
+    assert Precision.BF16 in board.precisions and board.quant.reduce_range is False
+    here = get_profile("host")
+    assert here.name == "host" and here.providers == (Provider.CPU,) and here.memory_mb and here.memory_mb > 0
+
+
+def test_an_openvino_table_names_a_device_openvino_has(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name = "x"\nproviders = ["cpu"]\n[openvino]\ndevice = "TPU"\n')
+    with pytest.raises(ConfigError, match="openvino.device.*'TPU' is not one of CPU, GPU, NPU"):
+        load_profile_file(path)
+    path.write_text('name = "x"\nproviders = ["cpu"]\n[openvino]\nprecision = "bf16"\n')
+    with pytest.raises(ConfigError, match="openvino.precision.*unknown key; allowed: device"):
+        load_profile_file(path)
+    path.write_text('name = "x"\nproviders = ["cpu"]\n[openvino]\ndevice = "NPU"\n')
+    assert load_profile_file(path).openvino_device == "NPU"
+    assert get_profile("intel-npu").openvino_device == "NPU" and get_profile("x86-laptop").openvino_device == "CPU"
