@@ -42,17 +42,21 @@ def machine() -> str:
     from edgeinfer.devices import cpu_model, host_isa
 
     cpu = cpu_model()
-    vnni = bool({"avx512_vnni", "avx_vnni"} & set(host_isa()))
+    isa = set(host_isa())
+    vnni = bool({"avx512_vnni", "avx_vnni"} & isa)
+    extra = "".join(
+        f", {label}" for flag, label in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX")) if flag in isa
+    )
 
     versions = []
-    for mod in ("torch", "onnxruntime", "llama_cpp"):
+    for mod in ("torch", "onnxruntime", "llama_cpp", "openvino", "nncf"):
         try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
+            versions.append(f"{mod} {__import__(mod).__version__.split('-')[0]}")
         except ImportError:
             pass
     return (
         f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB"
-        f"{', VNNI' if vnni else ''}; {', '.join(versions)}"
+        f"{', VNNI' if vnni else ''}{extra}; {', '.join(versions)}"
     )
 
 

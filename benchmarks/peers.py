@@ -17,7 +17,8 @@ and ViT-Small's shape.
   its own venv, made by this script and cached in ~/.cache/edgeinfer/peers-venv; its files are
   then timed here, by the same ONNX Runtime, in the same loop as everything else.
 
-Every variant runs on 2 threads and is timed interleaved in one process at batch 1 x 32 (latency)
+Every variant runs on 2 threads and is timed interleaved in one process (each round in a shuffled
+order: whatever always ran right after eager PyTorch paid ~0.3 ms for it at batch 1) at batch 1 x 32 (latency)
 and 16 x 128 (throughput) for MiniLM, batch 1 and 8 for ViT, with a bootstrap 95% interval on
 each ratio; quality is the mean-pooled sentence embedding's cosine to PyTorch FP32 on the 250
 shipped sentences and the agreement of their top-10 nearest neighbours (ViT: the logits' cosine).
@@ -308,6 +309,11 @@ def quality(variants: dict[str, Variant], tokenizer) -> dict[str, tuple[float, f
 
 
 def main() -> None:
+    from edgeinfer.core.measure import apply_measurement_env
+
+    # OpenMP's wait policy as the CLI sets it, before torch loads: otherwise PyTorch's idle threads
+    # spin after each call and slow whichever variant runs next in the interleaved loop.
+    apply_measurement_env()
     import numpy as np
     import torch
     import transformers
@@ -326,7 +332,7 @@ def main() -> None:
         for batch, seq, runs in ((1, 32, args.runs * 5), (16, 128, args.runs)):
             ids = np.random.default_rng(0).integers(1000, 29000, (batch, seq))
             feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-            times = interleaved({n: v.timer(feeds) for n, v in variants.items()}, runs=runs, warmup=3)
+            times = interleaved({n: v.timer(feeds) for n, v in variants.items()}, runs=runs, warmup=3, shuffle=True)
             more, facts = rows_for(f"b{batch} x {seq}", times, quality_of, lambda q: q or ("-", "-"))
             rows += more
             summary.update(facts)
@@ -337,7 +343,8 @@ def main() -> None:
             f"python benchmarks/peers.py --runs {args.runs}",
             ["shape", "variant", "p50", "vs fastest peer (95% CI)", "vs eager PyTorch FP32", "cosine", "top-10"],
             rows,
-            "all-MiniLM-L6-v2, real weights, 2 threads everywhere, timed interleaved in one process; ratios > 1 mean "
+            "all-MiniLM-L6-v2, real weights, 2 threads everywhere, timed interleaved in one process, each round in a "
+            "shuffled order; ratios > 1 mean "
             "faster. Peers: OpenVINO's default compile and NNCF INT8, PyTorch BF16 autocast (where the CPU has BF16), "
             "Optimum's O2 + VNNI INT8 (its documented recipe, made in its own venv, run by the same ONNX Runtime). "
             "edgeinfer's row is what `optimize --device host --max-drop 0.01` shipped, on the runtime its bundle "
@@ -369,6 +376,9 @@ def vit_folder(out: Path) -> Path:
 
 def vit_section(args) -> None:
     """The same comparison for a vision transformer, at batch 1 and 8."""
+    from edgeinfer.core.measure import apply_measurement_env
+
+    apply_measurement_env()
     import numpy as np
     import torch
     import transformers
@@ -411,7 +421,7 @@ def vit_section(args) -> None:
             cosine[name] = (
                 float(np.mean(np.sum(got * ref, 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1))),
             )
-        times = interleaved({n: v.timer(feeds) for n, v in variants.items()}, runs=runs, warmup=2)
+        times = interleaved({n: v.timer(feeds) for n, v in variants.items()}, runs=runs, warmup=2, shuffle=True)
         more, _ = rows_for(f"b{batch} x 3x224x224", times, cosine, lambda q: q or ("-",))
         rows += more
     for r in rows:
@@ -423,7 +433,7 @@ def vit_section(args) -> None:
         rows,
         "ViT-Small's shape with seeded random weights (no real weights offline; speed does not depend on them), "
         "random images (the 16 that optimize and NNCF calibrate on; the timed batch is among them). 2 threads "
-        "everywhere, timed interleaved in one process. Quality: mean cosine of the logits to PyTorch FP32's.",
+        "everywhere, timed interleaved in one process, each round in a shuffled order. Quality: mean cosine of the logits to PyTorch FP32's.",
     )
 
 

@@ -23,10 +23,10 @@ VISION = dict(image_size=32, patch_size=8, **TINY)
 TEXT = dict(vocab_size=30522, max_position_embeddings=64)  # MiniLM's WordPiece tokenizer
 
 
-def _bert(head):
+def _bert(head, labels: int = 3):
     import transformers as t
 
-    return getattr(t, head)(t.BertConfig(**TINY, num_labels=3))
+    return getattr(t, head)(t.BertConfig(**TINY, num_labels=labels))
 
 
 def _gpt2(head):
@@ -81,6 +81,8 @@ def _siglip(head):
 MODELS = {
     ("bert", "feature-extraction"): lambda: _bert("BertModel"),
     ("bert", "text-classification"): lambda: _bert("BertForSequenceClassification"),
+    ("bert", "token-classification"): lambda: _bert("BertForTokenClassification"),
+    ("bert", "question-answering"): lambda: _bert("BertForQuestionAnswering", labels=2),  # start and end
     ("gpt2", "causal-lm"): lambda: _gpt2("GPT2LMHeadModel"),
     ("gpt2", "feature-extraction"): lambda: _gpt2("GPT2Model"),
     ("llama", "causal-lm"): lambda: _llama("LlamaForCausalLM"),

@@ -36,6 +36,9 @@ def test_every_task_file_registers_one_task_and_a_declared_architecture_exports_
     [
         ("BertModel", "feature-extraction"),
         ("BertForSequenceClassification", "text-classification"),
+        ("RobertaForTokenClassification", "token-classification"),
+        ("DistilBertForTokenClassification", "token-classification"),
+        ("RobertaForQuestionAnswering", "question-answering"),
         ("ViTForImageClassification", "image-classification"),
         ("LlamaForCausalLM", "causal-lm"),
         ("GPT2LMHeadModel", "causal-lm"),
@@ -55,9 +58,6 @@ def test_the_architecture_name_picks_the_task(architecture, task):
 @pytest.mark.parametrize(
     "architecture, head",
     [
-        ("RobertaForTokenClassification", "token classification"),
-        ("DistilBertForTokenClassification", "token classification"),
-        ("RobertaForQuestionAnswering", "question answering"),
         ("DetrForObjectDetection", "object detection"),
         ("SegformerForSemanticSegmentation", "semantic segmentation"),
         ("DeiTForImageClassificationWithTeacher", "image classification with teacher"),
