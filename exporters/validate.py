@@ -26,8 +26,11 @@ class ValidationReport:
 
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_abs_diff: float = 0.0
-    min_cosine: float = 1.0
+    min_cosine: float = 1.0  # over the outputs that vary; a constant one proves nothing (below)
     passed: bool = False
+    # Float outputs PyTorch gives as one value everywhere (all zeros: an untrained or zero-initialised
+    # head) on every case: matching them checks nothing, so they are named rather than counted.
+    constant_outputs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +80,7 @@ def validate_onnx(
     onnx_inputs = [i.name for i in runner.inputs]
     mismatches: list[str] = []
     report = ValidationReport()
+    varies = {name: False for name in output_names}
     for case, inputs in cases.items():
         shape_note = " ".join(f"{n}{list(t.shape)}" for n, t in inputs.items())
         try:
@@ -108,7 +112,10 @@ def validate_onnx(
             figs["atol"] = tol
             case_figs["outputs"][name] = figs
             report.max_abs_diff = max(report.max_abs_diff, figs["max_abs_diff"])
-            report.min_cosine = min(report.min_cosine, figs["cosine"])
+            constant = np.issubdtype(r.dtype, np.floating) and r.size > 1 and float(np.ptp(r)) == 0.0
+            if not constant:
+                varies[name] = True
+                report.min_cosine = min(report.min_cosine, figs["cosine"])
             if np.issubdtype(g.dtype, np.floating):
                 ok = np.allclose(g.astype(np.float64), r.astype(np.float64), atol=tol, rtol=RTOL)
             else:
@@ -121,5 +128,8 @@ def validate_onnx(
         report.cases[case] = case_figs
     if mismatches:
         raise ValidationError(f"export of {runner.path.name} does not match its PyTorch source", mismatches)
+    report.constant_outputs = [
+        n for n, v in varies.items() if not v and any(n in c["outputs"] for c in report.cases.values())
+    ]
     report.passed = True
     return report

@@ -211,6 +211,8 @@ def _print_onnx_export(output: Path, art, as_json: bool) -> None:
     v = art.validation
     table.add_row("max abs diff", f"{v['max_abs_diff']:.3g}")
     table.add_row("min cosine", f"{v['min_cosine']:.6f}")
+    if v.get("constant_outputs"):
+        table.add_row("not checked", f"{', '.join(v['constant_outputs'])}: one value everywhere in PyTorch")
     if "cases" in v:
         table.add_row(
             "validated on", "; ".join(", ".join(f"{n}{s}" for n, s in c["inputs"].items()) for c in v["cases"].values())

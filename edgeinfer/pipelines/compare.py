@@ -190,7 +190,13 @@ def _pool(hidden: np.ndarray, data: Batches, index: int) -> np.ndarray:
 
 
 def _cosines(a, b) -> np.ndarray:
-    return np.array([float(x @ y) / max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12) for x, y in zip(a, b)])
+    """Cosine per row; two identical rows are 1.0 even when they are all zeros (a model compared
+    with itself agrees), a zero row against another row 0.0."""
+    out = []
+    for x, y in zip(a, b):
+        denom = float(np.linalg.norm(x) * np.linalg.norm(y))
+        out.append(float(x @ y) / denom if denom > 0 else float(np.array_equal(x, y)))
+    return np.array(out)
 
 
 def retrieval_agreement(base: np.ndarray, cand: np.ndarray, k: int = 10) -> float:

@@ -199,6 +199,12 @@ def export_source(
             figures = validate_onnx(src.module, runner, cases, src.output_names, atol).to_dict()
         finally:
             runner.close()
+        if figures["constant_outputs"]:
+            log.warning(
+                f"not checked: PyTorch gives {', '.join(figures['constant_outputs'])} as one value everywhere on "
+                "every validation input (all zeros: an untrained or zero-initialised head?), so matching it proves "
+                "nothing about the export; the min cosine counts the outputs that vary"
+            )
     params = sum(p.numel() for p in src.module.parameters())
     config: dict[str, Any] = {**cfg.to_dict(), "exporter_used": result.exporter.value}
     if result.choice:

@@ -127,3 +127,22 @@ def wrong_arity():
 def sequential_two_named():
     """Named inputs, but an nn.Sequential takes one: refused with what forward takes."""
     return torch.nn.Sequential(torch.nn.Linear(4, 2)), {"a": torch.randn(2, 4), "b": torch.randn(2, 4)}
+
+
+def zero_head():
+    """A body whose features vary and a zero-initialised head whose logits are 0.0 everywhere."""
+    torch.manual_seed(0)
+
+    class ZeroHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Linear(6, 4)
+            self.head = torch.nn.Linear(4, 3)
+            torch.nn.init.zeros_(self.head.weight)
+            torch.nn.init.zeros_(self.head.bias)
+
+        def forward(self, x):
+            features = torch.relu(self.body(x))
+            return features, self.head(features)
+
+    return ZeroHead(), {"x": torch.randn(4, 6)}

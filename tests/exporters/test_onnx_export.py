@@ -161,3 +161,26 @@ def test_a_declared_sequence_axis_is_validated_at_a_second_length(tmp_path):
     shapes = [cases[c]["inputs"]["input_ids"] for c in cases]
     assert shapes == [[2, 7], [3, 8]]  # batch and sequence both changed
     assert shapes[1] == cases["second_shape"]["inputs"]["attention_mask"]
+
+
+def test_an_output_that_is_zero_everywhere_is_named_not_counted_as_a_perfect_match(tmp_path, capsys):
+    """All-zero logits match all-zero logits whatever the export did: the validation says it checked
+    nothing there (CLI row, a warning, the sidecar) and its min cosine counts only the varying output;
+    compare scores the model against itself as cosine 1.0, not 0.0."""
+    import json
+
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    out = tmp_path / "zero.onnx"
+    code, stdout, err = run_cli(capsys, "export", f"{FACTORIES}:zero_head", "-o", out, "--trust-source")
+    assert code == 0, err
+    line = " ".join((stdout + err).split())
+    assert "not checked" in line and "output_1" in line and "one value everywhere" in line
+    validation = json.loads((tmp_path / "zero.onnx.edgeinfer.json").read_text())["steps"][-1]["metrics"]
+    assert validation["constant_outputs"] == ["output_1"] and validation["passed"]
+    from edgeinfer.pipelines.compare import _cosines
+
+    zeros = np.zeros((2, 3))
+    assert list(_cosines(zeros, zeros)) == [1.0, 1.0] and list(_cosines(zeros, np.ones((2, 3)))) == [0.0, 0.0]
