@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -175,10 +176,39 @@ def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> ExportRe
 
 
 def _run(fn, src, path, cfg, name) -> None:
+    from edgeinfer.core.stdio import quiet_native
+
     try:
-        fn(src, path, cfg)
+        # The TorchScript exporter prints whole graphs from C++ on an unsupported operator (230 KB
+        # for a mixture of experts): native output stays off the user's streams.
+        with quiet_native():
+            fn(src, path, cfg)
     except (InputError, BackendError):
         raise
     except Exception as e:
-        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise BackendError(f"{name} export failed: {type(e).__name__}: {first[:300]}") from e
+        raise BackendError(f"{name} export failed: {export_cause(e)}") from e
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def export_cause(error: BaseException) -> str:
+    """What made an exporter fail, in one line: the innermost exception of the chain that says
+    something (torch.onnx wraps the cause in "Failed to export the model with torch.export. This is
+    step 1/3 ... Next steps:"), its first line, without terminal colour codes."""
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt is None or nxt in chain or len(chain) > 20:
+            break
+        chain.append(nxt)
+
+    def first_line(e: BaseException) -> str:
+        text = _ANSI.sub("", str(e))
+        return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+    said = [(e, first_line(e)) for e in chain]
+    generic = ("Failed to export the model", "This is step")
+    root = next(((e, line) for e, line in reversed(said) if line and not line.startswith(generic)), None)
+    e, line = root if root is not None else (error, first_line(error))
+    return f"{type(e).__name__}: {line[:300] or 'no message'}"

@@ -184,3 +184,25 @@ def test_an_output_that_is_zero_everywhere_is_named_not_counted_as_a_perfect_mat
 
     zeros = np.zeros((2, 3))
     assert list(_cosines(zeros, zeros)) == [1.0, 1.0] and list(_cosines(zeros, np.ones((2, 3)))) == [0.0, 0.0]
+
+
+def test_an_exporter_failure_names_its_cause_in_one_line_without_colour_codes():
+    """torch.onnx wraps the real reason ("No ONNX function found for ...") in a generic, coloured
+    "Failed to export ... This is step 1/3 ... Next steps:" that ends before it; the message says
+    the innermost cause."""
+    from edgeinfer.exporters.onnx import export_cause
+
+    try:
+        try:
+            raise RuntimeError("No ONNX function found for transformers.grouped_mm_fallback\n<full graph>")
+        except RuntimeError as inner:
+            raise ValueError(
+                "Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m of exporting. Next steps:"
+            ) from inner
+    except ValueError as outer:
+        said = export_cause(outer)
+    assert said == "RuntimeError: No ONNX function found for transformers.grouped_mm_fallback"
+    try:
+        raise TypeError("\x1b[91mbad\x1b[0m dtype")
+    except TypeError as e:
+        assert export_cause(e) == "TypeError: bad dtype"
