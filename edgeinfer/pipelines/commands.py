@@ -139,7 +139,7 @@ def compare_any(
         return compare_seq2seq(
             baseline, candidates, request.text, audio=request.audio, limit=request.limit or 32, progress=progress
         )
-    if kind is ModelKind.GGUF:
+    if kind in (ModelKind.GGUF, ModelKind.GENAI):  # LLMs: scored on text, in one table across formats
         from edgeinfer.pipelines.llm import compare_gguf
 
         return compare_gguf(
@@ -147,7 +147,9 @@ def compare_any(
             logits=request.logits, kv_type=request.kv_type, progress=progress,
         )  # fmt: skip
     if kind is not ModelKind.ONNX:
-        raise ConfigError(f"compare takes a baseline .onnx, .gguf or encoder-decoder folder, not {kind.one}")
+        raise ConfigError(
+            f"compare takes a baseline .onnx, .gguf, ONNX Runtime GenAI or encoder-decoder folder, not {kind.one}"
+        )
     if not request.data:
         raise ConfigError(f"comparing ONNX models needs evaluation data: pass {option('data')}")
     from edgeinfer.core.errors import parse_choice

@@ -263,7 +263,8 @@ def compare_gguf(
     from edgeinfer.core.io import require_file
     from edgeinfer.runtime.genai import is_genai_folder
 
-    require_file(Path(baseline), "baseline model")
+    if not is_genai_folder(baseline):
+        require_file(Path(baseline), "baseline model")
     for candidate in candidates:
         if not is_genai_folder(candidate):
             require_file(Path(candidate), "candidate model")

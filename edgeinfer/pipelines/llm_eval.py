@@ -125,11 +125,14 @@ def baseline_logits(
     from edgeinfer.core.cache import cache_dir
     from edgeinfer.core.formats import load_npz, read_text_file
     from edgeinfer.core.io import atomic_path, sha256_file
+    from edgeinfer.pipelines.deploy.bundle import sourcesha256_file
     from edgeinfer.pipelines.target import gguf_runner
+    from edgeinfer.runtime.genai import is_genai_folder
     from edgeinfer.runtime.llama import LlamaSettings
 
     content = read_text_file(text)  # a text that is not UTF-8 is refused before any model loads
-    model_sha = sha256_file(baseline)
+    genai = is_genai_folder(baseline)  # an ONNX Runtime GenAI folder: its files, hashed by name and bytes
+    model_sha = (sourcesha256_file(str(baseline)) or "") if genai else sha256_file(baseline)
     text_sha = hashlib.sha256(text.read_bytes()).hexdigest()
     from edgeinfer.core.cache import enforce_cap, touch
 
@@ -147,7 +150,13 @@ def baseline_logits(
                 "delete it or choose another"
             )
     progress.stage(f"computing the baseline's log-probs once ({baseline.name})")
-    runner = gguf_runner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
+    if genai:
+        from edgeinfer.core.model_kind import ModelKind
+        from edgeinfer.runtime import load
+
+        runner: Any = load(baseline, expect=ModelKind.GENAI)
+    else:
+        runner = gguf_runner(baseline, LlamaSettings(n_ctx=window, threads=threads), logits_all=True)
     tokens = _text_tokens(runner, content, max_tokens)
     logp, targets = runner.log_probs(tokens, window)
     ref = {
@@ -242,7 +251,7 @@ def compare_llms(
         is_base = i == 0  # the baseline may also be listed as a candidate: it is then scored like one
         progress.stage(f"scoring {model.name}")
         # An ONNX Runtime GenAI folder is scored on the baseline's token ids like any GGUF.
-        onnx_llm = i > 0 and is_genai_folder(model)
+        onnx_llm = is_genai_folder(model)
         settings = LlamaSettings(
             n_ctx=max(window, n_prompt + n_gen), threads=threads, kv_type=KvType.F16 if is_base else KvType(kv_type)
         )

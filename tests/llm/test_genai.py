@@ -66,6 +66,14 @@ def test_run_and_one_compare_table_across_formats(exported, tiny_llama, tmp_path
     assert fp32["kl_mean"] < 1e-3 and fp32["top1_agreement"] > 0.98  # the same model in another runtime
     assert int4["kl_mean"] > fp32["kl_mean"] and int4["file_size_bytes"] < fp32["file_size_bytes"]
     assert all(r["tg_tokens_per_s"] > 0 and r["perplexity"] > 1 and r["peak_memory_mb"] > 0 for r in rows)
+    # A GenAI folder is a baseline too: an ONNX-only user compares its INT4 with its FP32 on text.
+    code, out, err = run_cli(
+        capsys, "compare", exported["fp32"].folder, exported["int4"].folder, "--max-tokens", "256", "--json"
+    )
+    assert code == 0, err
+    base, cand = json.loads(out)["rows"]
+    assert base["architecture"] == cand["architecture"] == "onnx-genai llama" and base["perplexity"] > 1
+    assert cand["kl_mean"] > 0 and cand["top1_agreement"] < 1.0 + 1e-9 and cand["tg_tokens_per_s"] > 0
 
 
 def test_a_broken_conversion_is_caught_and_nothing_is_written(tiny_llama, tmp_path, monkeypatch):
