@@ -94,13 +94,21 @@ def load_tokenizer(path: Path | str, *, pad_with_eos: bool = True):
     return tok
 
 
-def check_tokens_are_real(tokenizer, ids, path: Path | str) -> None:
-    """Refuse validation inputs that are mostly the unknown token: the tokenizer does not fit the text."""
+def check_tokens_are_real(tokenizer, ids, path: Path | str, vocab_size: int | None = None) -> None:
+    """Refuse validation inputs that are mostly the unknown token (the tokenizer does not fit the
+    text), or that hold token ids the model has no embedding for (`vocab_size`, config.json's: the
+    tokenizer belongs to another model)."""
     import numpy as np
 
     arr = np.asarray(ids)
     if arr.size == 0:
         raise InputError(f"{path}: the tokenizer produced no tokens for the sample text")
+    if vocab_size is not None and int(arr.max()) >= vocab_size:
+        raise InputError(
+            f"{path}: the tokenizer gives token id {int(arr.max())} for the sample text, but the model's "
+            f"vocab_size is {vocab_size} (config.json): the tokenizer files belong to another model; use the "
+            "tokenizer the model was trained with"
+        )
     unk = tokenizer.unk_token_id
     special = set(tokenizer.all_special_ids) - ({unk} if unk is not None else set())
     content = arr[~np.isin(arr, list(special))] if special else arr.ravel()

@@ -42,7 +42,10 @@ def text_inputs(
     example = encode(SENTENCES[: batch[0]])
     second = encode(SENTENCES[batch[0] : batch[0] + batch[1]])
     if "input_ids" in example:
-        check_tokens_are_real(tokenizer, example["input_ids"].numpy(), path)
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        ids = [example["input_ids"].numpy(), second["input_ids"].numpy()] if "input_ids" in second else []
+        for batch_ids in ids or [example["input_ids"].numpy()]:
+            check_tokens_are_real(tokenizer, batch_ids, path, vocab if isinstance(vocab, int) else None)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     return TaskInputs(names, example, second, axes, tokenizer_dir=str(path.resolve()))
 

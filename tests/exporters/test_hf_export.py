@@ -52,3 +52,25 @@ def test_a_head_the_checkpoint_lacks_is_refused_unless_asked_for_and_then_record
     side = json.loads(out.with_name(out.name + ".edgeinfer.json").read_text())
     assert side["source"]["new_head"] == ["classifier.bias", "classifier.weight"]
     assert "initialised at random" in err
+
+
+def test_a_tokenizer_with_ids_the_model_has_no_embedding_for_is_refused_naming_both(minilm_dir, tmp_path, capsys):
+    """A 1,000-token model beside MiniLM's 30,522-token tokenizer: exit 2 naming the token id and the
+    vocab_size, not "the PyTorch source fails on this shape; export with --static-shapes"."""
+    import shutil
+
+    import transformers
+
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "small-vocab"
+    config = transformers.BertConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=1000
+    )
+    transformers.BertModel(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, folder / name)
+    code, _, err = run_cli(capsys, "export", folder, "-o", tmp_path / "m.onnx")
+    line = " ".join(err.split())
+    assert code == 2 and "vocab_size is 1000" in line and "belong to another model" in line, line
+    assert "--static-shapes" not in line and not (tmp_path / "m.onnx").exists()
