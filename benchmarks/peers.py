@@ -266,9 +266,15 @@ def minilm_variants(src: Path, out: Path, tokenizer, model) -> dict[str, Variant
         )
         calib.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
     optimum = optimum_files(src, out / "optimum-minilm")
+    return the_variants(model, "last_hidden_state", (label, optimized), fp32, int8, calib, optimum, out)
+
+
+def the_variants(model, output: str, shipped: tuple[str, Variant], fp32: Path, int8: Path, calib, optimum, out: Path):
+    """Every variant of one model: eager PyTorch (FP32, and BF16 autocast where the CPU has it),
+    what optimize shipped, the README's ONNX Runtime path, OpenVINO's default and NNCF INT8, Optimum's INT8."""
     variants = {
-        "PyTorch eager FP32": torch_variant(model, "last_hidden_state"),
-        label: optimized,
+        "PyTorch eager FP32": torch_variant(model, output),
+        shipped[0]: shipped[1],
         "edgeinfer export + quantize --method dynamic (ONNX Runtime)": ort_variant(int8),
         "edgeinfer export, FP32 (ONNX Runtime)": ort_variant(fp32),
         "OpenVINO default compile of the export": openvino_variant(str(fp32)),
@@ -278,7 +284,7 @@ def minilm_variants(src: Path, out: Path, tokenizer, model) -> dict[str, Variant
         "Optimum O2 + VNNI dynamic INT8": ort_variant(optimum["Optimum O2 + VNNI dynamic INT8"]),
     }
     if cpu_has_bf16():
-        variants["PyTorch BF16 autocast"] = torch_variant(model, "last_hidden_state", bf16=True)
+        variants["PyTorch BF16 autocast"] = torch_variant(model, output, bf16=True)
     return variants
 
 
@@ -398,19 +404,7 @@ def vit_section(args) -> None:
     model = transformers.ViTForImageClassification.from_pretrained(str(src)).eval()
     calib = [{"pixel_values": images[i : i + 1]} for i in range(len(images))]
     optimum = optimum_files(src, out / "optimum-vit", "ORTModelForImageClassification")
-    variants = {
-        "PyTorch eager FP32": torch_variant(model, "logits"),
-        label: optimized,
-        "edgeinfer export + quantize --method dynamic (ONNX Runtime)": ort_variant(int8),
-        "edgeinfer export, FP32 (ONNX Runtime)": ort_variant(fp32),
-        "OpenVINO default compile of the export": openvino_variant(str(fp32)),
-        "OpenVINO + NNCF INT8 (its documented recipe)": openvino_variant(
-            str(nncf_openvino_int8(fp32, out, calib, transformer=True))
-        ),
-        "Optimum O2 + VNNI dynamic INT8": ort_variant(optimum["Optimum O2 + VNNI dynamic INT8"]),
-    }
-    if cpu_has_bf16():
-        variants["PyTorch BF16 autocast"] = torch_variant(model, "logits", bf16=True)
+    variants = the_variants(model, "logits", (label, optimized), fp32, int8, calib, optimum, out)
     rows = []
     for batch, runs in ((1, args.runs * 2), (8, max(args.runs // 2, 5))):
         feeds = {"pixel_values": images[:batch]}
