@@ -564,11 +564,17 @@ def check_replay(cand: Candidate, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def pareto_front(candidates: list[Candidate]) -> list[str]:
-    """The measured candidates no other one beats on quality drop, p50 latency and size at once."""
+    """The measured candidates no other one beats on quality drop, latency and size at once. Latency
+    is the figure the choice ranks by (the baseline's time over the candidate's, measured interleaved
+    with it), so the chosen candidate is never shown as dominated by a p50 taken in another run; p50
+    where no speedup was measured."""
     measured = [c for c in candidates if c.p50_ms is not None and c.drop is not None and c.size_bytes]
 
+    def latency(c: Candidate) -> float:
+        return 1.0 / c.speedup if c.speedup else float(c.p50_ms or 0.0)
+
     def beats(a: Candidate, b: Candidate) -> bool:
-        pa, pb = (a.drop, a.p50_ms, a.size_bytes), (b.drop, b.p50_ms, b.size_bytes)
+        pa, pb = (a.drop, latency(a), a.size_bytes), (b.drop, latency(b), b.size_bytes)
         return all(x <= y for x, y in zip(pa, pb)) and pa != pb  # type: ignore[operator]
 
     return [c.name for c in measured if not any(beats(o, c) for o in measured if o is not c)]
