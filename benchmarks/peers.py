@@ -171,12 +171,6 @@ def torch_variant(model, output: str, bf16: bool = False) -> Variant:
     return Variant(run, timer)
 
 
-def cpu_has_bf16() -> bool:
-    from edgeinfer.devices import host_isa
-
-    return bool({"avx512_bf16", "amx_bf16"} & set(host_isa()))
-
-
 def nncf_openvino_int8(onnx_path: Path, out: Path, calib: list[dict[str, Any]], transformer: bool) -> Path:
     """NNCF's documented post-training INT8 for OpenVINO, on the OpenVINO model of `onnx_path`."""
     import nncf
@@ -283,7 +277,9 @@ def the_variants(model, output: str, shipped: tuple[str, Variant], fp32: Path, i
         ),
         "Optimum O2 + VNNI dynamic INT8": ort_variant(optimum["Optimum O2 + VNNI dynamic INT8"]),
     }
-    if cpu_has_bf16():
+    from edgeinfer.devices import host_has_bf16
+
+    if host_has_bf16():
         variants["PyTorch BF16 autocast"] = torch_variant(model, output, bf16=True)
     return variants
 

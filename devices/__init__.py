@@ -252,18 +252,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def host_isa(cpuinfo: str | None = None) -> list[str]:
-    """The instruction-set extensions of this CPU (or of the given /proc/cpuinfo text) that matter
-    for quantized and BF16 kernels."""
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """Every flag of this CPU (x86 `flags`, ARM `Features`), from /proc/cpuinfo or the given text."""
     try:
         text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
-    flags = set()
+        return set()
+    flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             flags.update(value.split())
+    return flags
+
+
+def host_isa(cpuinfo: str | None = None) -> list[str]:
+    """The instruction-set extensions of this CPU (or of the given /proc/cpuinfo text) that matter
+    for quantized and BF16 kernels."""
+    flags = cpu_flags(cpuinfo)
     return [name for name, flag in ISA_FLAGS.items() if flag in flags]
 
 
@@ -325,15 +331,7 @@ def host_profile(cpuinfo: str | None = None, openvino: bool | None = None) -> De
     import platform
 
     isa = host_isa(cpuinfo)
-    flags = set()
-    try:
-        text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                flags.update(value.split())
-    except OSError:
-        pass
+    flags = cpu_flags(cpuinfo)
     precisions = [Precision.FP32, Precision.INT8]
     if {"avx512_bf16", "amx_bf16", "bf16"} & (flags | set(isa)):
         precisions.insert(1, Precision.BF16)
