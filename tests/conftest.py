@@ -130,6 +130,16 @@ def smollm2_hf(smollm2) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_f16(artifacts, smollm2_hf) -> Path:
+    """SmolLM2 exported to an F16 GGUF (with the export's self-check), once per session."""
+    from edgeinfer.pipelines.export import export_model
+
+    out = artifacts / "smollm2-f16.gguf"
+    export_model(str(smollm2_hf), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def smollm2_q8(artifacts, smollm2) -> Path:
     from edgeinfer.compress.gguf_quant import GgufQuantConfig, quantize_gguf
     from edgeinfer.core.gguf_types import GgufType

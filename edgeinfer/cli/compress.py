@@ -39,7 +39,7 @@ _QuantizeMethod = Annotated[
 _QuantizeCalib = Annotated[
     Optional[str],
     typer.Option(
-        help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts."
+        help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts. GGUF: a text file; edgeinfer computes its importance matrix (cached) and weights every quantized block by it."
     ),
 ]
 _QuantizeCalibSamples = Annotated[Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")]
@@ -92,7 +92,10 @@ _QuantizeMaxDrop = Annotated[
         help="Keep the noisiest nodes in float until the metric drops by at most this much on --data (0.01 = 1 accuracy point).",
     ),
 ]
-_QuantizeImatrix = Annotated[Optional[Path], typer.Option(help="GGUF: an importance matrix file (llama.cpp imatrix).")]
+_QuantizeImatrix = Annotated[
+    Optional[Path],
+    typer.Option(help="GGUF: an importance matrix llama.cpp's llama-imatrix wrote (GGUF format), instead of --calib."),
+]
 
 
 @app.command()
@@ -129,6 +132,8 @@ def quantize(
       edgeinfer quantize lenet.onnx -o lenet-int8.onnx --method static --calib calib.npz --data test.npz --report
 
       edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
+
+      edgeinfer quantize smollm2-f16.gguf -o smollm2-q4_k_m.gguf --method Q4_K_M --calib text.txt
     """
     from edgeinfer.pipelines.commands import Quantized, QuantizeRequest, quantize_any
 

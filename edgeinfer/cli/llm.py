@@ -108,7 +108,8 @@ def print_llm_bench(model: Path, report) -> None:
 
 def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"output": result["output"], "before": result["before"], "after": result["after"]}))
+        keys = ("output", "method", "before", "after", "importance", "tensor_errors")
+        print(json.dumps({k: result[k] for k in keys if k in result}))
         return
     before, after = result["before"], result["after"]
     console.print(
@@ -116,6 +117,16 @@ def print_gguf_quantize(model: Path, output: Path, result: dict, as_json: bool) 
         f"{mb(before['file_size_bytes'])} ({before['bits_per_weight']:.2f} bpw); tensor types "
         f"{after['tensor_types']}"
     )
+    importance = result.get("importance")
+    if importance:
+        source = importance.get("calibration_text") or importance.get("imatrix_file")
+        cached = " (cached)" if importance.get("cached") else ""
+        console.print(
+            f"importance matrix from {source}{cached}: {importance['chunks']} chunks of {importance['chunk_size']} "
+            f"tokens; {importance['weighted_tensors']} of {importance['quantized_tensors']} quantized tensors weighted, "
+            f"importance-weighted error {importance['mean_error']:.2e} (llama.cpp's plain {result['method']}: "
+            f"{importance['mean_plain_error']:.2e})"
+        )
     console.print(f"measure what it cost: edgeinfer compare {model} {output} --text your.txt")
 
 

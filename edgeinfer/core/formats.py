@@ -193,8 +193,36 @@ def open_gguf(path: Path, *, require_tensors: bool = True):
     return reader
 
 
+# An importance matrix holds one float per weight column (per expert): a few MB for a 7B model,
+# hundreds for the largest MoE models; anything larger is not an imatrix.
+MAX_IMATRIX_BYTES = 2 << 30
+
+
+def open_gguf_imatrix(path: Path):
+    """gguf-py's reader over a llama.cpp importance-matrix file (`general.type = imatrix`), after the
+    same whole-file checks as a model and a size budget; its tensors' meaning is checked by the caller."""
+    path = require_file(path, "importance matrix")
+    stat = path.stat()
+    if stat.st_size > MAX_IMATRIX_BYTES:
+        raise InputError(
+            f"{path.name} is {stat.st_size / 2**20:,.0f} MiB; an importance matrix is at most "
+            f"{MAX_IMATRIX_BYTES >> 20} MiB (is it a model?)"
+        )
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise InputError(
+            f"{path.name} is not a GGUF importance matrix (llama-imatrix's older .dat format? convert it with "
+            "llama-imatrix --in-file OLD.dat -o NEW.gguf)"
+        )
+    reader = _open_gguf(path.resolve(), stat.st_size, stat.st_mtime_ns, model=False)
+    if gguf_string(reader, "general.type") != "imatrix":
+        raise InputError(f"{path.name} is a GGUF but not an importance matrix (general.type is not 'imatrix')")
+    return reader
+
+
 @functools.lru_cache(maxsize=8)
-def _open_gguf(path: Path, size: int, mtime_ns: int):
+def _open_gguf(path: Path, size: int, mtime_ns: int, model: bool = True):
     import numpy as np
 
     with open(path, "rb") as fh:
@@ -214,7 +242,8 @@ def _open_gguf(path: Path, size: int, mtime_ns: int):
         raise InputError(
             f"{path.name} is a truncated or corrupt GGUF ({_first_line(e)}); re-download or re-export it"
         ) from None
-    _check_gguf_model_keys(reader, path.name)
+    if model:
+        _check_gguf_model_keys(reader, path.name)
     for t in reader.tensors:
         numel = int(np.prod([int(d) for d in t.shape], dtype=np.float64))
         if numel <= 0 or numel > MAX_ELEMENTS:

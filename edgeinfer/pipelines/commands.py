@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 class QuantizeRequest:
     """What `edgeinfer quantize` was asked: the method (ONNX: dynamic, static, int4, fp16; GGUF: a
     llama.cpp type; None: the default for the model and device) and the options of each kind.
-    ONNX only: calib ... max_drop (see pipelines.quantize.quantize_model); GGUF only: imatrix."""
+    ONNX only: calib_samples ... max_drop (see pipelines.quantize.quantize_model); GGUF only: imatrix;
+    calib is ONNX calibration data, or for a GGUF the text an importance matrix is computed on."""
 
     method: str | None = None
     calib: str | None = None
@@ -82,12 +83,20 @@ def quantize_any(
     if kind is ModelKind.GGUF:
         from edgeinfer.pipelines.llm import quantize_gguf_model
 
+        onnx_options = {k: v for k, v in request.onnx_only().items() if k != "calib"}
         refuse_options(
-            request.onnx_only(), "ONNX models", "a GGUF LLM (llama.cpp's k-quants take --method and --imatrix)"
+            onnx_options, "ONNX models", "a GGUF LLM (llama.cpp's k-quants take --method, --calib TEXT and --imatrix)"
         )
         progress.stage("llama.cpp quantizing")
         art, figures = quantize_gguf_model(
-            model, output, request.method, profile=profile, imatrix=request.imatrix, force=request.force
+            model,
+            output,
+            request.method,
+            profile=profile,
+            calib=Path(request.calib) if request.calib else None,
+            imatrix=request.imatrix,
+            force=request.force,
+            progress=progress,
         )
         return Quantized(kind, art, figures)
     if kind is not ModelKind.ONNX:

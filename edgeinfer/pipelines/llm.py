@@ -170,18 +170,26 @@ def bandwidth_bound(model: Path, tg_tokens_per_s: float, threads: int | None = N
 
 
 def quantize_gguf_model(
-    model: Path, output: Path, method: str | None, *, profile=None, imatrix: Path | None = None, force: bool = False
+    model: Path,
+    output: Path,
+    method: str | None,
+    *,
+    profile=None,
+    calib: Path | None = None,
+    imatrix: Path | None = None,
+    force: bool = False,
+    progress: Progress = QUIET,
 ) -> tuple[Artifact, dict[str, Any]]:
     """llama.cpp quantization to `method` (default: the profile's `llm.kquant`, else Q4_K_M), recorded
-    in the sidecar with the tensor types before and after."""
+    in the sidecar with the tensor types before and after.
+
+    With `calib` (a text) or `imatrix` (llama.cpp's imatrix GGUF) the blocks are weighted by the
+    importance of each weight column (pipelines.imatrix), through ggml's own quantizer."""
     from edgeinfer.compress.gguf_quant import GgufQuantConfig
     from edgeinfer.core.gguf_types import GgufType
 
-    if imatrix is not None:
-        raise ConfigError(
-            "imatrix: llama-cpp-python's quantize binding takes no importance-matrix file; use "
-            "llama.cpp's llama-quantize --imatrix for that"
-        )
+    if calib is not None and imatrix is not None:
+        raise ConfigError("give --calib TEXT (edgeinfer computes the importance matrix) or --imatrix FILE, not both")
     if method is None:
         from edgeinfer.devices import LlmDefaults
 
@@ -189,20 +197,70 @@ def quantize_gguf_model(
     else:
         kquant = parse_choice(GgufType, method.upper(), "llama.cpp type")
     cfg = GgufQuantConfig(kquant)
-    return kquantize(model, output, cfg, force=force)
+    if calib is None and imatrix is None:
+        return kquantize(model, output, cfg, force=force)
+    if kquant in (GgufType.F32, GgufType.F16, GgufType.BF16):
+        raise ConfigError(f"{kquant.value} is not quantized: an importance matrix changes nothing; drop --calib")
+    return kquantize(model, output, cfg, force=force, importance=(calib, imatrix), progress=progress)
 
 
-def kquantize(model: Path, output: Path, cfg: GgufQuantConfig, *, force: bool = False) -> tuple[Artifact, dict]:
+def _importance(
+    model: Path, calib: Path | None, imatrix_file: Path | None, progress: Progress
+) -> tuple[Any, dict[str, Any]]:
+    """The importance matrix for `model`, and what the sidecar records of it."""
+    from edgeinfer.compress.imatrix import read_imatrix
+    from edgeinfer.core.io import sha256_file
+
+    if calib is not None:
+        from edgeinfer.pipelines.imatrix import importance_matrix
+
+        imatrix, path, cached = importance_matrix(model, calib, progress=progress)
+        note = {"calibration_text": Path(calib).name, "text_sha256": sha256_file(Path(calib)), "cached": cached}
+    else:
+        assert imatrix_file is not None
+        imatrix, path = read_imatrix(imatrix_file), Path(imatrix_file)
+        note = {"imatrix_file": path.name, "datasets": list(imatrix.datasets)}
+    from edgeinfer.pipelines.imatrix import gguf_tensor_names
+
+    shapes = gguf_tensor_names(model)[1]
+    unknown = sorted(set(imatrix.entries) - set(shapes))
+    if unknown:
+        raise ConfigError(
+            f"the importance matrix names {len(unknown)} tensor(s) {model.name} does not have ({unknown[0]}, ...): "
+            "it was computed for another model"
+        )
+    for name in imatrix.entries:
+        shape = shapes[name]  # ggml order: columns, rows[, experts]
+        imatrix.for_tensor(name, shape[0], shape[2] if len(shape) > 2 else 1)  # refuses another model's widths
+    note.update(
+        {"imatrix_sha256": sha256_file(path), "entries": len(imatrix.entries), "chunks": imatrix.chunk_count,
+         "chunk_size": imatrix.chunk_size}
+    )  # fmt: skip
+    return imatrix, note
+
+
+def kquantize(
+    model: Path,
+    output: Path,
+    cfg: GgufQuantConfig,
+    *,
+    force: bool = False,
+    importance: tuple[Path | None, Path | None] | None = None,
+    progress: Progress = QUIET,
+) -> tuple[Artifact, dict]:
     """Quantize a GGUF with llama.cpp to `cfg.type`, recorded in the sidecar with the tensor types
     before and after.
 
     Args:
         model: the GGUF to quantize (F16/BF16 ideally; a quantized one is requantized, with a warning).
         output: the .gguf to write; cfg: the GgufQuantConfig; force: overwrite an existing output.
+        importance: (calibration text, imatrix file), one of them set: llama.cpp chooses the tensor
+            types, then every quantized tensor is made again weighted by the importance matrix.
 
-    Returns (the artifact, {output, method, before, after}).
+    Returns (the artifact, {output, method, before, after[, importance, tensor_errors]}).
     """
     from edgeinfer.compress.gguf_quant import quantize_gguf
+    from edgeinfer.core.io import scratch_dir
     from edgeinfer.runtime.llama import gguf_summary
 
     model, output = Path(model), Path(output)
@@ -211,8 +269,20 @@ def kquantize(model: Path, output: Path, cfg: GgufQuantConfig, *, force: bool = 
     check_output(output, [model], force)
     parent = load_artifact(model)
     before = gguf_summary(model)
+    imatrix, importance_note = _importance(model, *importance, progress) if importance else (None, {})
+    errors = []
     with atomic_path(output, overwrite=force) as tmp:
-        facts = quantize_gguf(model, tmp, cfg)
+        if imatrix is None:
+            facts = quantize_gguf(model, tmp, cfg)
+        else:
+            from edgeinfer.compress.gguf_imatrix_quant import requantize
+
+            with scratch_dir("kquant") as scratch:
+                plain = scratch / "plain.gguf"
+                progress.stage(f"llama.cpp choosing the {cfg.type.value} tensor types")
+                facts = quantize_gguf(model, plain, cfg)
+                progress.stage("quantizing with importance")
+                errors = requantize(model, plain, tmp, imatrix, threads=cfg.threads, progress=progress)
     after = gguf_summary(output)
     note: dict[str, Any] = dict(facts)
     if facts["fallback_tensors"]:
@@ -227,6 +297,16 @@ def kquantize(model: Path, output: Path, cfg: GgufQuantConfig, *, force: bool = 
             f"{model.name} was already quantized ({', '.join(note['requantized_from'])}); requantizing "
             "compounds the error. Start from an F16/BF16 export when you can."
         )
+    if imatrix is not None:
+        weighted = sum(e.weighted for e in errors) / max(len(errors), 1)
+        plain_error = sum(e.unweighted for e in errors) / max(len(errors), 1)
+        note["importance"] = {
+            **importance_note,
+            "weighted_tensors": sum(e.has_importance for e in errors),
+            "quantized_tensors": len(errors),
+            "mean_error": weighted,
+            "mean_plain_error": plain_error,
+        }
     art = parent.derive(
         output,
         Step(
@@ -236,7 +316,11 @@ def kquantize(model: Path, output: Path, cfg: GgufQuantConfig, *, force: bool = 
         ),
     )
     art.save()
-    return art, {"output": str(output), "method": cfg.type.value, "before": before, "after": after}
+    figures: dict[str, Any] = {"output": str(output), "method": cfg.type.value, "before": before, "after": after}
+    if imatrix is not None:
+        figures["importance"] = note["importance"]
+        figures["tensor_errors"] = [e.to_dict() for e in errors]
+    return art, figures
 
 
 def compare_gguf(

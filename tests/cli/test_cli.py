@@ -228,9 +228,11 @@ def test_options_that_do_nothing_for_the_input_format_are_refused(capsys, smollm
     text = tmp_path / "t.txt"
     text.write_text("calibration text " * 20)
     code, _, err = run_cli(
-        capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--method", "Q4_K_M", "--calib", text
+        capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--method", "Q4_K_M", "--calib-samples", "8"
     )
-    assert code == 2 and "--calib applies to ONNX models" in err and not (tmp_path / "q.gguf").exists()
+    assert code == 2 and "--calib-samples applies to ONNX models" in err and not (tmp_path / "q.gguf").exists()
+    code, _, err = run_cli(capsys, "quantize", smollm2, "-o", tmp_path / "q.gguf", "--calib", text)
+    assert code == 2 and "give at least 64" in err and "Converting" not in err  # --calib is the GGUF's text
     code, _, err = run_cli(capsys, "bench", lenet_onnx, "--repack")
     assert code == 2 and "--repack applies to GGUF LLMs" in err
     code, _, err = run_cli(capsys, "quantize", lenet_onnx, "-o", tmp_path / "q.onnx", "--imatrix", text)
