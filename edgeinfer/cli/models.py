@@ -85,6 +85,20 @@ _ExportPrecision = Annotated[
 _ExportBlockSize = Annotated[
     int, typer.Option(help="ONNX Runtime GenAI INT4/INT8: weights per quantization block (16 ... 256).")
 ]
+_ExportCalib = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="ONNX Runtime GenAI INT4: a text to calibrate on; the weights are quantized by GPTQ on its "
+        "activations (default: no calibration, an importance-free grid search)."
+    ),
+]
+_ExportInt4Recipe = Annotated[
+    str,
+    typer.Option(
+        help="ONNX Runtime GenAI INT4: edgeinfer (default: 8-bit head and Q4_K_M's sensitive layers, "
+        "asymmetric 4-bit elsewhere) or builder (the model builder's own round-to-nearest INT4)."
+    ),
+]
 _ExportImageSize = Annotated[
     Optional[str],
     typer.Option(
@@ -130,6 +144,8 @@ def export(
     atol: _ExportAtol = None,
     precision: _ExportPrecision = "int4",
     block_size: _ExportBlockSize = 32,
+    calib: _ExportCalib = None,
+    int4_recipe: _ExportInt4Recipe = "edgeinfer",
     image_size: _ExportImageSize = None,
     outtype: _ExportOuttype = None,
     adapter: _ExportAdapter = None,
@@ -165,6 +181,8 @@ def export(
       edgeinfer export path/to/SmolLM2-135M-Instruct -o smollm2-f16.gguf
 
       edgeinfer export path/to/llama -o tuned.gguf --adapter path/to/lora --outtype q8_0
+
+      edgeinfer export path/to/SmolLM2-135M-Instruct -o smollm2-int4 --precision int4 --calib text.txt
     """
     from edgeinfer.pipelines.commands import ExportRequest, export_any
     from edgeinfer.pipelines.export_genai import GenAiExport
@@ -174,7 +192,7 @@ def export(
         task=task, opset=opset, exporter=exporter, static_shapes=static_shapes, atol=atol, format=format,
         outtype=outtype, adapter=str(adapter) if adapter else None, check_tokens=check_tokens,
         allow_new_head=allow_new_head, image_size=image_size, precision=precision, block_size=block_size,
-        force=force, trust_source=trust_source,
+        calib=calib, int4_recipe=int4_recipe, force=force, trust_source=trust_source,
     )  # fmt: skip
     with CliProgress("exporting") as progress:
         art = export_any(source, output, request, profile=resolve_device(device, None)[0], progress=progress)
@@ -229,6 +247,12 @@ def _print_genai(output: Path, result, precision: str, block_size: int, as_json:
     size = sum(f.stat().st_size for f in output.iterdir() if f.name.startswith("model.onnx"))
     table = Table(title=f"exported {output}/ (ONNX Runtime GenAI, {precision})", show_header=False)
     table.add_row("weights", f"{mb(size)} ({precision}, block {block_size})")
+    q = result.quantization
+    if q:
+        bits = ", ".join(f"{n} at {b} bits" for b, n in q["bits"].items())
+        how = {"gptq": f"GPTQ on {q['calibration_tokens']} calibration tokens", "importance": "importance-weighted",
+               "weighted-grid": "grid search, no calibration text"}[q["method"]]  # fmt: skip
+        table.add_row("recipe", f"edgeinfer: {bits}; {how}")
     table.add_row(
         "vs transformers",
         f"KL mean {p['kl_mean']:.4f} (<= {p['tolerance']['kl_mean']}), top-1 {p['top1_agreement']:.3f} "

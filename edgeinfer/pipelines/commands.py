@@ -173,8 +173,9 @@ def compare_any(
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What `edgeinfer export` was asked (pipelines.export.export_model's options); precision and
-    block_size are for ONNX Runtime GenAI folders (an output without a suffix from a causal LM)."""
+    """What `edgeinfer export` was asked (pipelines.export.export_model's options); precision,
+    block_size, calib and int4_recipe are for ONNX Runtime GenAI folders (an output without a
+    suffix from a causal LM)."""
 
     task: str | None = None
     opset: int | None = None
@@ -189,6 +190,8 @@ class ExportRequest:
     image_size: str | None = None
     precision: str = "int4"
     block_size: int = 32
+    calib: Path | None = None
+    int4_recipe: str = "edgeinfer"
     force: bool = False
     trust_source: bool = False
 
@@ -215,9 +218,11 @@ def export_any(
 
         return export_genai(
             source, output, precision=r.precision, block_size=r.block_size, check_tokens=r.check_tokens,
-            force=r.force, progress=progress,
+            calib=r.calib, recipe=r.int4_recipe, force=r.force, progress=progress,
         )  # fmt: skip
     from edgeinfer.pipelines.export import export_model
 
-    options = {k: v for k, v in asdict(r).items() if k not in ("precision", "block_size")}
+    if r.calib is not None:
+        raise ConfigError("--calib applies to LLMs exported to an ONNX Runtime GenAI folder (an output with no suffix)")
+    options = {k: v for k, v in asdict(r).items() if k not in ("precision", "block_size", "calib", "int4_recipe")}
     return export_model(source, output, profile=profile, progress=progress, **options)

@@ -26,6 +26,7 @@ class GenAiExport:
     precision: str
     block_size: int
     validation: dict[str, Any]
+    quantization: dict[str, Any] | None = None  # edgeinfer's INT4 recipe: method, bits, per-weight errors
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class GenAiExport:
             "precision": self.precision,
             "block_size": self.block_size,
             "validation": self.validation,
+            **({"quantization": self.quantization} if self.quantization else {}),
         }
 
 
@@ -55,10 +57,16 @@ def export_genai(
     precision: str = "int4",
     block_size: int = 32,
     check_tokens: int = 256,
+    calib: Path | None = None,
+    recipe: str = "edgeinfer",
     force: bool = False,
     progress: Progress = QUIET,
 ) -> GenAiExport:
-    """Build the folder, score it against transformers, and move it into place only if it agrees."""
+    """Build the folder, score it against transformers, and move it into place only if it agrees.
+
+    INT4 is edgeinfer's recipe by default (pipelines.genai_int4: the builder's float graph, 8 bits
+    where llama.cpp's Q4_K_M keeps more, asymmetric 4-bit elsewhere; GPTQ on `calib`'s text when
+    given); `recipe="builder"` keeps the model builder's own round-to-nearest INT4."""
     from edgeinfer.core.hf_folder import read_config
     from edgeinfer.core.model_kind import ModelKind
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
@@ -66,6 +74,7 @@ def export_genai(
     from edgeinfer.exporters.gguf.reference import load_tokenizer, log_probs
     from edgeinfer.pipelines.deploy.bundle import bundle_dir
     from edgeinfer.pipelines.export_gguf import logits_parity
+    from edgeinfer.pipelines.genai_int4 import RECIPES
     from edgeinfer.runtime import load
     from edgeinfer.runtime.genai import CONFIG
 
@@ -78,9 +87,34 @@ def export_genai(
             raise OutputExistsError(f"{output} holds files but is no GenAI model folder; refusing to replace it")
     if check_tokens < 16:
         raise ConfigError(f"{option('check_tokens', check_tokens)} must be at least 16")
+    if recipe not in RECIPES:
+        raise ConfigError(f"{option('int4_recipe', recipe)}: choose {' or '.join(RECIPES)}")
+    ours = precision == "int4" and recipe == "edgeinfer"
+    if calib is not None and not ours:
+        raise ConfigError(f"{option('calib')} calibrates edgeinfer's INT4 recipe: use it with --precision int4")
+    text = None
+    if calib is not None:
+        from edgeinfer.core.formats import read_text_file
+
+        text = read_text_file(Path(calib), "calibration text")
+    quantization = None
     with bundle_dir(output) as tmp:
-        progress.stage(f"building the ONNX Runtime GenAI model ({precision}, block {block_size})")
-        build_genai(src, tmp, precision, block_size)
+        if ours:
+            from edgeinfer.core.io import scratch_dir
+            from edgeinfer.pipelines.genai_int4 import quantize_folder, token_chunks
+
+            chunks = token_chunks(src, text) if text is not None else None
+            with scratch_dir("genai") as scratch:
+                progress.stage("building the ONNX Runtime GenAI model's float graph")
+                build_genai(src, scratch / "fp32", "fp32", block_size)
+                quantization = quantize_folder(
+                    scratch / "fp32", tmp, block_size=block_size, chunks=chunks, progress=progress
+                )
+            if calib is not None:
+                quantization["calibration_text"] = Path(calib).name
+        else:
+            progress.stage(f"building the ONNX Runtime GenAI model ({precision}, block {block_size})")
+            build_genai(src, tmp, precision, block_size)
         progress.stage(f"checking log-probs on {check_tokens} tokens against transformers")
         tokens = load_tokenizer(src)(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8"))["input_ids"][:check_tokens]
         ref = log_probs(src, tokens)
@@ -103,6 +137,8 @@ def export_genai(
             "precision": precision,
             "block_size": block_size,
             "validation": validation,
+            "recipe": recipe if precision == "int4" else "builder",
+            **({"quantization": quantization} if quantization else {}),
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    return GenAiExport(output, precision, block_size, validation)
+    return GenAiExport(output, precision, block_size, validation, quantization)

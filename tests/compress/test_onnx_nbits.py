@@ -1,0 +1,129 @@
+"""Weight-only N-bit quantization for ONNX LLMs: blocks onnxruntime's MatMulNBits and
+GatherBlockQuantized read exactly as written (4 and 8 bits, zero points, a tied embedding), an
+importance-weighted grid and GPTQ that lower the errors they target, and the export path that
+uses them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _tied_model(k: int, n: int, seed: int = 0):
+    """logits = Gather(W^T, ids) @ W: a tied embedding and output head over one weight W [K, N]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).standard_normal((k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["W"], ["Wt"], perm=[1, 0]),
+            helper.make_node("Gather", ["Wt", "ids"], ["emb"]),
+            helper.make_node("MatMul", ["emb", "W"], ["logits"]),
+        ],
+        "tied",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, n])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
+    return model, w
+
+
+@pytest.mark.parametrize("bits,block", [(4, 32), (8, 64), (4, 16)])
+def test_onnxruntime_reads_the_blocks_as_written_including_the_tied_embedding(bits, block):
+    import onnxruntime as ort
+
+    from edgeinfer.compress.onnx_nbits import NodePlan, dequantize, quantize_blocks, quantize_model
+
+    k, n = 128, 96
+    model, w = _tied_model(k, n)
+    rows = quantize_model(model, {"W": NodePlan(bits, block)}, {}, embedding="W")
+    ops = [node.op_type for node in model.graph.node]
+    assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops and "Transpose" not in ops
+    assert not any(i.name == "W" for i in model.graph.initializer)  # the float weight is gone
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([0, 5, 95, 17], np.int64)
+    got = session.run(None, {"ids": ids})[0]
+    wq = dequantize(*quantize_blocks(w.T, None, bits, block)).T  # [K, N]
+    expected = wq.T[ids] @ wq
+    np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2 * np.abs(expected).max())
+    assert rows[0]["bits"] == bits and 0 < rows[0]["error"] < (0.02 if bits == 4 else 1e-4)
+
+
+def test_importance_weighted_grid_and_gptq_lower_the_errors_they_target():
+    from edgeinfer.compress.onnx_nbits import dequantize, gptq_blocks, quantize_blocks
+
+    rng = np.random.default_rng(0)
+    k, n, tokens = 256, 128, 2048
+    mix = rng.standard_normal((k, k)) * 0.3 + np.eye(k)
+    x = (rng.standard_normal((tokens, k)) @ mix * np.exp(rng.standard_normal(k))).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    importance = (x * x).mean(0)
+
+    def output_error(q):
+        return np.linalg.norm(x @ (w - dequantize(*q)).T) / np.linalg.norm(x @ w.T)
+
+    plain = quantize_blocks(w, None, 4, 32)
+    weighted = quantize_blocks(w, importance, 4, 32)
+    gptq = gptq_blocks(w, x.T.astype(np.float64) @ x / tokens, 4, 32)
+    assert output_error(weighted) < 0.95 * output_error(plain)
+    assert output_error(gptq) < 0.9 * output_error(weighted)
+    symmetric_range = np.abs(w).max(axis=1)
+    assert (dequantize(*plain).max(axis=1) <= symmetric_range * 1.2).all()  # the grid covers, not overshoots
+
+
+def test_calib_on_exports_that_cannot_use_it_is_refused(capsys, tmp_path, lenet_onnx, smollm2_hf):
+    text = tmp_path / "t.txt"
+    text.write_text("calibration text " * 100)
+    code, _, err = run_cli(
+        capsys, "export", "edgeinfer.examples.digits:lenet", "-o", tmp_path / "l.onnx", "--calib", text
+    )
+    assert code == 2 and "--calib applies to LLMs exported to an ONNX Runtime GenAI folder" in err
+    code, _, err = run_cli(
+        capsys, "export", smollm2_hf, "-o", tmp_path / "fp32", "--precision", "fp32", "--calib", text
+    )
+    assert code == 2 and "use it with --precision int4" in err
+    code, _, err = run_cli(capsys, "export", smollm2_hf, "-o", tmp_path / "x", "--int4-recipe", "gptq")
+    assert code == 2 and "choose edgeinfer or builder" in err
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"\xff\xfe\x00" * 100)
+    code, _, err = run_cli(capsys, "export", smollm2_hf, "-o", tmp_path / "y", "--calib", binary)
+    assert code == 2 and "not UTF-8 text" in err
+    assert not any((tmp_path / d).exists() for d in ("fp32", "x", "y"))
+
+
+@pytest.mark.slow
+def test_smollm2_int4_with_calib_beats_the_builders_int4_on_another_text(smollm2_hf, smollm2_f16, tmp_path, capsys):
+    """The issue's command: GPTQ on the calibration text, 8 bits where Q4_K_M keeps more; the folder
+    loads in ONNX Runtime GenAI and on the held-out public-domain text its KL against the F16 GGUF
+    is well under the builder's round-to-nearest INT4."""
+    from edgeinfer.examples import PUBLIC_DOMAIN_TEXT, SENTENCES
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text(Path(SENTENCES).read_text(encoding="utf-8")[:8000], encoding="utf-8")
+    ours, builder = tmp_path / "ours", tmp_path / "builder"
+    code, out, err = run_cli(
+        capsys, "export", smollm2_hf, "-o", ours, "--precision", "int4", "--calib", calib, "--json"
+    )
+    assert code == 0, err
+    q = json.loads(out)["quantization"]
+    assert q["method"] == "gptq" and q["calibration_tokens"] > 1000 and q["tied_embedding"]
+    assert q["bits"]["8"] == 29 and q["bits"]["4"] == 122  # the head, 14 layers' down and qkv projections
+    record = json.loads((ours / "edgeinfer.json").read_text())
+    assert record["recipe"] == "edgeinfer" and record["quantization"]["calibration_text"] == "calib.txt"
+    code, _, err = run_cli(capsys, "export", smollm2_hf, "-o", builder, "--int4-recipe", "builder")
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "compare", smollm2_f16, builder, ours, "--text", PUBLIC_DOMAIN_TEXT, "--max-tokens", "1024", "--json"
+    )
+    assert code == 0, err
+    rows = {Path(r["model"]).name: r for r in json.loads(out)["rows"]}
+    assert rows["ours"]["kl_mean"] < 0.6 * rows["builder"]["kl_mean"], rows
+    assert rows["ours"]["top1_agreement"] > rows["builder"]["top1_agreement"]
