@@ -1,13 +1,18 @@
 """One LLM quality table across formats: SmolLM2-135M as GGUF (llama.cpp) and as ONNX (ONNX
 Runtime GenAI), every candidate scored against the F16 GGUF on the same token ids.
 
-    python benchmarks/llm_formats.py [--out /tmp/edgeinfer-bench] [--runs 2]
+    python benchmarks/llm_formats.py [--out /tmp/edgeinfer-bench] [--runs 2] [--only importance]
 
 GGUF: F16 (the baseline, exported from the Hugging Face folder), Q8_0, Q6_K, Q4_K_M, Q4_0.
 ONNX: the model builder's INT4 at block sizes 32 and 128, INT8 (block 32) and FP32. Columns as
 `edgeinfer compare` prints them: size, bits per weight, pp/tg tokens per second, peak memory of a
 fresh process, perplexity, KL mean / p99 and top-1 agreement with the baseline, on 1,024 tokens
 of the shipped public-domain text in windows of 256.
+
+A second table puts the importance-aware files beside their plain twins: llama.cpp's Q4_K_M,
+Q3_K_M, Q2_K and Q4_0 with and without `--calib`, and the ONNX INT4 folders (the builder's own
+round-to-nearest, edgeinfer's recipe without and with `--calib`), calibrated on the shipped
+sentences.txt and scored on the disjoint public-domain text, all of it (about 2,800 tokens).
 """
 
 from __future__ import annotations
@@ -19,7 +24,95 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import parse_args, write_section  # noqa: E402
 
 
+def importance_table(args, f16: Path) -> None:
+    """Plain against importance-aware quantization, same types, same sizes, on a held-out text."""
+    import os
+    import tempfile
+    import time
+
+    from edgeinfer.compress.gguf_quant import GgufQuantConfig
+    from edgeinfer.core.gguf_types import GgufType
+    from edgeinfer.examples import PUBLIC_DOMAIN_TEXT, SENTENCES
+    from edgeinfer.examples.smollm2 import hf_dir
+    from edgeinfer.pipelines.export_genai import export_genai
+    from edgeinfer.pipelines.llm import kquantize, quantize_gguf_model
+    from edgeinfer.pipelines.llm_eval import compare_llms
+
+    calib = Path(SENTENCES)
+    candidates, twins, seconds = [], {}, {}
+    for t in (GgufType.Q4_K_M, GgufType.Q3_K_M, GgufType.Q2_K, GgufType.Q4_0):
+        plain = args.out / f"smollm2-{t.value.lower()}.gguf"
+        weighted = args.out / f"smollm2-{t.value.lower()}-imatrix.gguf"
+        if not plain.exists():
+            kquantize(f16, plain, GgufQuantConfig(t))
+        if not weighted.exists():
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["EDGEINFER_CACHE"] = cache  # a fresh importance matrix: the time a new user waits
+                start = time.perf_counter()
+                quantize_gguf_model(f16, weighted, t.value, calib=calib)
+                seconds[weighted.name] = time.perf_counter() - start
+                del os.environ["EDGEINFER_CACHE"]
+        candidates += [plain, weighted]
+        twins[weighted.name] = plain.name
+    for name, recipe, text in (("builder", "builder", None), ("edgeinfer", "edgeinfer", None),
+                               ("edgeinfer-calib", "edgeinfer", calib)):  # fmt: skip
+        folder = args.out / f"smollm2-onnx-int4-{name}"
+        if not folder.exists():
+            start = time.perf_counter()
+            export_genai(str(hf_dir()), folder, precision="int4", recipe=recipe, calib=text)
+            seconds[folder.name] = time.perf_counter() - start
+        candidates.append(folder)
+        if name != "builder":
+            twins[folder.name] = "smollm2-onnx-int4-builder"
+    report = compare_llms(f16, candidates, PUBLIC_DOMAIN_TEXT, window=256, max_tokens=4096, reps=args.runs)
+    kl = {Path(r.model).name: r.kl_mean or 0.0 for r in report.rows}
+    rows = []
+    for r in report.rows[1:]:
+        name = Path(r.model).name
+        twin = twins.get(name)
+        rows.append(
+            [
+                name,
+                "llama.cpp" if r.model.endswith(".gguf") else "ONNX Runtime GenAI",
+                f"{r.file_size_bytes / 2**20:.1f}",
+                *r.figures(),
+                f"{kl[name] / kl[twin]:.2f}x" if twin and kl.get(twin) else "-",  # the baseline's row has no KL
+                f"{seconds[name]:.0f}" if name in seconds else "-",
+            ]
+        )
+        print(rows[-1], flush=True)
+    write_section(
+        "4-bit LLMs with an importance matrix: SmolLM2-135M, calibrated on one text, scored on another",
+        f"python benchmarks/llm_formats.py --runs {args.runs} --only importance",
+        [
+            "model",
+            "runtime",
+            "MiB",
+            "bpw",
+            "pp128 tok/s",
+            "tg32 tok/s",
+            "peak MiB",
+            "perplexity",
+            "KL mean",
+            "KL p99",
+            "top-1",
+            "KL vs plain twin",
+            "made in s",
+        ],  # fmt: skip
+        rows,
+        "Baseline: the F16 GGUF. Calibration: edgeinfer/examples/sentences.txt (16 KB of English sentences); "
+        "evaluation: edgeinfer/examples/public_domain.txt (the Declaration of Independence and two Lincoln "
+        "addresses, every token, windows of 256): the texts share nothing. `-imatrix` rows: `quantize --method T "
+        "--calib sentences.txt`, the importance matrix computed fresh (its time is in 'made in s'); their twin is "
+        "llama.cpp's plain quantization of the same type, same size. ONNX rows: the model builder's round-to-nearest "
+        "INT4 (`--int4-recipe builder`), edgeinfer's recipe without and with `--calib sentences.txt` (GPTQ); their "
+        "twin is the builder's INT4.",
+    )
+
+
 def main() -> None:
+    import argparse
+
     from edgeinfer.compress.gguf_quant import GgufQuantConfig
     from edgeinfer.core.gguf_types import GgufType
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
@@ -29,10 +122,17 @@ def main() -> None:
     from edgeinfer.pipelines.llm import kquantize
     from edgeinfer.pipelines.llm_eval import compare_llms
 
+    only = argparse.ArgumentParser(add_help=False)
+    only.add_argument("--only", choices=["formats", "importance"])
+    which = only.parse_known_args()[0].only
     args = parse_args(__doc__, runs=2)
     f16 = args.out / "smollm2-f16.gguf"
     if not f16.exists():
         export_model(str(hf_dir()), f16)
+    if which != "formats":
+        importance_table(args, f16)
+    if which == "importance":
+        return
     candidates = []
     for t in (GgufType.Q8_0, GgufType.Q6_K, GgufType.Q4_K_M, GgufType.Q4_0):
         path = args.out / f"smollm2-{t.value.lower()}.gguf"
@@ -43,7 +143,7 @@ def main() -> None:
     for precision, block in (("int4", 32), ("int4", 128), ("int8", 32), ("fp32", 32)):
         folder = args.out / f"smollm2-onnx-{precision}-b{block}"
         if not folder.exists():
-            result = export_genai(str(hf_dir()), folder, precision=precision, block_size=block)
+            result = export_genai(str(hf_dir()), folder, precision=precision, block_size=block, recipe="builder")
             notes[folder.name] = result.validation["logits_parity"]
         candidates.append(folder)
     report = compare_llms(f16, candidates, PUBLIC_DOMAIN_TEXT, window=256, max_tokens=1024, reps=args.runs)

@@ -26,11 +26,14 @@ class GgufQuantConfig(PassConfig):
         type: the target type (Q4_K_M, Q8_0, ...).
         threads: quantization threads (0: all cores).
         allow_requantize: accept a source that is itself quantized (a Q4_1 download, say).
+        calib: a calibration text: every quantized tensor is weighted by the importance matrix
+            computed on it (pipelines.imatrix; the same tensor types, llama.cpp's blocks).
     """
 
     type: GgufType
     threads: int = 0
     allow_requantize: bool = True
+    calib: str | None = None
 
     what: ClassVar[str] = "GGUF quantization config"
 

@@ -53,7 +53,11 @@ _OptimizeMaxMemoryMb = Annotated[
     ),
 ]
 _OptimizeCalib = Annotated[
-    Optional[str], typer.Option(help="Calibration data for static INT8 (default: the evaluation data).")
+    Optional[str],
+    typer.Option(
+        help="Calibration data for static INT8 (default: the evaluation data). An LLM: a text on which the "
+        "importance-aware GGUF types (q4_k_m-imatrix, q4_0-imatrix, q3_k_m-imatrix) are calibrated and tried too."
+    ),
 ]
 _OptimizeTrainData = Annotated[
     Optional[str],

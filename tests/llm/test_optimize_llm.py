@@ -36,8 +36,12 @@ def optimized(tmp_path_factory, smollm2_hf):
     budget = base_peak + (summary["parameters"] * (8.5 + 6.56) / 2 / 8 - base_weights) / 2**20
     env = {**os.environ, "EDGEINFER_CACHE": str(root / "cache")}
     out = root / "bundle"
+    from edgeinfer.examples import SENTENCES
+
+    calib = root / "calib.txt"  # importance-aware types are tried beside the plain ones
+    calib.write_text(SENTENCES.read_text(encoding="utf-8")[8000:], encoding="utf-8")
     args = [sys.executable, "-m", "edgeinfer", "optimize", str(f16), "--device", "x86-avx512-vnni", "--max-kld",
-            str(MAX_KLD), "--max-memory-mb", f"{budget:.1f}", "--json"]  # fmt: skip
+            str(MAX_KLD), "--max-memory-mb", f"{budget:.1f}", "--calib", str(calib), "--json"]  # fmt: skip
     proc = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads(proc.stdout), budget, args, env
@@ -61,6 +65,10 @@ def test_types_over_the_memory_budget_are_not_built_and_the_fastest_within_budge
     base = by_name["baseline"]
     assert base["drop"] == 0.0 and base["metrics"]["top1_agreement"] == 1.0 and not base["met"]  # F16 is too big
     assert by_name["q4_0"]["drop"] > by_name["q6_k"]["drop"]  # fewer bits, further from F16
+    for t in ("q4_k_m", "q4_0", "q3_k_m"):  # the same type and size, closer to F16 with importance
+        if t in by_name:
+            assert by_name[f"{t}-imatrix"]["drop"] < by_name[t]["drop"], t
+            assert by_name[f"{t}-imatrix"]["size_bytes"] == by_name[t]["size_bytes"]
     met = [c for c in report["candidates"] if c["met"]]
     assert report["chosen"] == max(met, key=lambda c: c["speedup_vs_fp32"])["name"]
 
@@ -72,7 +80,8 @@ def test_the_llm_bundle_verifies_in_a_fresh_process_and_a_changed_byte_fails(opt
     assert manifest["budgets"] == {"max_kld": MAX_KLD, "max_memory_mb": round(budget, 1)}
     assert {"model.gguf", "golden.npz", "recipe.toml", "run.py", "README.md"} <= set(manifest["files"])
     recipe = (path / "recipe.toml").read_text()
-    assert 'pass = "quantize-gguf"' in recipe and report["chosen"].upper() in recipe
+    assert 'pass = "quantize-gguf"' in recipe and report["chosen"].removesuffix("-imatrix").upper() in recipe
+    assert ("calib = " in recipe) == report["chosen"].endswith("-imatrix")
     proc = subprocess.run(
         [sys.executable, "-m", "edgeinfer", "verify", str(path), "--json"], cwd=tmp_path, capture_output=True,
         text=True, timeout=300,

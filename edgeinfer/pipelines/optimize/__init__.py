@@ -62,7 +62,8 @@ def optimize(
         profile: the device profile (precisions, providers, threads, memory, static shapes).
         budgets, objective: what the chosen model must meet, and what to minimise among those that
             do; budgets.max_memory_mb defaults to the profile's memory_mb.
-        calib: calibration data for static INT8 (default: the evaluation data).
+        calib: calibration data for static INT8 (default: the evaluation data); for an LLM, a text
+            the importance-aware GGUF types are calibrated on (tried beside the plain ones).
         train_data: `package.module:function` giving (train, eval) DataLoaders, or an .npz: adds
             structured pruning + fine-tuning candidates (the source must be a PyTorch factory).
         runs: interleaved timing runs; keep_best: write the closest candidate's bundle when none meets.
@@ -114,8 +115,10 @@ def optimize(
     elif remote_python != "python3":
         raise ConfigError(f"{option('remote_python')} needs {option('executor', 'ssh://HOST')}")
     how = parse_choice(Executor, executor, "executor")
-    if kind is ModelKind.GGUF and (train_data is not None or calib is not None):
-        raise ConfigError(f"{option('train_data')} and {option('calib')} are for ONNX models, not LLMs")
+    if kind is ModelKind.GGUF and train_data is not None:
+        raise ConfigError(f"{option('train_data')} is for ONNX models, not LLMs")
+    if kind is ModelKind.GGUF and calib is not None and how is not Executor.SERIAL:
+        raise ConfigError(f"{option('calib')} for an LLM (importance-aware types) runs with the serial executor")
     if kind is ModelKind.ONNX and data is None:
         raise ConfigError(f"optimizing an ONNX model needs evaluation data: pass {option('data')}")
     # The bundle path is locked for the whole search: a second run started with the same -o is
@@ -135,7 +138,7 @@ def optimize(
             if kind is ModelKind.GGUF:
                 from edgeinfer.pipelines.optimize.llm import optimize_llm
 
-                return optimize_llm(source, Path(bundle), text=data, settings=settings)
+                return optimize_llm(source, Path(bundle), text=data, calib=calib, settings=settings)
             from edgeinfer.pipelines.optimize.onnx import optimize_onnx
 
             assert data is not None

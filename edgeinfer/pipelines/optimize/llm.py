@@ -43,6 +43,9 @@ NOMINAL_BITS = {
     GgufType.Q3_K_M: 3.91,
 }
 CANDIDATE_TYPES = (GgufType.Q8_0, GgufType.Q6_K, GgufType.Q5_K_M, GgufType.Q4_K_M, GgufType.Q4_0)
+# With a calibration text, these are also tried weighted by its importance matrix (same size,
+# lower KL: the low-bit types gain most).
+IMPORTANCE_TYPES = (GgufType.Q4_K_M, GgufType.Q4_0, GgufType.Q3_K_M)
 # Scoring: window and tokens of the text; timing: prompt and generated tokens per round.
 WINDOW, MAX_TOKENS, N_PROMPT, N_GEN = 256, 1024, 64, 32
 
@@ -154,8 +157,11 @@ class GgufSpace:
         return Measurement("llm", metrics, drop, float(np.median(cand_s) * 1000.0), speedup, (lo, hi), memory)
 
 
-def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: SearchSettings) -> OptimizeReport:
-    """The LLM search (see optimize.optimize): the baseline GGUF, its candidate types, the bundle."""
+def optimize_llm(
+    source: str, bundle: Path, *, text: str | None, settings: SearchSettings, calib: str | None = None
+) -> OptimizeReport:
+    """The LLM search (see optimize.optimize): the baseline GGUF, its candidate types, the bundle.
+    With `calib` (a text), IMPORTANCE_TYPES are also tried with its importance matrix."""
     from edgeinfer.core.io import require_file, sha256_file
     from edgeinfer.examples import SENTENCES
     from edgeinfer.pipelines.deploy.bundle_llm import write_llm_bundle
@@ -167,6 +173,8 @@ def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: Searc
     require_file(text_path, "text file")
     if text_path.suffix.lower() != ".txt":
         raise ConfigError(f"an LLM is scored on text: give a .txt file, not {text_path.name}")
+    if calib is not None:
+        calib = str(require_file(Path(calib), "calibration text").resolve())
     replay, replay_steps, export_cfg = settings.replay(source, "export-gguf")
     with scratch_dir("optimize") as tmp:
         work = Path(tmp)
@@ -187,6 +195,12 @@ def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: Searc
             if objective is Objective.SIZE:
                 types.sort(key=lambda t: NOMINAL_BITS.get(t, 8.0))
             recipes = [(base_name, [])] + [(t.value.lower(), [("quantize-gguf", {"type": t.value})]) for t in types]
+            if calib is not None:
+                below = [t for t in IMPORTANCE_TYPES if NOMINAL_BITS[t] < space.bits - 0.5]
+                recipes += [
+                    (f"{t.value.lower()}-imatrix", [("quantize-gguf", {"type": t.value, "calib": calib})])
+                    for t in below
+                ]
             if objective is Objective.SIZE:
                 recipes.append(recipes.pop(0))  # the baseline is the largest
         candidates = [Candidate(name, steps) for name, steps in recipes]
@@ -194,6 +208,7 @@ def optimize_llm(source: str, bundle: Path, *, text: str | None, settings: Searc
             {
                 "input_sha256": sha256_file(baseline),
                 "text_sha256": data_sha256(str(text_path)),
+                **({"calib_sha256": data_sha256(calib)} if calib else {}),
                 "scoring": [WINDOW, MAX_TOKENS, N_PROMPT, N_GEN, space.reps],
                 "n_ctx": space.n_ctx,
                 "threads": space.threads,

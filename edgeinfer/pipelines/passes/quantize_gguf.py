@@ -12,7 +12,8 @@ from edgeinfer.pipelines.passes import Pass, PassContext, Takes, register_pass
 def _run(source: str, output: Path, cfg: GgufQuantConfig, ctx: PassContext) -> Artifact:
     from edgeinfer.pipelines.llm import kquantize
 
-    return kquantize(Path(source), output, cfg, force=ctx.force)[0]
+    importance = (Path(cfg.calib), None) if cfg.calib else None
+    return kquantize(Path(source), output, cfg, force=ctx.force, importance=importance, progress=ctx.progress)[0]
 
 
 register_pass(
