@@ -23,6 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import parse_args, write_section  # noqa: E402
 
+# The columns `edgeinfer compare` prints for LLMs, with the model and its runtime first.
+COLUMNS = ["model", "runtime", "MiB", "bpw", "pp128 tok/s", "tg32 tok/s", "peak MiB", "perplexity", "KL mean",
+           "KL p99", "top-1"]  # fmt: skip
+
 
 def importance_table(args, f16: Path) -> None:
     """Plain against importance-aware quantization, same types, same sizes, on a held-out text."""
@@ -85,17 +89,7 @@ def importance_table(args, f16: Path) -> None:
         "4-bit LLMs with an importance matrix: SmolLM2-135M, calibrated on one text, scored on another",
         f"python benchmarks/llm_formats.py --runs {args.runs} --only importance",
         [
-            "model",
-            "runtime",
-            "MiB",
-            "bpw",
-            "pp128 tok/s",
-            "tg32 tok/s",
-            "peak MiB",
-            "perplexity",
-            "KL mean",
-            "KL p99",
-            "top-1",
+            *COLUMNS,
             "KL vs plain twin",
             "made in s",
         ],  # fmt: skip
@@ -161,19 +155,7 @@ def main() -> None:
     write_section(
         "One LLM table across formats: SmolLM2-135M as GGUF and as ONNX (GenAI)",
         f"python benchmarks/llm_formats.py --runs {args.runs}",
-        [
-            "model",
-            "runtime",
-            "MiB",
-            "bpw",
-            "pp128 tok/s",
-            "tg32 tok/s",
-            "peak MiB",
-            "perplexity",
-            "KL mean",
-            "KL p99",
-            "top-1",
-        ],
+        COLUMNS,
         rows,  # fmt: skip
         "Baseline: the F16 GGUF exported from the Hugging Face folder; every row scored on its token ids (1,024 tokens "
         "of the public-domain text, windows of 256, second halves scored). ONNX folders come from onnxruntime-genai "

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.core.errors import InputError
 from edgeinfer.core.progress import QUIET, Progress
 
 log = logging.getLogger(__name__)
@@ -71,17 +70,11 @@ def calibration_feeds(folder: Path, token_chunks: list[list[int]]) -> Iterator[d
 
 
 def token_chunks(source: Path, text: str) -> list[list[int]]:
-    """The calibration text in chunks of CHUNK tokens, each opened by BOS when the tokenizer has one."""
+    """The calibration text as the Hugging Face folder's tokenizer cuts it (pipelines.imatrix)."""
     from edgeinfer.core.hf_folder import load_tokenizer
+    from edgeinfer.pipelines.imatrix import calibration_chunks
 
-    tokenizer = load_tokenizer(source, pad_with_eos=False)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) < 64:
-        raise InputError(f"the calibration text is {len(ids)} tokens; give at least 64 (a few thousand is usual)")
-    bos = tokenizer.bos_token_id
-    body = CHUNK - (bos is not None)
-    chunks = [ids[i : i + body] for i in range(0, len(ids), body)][:MAX_CHUNKS]
-    return [([bos] if bos is not None else []) + c for c in chunks]
+    return calibration_chunks(load_tokenizer(source, pad_with_eos=False), text, CHUNK, MAX_CHUNKS)
 
 
 def quantize_folder(

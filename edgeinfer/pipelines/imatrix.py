@@ -99,7 +99,9 @@ def _load(model: Path, what: str):
         ) from None
 
 
-def _chunks(tokenizer: Any, text: str, chunk_size: int) -> list[list[int]]:
+def calibration_chunks(tokenizer: Any, text: str, chunk_size: int = CHUNK_SIZE, max_chunks: int = MAX_CHUNKS):
+    """The text's token ids in chunks of `chunk_size`, each opened by BOS when the tokenizer has
+    one, as llama-imatrix cuts its text; a last scrap under a quarter chunk is dropped."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     body = chunk_size - (1 if bos is not None else 0)
@@ -107,7 +109,7 @@ def _chunks(tokenizer: Any, text: str, chunk_size: int) -> list[list[int]]:
         raise InputError(
             f"the calibration text is {len(ids)} tokens; give at least {MIN_TOKENS} (a few thousand is usual)"
         )
-    chunks = [ids[i : i + body] for i in range(0, len(ids), body)][:MAX_CHUNKS]
+    chunks = [ids[i : i + body] for i in range(0, len(ids), body)][:max_chunks]
     if len(chunks) > 1 and len(chunks[-1]) < body // 4:
         chunks.pop()  # a scrap of a chunk mostly measures the start-of-text positions again
     return [([bos] if bos is not None else []) + c for c in chunks]
@@ -135,7 +137,7 @@ def importance_matrix(
     if path.is_file():
         return read_imatrix(path), path, True
     progress.stage(f"importance matrix: {model.name} on {Path(calib).name}")
-    chunks = _chunks(_load(model, "tokenizer"), text, chunk_size)
+    chunks = calibration_chunks(_load(model, "tokenizer"), text, chunk_size)
     loaded = _load(model, "model")
     n_layers = int(getattr(loaded.config, "num_hidden_layers", 0) or 0)
     entries = collect(
