@@ -335,3 +335,52 @@ def _tie_embedding(model: Any, head: str, replaced: dict[str, tuple[str, str, st
     graph.node.remove(transpose)
     graph.node.insert(min(index, len(graph.node)), reshape)
     graph.node.insert(min(index + 1, len(graph.node)), new)
+
+
+def quantize_embedding(model: Any, block: int = 32) -> dict[str, Any] | None:
+    """An untied embedding (Gather of a 2-D float initializer by `input_ids`) -> an 8-bit
+    GatherBlockQuantized, rows quantized in blocks along the hidden axis. Returns its row for the
+    report, or None when the model has no such Gather."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    gather = next(
+        (n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits and n.input[1] in inputs
+         and len(inits[n.input[0]].dims) == 2),
+        None,
+    )  # fmt: skip
+    if gather is None:
+        return None
+    table = numpy_helper.to_array(inits[gather.input[0]]).astype(np.float32)  # [vocab, hidden]
+    while block > 16 and table.shape[1] % block:
+        block //= 2
+    q, scales, zeros = quantize_blocks(table, None, 8, block)
+    name = gather.input[0]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(q.reshape(table.shape[0], -1), f"{name}_Q8"),
+            numpy_helper.from_array(scales, f"{name}_scales"),
+            numpy_helper.from_array(zeros, f"{name}_zero_points"),
+        ]
+    )
+    new = onnx.helper.make_node(
+        "GatherBlockQuantized",
+        [f"{name}_Q8", gather.input[1], f"{name}_scales", f"{name}_zero_points"],
+        list(gather.output),
+        name=gather.name + "_Quantized",
+        domain="com.microsoft",
+        bits=8,
+        block_size=block,
+        gather_axis=0,
+        quantize_axis=1,
+    )
+    index = list(graph.node).index(gather)
+    graph.node.remove(gather)
+    graph.node.insert(index, new)
+    if not any(name in n.input for n in graph.node):
+        graph.initializer.remove(inits[name])
+    return {"weight": name, "bits": 8, "accuracy_level": None,
+            "error": weighted_error(table, dequantize(q, scales, zeros), None)}  # fmt: skip

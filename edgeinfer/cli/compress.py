@@ -100,7 +100,12 @@ _QuantizeImatrix = Annotated[
 
 @app.command()
 def quantize(
-    model: Annotated[Path, typer.Argument(help="A float .onnx model (or a .gguf for llama.cpp k-quants).")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A float .onnx model, a .gguf for llama.cpp k-quants, or a float ONNX Runtime GenAI folder (int4)."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
     method: _QuantizeMethod = None,
     calib: _QuantizeCalib = None,
@@ -113,7 +118,10 @@ def quantize(
     symmetric: Annotated[bool, typer.Option("--symmetric", help="Symmetric activation ranges.")] = False,
     reduce_range: _QuantizeReduceRange = None,
     exclude: _QuantizeExclude = None,
-    block_size: Annotated[int, typer.Option(min=16, max=4096, help="int4: weights per quantization block.")] = 128,
+    block_size: Annotated[
+        Optional[int],
+        typer.Option(min=16, max=4096, help="int4: weights per block (default 128; 32 for a GenAI folder)."),
+    ] = None,
     eval_data: _QuantizeEvalData = None,
     report: _QuantizeReport = False,
     max_drop: _QuantizeMaxDrop = None,
@@ -134,6 +142,8 @@ def quantize(
       edgeinfer quantize lenet-static.onnx -o lenet-npu.onnx --method static --calib calib.npz --device snapdragon-npu
 
       edgeinfer quantize smollm2-f16.gguf -o smollm2-q4_k_m.gguf --method Q4_K_M --calib text.txt
+
+      edgeinfer quantize smollm2-onnx-fp32 -o smollm2-onnx-int4 --method int4 --calib text.txt
     """
     from edgeinfer.pipelines.commands import Quantized, QuantizeRequest, quantize_any
 
@@ -146,7 +156,13 @@ def quantize(
     profile, _ = resolve_device(device, None)
     with CliProgress("quantizing") as progress:
         done = quantize_any(model, output, request, profile=profile, progress=progress)
-    if not isinstance(done, Quantized):  # an encoder-decoder folder: both parts, compared token for token
+    from edgeinfer.pipelines.export_genai import GenAiExport
+
+    if isinstance(done, GenAiExport):  # a float GenAI folder, now edgeinfer's INT4
+        from edgeinfer.cli.models import print_genai
+
+        print_genai(output, done, "int4", done.block_size, as_json)
+    elif not isinstance(done, Quantized):  # an encoder-decoder folder: both parts, compared token for token
         _print_seq2seq(done, as_json, f"quantized {model} -> {output}/ ({method or 'dynamic'})")
     elif done.kind == "gguf":
         from edgeinfer.cli.llm import print_gguf_quantize

@@ -200,7 +200,7 @@ def export(
         _print_encoder_decoder(output, art, as_json)
         return
     if isinstance(art, GenAiExport):
-        _print_genai(output, art, precision, block_size, as_json)
+        print_genai(output, art, precision, block_size, as_json)
         return
     if art.format == "gguf":
         _print_gguf_export(output, art, as_json)
@@ -239,7 +239,7 @@ def _print_onnx_export(output: Path, art, as_json: bool) -> None:
     console.print(table)
 
 
-def _print_genai(output: Path, result, precision: str, block_size: int, as_json: bool) -> None:
+def print_genai(output: Path, result, precision: str, block_size: int, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
         return

@@ -18,6 +18,7 @@ from edgeinfer.core.progress import QUIET, Progress
 
 if TYPE_CHECKING:
     from edgeinfer.pipelines.compare import ComparisonReport
+    from edgeinfer.pipelines.export_genai import GenAiExport
     from edgeinfer.pipelines.llm_eval import LlmComparisonReport
     from edgeinfer.pipelines.seq2seq_eval import Seq2SeqComparison
 
@@ -40,7 +41,7 @@ class QuantizeRequest:
     symmetric: bool = False
     reduce_range: bool | None = None
     exclude: tuple[str, ...] = ()
-    block_size: int = 128
+    block_size: int | None = None  # int4: 128 for an ONNX model, 32 for a GenAI folder (an LLM)
     eval_data: str | None = None
     report: bool = False
     max_drop: float | None = None
@@ -69,8 +70,9 @@ class Quantized:
 def quantize_any(
     model: Path, output: Path, request: QuantizeRequest = QuantizeRequest(), *, profile=None,
     progress: Progress = QUIET,
-) -> Quantized | Seq2SeqComparison:  # fmt: skip
-    """Quantize any model edgeinfer quantizes: an ONNX model (compared with its parent), a GGUF
+) -> Quantized | Seq2SeqComparison | GenAiExport:  # fmt: skip
+    """Quantize any model edgeinfer quantizes: an ONNX model (compared with its parent), a float
+    ONNX Runtime GenAI folder (edgeinfer's INT4 recipe, held to the folder's own log-probs), a GGUF
     (llama.cpp's k-quants, default the profile's llm.kquant) or an encoder-decoder folder (both
     parts, compared token for token with the float folder)."""
     kind = model_kind(model)
@@ -99,13 +101,27 @@ def quantize_any(
             progress=progress,
         )
         return Quantized(kind, art, figures)
+    if kind is ModelKind.GENAI:
+        from edgeinfer.pipelines.export_genai import quantize_genai
+
+        onnx_options = {k: v for k, v in request.onnx_only().items() if k != "calib"}
+        refuse_options({**onnx_options, "imatrix": request.imatrix}, "single ONNX models or GGUF LLMs", kind.one)
+        if (request.method or "int4").lower() != "int4":
+            raise ConfigError(f"a GenAI folder is quantized to int4 (edgeinfer's recipe), not {request.method}")
+        return quantize_genai(
+            model, output, calib=Path(request.calib) if request.calib else None, block_size=request.block_size or 32,
+            force=request.force, progress=progress,
+        )  # fmt: skip
     if kind is not ModelKind.ONNX:
-        raise ConfigError(f"quantize takes ONNX models, GGUF LLMs and encoder-decoder folders, not {kind.one}")
+        raise ConfigError(
+            f"quantize takes ONNX models, GGUF LLMs, GenAI folders and encoder-decoder folders, not {kind.one}"
+        )
     from edgeinfer.pipelines.quantize import quantize_model
 
     refuse_options({"imatrix": request.imatrix}, "GGUF LLMs", kind.one)
     options = {k: v for k, v in asdict(request).items() if k not in ("imatrix", "exclude", "method")}
     options["report"] = request.report or request.max_drop is not None
+    options["block_size"] = request.block_size or 128
     art, figures = quantize_model(
         model, output, method=request.method or "dynamic", exclude=list(request.exclude), profile=profile,
         progress=progress, **options,

@@ -142,3 +142,68 @@ def export_genai(
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return GenAiExport(output, precision, block_size, validation, quantization)
+
+
+def quantize_genai(
+    folder: Path,
+    output: Path,
+    *,
+    calib: Path | None = None,
+    block_size: int = 32,
+    check_tokens: int = 256,
+    force: bool = False,
+    progress: Progress = QUIET,
+):
+    """`quantize FP32_FOLDER -o OUT --method int4 [--calib TEXT]`: edgeinfer's INT4 recipe applied to
+    a float GenAI folder, kept only when its log-probs stay within INT4's tolerance of the folder's own.
+
+    Returns a pipelines.export_genai.GenAiExport for the new folder.
+    """
+    from edgeinfer.core.formats import read_text_file
+    from edgeinfer.core.hf_folder import load_tokenizer
+    from edgeinfer.core.model_kind import ModelKind
+    from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
+    from edgeinfer.pipelines.deploy.bundle import bundle_dir
+    from edgeinfer.pipelines.export_gguf import logits_parity
+    from edgeinfer.pipelines.genai_int4 import CHUNK, MAX_CHUNKS, quantize_folder
+    from edgeinfer.runtime import load
+    from edgeinfer.runtime.genai import CONFIG
+
+    folder, output = Path(folder), Path(output)
+    if output.resolve() == folder.resolve():
+        raise OutputExistsError(f"the output {output} is the input folder; name another folder")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not force:
+            raise OutputExistsError(f"output {output} exists; pass {option('force', True)} to replace it")
+        if not (output / CONFIG).is_file():
+            raise OutputExistsError(f"{output} holds files but is no GenAI model folder; refusing to replace it")
+    reference: Any = load(folder, expect=ModelKind.GENAI)  # checks the folder (config, paths, tokenizer) first
+    tokenizer = load_tokenizer(folder, pad_with_eos=False)
+    text = read_text_file(Path(calib), "calibration text") if calib is not None else None
+    from edgeinfer.pipelines.imatrix import calibration_chunks
+
+    chunks = calibration_chunks(tokenizer, text, CHUNK, MAX_CHUNKS) if text is not None else None
+    tokens = tokenizer(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8"))["input_ids"][:check_tokens]
+    ref = reference.sequence_log_probs(tokens)
+    reference.close()
+    with bundle_dir(output) as tmp:
+        quantization = quantize_folder(folder, tmp, block_size=block_size, chunks=chunks, progress=progress)
+        if calib is not None:
+            quantization["calibration_text"] = Path(calib).name
+        progress.stage(f"checking log-probs on {len(tokens)} tokens against {folder.name}")
+        runner: Any = load(tmp, expect=ModelKind.GENAI)
+        parity = logits_parity(ref, runner.sequence_log_probs(tokens))
+        runner.close()
+        max_kl, min_top1 = TOLERANCE["int4"]
+        parity["tolerance"] = {"kl_mean": max_kl, "top1_agreement": min_top1}
+        if not (parity["kl_mean"] <= max_kl and parity["top1_agreement"] >= min_top1):
+            raise ValidationError(
+                f"the INT4 folder's log-probs disagree with {folder.name}'s (nothing was written)",
+                [f"mean KL {parity['kl_mean']:.4g} (at most {max_kl}), top-1 {parity['top1_agreement']:.3f} "
+                 f"(at least {min_top1})"],
+            )  # fmt: skip
+        validation = {"logits_parity": parity, "check_tokens": len(tokens), "against": str(folder.resolve())}
+        record = {"source": str(folder.resolve()), "precision": "int4", "block_size": block_size,
+                  "validation": validation, "recipe": "edgeinfer", "quantization": quantization}  # fmt: skip
+        (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return GenAiExport(output, "int4", block_size, validation, quantization)

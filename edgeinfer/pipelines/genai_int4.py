@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.core.errors import InputError
 from edgeinfer.core.progress import QUIET, Progress
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ def mixed_plan(widths: dict[str, int], n_layers: int, block: int) -> dict[str, A
         elif more_bits(int(match.group(1)), n_layers) and any(p in name for p in ("down_proj", "qkv_proj", "v_proj")):
             plan[name] = NodePlan(8, 32)
         else:
-            plan[name] = NodePlan(4, block)
+            fit = block
+            while fit > 16 and k % fit:  # a narrow layer takes the widest block that divides it
+                fit //= 2
+            plan[name] = NodePlan(4, fit)
     return plan
 
 
@@ -93,14 +97,20 @@ def quantize_folder(
     import onnx
 
     from edgeinfer.compress.onnx_nbits import activation_stats, matmul_weights, quantize_model
+    from edgeinfer.core.formats import load_onnx
 
     decoder = json.loads((float_folder / "genai_config.json").read_text())["model"]["decoder"]
     model_file = float_folder / decoder["filename"]
+    model = load_onnx(model_file, load_external_data=True)
+    if not matmul_weights(model):
+        raise InputError(
+            f"{float_folder.name} has no float MatMul weights to quantize (already quantized?); start from "
+            "its FP32 folder (export --precision fp32)"
+        )
     stats = None
     if chunks:
         progress.stage(f"calibrating on {sum(map(len, chunks))} tokens")
         stats = activation_stats(model_file, calibration_feeds(float_folder, chunks))
-    model = onnx.load(str(model_file))
     inits = {i.name: i for i in model.graph.initializer}
     widths = {name: int(inits[name].dims[0]) for name in matmul_weights(model)}  # ONNX B is [K, N]
     plan = mixed_plan(widths, int(decoder["num_hidden_layers"]), block_size)
@@ -115,6 +125,12 @@ def quantize_folder(
         gram=stats.gram if stats else None,
         embedding=head,
     )
+    if head is None:  # an untied embedding table: 8 bits, as llama.cpp's Q4_K_M keeps token_embd near
+        from edgeinfer.compress.onnx_nbits import quantize_embedding
+
+        embedding_row = quantize_embedding(model)
+        if embedding_row is not None:
+            rows.append(embedding_row)
     output.mkdir(parents=True, exist_ok=True)
     for f in float_folder.iterdir():
         if f.is_file() and not f.name.startswith(decoder["filename"]):

@@ -57,6 +57,34 @@ def test_onnxruntime_reads_the_blocks_as_written_including_the_tied_embedding(bi
     assert rows[0]["bits"] == bits and 0 < rows[0]["error"] < (0.02 if bits == 4 else 1e-4)
 
 
+def test_an_untied_embedding_becomes_an_8_bit_gather_that_onnxruntime_reads():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeinfer.compress.onnx_nbits import dequantize, quantize_blocks, quantize_embedding
+
+    table = np.random.default_rng(3).standard_normal((50, 96)).astype(np.float32)  # 96: blocks of 32
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "input_ids"], ["h"])],
+        "embed",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [None, 96])],
+        [numpy_helper.from_array(table, "E")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
+    row = quantize_embedding(model)
+    assert row is not None and row["bits"] == 8 and row["error"] < 1e-4
+    assert [n.op_type for n in model.graph.node] == ["GatherBlockQuantized"]
+    assert not any(i.name == "E" for i in model.graph.initializer)
+    ids = np.array([3, 0, 49], np.int64)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input_ids": ids}
+    )[0]
+    np.testing.assert_allclose(got, dequantize(*quantize_blocks(table, None, 8, 32))[ids], rtol=1e-5, atol=1e-5)
+
+
 def test_importance_weighted_grid_and_gptq_lower_the_errors_they_target():
     from edgeinfer.compress.onnx_nbits import dequantize, gptq_blocks, quantize_blocks
 

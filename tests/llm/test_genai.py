@@ -134,3 +134,26 @@ def _edit_config(folder, change) -> None:
     config = json.loads((folder / "genai_config.json").read_text())
     change(config)
     (folder / "genai_config.json").write_text(json.dumps(config))
+
+
+def test_a_float_genai_folder_quantizes_to_int4_with_calib_and_bad_requests_exit_2(exported, tmp_path, capsys):
+    """`quantize FP32_FOLDER -o OUT --method int4 --calib TEXT`: edgeinfer's recipe on a folder the
+    builder already wrote, held to that folder's own log-probs; an INT4 folder or another method is refused."""
+    from edgeinfer.examples import SENTENCES
+
+    out = tmp_path / "int4"
+    code, stdout, err = run_cli(
+        capsys, "quantize", exported["fp32"].folder, "-o", out, "--method", "int4", "--calib", SENTENCES, "--json"
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["quantization"]["method"] == "gptq" and report["quantization"]["calibration_tokens"] > 500
+    assert report["validation"]["logits_parity"]["kl_mean"] <= 2.5
+    record = json.loads((out / "edgeinfer.json").read_text())
+    assert record["recipe"] == "edgeinfer" and record["source"] == str(exported["fp32"].folder.resolve())
+    code, _, err = run_cli(capsys, "quantize", exported["int4"].folder, "-o", tmp_path / "again", "--method", "int4")
+    assert code == 2 and "already quantized" in err and not (tmp_path / "again").exists()
+    code, _, err = run_cli(capsys, "quantize", exported["fp32"].folder, "-o", tmp_path / "d", "--method", "dynamic")
+    assert code == 2 and "is quantized to int4" in err
+    code, _, err = run_cli(capsys, "quantize", exported["fp32"].folder, "-o", out, "--method", "int4")
+    assert code == 2 and "exists" in err  # the first result is kept
