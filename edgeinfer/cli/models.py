@@ -308,6 +308,7 @@ def _print_gguf_export(output: Path, art, as_json: bool) -> None:
     table = Table(title=f"exported {output}", show_header=False)
     table.add_row("file size", mb(output.stat().st_size))
     table.add_row("architecture", f"{art.meta['architecture']} -> {art.meta['gguf_architecture']}")
+    table.add_row("converter", art.meta.get("converter", "edgeinfer"))
     table.add_row("tensors", ", ".join(f"{n} {t}" for t, n in art.meta["tensor_types"].items()))
     tok = art.meta["tokenizer"]
     table.add_row(

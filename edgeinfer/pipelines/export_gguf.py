@@ -109,7 +109,10 @@ def export_gguf(
     if adapter:
         config["adapter"] = figures.pop("adapter")
     validation = {"tokenizer_roundtrip": roundtrip, "logits_parity": parity, "conversion_seconds": figures["seconds"]}
-    meta = {k: figures[k] for k in ("architecture", "gguf_architecture", "tensors", "tensor_types", "tokenizer")}
+    meta = {
+        k: figures[k]
+        for k in ("architecture", "gguf_architecture", "converter", "tensors", "tensor_types", "tokenizer")
+    }
     description = {"kind": "huggingface", "path": str(src.resolve()), "architecture": figures["architecture"]}
     art = new_artifact(output, description, Step("export", config, validation), meta)
     art.save()

