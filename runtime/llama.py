@@ -53,6 +53,25 @@ class LlamaSettings:
 KV_TYPES = {KvType.F16: (1, 2.0), KvType.Q8_0: (8, 34 / 32), KvType.Q4_0: (2, 18 / 32)}
 
 
+def check_chat_format(name: str) -> str:
+    """`name` if it is one of llama-cpp-python's built-in chat formats, else one line listing them."""
+    from llama_cpp import llama_chat_format
+
+    known = sorted(llama_chat_format.LlamaChatCompletionHandlerRegistry()._chat_handlers)
+    if name not in known:
+        raise InputError(f"chat format {name!r} is not one llama-cpp-python knows; pick one of {', '.join(known)}")
+    return name
+
+
+def no_chat_template(path: Path) -> str:
+    """What chat says to a GGUF without a chat template (serve answers its chat route with it)."""
+    return (
+        f"{path.name} carries no chat template (tokenizer.chat_template): a base model, or one converted "
+        f"without it. Give {option('chat_format', 'NAME')} (gemma, chatml, llama-3, ...) for the format it "
+        "was trained on, or use completions (`edgeinfer run MODEL --prompt TEXT`)"
+    )
+
+
 def cpu_has_amx() -> bool:
     try:
         return "amx_int8" in Path("/proc/cpuinfo").read_text()
@@ -329,12 +348,7 @@ class LlamaRunner:
 
     def use_chat_format(self, name: str) -> None:
         """Format chats with one of llama-cpp-python's built-in formats instead of the GGUF's template."""
-        from llama_cpp import llama_chat_format
-
-        known = sorted(llama_chat_format.LlamaChatCompletionHandlerRegistry()._chat_handlers)
-        if name not in known:
-            raise InputError(f"chat format {name!r} is not one llama-cpp-python knows; pick one of {', '.join(known)}")
-        self.llm.chat_format = name
+        self.llm.chat_format = check_chat_format(name)
         self.llm.chat_handler = None
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:

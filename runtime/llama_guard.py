@@ -206,9 +206,11 @@ class RequestGuard:
         *,
         n_vocab: int,
         grammars: GrammarCheck | None = None,
+        no_chat: str | None = None,
     ) -> None:
         self.app, self.model_name, self.max_bytes, self.api_key = app, model_name, max_bytes, api_key
         self.n_vocab, self.grammars = n_vocab, grammars
+        self.no_chat = no_chat  # why chat completions are refused (a GGUF without a chat template)
         self.bodies = _request_models()
 
     async def __call__(self, scope, receive, send):
@@ -258,6 +260,8 @@ class RequestGuard:
             raise Refusal(404, error_body("this server generates text; it does not serve embeddings", code="not_found"))
         if kind is None:
             return body  # a route the library answers itself (404, 405)
+        if self.no_chat and scope["path"].rstrip("/") == "/v1/chat/completions":
+            raise _bad(self.no_chat, code="no_chat_template")
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if media != b"application/json":
             raise Refusal(

@@ -30,10 +30,12 @@ from edgeinfer.core.formats import open_gguf
 from edgeinfer.runtime import Target, register_server
 from edgeinfer.runtime.llama import (
     LlamaSettings,
+    check_chat_format,
     check_llm_file,
     generation_threads,
     kv_params,
     model_params,
+    no_chat_template,
     offloaded_layers,
     settings_from_target,
     use_extra_buffers,
@@ -143,9 +145,12 @@ def build_app(
     api_key: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     cors_origins: tuple[str, ...] = (),
+    chat_format: str | None = None,
 ):
     """The ASGI app serving `model` under `model_name` (loads the model now). `cors_origins`: the
-    web origins (scheme://host:port) whose pages may call it from a browser; none by default."""
+    web origins (scheme://host:port) whose pages may call it from a browser; none by default.
+    `chat_format`: one of llama-cpp-python's formats for a GGUF without a chat template, whose chat
+    route otherwise answers 400 saying so (completions work either way)."""
     try:
         from llama_cpp.server import app as server_app
         from llama_cpp.server.app import create_app
@@ -156,6 +161,10 @@ def build_app(
         ) from e
 
     check_llm_file(Path(model), settings.n_ctx, settings.kv_type)
+    if chat_format:
+        check_chat_format(chat_format)
+    reader = open_gguf(Path(model))
+    templated = "tokenizer.chat_template" in reader.fields
     gpu_layers, _ = offloaded_layers(settings)  # GPU layers without offload: refused, or said and run on the CPU
     server = ServerSettings(api_key=api_key, interrupt_requests=False)
     model_settings = ModelSettings(
@@ -168,6 +177,7 @@ def build_app(
         seed=settings.seed,
         verbose=False,
         **kv_params(settings.kv_type),  # the KV-cache type, as every other llama.cpp load takes it
+        chat_format=chat_format,  # None: the GGUF's own template
     )
     with model_params(use_extra_buffers(settings)):
         app = create_app(server_settings=server, model_settings=[model_settings])
@@ -177,9 +187,16 @@ def build_app(
     grammars = GrammarCheck(Path(model))
     guard_samplers(grammars)
     grammar_errors_are_400()
-    reader = open_gguf(Path(model))
     n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-    return RequestGuard(app, model_name, max_request_bytes, api_key, n_vocab=n_vocab, grammars=grammars)
+    return RequestGuard(
+        app,
+        model_name,
+        max_request_bytes,
+        api_key,
+        n_vocab=n_vocab,
+        grammars=grammars,
+        no_chat=None if templated or chat_format else no_chat_template(Path(model)),
+    )
 
 
 def _set_cors(app, origins: tuple[str, ...]) -> None:

@@ -141,6 +141,17 @@ def print_llm_report(report: LlmComparisonReport) -> None:
     console.print(table)
 
 
+ChatFormat = Annotated[
+    Optional[str],
+    typer.Option(
+        metavar="NAME",
+        help="For a GGUF without a chat template (a base model): one of llama-cpp-python's built-in "
+        "formats (gemma, chatml, llama-3, mistral-instruct, ...). Without it, chat refuses such a model "
+        "and serve answers its chat route with 400 (completions still work).",
+    ),
+]
+
+
 @app.command()
 def chat(
     model: Annotated[Path, typer.Argument(help="A .gguf chat model.")],
@@ -153,14 +164,7 @@ def chat(
     device: Device = None,
     threads: Threads = None,
     allow_fallback: Fallback = False,
-    chat_format: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="NAME",
-            help="For a GGUF without a chat template (a base model): one of llama-cpp-python's built-in "
-            "formats (gemma, chatml, llama-3, mistral-instruct, ...). Without it such a model is refused.",
-        ),
-    ] = None,
+    chat_format: ChatFormat = None,
 ) -> None:
     """Chat with a GGUF model using its own chat template; tokens per second after each reply.
 
@@ -221,11 +225,13 @@ def serve(
             "repeat for more. None by default: a web page you open cannot drive the server."
         ),
     ] = None,
+    chat_format: ChatFormat = None,
 ) -> None:
     """Serve a GGUF LLM over an OpenAI-compatible HTTP API (llama-cpp-python's server).
 
     /v1/chat/completions (streaming too, with the model's chat template), /v1/completions,
-    /v1/models. Requests queue on the one model; a client that disconnects mid-stream frees it.
+    /v1/models. A GGUF without a chat template answers chat with 400 unless --chat-format
+    names its format. Requests queue on the one model; a client that disconnects mid-stream frees it.
     Every request is checked first: grammars are compiled by llama.cpp in a throwaway process
     (a bad one is a 400, not a crashed server), token ids against the vocabulary, bodies must
     be JSON of at most --max-request-mb. With --api-key every route needs the key.
@@ -246,6 +252,7 @@ def serve(
         model_name=model_name,
         max_request_mb=max_request_mb,
         cors=tuple(cors or ()),
+        chat_format=chat_format,
         announce=lambda line: err.print(line, highlight=False),
     )
 

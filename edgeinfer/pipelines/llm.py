@@ -116,11 +116,9 @@ def open_chat(model: Path, target, profile=None, chat_format: str | None = None)
     if chat_format:
         runner.use_chat_format(chat_format)
     elif runner.chat_template is None:
-        raise InputError(
-            f"{model.name} carries no chat template (tokenizer.chat_template): a base model, or one converted "
-            f"without it. Give {option('chat_format', 'NAME')} (gemma, chatml, llama-3, ...) for the format it "
-            "was trained on, or use `edgeinfer run MODEL --prompt TEXT`"
-        )
+        from edgeinfer.runtime.llama import no_chat_template
+
+        raise InputError(no_chat_template(Path(model)))
     return runner
 
 

@@ -34,11 +34,13 @@ def serve(
     model_name: str | None = None,
     max_request_mb: float = 1.0,
     cors: tuple[str, ...] = (),
+    chat_format: str | None = None,
     announce: Callable[[str], None] = print,
 ) -> None:
     """Load `model` on the runtime its kind takes (the user's options in `given`, the device
     profile's for the rest) and serve it until interrupted (Ctrl-C stops it cleanly). `cors`: web
-    origins whose pages may call the server from a browser (none by default)."""
+    origins whose pages may call the server from a browser (none by default). `chat_format`: a GGUF
+    without a chat template gets one of llama-cpp-python's formats (else its chat route answers 400)."""
     import uvicorn
 
     from edgeinfer.pipelines.target import describe_target, resolve_target
@@ -53,6 +55,10 @@ def serve(
                 f"{option('cors', origin)} must be a web origin, e.g. http://localhost:3000 (no path, no *)"
             )
     target = resolve_target(model, profile, given)  # options this runtime would ignore: exit 2, nothing bound
+    if chat_format:
+        from edgeinfer.runtime.llama import check_chat_format
+
+        check_chat_format(chat_format)  # before the port is bound
     _stop_on_signals()
     sock = bind_port(host, port)
     name = model_name or Path(model).stem
@@ -65,6 +71,7 @@ def serve(
             api_key=api_key,
             max_request_bytes=int(max_request_mb * 2**20),
             cors_origins=tuple(cors),
+            **({"chat_format": chat_format} if chat_format else {}),
         )
     except BaseException:
         sock.close()

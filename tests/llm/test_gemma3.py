@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.conftest import run_cli
-from tests.llm.test_serve import Server
+from tests.llm.test_serve import Server, _free_port
 
 pytestmark = pytest.mark.slow
 
@@ -93,12 +93,29 @@ def test_compare_scores_requantizations_against_it(gemma3, tmp_path, capsys):
     assert q4["file_size_bytes"] < q8["file_size_bytes"]
 
 
-def test_serve_answers_completions_from_gemma3(gemma3):
+def test_serve_answers_completions_and_refuses_chat_without_a_template(gemma3):
+    import openai
+
     server = Server(gemma3, "--ctx", "1024")
     try:
-        reply = server.client().completions.create(
-            model="smol", prompt="The capital of France is", max_tokens=8, temperature=0
-        )
+        client = server.client()
+        reply = client.completions.create(model="smol", prompt="The capital of France is", max_tokens=8, temperature=0)
         assert reply.choices[0].text.strip() and reply.usage.completion_tokens >= 1
+        with pytest.raises(openai.BadRequestError, match="carries no chat template") as e:
+            client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+        assert e.value.code == "no_chat_template"
+    finally:
+        assert server.stop() == 0
+
+
+def test_serve_formats_chat_as_the_named_format(gemma3, capsys):
+    code, _, err = run_cli(capsys, "serve", gemma3, "--port", str(_free_port()), "--chat-format", "gemma-9")
+    assert code == 2 and "not one llama-cpp-python knows" in err
+    server = Server(gemma3, "--ctx", "1024", "--chat-format", "gemma")
+    try:
+        reply = server.client().chat.completions.create(
+            model="smol", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12
+        )
+        assert reply.choices[0].message.content and reply.usage.completion_tokens >= 1
     finally:
         assert server.stop() == 0
