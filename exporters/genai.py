@@ -13,10 +13,32 @@ import subprocess
 from pathlib import Path
 
 from edgeinfer.core.child import isolated_python
-from edgeinfer.core.errors import ConfigError, InputError, MissingDependencyError
+from edgeinfer.core.errors import ConfigError, InputError, MissingDependencyError, UnsupportedError
 
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+
+
+def _check_rope_layout(source: Path) -> None:
+    """The builder reads `rope_parameters["rope_type"]`; transformers 5 gives models with a RoPE per
+    attention type (Gemma 3: full and sliding) one table per type instead, where the builder stops
+    with a bare KeyError. Refused here, naming the model and the way that works."""
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(source), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError):
+        return  # the builder reports what it makes of the folder
+    text = getattr(config, "get_text_config", lambda: config)()
+    rope = getattr(text, "rope_parameters", None)
+    if isinstance(rope, dict) and "rope_type" not in rope and any(isinstance(v, dict) for v in rope.values()):
+        from importlib.metadata import version
+
+        raise UnsupportedError(
+            f"{source.name} ({config.model_type}) has a RoPE per attention type ({', '.join(rope)}), which "
+            f"onnxruntime-genai {version('onnxruntime-genai')}'s model builder cannot read from transformers "
+            f"{transformers.__version__}'s config; export it to GGUF instead (edgeinfer export {source} -o model.gguf)"
+        )
 
 
 def build_genai(source: Path, output: Path, precision: str = "int4", block_size: int = 32) -> None:
@@ -29,6 +51,7 @@ def build_genai(source: Path, output: Path, precision: str = "int4", block_size:
         raise ConfigError(f"block size {block_size}: choose {', '.join(map(str, BLOCK_SIZES))}")
     if importlib.util.find_spec("onnxruntime_genai") is None:
         raise MissingDependencyError("onnxruntime-genai", "exporting an LLM to ONNX (pip install 'edgeinfer[genai]')")
+    _check_rope_layout(source)
     cache = output.parent / f".{output.name}.builder-cache"
     cmd = [
         *isolated_python("-m", "onnxruntime_genai.models.builder"), "-i", str(source), "-o", str(output),

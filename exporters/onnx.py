@@ -148,6 +148,7 @@ def _export_torchscript(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> 
 
 def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> ExportResult:
     """Write `src` as ONNX to `path`; return which exporter produced it and why, if it fell back."""
+    _runs_in_pytorch(src)
     if cfg.exporter is Exporter.TORCHSCRIPT:
         _run(_export_torchscript, src, path, cfg, "TorchScript")
         return ExportResult(Exporter.TORCHSCRIPT, None)
@@ -173,6 +174,28 @@ def export_onnx(src: SourceModel, path: Path, cfg: OnnxExportConfig) -> ExportRe
         log.warning(f"fallback: torch.export-based exporter failed ({reason[:160]}); trying the TorchScript exporter")
         _run(_export_torchscript, src, path, cfg, "TorchScript")
         return ExportResult(Exporter.TORCHSCRIPT, reason)
+
+
+def _runs_in_pytorch(src: SourceModel) -> None:
+    """Run the model once on its example inputs: a model that fails in PyTorch itself (a BatchNorm
+    with the wrong number of channels, a shape that does not fit) is the model's fault, exit 2, not
+    an exporter failure blamed on TorchScript or torch.export."""
+    import torch
+
+    from edgeinfer.core.stdio import quiet_native
+
+    module = src.module
+    training = getattr(module, "training", False)
+    if training:
+        module.eval()  # as the exporters trace it: no batch statistics updated by this run
+    try:
+        with torch.no_grad(), quiet_native():
+            module(*src.example.values())
+    except Exception as e:
+        raise InputError(f"the model fails in PyTorch itself, before any export: {export_cause(e)}") from e
+    finally:
+        if training:
+            module.train()
 
 
 def _run(fn, src, path, cfg, name) -> None:

@@ -15,6 +15,7 @@ cache, the first step of every generation.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,31 @@ def generation_settings(model) -> dict[str, Any]:
     if out.get("decoder_start_token_id") is None:
         raise InputError("the model's config names no decoder_start_token_id: the decoder cannot start")
     return out
+
+
+# Whisper's language tokens: <|en|>, <|de|>, <|yue|>, <|haw|> (task and control tokens are longer).
+_LANGUAGE_TOKEN = re.compile(r"^<\|[a-z]{2,3}\|>$")
+
+
+def complete_language_tokens(model, tokenizer) -> bool:
+    """Older and fine-tuned Whisper folders save a generation config without lang_to_id /
+    task_to_id, and transformers' `generate` then refuses a language. Their tokenizer still holds
+    the language and task tokens: read the maps from it, as the original checkpoint had them
+    (an English-only model, `is_multilingual` false, is left alone). True if anything was filled."""
+    gen = model.generation_config
+    if getattr(gen, "lang_to_id", None) or getattr(gen, "is_multilingual", None) is False:
+        return False
+    vocab = tokenizer.get_vocab()
+    languages = {t: int(i) for t, i in vocab.items() if _LANGUAGE_TOKEN.match(t)}
+    tasks = {name: int(vocab[f"<|{name}|>"]) for name in ("transcribe", "translate") if f"<|{name}|>" in vocab}
+    if not languages or "transcribe" not in tasks:
+        return False
+    gen.lang_to_id = dict(sorted(languages.items(), key=lambda kv: kv[1]))
+    gen.task_to_id = {**tasks, **(getattr(gen, "task_to_id", None) or {})}
+    gen.is_multilingual = True
+    if getattr(gen, "no_timestamps_token_id", None) is None and "<|notimestamps|>" in vocab:
+        gen.no_timestamps_token_id = int(vocab["<|notimestamps|>"])
+    return True
 
 
 def speech_prompt(model, language: str = SPEECH_LANGUAGE, task: str = SPEECH_TASK) -> list[int]:
@@ -230,7 +256,10 @@ def load_seq2seq(path: Path, allow_new_head: bool = False, task: str | None = No
     )  # fmt: skip
     generation = generation_settings(model)
     if speech:
+        filled = complete_language_tokens(model, tokenizer)
         generation.update(
             source="audio", language=SPEECH_LANGUAGE, task=SPEECH_TASK, decoder_prompt_ids=speech_prompt(model)
         )
+        if filled:
+            generation["language_tokens"] = "read from the tokenizer (the generation config has no lang_to_id)"
     return Seq2SeqParts(enc_src, dec_src, generation, model, tokenizer, fe, spec.name)

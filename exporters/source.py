@@ -322,8 +322,14 @@ def source_from_module(
 
     names = list(inputs)
     module.eval()
-    with torch.no_grad():
-        out = call_module(module, inputs)
+    try:
+        with torch.no_grad():
+            out = call_module(module, inputs)
+    except Exception as e:
+        said = next((line.strip() for line in str(e).splitlines() if line.strip()), "no message")
+        raise InputError(
+            f"the model fails in PyTorch itself, before any export: {type(e).__name__}: {said[:300]}"
+        ) from e
     n_out = 1 if isinstance(out, torch.Tensor) else len(out)
     out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     keys = out_names

@@ -63,7 +63,7 @@ def genai_summary(folder: Path) -> dict[str, Any]:
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def check_genai_folder(folder: Path) -> None:
+def check_genai_folder(folder: Path) -> dict[str, Any]:
     """genai_config.json checked as data before the library reads it: a bounded JSON object whose
     file names stay inside the folder, beside a tokenizer.json (the library raises plain
     RuntimeErrors, or worse, for what this refuses in one line)."""
@@ -98,6 +98,14 @@ def check_genai_folder(folder: Path) -> None:
             raise InputError(f"{path} names {name!r}, which is not in {folder}; export the model again")
     if not (folder / "tokenizer.json").is_file():
         raise InputError(f"{folder} has no tokenizer.json; export the model again (it writes the tokenizer)")
+    return config
+
+
+def sliding_window(config: dict[str, Any]) -> int:
+    """The decoder's sliding-window size in a checked genai_config.json (0 without one)."""
+    window = config["model"]["decoder"].get("sliding_window") or {}
+    size = window.get("window_size", 0) if isinstance(window, dict) else 0
+    return size if isinstance(size, int) and 0 <= size <= 1 << 20 else 0
 
 
 class GenAiRunner:
@@ -114,7 +122,7 @@ class GenAiRunner:
         # A compiled extension without type stubs: its classes are looked up at run time.
         og: Any = onnxruntime_genai
         self.og = og
-        check_genai_folder(self.folder)
+        checked = check_genai_folder(self.folder)
         try:
             config = og.Config(str(self.folder))
             self.model = og.Model(config)
@@ -129,13 +137,16 @@ class GenAiRunner:
                 f"{self.folder}: the tokenizer cannot be loaded ({str(e).splitlines()[0][:200]})"
             ) from None
         self.report = ProviderReport(["onnxruntime-genai CPU"], ["onnxruntime-genai CPU"])
+        # A sliding-window model (Gemma 2 / 3) needs a cache at least one window long, whatever
+        # the sequence: GroupQueryAttention refuses a shorter one.
+        self.min_cache = sliding_window(checked)
 
     def tokenize(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(text)]
 
     def _generator(self, max_length: int):
         params = self.og.GeneratorParams(self.model)
-        params.set_search_options(max_length=max_length, do_sample=False)
+        params.set_search_options(max_length=max(max_length, self.min_cache), do_sample=False)
         return self.og.Generator(self.model, params)
 
     def sequence_log_probs(self, tokens: list[int]) -> np.ndarray:

@@ -23,14 +23,18 @@ class Batches:
     batches: list[dict[str, np.ndarray]]
     labels: np.ndarray | None = None
     attention_masks: list[np.ndarray] | None = None  # for pooling text embeddings
+    shared: tuple[str, ...] = ()  # inputs every batch takes whole (a dual encoder's label texts)
 
     @property
     def samples(self) -> int:
-        return sum(next(iter(b.values())).shape[0] for b in self.batches)
+        return sum(next(v for k, v in b.items() if k not in self.shared).shape[0] for b in self.batches)
 
 
 def _fixed(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
+
+
+SHARED_AXIS = "labels"  # the batch axis of a zero-shot export's label texts (exporters/tasks)
 
 
 def load_batches(
@@ -38,7 +42,11 @@ def load_batches(
 ) -> Batches:
     """Read `spec` into batches for a model whose ONNX inputs are `inputs` (name, type, shape)."""
     names = [i.name for i in inputs]
-    fixed_batch = _fixed(inputs[0].shape[0]) if inputs and inputs[0].shape else None
+    # A dual encoder (CLIP) gives its label texts their own batch axis, named "labels" by the export:
+    # they are not samples; every batch of images is scored against all of them.
+    shared = tuple(i.name for i in inputs if i.shape and i.shape[0] == SHARED_AXIS)
+    sampled = [i for i in inputs if i.name not in shared] or list(inputs)
+    fixed_batch = _fixed(sampled[0].shape[0]) if sampled and sampled[0].shape else None
     batch = fixed_batch or batch_size
     path = Path(spec)
     if path.suffix == ".txt":
@@ -79,7 +87,8 @@ def load_batches(
                 f"data {spec}: {name} holds {int((~np.isfinite(arr)).sum())} NaN or infinite values; "
                 "a comparison on them means nothing (clean the data)"
             )
-    counts = {v.shape[0] for v in feeds.values()} | ({labels.shape[0]} if labels is not None else set())
+    counts = {v.shape[0] for k, v in feeds.items() if k not in shared}
+    counts |= {labels.shape[0]} if labels is not None else set()
     if len(counts) != 1:
         raise InputError(f"data {spec}: arrays disagree on the number of samples ({sorted(counts)})")
     n = counts.pop()
@@ -98,9 +107,9 @@ def load_batches(
     usable = (n // batch) * batch if fixed_batch else n
     if usable == 0:
         raise InputError(f"data {spec} has {n} samples, fewer than the model's fixed batch of {batch}")
-    feeds = {k: v[:usable] for k, v in feeds.items()}
-    out = [{k: v[i : i + batch] for k, v in feeds.items()} for i in range(0, usable, batch)]
-    return Batches(out, labels[:usable] if labels is not None else None)
+    feeds = {k: v if k in shared else v[:usable] for k, v in feeds.items()}
+    out = [{k: v if k in shared else v[i : i + batch] for k, v in feeds.items()} for i in range(0, usable, batch)]
+    return Batches(out, labels[:usable] if labels is not None else None, shared=shared)
 
 
 def _text_batches(path: Path, inputs, batch: int, tokenizer: str | None, limit: int | None) -> Batches:

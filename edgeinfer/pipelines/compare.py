@@ -144,14 +144,23 @@ class Budget:
 
 
 def resolve_task(task: EvalTask, data: Batches, baseline_meta: dict) -> EvalTask:
+    """The metric compare scores by: the one asked for, else embeddings for a feature-extraction
+    export (hidden states have no classes, whatever labels the data carries), else classification
+    when the data has labels, else raw-output agreement."""
+    features = baseline_meta.get("task") == "feature-extraction"
     if task is not EvalTask.AUTO:
+        if task is EvalTask.CLASSIFICATION and features:
+            raise InputError(
+                "the baseline is a feature-extraction export (hidden states, no class logits): "
+                "score it with --task embedding, or export the checkpoint's classification head"
+            )
         if task is EvalTask.CLASSIFICATION and data.labels is None:
             raise InputError("classification needs labels: add a `labels` array to the .npz")
         return task
+    if features:
+        return EvalTask.EMBEDDING
     if data.labels is not None:
         return EvalTask.CLASSIFICATION
-    if baseline_meta.get("task") == "feature-extraction":
-        return EvalTask.EMBEDDING
     return EvalTask.RAW
 
 

@@ -112,6 +112,10 @@ def open_chat(model: Path, target, profile=None, chat_format: str | None = None)
     kind = model_kind(model)
     if kind is not ModelKind.GGUF:
         raise ConfigError(f"chat takes a GGUF LLM (it applies the model's chat template), not {kind.one}")
+    if chat_format:
+        from edgeinfer.runtime.llama import check_chat_format
+
+        check_chat_format(chat_format)  # before the model loads
     runner: Any = load(model, resolve_target(model, profile, target))  # a LlamaRunner: the kind is GGUF
     if chat_format:
         runner.use_chat_format(chat_format)

@@ -88,12 +88,39 @@ def get_task(name: str) -> ExportTask:
     return known[name]
 
 
+# `...ForConditionalGeneration` models that are not text encoder-decoders, by architecture prefix:
+# what they are, so the refusal names it instead of transformers' "Unrecognized configuration class".
+NOT_EXPORTED = {
+    "Speech2Text": "a speech-to-text encoder-decoder over filterbank features (edgeinfer exports Whisper, "
+    "as speech-seq2seq)",
+    "Blip": "an image-captioning / visual question answering model (a vision encoder feeding a text decoder)",
+    "InstructBlip": "a vision-language model (a vision encoder and Q-Former feeding an LLM)",
+    "Llava": "a vision-language model (a vision encoder feeding an LLM)",
+    "Qwen2VL": "a vision-language model (a vision encoder feeding an LLM)",
+    "Qwen2_5_VL": "a vision-language model (a vision encoder feeding an LLM)",
+    "PaliGemma": "a vision-language model (a vision encoder feeding an LLM)",
+    "Idefics": "a vision-language model (a vision encoder feeding an LLM)",
+    "Mllama": "a vision-language model (a vision encoder feeding an LLM)",
+    "Gemma3ForConditionalGeneration": "a vision-language model (Gemma 3 with its SigLIP vision tower)",
+    "Pix2Struct": "an image-to-text model (screenshots and documents)",
+    "VisionEncoderDecoder": "an image-to-text model (a vision encoder feeding a text decoder)",
+}
+
+
 def infer_task(architecture: str, default: str = "feature-extraction") -> ExportTask:
     """The task an architecture name means (`BertForSequenceClassification` -> text-classification).
 
     A name with a task head no registered task exports (`RobertaForTokenClassification`,
     `DetrForObjectDetection`, `...LMHeadModel`) is refused naming the head: exported as
     `default` it would lose the head without a word. A bare model (`BertModel`) is `default`."""
+    what = next((w for prefix, w in NOT_EXPORTED.items() if architecture.startswith(prefix)), None)
+    if what is not None:
+        from edgeinfer.core.errors import UnsupportedError
+
+        raise UnsupportedError(
+            f"{architecture} is {what}; edgeinfer does not export it yet (image-to-text and vision-language "
+            f"generation, other speech models). Its export tasks: {', '.join(sorted(tasks()))}"
+        )
     by_suffix = sorted(
         ((suffix, task) for task in tasks().values() for suffix in task.architectures), key=lambda st: -len(st[0])
     )

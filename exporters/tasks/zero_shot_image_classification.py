@@ -5,6 +5,7 @@ the image-label logits and both embeddings."""
 from pathlib import Path
 from typing import Any
 
+from edgeinfer.core.data import SHARED_AXIS
 from edgeinfer.exporters.tasks import ExportTask, InputOptions, TaskInputs, register_task
 from edgeinfer.exporters.tasks._inputs import image_inputs, text_inputs
 
@@ -14,7 +15,8 @@ def _texts_and_images(
 ) -> TaskInputs:
     text = text_inputs(model, config, path, batch, options)
     image = image_inputs(model, config, path, (batch[0] + 1, batch[1] + 1), options)  # not as many images as labels
-    axes = {**{n: {0: "labels", 1: "sequence"} for n in text.names}, "pixel_values": {0: "images"}}
+    # The label texts' axis name is what tells compare's data loader to give every batch all of them.
+    axes = {**{n: {0: SHARED_AXIS, 1: "sequence"} for n in text.names}, "pixel_values": {0: "images"}}
     return TaskInputs(
         [*text.names, "pixel_values"],
         {**text.example, **image.example},
@@ -22,8 +24,8 @@ def _texts_and_images(
         axes,
         tokenizer_dir=text.tokenizer_dir,
         output_axes={
-            "logits_per_image": {0: "images", 1: "labels"},
-            "text_embeds": {0: "labels"},
+            "logits_per_image": {0: "images", 1: SHARED_AXIS},
+            "text_embeds": {0: SHARED_AXIS},
             "image_embeds": {0: "images"},
         },
     )

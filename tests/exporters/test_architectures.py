@@ -269,3 +269,34 @@ def test_a_processor_that_asks_for_remote_code_is_refused(tmp_path, minilm_dir):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({"auto_map": {"AutoImageProcessor": "x.Y"}}))
     with pytest.raises(UnsupportedError, match="custom code"):
         load_image_processor(tmp_path)
+
+
+@pytest.mark.slow
+def test_zero_shot_data_with_fewer_label_texts_than_images_is_scored_per_image(tmp_path, minilm_dir, capsys):
+    """The export gives label texts and images their own batch axes: an .npz with 3 label texts and
+    10 labelled images is batched by image, every batch scored against all 3 labels."""
+    key = ("clip", "zero-shot-image-classification")
+    folder, _ = _folder(key, tmp_path, minilm_dir)
+    out = tmp_path / "clip.onnx"
+    code, _, err = run_cli(capsys, "export", folder, "-o", out)
+    assert code == 0, err
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1000, 2000, (3, 6))
+    np.savez(
+        tmp_path / "zero-shot.npz",
+        input_ids=ids,
+        attention_mask=np.ones_like(ids),
+        pixel_values=rng.standard_normal((10, 3, 32, 32)).astype(np.float32),
+        labels=rng.integers(0, 3, 10),
+    )
+    int8 = tmp_path / "clip-int8.onnx"
+    code, _, err = run_cli(capsys, "quantize", out, "-o", int8, "--method", "dynamic")
+    assert code == 0, err
+    data = tmp_path / "zero-shot.npz"
+    code, stdout, err = run_cli(
+        capsys, "compare", out, int8, "--data", data, "--batch-size", "4", "--runs", "2", "--json"
+    )
+    assert code == 0, err
+    base, cand = json.loads(stdout)["rows"]
+    assert 0 <= base["metrics"]["accuracy"] <= 1 and 0 <= cand["metrics"]["agreement_with_baseline"] <= 1
+    assert cand["delta"] == cand["metrics"]["accuracy"] - base["metrics"]["accuracy"]

@@ -3,6 +3,7 @@ The tiny model of every task exporting from its folder is in test_architectures.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from edgeinfer.core.errors import ConfigError
 from edgeinfer.exporters.tasks import infer_task, tasks
 from edgeinfer.pipelines.export import export_model
+from tests.conftest import run_cli
 
 TASK_FILES = Path(__file__).parents[2] / "exporters" / "tasks"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
@@ -87,3 +89,25 @@ def test_an_unknown_task_is_refused_listing_the_registered_ones(tmp_path, minilm
     with pytest.raises(ConfigError, match="unknown export task 'summarize' \\(valid: causal-lm, feature-extraction"):
         export_model(str(minilm_dir), tmp_path / "m.onnx", task="summarize")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("architecture", "model_type", "said"),
+    [
+        ("Speech2TextForConditionalGeneration", "speech_to_text", "speech-to-text encoder-decoder"),
+        ("LlavaForConditionalGeneration", "llava", "vision-language model"),
+        ("BlipForConditionalGeneration", "blip", "image-captioning"),
+        ("Gemma3ForConditionalGeneration", "gemma3", "SigLIP vision tower"),
+    ],
+)
+def test_conditional_generation_models_that_are_not_text_seq2seq_are_named(
+    architecture, model_type, said, tmp_path, capsys
+):
+    """`...ForConditionalGeneration` is not always T5-like: these are refused (exit 2) saying what
+    they are, not with transformers' "Unrecognized configuration class ... AutoModelForSeq2SeqLM"."""
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"architectures": [architecture], "model_type": model_type}))
+    code, _, err = run_cli(capsys, "export", src, "-o", tmp_path / "out")
+    assert code == 2 and said in err and "does not export it yet" in err, err
+    assert "Unrecognized configuration class" not in err and not (tmp_path / "out").exists()

@@ -206,3 +206,19 @@ def test_an_exporter_failure_names_its_cause_in_one_line_without_colour_codes():
         raise TypeError("\x1b[91mbad\x1b[0m dtype")
     except TypeError as e:
         assert export_cause(e) == "TypeError: bad dtype"
+
+
+def test_a_model_that_fails_in_pytorch_itself_is_the_models_fault_not_the_exporters(tmp_path, capsys):
+    """A BatchNorm sized for other channels fails in eager PyTorch before any exporter runs: exit 2
+    saying so, not "TorchScript export failed" (exit 3 or a blamed exporter)."""
+    factory = tmp_path / "broken.py"
+    factory.write_text(
+        "import torch\n"
+        "def model():\n"
+        "    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(16))\n"
+        "    return net, {'x': torch.randn(2, 3, 16, 16)}\n"
+    )
+    code, _, err = run_cli(capsys, "export", f"{factory}:model", "-o", tmp_path / "x.onnx")
+    assert code == 2, err
+    assert "the model fails in PyTorch itself" in err and "running_mean" in err
+    assert "TorchScript" not in err and "torch.export" not in err and not (tmp_path / "x.onnx").exists()

@@ -156,3 +156,24 @@ def test_a_whisper_folder_without_its_tokenizer_or_feature_extractor_is_refused(
     with pytest.raises(InputError, match="another model's feature extractor"):
         export_encoder_decoder(str(other), tmp_path / "c")
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_a_generation_config_without_language_maps_takes_them_from_the_tokenizer(exported, whisper_dir, tmp_path):
+    """Older and fine-tuned Whisper folders have no lang_to_id / task_to_id; transformers' generate
+    then refuses a language. The tokenizer's own <|en|> and <|transcribe|> give the same prompt."""
+    import shutil
+
+    from edgeinfer.pipelines.export_seq2seq import export_encoder_decoder
+
+    src = tmp_path / "old-whisper"
+    shutil.copytree(whisper_dir, src)
+    config = json.loads((src / "generation_config.json").read_text())
+    for key in ("lang_to_id", "task_to_id", "is_multilingual"):
+        config.pop(key, None)
+    (src / "generation_config.json").write_text(json.dumps(config))
+    result = export_encoder_decoder(str(src), tmp_path / "onnx")
+    gen = json.loads((tmp_path / "onnx" / "generation.json").read_text())
+    original = json.loads((exported.folder / "generation.json").read_text())
+    assert gen["decoder_prompt_ids"] == original["decoder_prompt_ids"]
+    assert "tokenizer" in gen["language_tokens"]
+    assert result.check["identical"] and result.check["tokens"] == 3 * 16

@@ -27,10 +27,6 @@ def test_run_generates_greedily_on_llamacpp(gemma3, capsys):
     result = json.loads(out)
     assert result["generated_tokens"] >= 4 and result["text"].strip()
     assert result["backend"][0].startswith("llama.cpp CPU")
-    again = json.loads(
-        run_cli(capsys, "run", gemma3, "--prompt", "The capital of France is", "--max-tokens", "8", "--json")[1]
-    )
-    assert again["text"] == result["text"]  # greedy: the same text twice
 
 
 def test_bench_reads_the_gemma3_header(gemma3, capsys):
@@ -43,18 +39,15 @@ def test_bench_reads_the_gemma3_header(gemma3, capsys):
     assert 0 < result["share_of_bound"] < 1.2
 
 
-def test_chat_refuses_a_gguf_without_a_template_and_takes_a_named_format(gemma3):
+def test_chat_refuses_a_gguf_without_a_template_and_takes_a_named_format(gemma3, capsys):
     """Without a template llama.cpp would format the chat as Llama 2's [INST], and Gemma answers
     nothing; edgeinfer says so, and --chat-format gemma formats it as Gemma was trained."""
-    cmd = [sys.executable, "-I", "-m", "edgeinfer", "chat", str(gemma3), "--max-tokens", "12"]
-    refused = subprocess.run(cmd, input="What is the capital of France?\n\n", capture_output=True, text=True)
-    assert refused.returncode == 2 and "carries no chat template" in refused.stderr
-    assert "--chat-format" in refused.stderr
-    wrong = subprocess.run([*cmd, "--chat-format", "gemma-9"], input="hi\n\n", capture_output=True, text=True)
-    assert wrong.returncode == 2 and "not one llama-cpp-python knows" in wrong.stderr and "gemma," in wrong.stderr
-    chat = subprocess.run(
-        [*cmd, "--chat-format", "gemma"], input="What is the capital of France?\n\n", capture_output=True, text=True
-    )
+    code, _, err = run_cli(capsys, "chat", gemma3)
+    assert code == 2 and "carries no chat template" in err and "--chat-format" in err
+    code, _, err = run_cli(capsys, "chat", gemma3, "--chat-format", "gemma-9")
+    assert code == 2 and "not one llama-cpp-python knows" in err and "gemma," in err
+    cmd = [sys.executable, "-I", "-m", "edgeinfer", "chat", str(gemma3), "--max-tokens", "12", "--chat-format", "gemma"]
+    chat = subprocess.run(cmd, input="What is the capital of France?\n\n", capture_output=True, text=True)
     assert chat.returncode == 0, chat.stderr
     assert "tok/s" in chat.stderr and chat.stdout.replace(">", "").strip()
 
@@ -70,27 +63,22 @@ def test_fit_estimates_what_loading_it_takes(gemma3, capsys):
     assert result["parts_mb"]["python_logits"] > result["parts_mb"]["weights"]
 
 
-def test_compare_scores_requantizations_against_it(gemma3, tmp_path, capsys):
-    """Measured here (AMD EPYC): Q8_0 keeps it (KL 0.03, top-1 0.97), Q4_0 everywhere breaks this
-    small model (KL 2.2, top-1 0.52, perplexity 1.5 -> 15): compare must tell the two apart."""
+def test_compare_catches_what_q4_0_does_to_it(gemma3, tmp_path, capsys):
+    """Measured here (AMD EPYC, 384 tokens): Q8_0 keeps it (KL 0.03, top-1 0.97) but Q4_0 everywhere
+    breaks this small model (KL 2.2, top-1 0.52, perplexity 1.5 -> 15): compare must show it."""
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
 
     text = tmp_path / "held-out.txt"
-    text.write_text(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")[:3000])
-    files = {}
-    for method in ("Q8_0", "Q4_0"):
-        files[method] = tmp_path / f"gemma3-{method}.gguf"
-        code, _, err = run_cli(capsys, "quantize", gemma3, "-o", files[method], "--method", method)
-        assert code == 0, err
-    code, out, err = run_cli(
-        capsys, "compare", gemma3, files["Q8_0"], files["Q4_0"], "--text", text, "--max-tokens", "384", "--json"
-    )
+    text.write_text(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8")[:2000])
+    q4_0 = tmp_path / "gemma3-q4_0.gguf"
+    code, _, err = run_cli(capsys, "quantize", gemma3, "-o", q4_0, "--method", "Q4_0")
     assert code == 0, err
-    base, q8, q4 = json.loads(out)["rows"]
+    code, out, err = run_cli(capsys, "compare", gemma3, q4_0, "--text", text, "--max-tokens", "256", "--json")
+    assert code == 0, err
+    base, q4 = json.loads(out)["rows"]
     assert 1 < base["perplexity"] < 60  # a real model on English prose (the text opens famously)
-    assert 0 < q8["kl_mean"] < 0.1 and q8["top1_agreement"] > 0.9
-    assert q4["kl_mean"] > 10 * q8["kl_mean"] and q4["perplexity"] > base["perplexity"]
-    assert q4["file_size_bytes"] < q8["file_size_bytes"]
+    assert q4["kl_mean"] > 0.5 and q4["top1_agreement"] < 0.8 and q4["perplexity"] > 2 * base["perplexity"]
+    assert q4["tensor_types"].get("Q4_0", 0) > 100 and q4["file_size_bytes"] < base["file_size_bytes"]
 
 
 def test_serve_answers_completions_and_refuses_chat_without_a_template(gemma3):

@@ -157,3 +157,23 @@ def test_a_float_genai_folder_quantizes_to_int4_with_calib_and_bad_requests_exit
     assert code == 2 and "is quantized to int4" in err
     code, _, err = run_cli(capsys, "quantize", exported["fp32"].folder, "-o", out, "--method", "int4")
     assert code == 2 and "exists" in err  # the first result is kept
+
+
+def test_gemma2_sliding_window_exports_and_scores_with_a_cache_a_window_long(smollm2_hf, tmp_path):
+    """Gemma 2 alternates sliding-window layers; ONNX Runtime's GroupQueryAttention needs a cache at
+    least one window long, so the check's 64 tokens run in a 512-token cache, not a 65-token one."""
+    from edgeinfer.pipelines.export_genai import export_genai
+
+    src = tiny_llm("Gemma2ForCausalLM", tmp_path / "gemma2", smollm2_hf)
+    result = export_genai(str(src), tmp_path / "g2", precision="fp32", check_tokens=64)
+    parity = result.validation["logits_parity"]
+    assert parity["kl_mean"] < 1e-3 and parity["top1_agreement"] >= 0.98
+    config = json.loads((tmp_path / "g2" / "genai_config.json").read_text())
+    assert config["model"]["decoder"]["sliding_window"]["window_size"] == 512
+
+
+def test_gemma3_is_refused_naming_the_rope_layout_and_the_gguf_route(smollm2_hf, tmp_path, capsys):
+    src = tiny_llm("Gemma3ForCausalLM", tmp_path / "gemma3", smollm2_hf)
+    code, _, err = run_cli(capsys, "export", src, "-o", tmp_path / "g3", "--precision", "fp32")
+    assert code == 2 and "RoPE per attention type" in err and "-o model.gguf" in err
+    assert "KeyError" not in err and not (tmp_path / "g3").exists()

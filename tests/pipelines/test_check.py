@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from tests.conftest import run_cli
 
@@ -89,3 +90,17 @@ def test_latency_budget_is_judged_on_the_confidence_interval():
     cand.speedup_ci95 = (0.6, 0.9)
     assert "at best 1.11x" in check_budget(report, Budget(max_slowdown=1.0))[0]
     assert check_budget(report, Budget(min_speedup=1.0))  # the whole interval is below 1.0
+
+
+def test_hidden_states_are_scored_as_embeddings_even_when_the_data_has_labels():
+    """A feature-extraction export has no classes: labels in the data must not turn its hidden
+    states into "accuracy 0.0" (SegFormer's did); asking for classification is refused."""
+    from edgeinfer.core.data import Batches
+    from edgeinfer.core.errors import InputError
+    from edgeinfer.pipelines.compare import EvalTask, resolve_task
+
+    data = Batches([{"pixel_values": np.zeros((2, 3, 8, 8), np.float32)}], labels=np.array([0, 1]))
+    assert resolve_task(EvalTask.AUTO, data, {"task": "feature-extraction"}) is EvalTask.EMBEDDING
+    assert resolve_task(EvalTask.AUTO, data, {"task": "image-classification"}) is EvalTask.CLASSIFICATION
+    with pytest.raises(InputError, match="feature-extraction export .*--task embedding"):
+        resolve_task(EvalTask.CLASSIFICATION, data, {"task": "feature-extraction"})
