@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.compress.imatrix import Imatrix
+from edgeinfer.compress.imatrix import Imatrix, weighted_error
 from edgeinfer.core.errors import BackendError, InputError, MissingDependencyError
 from edgeinfer.core.progress import QUIET, Progress
 
@@ -125,12 +125,6 @@ def _floats(tensor: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1, n_rows, n_per_row)
 
 
-def _weighted_error(w: np.ndarray, q: np.ndarray, importance: np.ndarray) -> float:
-    num = float(np.einsum("rj,rj,j->", w - q, w - q, importance, dtype=np.float64))
-    den = float(np.einsum("rj,rj,j->", w, w, importance, dtype=np.float64))
-    return num / den if den > 0 else 0.0
-
-
 def requantize(
     source: Path,
     plain: Path,
@@ -192,8 +186,8 @@ def requantize(
             )
             new = gguf.quants.dequantize(blocks, t.tensor_type).reshape(w.shape)
             old = _floats(t)
-            weighted = sum(_weighted_error(w[m], new[m], weighing[m]) for m in range(n_mat)) / n_mat
-            unweighted = sum(_weighted_error(w[m], old[m], weighing[m]) for m in range(n_mat)) / n_mat
+            weighted = sum(weighted_error(w[m], new[m], weighing[m]) for m in range(n_mat)) / n_mat
+            unweighted = sum(weighted_error(w[m], old[m], weighing[m]) for m in range(n_mat)) / n_mat
             if not np.isfinite(weighted) or weighted > MAX_ERROR_RATIO * unweighted + 1e-7:
                 raise BackendError(
                     f"{t.name} ({t.tensor_type.name}): the importance-aware blocks have error {weighted:.3g}, "

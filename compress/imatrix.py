@@ -62,6 +62,15 @@ class Imatrix:
         return entry.values()
 
 
+def weighted_error(w: np.ndarray, wq: np.ndarray, importance: np.ndarray | None) -> float:
+    """Relative squared error of quantized rows `wq` against `w` [rows, columns], each column weighted
+    by its importance (None: all alike): what an importance-aware quantizer minimises."""
+    imp = np.ones(w.shape[1]) if importance is None else np.asarray(importance, np.float64)
+    num = float(np.einsum("nk,nk,k->", w - wq, w - wq, imp, dtype=np.float64))
+    den = float(np.einsum("nk,nk,k->", w, w, imp, dtype=np.float64))
+    return num / den if den > 0 else 0.0
+
+
 def read_imatrix(path: Path) -> Imatrix:
     """A llama.cpp imatrix GGUF, every entry checked: paired sums and counts, float32, one count per
     matrix, finite and non-negative values."""

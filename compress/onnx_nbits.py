@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.compress.imatrix import weighted_error
 from edgeinfer.core.errors import InputError
 
 _ROWS = 2048  # rows quantized at once: bounds the search's temporary arrays to ~100 MB
@@ -35,6 +36,13 @@ class NodePlan:
     bits: int
     block: int = 32
     accuracy_level: int = 4
+
+
+def widest_block(width: int, block: int) -> int:
+    """The widest block, `block` halved down to 16 at the least, that divides a row of `width`."""
+    while block > 16 and width % block:
+        block //= 2
+    return block
 
 
 def quantize_blocks(
@@ -143,14 +151,6 @@ def dequantize(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray) -> np.ndarr
     """(q - zero) * scale, back to rows [N, K]."""
     out = (q.astype(np.float32) - zeros[..., None]) * scales[..., None]
     return out.reshape(q.shape[0], -1)
-
-
-def weighted_error(w: np.ndarray, wq: np.ndarray, importance: np.ndarray | None) -> float:
-    """Relative squared error of rows w [N, K], weighted per column by importance."""
-    imp = np.ones(w.shape[1]) if importance is None else np.asarray(importance, np.float64)
-    num = float(np.einsum("nk,nk,k->", w - wq, w - wq, imp, dtype=np.float64))
-    den = float(np.einsum("nk,nk,k->", w, w, imp, dtype=np.float64))
-    return num / den if den > 0 else 0.0
 
 
 def matmul_weights(model: Any) -> dict[str, Any]:
@@ -355,8 +355,7 @@ def quantize_embedding(model: Any, block: int = 32) -> dict[str, Any] | None:
     if gather is None:
         return None
     table = numpy_helper.to_array(inits[gather.input[0]]).astype(np.float32)  # [vocab, hidden]
-    while block > 16 and table.shape[1] % block:
-        block //= 2
+    block = widest_block(table.shape[1], block)
     q, scales, zeros = quantize_blocks(table, None, 8, block)
     name = gather.input[0]
     graph.initializer.extend(

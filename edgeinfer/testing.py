@@ -20,6 +20,7 @@ def assert_within_budget(
     task: str = "auto",
     max_drop: float | None = None,
     min_cosine: float | None = None,
+    min_agreement: float | None = None,
     max_slowdown: float | None = None,
     min_speedup: float | None = None,
     max_size_mb: float | None = None,
@@ -35,12 +36,15 @@ def assert_within_budget(
     budget = Budget(
         max_drop=max_drop,
         min_cosine=min_cosine,
+        min_agreement=min_agreement,
         max_slowdown=max_slowdown,
         min_speedup=min_speedup,
         max_size_mb=max_size_mb,
     )
     if budget == Budget():
-        raise ValueError("give at least one budget (max_drop, min_cosine, max_slowdown, min_speedup, max_size_mb)")
+        raise ValueError(
+            "give at least one budget (max_drop, min_cosine, min_agreement, max_slowdown, min_speedup, max_size_mb)"
+        )
     report = compare_models(
         Path(baseline),
         [Path(candidate)],

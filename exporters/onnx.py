@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import ClassVar
 
 from edgeinfer.core.config import PassConfig
 from edgeinfer.core.errors import BackendError, ConfigError, InputError
-from edgeinfer.exporters.source import SourceModel
+from edgeinfer.exporters.source import SourceModel, export_cause, fails_in_pytorch
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,8 @@ class OnnxExportConfig(PassConfig):
         allow_new_head: export a task head the checkpoint holds no weights for (random; recorded).
         image_size: (height, width) of the example images of an image model whose folder has no
             image processor (preprocessor_config.json).
+        allow_constant_outputs: export a model an output of which PyTorch gives as one value
+            everywhere on every validation input (validation proves nothing there; recorded).
     """
 
     opset: int = DEFAULT_OPSET
@@ -52,6 +53,7 @@ class OnnxExportConfig(PassConfig):
     task: str | None = None
     allow_new_head: bool = False
     image_size: tuple[int, int] | None = None
+    allow_constant_outputs: bool = False
 
     what: ClassVar[str] = "ONNX export config"
 
@@ -184,6 +186,8 @@ def _runs_in_pytorch(src: SourceModel) -> None:
 
     from edgeinfer.core.stdio import quiet_native
 
+    if src.checked_in_pytorch:
+        return  # source_from_module ran it already
     module = src.module
     training = getattr(module, "training", False)
     if training:
@@ -192,7 +196,7 @@ def _runs_in_pytorch(src: SourceModel) -> None:
         with torch.no_grad(), quiet_native():
             module(*src.example.values())
     except Exception as e:
-        raise InputError(f"the model fails in PyTorch itself, before any export: {export_cause(e)}") from e
+        raise fails_in_pytorch(e) from e
     finally:
         if training:
             module.train()
@@ -209,29 +213,15 @@ def _run(fn, src, path, cfg, name) -> None:
     except (InputError, BackendError):
         raise
     except Exception as e:
-        raise BackendError(f"{name} export failed: {export_cause(e)}") from e
+        cause = export_cause(e)
+        hint = next((h for op, h in _NO_ONNX_OPERATOR.items() if op in cause), "")
+        raise BackendError(f"{name} export failed: {cause}{hint}") from e
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def export_cause(error: BaseException) -> str:
-    """What made an exporter fail, in one line: the innermost exception of the chain that says
-    something (torch.onnx wraps the cause in "Failed to export the model with torch.export. This is
-    step 1/3 ... Next steps:"), its first line, without terminal colour codes."""
-    chain = [error]
-    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
-        nxt = chain[-1].__cause__ or chain[-1].__context__
-        if nxt is None or nxt in chain or len(chain) > 20:
-            break
-        chain.append(nxt)
-
-    def first_line(e: BaseException) -> str:
-        text = _ANSI.sub("", str(e))
-        return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-    said = [(e, first_line(e)) for e in chain]
-    generic = ("Failed to export the model", "This is step")
-    root = next(((e, line) for e, line in reversed(said) if line and not line.startswith(generic)), None)
-    e, line = root if root is not None else (error, first_line(error))
-    return f"{type(e).__name__}: {line[:300] or 'no message'}"
+# Operators that ONNX has no counterpart for, and what to do instead.
+_NO_ONNX_OPERATOR = {
+    "grouped_mm": " (mixture-of-experts routing, which ONNX has no operator for: export the model to GGUF, "
+    "-o model.gguf, and run it on llama.cpp)",
+    "histc": " (mixture-of-experts routing counts tokens per expert with histc, which ONNX lacks: export the "
+    "model to GGUF, -o model.gguf, and run it on llama.cpp)",
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,40 @@ class SourceModel:
     description: dict[str, Any]
     task: str | None = None  # an export task's name (exporters/tasks/) for Hugging Face folders
     tokenizer_dir: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # recorded in the sidecar's meta (a head's settings)
     output_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # default: axis 0 is the batch
+    checked_in_pytorch: bool = False  # the module already ran on `example` (the export need not rerun it)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def export_cause(error: BaseException) -> str:
+    """What made an exporter fail, in one line: the innermost exception of the chain that says
+    something (torch.onnx wraps the cause in "Failed to export the model with torch.export. This is
+    step 1/3 ... Next steps:"), its first line, without terminal colour codes."""
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt is None or nxt in chain or len(chain) > 20:
+            break
+        chain.append(nxt)
+
+    def first_line(e: BaseException) -> str:
+        text = _ANSI.sub("", str(e))
+        return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+    said = [(e, first_line(e)) for e in chain]
+    generic = ("Failed to export the model", "This is step")
+    root = next(((e, line) for e, line in reversed(said) if line and not line.startswith(generic)), None)
+    e, line = root if root is not None else (error, first_line(error))
+    return f"{type(e).__name__}: {line[:300] or 'no message'}"
+
+
+def fails_in_pytorch(error: BaseException) -> InputError:
+    """The error for a model that cannot run on its own example inputs: the model's fault (exit 2),
+    not an exporter's."""
+    return InputError(f"the model fails in PyTorch itself, before any export: {export_cause(error)}")
 
 
 def takes_keywords(module, names: list[str]) -> bool:
@@ -113,7 +146,7 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
     from edgeinfer.core.formats import read_safetensors_header
     from edgeinfer.core.hf_folder import read_config
     from edgeinfer.exporters.architectures import check_task
-    from edgeinfer.exporters.tasks import get_task, infer_task
+    from edgeinfer.exporters.tasks import get_task, infer_task, refuse_unexported
 
     if is_diffusers_folder(path):
         raise UnsupportedError(
@@ -121,6 +154,7 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
         )
     config = read_config(path)
     arch = (config.get("architectures") or [""])[0]
+    refuse_unexported(arch)
     spec = get_task(task) if task else infer_task(arch)
     check_task(config, spec.name)  # a declared architecture asked for a task it lacks fails here
     weights = sorted(path.glob("*.safetensors"))
@@ -212,6 +246,7 @@ def load_hf_dir(
         description,
         spec.name,
         tokenizer_dir=inputs.tokenizer_dir,
+        meta={"head": inputs.head} if inputs.head else {},
         output_axes=inputs.output_axes,
     )
 
@@ -326,10 +361,7 @@ def source_from_module(
         with torch.no_grad():
             out = call_module(module, inputs)
     except Exception as e:
-        said = next((line.strip() for line in str(e).splitlines() if line.strip()), "no message")
-        raise InputError(
-            f"the model fails in PyTorch itself, before any export: {type(e).__name__}: {said[:300]}"
-        ) from e
+        raise fails_in_pytorch(e) from e
     n_out = 1 if isinstance(out, torch.Tensor) else len(out)
     out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     keys = out_names
@@ -339,7 +371,8 @@ def source_from_module(
         # out): such an output is exported as `NAME_out`.
         out_names = [f"{k}_out" if k in names else k for k in keys]
     wrapped = _named_outputs(module, names, keys)
-    return SourceModel(wrapped, names, out_names, dict(inputs), _second_inputs(inputs, axes), axes, description)
+    second = _second_inputs(inputs, axes)
+    return SourceModel(wrapped, names, out_names, dict(inputs), second, axes, description, checked_in_pytorch=True)
 
 
 class _PickledCode(Exception):

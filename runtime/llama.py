@@ -148,6 +148,11 @@ _GGML_LOG_WARN_OR_ERROR = (3, 4)
 _WEIGHT_BUFFER = re.compile(r"(\S+) model buffer size =\s*([0-9.]+) MiB")
 
 
+# Lines llama.cpp logs at error level that are not errors: shown only at -v. A sliding-window model
+# (Gemma 2 / 3) is given a full-size window cache, which llama.cpp announces on every context.
+_LLAMA_NOTICES = ("using full-size SWA cache",)
+
+
 @contextlib.contextmanager
 def _llama_log() -> Iterator[list[str]]:
     """The error lines llama.cpp logs while loading ('llama_model_load: error loading model: ...'),
@@ -163,12 +168,15 @@ def _llama_log() -> Iterator[list[str]]:
 
     lines: list[str] = []
 
+    verbose = logging.getLogger("edgeinfer").isEnabledFor(logging.DEBUG)
+
     @llama_cpp.llama_log_callback
     def record(level: int, text: bytes, user_data) -> None:
         line = text.decode("utf-8", "replace")
         if level in _GGML_LOG_WARN_OR_ERROR or "model buffer size" in line:
             lines.append(line.strip())
-        _logger.llama_log_callback(level, text, user_data)
+        if verbose or not any(notice in line for notice in _LLAMA_NOTICES):
+            _logger.llama_log_callback(level, text, user_data)
 
     llama_cpp.llama_log_set(record, ctypes.c_void_p(0))
     try:

@@ -320,7 +320,8 @@ Data = Annotated[
 Task = Annotated[
     str,
     typer.Option(
-        help="auto (labels -> classification, encoders -> embedding, else raw), classification, embedding or raw."
+        help="auto (the export's head: tokens, fill-mask, span, detection, segmentation or transcription; "
+        "encoders -> embedding; labels -> classification; else raw), or one of those by name."
     ),
 ]
 Runs = Annotated[int, typer.Option(min=1, max=100000, help="Interleaved timing runs.")]
@@ -427,6 +428,13 @@ def compare(
 _CheckMinCosine = Annotated[
     Optional[float], typer.Option(help="Smallest allowed mean cosine to the baseline (embeddings, raw outputs).")
 ]
+_CheckMinAgreement = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Smallest allowed share of decisions agreeing with the baseline (classes, token labels, answer "
+        "spans, detections, pixels, transcripts)."
+    ),
+]
 _CheckMaxSlowdown = Annotated[
     Optional[float],
     typer.Option(
@@ -450,6 +458,7 @@ def check(
     task: Task = "auto",
     max_drop: Annotated[Optional[float], typer.Option(help="Largest allowed accuracy drop (0.01 = 1 point).")] = None,
     min_cosine: _CheckMinCosine = None,
+    min_agreement: _CheckMinAgreement = None,
     max_slowdown: _CheckMaxSlowdown = None,
     min_speedup: _CheckMinSpeedup = None,
     max_size: Annotated[Optional[float], typer.Option(help="Largest allowed candidate file size, MiB.")] = None,
@@ -475,6 +484,7 @@ def check(
     budget = Budget(
         max_drop=max_drop,
         min_cosine=min_cosine,
+        min_agreement=min_agreement,
         max_slowdown=max_slowdown,
         min_speedup=min_speedup,
         max_size_mb=max_size,
@@ -483,7 +493,7 @@ def check(
     )
     if budget == Budget():
         raise ConfigError(
-            "give at least one budget: --max-drop, --min-cosine, --max-slowdown, --min-speedup, "
+            "give at least one budget: --max-drop, --min-cosine, --min-agreement, --max-slowdown, --min-speedup, "
             "--max-size, or for GGUF --max-kld / --min-top1"
         )
     from edgeinfer.pipelines.commands import CompareRequest, compare_any

@@ -70,6 +70,14 @@ _ExportAllowNewHead = Annotated[
         "the sidecar); without it such an export is refused.",
     ),
 ]
+_ExportAllowConstant = Annotated[
+    bool,
+    typer.Option(
+        "--allow-constant-outputs",
+        help="Export a model an output of which is one value everywhere in PyTorch (an untrained head's "
+        "zeros): validation proves nothing there, so such an export is refused without it.",
+    ),
+]
 _ExportAtol = Annotated[
     Optional[float],
     typer.Option(
@@ -141,6 +149,7 @@ def export(
     exporter: _ExportExporter = "auto",
     static_shapes: _ExportStaticShapes = False,
     allow_new_head: _ExportAllowNewHead = False,
+    allow_constant_outputs: _ExportAllowConstant = False,
     atol: _ExportAtol = None,
     precision: _ExportPrecision = "int4",
     block_size: _ExportBlockSize = 32,
@@ -191,7 +200,8 @@ def export(
     request = ExportRequest(
         task=task, opset=opset, exporter=exporter, static_shapes=static_shapes, atol=atol, format=format,
         outtype=outtype, adapter=str(adapter) if adapter else None, check_tokens=check_tokens,
-        allow_new_head=allow_new_head, image_size=image_size, precision=precision, block_size=block_size,
+        allow_new_head=allow_new_head, image_size=image_size, allow_constant_outputs=allow_constant_outputs,
+        precision=precision, block_size=block_size,
         calib=calib, int4_recipe=int4_recipe, force=force, trust_source=trust_source,
     )  # fmt: skip
     with CliProgress("exporting") as progress:

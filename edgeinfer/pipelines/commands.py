@@ -204,6 +204,7 @@ class ExportRequest:
     check_tokens: int = 256
     allow_new_head: bool = False
     image_size: str | None = None
+    allow_constant_outputs: bool = False
     precision: str = "int4"
     block_size: int = 32
     calib: Path | None = None

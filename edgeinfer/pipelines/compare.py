@@ -18,6 +18,7 @@ from edgeinfer.core.data import Batches
 from edgeinfer.core.errors import ConfigError, InputError
 from edgeinfer.core.measure import interleaved, percentiles, speedup_ci
 from edgeinfer.core.progress import QUIET, Progress
+from edgeinfer.pipelines import head_metrics
 from edgeinfer.pipelines.llm_eval import LlmComparisonReport
 from edgeinfer.pipelines.target import OnnxTarget
 
@@ -29,6 +30,30 @@ class EvalTask(StrEnum):
     CLASSIFICATION = "classification"
     EMBEDDING = "embedding"
     RAW = "raw"
+    # Task heads scored against the baseline's decisions (pipelines/head_metrics.py):
+    TOKENS = "tokens"  # token classification: the label of every real token
+    FILL_MASK = "fill-mask"  # masked LM: the top word at every real token
+    SPAN = "span"  # extractive QA: the answer span
+    DETECTION = "detection"  # object detection: class and box per query
+    SEGMENTATION = "segmentation"  # semantic segmentation: the class of every pixel
+    TRANSCRIPTION = "transcription"  # CTC speech recognition: the greedy transcript
+
+
+# The metric each export task's head is scored by when --task is auto.
+HEAD_TASKS = {
+    "feature-extraction": EvalTask.EMBEDDING,
+    "token-classification": EvalTask.TOKENS,
+    "fill-mask": EvalTask.FILL_MASK,
+    "question-answering": EvalTask.SPAN,
+    "object-detection": EvalTask.DETECTION,
+    "semantic-segmentation": EvalTask.SEGMENTATION,
+    "ctc": EvalTask.TRANSCRIPTION,
+}
+# The outputs each head metric reads, by the export's output names.
+HEAD_OUTPUTS = {
+    EvalTask.SPAN: ("start_logits", "end_logits"),
+    EvalTask.DETECTION: ("logits", "pred_boxes"),
+}
 
 
 @dataclass
@@ -117,6 +142,7 @@ class Budget:
 
     max_drop: float | None = None  # accuracy points (0.01 = 1 point) for classification
     min_cosine: float | None = None  # mean embedding / output cosine to the baseline
+    min_agreement: float | None = None  # share of decisions (classes, tokens, spans, ...) the baseline agrees with
     max_slowdown: float | None = None  # candidate p50 / baseline p50
     min_speedup: float | None = None  # baseline p50 / candidate p50
     max_size_mb: float | None = None  # candidate file size in MiB
@@ -127,6 +153,7 @@ class Budget:
         ranges = {
             "max_drop": (0.0, 1.0),
             "min_cosine": (-1.0, 1.0),
+            "min_agreement": (0.0, 1.0),
             "max_slowdown": (1e-6, 1e6),
             "min_speedup": (1e-6, 1e6),
             "max_size_mb": (1e-9, 1e9),
@@ -144,47 +171,80 @@ class Budget:
 
 
 def resolve_task(task: EvalTask, data: Batches, baseline_meta: dict) -> EvalTask:
-    """The metric compare scores by: the one asked for, else embeddings for a feature-extraction
-    export (hidden states have no classes, whatever labels the data carries), else classification
-    when the data has labels, else raw-output agreement."""
-    features = baseline_meta.get("task") == "feature-extraction"
+    """The metric compare scores by: the one asked for, else the one the export's head means
+    (embeddings for feature-extraction: hidden states have no classes, whatever labels the data
+    carries; token labels, answer spans, detections, segmentation maps, transcripts), else
+    classification when the data has labels, else raw-output agreement."""
+    exported = baseline_meta.get("task")
+    head = HEAD_TASKS.get(str(exported))
     if task is not EvalTask.AUTO:
-        if task is EvalTask.CLASSIFICATION and features:
+        if task is EvalTask.CLASSIFICATION and head is not None:
             raise InputError(
-                "the baseline is a feature-extraction export (hidden states, no class logits): "
-                "score it with --task embedding, or export the checkpoint's classification head"
+                f"the baseline is a {exported} export ({'hidden states, ' if head is EvalTask.EMBEDDING else ''}"
+                f"no class logits per sample): score it with --task {head.value}"
+                + (", or export the checkpoint's classification head" if head is EvalTask.EMBEDDING else "")
+            )
+        if task in _HEAD_METRICS and head is not task:
+            raise InputError(
+                f"--task {task.value} scores a {_exports_of(task)} export; the baseline is "
+                f"{f'an export of {exported}' if exported is not None else 'not a Hugging Face export'}: use --task auto"
             )
         if task is EvalTask.CLASSIFICATION and data.labels is None:
             raise InputError("classification needs labels: add a `labels` array to the .npz")
         return task
-    if features:
-        return EvalTask.EMBEDDING
+    if head is not None:
+        return head
     if data.labels is not None:
         return EvalTask.CLASSIFICATION
     return EvalTask.RAW
 
 
-def _outputs(runner, data: Batches) -> list[np.ndarray]:
-    name = runner.output_names[0]
-    return [runner.run(b, check=True)[name].astype(np.float32) for b in data.batches]
+def _exports_of(task: EvalTask) -> str:
+    return " or ".join(name for name, t in HEAD_TASKS.items() if t is task)
 
 
-def _per_sample(task: EvalTask, outs: list[np.ndarray], data: Batches) -> np.ndarray | list[np.ndarray]:
-    """Batch outputs as one row per sample: pooled embeddings, logits, or flattened raw outputs.
+def scored_outputs(task: EvalTask, names: list[str]) -> list[int]:
+    """Which of a graph's outputs (by position) `task` scores: the head's named outputs, else the first."""
+    wanted = HEAD_OUTPUTS.get(task)
+    if wanted is None:
+        return [0]
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise InputError(f"{task.value} scoring reads outputs {', '.join(wanted)}; the model gives {', '.join(names)}")
+    return [names.index(w) for w in wanted]
+
+
+def _outputs(runner, data: Batches, task: EvalTask) -> list[list[np.ndarray]]:
+    """Per batch, the outputs `task` scores (scored_outputs), as float32."""
+    names = [runner.output_names[i] for i in scored_outputs(task, list(runner.output_names))]
+    outs = []
+    for b in data.batches:
+        result = runner.run(b, check=True)
+        outs.append([result[n].astype(np.float32) for n in names])
+    return outs
+
+
+def _per_sample(task: EvalTask, outs: list[list[np.ndarray]], data: Batches) -> Any:
+    """Batch outputs as one row per sample: pooled embeddings, logits, or flattened raw outputs;
+    a head's outputs stay by batch (head_metrics reads them with the batches' masks).
 
     Text batches pad to different lengths, so token-level outputs are pooled (or flattened)
     batch by batch before they are joined.
     """
+    if task in _HEAD_METRICS:
+        return outs
+    first = [o[0] for o in outs]
     if task is EvalTask.EMBEDDING:
-        return np.concatenate([_pool(o, data, i) for i, o in enumerate(outs)])
+        return np.concatenate([_pool(o, data, i) for i, o in enumerate(first)])
     if task is EvalTask.CLASSIFICATION:
-        return np.concatenate([o.reshape(o.shape[0], -1) for o in outs])
-    return [row.ravel() for o in outs for row in o]
+        return np.concatenate([o.reshape(o.shape[0], -1) for o in first])
+    return [row.ravel() for o in first for row in o]
 
 
 def _pool(hidden: np.ndarray, data: Batches, index: int) -> np.ndarray:
     """Mean-pool token embeddings over the attention mask; 2-D outputs are already pooled; a
-    convolutional feature map [batch, channels, height, width] is averaged over its spatial axes."""
+    convolutional feature map [batch, channels, height, width] is averaged over its spatial axes;
+    audio frames (a mask over samples, not frames) are averaged whole."""
     if hidden.ndim == 2:
         return hidden
     if hidden.ndim > 3:
@@ -194,6 +254,8 @@ def _pool(hidden: np.ndarray, data: Batches, index: int) -> np.ndarray:
         mask = data.attention_masks[index]
     else:
         mask = batch.get("attention_mask", np.ones(hidden.shape[:2]))
+    if mask.shape != hidden.shape[:2]:  # audio frames: the mask counts samples, not frames; pool them all
+        return hidden.mean(1)
     m = mask[..., None].astype(np.float32)
     return (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
 
@@ -224,8 +286,31 @@ def retrieval_agreement(base: np.ndarray, cand: np.ndarray, k: int = 10) -> floa
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(nb, nc)]))
 
 
-def metrics(task: EvalTask, base, out, data: Batches) -> dict[str, float]:
-    """Task metric of `out` (per-sample rows from _per_sample) against labels and the baseline's rows."""
+def _transcripts(base, out, data: Batches, head: dict) -> dict[str, float]:
+    delimiter = head.get("word_delimiter")
+    vocab = base[0][0].shape[-1] if base else 0
+    ok = isinstance(delimiter, int) and not isinstance(delimiter, bool) and 0 <= delimiter < vocab
+    blank = head.get("blank", 0)
+    if not (isinstance(blank, int) and not isinstance(blank, bool) and 0 <= blank < max(vocab, 1)):
+        blank = 0
+    return head_metrics.transcription_metrics(base, out, data, delimiter if ok else None, blank)
+
+
+_HEAD_METRICS = {
+    EvalTask.TOKENS: lambda base, out, data, head: head_metrics.token_metrics(base, out, data),
+    EvalTask.FILL_MASK: lambda base, out, data, head: head_metrics.fill_mask_metrics(base, out, data),
+    EvalTask.SPAN: lambda base, out, data, head: head_metrics.span_metrics(base, out, data),
+    EvalTask.DETECTION: lambda base, out, data, head: head_metrics.detection_metrics(base, out, data),
+    EvalTask.SEGMENTATION: lambda base, out, data, head: head_metrics.segmentation_metrics(base, out, data),
+    EvalTask.TRANSCRIPTION: _transcripts,
+}
+
+
+def metrics(task: EvalTask, base, out, data: Batches, head: dict | None = None) -> dict[str, float]:
+    """Task metric of `out` (per-sample rows from _per_sample) against labels and the baseline's rows;
+    `head`: the export's head settings (the sidecar's meta["head"]: a CTC vocabulary's ids)."""
+    if task in _HEAD_METRICS:
+        return _HEAD_METRICS[task](base, out, data, head if isinstance(head, dict) else {})
     if task is EvalTask.CLASSIFICATION:
         labels, classes = np.asarray(data.labels), out.shape[-1]
         wrong = ~np.isin(labels, np.arange(classes))  # NaN, 2.5, -1 or 10 for a 10-class model
@@ -251,12 +336,29 @@ def metrics(task: EvalTask, base, out, data: Batches) -> dict[str, float]:
     }
 
 
-def score(task: EvalTask, base_outs: list[np.ndarray], cand_outs: list[np.ndarray], data: Batches):
-    """The candidate's task metrics from both models' first output on every batch of `data` (as
-    compare_models computes them, wherever the outputs were produced), and its accuracy change
-    against the baseline (None unless classification)."""
+def metric_drop(metrics: dict[str, float], delta: float | None) -> float:
+    """What a candidate lost, as one number: accuracy points when scored on labels, else 1 - the
+    mean cosine to the baseline's outputs, else 1 - its agreement with the baseline's decisions
+    (a head's tokens, spans, boxes, pixels, transcripts); float rounding never makes it negative."""
+    if delta is not None:
+        return -delta + 0.0  # + 0.0: no "-0.0000"
+    if "cosine_mean" in metrics:
+        return max(1.0 - metrics["cosine_mean"], 0.0)
+    return max(1.0 - metrics.get("agreement_with_baseline", 1.0), 0.0)
+
+
+def score(
+    task: EvalTask,
+    base_outs: list[list[np.ndarray]],
+    cand_outs: list[list[np.ndarray]],
+    data: Batches,
+    head: dict | None = None,
+):
+    """The candidate's task metrics from both models' scored outputs (scored_outputs) on every batch
+    of `data` (as compare_models computes them, wherever the outputs were produced), and its
+    accuracy change against the baseline (None unless classification)."""
     base, cand = _per_sample(task, base_outs, data), _per_sample(task, cand_outs, data)
-    m = metrics(task, base, cand, data)
+    m = metrics(task, base, cand, data, head)
     if task is not EvalTask.CLASSIFICATION:
         return m, None
     return m, m["accuracy"] - metrics(task, base, base, data)["accuracy"]
@@ -312,7 +414,8 @@ def compare_models(
     if data is None:
         data = load_batches(data_spec, base_runner.inputs, batch_size, base_art.meta.get("tokenizer"), limit)
     task = resolve_task(task, data, base_art.meta)
-    outputs = {name: _per_sample(task, _outputs(r, data), data) for name, r in runners.items()}
+    outputs = {name: _per_sample(task, _outputs(r, data, task), data) for name, r in runners.items()}
+    head = base_art.meta.get("head")
     feeds = data.batches[0]
     times = interleaved(
         {name: r.timer(feeds) for name, r in runners.items()},
@@ -321,10 +424,10 @@ def compare_models(
         progress=progress,
     )
     base_out = outputs[str(baseline)]
-    base_metrics = metrics(task, base_out, base_out, data)
+    base_metrics = metrics(task, base_out, base_out, data, head)
     rows = []
     for name, runner in runners.items():
-        m = metrics(task, base_out, outputs[name], data)
+        m = metrics(task, base_out, outputs[name], data, head)
         point, lo, hi = speedup_ci(times[str(baseline)], times[name])
         rows.append(
             CompareRow(
@@ -359,7 +462,11 @@ def check_budget(report: ComparisonReport | LlmComparisonReport, budget: Budget)
     """
     llm = isinstance(report, LlmComparisonReport)  # a GGUF quality report, scored on token windows
     wrong = (
-        [f for f in ("max_drop", "min_cosine", "max_slowdown", "min_speedup") if getattr(budget, f) is not None]
+        [
+            f
+            for f in ("max_drop", "min_cosine", "min_agreement", "max_slowdown", "min_speedup")
+            if getattr(budget, f) is not None
+        ]
         if llm
         else [f for f in ("max_kld", "min_top1") if getattr(budget, f) is not None]
     )
@@ -389,7 +496,15 @@ def check_budget(report: ComparisonReport | LlmComparisonReport, budget: Budget)
             "use min_cosine"
         )
     if budget.min_cosine is not None and not any("cosine_mean" in r.metrics for r in rows):
-        raise ConfigError(f"min_cosine needs embedding or raw outputs; this comparison is {report.task}: use max_drop")
+        raise ConfigError(
+            f"min_cosine needs embedding or raw outputs; this comparison is {report.task}: use "
+            + ("min_agreement" if any("agreement_with_baseline" in r.metrics for r in rows) else "max_drop")
+        )
+    if budget.min_agreement is not None and not any("agreement_with_baseline" in r.metrics for r in rows):
+        raise ConfigError(
+            f"min_agreement needs decisions to compare (classes, token labels, spans, boxes, pixels, transcripts); "
+            f"this comparison is {report.task}: use min_cosine"
+        )
     for row in rows:
         name, m = row.name, row.metrics
         lo, hi = row.speedup_ci95
@@ -398,6 +513,11 @@ def check_budget(report: ComparisonReport | LlmComparisonReport, budget: Budget)
             problems.append(f"{name}: accuracy dropped {-row.delta:.4f} (budget {budget.max_drop:.4f})")
         if budget.min_cosine is not None and "cosine_mean" in m and not m["cosine_mean"] >= budget.min_cosine:
             problems.append(f"{name}: mean cosine {m['cosine_mean']:.4f} below {budget.min_cosine:.4f}")
+        agree = m.get("agreement_with_baseline")
+        if budget.min_agreement is not None and agree is not None and not agree >= budget.min_agreement:
+            problems.append(
+                f"{name}: agrees with the baseline on {agree:.4f} of its decisions, below {budget.min_agreement:.4f}"
+            )
         if budget.max_slowdown is not None and 1.0 / hi > budget.max_slowdown:
             problems.append(
                 f"{name}: {1.0 / row.speedup:.2f}x the baseline's latency, at best {1.0 / hi:.2f}x "

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgeinfer.core.artifact import Artifact, ModelFormat, Step, new_artifact
-from edgeinfer.core.errors import ConfigError, option
+from edgeinfer.core.errors import ConfigError, InputError, option
 from edgeinfer.core.io import atomic_path, check_output
 from edgeinfer.core.progress import QUIET, Progress
 
@@ -37,6 +37,7 @@ def export_model(
     check_tokens: int = 256,
     allow_new_head: bool = False,
     image_size: str | None = None,
+    allow_constant_outputs: bool = False,
     force: bool = False,
     trust_source: bool = False,
     profile=None,
@@ -47,8 +48,8 @@ def export_model(
 
     Args:
         source, output: what to export, and where (.onnx or .gguf).
-        task, opset, exporter, static_shapes, atol, allow_new_head, image_size ("224" or "224x320"):
-            ONNX options (see `edgeinfer export --help`).
+        task, opset, exporter, static_shapes, atol, allow_new_head, image_size ("224" or "224x320"),
+            allow_constant_outputs: ONNX options (see `edgeinfer export --help`).
         outtype, adapter, check_tokens: GGUF options.
         profile: a device profile; one with `static_shapes = true` (NPUs) fixes every input shape.
         force: overwrite an existing output; trust_source: allow a .pt2 holding pickled objects.
@@ -65,7 +66,8 @@ def export_model(
         )
     config: OnnxExportConfig | GgufExportConfig
     if fmt is ModelFormat.GGUF:
-        if task or opset or static_shapes or atol is not None or exporter != "auto" or allow_new_head or image_size:
+        onnx_only = (task, opset, static_shapes, atol is not None, exporter != "auto", allow_new_head, image_size)
+        if any(onnx_only) or allow_constant_outputs:
             raise ConfigError(
                 f"{', '.join(option(o) for o in ('task', 'opset', 'exporter', 'static_shapes'))} and "
                 f"{option('atol')} are ONNX options; a GGUF export takes {option('outtype')}, {option('adapter')} "
@@ -83,6 +85,7 @@ def export_model(
             task,
             allow_new_head,
             parse_image_size(image_size),
+            allow_constant_outputs,
         )
     return export(source, output, config, force=force, trust_source=trust_source, profile=profile, progress=progress)
 
@@ -199,11 +202,18 @@ def export_source(
             figures = validate_onnx(src.module, runner, cases, src.output_names, atol).to_dict()
         finally:
             runner.close()
-        if figures["constant_outputs"]:
+        constant = figures["constant_outputs"]
+        if constant and not getattr(cfg, "allow_constant_outputs", False):
+            raise InputError(
+                f"outputs are constant: the check proves nothing; PyTorch gives {', '.join(constant)} as one value "
+                "everywhere on every validation input (all zeros: an untrained or zero-initialised head?), so the "
+                f"export matching it says nothing about the graph. Train the head, or pass "
+                f"{option('allow_constant_outputs', True)} to export it anyway (recorded in the sidecar)"
+            )
+        if constant:
             log.warning(
-                f"not checked: PyTorch gives {', '.join(figures['constant_outputs'])} as one value everywhere on "
-                "every validation input (all zeros: an untrained or zero-initialised head?), so matching it proves "
-                "nothing about the export; the min cosine counts the outputs that vary"
+                f"not checked: PyTorch gives {', '.join(constant)} as one value everywhere on every validation "
+                "input, so matching it proves nothing about the export; the min cosine counts the outputs that vary"
             )
     params = sum(p.numel() for p in src.module.parameters())
     config: dict[str, Any] = {**cfg.to_dict(), "exporter_used": result.exporter.value}
@@ -224,6 +234,7 @@ def export_source(
     }
     if src.tokenizer_dir:
         meta["tokenizer"] = src.tokenizer_dir
+    meta.update(src.meta)
     if src.task is None and src.description.get("kind") != "huggingface":
         meta.pop("task")
     art = new_artifact(output, src.description, Step("export", config, figures), meta)

@@ -50,6 +50,17 @@ def is_causal_lm_source(source: str) -> bool:
     return arch.endswith(("ForCausalLM", "LMHeadModel"))
 
 
+def check_genai_output(output: Path, force: bool) -> None:
+    """An existing non-empty output is replaced only with --force, and only when it is a GenAI folder."""
+    from edgeinfer.runtime.genai import CONFIG
+
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not force:
+            raise OutputExistsError(f"output {output} exists; pass {option('force', True)} to replace it")
+        if not (output / CONFIG).is_file():
+            raise OutputExistsError(f"{output} holds files but is no GenAI model folder; refusing to replace it")
+
+
 def export_genai(
     source: str,
     output: Path,
@@ -76,15 +87,10 @@ def export_genai(
     from edgeinfer.pipelines.export_gguf import logits_parity
     from edgeinfer.pipelines.genai_int4 import RECIPES
     from edgeinfer.runtime import load
-    from edgeinfer.runtime.genai import CONFIG
 
     src, output = Path(source), Path(output)
     read_config(src)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        if not force:
-            raise OutputExistsError(f"output {output} exists; pass {option('force', True)} to replace it")
-        if not (output / CONFIG).is_file():
-            raise OutputExistsError(f"{output} holds files but is no GenAI model folder; refusing to replace it")
+    check_genai_output(output, force)
     if check_tokens < 16:
         raise ConfigError(f"{option('check_tokens', check_tokens)} must be at least 16")
     if recipe not in RECIPES:
@@ -165,24 +171,19 @@ def quantize_genai(
     from edgeinfer.examples import PUBLIC_DOMAIN_TEXT
     from edgeinfer.pipelines.deploy.bundle import bundle_dir
     from edgeinfer.pipelines.export_gguf import logits_parity
-    from edgeinfer.pipelines.genai_int4 import CHUNK, MAX_CHUNKS, quantize_folder
+    from edgeinfer.pipelines.genai_int4 import MAX_CHUNKS, quantize_folder
     from edgeinfer.runtime import load
-    from edgeinfer.runtime.genai import CONFIG
 
     folder, output = Path(folder), Path(output)
     if output.resolve() == folder.resolve():
         raise OutputExistsError(f"the output {output} is the input folder; name another folder")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        if not force:
-            raise OutputExistsError(f"output {output} exists; pass {option('force', True)} to replace it")
-        if not (output / CONFIG).is_file():
-            raise OutputExistsError(f"{output} holds files but is no GenAI model folder; refusing to replace it")
+    check_genai_output(output, force)
     reference: Any = load(folder, expect=ModelKind.GENAI)  # checks the folder (config, paths, tokenizer) first
     tokenizer = load_tokenizer(folder, pad_with_eos=False)
     text = read_text_file(Path(calib), "calibration text") if calib is not None else None
-    from edgeinfer.pipelines.imatrix import calibration_chunks
+    from edgeinfer.pipelines.imatrix import CHUNK_SIZE, calibration_chunks
 
-    chunks = calibration_chunks(tokenizer, text, CHUNK, MAX_CHUNKS) if text is not None else None
+    chunks = calibration_chunks(tokenizer, text, CHUNK_SIZE, MAX_CHUNKS) if text is not None else None
     tokens = tokenizer(PUBLIC_DOMAIN_TEXT.read_text(encoding="utf-8"))["input_ids"][:check_tokens]
     ref = reference.sequence_log_probs(tokens)
     reference.close()

@@ -97,12 +97,18 @@ def export_gguf(
                 f"llama.cpp tokenizes the sample differently from Hugging Face from token {d['position']} "
                 f"(hf {d['hf']} vs gguf {d['gguf']}; pre-tokenizer '{figures['tokenizer']['pre']}')"
             )
+        parity_failed = parity["kl_mean"] > max_kl or parity["top1_agreement"] < min_top1
         if parity["kl_mean"] > max_kl:
             problems.append(f"mean KL divergence {parity['kl_mean']:.3g} > {max_kl:g} allowed for {cfg.outtype.value}")
         if parity["top1_agreement"] < min_top1:
             problems.append(
                 f"top-1 agreement {parity['top1_agreement']:.3f} < {min_top1:g} allowed for {cfg.outtype.value}"
             )
+        if parity_failed:  # say where the outputs part
+            from edgeinfer.exporters.gguf.diagnose import diagnosis
+
+            progress.stage("self-check failed: comparing the GGUF's tensors with the checkpoint's")
+            problems.append(diagnosis(tmp, src))
         if problems:
             raise ValidationError(f"the GGUF does not match {src.name}; nothing written", problems)
     config: dict[str, Any] = {"outtype": cfg.outtype.value.lower()}

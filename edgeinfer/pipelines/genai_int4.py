@@ -27,8 +27,7 @@ from edgeinfer.core.progress import QUIET, Progress
 log = logging.getLogger(__name__)
 
 RECIPES = ("edgeinfer", "builder")
-CHUNK = 512
-MAX_CHUNKS = 64
+MAX_CHUNKS = 64  # GPTQ's Hessians need fewer tokens than an importance matrix (imatrix.MAX_CHUNKS)
 _LAYER = re.compile(r"layers\.(\d+)\.")
 
 
@@ -40,7 +39,7 @@ def more_bits(layer: int, n_layers: int) -> bool:
 def mixed_plan(widths: dict[str, int], n_layers: int, block: int) -> dict[str, Any]:
     """Bits and block size per MatMul weight, given each weight's input width K (see the module's
     docstring)."""
-    from edgeinfer.compress.onnx_nbits import NodePlan
+    from edgeinfer.compress.onnx_nbits import NodePlan, widest_block
 
     plan = {}
     for name, k in widths.items():
@@ -50,10 +49,7 @@ def mixed_plan(widths: dict[str, int], n_layers: int, block: int) -> dict[str, A
         elif more_bits(int(match.group(1)), n_layers) and any(p in name for p in ("down_proj", "qkv_proj", "v_proj")):
             plan[name] = NodePlan(8, 32)
         else:
-            fit = block
-            while fit > 16 and k % fit:  # a narrow layer takes the widest block that divides it
-                fit //= 2
-            plan[name] = NodePlan(4, fit)
+            plan[name] = NodePlan(4, widest_block(k, block))  # a narrow layer: a block that divides it
     return plan
 
 
@@ -76,9 +72,9 @@ def calibration_feeds(folder: Path, token_chunks: list[list[int]]) -> Iterator[d
 def token_chunks(source: Path, text: str) -> list[list[int]]:
     """The calibration text as the Hugging Face folder's tokenizer cuts it (pipelines.imatrix)."""
     from edgeinfer.core.hf_folder import load_tokenizer
-    from edgeinfer.pipelines.imatrix import calibration_chunks
+    from edgeinfer.pipelines.imatrix import CHUNK_SIZE, calibration_chunks
 
-    return calibration_chunks(load_tokenizer(source, pad_with_eos=False), text, CHUNK, MAX_CHUNKS)
+    return calibration_chunks(load_tokenizer(source, pad_with_eos=False), text, CHUNK_SIZE, MAX_CHUNKS)
 
 
 def quantize_folder(

@@ -320,14 +320,12 @@ def _search_exclusions(model, best_path: Path, cfg, sqnr, eval_batches, max_drop
     """Greedy: keep the noisiest activations' nodes in float, one more at a time, until within budget."""
     import shutil
 
-    from edgeinfer.pipelines.compare import compare_models
+    from edgeinfer.pipelines.compare import compare_models, metric_drop
 
     def drop_of(path) -> float:
         rep = compare_models(model, [path], "eval", data=eval_batches, runs=3)
         row = rep.rows[1]
-        if row.delta is not None:
-            return -row.delta
-        return 1.0 - row.metrics["cosine_mean"]
+        return metric_drop(row.metrics, row.delta)
 
     steps = [{"excluded": [], "drop": drop_of(best_path)}]
     best = (steps[0]["drop"], cfg)

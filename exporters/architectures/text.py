@@ -9,6 +9,8 @@ declare(
     "text-classification",
     "token-classification",
     "question-answering",
+    "fill-mask",
+    "multiple-choice",
     torchscript_first=(
         "ONNX Runtime runs the TorchScript graph of BERT encoders 1.09-1.14x faster than the torch.export "
         "graph in FP32 and 1.13-1.21x in dynamic INT8 (GELU fuses, LayerNorm stays cheap)"

@@ -12,3 +12,6 @@ declare(
 declare("dinov2", Modality.IMAGE, "feature-extraction", "image-classification")
 declare("resnet", Modality.IMAGE, "image-classification", "feature-extraction")
 declare("clip_vision_model", Modality.IMAGE, "feature-extraction")  # CLIP's image tower alone
+declare("yolos", Modality.IMAGE, "object-detection")
+declare("detr", Modality.IMAGE, "object-detection")
+declare("segformer", Modality.IMAGE, "semantic-segmentation")

@@ -26,6 +26,7 @@ class TaskInputs:
     dynamic_axes: dict[str, dict[int, str]]
     tokenizer_dir: str | None = None
     output_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # default: axis 0 is the batch
+    head: dict[str, Any] = field(default_factory=dict)  # what scoring the head needs (CTC: blank, word delimiter)
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,9 @@ NOT_EXPORTED = {
 }
 
 
-def infer_task(architecture: str, default: str = "feature-extraction") -> ExportTask:
-    """The task an architecture name means (`BertForSequenceClassification` -> text-classification).
-
-    A name with a task head no registered task exports (`RobertaForTokenClassification`,
-    `DetrForObjectDetection`, `...LMHeadModel`) is refused naming the head: exported as
-    `default` it would lose the head without a word. A bare model (`BertModel`) is `default`."""
+def refuse_unexported(architecture: str) -> None:
+    """Refuse an architecture NOT_EXPORTED names, saying what it is, whatever --task asks for (BLIP
+    loaded as feature-extraction would fail as "incomplete": its weights are not a bare model's)."""
     what = next((w for prefix, w in NOT_EXPORTED.items() if architecture.startswith(prefix)), None)
     if what is not None:
         from edgeinfer.core.errors import UnsupportedError
@@ -121,6 +119,15 @@ def infer_task(architecture: str, default: str = "feature-extraction") -> Export
             f"{architecture} is {what}; edgeinfer does not export it yet (image-to-text and vision-language "
             f"generation, other speech models). Its export tasks: {', '.join(sorted(tasks()))}"
         )
+
+
+def infer_task(architecture: str, default: str = "feature-extraction") -> ExportTask:
+    """The task an architecture name means (`BertForSequenceClassification` -> text-classification).
+
+    A name with a task head no registered task exports (`RobertaForTokenClassification`,
+    `DetrForObjectDetection`, `...LMHeadModel`) is refused naming the head: exported as
+    `default` it would lose the head without a word. A bare model (`BertModel`) is `default`."""
+    refuse_unexported(architecture)
     by_suffix = sorted(
         ((suffix, task) for task in tasks().values() for suffix in task.architectures), key=lambda st: -len(st[0])
     )
@@ -143,8 +150,9 @@ def head_of(architecture: str) -> str | None:
     """The task head an architecture name carries, in words ("token classification"), or None."""
     import re
 
-    if "For" in architecture:
-        name = architecture.split("For", 1)[1]
+    parts = re.split(r"For(?=[A-Z])", architecture, maxsplit=1)  # not the "For" of Mask2Former
+    if len(parts) == 2:
+        name = parts[1]
     elif architecture.endswith(("LMHeadModel", "WithLMHead")):
         name = "LMHead"
     else:

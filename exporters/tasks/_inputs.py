@@ -100,15 +100,74 @@ def features_inputs(
 ) -> TaskInputs:
     """A base model's inputs by modality: its declaration's (exporters/architectures), else what its
     forward takes: pixel_values for a vision encoder (ViT, DINOv2, the CLIP vision tower: no
-    tokenizer needed), else the folder's tokenizer on sentences."""
+    tokenizer needed), raw waveforms (input_values) for a speech encoder (Wav2Vec2, HuBERT, WavLM),
+    else the folder's tokenizer on sentences."""
     from edgeinfer.exporters.architectures import Modality, architecture_for
 
     declared = architecture_for(config)
     if declared is not None:
-        image = declared.modality is Modality.IMAGE
+        modality = declared.modality
     else:
         accepted = set(inspect.signature(model.forward).parameters)
-        image = "pixel_values" in accepted and "input_ids" not in accepted
-    if image:
+        if "input_ids" in accepted:
+            modality = Modality.TEXT
+        elif "input_values" in accepted:
+            modality = Modality.AUDIO
+        else:
+            modality = Modality.IMAGE if "pixel_values" in accepted else Modality.TEXT
+    if modality is Modality.AUDIO:
+        return audio_inputs(model, config, path, batch, options)
+    if modality is Modality.IMAGE:
         return image_inputs(model, config, path, batch, options)
     return text_inputs(model, config, path, batch, options)
+
+
+def audio_inputs(
+    model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions = InputOptions()
+) -> TaskInputs:
+    """input_values (and attention_mask where the model takes it) of synthetic voiced clips through
+    the folder's feature extractor (Wav2Vec2, HuBERT, WavLM): raw waveforms, normalised, padded to
+    the longest clip, so the two batches differ in length and the graph's time axis is dynamic."""
+    import torch
+
+    from edgeinfer.core.audio import synthetic_clips
+    from edgeinfer.core.hf_folder import load_feature_extractor
+
+    fe = load_feature_extractor(path)
+    rate = int(getattr(fe, "sampling_rate", 16_000))
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = [n for n in getattr(fe, "model_input_names", ["input_values"]) if n in accepted] or ["input_values"]
+    if "input_values" not in names:
+        from edgeinfer.core.errors import InputError
+
+        raise InputError(
+            f"{path / 'preprocessor_config.json'} makes {', '.join(names)}; this task takes raw waveforms "
+            "(input_values): it is another model's feature extractor"
+        )
+
+    def features(n: int, seconds: float, seed: int):
+        clips = synthetic_clips(n, seconds, rate, seed=seed)
+        out = fe(clips, sampling_rate=rate, padding=True, return_tensors="np", return_attention_mask=True)
+        return {k: torch.from_numpy(out[k].astype("float32" if k == "input_values" else "int64")) for k in names}
+
+    axes = {n: {0: "batch", 1: "samples"} for n in names}
+    return TaskInputs(names, features(batch[0], 1.0, 0), features(batch[1], 0.6, 1), axes)
+
+
+def with_output_axes(build, axes: dict[str, dict[int, str]]):
+    """`build` (one of the input builders above) with the graph's output axes named, for heads whose
+    outputs have more dynamic axes than the batch (per token, per frame)."""
+
+    def inputs(
+        model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions = InputOptions()
+    ) -> TaskInputs:
+        built = build(model, config, path, batch, options)
+        built.output_axes = axes
+        return built
+
+    return inputs
+
+
+def per_token(*outputs: str):
+    """Text inputs, each of `outputs` having a row per token ([batch, sequence, ...])."""
+    return with_output_axes(text_inputs, {name: {0: "batch", 1: "sequence"} for name in outputs})

@@ -60,7 +60,8 @@ def test_ggml_quantizer_through_ctypes_matches_gguf_py_bit_for_bit():
 def test_importance_weighting_lowers_the_weighted_error_of_k_quants():
     import gguf
 
-    from edgeinfer.compress.gguf_imatrix_quant import _weighted_error, quantize_rows
+    from edgeinfer.compress.gguf_imatrix_quant import quantize_rows
+    from edgeinfer.compress.imatrix import weighted_error
 
     rng = np.random.default_rng(2)
     w = rng.standard_normal((128, 512)).astype(np.float32)
@@ -68,7 +69,7 @@ def test_importance_weighting_lowers_the_weighted_error_of_k_quants():
     for qtype in (gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q2_K):
         plain = gguf.quants.dequantize(quantize_rows(qtype, w, None), qtype).reshape(w.shape)
         weighted = gguf.quants.dequantize(quantize_rows(qtype, w, importance), qtype).reshape(w.shape)
-        assert _weighted_error(w, weighted, importance) < 0.9 * _weighted_error(w, plain, importance), qtype.name
+        assert weighted_error(w, weighted, importance) < 0.9 * weighted_error(w, plain, importance), qtype.name
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,50 @@ def _resnet(head):
     return getattr(t, head)(t.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5))
 
 
+def _yolos(head):
+    import transformers as t
+
+    return t.YolosForObjectDetection(
+        t.YolosConfig(**{**VISION, "image_size": [32, 32]}, num_detection_tokens=5, num_labels=4)
+    )
+
+
+def _detr(head):
+    import transformers as t
+
+    backbone = t.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], out_features=["stage2"])
+    config = t.DetrConfig(
+        use_timm_backbone=False, use_pretrained_backbone=False, backbone=None, backbone_config=backbone, d_model=32,
+        encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, num_queries=5, num_labels=4,
+    )  # fmt: skip
+    return t.DetrForObjectDetection(config)
+
+
+def _segformer(head):
+    import transformers as t
+
+    config = t.SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 2],
+        decoder_hidden_size=16, num_labels=4, patch_sizes=[7, 3], strides=[4, 2],
+    )  # fmt: skip
+    return t.SegformerForSemanticSegmentation(config)
+
+
+CTC_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7, "O": 8, "N": 9, "I": 10}
+
+
+def _wav2vec2(head):
+    import transformers as t
+
+    config = t.Wav2Vec2Config(
+        **TINY, conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2, vocab_size=len(CTC_VOCAB), do_stable_layer_norm=True,
+        feat_extract_norm="layer", num_labels=3,
+    )  # fmt: skip
+    return getattr(t, head)(config)
+
+
 def _clip_vision(head):
     import transformers as t
 
@@ -83,6 +127,8 @@ MODELS = {
     ("bert", "text-classification"): lambda: _bert("BertForSequenceClassification"),
     ("bert", "token-classification"): lambda: _bert("BertForTokenClassification"),
     ("bert", "question-answering"): lambda: _bert("BertForQuestionAnswering", labels=2),  # start and end
+    ("bert", "fill-mask"): lambda: _bert("BertForMaskedLM"),
+    ("bert", "multiple-choice"): lambda: _bert("BertForMultipleChoice"),
     ("gpt2", "causal-lm"): lambda: _gpt2("GPT2LMHeadModel"),
     ("gpt2", "feature-extraction"): lambda: _gpt2("GPT2Model"),
     ("llama", "causal-lm"): lambda: _llama("LlamaForCausalLM"),
@@ -93,9 +139,25 @@ MODELS = {
     ("dinov2", "image-classification"): lambda: _dinov2("Dinov2ForImageClassification"),
     ("resnet", "image-classification"): lambda: _resnet("ResNetForImageClassification"),
     ("resnet", "feature-extraction"): lambda: _resnet("ResNetModel"),
+    ("yolos", "object-detection"): lambda: _yolos(None),
+    ("detr", "object-detection"): lambda: _detr(None),
+    ("segformer", "semantic-segmentation"): lambda: _segformer(None),
+    ("wav2vec2", "ctc"): lambda: _wav2vec2("Wav2Vec2ForCTC"),
+    ("wav2vec2", "audio-classification"): lambda: _wav2vec2("Wav2Vec2ForSequenceClassification"),
+    ("wav2vec2", "feature-extraction"): lambda: _wav2vec2("Wav2Vec2Model"),
     ("clip_vision_model", "feature-extraction"): lambda: _clip_vision(None),
     ("clip", "zero-shot-image-classification"): lambda: _clip(None),
     ("siglip", "zero-shot-image-classification"): lambda: _siglip(None),
+}
+# The metric compare scores each task head by (without --task).
+HEAD_METRIC = {
+    "token-classification": "tokens",
+    "fill-mask": "fill-mask",
+    "question-answering": "span",
+    "object-detection": "detection",
+    "semantic-segmentation": "segmentation",
+    "ctc": "transcription",
+    "feature-extraction": "embedding",
 }
 # Encoder-decoders export into folders; their tiny models live in these test files.
 MULTI_GRAPH = {
@@ -132,19 +194,25 @@ def _folder(key, tmp_path: Path, minilm_dir: Path, processor: bool = True) -> tu
             shutil.copy(minilm_dir / name, folder / name)
     if modality in (Modality.IMAGE, Modality.TEXT_IMAGE) and processor:
         transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    if modality is Modality.AUDIO:
+        transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
+        (folder / "vocab.json").write_text(json.dumps(CTC_VOCAB))
     return folder, model
 
 
-def _unseen_inputs(modality: Modality, names: set[str]) -> dict[str, np.ndarray]:
+def _unseen_inputs(modality: Modality, names: set[str], task: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
-    ids = rng.integers(1000, 2000, (3, 7))
+    ids = rng.integers(1000, 2000, (3, 2, 7) if task == "multiple-choice" else (3, 7))
     feeds = {
         "input_ids": ids,
         "attention_mask": np.ones_like(ids),
         "token_type_ids": np.zeros_like(ids),
         "pixel_values": rng.standard_normal((5 if modality is Modality.TEXT_IMAGE else 3, 3, 32, 32)),
     }
-    return {n: v.astype(np.float32 if n == "pixel_values" else np.int64) for n, v in feeds.items() if n in names}
+    if modality is Modality.AUDIO:
+        feeds = {"input_values": rng.standard_normal((3, 7_000)), "attention_mask": np.ones((3, 7_000))}
+    floats = ("pixel_values", "input_values")
+    return {n: v.astype(np.float32 if n in floats else np.int64) for n, v in feeds.items() if n in names}
 
 
 CLIP_DATA = """
@@ -161,6 +229,22 @@ def batches():
 
 def _eval_data(key, folder: Path, tmp_path: Path) -> str:
     modality = architectures()[key[0]].modality
+    if key[1] == "multiple-choice":  # [samples, choices, sequence]
+        ids = np.random.default_rng(4).integers(1000, 2000, (12, 3, 9))
+        arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        np.savez(tmp_path / "choices.npz", **arrays, labels=ids[:, 0, 0] % 3)
+        return str(tmp_path / "choices.npz")
+    if modality is Modality.AUDIO:
+        import transformers
+
+        from edgeinfer.core.audio import synthetic_clips
+
+        fe = transformers.AutoFeatureExtractor.from_pretrained(str(folder))
+        clips = [c[: 4_000 + 500 * i] for i, c in enumerate(synthetic_clips(10, 1.0, seed=6))]
+        out = fe(clips, sampling_rate=16_000, padding=True, return_tensors="np", return_attention_mask=True)
+        mask = out["attention_mask"].astype(np.int64)  # the feature extractor gives int32; the graph takes int64
+        np.savez(tmp_path / "clips.npz", input_values=out["input_values"], attention_mask=mask)
+        return str(tmp_path / "clips.npz")
     if modality is Modality.TEXT:
         return str(Path(__file__).parents[2] / "edgeinfer" / "examples" / "sentences.txt")
     if modality is Modality.IMAGE:
@@ -197,7 +281,7 @@ def test_each_declared_architecture_exports_runs_quantizes_and_compares(key, tmp
     # Parity on inputs the export's validation never saw.
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     modality = architectures()[model_type].modality
-    feeds = _unseen_inputs(modality, {i.name for i in session.get_inputs()})
+    feeds = _unseen_inputs(modality, {i.name for i in session.get_inputs()}, task)
     got = session.run(None, feeds)[0]
     first = report["meta"]["outputs"][0]
     with torch.no_grad():
@@ -218,6 +302,11 @@ def test_each_declared_architecture_exports_runs_quantizes_and_compares(key, tmp
     assert rows[1]["metrics"] and all(np.isfinite(v) for v in rows[1]["metrics"].values())
     if "cosine_mean" in rows[1]["metrics"]:
         assert rows[1]["metrics"]["cosine_mean"] > 0.9  # INT8 stays close to FP32 on these tiny models
+    # A head is scored by its own metric against the baseline's decisions, the baseline agreeing with itself.
+    assert result["task"] == HEAD_METRIC.get(task, result["task"]), result["task"]
+    if task in HEAD_METRIC and task != "feature-extraction":
+        assert rows[0]["metrics"]["agreement_with_baseline"] == 1.0
+        assert 0.0 <= rows[1]["metrics"]["agreement_with_baseline"] <= 1.0
 
 
 @pytest.mark.slow
@@ -261,6 +350,28 @@ def test_an_undeclared_architecture_still_exports_through_its_task_and_says_so(t
     assert art.validation["passed"]
     side = json.loads((tmp_path / "r.onnx.edgeinfer.json").read_text())
     assert side["source"]["model_type"] == "roberta" and side["source"]["declared"] is False
+
+
+@pytest.mark.slow
+def test_an_undeclared_speech_encoder_takes_waveforms_from_its_forward(tmp_path):
+    """HuBERT is not declared: its forward takes input_values, so its body exports on synthetic
+    clips through its feature extractor (not through a tokenizer it does not have)."""
+    import transformers
+
+    from edgeinfer.pipelines.export import export_model
+
+    folder = tmp_path / "hubert"
+    config = transformers.HubertConfig(
+        **TINY, conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2, vocab_size=len(CTC_VOCAB), do_stable_layer_norm=True,
+        feat_extract_norm="layer",
+    )  # fmt: skip
+    transformers.HubertModel(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
+    art = export_model(str(folder), tmp_path / "h.onnx")
+    assert art.validation["passed"] and art.meta["inputs"][0] == "input_values"
+    side = json.loads((tmp_path / "h.onnx.edgeinfer.json").read_text())
+    assert side["source"]["model_type"] == "hubert" and side["source"]["declared"] is False
 
 
 def test_a_processor_that_asks_for_remote_code_is_refused(tmp_path, minilm_dir):

@@ -41,6 +41,17 @@ def test_every_task_file_registers_one_task_and_a_declared_architecture_exports_
         ("RobertaForTokenClassification", "token-classification"),
         ("DistilBertForTokenClassification", "token-classification"),
         ("RobertaForQuestionAnswering", "question-answering"),
+        ("BertForMaskedLM", "fill-mask"),
+        ("RobertaForMultipleChoice", "multiple-choice"),
+        ("DetrForObjectDetection", "object-detection"),
+        ("YolosForObjectDetection", "object-detection"),
+        ("SegformerForSemanticSegmentation", "semantic-segmentation"),
+        ("Wav2Vec2ForCTC", "ctc"),
+        ("HubertForCTC", "ctc"),
+        ("Wav2Vec2ForSequenceClassification", "audio-classification"),
+        ("HubertForSequenceClassification", "audio-classification"),
+        ("ASTForAudioClassification", "audio-classification"),
+        ("DistilBertForSequenceClassification", "text-classification"),
         ("ViTForImageClassification", "image-classification"),
         ("LlamaForCausalLM", "causal-lm"),
         ("GPT2LMHeadModel", "causal-lm"),
@@ -60,11 +71,11 @@ def test_the_architecture_name_picks_the_task(architecture, task):
 @pytest.mark.parametrize(
     "architecture, head",
     [
-        ("DetrForObjectDetection", "object detection"),
-        ("SegformerForSemanticSegmentation", "semantic segmentation"),
         ("DeiTForImageClassificationWithTeacher", "image classification with teacher"),
-        ("Wav2Vec2ForCTC", "CTC"),
-        ("BertForMaskedLM", "masked LM"),
+        ("BertForPreTraining", "pre training"),
+        ("Mask2FormerForUniversalSegmentation", "universal segmentation"),
+        ("DPTForDepthEstimation", "depth estimation"),
+        ("BertForNextSentencePrediction", "next sentence prediction"),
     ],
 )
 def test_a_head_no_task_exports_is_refused_never_dropped(architecture, head, tmp_path, capsys):
@@ -86,7 +97,10 @@ def test_a_head_no_task_exports_is_refused_never_dropped(architecture, head, tmp
 
 
 def test_an_unknown_task_is_refused_listing_the_registered_ones(tmp_path, minilm_dir):
-    with pytest.raises(ConfigError, match="unknown export task 'summarize' \\(valid: causal-lm, feature-extraction"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown export task 'summarize' \\(valid: audio-classification, causal-lm, ctc, feature-extraction",
+    ):
         export_model(str(minilm_dir), tmp_path / "m.onnx", task="summarize")
     assert not (tmp_path / "m.onnx").exists()
 
@@ -111,3 +125,6 @@ def test_conditional_generation_models_that_are_not_text_seq2seq_are_named(
     code, _, err = run_cli(capsys, "export", src, "-o", tmp_path / "out")
     assert code == 2 and said in err and "does not export it yet" in err, err
     assert "Unrecognized configuration class" not in err and not (tmp_path / "out").exists()
+    # Asked for its body, it is still named, not loaded as a bare model and called "incomplete".
+    code, _, err = run_cli(capsys, "export", src, "-o", tmp_path / "out.onnx", "--task", "feature-extraction")
+    assert code == 2 and said in err and "incomplete" not in err, err

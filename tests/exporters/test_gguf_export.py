@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgeinfer.core.errors import ConfigError, InputError, OutputExistsError, UnsupportedError, ValidationError
+from edgeinfer.exporters.gguf.diagnose import tensor_differences
 from edgeinfer.pipelines.export import export_model
 from tests.conftest import run_cli
 from tests.exporters.llm_factories import ARCHITECTURES, tiny_llm
@@ -37,6 +38,9 @@ def test_family_exports_and_matches_transformers(arch, tiny_llms, tmp_path):
     assert v["logits_parity"]["top1_agreement"] >= 0.99
     assert v["logits_parity"]["kl_mean"] < 1e-4
     assert json.loads(Path(str(out) + ".edgeinfer.json").read_text())["format"] == "gguf"
+    # The self-check's diagnosis blames no tensor of a right conversion (Gemma's 1 + w norms included).
+    differences, compared, _ = tensor_differences(out, tiny_llms[arch])
+    assert differences == [] and compared > 10
 
 
 @pytest.mark.slow
@@ -75,9 +79,33 @@ def test_a_converter_that_gets_the_weights_wrong_is_caught_and_nothing_is_writte
     # Drop the Q/K reordering that llama.cpp's RoPE layout needs: the file loads and runs, wrongly.
     monkeypatch.setattr(Llama, "tensors", lambda self, name, data: iter([(self.gguf_name(name), data)]))
     out = tmp_path / "broken.gguf"
-    with pytest.raises(ValidationError, match="KL divergence|top-1"):
+    with pytest.raises(ValidationError, match="KL divergence|top-1") as failed:
         export_model(str(tiny_llms["LlamaForCausalLM"]), out, outtype="f32", check_tokens=64)
     assert not out.exists() and not list(tmp_path.iterdir())
+    # Every tensor holds its checkpoint's values, only in another order: the message says where to look.
+    assert "hold the checkpoint's values (up to order)" in str(failed.value) and "layout" in str(failed.value)
+
+
+def test_a_self_check_failure_names_the_tensor_whose_values_are_wrong(tiny_llms, tmp_path, monkeypatch):
+    """A converter that writes one tensor's values wrongly (scaled, here) fails the self-check, and the
+    message names that tensor and its checkpoint name, not only the KL figure."""
+    from edgeinfer.exporters.gguf.llama import Llama
+
+    right = Llama.tensors
+
+    def scale_one(self, name, data):
+        for gguf_name, values in right(self, name, data):
+            yield gguf_name, values * 3 if gguf_name == "blk.1.ffn_down.weight" else values
+
+    monkeypatch.setattr(Llama, "tensors", scale_one)
+    with pytest.raises(ValidationError, match="KL divergence|top-1") as failed:
+        export_model(str(tiny_llms["LlamaForCausalLM"]), tmp_path / "m.gguf", outtype="f32", check_tokens=64)
+    message = str(failed.value)
+    assert (
+        "the outputs part at" in message
+        and "blk.1.ffn_down.weight (model.layers.1.mlp.down_proj.weight, F32)" in message
+    )
+    assert message.count("values differ") == 1  # no other tensor blamed
 
 
 def test_a_wrong_pre_tokenizer_is_caught_by_the_round_trip(tiny_llms, tmp_path, monkeypatch):

@@ -45,6 +45,9 @@ def test_family_converted_by_llamacpp_matches_transformers_and_generates(arch, s
     assert v["logits_parity"]["kl_mean"] < 1e-4 and v["logits_parity"]["top1_agreement"] >= 0.98
     sidecar = json.loads((tmp_path / "m.gguf.edgeinfer.json").read_text())
     assert sidecar["meta"]["converter"] == art.meta["converter"]
+    from edgeinfer.exporters.gguf.diagnose import tensor_differences
+
+    assert tensor_differences(out, src)[0] == []  # a failed self-check's diagnosis would blame nothing here
     runner = gguf_runner(out, LlamaSettings(n_ctx=256))
     *_, stats = runner.stream(prompt="Once upon a time", max_tokens=6)
     assert isinstance(stats, GenerationStats) and stats.prompt_tokens > 2 and stats.generated_tokens >= 1

@@ -163,10 +163,11 @@ def test_a_declared_sequence_axis_is_validated_at_a_second_length(tmp_path):
     assert shapes[1] == cases["second_shape"]["inputs"]["attention_mask"]
 
 
-def test_an_output_that_is_zero_everywhere_is_named_not_counted_as_a_perfect_match(tmp_path, capsys):
-    """All-zero logits match all-zero logits whatever the export did: the validation says it checked
-    nothing there (CLI row, a warning, the sidecar) and its min cosine counts only the varying output;
-    compare scores the model against itself as cosine 1.0, not 0.0."""
+def test_an_output_that_is_zero_everywhere_fails_the_export_unless_allowed(tmp_path, capsys):
+    """All-zero logits match all-zero logits whatever the export did: the export is refused (exit 2,
+    nothing written) saying the check proves nothing; --allow-constant-outputs exports it, the
+    validation naming what it did not check (CLI row, a warning, the sidecar) with a min cosine over
+    the varying output only; compare scores the model against itself as cosine 1.0, not 0.0."""
     import json
 
     import numpy as np
@@ -174,12 +175,20 @@ def test_an_output_that_is_zero_everywhere_is_named_not_counted_as_a_perfect_mat
     from tests.conftest import run_cli
 
     out = tmp_path / "zero.onnx"
-    code, stdout, err = run_cli(capsys, "export", f"{FACTORIES}:zero_head", "-o", out, "--trust-source")
+    code, _, err = run_cli(capsys, "export", f"{FACTORIES}:zero_head", "-o", out, "--trust-source")
+    line = " ".join(err.split())
+    assert code == 2 and "outputs are constant: the check proves nothing" in line and "output_1" in line
+    assert "--allow-constant-outputs" in line and not out.exists()
+    code, stdout, err = run_cli(
+        capsys, "export", f"{FACTORIES}:zero_head", "-o", out, "--trust-source", "--allow-constant-outputs"
+    )
     assert code == 0, err
     line = " ".join((stdout + err).split())
     assert "not checked" in line and "output_1" in line and "one value everywhere" in line
-    validation = json.loads((tmp_path / "zero.onnx.edgeinfer.json").read_text())["steps"][-1]["metrics"]
+    side = json.loads((tmp_path / "zero.onnx.edgeinfer.json").read_text())
+    validation = side["steps"][-1]["metrics"]
     assert validation["constant_outputs"] == ["output_1"] and validation["passed"]
+    assert side["steps"][-1]["config"]["allow_constant_outputs"] is True
     from edgeinfer.pipelines.compare import _cosines
 
     zeros = np.zeros((2, 3))
@@ -222,3 +231,17 @@ def test_a_model_that_fails_in_pytorch_itself_is_the_models_fault_not_the_export
     assert code == 2, err
     assert "the model fails in PyTorch itself" in err and "running_mean" in err
     assert "TorchScript" not in err and "torch.export" not in err and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_a_mixture_of_experts_to_onnx_is_one_line_naming_the_operator_and_the_gguf_route(smollm2_hf, tmp_path, capsys):
+    """Qwen3-MoE's expert routing has no ONNX operator: exit 2, one line naming it and saying what
+    works instead, nothing on stdout (the TorchScript exporter's graph dump stays off), no colours."""
+    from tests.conftest import run_cli
+    from tests.exporters.llm_factories import tiny_llm
+
+    src = tiny_llm("Qwen3MoeForCausalLM", tmp_path / "moe", smollm2_hf)
+    code, out, err = run_cli(capsys, "export", src, "-o", tmp_path / "moe.onnx", "--exporter", "dynamo")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and "grouped_mm" in last and "export the model to GGUF" in last
+    assert out == "" and "\x1b[" not in err and not (tmp_path / "moe.onnx").exists()

@@ -4,8 +4,8 @@ ssh://HOST` with the two models and the evaluation batches, and run there as
 run.py does, and imports nothing from edgeinfer (the device need not have it).
 
 WORKDIR holds baseline.onnx, candidate.onnx, batches.npz ("B:NAME": batch B's input NAME) and
-job.json ({"providers": [...], "threads": N or null, "runs": N}). It writes outputs.npz ("base:B",
-"cand:B": each model's first output on batch B, float32) and result.json: what ran (providers,
+job.json ({"providers": [...], "threads": N or null, "runs": N}). It writes outputs.npz ("base:B:K",
+"cand:B:K": each model's output K on batch B, float32) and result.json: what ran (providers,
 machine, versions), every timed run of each model (interleaved, alternating order), and the peak
 resident memory of a fresh process that loads the candidate and runs batch 0 once.
 """
@@ -72,7 +72,8 @@ def main(work):
         names = {i.name for i in model.get_inputs()}
         for index, batch in enumerate(data):
             result = model.run(None, {k: v for k, v in batch.items() if k in names})
-            outputs[f"{label}:{index}"] = np.asarray(result[0], dtype=np.float32)
+            for k, value in enumerate(result):
+                outputs[f"{label}:{index}:{k}"] = np.asarray(value, dtype=np.float32)
     np.savez(os.path.join(work, "outputs.npz"), **outputs)
     feeds = {label: {k: v for k, v in data[0].items() if k in {i.name for i in m.get_inputs()}}
              for label, m in (("base", base), ("cand", cand))}  # fmt: skip

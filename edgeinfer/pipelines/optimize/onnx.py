@@ -168,7 +168,7 @@ class OnnxSpace:
         return run_recipe(start, self.work / f"{cand.name}.onnx", cand.steps, self.ctx).path
 
     def measure(self, cand: Candidate) -> Measurement:
-        from edgeinfer.pipelines.compare import EvalTask, compare_models
+        from edgeinfer.pipelines.compare import EvalTask, compare_models, metric_drop
         from edgeinfer.pipelines.optimize.measurements import onnx_peak_memory_mb
         from edgeinfer.pipelines.target import engine_of, onnx_target
 
@@ -195,10 +195,7 @@ class OnnxSpace:
             runs=3 if self.stand_in else self.runs, batch_size=8, data=self._batches, progress=self.progress,
         )  # fmt: skip
         row = report.rows[1]
-        if row.delta is not None:
-            drop = -row.delta + 0.0  # accuracy points; + 0.0: no "-0.0000"
-        else:  # 1 - mean cosine, which float rounding can push a hair below 0
-            drop = max(1.0 - row.metrics.get("cosine_mean", 1.0), 0.0)
+        drop = metric_drop(row.metrics, row.delta)
         providers = [p.value for p in target.providers] if target.providers else ["cpu"]
         memory = onnx_peak_memory_mb(cand.path, self.feeds(), providers, target.threads, target.openvino_options())
         if self.stand_in:
@@ -214,7 +211,7 @@ class OnnxSpace:
 
         from edgeinfer.core.errors import ProviderUnavailableError
         from edgeinfer.core.measure import speedup_ci
-        from edgeinfer.pipelines.compare import EvalTask, resolve_task, score
+        from edgeinfer.pipelines.compare import EvalTask, metric_drop, resolve_task, score, scored_outputs
 
         assert cand.path is not None and self._batches is not None and self.remote is not None
         wanted = [p.value for p in self.profile.providers] if self.profile is not None else ["CPUExecutionProvider"]
@@ -228,12 +225,13 @@ class OnnxSpace:
             raise ProviderUnavailableError(
                 f"{self.remote.destination} ran {cand.name} without {', '.join(dropped)}", missing=", ".join(dropped)
             )
-        task = resolve_task(EvalTask.AUTO, self._batches, load_artifact(self.baseline).meta)
-        metrics, delta = score(task, outputs["base"], outputs["cand"], self._batches)
-        if delta is not None:
-            drop = -delta + 0.0
-        else:
-            drop = max(1.0 - metrics.get("cosine_mean", 1.0), 0.0)
+        meta = load_artifact(self.baseline).meta
+        task = resolve_task(EvalTask.AUTO, self._batches, meta)
+        names = list(meta.get("outputs") or [])
+        scored = scored_outputs(task, names) if names else [0]
+        picked = {label: [[batch[k] for k in scored] for batch in outputs[label]] for label in ("base", "cand")}
+        metrics, delta = score(task, picked["base"], picked["cand"], self._batches, meta.get("head"))
+        drop = metric_drop(metrics, delta)
         base_s, cand_s = result.times_s["base"], result.times_s["cand"]
         speedup, lo, hi = speedup_ci(base_s, cand_s)
         return Measurement(

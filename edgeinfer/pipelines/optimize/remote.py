@@ -209,11 +209,17 @@ class SshDevice:
             result = DeviceResult.parse(json.loads(path.read_text()), where)
         except (ValueError, TypeError, InputError) as e:
             raise BackendError(f"{self.url}: the device's result is not a measurement ({e})") from None
-        outputs: dict[str, list[np.ndarray]] = {"base": [], "cand": []}
+        outputs: dict[str, list[list[np.ndarray]]] = {"base": [], "cand": []}
         try:
             with np.load(local / "outputs.npz", allow_pickle=False) as data:
                 for label in outputs:
-                    outputs[label] = [np.asarray(data[f"{label}:{i}"], dtype=np.float32) for i in range(n_batches)]
+                    for i in range(n_batches):  # every output of the graph, in order: "base:B:K"
+                        count = sum(1 for key in data.files if key.startswith(f"{label}:{i}:"))
+                        if count == 0:
+                            raise KeyError(f"{label}:{i}:0")
+                        outputs[label].append(
+                            [np.asarray(data[f"{label}:{i}:{k}"], dtype=np.float32) for k in range(count)]
+                        )
         except (KeyError, ValueError, OSError) as e:
             raise BackendError(f"{self.url}: the device's outputs are not what was asked for ({e})") from None
         return result, outputs

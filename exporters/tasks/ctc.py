@@ -1,0 +1,42 @@
+"""CTC speech recognition (Wav2Vec2, HuBERT, WavLM ...ForCTC): per audio frame, logits over the
+character vocabulary; greedy decoding collapses repeats and drops the blank (the pad token). The
+sidecar records the blank and the word delimiter ("|") ids, which compare's WER needs."""
+
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.exporters.tasks import ExportTask, InputOptions, TaskInputs, register_task
+from edgeinfer.exporters.tasks._inputs import audio_inputs, with_output_axes
+
+WORD_DELIMITER = "|"
+MAX_VOCAB_BYTES = 16 * 2**20  # a character vocabulary is a few KB; a word-piece one a few MB
+
+
+def _inputs(model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions) -> TaskInputs:
+    from edgeinfer.core.formats import read_json_object
+
+    inputs = with_output_axes(audio_inputs, {"logits": {0: "batch", 1: "frames"}})(model, config, path, batch, options)
+    blank = config.get("pad_token_id")
+    inputs.head = {"blank": blank if isinstance(blank, int) and blank >= 0 else 0}
+    vocab_file = path / "vocab.json"
+    if vocab_file.is_file():  # the CTC tokenizer's labels: {"<pad>": 0, "|": 4, "E": 5, ...}
+        if vocab_file.stat().st_size > MAX_VOCAB_BYTES:
+            from edgeinfer.core.errors import InputError
+
+            raise InputError(f"{vocab_file} is over {MAX_VOCAB_BYTES // 2**20} MiB; a CTC vocabulary is a few KB")
+        vocab = read_json_object(vocab_file, "CTC vocabulary")
+        delimiter = vocab.get(WORD_DELIMITER)
+        if isinstance(delimiter, int) and 0 <= delimiter < int(config.get("vocab_size") or 0):
+            inputs.head["word_delimiter"] = delimiter
+    return inputs
+
+
+register_task(
+    ExportTask(
+        name="ctc",
+        auto_class="AutoModelForCTC",
+        architectures=("ForCTC",),
+        outputs=("logits",),
+        inputs=_inputs,
+    )
+)
