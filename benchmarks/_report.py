@@ -60,6 +60,19 @@ def machine() -> str:
     )
 
 
+def cpu_tag() -> str:
+    """A short name for this CPU's kind, for sections measured once per kind of CPU (the best path
+    on an Intel CPU with AMX is not the best on an AMD one): "Intel Xeon, AMX", "AMD EPYC"."""
+    from edgeinfer.devices import cpu_model, host_isa
+
+    cpu = cpu_model()
+    vendor = next(
+        (v for v in ("Intel Xeon", "AMD EPYC", "Intel Core", "AMD Ryzen", "Apple") if v.split()[-1] in cpu), cpu
+    )
+    isa = set(host_isa())
+    return vendor + (", AMX" if "amx_int8" in isa else "")
+
+
 def write_section(
     name: str, command: str, header: list[str], rows: list[list[str]], notes: str = "", machine_line: str | None = None
 ) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import minilm_dir, parse_args, write_section  # noqa: E402
+from _report import cpu_tag, minilm_dir, parse_args, write_section  # noqa: E402
 
 # What works together for Optimum's recipe (checked 2026-11-30): optimum-onnx 0.1.0 pins
 # optimum 2.1 and transformers < 4.58; torch and onnxruntime come from this environment.
@@ -341,7 +341,7 @@ def main() -> None:
         for r in rows:
             print(" | ".join(r), flush=True)
         write_section(
-            "Transformers against OpenVINO, PyTorch BF16 and Optimum",
+            f"Transformers against OpenVINO, PyTorch BF16 and Optimum ({cpu_tag()})",
             f"python benchmarks/peers.py --runs {args.runs}",
             ["shape", "variant", "p50", "vs fastest peer (95% CI)", "vs eager PyTorch FP32", "cosine", "top-10"],
             rows,
@@ -417,7 +417,7 @@ def vit_section(args) -> None:
     for r in rows:
         print(" | ".join(r), flush=True)
     write_section(
-        "ViT-Small against OpenVINO, PyTorch BF16 and Optimum",
+        f"ViT-Small against OpenVINO, PyTorch BF16 and Optimum ({cpu_tag()})",
         f"python benchmarks/peers.py --runs {args.runs}",
         ["shape", "variant", "p50", "vs fastest peer (95% CI)", "vs eager PyTorch FP32", "logit cosine"],
         rows,

@@ -12,22 +12,29 @@ WORD_DELIMITER = "|"
 MAX_VOCAB_BYTES = 16 * 2**20  # a character vocabulary is a few KB; a word-piece one a few MB
 
 
-def _inputs(model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions) -> TaskInputs:
+def head_ids(config: dict, path: Path) -> dict[str, int]:
+    """The blank id (the pad token) and, where the folder's vocab.json names it, the word delimiter's
+    id. The vocabulary is the user's file: a size budget, then an object, then an id in range."""
+    from edgeinfer.core.errors import InputError
     from edgeinfer.core.formats import read_json_object
 
-    inputs = with_output_axes(audio_inputs, {"logits": {0: "batch", 1: "frames"}})(model, config, path, batch, options)
     blank = config.get("pad_token_id")
-    inputs.head = {"blank": blank if isinstance(blank, int) and blank >= 0 else 0}
+    head = {"blank": blank if isinstance(blank, int) and blank >= 0 else 0}
     vocab_file = path / "vocab.json"
     if vocab_file.is_file():  # the CTC tokenizer's labels: {"<pad>": 0, "|": 4, "E": 5, ...}
         if vocab_file.stat().st_size > MAX_VOCAB_BYTES:
-            from edgeinfer.core.errors import InputError
-
             raise InputError(f"{vocab_file} is over {MAX_VOCAB_BYTES // 2**20} MiB; a CTC vocabulary is a few KB")
         vocab = read_json_object(vocab_file, "CTC vocabulary")
         delimiter = vocab.get(WORD_DELIMITER)
-        if isinstance(delimiter, int) and 0 <= delimiter < int(config.get("vocab_size") or 0):
-            inputs.head["word_delimiter"] = delimiter
+        if isinstance(delimiter, int) and not isinstance(delimiter, bool):
+            if 0 <= delimiter < int(config.get("vocab_size") or 0):
+                head["word_delimiter"] = delimiter
+    return head
+
+
+def _inputs(model: Any, config: dict, path: Path, batch: tuple[int, int], options: InputOptions) -> TaskInputs:
+    inputs = with_output_axes(audio_inputs, {"logits": {0: "batch", 1: "frames"}})(model, config, path, batch, options)
+    inputs.head = head_ids(config, path)
     return inputs
 
 

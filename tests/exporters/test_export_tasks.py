@@ -128,3 +128,26 @@ def test_conditional_generation_models_that_are_not_text_seq2seq_are_named(
     # Asked for its body, it is still named, not loaded as a bare model and called "incomplete".
     code, _, err = run_cli(capsys, "export", src, "-o", tmp_path / "out.onnx", "--task", "feature-extraction")
     assert code == 2 and said in err and "incomplete" not in err, err
+
+
+def test_ctc_head_ids_come_from_a_checked_vocabulary(tmp_path):
+    """vocab.json is the user's file: a word delimiter in range is recorded; one out of range, a
+    boolean or a missing one is not; a file over the budget or not a JSON object is refused."""
+    from edgeinfer.core.errors import InputError
+    from edgeinfer.exporters.tasks.ctc import MAX_VOCAB_BYTES, head_ids
+
+    vocab = tmp_path / "vocab.json"
+    config = {"pad_token_id": 0, "vocab_size": 32}
+    assert head_ids(config, tmp_path) == {"blank": 0}
+    vocab.write_text(json.dumps({"<pad>": 0, "|": 4, "E": 5}))
+    assert head_ids(config, tmp_path) == {"blank": 0, "word_delimiter": 4}
+    assert head_ids({"pad_token_id": -1, "vocab_size": 3}, tmp_path) == {"blank": 0}  # 4 is out of range
+    vocab.write_text(json.dumps({"|": True}))
+    assert head_ids(config, tmp_path) == {"blank": 0}
+    vocab.write_text(json.dumps(["<pad>", "|"]))
+    with pytest.raises(InputError, match="must hold a JSON object"):
+        head_ids(config, tmp_path)
+    with vocab.open("wb") as f:  # sparse: over the budget without writing it
+        f.truncate(MAX_VOCAB_BYTES + 1)
+    with pytest.raises(InputError, match="is over 16 MiB"):
+        head_ids(config, tmp_path)
