@@ -37,7 +37,8 @@ def counters(path: Path, feeds: dict[str, np.ndarray], runs: int) -> tuple[float
     feeds = {k: v for k, v in feeds.items() if k in names}
     for _ in range(3):
         request.infer(feeds)
-    walls, per_kernel = [], collections.Counter()
+    walls: list[float] = []
+    per_kernel: dict[tuple[str, str], float] = collections.defaultdict(float)
     for _ in range(runs):
         start = time.perf_counter()
         request.infer(feeds)

@@ -91,20 +91,26 @@ class GgufSpace:
             "runs": self.runs, "trust_source": self.ctx.trust_source,
         }  # fmt: skip
 
+    def estimate_size_bytes(self, cand: Candidate) -> float | None:
+        """The candidate's weights at its type's nominal bits per weight (None: the baseline, or a
+        type without a nominal figure). Not the file's size (llama.cpp keeps some tensors, such as
+        a large embedding, in other types), but ordered as the files are."""
+        if not cand.steps:
+            return None
+        bits = NOMINAL_BITS.get(GgufType(cand.steps[-1][1]["type"]))
+        return None if bits is None else self.params * bits / 8
+
     def estimate_memory_mb(self, cand: Candidate) -> float | None:
         """The baseline's measured peak with its weights swapped for the candidate's nominal size:
         the KV cache, compute buffers and the process stay; only the weights shrink."""
         from edgeinfer.pipelines.optimize.measurements import gguf_peak_memory_mb
 
-        if not cand.steps:
-            return None
-        bits = NOMINAL_BITS.get(GgufType(cand.steps[-1][1]["type"]))
-        if bits is None:
+        weights = self.estimate_size_bytes(cand)
+        if weights is None:
             return None
         if self.base_peak_mb is None:
             self.progress.stage(f"peak memory of the baseline at a context of {self.n_ctx} tokens (a fresh process)")
             self.base_peak_mb = gguf_peak_memory_mb(self.baseline, self.target)
-        weights = self.params * bits / 8
         return self.base_peak_mb + (weights - self.base_weight_bytes) / 2**20
 
     def build(self, cand: Candidate) -> Path:

@@ -159,6 +159,9 @@ class OnnxSpace:
     def estimate_memory_mb(self, cand: Candidate) -> float | None:
         return None  # cheap to build; measured after
 
+    def estimate_size_bytes(self, cand: Candidate) -> float | None:
+        return None  # a pass's effect on size is known once it has run
+
     def build(self, cand: Candidate) -> Path:
         from edgeinfer.pipelines.passes import run_recipe
 

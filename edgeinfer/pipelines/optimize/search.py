@@ -303,6 +303,12 @@ class SearchSpace(Protocol):
         """Peak memory expected before building (None: unknown); over budget, it is not built."""
         ...
 
+    def estimate_size_bytes(self, cand: Candidate) -> float | None:
+        """The file size expected before building (None: unknown). Estimates need not be exact, only
+        ordered as the built files are: with the size objective, a candidate estimated no smaller
+        than one that already meets every budget is not built."""
+        ...
+
     def build(self, cand: Candidate) -> Path:
         """Run the candidate's recipe on the baseline (the baseline itself for an empty recipe)."""
         ...
@@ -345,7 +351,9 @@ def search(
         if hit is not None:
             cand.load(hit)
         else:
-            if _over_memory(cand, space, budgets):
+            if _over_memory(cand, space, budgets) or (
+                objective is Objective.SIZE and _not_smaller(cand, candidates, space)
+            ):
                 continue
             try:
                 cand.path = space.build(cand)
@@ -402,6 +410,21 @@ def _over_memory(cand: Candidate, space: SearchSpace, budgets: Budgets) -> bool:
             f"not built: estimated memory {estimate:.0f} MiB > {option('max_memory_mb')} {budgets.max_memory_mb}"
         )
         return True
+    return False
+
+
+def _not_smaller(cand: Candidate, candidates: list[Candidate], space: SearchSpace) -> bool:
+    """With the size objective: `cand` is estimated no smaller than a candidate that already meets
+    every budget, whose estimate is known (an LLM type with more bits per weight), so building it
+    could not win. Building a 7B model's Q6_K takes minutes."""
+    mine = space.estimate_size_bytes(cand)
+    if mine is None:
+        return False
+    for rival in candidates:
+        theirs = space.estimate_size_bytes(rival) if rival.met and rival is not cand else None
+        if theirs is not None and theirs <= mine:
+            cand.failed.append(f"not built: estimated no smaller than {rival.name}, which meets every budget")
+            return True
     return False
 
 
