@@ -154,7 +154,7 @@ def load_pretrained(path: Path, task: str | None, allow_new_head: bool = False):
         )
     config = read_config(path)
     arch = (config.get("architectures") or [""])[0]
-    refuse_unexported(arch)
+    refuse_unexported(arch, config)
     spec = get_task(task) if task else infer_task(arch)
     check_task(config, spec.name)  # a declared architecture asked for a task it lacks fails here
     weights = sorted(path.glob("*.safetensors"))

@@ -108,9 +108,27 @@ NOT_EXPORTED = {
 }
 
 
-def refuse_unexported(architecture: str) -> None:
+# Variants of an exported architecture, told apart by config.json, that the ONNX trace cannot keep:
+# (model_type, config key, value) -> why.
+NOT_EXPORTED_VARIANTS = {
+    ("longt5", "encoder_attention_type", "transient-global"): (
+        "LongT5 with transient-global attention: the number of global blocks follows the input length, "
+        "which tracing fixes at the length traced, so the graph fails on other lengths; edgeinfer exports "
+        'LongT5 with local attention (encoder_attention_type "local")'
+    ),
+}
+
+
+def refuse_unexported(architecture: str, config: dict | None = None) -> None:
     """Refuse an architecture NOT_EXPORTED names, saying what it is, whatever --task asks for (BLIP
-    loaded as feature-extraction would fail as "incomplete": its weights are not a bare model's)."""
+    loaded as feature-extraction would fail as "incomplete": its weights are not a bare model's),
+    and a variant NOT_EXPORTED_VARIANTS names from its `config`."""
+    config = config or {}
+    for (model_type, key, value), why in NOT_EXPORTED_VARIANTS.items():
+        if config.get("model_type") == model_type and config.get(key) == value:
+            from edgeinfer.core.errors import UnsupportedError
+
+            raise UnsupportedError(f"{architecture or model_type} is {why}")
     what = next((w for prefix, w in NOT_EXPORTED.items() if architecture.startswith(prefix)), None)
     if what is not None:
         from edgeinfer.core.errors import UnsupportedError

@@ -188,3 +188,33 @@ def test_a_hostile_generation_json_is_refused_with_exit_2(base_export, capsys, t
     (copy / "generation.json").write_text(json.dumps({**settings, **edit}))
     code, _, err = run_cli(capsys, "run", copy, "--prompt", "hello", "--max-tokens", "2")
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_longt5_local_attention_exports_and_transient_global_is_refused(tmp_path, minilm_dir, capsys):
+    """LongT5's local attention traces like T5 (greedy generation checked against transformers by
+    the export); its transient-global attention counts global blocks from the input length, which
+    the trace would fix, so it is refused (exit 2) before anything is traced, not an exit 3 from
+    ONNX Runtime's Reshape."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    for attention in ("local", "transient-global"):
+        cfg = transformers.LongT5Config(
+            **SIZES, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
+            pad_token_id=0, eos_token_id=102, encoder_attention_type=attention, local_radius=8, global_block_size=4,
+        )  # fmt: skip
+        model = transformers.LongT5ForConditionalGeneration(cfg).eval()
+        for key, value in GENERATION["t5"].items():
+            setattr(model.generation_config, key, value)
+        folder = tmp_path / attention
+        model.save_pretrained(folder, safe_serialization=True)
+        for name in TOKENIZER_FILES:
+            shutil.copy(minilm_dir / name, folder / name)
+        code, _, err = run_cli(capsys, "export", folder, "-o", tmp_path / f"{attention}-onnx")
+        if attention == "local":
+            assert code == 0, err
+            assert (tmp_path / "local-onnx" / "decoder.onnx").is_file()
+        else:
+            assert code == 2 and "transient-global" in err and 'encoder_attention_type "local"' in err, err
+            assert not (tmp_path / "transient-global-onnx").exists()
