@@ -314,6 +314,12 @@ class LlamaRunner:
         self.settings = settings
         self.logits_all = logits_all
         extra_bufts = use_extra_buffers(settings)
+        if not extra_bufts and gpu_offload_build():  # asked for (--no-repack, a profile's repack = false)
+            log.warning(
+                "loading with llama.cpp's extra weight buffers off (--no-repack) on a build with GPU offload: "
+                "a CUDA build crashed (SIGSEGV) on every such load on an Intel AMX host; if this one does, "
+                "drop --no-repack"
+            )
         with _llama_log() as llama_log, model_params(extra_bufts):
             try:
                 self.llm = llama_cpp.Llama(

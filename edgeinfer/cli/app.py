@@ -196,7 +196,7 @@ Repack = Annotated[
     typer.Option(
         "--repack/--no-repack",
         help="GGUF: let llama.cpp repack weights at load for its faster CPU kernels (default: the device's "
-        "`repack`, else on, except on AMX CPUs, where this llama.cpp build crashes with them).",
+        "`repack`, else on, except on AMX CPUs with a CPU-only llama.cpp build, which crashes with them).",
         show_default=False,
     ),
 ]

@@ -1,6 +1,7 @@
 """GGUF LLMs on llama.cpp with the real SmolLM2-135M weights."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -169,7 +170,7 @@ def test_repack_switch_and_the_report_of_where_the_weights_went(artifacts, smoll
     assert (np.exp(p) * (p - q)).sum(1).mean() < 0.1 and (p.argmax(1) == q.argmax(1)).mean() > 0.8
 
 
-def test_the_load_a_gpu_host_makes_is_llama_cpps_own(smollm2, monkeypatch):
+def test_the_load_a_gpu_host_makes_is_llama_cpps_own(smollm2, monkeypatch, caplog):
     """The path an AMX host with a CUDA build takes (the H200 host of ../shared/notes/gpu-check.md),
     run here with this CPU-only build told it is one: AMX detected and GPU offload reported. The
     load must reach llama.cpp with its own default model parameters (extra buffers on, as the direct
@@ -193,6 +194,13 @@ def test_the_load_a_gpu_host_makes_is_llama_cpps_own(smollm2, monkeypatch):
     runner = rt.LlamaRunner(smollm2, rt.LlamaSettings(n_ctx=64, n_gpu_layers=999))
     assert seen == [(True, 999)]
     assert runner.report.used[0].startswith("llama.cpp GPU") and "no AMX" not in runner.report.used[0]
+    runner.close()
+
+    # Asked for explicitly there (--no-repack), the load is made as asked, with a warning naming
+    # the crash it risks: never a silent segfault.
+    with caplog.at_level(logging.WARNING, logger="edgeinfer.runtime.llama"):
+        runner = rt.LlamaRunner(smollm2, rt.LlamaSettings(n_ctx=64, extra_buffers=False))
+    assert seen[-1] == (False, 0) and "crashed (SIGSEGV)" in caplog.text and "drop --no-repack" in caplog.text
     runner.close()
 
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)

@@ -221,19 +221,18 @@ class OnnxSpace:
         providers = self.remote.providers_for(wanted)
         threads = getattr(self.profile, "threads", None)
         self.progress.stage(f"measuring {cand.name} against FP32 on {self.remote.destination}, interleaved there")
-        job = {"providers": providers, "threads": threads, "runs": self.runs}
+        meta = load_artifact(self.baseline).meta
+        task = resolve_task(EvalTask.AUTO, self._batches, meta)
+        names = list(meta.get("outputs") or [])
+        scored = scored_outputs(task, names) if names else [0]  # only these come back from the device
+        job = {"providers": providers, "threads": threads, "runs": self.runs, "outputs": scored}
         result, outputs = self.remote.measure(self.baseline, cand.path, self._batches.batches, job)
         dropped = [p for p in providers if p not in result.providers]
         if dropped:  # onnxruntime there dropped a provider it could not create for this model
             raise ProviderUnavailableError(
                 f"{self.remote.destination} ran {cand.name} without {', '.join(dropped)}", missing=", ".join(dropped)
             )
-        meta = load_artifact(self.baseline).meta
-        task = resolve_task(EvalTask.AUTO, self._batches, meta)
-        names = list(meta.get("outputs") or [])
-        scored = scored_outputs(task, names) if names else [0]
-        picked = {label: [[batch[k] for k in scored] for batch in outputs[label]] for label in ("base", "cand")}
-        metrics, delta = score(task, picked["base"], picked["cand"], self._batches, meta.get("head"))
+        metrics, delta = score(task, outputs["base"], outputs["cand"], self._batches, meta.get("head"))
         drop = metric_drop(metrics, delta)
         base_s, cand_s = result.times_s["base"], result.times_s["cand"]
         speedup, lo, hi = speedup_ci(base_s, cand_s)
