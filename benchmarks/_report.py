@@ -66,11 +66,18 @@ def cpu_tag() -> str:
     from edgeinfer.devices import cpu_model, host_isa
 
     cpu = cpu_model()
-    vendor = next(
-        (v for v in ("Intel Xeon", "AMD EPYC", "Intel Core", "AMD Ryzen", "Apple") if v.split()[-1] in cpu), cpu
-    )
-    isa = set(host_isa())
-    return vendor + (", AMX" if "amx_int8" in isa else "")
+    kind = next((tag for needle, tag in _CPU_KINDS if needle in cpu), cpu)
+    return kind + (", AMX" if "amx_int8" in set(host_isa()) else "")
+
+
+# (what the CPU's model name contains, the section's name for it)
+_CPU_KINDS = (
+    ("Xeon", "Intel Xeon"),
+    ("EPYC", "AMD EPYC"),
+    ("Core", "Intel Core"),
+    ("Ryzen", "AMD Ryzen"),
+    ("Apple", "Apple"),
+)
 
 
 def write_section(

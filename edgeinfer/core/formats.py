@@ -49,9 +49,22 @@ def _first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------- JSON
 
 
-def read_json_object(path: Path, what: str, hint: str = "replace it") -> dict[str, Any]:
-    """A JSON file that must hold an object (config.json, tokenizer.json, a sidecar)."""
+MAX_JSON_BYTES = 64 << 20  # config, sidecar, manifest: a few KB; Gemma 3's tokenizer.json is 33 MB
+MAX_TEXT_BYTES = 64 << 20  # a text to score or calibrate on: a book is a few MB
+
+
+def _within_budget(path: Path, what: str, max_bytes: int) -> None:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"{what} {path} is {size / 2**20:,.0f} MiB; at most {max_bytes >> 20} MiB are read")
+
+
+def read_json_object(
+    path: Path, what: str, hint: str = "replace it", max_bytes: int = MAX_JSON_BYTES
+) -> dict[str, Any]:
+    """A JSON file of bounded size that must hold an object (config.json, tokenizer.json, a sidecar)."""
     try:
+        _within_budget(Path(path), what, max_bytes)
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{what} {path} is not text (binary or corrupt); {hint}") from None
@@ -66,15 +79,10 @@ def read_json_object(path: Path, what: str, hint: str = "replace it") -> dict[st
     return data
 
 
-MAX_TEXT_BYTES = 64 << 20  # a text to score or calibrate on: a book is a few MB
-
-
 def read_text_file(path: Path, what: str = "text file", max_bytes: int = MAX_TEXT_BYTES) -> str:
     """A UTF-8 text file of bounded size, or one line saying why not (binary, another encoding)."""
     path = require_file(path, what)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise InputError(f"{what} {path} is {size / 2**20:,.0f} MiB; at most {max_bytes >> 20} MiB are read")
+    _within_budget(path, what, max_bytes)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -17,11 +18,14 @@ import pytest
 
 from tests.conftest import run_cli
 
+_PROGRESS = re.compile(r"\[ *\d+\.\ds\] ")
+
 
 def assert_refused(code: int, stderr: str, *, contains: str | None = None, expect: int = 2) -> None:
     assert code == expect, stderr
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    # Progress lines ("[    2.1s] loading ...") start after 2 s on a busy machine; the refusal is one line.
+    lines = [line for line in stderr.strip().splitlines() if line.strip() and not _PROGRESS.match(line)]
     assert len(lines) == 1, stderr
     if contains is not None:
         assert contains.lower() in stderr.lower(), stderr
@@ -369,6 +373,19 @@ def test_broken_tokenizer_or_config_is_one_line(capsys, minilm_dir, tmp_path, fi
         (folder / "vocab.txt").unlink(missing_ok=True)  # the tokenizer must come from tokenizer.json
     code, _, stderr = run_cli(capsys, "export", folder, "-o", tmp_path / "out.onnx")
     assert_refused(code, stderr)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("file", ["config.json", "tokenizer.json"])
+def test_a_json_file_over_its_budget_is_refused_before_it_is_read(capsys, minilm_dir, tmp_path, file):
+    from edgeinfer.core.formats import MAX_JSON_BYTES
+
+    folder = tmp_path / "model"
+    shutil.copytree(minilm_dir, folder)
+    with (folder / file).open("r+b") as f:  # sparse: over the budget without writing it
+        f.truncate(MAX_JSON_BYTES + 1)
+    code, _, stderr = run_cli(capsys, "export", folder, "-o", tmp_path / "out.onnx")
+    assert_refused(code, stderr, contains=f"at most {MAX_JSON_BYTES >> 20} MiB are read")
     assert not (tmp_path / "out.onnx").exists()
 
 

@@ -144,10 +144,13 @@ def test_ctc_head_ids_come_from_a_checked_vocabulary(tmp_path):
     assert head_ids({"pad_token_id": -1, "vocab_size": 3}, tmp_path) == {"blank": 0}  # 4 is out of range
     vocab.write_text(json.dumps({"|": True}))
     assert head_ids(config, tmp_path) == {"blank": 0}
+    assert head_ids({"pad_token_id": True, "vocab_size": 32}, tmp_path)["blank"] == 0  # a boolean is no id
+    assert head_ids({"pad_token_id": 40, "vocab_size": 32}, tmp_path)["blank"] == 0  # nor one past the vocabulary
+    assert head_ids({"pad_token_id": 3, "vocab_size": 32}, tmp_path)["blank"] == 3
     vocab.write_text(json.dumps(["<pad>", "|"]))
     with pytest.raises(InputError, match="must hold a JSON object"):
         head_ids(config, tmp_path)
     with vocab.open("wb") as f:  # sparse: over the budget without writing it
         f.truncate(MAX_VOCAB_BYTES + 1)
-    with pytest.raises(InputError, match="is over 16 MiB"):
+    with pytest.raises(InputError, match="at most 16 MiB are read"):
         head_ids(config, tmp_path)

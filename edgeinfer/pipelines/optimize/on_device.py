@@ -4,9 +4,9 @@ ssh://HOST` with the two models and the evaluation batches, and run there as
 run.py does, and imports nothing from edgeinfer (the device need not have it).
 
 WORKDIR holds baseline.onnx, candidate.onnx, batches.npz ("B:NAME": batch B's input NAME) and
-job.json ({"providers": [...], "threads": N or null, "runs": N, "outputs": [K, ...] or null}). It
-writes outputs.npz ("base:B:K", "cand:B:K": each model's output K on batch B, float32; only the
-outputs job.json lists, the ones scored, else all) and result.json: what ran (providers,
+job.json ({"providers": [...], "threads": N or null, "runs": N, "outputs": [K, ...]}). It writes
+outputs.npz ("base:B:K", "cand:B:K": each model's output K on batch B, float32; only the outputs
+job.json lists, the ones scored) and result.json: what ran (providers,
 machine, versions), every timed run of each model (interleaved, alternating order), and the peak
 resident memory of a fresh process that loads the candidate and runs batch 0 once.
 """
@@ -65,7 +65,7 @@ def peak_memory_mb(model, feeds_path, providers, threads):
 def main(work):
     job = json.load(open(os.path.join(work, "job.json")))
     providers, threads, runs = job["providers"], job["threads"], int(job["runs"])
-    wanted = job.get("outputs")  # the output indices scored (a detector's boxes, not its hidden states)
+    wanted = job["outputs"]  # the output indices scored (a detector's boxes, not its hidden states)
     base = session(os.path.join(work, "baseline.onnx"), ["CPUExecutionProvider"], threads)
     cand = session(os.path.join(work, "candidate.onnx"), providers, threads)
     data = batches(os.path.join(work, "batches.npz"))
@@ -75,7 +75,7 @@ def main(work):
         for index, batch in enumerate(data):
             result = model.run(None, {k: v for k, v in batch.items() if k in names})
             for k, value in enumerate(result):
-                if wanted is None or k in wanted:
+                if k in wanted:
                     outputs[f"{label}:{index}:{k}"] = np.asarray(value, dtype=np.float32)
     np.savez(os.path.join(work, "outputs.npz"), **outputs)
     feeds = {label: {k: v for k, v in data[0].items() if k in {i.name for i in m.get_inputs()}}

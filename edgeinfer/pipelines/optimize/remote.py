@@ -178,7 +178,7 @@ class SshDevice:
 
     def measure(self, baseline: Path, candidate: Path, batches: list[dict[str, np.ndarray]], job: dict) -> tuple:
         """Ship and measure one candidate; (DeviceResult, {"base": [outputs], "cand": [outputs]}), the
-        outputs of each batch being those job["outputs"] lists (indices), or all."""
+        outputs of each batch being those job["outputs"] lists (indices)."""
         with scratch_dir("remote") as tmp:
             local = Path(tmp)
             os.symlink(Path(baseline).resolve(), local / "baseline.onnx")
@@ -201,11 +201,10 @@ class SshDevice:
                     self.ssh(f"rm -rf -- {q}", timeout=60)
                 except BackendError:
                     pass
-            return self._read(local, len(batches), job.get("outputs"))
+            return self._read(local, len(batches), job["outputs"])
 
-    def _read(self, local: Path, n_batches: int, wanted: list[int] | None = None) -> tuple:
-        """The device's result and, per model and batch, the outputs `wanted` (indices, in that
-        order; None: every output the graph has, in order)."""
+    def _read(self, local: Path, n_batches: int, wanted: list[int]) -> tuple:
+        """The device's result and, per model and batch, the outputs `wanted` (indices, in that order)."""
         where = f"{self.url} result.json"
         path = local / "result.json"
         try:
@@ -217,14 +216,7 @@ class SshDevice:
             with np.load(local / "outputs.npz", allow_pickle=False) as data:
                 for label in outputs:
                     for i in range(n_batches):  # "base:B:K": output K on batch B
-                        keys = (
-                            wanted
-                            if wanted is not None
-                            else range(sum(1 for key in data.files if key.startswith(f"{label}:{i}:")))
-                        )
-                        if not keys:
-                            raise KeyError(f"{label}:{i}:0")
-                        outputs[label].append([np.asarray(data[f"{label}:{i}:{k}"], dtype=np.float32) for k in keys])
+                        outputs[label].append([np.asarray(data[f"{label}:{i}:{k}"], dtype=np.float32) for k in wanted])
         except (KeyError, ValueError, OSError) as e:
             raise BackendError(f"{self.url}: the device's outputs are not what was asked for ({e})") from None
         return result, outputs
