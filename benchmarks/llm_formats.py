@@ -11,8 +11,10 @@ of the shipped public-domain text in windows of 256.
 
 A second table puts the importance-aware files beside their plain twins: llama.cpp's Q4_K_M,
 Q3_K_M, Q2_K and Q4_0 with and without `--calib`, and the ONNX INT4 folders (the builder's own
-round-to-nearest, edgeinfer's recipe without and with `--calib`), calibrated on the shipped
-sentences.txt and scored on the disjoint public-domain text, all of it (about 2,800 tokens).
+round-to-nearest, edgeinfer's recipe without and with `--calib`, and the calibrated recipe with its
+layers' bytes set so the model is as large as Q4_K_M's file, then 1.15x as large: where ONNX's 4/8
+bits meet Q4_K_M's mostly 5.5-bit quality), calibrated on the shipped sentences.txt and scored on
+the disjoint public-domain text, all of it (about 2,800 tokens).
 
 `--only gemma3`: the second real-weight LLM, Gemma 3 270M as shipped (Q4_K_M), against its Q8_0
 and Q4_0 requantizations (no float weights of it ship offline).
@@ -71,6 +73,9 @@ def importance_table(args, f16: Path) -> None:
         candidates.append(folder)
         if name != "builder":
             twins[folder.name] = "smollm2-onnx-int4-builder"
+    for folder in _sized_like(args, candidates[-1], args.out / "smollm2-q4_k_m.gguf", calib, seconds):
+        candidates.append(folder)
+        twins[folder.name] = "smollm2-q4_k_m.gguf"  # the file whose size it is held to
     report = compare_llms(f16, candidates, PUBLIC_DOMAIN_TEXT, window=256, max_tokens=4096, reps=args.runs)
     kl = {Path(r.model).name: r.kl_mean or 0.0 for r in report.rows}
     rows = []
@@ -102,9 +107,42 @@ def importance_table(args, f16: Path) -> None:
         "addresses, every token, windows of 256): the texts share nothing. `-imatrix` rows: `quantize --method T "
         "--calib sentences.txt`, the importance matrix computed fresh (its time is in 'made in s'); their twin is "
         "llama.cpp's plain quantization of the same type, same size. ONNX rows: the model builder's round-to-nearest "
-        "INT4 (`--int4-recipe builder`), edgeinfer's recipe without and with `--calib sentences.txt` (GPTQ); their "
-        "twin is the builder's INT4.",
+        "INT4 (`--int4-recipe builder`), edgeinfer's recipe without and with `--calib sentences.txt` (GPTQ, the "
+        "layers' bits placed by each weight's measured damage within the bytes llama.cpp's Q4_K_M rule spends); "
+        "their twin is the builder's INT4. `-1.00x-q4_k_m` / `-1.15x-q4_k_m`: the calibrated recipe with the "
+        "layers' byte budget set (API: quantize_folder(layer_bytes=...)) so the model files take 1.00x / 1.15x "
+        "the bytes of Q4_K_M's file; their twin is that Q4_K_M.",
     )
+
+
+def _sized_like(args, calibrated: Path, q4km: Path, calib: Path, seconds: dict) -> list[Path]:
+    """edgeinfer's calibrated INT4 with its layers' bytes set so the model files take 1.00x and
+    1.15x the bytes of Q4_K_M's file (the API's layer_bytes; the CLI spends what Q4_K_M's rule does)."""
+    import json
+    import time
+
+    from edgeinfer.examples.smollm2 import hf_dir
+    from edgeinfer.exporters.genai import build_genai
+    from edgeinfer.pipelines.genai_int4 import quantize_folder, token_chunks
+
+    def onnx_bytes(folder: Path) -> int:  # what compare counts as a GenAI folder's size
+        return sum(f.stat().st_size for f in folder.iterdir() if f.name.startswith("model.onnx"))
+
+    float_folder = args.out / "smollm2-onnx-fp32-float"
+    if not float_folder.exists():
+        build_genai(hf_dir(), float_folder, "fp32", 32)
+    placement = json.loads((calibrated / "edgeinfer.json").read_text())["quantization"]["placement"]
+    chunks = token_chunks(hf_dir(), calib.read_text(encoding="utf-8"))
+    made = []
+    for ratio in (1.0, 1.15):
+        folder = args.out / f"smollm2-onnx-int4-edgeinfer-calib-{ratio:.2f}x-q4_k_m"
+        if not folder.exists():
+            layer_bytes = placement["budget_bytes"] - (onnx_bytes(calibrated) - int(ratio * q4km.stat().st_size))
+            start = time.perf_counter()
+            quantize_folder(float_folder, folder, block_size=32, chunks=chunks, layer_bytes=layer_bytes)
+            seconds[folder.name] = time.perf_counter() - start
+        made.append(folder)
+    return made
 
 
 def gemma3_table(args) -> None:

@@ -2,11 +2,14 @@
 graph, then compress.onnx_nbits quantizes its weights with a mixed plan, importance-aware when a
 calibration text is given.
 
-The plan follows llama.cpp's Q4_K_M placement: the output head (which a tied embedding shares)
-and, in the first and last eighth of the layers and every third between, the down-projections and
-the attention input projections keep 8 bits; everything else is 4-bit, asymmetric, in blocks of
-`block_size`. Every node computes with int8 activations (accuracy level 4), the CPU's fast kernels:
-on SmolLM2 a float-activation 8-bit head generated 20x slower at the same KL.
+Without a calibration text the plan follows llama.cpp's Q4_K_M placement: the output head (which a
+tied embedding shares) and, in the first and last eighth of the layers and every third between, the
+down-projections and the attention input projections keep 8 bits; everything else is 4-bit,
+asymmetric, in blocks of `block_size`. With one, the head keeps 8 bits and the bytes that placement
+spends on the layers are placed by each weight's measured damage instead (compress.onnx_nbits_plan:
+4 bits in blocks of 2x, 1x or 0.5x `block_size`, or 8 bits), then GPTQ quantizes every weight as
+planned. Every node computes with int8 activations (accuracy level 4), the CPU's fast kernels: on
+SmolLM2 a float-activation 8-bit head generated 20x slower at the same KL.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RECIPES = ("edgeinfer", "builder")
 MAX_CHUNKS = 64  # GPTQ's Hessians need fewer tokens than an importance matrix (imatrix.MAX_CHUNKS)
+SENSITIVITY_TOKENS = 128  # one run per weight: enough to rank them (SmolLM2: 150 runs, about a minute)
 _LAYER = re.compile(r"layers\.(\d+)\.")
 
 
@@ -83,10 +87,13 @@ def quantize_folder(
     *,
     block_size: int,
     chunks: list[list[int]] | None,
+    layer_bytes: int | None = None,
     progress: Progress = QUIET,
 ) -> dict[str, Any]:
     """Write into `output` the GenAI folder `float_folder` (the builder's FP32) with its weights
-    quantized by the mixed plan; with `chunks` (token ids), GPTQ on the activations' statistics.
+    quantized by the mixed plan; with `chunks` (token ids), the layers' bits placed by measured
+    sensitivity within `layer_bytes` (default: what llama.cpp's Q4_K_M rule spends on them) and
+    GPTQ on the activations' statistics.
 
     Returns the recipe as the sidecar records it, with every weight's bits and error.
     """
@@ -108,8 +115,14 @@ def quantize_folder(
         progress.stage(f"calibrating on {sum(map(len, chunks))} tokens")
         stats = activation_stats(model_file, calibration_feeds(float_folder, chunks))
     inits = {i.name: i for i in model.graph.initializer}
-    widths = {name: int(inits[name].dims[0]) for name in matmul_weights(model)}  # ONNX B is [K, N]
-    plan = mixed_plan(widths, int(decoder["num_hidden_layers"]), block_size)
+    shapes = {name: (int(inits[name].dims[0]), int(inits[name].dims[1])) for name in matmul_weights(model)}  # [K, N]
+    plan = mixed_plan({name: k for name, (k, _) in shapes.items()}, int(decoder["num_hidden_layers"]), block_size)
+    placement: dict[str, Any] = {"by": "llama.cpp's Q4_K_M rule"}
+    if chunks and stats is not None:
+        placement = _place_by_sensitivity(
+            float_folder, decoder, chunks[0], stats, plan, shapes, block_size, layer_bytes, progress
+        )
+        plan.update(placement.pop("plan"))
     progress.stage(
         f"quantizing {len(plan)} weights ({'GPTQ' if stats and stats.gram else 'importance' if stats else 'grid search'})"
     )
@@ -138,6 +151,10 @@ def quantize_folder(
         all_tensors_to_one_file=True,
         location=decoder["filename"] + ".data",
     )
+    kl_alone = placement.pop("kl_4bit_alone", {})
+    for row in rows:
+        if row["weight"] in kl_alone:
+            row["kl_4bit_alone"] = kl_alone[row["weight"]]
     bits = {b: sum(r["bits"] == b for r in rows) for b in sorted({r["bits"] for r in rows})}
     return {
         "recipe": "edgeinfer",
@@ -145,7 +162,48 @@ def quantize_folder(
         "calibration_tokens": stats.tokens if stats else 0,
         "bits": {str(b): n for b, n in bits.items()},
         "tied_embedding": head is not None,
+        "placement": placement,
         "weights": rows,
+    }
+
+
+def _place_by_sensitivity(
+    folder: Path,
+    decoder: dict[str, Any],
+    chunk: list[int],
+    stats: Any,
+    rule: dict[str, Any],
+    shapes: dict[str, tuple[int, int]],
+    block_size: int,
+    layer_bytes: int | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The layers' weights placed by their measured damage within `layer_bytes`, by default the
+    bytes `rule` spends on them."""
+    from edgeinfer.compress.onnx_nbits_plan import allocate, measure_sensitivity, plan_bytes, summary
+
+    layers = [name for name in rule if _LAYER.search(name)]
+    tokens = chunk[:SENSITIVITY_TOKENS]
+    progress.stage(f"measuring what 4 bits cost each of {len(layers)} weights, on {len(tokens)} tokens")
+    feed = next(calibration_feeds(folder, [tokens]))
+    options = measure_sensitivity(
+        folder / decoder["filename"],
+        feed,
+        decoder["outputs"]["logits"],
+        layers,
+        stats.importance,
+        block_size,
+        advance=progress.advance,
+    )
+    budget = layer_bytes or plan_bytes({name: rule[name] for name in layers}, shapes)
+    plan = allocate(options, budget)
+    return {
+        "by": "measured sensitivity",
+        "tokens": len(tokens),
+        "budget_bytes": budget,
+        "bytes": plan_bytes(plan, shapes),
+        **summary(options, plan),
+        "plan": plan,
     }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeinfer.core.errors import InputError
 from tests.conftest import run_cli
 
 
@@ -107,6 +108,81 @@ def test_importance_weighted_grid_and_gptq_lower_the_errors_they_target():
     assert (dequantize(*plain).max(axis=1) <= symmetric_range * 1.2).all()  # the grid covers, not overshoots
 
 
+@pytest.mark.parametrize("bits,block,k", [(4, 32, 96), (4, 64, 128), (8, 128, 256)])
+def test_the_bytes_a_plan_counts_are_the_bytes_written(bits, block, k):
+    from onnx import numpy_helper
+
+    from edgeinfer.compress.onnx_nbits import NodePlan, quantize_model
+    from edgeinfer.compress.onnx_nbits_plan import node_bytes
+
+    model, _ = _tied_model(k, 40)
+    quantize_model(model, {"W": NodePlan(bits, block)}, {}, embedding="W")
+    stored = {f"W_Q{bits}", "W_scales", "W_zero_points"}
+    written = sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer if i.name in stored)
+    assert written == node_bytes(k, 40, NodePlan(bits, block))
+
+
+def test_allocation_spends_the_budget_where_it_saves_the_most_kl():
+    from edgeinfer.compress.onnx_nbits import NodePlan
+    from edgeinfer.compress.onnx_nbits_plan import Option, allocate
+
+    def opts(scale):  # 4 bits in blocks of 64, 32 and 16, then 8 bits: bytes up, KL down
+        return [
+            Option(NodePlan(4, 64), 90, 1.5 * scale),
+            Option(NodePlan(4, 32), 100, 1.0 * scale, measured=True),
+            Option(NodePlan(4, 16), 125, 0.95 * scale),  # above the hull: never worth its bytes
+            Option(NodePlan(8, 128), 170, 0.01 * scale),
+        ]
+
+    options = {"a": opts(1.0), "b": opts(100.0), "c": opts(2.0)}
+    assert set(allocate(options, 270).values()) == {NodePlan(4, 64)}  # the smallest fits, nothing more
+    assert allocate(options, 3 * 170) == dict.fromkeys(options, NodePlan(8, 128))  # room for every upgrade
+    plan = allocate(options, 90 + 90 + 170)  # room for one 8-bit weight: the one 100x as sensitive
+    assert plan == {"a": NodePlan(4, 64), "b": NodePlan(8, 128), "c": NodePlan(4, 64)}
+    plan = allocate(options, 90 + 100 + 100 + 170)
+    assert plan["b"] == NodePlan(8, 128) and NodePlan(4, 16) not in plan.values()
+    with pytest.raises(InputError, match="over the budget"):
+        allocate(options, 200)
+
+
+def test_sensitivity_is_measured_on_the_models_output(tmp_path):
+    """Two weights feed the logits, one through a factor of 100: quantizing it alone costs far more
+    KL, 8 bits cost less than 4, and the model file is left as it was."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeinfer.compress.onnx_nbits_plan import measure_sensitivity
+
+    rng = np.random.default_rng(1)
+    k, n = 64, 48
+    weights = {f"layers.{i}.w": rng.standard_normal((k, n)).astype(np.float32) * 0.3 for i in range(2)}
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "layers.0.w"], ["big"]),
+            helper.make_node("Mul", ["big", "hundred"], ["loud"]),
+            helper.make_node("MatMul", ["x", "layers.1.w"], ["quiet"]),
+            helper.make_node("Add", ["loud", "quiet"], ["logits"]),
+        ],
+        "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, n])],
+        [numpy_helper.from_array(np.array(100.0, np.float32), "hundred")]
+        + [numpy_helper.from_array(w, name) for name, w in weights.items()],
+    )
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    before = path.read_bytes()
+    x = rng.standard_normal((32, k)).astype(np.float32) * 0.05
+    seen = []
+    found = measure_sensitivity(path, {"x": x}, "logits", list(weights), {}, 32, advance=lambda d, t: seen.append(d))
+    assert seen == [1, 2] and path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["two.onnx"]
+    kl = {name: {(o.plan.bits, o.plan.block): o.kl for o in opts} for name, opts in found.items()}
+    assert all(sum(o.measured for o in opts) == 1 for opts in found.values())
+    assert kl["layers.0.w"][(4, 32)] > 100 * kl["layers.1.w"][(4, 32)] > 0
+    for by_plan in kl.values():
+        assert by_plan[(8, 64)] < 0.05 * by_plan[(4, 32)] and by_plan[(4, 16)] < by_plan[(4, 32)] < by_plan[(4, 64)]
+
+
 def test_calib_on_exports_that_cannot_use_it_is_refused(capsys, tmp_path, lenet_onnx, smollm2_hf):
     text = tmp_path / "t.txt"
     text.write_text("calibration text " * 100)
@@ -143,7 +219,13 @@ def test_smollm2_int4_with_calib_beats_the_builders_int4_on_another_text(smollm2
     assert code == 0, err
     q = json.loads(out)["quantization"]
     assert q["method"] == "gptq" and q["calibration_tokens"] > 1000 and q["tied_embedding"]
-    assert q["bits"]["8"] == 29 and q["bits"]["4"] == 122  # the head, 14 layers' down and qkv projections
+    # Placed by each weight's measured damage, within the bytes llama.cpp's Q4_K_M rule would spend
+    placement = q["placement"]
+    assert placement["by"] == "measured sensitivity" and placement["bytes"] <= placement["budget_bytes"]
+    rows = {r["weight"]: r for r in q["weights"]}
+    assert rows["lm_head.MatMul.weight"]["bits"] == 8 and 20 < q["bits"]["8"] < 60
+    alone = sorted(r["kl_4bit_alone"] for r in rows.values() if "kl_4bit_alone" in r)
+    assert len(alone) == 150 and alone[-1] > 10 * alone[len(alone) // 2]  # a few weights matter far more
     record = json.loads((ours / "edgeinfer.json").read_text())
     assert record["recipe"] == "edgeinfer" and record["quantization"]["calibration_text"] == "calib.txt"
     code, _, err = run_cli(capsys, "export", smollm2_hf, "-o", builder, "--int4-recipe", "builder")

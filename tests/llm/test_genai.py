@@ -148,6 +148,8 @@ def test_a_float_genai_folder_quantizes_to_int4_with_calib_and_bad_requests_exit
     assert code == 0, err
     report = json.loads(stdout)
     assert report["quantization"]["method"] == "gptq" and report["quantization"]["calibration_tokens"] > 500
+    placement = report["quantization"]["placement"]  # the layers' bits placed by their measured damage
+    assert placement["by"] == "measured sensitivity" and 0 < placement["bytes"] <= placement["budget_bytes"]
     assert report["validation"]["logits_parity"]["kl_mean"] <= 2.5
     record = json.loads((out / "edgeinfer.json").read_text())
     assert record["recipe"] == "edgeinfer" and record["source"] == str(exported["fp32"].folder.resolve())
