@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import parse_args, write_section  # noqa: E402
+from _report import cpu_tag, parse_args, write_section  # noqa: E402
 
 # The columns `edgeinfer compare` prints for LLMs, with the model and its runtime first.
 COLUMNS = ["model", "runtime", "MiB", "bpw", "pp128 tok/s", "tg32 tok/s", "peak MiB", "perplexity", "KL mean",
@@ -93,8 +93,8 @@ def importance_table(args, f16: Path) -> None:
             ]
         )
         print(rows[-1], flush=True)
-    write_section(
-        "4-bit LLMs with an importance matrix: SmolLM2-135M, calibrated on one text, scored on another",
+    write_section(  # one section per kind of CPU: llama.cpp's and ONNX Runtime's kernels differ on each
+        f"4-bit LLMs with an importance matrix: SmolLM2-135M, calibrated on one text, scored on another ({cpu_tag()})",
         f"python benchmarks/llm_formats.py --runs {args.runs} --only importance",
         [
             *COLUMNS,
