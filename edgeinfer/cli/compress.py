@@ -39,7 +39,7 @@ _QuantizeMethod = Annotated[
 _QuantizeCalib = Annotated[
     Optional[str],
     typer.Option(
-        help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts. GGUF: a text file; edgeinfer computes its importance matrix (cached) and weights every quantized block by it."
+        help="Calibration data: .npz of input batches, a folder of them, a .txt of sentences (tokenized with the model's tokenizer), or package.module:function yielding dicts. GGUF: a text file; edgeinfer computes its importance matrix (cached) and weights every quantized block by it. A GenAI folder to int4: a text file; each weight's 4-bit damage measured on it places the 8-bit weights, then GPTQ."
     ),
 ]
 _QuantizeCalibSamples = Annotated[Optional[int], typer.Option(min=1, help="Use at most this many calibration samples.")]

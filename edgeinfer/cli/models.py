@@ -96,8 +96,9 @@ _ExportBlockSize = Annotated[
 _ExportCalib = Annotated[
     Optional[Path],
     typer.Option(
-        help="ONNX Runtime GenAI INT4: a text to calibrate on; the weights are quantized by GPTQ on its "
-        "activations (default: no calibration, an importance-free grid search)."
+        help="ONNX Runtime GenAI INT4: a text to calibrate on; each layer weight's 4-bit damage is measured on "
+        "it to place the 8-bit weights and block sizes, and the weights are quantized by GPTQ on its "
+        "activations (default: no calibration, llama.cpp's Q4_K_M placement and a grid search)."
     ),
 ]
 _ExportInt4Recipe = Annotated[
@@ -263,6 +264,13 @@ def print_genai(output: Path, result, precision: str, block_size: int, as_json: 
         how = {"gptq": f"GPTQ on {q['calibration_tokens']} calibration tokens", "importance": "importance-weighted",
                "weighted-grid": "grid search, no calibration text"}[q["method"]]  # fmt: skip
         table.add_row("recipe", f"edgeinfer: {bits}; {how}")
+        placement = q.get("placement") or {}
+        if placement.get("by") == "measured sensitivity":
+            table.add_row(
+                "placement",
+                f"by each weight's measured 4-bit damage on {placement['tokens']} tokens, "
+                f"{mb(placement['bytes'])} for the layers (the Q4_K_M rule's {mb(placement['budget_bytes'])})",
+            )
     table.add_row(
         "vs transformers",
         f"KL mean {p['kl_mean']:.4f} (<= {p['tolerance']['kl_mean']}), top-1 {p['top1_agreement']:.3f} "
