@@ -177,11 +177,26 @@ class ActivationStats:
 MAX_GRAM_BYTES = 3 << 30  # Gram matrices are K x K per distinct activation: 2 GB is a 7B model's layers
 
 
+def probe_session(model: Any, model_path: Path, purpose: str) -> Any:
+    """A CPU session over `model`, an edited copy of the graph at `model_path` (extra outputs or
+    inputs), saved beside the external data it names for ONNX Runtime to read, then removed."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = model_path.parent / f".{model_path.stem}.{purpose}.onnx"
+    onnx.save(model, str(probe))
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(str(probe), options, providers=["CPUExecutionProvider"])
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def activation_stats(model_path: Path, feeds: Iterable[dict[str, np.ndarray]], *, gram: bool = True) -> ActivationStats:
     """Run the float model on each feed and collect, per MatMul weight, statistics of the
     activations that multiply it over every token: exact for this graph."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(model_path), load_external_data=False)
     nodes = matmul_weights(model)
@@ -192,29 +207,22 @@ def activation_stats(model_path: Path, feeds: Iterable[dict[str, np.ndarray]], *
     for name in acts:
         if name not in outputs:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    probe = model_path.parent / f".{model_path.stem}.calibration.onnx"  # beside the external data it names
-    onnx.save(model, str(probe))
-    try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(probe), options, providers=["CPUExecutionProvider"])
-        sums: dict[str, np.ndarray] = {}
-        grams: dict[str, np.ndarray] = {}
-        count = 0
-        for feed in feeds:
-            values = [np.asarray(v, np.float32) for v in session.run(acts, feed)]
-            if gram and not grams and sum(v.shape[-1] ** 2 * 8 for v in values) > MAX_GRAM_BYTES:
-                gram = False  # GPTQ's statistics would not fit: importance only
-            for name, value in zip(acts, values, strict=True):
-                flat = value.reshape(-1, value.shape[-1])
-                sq = np.einsum("tk,tk->k", flat, flat, dtype=np.float64)
-                sums[name] = sums[name] + sq if name in sums else sq
-                if gram:
-                    g = (flat.T @ flat).astype(np.float64)
-                    grams[name] = grams[name] + g if name in grams else g
-            count += int(np.prod(values[0].shape[:-1]))
-    finally:
-        probe.unlink(missing_ok=True)
+    session = probe_session(model, model_path, "calibration")
+    sums: dict[str, np.ndarray] = {}
+    grams: dict[str, np.ndarray] = {}
+    count = 0
+    for feed in feeds:
+        values = [np.asarray(v, np.float32) for v in session.run(acts, feed)]
+        if gram and not grams and sum(v.shape[-1] ** 2 * 8 for v in values) > MAX_GRAM_BYTES:
+            gram = False  # GPTQ's statistics would not fit: importance only
+        for name, value in zip(acts, values, strict=True):
+            flat = value.reshape(-1, value.shape[-1])
+            sq = np.einsum("tk,tk->k", flat, flat, dtype=np.float64)
+            sums[name] = sums[name] + sq if name in sums else sq
+            if gram:
+                g = (flat.T @ flat).astype(np.float64)
+                grams[name] = grams[name] + g if name in grams else g
+        count += int(np.prod(values[0].shape[:-1]))
     if not count:
         raise InputError("no calibration tokens were run")
     return ActivationStats(

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.compress.imatrix import weighted_error
-from edgeinfer.compress.onnx_nbits import NodePlan, dequantize, matmul_weights, quantize_blocks, widest_block
+from edgeinfer.compress.onnx_nbits import (
+    NodePlan,
+    dequantize,
+    matmul_weights,
+    probe_session,
+    quantize_blocks,
+    widest_block,
+)
 from edgeinfer.core.errors import InputError
 
 SAMPLE_ROWS = 128  # rows of a weight whose errors scale the measured KL to the other options
@@ -70,7 +77,6 @@ def measure_sensitivity(
     4-bit option in blocks of `block` is measured (that weight alone quantized), the others scaled
     from it by their importance-weighted error."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
 
     model = onnx.load(str(model_path), load_external_data=False)
@@ -82,14 +88,7 @@ def measure_sensitivity(
     for name in weights:  # an initializer that is also a graph input can be replaced per run
         init = inits[name]
         model.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
-    probe = model_path.parent / f".{model_path.stem}.sensitivity.onnx"  # beside the external data it names
-    onnx.save(model, str(probe))
-    try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(probe), options, providers=["CPUExecutionProvider"])
-    finally:
-        probe.unlink(missing_ok=True)
+    session = probe_session(model, model_path, "sensitivity")
     base_dir = str(model_path.parent)
 
     def log_probs(extra: dict[str, np.ndarray]) -> np.ndarray:
