@@ -57,17 +57,45 @@ def mixed_plan(widths: dict[str, int], n_layers: int, block: int) -> dict[str, A
     return plan
 
 
+# The names onnxruntime-genai gives the decoder's inputs and outputs when genai_config.json omits them.
+_DEFAULT_NAMES = {
+    "input_ids": "input_ids",
+    "attention_mask": "attention_mask",
+    "past_key_names": "past_key_values.%d.key",
+    "past_value_names": "past_key_values.%d.value",
+    "logits": "logits",
+}
+
+
+def decoder_names(decoder: dict[str, Any]) -> dict[str, str]:
+    """The decoder's input and output names from its genai_config.json section, as onnxruntime-genai
+    reads them (its defaults where the file names none)."""
+    given = {**(decoder.get("inputs") or {}), **(decoder.get("outputs") or {})}
+    names = {key: given.get(key, default) for key, default in _DEFAULT_NAMES.items()}
+    for key, value in names.items():
+        if not isinstance(value, str) or (key.startswith("past_") and value.count("%d") != 1):
+            raise InputError(f"genai_config.json names the decoder's {key} {value!r}; export the model again")
+    return names
+
+
 def calibration_feeds(folder: Path, token_chunks: list[list[int]]) -> Iterator[dict[str, np.ndarray]]:
     """The decoder's inputs for each chunk of token ids run from an empty KV cache."""
     decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
-    names = decoder["inputs"]
-    empty = np.zeros((1, decoder["num_key_value_heads"], 0, decoder["head_size"]), np.float32)
+    names = decoder_names(decoder)
+    shape = [decoder.get(key) for key in ("num_key_value_heads", "head_size", "num_hidden_layers")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in shape):
+        raise InputError(
+            "genai_config.json gives the decoder no num_key_value_heads, head_size and num_hidden_layers "
+            "the KV cache can take; export the model again"
+        )
+    heads, head_size, layers = shape
+    empty = np.zeros((1, heads, 0, head_size), np.float32)
     for ids in token_chunks:
         feed = {
             names["input_ids"]: np.array([ids], np.int64),
             names["attention_mask"]: np.ones((1, len(ids)), np.int64),
         }
-        for layer in range(decoder["num_hidden_layers"]):
+        for layer in range(layers):
             feed[names["past_key_names"] % layer] = empty
             feed[names["past_value_names"] % layer] = empty
         yield feed
@@ -189,7 +217,7 @@ def _place_by_sensitivity(
     options = measure_sensitivity(
         folder / decoder["filename"],
         feed,
-        decoder["outputs"]["logits"],
+        decoder_names(decoder)["logits"],
         layers,
         stats.importance,
         block_size,

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from edgeinfer.core.errors import OutputExistsError, ValidationError
+from edgeinfer.core.errors import InputError, OutputExistsError, ValidationError
 from tests.conftest import run_cli
 from tests.exporters.llm_factories import tiny_llm
 
@@ -159,6 +159,24 @@ def test_a_float_genai_folder_quantizes_to_int4_with_calib_and_bad_requests_exit
     assert code == 2 and "is quantized to int4" in err
     code, _, err = run_cli(capsys, "quantize", exported["fp32"].folder, "-o", out, "--method", "int4")
     assert code == 2 and "exists" in err  # the first result is kept
+
+
+def test_int4_calibration_reads_the_decoder_names_as_onnxruntime_genai_does(exported, tmp_path, capsys):
+    """A float folder whose genai_config.json names no decoder inputs or outputs runs with
+    onnxruntime-genai's default names (it used to end in a KeyError); a name that cannot be one is
+    refused."""
+    from edgeinfer.examples import SENTENCES
+    from edgeinfer.pipelines.genai_int4 import decoder_names
+
+    plain = tmp_path / "plain"
+    shutil.copytree(exported["fp32"].folder, plain)
+    _edit_config(plain, lambda c: [c["model"]["decoder"].pop(k) for k in ("inputs", "outputs")])
+    code, _, err = run_cli(capsys, "quantize", plain, "-o", tmp_path / "a", "--method", "int4", "--calib", SENTENCES)
+    assert code == 0, err
+    assert decoder_names({})["past_key_names"] == "past_key_values.%d.key"
+    for bad in ({"inputs": {"past_key_names": "past.key"}}, {"outputs": {"logits": 5}}):
+        with pytest.raises(InputError, match="export the model again"):
+            decoder_names(bad)
 
 
 def test_gemma2_sliding_window_exports_and_scores_with_a_cache_a_window_long(smollm2_hf, tmp_path):
